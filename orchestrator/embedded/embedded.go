@@ -1,0 +1,155 @@
+// Package embedded runs a NATS server with JetStream inside the current
+// process: the default broker of `natstx demo`, `natstx server` and every test.
+// It listens on loopback only unless told otherwise, keeps JetStream data in a
+// directory, and shuts down cleanly.
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config says how to run the embedded server. The zero value is valid: a
+// random loopback port and a fresh temporary data directory, removed on Stop.
+type Config struct {
+	// Host is the address to listen on; default 127.0.0.1.
+	Host string
+	// Port is the client port; 0 picks a free one, -1 means the NATS default
+	// 4222.
+	Port int
+	// DataDir holds JetStream's files. Empty means a new temporary directory
+	// that Stop removes.
+	DataDir string
+	// Name is the server name; in a cluster it must differ per node. Default
+	// "natstx-<port>".
+	Name string
+	// MaxPayload is the largest message the server accepts, in bytes; 0 keeps
+	// the NATS default (1 MiB).
+	MaxPayload int32
+	// Cluster, when set, joins this server to a JetStream cluster.
+	Cluster *ClusterConfig
+	// StartTimeout bounds how long Start waits for the server to accept
+	// connections; default 10s.
+	StartTimeout time.Duration
+	// Logs turns on the NATS server's own log lines (to standard error).
+	Logs bool
+}
+
+// ClusterConfig joins a server to a cluster over route connections.
+type ClusterConfig struct {
+	// Name is the cluster name, the same on every node.
+	Name string
+	// Host and Port are where this node listens for routes.
+	Host string
+	Port int
+	// Routes are the route URLs of the other nodes, e.g. nats://127.0.0.1:6223.
+	Routes []string
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns      *server.Server
+	dataDir string
+	tempDir bool
+}
+
+// Start starts a server and waits until it accepts connections.
+func Start(cfg Config) (*Server, error) {
+	host := cfg.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	port := cfg.Port
+	switch port {
+	case 0:
+		port = server.RANDOM_PORT
+	case -1:
+		port = server.DEFAULT_PORT
+	}
+	s := &Server{dataDir: cfg.DataDir}
+	if s.dataDir == "" {
+		dir, err := os.MkdirTemp("", "natstx-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: creating a data directory: %w", err)
+		}
+		s.dataDir, s.tempDir = dir, true
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   s.dataDir,
+		MaxPayload: cfg.MaxPayload,
+		NoSigs:     true,
+		NoLog:      !cfg.Logs,
+	}
+	if cfg.Cluster != nil {
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Cluster.Host, Port: cfg.Cluster.Port}
+		if opts.ServerName == "" {
+			opts.ServerName = "natstx-" + strconv.Itoa(cfg.Cluster.Port)
+		}
+		for _, r := range cfg.Cluster.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				s.cleanup()
+				return nil, fmt.Errorf("embedded nats: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		s.cleanup()
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if cfg.Logs {
+		ns.ConfigureLogger()
+	}
+	s.ns = ns
+	ns.Start()
+	wait := cfg.StartTimeout
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	if !ns.ReadyForConnections(wait) {
+		s.Stop()
+		return nil, errors.New("embedded nats: server did not accept connections within " + wait.String() +
+			" (is " + net.JoinHostPort(host, strconv.Itoa(port)) + " already in use?)")
+	}
+	return s, nil
+}
+
+// URL is the client URL to connect to, e.g. nats://127.0.0.1:4222.
+func (s *Server) URL() string { return s.ns.ClientURL() }
+
+// DataDir is the JetStream data directory in use.
+func (s *Server) DataDir() string { return s.dataDir }
+
+// NATS returns the underlying nats-server, for what this package does not
+// wrap (monitoring, cluster state).
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Stop shuts the server down, waits until it has, and removes the data
+// directory if Start created it. It is safe to call more than once.
+func (s *Server) Stop() {
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	}
+	s.cleanup()
+}
+
+func (s *Server) cleanup() {
+	if s.tempDir {
+		_ = os.RemoveAll(s.dataDir)
+		s.tempDir = false
+	}
+}

@@ -1,0 +1,33 @@
+package orchestrator
+
+import (
+	"errors"
+
+	"github.com/natstx/natstx/orchestrator/txn"
+)
+
+var (
+	// ErrNoParticipants is returned by Begin for a request without
+	// participants.
+	ErrNoParticipants = txn.ErrNoParticipants
+	// ErrDuplicateParticipant is returned by Begin when a participant is named
+	// twice in one request.
+	ErrDuplicateParticipant = txn.ErrDuplicateParticipant
+	// ErrDuplicateTx is returned by Begin when the transaction ID is in flight
+	// or finished within the retention window.
+	ErrDuplicateTx = errors.New("natstx: duplicate transaction ID")
+	// ErrPayloadTooLarge is returned by Begin when a participant's payload is
+	// over Config.MaxPayload.
+	ErrPayloadTooLarge = errors.New("natstx: payload too large")
+	// ErrDeadlineExpired is returned by Begin when the caller's context has no
+	// time left to run a transaction.
+	ErrDeadlineExpired = errors.New("natstx: deadline expired before the transaction began")
+	// ErrOverloaded is returned by Begin when Config.MaxInFlight transactions
+	// are already running.
+	ErrOverloaded = errors.New("natstx: too many transactions in flight")
+	// ErrUnknownTx is returned by Wait and Status for an ID this engine neither
+	// runs nor remembers.
+	ErrUnknownTx = errors.New("natstx: unknown transaction")
+	// ErrStopped is returned by calls on an engine that is not running.
+	ErrStopped = errors.New("natstx: engine stopped")
+)

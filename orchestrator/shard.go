@@ -1,0 +1,349 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/txn"
+)
+
+// shard is one event loop. It alone touches its maps, so none of them is
+// locked; everything reaches it through its inbox.
+type shard struct {
+	e        *Engine
+	in       chan any
+	active   map[string]*entry
+	finished map[string]Outcome
+	expiry   []expiring // finished IDs, oldest first
+}
+
+type expiring struct {
+	id string
+	at time.Time
+}
+
+// entry is a running transaction and what its driver keeps beside it.
+type entry struct {
+	tx       *txn.Tx
+	deadline time.Time
+	started  time.Time
+	timers   map[txn.TimerKind]*time.Timer
+	waiters  []chan result
+	// held are the sends and timers of a Ready whose record is being
+	// persisted: they wait until it is durable.
+	held       *txn.Ready
+	persisting bool
+}
+
+type result struct {
+	out Outcome
+	err error
+}
+
+type (
+	beginReq struct {
+		en *entry
+		ch chan result
+	}
+	waitReq struct {
+		id string
+		ch chan result
+	}
+	statusReq struct {
+		id string
+		ch chan result
+	}
+	abortReq struct {
+		id, reason string
+		ch         chan result
+	}
+	replyEvent struct{ r messages.Reply }
+	timerEvent struct {
+		id string
+		tm txn.Timer
+	}
+	persistedEvent struct{ id string }
+)
+
+// post hands v to the loop; false means the engine stopped.
+func (s *shard) post(v any) bool {
+	select {
+	case s.in <- v:
+		return true
+	case <-s.e.stop:
+		return false
+	}
+}
+
+func (s *shard) loop() {
+	defer s.e.wg.Done()
+	defer s.shutdown()
+	for {
+		select {
+		case <-s.e.stop:
+			return
+		case v := <-s.in:
+			s.handle(v)
+		}
+	}
+}
+
+func (s *shard) handle(v any) {
+	switch v := v.(type) {
+	case beginReq:
+		s.begin(v)
+	case waitReq:
+		if en := s.active[v.id]; en != nil {
+			en.waiters = append(en.waiters, v.ch)
+			s.notify(en, false)
+		} else {
+			v.ch <- s.lookup(v.id)
+		}
+	case statusReq:
+		if en := s.active[v.id]; en != nil {
+			v.ch <- result{out: en.tx.Outcome()}
+		} else {
+			v.ch <- s.lookup(v.id)
+		}
+	case abortReq:
+		en := s.active[v.id]
+		if en == nil {
+			v.ch <- s.lookup(v.id)
+			return
+		}
+		s.step(en, txn.Event{Kind: txn.EventAbort, Reason: v.reason})
+		v.ch <- result{out: en.tx.Outcome()}
+	case replyEvent:
+		s.reply(v.r)
+	case timerEvent:
+		if en := s.active[v.id]; en != nil {
+			s.step(en, txn.Event{Kind: txn.EventTimer, Timer: v.tm})
+		}
+	case persistedEvent:
+		if en := s.active[v.id]; en != nil && en.persisting {
+			en.persisting = false
+			rd := *en.held
+			en.held = nil
+			s.effects(en, rd)
+		}
+	}
+}
+
+func (s *shard) begin(r beginReq) {
+	id := r.en.tx.ID()
+	if _, dup := s.active[id]; dup {
+		s.e.inFlight.Add(-1)
+		r.ch <- result{err: fmt.Errorf("%w: %s is in flight", ErrDuplicateTx, id)}
+		return
+	}
+	if _, dup := s.finished[id]; dup {
+		s.e.inFlight.Add(-1)
+		r.ch <- result{err: fmt.Errorf("%w: %s has already run", ErrDuplicateTx, id)}
+		return
+	}
+	r.en.timers = make(map[txn.TimerKind]*time.Timer, 2)
+	s.active[id] = r.en
+	s.e.stats.Begun.Add(1)
+	r.ch <- result{}
+	s.apply(r.en, r.en.tx.Start())
+}
+
+func (s *shard) reply(r messages.Reply) {
+	en := s.active[r.TxID]
+	if en == nil {
+		if _, ok := s.finished[r.TxID]; !ok {
+			s.e.stats.StrayReplies.Add(1)
+			s.e.log.Debug("reply for a transaction this coordinator does not run", zap.String("txid", r.TxID), zap.String("participant", r.Participant))
+		}
+		return
+	}
+	ev := txn.Event{Participant: r.Participant, Op: r.Op, Reason: r.Reason}
+	switch r.Result {
+	case messages.VoteCommit:
+		ev.Kind, ev.Yes = txn.EventVote, true
+	case messages.VoteAbort:
+		ev.Kind = txn.EventVote
+	case messages.Ack:
+		ev.Kind = txn.EventAck
+	case messages.Failed:
+		ev.Kind = txn.EventFailed
+		s.e.log.Warn("participant failed a command", zap.String("txid", r.TxID), zap.String("participant", r.Participant),
+			zap.String("op", string(r.Op)), zap.String("reason", r.Reason))
+	}
+	s.step(en, ev)
+}
+
+func (s *shard) step(en *entry, ev txn.Event) {
+	s.apply(en, en.tx.Step(ev))
+}
+
+// apply carries out a Ready: persist first, then send, then arm timers.
+func (s *shard) apply(en *entry, rd txn.Ready) {
+	if rd.Ignored != "" {
+		s.e.stats.Ignored.Add(1)
+		s.e.log.Debug("event ignored", zap.String("txid", en.tx.ID()), zap.String("why", rd.Ignored))
+		return
+	}
+	if rd.Decided {
+		s.decided(en)
+	}
+	if rd.Persist != nil {
+		en.persisting, en.held = true, &rd
+		rec := *rd.Persist
+		s.e.wg.Add(1)
+		go s.persist(rec)
+		return
+	}
+	s.effects(en, rd)
+}
+
+// effects does the sends and timers of a Ready whose record, if any, is
+// durable.
+func (s *shard) effects(en *entry, rd txn.Ready) {
+	id := en.tx.ID()
+	for _, snd := range rd.Send {
+		s.e.publish(id, en.deadline, snd)
+	}
+	for _, tr := range rd.Timers {
+		if old := en.timers[tr.Timer.Kind]; old != nil {
+			old.Stop()
+		}
+		tm := tr.Timer
+		en.timers[tm.Kind] = time.AfterFunc(tr.After, func() { s.post(timerEvent{id: id, tm: tm}) })
+	}
+	if rd.Done {
+		s.done(en)
+	}
+}
+
+// persist writes a commit decision, retrying until it is durable or the
+// engine stops: commit cannot be sent before it.
+func (s *shard) persist(rec txn.Record) {
+	defer s.e.wg.Done()
+	wait := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.e.records.decide(ctx, rec)
+		cancel()
+		if err == nil {
+			s.post(persistedEvent{id: rec.ID})
+			return
+		}
+		s.e.stats.PersistErrors.Add(1)
+		s.e.log.Error("persisting the commit decision failed; retrying", zap.String("txid", rec.ID), zap.Error(err))
+		select {
+		case <-s.e.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func (s *shard) decided(en *entry) {
+	out := en.tx.Outcome()
+	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
+	if out.State == Aborting {
+		if out.TimedOut {
+			s.e.stats.Timeouts.Add(1)
+		}
+		s.notify(en, false)
+	}
+}
+
+// notify answers waiters: at once for an abort decision, at the end for a
+// commit.
+func (s *shard) notify(en *entry, final bool) {
+	out := en.tx.Outcome()
+	if !final && out.State != Aborting {
+		return
+	}
+	for _, w := range en.waiters {
+		w <- result{out: out}
+	}
+	en.waiters = nil
+}
+
+func (s *shard) done(en *entry) {
+	out := en.tx.Outcome()
+	id := out.ID
+	for _, t := range en.timers {
+		t.Stop()
+	}
+	delete(s.active, id)
+	s.e.inFlight.Add(-1)
+	if out.State == Committed {
+		s.e.stats.Committed.Add(1)
+		s.e.wg.Add(1)
+		go func() {
+			defer s.e.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.e.records.finish(ctx, id); err != nil {
+				s.e.log.Warn("removing a finished record failed; it expires with the bucket's retention", zap.String("txid", id), zap.Error(err))
+			}
+		}()
+	} else {
+		s.e.stats.Aborted.Add(1)
+	}
+	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", time.Since(en.started)))
+	s.notify(en, true)
+	s.remember(out)
+}
+
+// remember keeps a finished outcome for Status, Wait and duplicate
+// detection, dropping those past the retention or over the count limit.
+func (s *shard) remember(out Outcome) {
+	now := time.Now()
+	s.finished[out.ID] = out
+	s.expiry = append(s.expiry, expiring{id: out.ID, at: now.Add(s.e.cfg.Retention)})
+	limit := max(1, s.e.cfg.MaxRemembered/len(s.e.shards))
+	n := 0
+	for n < len(s.expiry) && (s.expiry[n].at.Before(now) || len(s.expiry)-n > limit) {
+		delete(s.finished, s.expiry[n].id)
+		n++
+	}
+	if n > 0 {
+		s.expiry = append(s.expiry[:0], s.expiry[n:]...)
+	}
+}
+
+func (s *shard) lookup(id string) result {
+	if out, ok := s.finished[id]; ok {
+		return result{out: out}
+	}
+	return result{out: Outcome{ID: id}, err: fmt.Errorf("%w: %s", ErrUnknownTx, id)}
+}
+
+// shutdown stops every timer and tells every waiter the engine stopped.
+func (s *shard) shutdown() {
+	for _, en := range s.active {
+		for _, t := range en.timers {
+			t.Stop()
+		}
+		for _, w := range en.waiters {
+			w <- result{out: en.tx.Outcome(), err: ErrStopped}
+		}
+	}
+	for {
+		select {
+		case v := <-s.in:
+			switch v := v.(type) {
+			case beginReq:
+				v.ch <- result{err: ErrStopped}
+			case waitReq:
+				v.ch <- result{err: ErrStopped}
+			case statusReq:
+				v.ch <- result{err: ErrStopped}
+			case abortReq:
+				v.ch <- result{err: ErrStopped}
+			}
+		default:
+			return
+		}
+	}
+}

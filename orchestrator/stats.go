@@ -1,0 +1,37 @@
+package orchestrator
+
+import "sync/atomic"
+
+// Stats are the engine's counters.
+type Stats struct {
+	Begun, Committed, Aborted, Timeouts, Rejected atomic.Int64
+	Resends, PublishErrors, PersistErrors         atomic.Int64
+	MalformedReplies, StrayReplies, Ignored       atomic.Int64
+	InFlight                                      *atomic.Int64
+}
+
+// StatsSnapshot is a copy of the counters at one moment.
+type StatsSnapshot struct {
+	// Begun, Committed and Aborted count transactions; Timeouts counts aborts
+	// for a missing vote; Rejected counts Begin calls refused for overload.
+	Begun, Committed, Aborted, Timeouts, Rejected int64
+	// Resends counts commands sent again; PublishErrors and PersistErrors
+	// count failed publishes and failed decision writes (both retried).
+	Resends, PublishErrors, PersistErrors int64
+	// MalformedReplies counts replies that did not decode; StrayReplies
+	// replies for transactions this engine does not know; Ignored events the
+	// state machine ignored (duplicate or late votes, stale timers).
+	MalformedReplies, StrayReplies, Ignored int64
+	// InFlight is the number of transactions running now.
+	InFlight int64
+}
+
+func (s *Stats) snapshot() StatsSnapshot {
+	return StatsSnapshot{
+		Begun: s.Begun.Load(), Committed: s.Committed.Load(), Aborted: s.Aborted.Load(),
+		Timeouts: s.Timeouts.Load(), Rejected: s.Rejected.Load(),
+		Resends: s.Resends.Load(), PublishErrors: s.PublishErrors.Load(), PersistErrors: s.PersistErrors.Load(),
+		MalformedReplies: s.MalformedReplies.Load(), StrayReplies: s.StrayReplies.Load(), Ignored: s.Ignored.Load(),
+		InFlight: s.InFlight.Load(),
+	}
+}

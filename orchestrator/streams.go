@@ -1,0 +1,59 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natstx/natstx/messages"
+)
+
+// StreamOptions sizes the JetStream resources natstx declares.
+type StreamOptions struct {
+	// Replicas is the replication factor of the command stream and the record
+	// bucket: 1 on a single server, 3 on a three-node cluster.
+	Replicas int
+	// MaxAge bounds how long an unconsumed command stays in the stream. A
+	// coordinator re-sends commit until it is acknowledged, so an expired
+	// command is sent again; default 24h.
+	MaxAge time.Duration
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 24 * time.Hour
+	}
+	return o
+}
+
+// CommandStreamConfig is the configuration of the stream that stores
+// commands. It is a work queue: a command leaves the stream once the one
+// participant consumer it is meant for acknowledges it.
+func CommandStreamConfig(o StreamOptions) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        messages.CommandStream,
+		Description: "natstx commands (prepare, commit, abort) awaiting their participant",
+		Subjects:    []string{messages.CommandSubjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		MaxAge:      o.MaxAge,
+		Duplicates:  2 * time.Minute,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// EnsureStreams creates or updates the JetStream resources natstx needs. The
+// coordinator calls it on start; participants wait for them to exist.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	if _, err := js.CreateOrUpdateStream(ctx, CommandStreamConfig(o)); err != nil {
+		return fmt.Errorf("natstx: declaring stream %s: %w", messages.CommandStream, err)
+	}
+	return nil
+}
