@@ -178,9 +178,8 @@ func (e *Engine) Begin(ctx context.Context, req Request) (string, error) {
 // ends first, Wait returns the current snapshot and ctx's error; a
 // transaction in Committing will still commit.
 func (e *Engine) Wait(ctx context.Context, id string) (Outcome, error) {
-	s := e.shardOf(id)
 	w := make(chan result, 1)
-	if !s.post(waitReq{id: id, ch: w}) {
+	if !e.shardOf(id).post(waitReq{id: id, ch: w}) {
 		return Outcome{ID: id}, ErrStopped
 	}
 	return e.await(ctx, id, w, false)
@@ -190,10 +189,7 @@ func (e *Engine) Wait(ctx context.Context, id string) (Outcome, error) {
 // transaction is preparing, and reports whether it aborted it.
 func (e *Engine) Abort(id, reason string) (bool, error) {
 	ch := make(chan result, 1)
-	if !e.shardOf(id).post(abortReq{id: id, reason: reason, ch: ch}) {
-		return false, ErrStopped
-	}
-	r := <-ch
+	r := e.call(id, abortReq{id: id, reason: reason, ch: ch}, ch)
 	if r.err != nil {
 		return false, r.err
 	}
@@ -204,17 +200,30 @@ func (e *Engine) Abort(id, reason string) (bool, error) {
 // retention.
 func (e *Engine) Status(id string) (Outcome, error) {
 	ch := make(chan result, 1)
-	if !e.shardOf(id).post(statusReq{id: id, ch: ch}) {
-		return Outcome{ID: id}, ErrStopped
-	}
-	r := <-ch
+	r := e.call(id, statusReq{id: id, ch: ch}, ch)
 	return r.out, r.err
+}
+
+// call hands req to id's shard and waits for its answer on ch, or for the
+// engine to stop.
+func (e *Engine) call(id string, req any, ch chan result) result {
+	if !e.shardOf(id).post(req) {
+		return result{out: Outcome{ID: id}, err: ErrStopped}
+	}
+	select {
+	case r := <-ch:
+		return r
+	case <-e.stop:
+		return result{out: Outcome{ID: id}, err: ErrStopped}
+	}
 }
 
 func (e *Engine) await(ctx context.Context, id string, w chan result, abortOnCancel bool) (Outcome, error) {
 	select {
 	case r := <-w:
 		return r.out, r.err
+	case <-e.stop:
+		return Outcome{ID: id}, ErrStopped
 	case <-ctx.Done():
 	}
 	if abortOnCancel {
@@ -279,11 +288,10 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 		b.waiter = make(chan result, 1)
 		r.en.waiters = append(r.en.waiters, b.waiter)
 	}
-	if !e.shardOf(req.ID).post(r) {
-		e.inFlight.Add(-1)
-		return begun{}, ErrStopped
-	}
-	if res := <-r.ch; res.err != nil {
+	if res := e.call(req.ID, r, r.ch); res.err != nil {
+		if errors.Is(res.err, ErrStopped) {
+			e.inFlight.Add(-1)
+		}
 		return begun{}, res.err
 	}
 	return b, nil

@@ -69,8 +69,15 @@ type (
 	persistedEvent struct{ id string }
 )
 
-// post hands v to the loop; false means the engine stopped.
+// post hands v to the loop; false means the engine stopped. A request that
+// lands in the inbox as the engine stops is never answered: callers also wait
+// on the engine's stop channel (Engine.call).
 func (s *shard) post(v any) bool {
+	select {
+	case <-s.e.stop:
+		return false
+	default:
+	}
 	select {
 	case s.in <- v:
 		return true
@@ -327,23 +334,6 @@ func (s *shard) shutdown() {
 		}
 		for _, w := range en.waiters {
 			w <- result{out: en.tx.Outcome(), err: ErrStopped}
-		}
-	}
-	for {
-		select {
-		case v := <-s.in:
-			switch v := v.(type) {
-			case beginReq:
-				v.ch <- result{err: ErrStopped}
-			case waitReq:
-				v.ch <- result{err: ErrStopped}
-			case statusReq:
-				v.ch <- result{err: ErrStopped}
-			case abortReq:
-				v.ch <- result{err: ErrStopped}
-			}
-		default:
-			return
 		}
 	}
 }

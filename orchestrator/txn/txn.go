@@ -353,7 +353,9 @@ func (t *Tx) onVote(ev Event) Ready {
 	}
 	p := &t.parts[i]
 	if !ev.Yes {
-		p.Vote, p.Reason, p.Acked = VoteNo, ev.Reason, true // a no voter has aborted already
+		// A participant that voted no has aborted already; one that failed to
+		// handle prepare is sent abort all the same, in case it prepared.
+		p.Vote, p.Reason, p.Acked = VoteNo, ev.Reason, ev.Kind == EventVote
 		return t.decide(false, fmt.Sprintf("%s voted abort: %s", ev.Participant, orUnknown(ev.Reason)))
 	}
 	p.Vote = VoteYes
@@ -369,7 +371,7 @@ func (t *Tx) onAck(ev Event) Ready {
 	switch {
 	case !ok:
 		return Ready{Ignored: fmt.Sprintf("ack from %q, which is not a participant", ev.Participant)}
-	case ev.Op != want:
+	case t.state == Preparing || ev.Op != want:
 		return Ready{Ignored: fmt.Sprintf("ack of %s from %s while the transaction is %s", ev.Op, ev.Participant, t.state)}
 	case t.parts[i].Acked:
 		return Ready{Ignored: fmt.Sprintf("duplicate ack from %s", ev.Participant)}
@@ -387,7 +389,7 @@ func (t *Tx) onFailed(ev Event) Ready {
 		if t.state != Preparing || t.parts[i].Vote != VotePending {
 			return Ready{Ignored: fmt.Sprintf("prepare failure from %s after its vote or the decision", ev.Participant)}
 		}
-		ev.Kind, ev.Yes, ev.Reason = EventVote, false, "failed: "+orUnknown(ev.Reason)
+		ev.Yes, ev.Reason = false, "failed: "+orUnknown(ev.Reason)
 		return t.onVote(ev)
 	}
 	if ev.Op != t.phaseOp() || t.parts[i].Acked {

@@ -1,0 +1,47 @@
+// Command natstx is natstx's one CLI: the demo, and (as they land) the
+// coordinator server, the transaction inspector, the publisher and the
+// benchmark.
+//
+// Exit codes: 0 success; 1 a failed check (an atomicity violation) or a
+// runtime error; 2 bad usage (unknown flag, bad value).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// usageError marks errors caused by how the command was called.
+type usageError struct{ error }
+
+func main() {
+	root := newRoot()
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "natstx:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "natstx",
+		Short: "Two-phase commit across services, over NATS JetStream",
+		Long: `natstx coordinates one transaction across independent services, so that either
+all of them apply their part or none does. It runs over NATS JetStream; an
+embedded NATS server is the default, so nothing needs installing.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(newDemo())
+	return root
+}

@@ -1,0 +1,139 @@
+package integration
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/sim"
+)
+
+// cluster is one embedded NATS server, one coordinator engine and a set of
+// simulated services behind participant runtimes.
+type cluster struct {
+	t        *testing.T
+	srv      *embedded.Server
+	nc       *nats.Conn
+	eng      *orchestrator.Engine
+	services map[string]*sim.Service
+}
+
+type serviceSpec struct {
+	name       string
+	rate       float64
+	maxLatency time.Duration
+}
+
+func startCluster(t *testing.T, cfg orchestrator.Config, specs ...serviceSpec) *cluster {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if cfg.Logger == nil {
+		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("coordinator")
+	}
+	eng, err := orchestrator.New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Stop)
+	c := &cluster{t: t, srv: srv, nc: nc, eng: eng, services: map[string]*sim.Service{}}
+	for i, s := range specs {
+		svc, err := sim.New(sim.Config{Name: s.name, SuccessRate: sim.Rate(s.rate), MaxLatency: s.maxLatency, Seed: int64(1000 + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := participants.New(nc, participants.Config{Name: s.name, Handler: svc, Concurrency: 512, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(s.name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rt.Stop)
+		c.services[s.name] = svc
+	}
+	return c
+}
+
+// load runs n transactions over every service, conc at a time, and returns
+// their results and the most transactions seen in flight at once.
+func (c *cluster) load(n, conc int, timeout time.Duration) ([]sim.Result, int64) {
+	names := make([]string, 0, len(c.services))
+	for name := range c.services {
+		names = append(names, name)
+	}
+	var (
+		mu       sync.Mutex
+		results  []sim.Result
+		inFlight atomic.Int64
+		peak     atomic.Int64
+		wg       sync.WaitGroup
+		next     = make(chan int)
+	)
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				req := orchestrator.Request{ID: orchestrator.NewID(), Timeout: timeout}
+				for _, name := range names {
+					req.Participants = append(req.Participants, orchestrator.Participant{Name: name, Payload: []byte{byte(i)}})
+				}
+				now := inFlight.Add(1)
+				for p := peak.Load(); now > p && !peak.CompareAndSwap(p, now); p = peak.Load() {
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				out, err := c.eng.Execute(ctx, req)
+				cancel()
+				inFlight.Add(-1)
+				if err != nil {
+					c.t.Errorf("transaction %s: %v (state %s)", req.ID, err, out.State)
+				}
+				mu.Lock()
+				results = append(results, sim.Result{ID: req.ID, Participants: names, Decided: err == nil && out.State.Decided(), Committed: out.Committed()})
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return results, peak.Load()
+}
+
+// quiesce waits until the engine has no transaction in flight: every commit
+// and abort acknowledged.
+func (c *cluster) quiesce(limit time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(limit)
+	for c.eng.Stats().InFlight > 0 {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("still %d transactions in flight after %v", c.eng.Stats().InFlight, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

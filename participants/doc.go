@@ -1,0 +1,27 @@
+// Package participants is the participant side of natstx: a Runtime that reads
+// the commands a coordinator sends to one participant (prepare, commit, abort)
+// from the JetStream stream NATSTX_CMD, calls the service's Handler, and
+// publishes the vote or acknowledgement back to the coordinator.
+//
+// The Runtime makes every command idempotent, as two-phase commit needs: a
+// command may arrive more than once, late, or out of order. It keeps a small
+// in-memory record per transaction (none, prepared, committed or aborted) and
+// answers duplicates from it without calling the Handler again:
+//
+//   - a duplicate prepare gets the recorded vote;
+//   - a commit or abort of a finished transaction is re-acknowledged;
+//   - an abort that arrives before its prepare is remembered, so the late
+//     prepare votes abort and reserves nothing ("no hanging reservation");
+//   - an abort of a transaction never prepared does not call the Handler
+//     ("null compensation").
+//
+// Commands of one transaction are handled one at a time in a process;
+// different transactions run in parallel, up to Config.Concurrency handler
+// calls at once. Several processes started with the same Config.Name share one
+// durable consumer, so JetStream spreads the commands among them.
+//
+// The record lives in memory only. A Handler whose effects must survive a
+// restart keeps its own durable barrier (which transaction it prepared,
+// committed or aborted) in the same local transaction as its business change,
+// and treats Commit and Abort of an already finished transaction as success.
+package participants

@@ -1,0 +1,40 @@
+package participants
+
+import "errors"
+
+var (
+	// ErrInvalidConfig is returned by Config.Validate and New for a bad
+	// Config; the message names the field.
+	ErrInvalidConfig = errors.New("natstx: invalid participant config")
+	// ErrStreamMissing is returned by Start when the command stream does not
+	// appear within Config.StreamWait.
+	ErrStreamMissing = errors.New("natstx: command stream missing")
+	// ErrStarted is returned by Start on a Runtime already started; a
+	// Runtime runs once.
+	ErrStarted = errors.New("natstx: participant runtime already started")
+	// ErrStopped is returned by Start when Stop was called before or during
+	// it.
+	ErrStopped = errors.New("natstx: participant runtime stopped")
+)
+
+// Reasons the Runtime sends with a VoteAbort or Failed reply it decides by
+// itself, without the Handler.
+const (
+	// ReasonDeadlinePassed answers a prepare that arrives after the
+	// transaction's deadline.
+	ReasonDeadlinePassed = "deadline passed"
+	// ReasonAbortedBeforePrepare answers a prepare that arrives after the
+	// transaction's abort.
+	ReasonAbortedBeforePrepare = "aborted before prepare arrived"
+	// ReasonAborted answers a duplicate prepare of a transaction that was
+	// prepared and then aborted.
+	ReasonAborted = "aborted by the coordinator"
+	// ReasonPrepareFailed replaces an empty error text from Handler.Prepare.
+	ReasonPrepareFailed = "prepare failed"
+	// ReasonNoRecord answers a commit for a transaction never prepared here.
+	ReasonNoRecord = "commit for a transaction this participant has no record of"
+	// ReasonCommitAfterAbort answers a commit of an aborted transaction.
+	ReasonCommitAfterAbort = "commit after abort"
+	// ReasonAbortAfterCommit answers an abort of a committed transaction.
+	ReasonAbortAfterCommit = "abort after commit"
+)

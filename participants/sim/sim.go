@@ -1,0 +1,246 @@
+// Package sim is a simulated participant service for demos and tests: a
+// participants.Handler with configurable latency and failure rate that
+// records what it applied, so a test can check atomicity afterwards.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/participants"
+)
+
+// DefaultMaxLatency is MaxLatency when both latencies are zero.
+const DefaultMaxLatency = 100 * time.Millisecond
+
+// Errors a Service returns when the dice say an operation fails.
+var (
+	// ErrPrepare is the simulated prepare failure: an abort vote.
+	ErrPrepare = errors.New("simulated prepare failure")
+	// ErrCommit is the simulated commit failure; the runtime retries.
+	ErrCommit = errors.New("simulated commit failure")
+	// ErrAbort is the simulated abort failure; the runtime retries.
+	ErrAbort = errors.New("simulated abort failure")
+)
+
+// Config configures a Service.
+type Config struct {
+	// Name is the participant name, for messages; required.
+	Name string
+	// SuccessRate is the probability, in [0, 1], that one operation succeeds.
+	// Nil means 1; use Rate(0) for a service that always fails.
+	SuccessRate *float64
+	// MinLatency and MaxLatency bound each operation's simulated latency,
+	// drawn uniformly between them. Both zero means 0 to 100ms; for
+	// practically none, set MaxLatency to time.Nanosecond.
+	MinLatency, MaxLatency time.Duration
+	// Seed seeds the random source, which makes a run's sequence of outcomes
+	// reproducible for the same sequence of calls; 0 picks a random seed.
+	Seed int64
+}
+
+// Rate returns a pointer to p, for Config.SuccessRate.
+func Rate(p float64) *float64 { return &p }
+
+// Service is a simulated participant. It implements participants.Handler and
+// is safe for concurrent use.
+type Service struct {
+	name       string
+	rate       float64
+	minLatency time.Duration
+	spread     time.Duration
+
+	mu            sync.Mutex
+	rng           *rand.Rand
+	staged        map[string][]byte
+	committed     map[string][]byte
+	aborted       map[string]bool
+	doubleApplies int
+}
+
+var _ participants.Handler = (*Service)(nil)
+
+// New returns a Service for cfg.
+func New(cfg Config) (*Service, error) {
+	if err := messages.ValidateName("participant name", cfg.Name); err != nil {
+		return nil, fmt.Errorf("sim: Name: %w", err)
+	}
+	rate := 1.0
+	if cfg.SuccessRate != nil {
+		rate = *cfg.SuccessRate
+	}
+	if !(rate >= 0 && rate <= 1) { // also rejects NaN
+		return nil, fmt.Errorf("sim: SuccessRate is %v, it must be in [0, 1]", rate)
+	}
+	if cfg.MinLatency < 0 || cfg.MaxLatency < 0 {
+		return nil, fmt.Errorf("sim: MinLatency (%s) and MaxLatency (%s) must not be negative", cfg.MinLatency, cfg.MaxLatency)
+	}
+	if cfg.MinLatency == 0 && cfg.MaxLatency == 0 {
+		cfg.MaxLatency = DefaultMaxLatency
+	}
+	if cfg.MaxLatency < cfg.MinLatency {
+		return nil, fmt.Errorf("sim: MaxLatency (%s) is below MinLatency (%s)", cfg.MaxLatency, cfg.MinLatency)
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	return &Service{
+		name:       cfg.Name,
+		rate:       rate,
+		minLatency: cfg.MinLatency,
+		spread:     cfg.MaxLatency - cfg.MinLatency,
+		rng:        rand.New(rand.NewSource(seed)),
+		staged:     make(map[string][]byte),
+		committed:  make(map[string][]byte),
+		aborted:    make(map[string]bool),
+	}, nil
+}
+
+// Name is the service's participant name.
+func (s *Service) Name() string { return s.name }
+
+// Prepare stages payload after the simulated latency, or fails with
+// ErrPrepare.
+func (s *Service) Prepare(ctx context.Context, tx participants.Tx, payload []byte) error {
+	if err := s.sleep(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.succeeds() {
+		return ErrPrepare
+	}
+	s.staged[tx.ID] = slices.Clone(payload)
+	return nil
+}
+
+// Commit moves the staged payload to committed after the simulated latency,
+// or fails with ErrCommit. A Commit of an already committed transaction
+// counts as a double apply and succeeds.
+func (s *Service) Commit(ctx context.Context, tx participants.Tx) error {
+	if err := s.sleep(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, done := s.committed[tx.ID]; done {
+		s.doubleApplies++
+		return nil
+	}
+	if !s.succeeds() {
+		return ErrCommit
+	}
+	s.committed[tx.ID] = s.staged[tx.ID]
+	delete(s.staged, tx.ID)
+	return nil
+}
+
+// Abort discards the staged payload after the simulated latency, or fails
+// with ErrAbort. An Abort of a committed transaction counts as a double apply
+// and fails: what is committed cannot be discarded.
+func (s *Service) Abort(ctx context.Context, tx participants.Tx) error {
+	if err := s.sleep(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, done := s.committed[tx.ID]; done {
+		s.doubleApplies++
+		return fmt.Errorf("sim: abort of committed transaction %s", tx.ID)
+	}
+	if !s.succeeds() {
+		return ErrAbort
+	}
+	delete(s.staged, tx.ID)
+	s.aborted[tx.ID] = true
+	return nil
+}
+
+// Committed reports whether txid is committed here.
+func (s *Service) Committed(txid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.committed[txid]
+	return ok
+}
+
+// Staged reports whether txid is prepared here and not yet committed or
+// aborted.
+func (s *Service) Staged(txid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.staged[txid]
+	return ok
+}
+
+// CommittedPayload returns the payload committed for txid.
+func (s *Service) CommittedPayload(txid string) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.committed[txid]
+	return slices.Clone(p), ok
+}
+
+// CommittedIDs returns the committed transaction IDs, sorted.
+func (s *Service) CommittedIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.committed))
+	for id := range s.committed {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Counts returns how many transactions are staged now, committed, and
+// aborted (discarded after a successful prepare or never prepared).
+func (s *Service) Counts() (staged, committed, aborted int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.staged), len(s.committed), len(s.aborted)
+}
+
+// DoubleApplies counts Commits of already committed transactions and Aborts
+// of committed ones. Behind a participants.Runtime it stays 0.
+func (s *Service) DoubleApplies() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.doubleApplies
+}
+
+// sleep waits a random latency, or until ctx ends.
+func (s *Service) sleep(ctx context.Context) error {
+	s.mu.Lock()
+	d := s.minLatency
+	if s.spread > 0 {
+		d += time.Duration(s.rng.Int63n(int64(s.spread) + 1))
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// succeeds rolls the dice; the caller holds s.mu.
+func (s *Service) succeeds() bool {
+	switch s.rate {
+	case 1:
+		return true
+	case 0:
+		return false
+	}
+	return s.rng.Float64() < s.rate
+}

@@ -1,0 +1,308 @@
+package sim_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/sim"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const wait = 15 * time.Second
+
+func newService(t *testing.T, cfg sim.Config) *sim.Service {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "sim"
+	}
+	if cfg.MinLatency == 0 && cfg.MaxLatency == 0 {
+		cfg.MaxLatency = time.Nanosecond
+	}
+	s, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func tx(id string) participants.Tx { return participants.Tx{ID: id, Participant: "sim", Attempt: 1} }
+
+func TestNewValidates(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  sim.Config
+	}{
+		{"no name", sim.Config{}},
+		{"bad name", sim.Config{Name: "a b"}},
+		{"rate below 0", sim.Config{Name: "s", SuccessRate: sim.Rate(-0.1)}},
+		{"rate above 1", sim.Config{Name: "s", SuccessRate: sim.Rate(1.1)}},
+		{"rate NaN", sim.Config{Name: "s", SuccessRate: sim.Rate(math.NaN())}},
+		{"negative latency", sim.Config{Name: "s", MinLatency: -time.Millisecond}},
+		{"max below min", sim.Config{Name: "s", MinLatency: 2 * time.Millisecond, MaxLatency: time.Millisecond}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := sim.New(tc.cfg); err == nil {
+				t.Fatalf("New(%+v) succeeded", tc.cfg)
+			}
+		})
+	}
+	s, err := sim.New(sim.Config{Name: "s"})
+	if err != nil || s.Name() != "s" {
+		t.Fatalf("defaults: %v", err)
+	}
+}
+
+func TestAlwaysSucceeds(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t, sim.Config{SuccessRate: sim.Rate(1)})
+	for i := range 50 {
+		id := fmt.Sprint("c", i)
+		if err := s.Prepare(ctx, tx(id), []byte(id)); err != nil {
+			t.Fatal(err)
+		}
+		if !s.Staged(id) {
+			t.Fatalf("%s not staged", id)
+		}
+		if i%2 == 0 {
+			if err := s.Commit(ctx, tx(id)); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := s.Abort(ctx, tx(id)); err != nil {
+			t.Fatal(err)
+		}
+		if s.Staged(id) || s.Committed(id) != (i%2 == 0) {
+			t.Fatalf("%s: staged %v committed %v", id, s.Staged(id), s.Committed(id))
+		}
+	}
+	if err := s.Prepare(ctx, tx("open"), nil); err != nil {
+		t.Fatal(err)
+	}
+	staged, committed, aborted := s.Counts()
+	if staged != 1 || committed != 25 || aborted != 25 {
+		t.Errorf("counts %d %d %d", staged, committed, aborted)
+	}
+	if p, ok := s.CommittedPayload("c4"); !ok || string(p) != "c4" {
+		t.Errorf("payload %q %v", p, ok)
+	}
+	ids := s.CommittedIDs()
+	if len(ids) != 25 || !slices.IsSorted(ids) || ids[0] != "c0" {
+		t.Errorf("committed IDs %v", ids)
+	}
+	if s.DoubleApplies() != 0 {
+		t.Error("double applies")
+	}
+}
+
+func TestAlwaysFails(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t, sim.Config{SuccessRate: sim.Rate(0)})
+	for i := range 50 {
+		id := fmt.Sprint("f", i)
+		err := s.Prepare(ctx, tx(id), []byte("x"))
+		if !errors.Is(err, sim.ErrPrepare) || err.Error() != "simulated prepare failure" {
+			t.Fatalf("Prepare = %v", err)
+		}
+		if err := s.Commit(ctx, tx(id)); !errors.Is(err, sim.ErrCommit) {
+			t.Fatalf("Commit = %v", err)
+		}
+		if err := s.Abort(ctx, tx(id)); !errors.Is(err, sim.ErrAbort) {
+			t.Fatalf("Abort = %v", err)
+		}
+	}
+	if staged, committed, aborted := s.Counts(); staged+committed+aborted != 0 {
+		t.Errorf("counts %d %d %d, want nothing applied", staged, committed, aborted)
+	}
+}
+
+func TestSeedIsDeterministic(t *testing.T) {
+	run := func(seed int64) []bool {
+		s := newService(t, sim.Config{SuccessRate: sim.Rate(0.5), MaxLatency: time.Microsecond, Seed: seed})
+		var out []bool
+		for i := range 200 {
+			out = append(out, s.Prepare(context.Background(), tx(fmt.Sprint(i)), nil) == nil)
+		}
+		return out
+	}
+	a, b, c := run(42), run(42), run(43)
+	if !slices.Equal(a, b) {
+		t.Error("the same seed gave different outcomes")
+	}
+	if slices.Equal(a, c) {
+		t.Error("different seeds gave the same 200 outcomes")
+	}
+	if n := countTrue(a); n == 0 || n == len(a) {
+		t.Errorf("rate 0.5 gave %d successes of %d", n, len(a))
+	}
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+func TestContextEndsLatency(t *testing.T) {
+	s := newService(t, sim.Config{MinLatency: time.Hour, MaxLatency: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Prepare(ctx, tx("slow"), nil) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Prepare = %v, want the context's error", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Prepare did not return when its context ended")
+	}
+	if s.Staged("slow") {
+		t.Error("staged after the context ended")
+	}
+}
+
+func TestDoubleApplies(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t, sim.Config{})
+	_ = s.Prepare(ctx, tx("d"), nil)
+	if err := s.Commit(ctx, tx("d")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, tx("d")); err != nil {
+		t.Fatalf("second Commit = %v, want success", err)
+	}
+	if err := s.Abort(ctx, tx("d")); err == nil {
+		t.Fatal("Abort of a committed transaction succeeded")
+	}
+	if n := s.DoubleApplies(); n != 2 {
+		t.Errorf("double applies %d, want 2", n)
+	}
+	if !s.Committed("d") {
+		t.Error("no longer committed")
+	}
+}
+
+// TestBehindRuntime drives a flaky Service through a real Runtime the way a
+// coordinator would: commit what voted commit, abort the rest, re-send
+// nothing (the runtime retries failed commits and aborts). Every transaction
+// ends applied exactly as decided, and nothing is applied twice.
+func TestBehindRuntime(t *testing.T) {
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	defer cancel()
+	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replyTo := messages.ReplySubject("test")
+	replies, err := nc.SubscribeSync(replyTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s := newService(t, sim.Config{SuccessRate: sim.Rate(0.7), MaxLatency: time.Millisecond, Seed: 7})
+	rt, err := participants.New(nc, participants.Config{Name: "sim", Handler: s, AckWait: 2 * time.Second,
+		OpTimeout: time.Second, RetryDelay: 5 * time.Millisecond, StreamWait: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+
+	send := func(id string, op messages.Op) {
+		c := messages.Command{TxID: id, Op: op, Participant: "sim", Attempt: 1, ReplyTo: replyTo}
+		msg := &nats.Msg{Subject: c.Subject(), Header: nats.Header(c.Header())}
+		if op == messages.OpPrepare {
+			msg.Data = []byte("payload of " + id)
+		}
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	const n = 100
+	for i := range n {
+		send(fmt.Sprint("t", i), messages.OpPrepare)
+	}
+	decided := map[string]bool{} // txid -> commit
+	acked := map[string]bool{}
+	for len(acked) < n {
+		m, err := replies.NextMsg(wait)
+		if err != nil {
+			t.Fatalf("waiting for replies (%d decided, %d acknowledged): %v", len(decided), len(acked), err)
+		}
+		r, err := messages.DecodeReply(map[string][]string(m.Header), m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case r.Op == messages.OpPrepare:
+			decided[r.TxID] = r.Result == messages.VoteCommit
+			if r.Result == messages.VoteCommit {
+				send(r.TxID, messages.OpCommit)
+			} else {
+				send(r.TxID, messages.OpAbort)
+			}
+		case r.Result == messages.Ack:
+			acked[r.TxID] = true
+		case r.Result != messages.Failed: // a failed commit or abort is retried by the runtime
+			t.Fatalf("unexpected reply %+v", r)
+		}
+	}
+	var want []string
+	for id, commit := range decided {
+		if commit {
+			want = append(want, id)
+		}
+		if s.Staged(id) {
+			t.Errorf("%s still staged", id)
+		}
+		if p, ok := s.CommittedPayload(id); ok && string(p) != "payload of "+id {
+			t.Errorf("%s committed payload %q", id, p)
+		}
+	}
+	slices.Sort(want)
+	if got := s.CommittedIDs(); !slices.Equal(got, want) {
+		t.Errorf("committed %v, want %v", got, want)
+	}
+	if len(want) == 0 || len(want) == n {
+		t.Errorf("%d of %d voted commit; the seed should give a mix", len(want), n)
+	}
+	if d := s.DoubleApplies(); d != 0 {
+		t.Errorf("%d double applies", d)
+	}
+	if st := rt.Stats(); st.HandlerErrors == 0 {
+		t.Errorf("stats %+v: a 0.7 success rate should have failed some calls", st)
+	}
+}
