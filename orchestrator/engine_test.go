@@ -24,12 +24,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fixture is an embedded server, an engine and named participants whose
 // handlers the test chooses.
 type fixture struct {
-	t   *testing.T
+	t   testing.TB
 	nc  *nats.Conn
 	eng *orchestrator.Engine
 }
 
-func newFixture(t *testing.T, cfg orchestrator.Config) *fixture {
+func newFixture(t testing.TB, cfg orchestrator.Config) *fixture {
 	t.Helper()
 	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
@@ -65,7 +65,7 @@ func (f *fixture) participant(name string, h participants.Handler) {
 	f.t.Cleanup(rt.Stop)
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
@@ -244,7 +244,9 @@ func TestMalformedRepliesAreDroppedAndServiceGoesOn(t *testing.T) {
 	if err != nil || out.State != orchestrator.Committed {
 		t.Fatalf("after malformed replies: %s %v", out.State, err)
 	}
-	waitFor(t, func() bool { return f.eng.Stats().MalformedReplies == int64(len(bad)) && f.eng.Stats().StrayReplies == 1 },
+	waitFor(t, func() bool {
+		return f.eng.Stats().MalformedReplies == int64(len(bad)) && f.eng.Stats().StrayReplies == 1
+	},
 		"malformed and stray replies to be counted")
 }
 

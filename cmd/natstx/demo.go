@@ -276,4 +276,3 @@ func describe(o orchestrator.Outcome, err error, took time.Duration) string {
 		return fmt.Sprintf("tx %s aborted in %.1fms: %s", o.ID, ms, o.Reason)
 	}
 }
-

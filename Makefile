@@ -1,0 +1,38 @@
+# natstx: build, demo, test, lint. Everything it needs comes from go.mod and
+# the Go module proxy.
+GO            ?= go
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TEST_TIMEOUT  ?= 20m
+BIN           := bin/natstx
+
+.PHONY: build demo test lint fuzz bench clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/natstx
+
+demo: build
+	./$(BIN) demo
+
+# The test suite CI runs: vet and lint, then every test with the race
+# detector (fuzz seed corpora run as plain tests).
+test: lint
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# Fuzz the wire decoders for a while (FUZZTIME each).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME)
+	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeReply -fuzztime $(FUZZTIME)
+
+# Go benchmarks of the engine end to end over embedded NATS.
+bench:
+	$(GO) test ./orchestrator -run '^$$' -bench . -benchtime 5s
+
+clean:
+	rm -rf bin
