@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -21,12 +22,27 @@ func main() {
 	root := newRoot()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "natstx:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
+		if isUsageError(err) {
 			os.Exit(2)
 		}
 		os.Exit(1)
 	}
+}
+
+// isUsageError reports whether err comes from how natstx was called: our own
+// usage errors, and cobra's for unknown commands and wrong argument counts.
+func isUsageError(err error) bool {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"unknown command ", "accepts ", "requires ", "invalid argument "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func newRoot() *cobra.Command {

@@ -73,6 +73,15 @@ func Start(cfg Config) (*Server, error) {
 	case -1:
 		port = server.DEFAULT_PORT
 	}
+	if port != server.RANDOM_PORT {
+		// nats-server reports a taken port only in its log; find out first.
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: cannot listen on %s: %w", addr, err)
+		}
+		_ = l.Close()
+	}
 	s := &Server{dataDir: cfg.DataDir}
 	if s.dataDir == "" {
 		dir, err := os.MkdirTemp("", "natstx-nats-")
