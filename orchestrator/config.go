@@ -43,6 +43,9 @@ type Config struct {
 	Shards int
 	// Streams sizes the JetStream resources the engine declares.
 	Streams StreamOptions
+	// NoStatus turns off the status bucket writes (three asynchronous puts per
+	// transaction) that Client.Status, List and Watch read.
+	NoStatus bool
 	// Logger receives the engine's logs; default none.
 	Logger *zap.Logger
 }

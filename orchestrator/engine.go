@@ -63,6 +63,7 @@ type Engine struct {
 	reply   string
 	shards  []*shard
 	sub     *nats.Subscription
+	apiSubs []*nats.Subscription
 
 	inFlight atomic.Int64
 	stats    Stats
@@ -101,7 +102,7 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 			e:        e,
 			in:       make(chan any, 1024),
 			active:   make(map[string]*entry),
-			finished: make(map[string]Outcome),
+			finished: make(map[string]finishedTx),
 		})
 	}
 	return e, nil
@@ -118,6 +119,11 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.records = rs
+	if !e.cfg.NoStatus {
+		if _, err := openStatusBucket(ctx, e.js, e.cfg.Streams, e.cfg.Retention); err != nil {
+			return err
+		}
+	}
 	e.sub, err = e.nc.Subscribe(e.reply, e.onReply)
 	if err != nil {
 		return fmt.Errorf("natstx: subscribing to %s: %w", e.reply, err)
@@ -128,6 +134,10 @@ func (e *Engine) Start(ctx context.Context) error {
 		go s.loop()
 	}
 	e.running.Store(true)
+	if err := e.serveAPI(); err != nil {
+		e.Stop()
+		return err
+	}
 	e.log.Info("coordinator started", zap.String("instance", e.cfg.Instance), zap.String("reply_subject", e.reply), zap.Int("shards", len(e.shards)))
 	return nil
 }
@@ -138,8 +148,10 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) Stop() {
 	e.stopOnce.Do(func() {
 		e.running.Store(false)
-		if e.sub != nil {
-			_ = e.sub.Unsubscribe()
+		for _, sub := range append(e.apiSubs, e.sub) {
+			if sub != nil {
+				_ = sub.Unsubscribe()
+			}
 		}
 		close(e.stop)
 		e.wg.Wait()
@@ -202,6 +214,14 @@ func (e *Engine) Status(id string) (Outcome, error) {
 	ch := make(chan result, 1)
 	r := e.call(id, statusReq{id: id, ch: ch}, ch)
 	return r.out, r.err
+}
+
+// statusDoc returns the status document of transaction id, running or
+// remembered.
+func (e *Engine) statusDoc(id string) (messages.TxStatus, error) {
+	ch := make(chan result, 1)
+	r := e.call(id, statusReq{id: id, ch: ch}, ch)
+	return TxStatus(r.out, e.cfg.Instance, r.started, time.Now()), r.err
 }
 
 // call hands req to id's shard and waits for its answer on ch, or for the

@@ -17,8 +17,13 @@ type shard struct {
 	e        *Engine
 	in       chan any
 	active   map[string]*entry
-	finished map[string]Outcome
+	finished map[string]finishedTx
 	expiry   []expiring // finished IDs, oldest first
+}
+
+type finishedTx struct {
+	out     Outcome
+	started time.Time
 }
 
 type expiring struct {
@@ -40,8 +45,9 @@ type entry struct {
 }
 
 type result struct {
-	out Outcome
-	err error
+	out     Outcome
+	started time.Time
+	err     error
 }
 
 type (
@@ -112,7 +118,7 @@ func (s *shard) handle(v any) {
 		}
 	case statusReq:
 		if en := s.active[v.id]; en != nil {
-			v.ch <- result{out: en.tx.Outcome()}
+			v.ch <- result{out: en.tx.Outcome(), started: en.started}
 		} else {
 			v.ch <- s.lookup(v.id)
 		}
@@ -157,6 +163,7 @@ func (s *shard) begin(r beginReq) {
 	s.e.stats.Begun.Add(1)
 	r.ch <- result{}
 	s.apply(r.en, r.en.tx.Start())
+	s.e.publishStatus(r.en)
 }
 
 func (s *shard) reply(r messages.Reply) {
@@ -252,6 +259,7 @@ func (s *shard) persist(rec txn.Record) {
 }
 
 func (s *shard) decided(en *entry) {
+	s.e.publishStatus(en)
 	out := en.tx.Outcome()
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
 	if out.State == Aborting {
@@ -298,15 +306,16 @@ func (s *shard) done(en *entry) {
 		s.e.stats.Aborted.Add(1)
 	}
 	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", time.Since(en.started)))
+	s.e.publishStatus(en)
 	s.notify(en, true)
-	s.remember(out)
+	s.remember(out, en.started)
 }
 
 // remember keeps a finished outcome for Status, Wait and duplicate
 // detection, dropping those past the retention or over the count limit.
-func (s *shard) remember(out Outcome) {
+func (s *shard) remember(out Outcome, started time.Time) {
 	now := time.Now()
-	s.finished[out.ID] = out
+	s.finished[out.ID] = finishedTx{out: out, started: started}
 	s.expiry = append(s.expiry, expiring{id: out.ID, at: now.Add(s.e.cfg.Retention)})
 	limit := max(1, s.e.cfg.MaxRemembered/len(s.e.shards))
 	n := 0
@@ -320,8 +329,8 @@ func (s *shard) remember(out Outcome) {
 }
 
 func (s *shard) lookup(id string) result {
-	if out, ok := s.finished[id]; ok {
-		return result{out: out}
+	if f, ok := s.finished[id]; ok {
+		return result{out: f.out, started: f.started}
 	}
 	return result{out: Outcome{ID: id}, err: fmt.Errorf("%w: %s", ErrUnknownTx, id)}
 }

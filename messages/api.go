@@ -1,0 +1,80 @@
+package messages
+
+import "time"
+
+// The coordinator's API: JSON request/reply on plain NATS subjects, served by
+// every coordinator instance, and the status bucket every state change of a
+// transaction is written to, which anyone can read or watch.
+const (
+	// APIBegin starts a transaction (BeginRequest -> StatusResponse). Served
+	// in the queue group APIQueue: one coordinator instance answers.
+	APIBegin = "natstx.api.v1.begin"
+	// APIQueue is the queue group of APIBegin.
+	APIQueue = "natstx-api"
+	// StatusBucket is the JetStream key-value bucket holding each
+	// transaction's latest TxStatus under its ID, for the retention time.
+	StatusBucket = "natstx_status"
+)
+
+// APIAbort is the subject on which coordinator instance answers
+// AbortRequests for the transactions it owns.
+func APIAbort(instance string) string { return "natstx.api.v1." + instance + ".abort" }
+
+// BeginRequest asks a coordinator to run a transaction.
+type BeginRequest struct {
+	// ID is the transaction ID; empty means the coordinator assigns one.
+	ID           string            `json:"id,omitempty"`
+	Participants []ParticipantSpec `json:"participants"`
+	// TimeoutMs overrides the coordinator's prepare timeout, in milliseconds.
+	TimeoutMs int64 `json:"timeout_ms,omitempty"`
+	// Wait asks for the reply only once the outcome is known; otherwise the
+	// reply comes as soon as the transaction has begun.
+	Wait bool `json:"wait,omitempty"`
+}
+
+// ParticipantSpec names one participant and the payload it receives with
+// prepare (bytes; base64 in JSON).
+type ParticipantSpec struct {
+	Name    string `json:"name"`
+	Payload []byte `json:"payload,omitempty"`
+}
+
+// AbortRequest asks the owning coordinator to abort a transaction that has
+// not decided.
+type AbortRequest struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// StatusResponse answers an API request: the transaction's status, or an
+// error saying what was wrong.
+type StatusResponse struct {
+	Status *TxStatus `json:"status,omitempty"`
+	Error  string    `json:"error,omitempty"`
+}
+
+// TxStatus is the state of one transaction as the status bucket holds it.
+type TxStatus struct {
+	ID     string `json:"id"`
+	State  string `json:"state"` // preparing, committing, aborting, committed, aborted
+	Reason string `json:"reason,omitempty"`
+	// TimedOut is true for an abort caused by a vote missing at the deadline.
+	TimedOut bool `json:"timed_out,omitempty"`
+	// Owner is the coordinator instance driving the transaction.
+	Owner        string              `json:"owner"`
+	Participants []ParticipantStatus `json:"participants"`
+	StartedAt    time.Time           `json:"started_at"`
+	UpdatedAt    time.Time           `json:"updated_at"`
+}
+
+// ParticipantStatus is what the coordinator knows of one participant.
+type ParticipantStatus struct {
+	Name string `json:"name"`
+	Vote string `json:"vote"` // pending, yes, no
+	// Reason is the reason of a no vote or the participant's last failure.
+	Reason string `json:"reason,omitempty"`
+	// Acked is true once the participant acknowledged the decision.
+	Acked bool `json:"acked"`
+	// Sends counts the commands sent to it in the current phase.
+	Sends int `json:"sends"`
+}

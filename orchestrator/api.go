@@ -1,0 +1,111 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/natstx/natstx/messages"
+)
+
+// serveAPI subscribes the coordinator API: begin (any instance, in a queue
+// group) and abort (this instance's own transactions).
+func (e *Engine) serveAPI() error {
+	begin, err := e.nc.QueueSubscribe(messages.APIBegin, messages.APIQueue, e.onBegin)
+	if err != nil {
+		return fmt.Errorf("natstx: subscribing to %s: %w", messages.APIBegin, err)
+	}
+	abort, err := e.nc.Subscribe(messages.APIAbort(e.cfg.Instance), e.onAbort)
+	if err != nil {
+		_ = begin.Unsubscribe()
+		return fmt.Errorf("natstx: subscribing to %s: %w", messages.APIAbort(e.cfg.Instance), err)
+	}
+	e.apiSubs = []*nats.Subscription{begin, abort}
+	return nil
+}
+
+func (e *Engine) onBegin(m *nats.Msg) {
+	var req messages.BeginRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		e.respond(m, nil, fmt.Errorf("%w: begin request is not valid JSON: %v", messages.ErrMalformed, err))
+		return
+	}
+	r := Request{ID: req.ID, Timeout: time.Duration(req.TimeoutMs) * time.Millisecond}
+	for _, p := range req.Participants {
+		r.Participants = append(r.Participants, Participant{Name: p.Name, Payload: p.Payload})
+	}
+	if req.TimeoutMs < 0 {
+		e.respond(m, nil, fmt.Errorf("timeout_ms %d is negative", req.TimeoutMs))
+		return
+	}
+	if !req.Wait {
+		id, err := e.Begin(context.Background(), r)
+		if err != nil {
+			e.respond(m, nil, err)
+			return
+		}
+		st, err := e.statusDoc(id)
+		e.respond(m, &st, err)
+		return
+	}
+	// Waiting may take the whole prepare timeout and a commit phase: answer
+	// from a goroutine, so the subscription keeps serving others.
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-e.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		out, err := e.Execute(ctx, r)
+		if err != nil {
+			e.respond(m, nil, err)
+			return
+		}
+		st, err := e.statusDoc(out.ID)
+		e.respond(m, &st, err)
+	}()
+}
+
+func (e *Engine) onAbort(m *nats.Msg) {
+	var req messages.AbortRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		e.respond(m, nil, fmt.Errorf("%w: abort request is not valid JSON: %v", messages.ErrMalformed, err))
+		return
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "aborted by an operator"
+	}
+	_, err := e.Abort(req.ID, reason)
+	if err != nil {
+		e.respond(m, nil, err)
+		return
+	}
+	st, err := e.statusDoc(req.ID)
+	e.respond(m, &st, err)
+}
+
+func (e *Engine) respond(m *nats.Msg, st *messages.TxStatus, err error) {
+	resp := messages.StatusResponse{Status: st}
+	if err != nil {
+		resp.Status, resp.Error = nil, err.Error()
+		e.log.Info("API request refused", zap.String("subject", m.Subject), zap.Error(err))
+	}
+	data, _ := json.Marshal(resp)
+	if m.Reply == "" {
+		return
+	}
+	if rerr := m.Respond(data); rerr != nil {
+		e.log.Warn("answering an API request failed", zap.String("subject", m.Subject), zap.Error(rerr))
+	}
+}

@@ -1,0 +1,197 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/txn"
+)
+
+// Client talks to running coordinators over NATS; it needs no engine in its
+// own process. Begin and Abort are requests to the coordinator API; Status,
+// List and Watch read the status bucket directly. Safe for concurrent use.
+type Client struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// NewClient returns a client on nc.
+func NewClient(nc *nats.Conn) (*Client, error) {
+	if nc == nil {
+		return nil, errors.New("natstx: NewClient needs a NATS connection")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{nc: nc, js: js}, nil
+}
+
+// ErrNoCoordinator is returned when no coordinator answers an API request.
+var ErrNoCoordinator = errors.New("natstx: no coordinator answered (is `natstx server` running on this NATS?)")
+
+// Begin asks a coordinator to run a transaction. With req.Wait it returns
+// the outcome; ctx must then allow for the prepare timeout and the commit
+// phase.
+func (c *Client) Begin(ctx context.Context, req messages.BeginRequest) (messages.TxStatus, error) {
+	return c.request(ctx, messages.APIBegin, req)
+}
+
+// Abort asks the coordinator that owns transaction id to abort it. It fails
+// if the transaction already decided, naming the decision.
+func (c *Client) Abort(ctx context.Context, id, reason string) (messages.TxStatus, error) {
+	st, err := c.Status(ctx, id)
+	if err != nil {
+		return st, err
+	}
+	if st.State != txn.Preparing.String() {
+		return st, fmt.Errorf("natstx: transaction %s is %s; only a preparing transaction can be aborted", id, st.State)
+	}
+	return c.request(ctx, messages.APIAbort(st.Owner), messages.AbortRequest{ID: id, Reason: reason})
+}
+
+func (c *Client) request(ctx context.Context, subject string, body any) (messages.TxStatus, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return messages.TxStatus{}, err
+	}
+	m, err := c.nc.RequestWithContext(ctx, subject, data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return messages.TxStatus{}, ErrNoCoordinator
+	}
+	if err != nil {
+		return messages.TxStatus{}, fmt.Errorf("natstx: request on %s: %w", subject, err)
+	}
+	var resp messages.StatusResponse
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return messages.TxStatus{}, fmt.Errorf("natstx: unreadable answer on %s: %w", subject, err)
+	}
+	if resp.Error != "" {
+		return messages.TxStatus{}, errors.New(resp.Error)
+	}
+	if resp.Status == nil {
+		return messages.TxStatus{}, fmt.Errorf("natstx: answer on %s has neither status nor error", subject)
+	}
+	return *resp.Status, nil
+}
+
+func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := c.js.KeyValue(ctx, messages.StatusBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("natstx: no status bucket %s on this NATS: no coordinator has run here", messages.StatusBucket)
+	}
+	return kv, err
+}
+
+// Status returns the latest status of transaction id; errors.Is(err,
+// ErrUnknownTx) when no status is held (never run, or past the retention).
+func (c *Client) Status(ctx context.Context, id string) (messages.TxStatus, error) {
+	if err := messages.ValidateName("transaction ID", id); err != nil {
+		return messages.TxStatus{}, err
+	}
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return messages.TxStatus{}, err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return messages.TxStatus{ID: id}, fmt.Errorf("%w: %s", ErrUnknownTx, id)
+	}
+	if err != nil {
+		return messages.TxStatus{}, err
+	}
+	return decodeStatus(e)
+}
+
+// List returns the status of every transaction held (within the retention),
+// only those in the given states if any are named.
+func (c *Client) List(ctx context.Context, states ...string) ([]messages.TxStatus, error) {
+	for _, s := range states {
+		if _, err := txn.ParseState(s); err != nil {
+			return nil, err
+		}
+	}
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	var out []messages.TxStatus
+	for {
+		select {
+		case <-ctx.Done():
+			return out, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok || e == nil { // nil marks the end of the current values
+				return out, nil
+			}
+			st, err := decodeStatus(e)
+			if err != nil {
+				continue
+			}
+			if len(states) == 0 || slices.Contains(states, st.State) {
+				out = append(out, st)
+			}
+		}
+	}
+}
+
+// Watch streams status changes from now on until ctx ends; the channel is
+// closed then.
+func (c *Client) Watch(ctx context.Context) (<-chan messages.TxStatus, error) {
+	kv, err := c.bucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan messages.TxStatus, 64)
+	go func() {
+		defer close(ch)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue
+				}
+				st, err := decodeStatus(e)
+				if err != nil {
+					continue
+				}
+				select {
+				case ch <- st:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return ch, nil
+}
+
+func decodeStatus(e jetstream.KeyValueEntry) (messages.TxStatus, error) {
+	var st messages.TxStatus
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return st, fmt.Errorf("natstx: status of %s is unreadable: %w", e.Key(), err)
+	}
+	return st, nil
+}

@@ -1,0 +1,185 @@
+package orchestrator_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/participants"
+)
+
+func newClient(t *testing.T, f *fixture) *orchestrator.Client {
+	t.Helper()
+	c, err := orchestrator.NewClient(f.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func specs(names ...string) []messages.ParticipantSpec {
+	ps := make([]messages.ParticipantSpec, len(names))
+	for i, n := range names {
+		ps[i] = messages.ParticipantSpec{Name: n, Payload: []byte(`{"n":1}`)}
+	}
+	return ps
+}
+
+func TestClientBeginWaitsForTheOutcomeAndStatusReadsIt(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	f.participant("a", yes)
+	f.participant("b", yes)
+	c := newClient(t, f)
+	st, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a", "b"), Wait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "committed" || st.Owner != f.eng.Instance() || len(st.Participants) != 2 || st.StartedAt.IsZero() {
+		t.Fatalf("status %+v", st)
+	}
+	waitFor(t, func() bool {
+		got, err := c.Status(ctxT(t, 5*time.Second), st.ID)
+		return err == nil && got.State == "committed"
+	}, "the status bucket to say committed")
+}
+
+func TestClientBeginAsyncThenListAndWatch(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	release := make(chan struct{})
+	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	c := newClient(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	updates, err := c.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "preparing" {
+		t.Fatalf("async begin answered %s", st.State)
+	}
+	waitFor(t, func() bool {
+		l, err := c.List(ctxT(t, 5*time.Second), "preparing")
+		return err == nil && len(l) == 1 && l[0].ID == st.ID
+	}, "List(preparing) to show the transaction")
+	close(release)
+	seen := map[string]bool{}
+	deadline := time.After(10 * time.Second)
+	for !seen["committed"] {
+		select {
+		case u := <-updates:
+			if u.ID == st.ID {
+				seen[u.State] = true
+			}
+		case <-deadline:
+			t.Fatalf("watch saw only %v", seen)
+		}
+	}
+	if l, err := c.List(ctxT(t, 5*time.Second), "preparing"); err != nil || len(l) != 0 {
+		t.Fatalf("List(preparing) after the end: %v %v", l, err)
+	}
+	if _, err := c.List(ctxT(t, 5*time.Second), "sleeping"); err == nil || !strings.Contains(err.Error(), "sleeping") {
+		t.Fatalf("List with a bad state: %v", err)
+	}
+}
+
+func TestClientAbortsAPreparingTransactionOnly(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	release := make(chan struct{})
+	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}})
+	t.Cleanup(func() { close(release) })
+	f.participant("b", yes)
+	c := newClient(t, f)
+	st, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := c.Status(ctxT(t, 5*time.Second), st.ID); return err == nil }, "the status to be written")
+	got, err := c.Abort(ctxT(t, 10*time.Second), st.ID, "operator says no")
+	if err != nil || (got.State != "aborting" && got.State != "aborted") || got.Reason != "operator says no" {
+		t.Fatalf("abort: %+v %v", got, err)
+	}
+	done, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("b"), Wait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		s, err := c.Status(ctxT(t, 5*time.Second), done.ID)
+		return err == nil && s.State == "committed"
+	}, "commit status")
+	if _, err := c.Abort(ctxT(t, 10*time.Second), done.ID, ""); err == nil || !strings.Contains(err.Error(), "is committed") {
+		t.Fatalf("aborting a committed transaction: %v", err)
+	}
+}
+
+func TestClientErrorsAreClear(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	c := newClient(t, f)
+	if _, err := c.Status(ctxT(t, 5*time.Second), "never-ran"); !errors.Is(err, orchestrator.ErrUnknownTx) {
+		t.Fatalf("unknown ID: %v", err)
+	}
+	if _, err := c.Status(ctxT(t, 5*time.Second), "bad.id"); !errors.Is(err, messages.ErrInvalidName) {
+		t.Fatalf("bad ID: %v", err)
+	}
+	if _, err := c.Begin(ctxT(t, 5*time.Second), messages.BeginRequest{}); err == nil || !strings.Contains(err.Error(), "no participants") {
+		t.Fatalf("begin without participants: %v", err)
+	}
+	if _, err := c.Begin(ctxT(t, 5*time.Second), messages.BeginRequest{Participants: specs("a"), TimeoutMs: -1}); err == nil || !strings.Contains(err.Error(), "timeout_ms") {
+		t.Fatalf("negative timeout: %v", err)
+	}
+	// Garbage on the API subject is answered with an error, not dropped.
+	m, err := f.nc.Request(messages.APIBegin, []byte("{not json"), 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "not valid JSON") {
+		t.Fatalf("garbage begin: %v %s", err, m.Data)
+	}
+
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	lonely, err := orchestrator.NewClient(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lonely.Begin(ctxT(t, 5*time.Second), messages.BeginRequest{Participants: specs("a")}); !errors.Is(err, orchestrator.ErrNoCoordinator) {
+		t.Fatalf("no coordinator: %v", err)
+	}
+	if _, err := lonely.Status(ctxT(t, 5*time.Second), "x"); err == nil || !strings.Contains(err.Error(), "no coordinator has run here") {
+		t.Fatalf("no bucket: %v", err)
+	}
+}
