@@ -20,8 +20,14 @@
 // calls at once. Several processes started with the same Config.Name share one
 // durable consumer, so JetStream spreads the commands among them.
 //
-// The record lives in memory only. A Handler whose effects must survive a
-// restart keeps its own durable barrier (which transaction it prepared,
-// committed or aborted) in the same local transaction as its business change,
-// and treats Commit and Abort of an already finished transaction as success.
+// The record lives in memory (Config.Handler) or, for effects that must
+// happen exactly once across restarts and instances, in the participant's own
+// SQL database (Config.Barrier): a Barrier writes (participant, transaction,
+// operation, result) rows in the same local transaction as the SQLHandler's
+// business change, and answers every duplicate from them. See
+// docs/PARTICIPANTS.md.
+//
+// Processor is the transport-free core (decode, record, handler, answer);
+// Runtime feeds it from JetStream and package wmparticipant from a watermill
+// Router. Package conformance is the suite every such transport passes.
 package participants

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,8 +29,19 @@ type Config struct {
 	// Name is the participant's name, as coordinators address it. Runtimes
 	// with the same Name share one durable consumer and split the work.
 	Name string
-	// Handler does the participant's work. Required.
+	// Handler does the participant's work, with the record of each
+	// transaction kept in memory (lost on restart). Set exactly one of
+	// Handler and Barrier.
 	Handler Handler
+	// Barrier does the participant's work through its SQLHandler, with the
+	// record of each transaction kept in the participant's database in the
+	// same local transaction as the business change: effects happen exactly
+	// once, across restarts and across instances sharing the database.
+	Barrier *Barrier
+	// AfterApply, if set, is called after a command's effects are applied
+	// (durably, with a Barrier) and before its reply is published; never for
+	// a duplicate. For fault injection: a test crashes the process here.
+	AfterApply func(cmd messages.Command)
 	// Concurrency is the most handler calls in flight at once; default 256.
 	Concurrency int
 	// AckWait is how long JetStream waits for a command's acknowledgement
@@ -85,8 +94,8 @@ func (c Config) Validate() error {
 	if err := messages.ValidateName("participant name", c.Name); err != nil {
 		return fmt.Errorf("%w: Name: %w", ErrInvalidConfig, err)
 	}
-	if c.Handler == nil {
-		return fmt.Errorf("%w: Handler is nil", ErrInvalidConfig)
+	if (c.Handler == nil) == (c.Barrier == nil) {
+		return fmt.Errorf("%w: set exactly one of Handler (in-memory record) and Barrier (durable record)", ErrInvalidConfig)
 	}
 	if c.Concurrency < 0 {
 		return fmt.Errorf("%w: Concurrency is %d, it must be positive", ErrInvalidConfig, c.Concurrency)
@@ -137,9 +146,9 @@ type Runtime struct {
 	cfg Config
 	log *zap.Logger
 
-	records *table
-	sem     chan struct{}
-	wg      sync.WaitGroup // in-flight command goroutines
+	proc *Processor
+	sem  chan struct{}
+	wg   sync.WaitGroup // in-flight command goroutines
 
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once
@@ -149,10 +158,6 @@ type Runtime struct {
 	started bool
 	stopped bool
 	cc      jetstream.ConsumeContext
-
-	prepares, commits, aborts atomic.Uint64
-	duplicates, rejected      atomic.Uint64
-	malformed, handlerErrors  atomic.Uint64
 }
 
 // New returns a Runtime for cfg that uses nc; call Start to begin consuming.
@@ -164,11 +169,15 @@ func New(nc *nats.Conn, cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
+	proc, err := NewProcessor(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return &Runtime{
 		nc:       nc,
 		cfg:      cfg,
 		log:      cfg.Logger.With(zap.String("participant", cfg.Name)),
-		records:  newTable(),
+		proc:     proc,
 		sem:      make(chan struct{}, cfg.Concurrency),
 		stopping: make(chan struct{}),
 		janitor:  make(chan struct{}),
@@ -287,22 +296,12 @@ func (r *Runtime) isStopping() bool {
 }
 
 // Stats returns the Runtime's counters.
-func (r *Runtime) Stats() Stats {
-	return Stats{
-		Prepares:      r.prepares.Load(),
-		Commits:       r.commits.Load(),
-		Aborts:        r.aborts.Load(),
-		Duplicates:    r.duplicates.Load(),
-		Rejected:      r.rejected.Load(),
-		Malformed:     r.malformed.Load(),
-		HandlerErrors: r.handlerErrors.Load(),
-		Records:       r.records.len(),
-	}
-}
+func (r *Runtime) Stats() Stats { return r.proc.Stats() }
 
-// State returns what the Runtime records about transaction txid: StateNone
-// if it has no record (never seen, or finished longer than Retention ago).
-func (r *Runtime) State(txid string) State { return r.records.state(txid) }
+// State returns what the Runtime records about transaction txid: with a
+// Barrier, what its database says; else StateNone if it has no record (never
+// seen, or finished longer than Retention ago).
+func (r *Runtime) State(txid string) State { return r.proc.State(txid) }
 
 // runJanitor removes old finished records until Stop.
 func (r *Runtime) runJanitor() {
@@ -315,7 +314,7 @@ func (r *Runtime) runJanitor() {
 		case <-r.stopping:
 			return
 		case now := <-t.C:
-			if n := r.records.sweep(now, r.cfg.Retention); n > 0 {
+			if n := r.proc.Sweep(now); n > 0 {
 				r.log.Debug("removed finished transaction records", zap.Int("count", n))
 			}
 		}
@@ -353,233 +352,38 @@ func (r *Runtime) handBack(msg jetstream.Msg) {
 	}
 }
 
-// disposition is what happens to a command message after the reply.
-type disposition int
-
-const (
-	ack  disposition = iota // done
-	nak                     // deliver again after RetryDelay
-	term                    // never deliver again
-)
-
-// outcome is the answer to one command.
-type outcome struct {
-	result messages.Result
-	reason string
-	then   disposition
-}
-
 // process handles one command message end to end.
 func (r *Runtime) process(msg jetstream.Msg) {
-	h := map[string][]string(msg.Headers())
-	cmd, err := messages.DecodeCommand(h, msg.Data())
-	if err == nil && cmd.Participant != r.cfg.Name {
-		err = fmt.Errorf("%w: command for participant %q reached participant %q", messages.ErrMalformed, cmd.Participant, r.cfg.Name)
-	}
-	if err == nil && msg.Subject() != cmd.Subject() {
-		err = fmt.Errorf("%w: command for %s arrived on subject %q", messages.ErrMalformed, cmd.Subject(), msg.Subject())
-	}
-	if err != nil {
-		r.dropMalformed(msg, h, err)
-		return
-	}
-	switch cmd.Op {
-	case messages.OpPrepare:
-		r.prepares.Add(1)
-	case messages.OpCommit:
-		r.commits.Add(1)
-	case messages.OpAbort:
-		r.aborts.Add(1)
-	}
-	log := r.log.With(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.Int("attempt", cmd.Attempt))
-	tx := Tx{ID: cmd.TxID, Participant: cmd.Participant, Deadline: cmd.Deadline, Attempt: cmd.Attempt}
-
-	// The transaction's lock is held through the reply and the ack, so that a
-	// redelivery of the same command sees the final record.
-	e := r.records.lock(cmd.TxID)
-	defer r.records.unlock(cmd.TxID, e)
-	out := r.decide(e, cmd, tx, log)
-	if err := r.reply(cmd, out); err != nil {
-		log.Warn("publishing reply; the command will be delivered again", zap.String("reply_to", cmd.ReplyTo), zap.Error(err))
-		if out.then == ack {
-			out.then = nak
+	r.proc.Handle(map[string][]string(msg.Headers()), msg.Data(), msg.Subject(), func(a Answer) {
+		log := r.log
+		if a.Reply.TxID != "" {
+			log = log.With(zap.String("txid", a.Reply.TxID), zap.String("op", string(a.Reply.Op)))
 		}
-	}
-	r.dispose(msg, out.then, log)
-}
-
-// decide applies the idempotency rules to one command, calling the Handler
-// when they say so, and updates the record. The caller holds e's lock.
-func (r *Runtime) decide(e *entry, cmd messages.Command, tx Tx, log *zap.Logger) outcome {
-	state := e.rec.state
-	switch cmd.Op {
-	case messages.OpPrepare:
-		switch state {
-		case StateNone:
-			if !tx.Deadline.IsZero() && !time.Now().Before(tx.Deadline) {
-				e.finish(StateAborted, ReasonDeadlinePassed, time.Now())
-				log.Info("voted abort: deadline passed", zap.Time("deadline", tx.Deadline))
-				return outcome{messages.VoteAbort, ReasonDeadlinePassed, ack}
-			}
-			if err := r.call(log, func(ctx context.Context) error { return r.cfg.Handler.Prepare(ctx, tx, cmd.Payload) }); err != nil {
-				reason := err.Error()
-				if reason == "" {
-					reason = ReasonPrepareFailed
+		if a.ReplyTo != "" {
+			err := r.nc.PublishMsg(&nats.Msg{Subject: a.ReplyTo, Header: nats.Header(a.Reply.Header()), Data: a.Reply.Body()})
+			if err != nil {
+				log.Warn("publishing reply; the command will be delivered again", zap.String("reply_to", a.ReplyTo), zap.Error(err))
+				if a.Settle == SettleAck {
+					a.Settle = SettleNak
 				}
-				e.finish(StateAborted, reason, time.Now())
-				log.Info("voted abort", zap.String("reason", reason))
-				return outcome{messages.VoteAbort, reason, ack}
 			}
-			e.rec = record{state: StatePrepared}
-			log.Debug("voted commit")
-			return outcome{messages.VoteCommit, "", ack}
-		case StatePrepared, StateCommitted:
-			return r.duplicate(log, state, outcome{messages.VoteCommit, "", ack})
-		case StateAborted:
-			reason := e.rec.reason
-			if reason == "" {
-				reason = ReasonAborted
-			}
-			return r.duplicate(log, state, outcome{messages.VoteAbort, reason, ack})
 		}
-	case messages.OpCommit:
-		switch state {
-		case StatePrepared:
-			if err := r.call(log, func(ctx context.Context) error { return r.cfg.Handler.Commit(ctx, tx) }); err != nil {
-				log.Warn("commit failed; it will be retried", zap.Error(err))
-				return outcome{messages.Failed, err.Error(), nak}
-			}
-			e.finish(StateCommitted, "", time.Now())
-			log.Debug("committed")
-			return outcome{messages.Ack, "", ack}
-		case StateCommitted:
-			return r.duplicate(log, state, outcome{messages.Ack, "", ack})
-		case StateNone:
-			return r.reject(log, state, ReasonNoRecord)
-		case StateAborted:
-			return r.reject(log, state, ReasonCommitAfterAbort)
-		}
-	case messages.OpAbort:
-		switch state {
-		case StateNone:
-			e.finish(StateAborted, ReasonAbortedBeforePrepare, time.Now())
-			log.Info("abort before prepare: recorded, so a late prepare votes abort")
-			return outcome{messages.Ack, "", ack}
-		case StatePrepared:
-			if err := r.call(log, func(ctx context.Context) error { return r.cfg.Handler.Abort(ctx, tx) }); err != nil {
-				log.Warn("abort failed; it will be retried", zap.Error(err))
-				return outcome{messages.Failed, err.Error(), nak}
-			}
-			e.finish(StateAborted, ReasonAborted, time.Now())
-			log.Debug("aborted")
-			return outcome{messages.Ack, "", ack}
-		case StateAborted:
-			return r.duplicate(log, state, outcome{messages.Ack, "", ack})
-		case StateCommitted:
-			return r.reject(log, state, ReasonAbortAfterCommit)
-		}
-	}
-	// Unreachable: DecodeCommand accepts only the three operations.
-	return outcome{messages.Failed, "unknown operation " + string(cmd.Op), term}
-}
-
-// duplicate counts and logs a command answered from the record.
-func (r *Runtime) duplicate(log *zap.Logger, state State, out outcome) outcome {
-	r.duplicates.Add(1)
-	log.Debug("duplicate answered from the record", zap.Stringer("state", state), zap.String("result", string(out.result)))
-	return out
-}
-
-// reject answers a command that contradicts the record: the coordinator and
-// this participant disagree about the transaction, which needs a human.
-func (r *Runtime) reject(log *zap.Logger, state State, reason string) outcome {
-	r.rejected.Add(1)
-	log.Error("rejected command that contradicts the record", zap.Stringer("state", state), zap.String("reason", reason))
-	return outcome{messages.Failed, reason, term}
-}
-
-// call runs one handler call with a context bounded by OpTimeout, turning a
-// panic into an error.
-func (r *Runtime) call(log *zap.Logger, f func(context.Context) error) (err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OpTimeout)
-	defer cancel()
-	defer func() {
-		if p := recover(); p != nil {
-			log.Error("handler panicked", zap.Any("panic", p), zap.StackSkip("stack", 1))
-			err = fmt.Errorf("handler panicked: %v", p)
-		}
-		if err != nil {
-			r.handlerErrors.Add(1)
-		}
-	}()
-	return f(ctx)
-}
-
-// reply publishes out as the answer to cmd.
-func (r *Runtime) reply(cmd messages.Command, out outcome) error {
-	rep := messages.Reply{
-		TxID:        cmd.TxID,
-		Op:          cmd.Op,
-		Participant: r.cfg.Name,
-		Result:      out.result,
-		Attempt:     cmd.Attempt,
-		Reason:      messages.Truncate(out.reason, messages.MaxReasonLen),
-	}
-	return r.nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: nats.Header(rep.Header()), Data: rep.Body()})
+		r.dispose(msg, a.Settle, log)
+	})
 }
 
 // dispose acknowledges, naks or terminates a command message.
-func (r *Runtime) dispose(msg jetstream.Msg, d disposition, log *zap.Logger) {
+func (r *Runtime) dispose(msg jetstream.Msg, s Settle, log *zap.Logger) {
 	var err error
-	switch d {
-	case ack:
+	switch s {
+	case SettleAck:
 		err = msg.Ack()
-	case nak:
+	case SettleNak:
 		err = msg.NakWithDelay(r.cfg.RetryDelay)
-	case term:
+	case SettleTerm:
 		err = msg.Term()
 	}
 	if err != nil {
 		log.Warn("settling the command message", zap.Error(err))
 	}
-}
-
-// dropMalformed logs, counts and terminates a command that did not decode,
-// replying Failed when the headers say where and about what.
-func (r *Runtime) dropMalformed(msg jetstream.Msg, h map[string][]string, cause error) {
-	r.malformed.Add(1)
-	txid := first(h, messages.HeaderTxID)
-	fields := []zap.Field{zap.String("subject", msg.Subject()), zap.Error(cause)}
-	if txid != "" {
-		fields = append(fields, zap.String("txid", txid))
-	}
-	r.log.Warn("dropping malformed command", fields...)
-
-	attempt, err := strconv.Atoi(first(h, messages.HeaderAttempt))
-	if err != nil || attempt < 1 {
-		attempt = 1
-	}
-	cmd := messages.Command{
-		TxID:        txid,
-		Op:          messages.Op(first(h, messages.HeaderOp)),
-		Participant: r.cfg.Name,
-		Attempt:     attempt,
-		ReplyTo:     first(h, messages.HeaderReplyTo),
-	}
-	if cmd.Validate() == nil { // a valid reply-to, txid and op
-		if err := r.reply(cmd, outcome{result: messages.Failed, reason: cause.Error()}); err != nil {
-			r.log.Warn("replying to a malformed command", append(fields, zap.NamedError("reply_error", err))...)
-		}
-	}
-	if err := msg.Term(); err != nil {
-		r.log.Warn("terminating a malformed command", append(fields, zap.NamedError("term_error", err))...)
-	}
-}
-
-// first returns the first value of header name, or "".
-func first(h map[string][]string, name string) string {
-	if vs := h[name]; len(vs) > 0 {
-		return vs[0]
-	}
-	return ""
 }

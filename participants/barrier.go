@@ -1,0 +1,502 @@
+package participants
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/natstx/natstx/messages"
+)
+
+// SQLHandler is a participant service whose business data lives in a SQL
+// database behind a Barrier. Each method runs inside the local database
+// transaction dbtx that the Barrier opened: the service makes its change with
+// dbtx (never with its *sql.DB), and the Barrier records the command in the
+// same transaction, so the change and the record commit together or not at
+// all. A method must not commit or roll back dbtx.
+//
+// The Barrier calls Prepare at most once per transaction (unless it failed),
+// Commit only after a successful Prepare and at most once successfully, and
+// Abort only after a successful Prepare and at most once successfully, across
+// every process that shares the database.
+type SQLHandler interface {
+	// Prepare stages the work described by payload. A nil error votes
+	// commit; an error votes abort (err.Error() is the reason) and the
+	// Barrier rolls dbtx back, so nothing of the failed prepare remains.
+	Prepare(ctx context.Context, dbtx *sql.Tx, tx Tx, payload []byte) error
+	// Commit makes the staged work final. An error rolls dbtx back; the
+	// command is delivered again later.
+	Commit(ctx context.Context, dbtx *sql.Tx, tx Tx) error
+	// Abort discards the staged work. An error rolls dbtx back; the command is
+	// delivered again later.
+	Abort(ctx context.Context, dbtx *sql.Tx, tx Tx) error
+}
+
+// Dialect is the SQL flavour of a Barrier's database.
+type Dialect int
+
+// The supported dialects. Both use INSERT ... ON CONFLICT DO NOTHING.
+const (
+	// SQLite: '?' placeholders. Open the database with a busy timeout and
+	// IMMEDIATE transactions (see docs/PARTICIPANTS.md).
+	SQLite Dialect = iota
+	// Postgres: '$1' placeholders (pgx's database/sql driver, or any other).
+	Postgres
+)
+
+// String names d.
+func (d Dialect) String() string {
+	switch d {
+	case SQLite:
+		return "sqlite"
+	case Postgres:
+		return "postgres"
+	}
+	return "dialect(" + strconv.Itoa(int(d)) + ")"
+}
+
+// DefaultBarrierTable is BarrierConfig.Table when empty.
+const DefaultBarrierTable = "natstx_barrier"
+
+// BarrierConfig configures a Barrier.
+type BarrierConfig struct {
+	// DB is the participant's own database; required.
+	DB *sql.DB
+	// Dialect is DB's SQL flavour; default SQLite.
+	Dialect Dialect
+	// Table is the barrier table's name; default natstx_barrier. NewBarrier
+	// creates it if it does not exist.
+	Table string
+	// Handler does the business work inside the Barrier's transactions;
+	// required.
+	Handler SQLHandler
+	// Before, if set, runs before each command's local transaction opens,
+	// duplicates included; an error fails the command as a handler error
+	// would. For work that must not hold the database, e.g. simulated latency.
+	Before func(ctx context.Context, op messages.Op, tx Tx) error
+}
+
+// Barrier makes a participant's effects happen exactly once. For every
+// command it writes a row (participant, transaction ID, operation, result) in
+// the participant's own database, in the same local transaction as the
+// business change, and answers duplicates, late and out-of-order commands from
+// those rows. The primary key on the row is the only lock: two instances that
+// handle the same command at once cannot both apply it.
+//
+// Set Config.Barrier to run a Runtime on it. A Barrier is safe for concurrent
+// use.
+type Barrier struct {
+	db      *sql.DB
+	dialect Dialect
+	table   string
+	h       SQLHandler
+	before  func(ctx context.Context, op messages.Op, tx Tx) error
+}
+
+// ErrBarrier wraps a database error of a Barrier: the command could not be
+// recorded and is delivered again later.
+var ErrBarrier = errors.New("natstx: barrier")
+
+// NewBarrier returns a Barrier for cfg and creates its table if needed.
+func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
+	if cfg.DB == nil {
+		return nil, fmt.Errorf("%w: BarrierConfig.DB is nil", ErrInvalidConfig)
+	}
+	if cfg.Handler == nil {
+		return nil, fmt.Errorf("%w: BarrierConfig.Handler is nil", ErrInvalidConfig)
+	}
+	if cfg.Dialect != SQLite && cfg.Dialect != Postgres {
+		return nil, fmt.Errorf("%w: BarrierConfig.Dialect %s is not SQLite or Postgres", ErrInvalidConfig, cfg.Dialect)
+	}
+	if cfg.Table == "" {
+		cfg.Table = DefaultBarrierTable
+	}
+	if err := messages.ValidateName("BarrierConfig.Table", cfg.Table); err != nil || strings.Contains(cfg.Table, "-") {
+		return nil, fmt.Errorf("%w: BarrierConfig.Table %q must be letters, digits and '_'", ErrInvalidConfig, cfg.Table)
+	}
+	b := &Barrier{db: cfg.DB, dialect: cfg.Dialect, table: cfg.Table, h: cfg.Handler, before: cfg.Before}
+	ddl := `CREATE TABLE IF NOT EXISTS ` + b.table + ` (
+	participant TEXT NOT NULL,
+	txid        TEXT NOT NULL,
+	op          TEXT NOT NULL,
+	result      TEXT NOT NULL,
+	reason      TEXT NOT NULL,
+	at_ms       BIGINT NOT NULL,
+	PRIMARY KEY (participant, txid, op))`
+	if _, err := b.db.ExecContext(ctx, ddl); err != nil {
+		return nil, fmt.Errorf("%w: creating table %s: %w", ErrBarrier, b.table, err)
+	}
+	return b, nil
+}
+
+// Table is the name of the barrier table.
+func (b *Barrier) Table() string { return b.table }
+
+// Row results that are not protocol results.
+const (
+	// resultNullAbort marks a prepare row claimed by an abort that came first.
+	resultNullAbort = "aborted-first"
+	// resultDone marks a saga action that ran.
+	resultDone = "done"
+	// resultCompensatedFirst marks a saga action row claimed by a
+	// compensation that came first.
+	resultCompensatedFirst = "compensated-first"
+)
+
+// row is one barrier row.
+type row struct{ result, reason string }
+
+// q rewrites '?' placeholders for the dialect.
+func (b *Barrier) q(s string) string {
+	if b.dialect != Postgres {
+		return s
+	}
+	var sb strings.Builder
+	n := 0
+	for _, c := range s {
+		if c == '?' {
+			n++
+			sb.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		sb.WriteRune(c)
+	}
+	return sb.String()
+}
+
+// claim inserts the row (participant, txid, op) unless it exists, and reports
+// whether it did. On PostgreSQL a concurrent claim of the same row waits for
+// the first to commit or roll back; on SQLite transactions are serialised.
+func (b *Barrier) claim(ctx context.Context, dbtx *sql.Tx, participant, txid, op, result, reason string) (bool, error) {
+	res, err := dbtx.ExecContext(ctx, b.q(`INSERT INTO `+b.table+` (participant, txid, op, result, reason, at_ms)
+VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), participant, txid, op, result, reason, time.Now().UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("%w: recording %s %s: %w", ErrBarrier, op, txid, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("%w: recording %s %s: %w", ErrBarrier, op, txid, err)
+	}
+	return n == 1, nil
+}
+
+// set overwrites the result of an existing row.
+func (b *Barrier) set(ctx context.Context, dbtx *sql.Tx, participant, txid, op, result, reason string) error {
+	_, err := dbtx.ExecContext(ctx, b.q(`UPDATE `+b.table+` SET result = ?, reason = ? WHERE participant = ? AND txid = ? AND op = ?`),
+		result, reason, participant, txid, op)
+	if err != nil {
+		return fmt.Errorf("%w: recording %s %s: %w", ErrBarrier, op, txid, err)
+	}
+	return nil
+}
+
+// rows reads every row of one transaction, keyed by operation.
+func (b *Barrier) rows(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, participant, txid string) (map[string]row, error) {
+	rs, err := q.QueryContext(ctx, b.q(`SELECT op, result, reason FROM `+b.table+` WHERE participant = ? AND txid = ?`), participant, txid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrBarrier, txid, err)
+	}
+	defer rs.Close()
+	m := make(map[string]row)
+	for rs.Next() {
+		var op string
+		var r row
+		if err := rs.Scan(&op, &r.result, &r.reason); err != nil {
+			return nil, fmt.Errorf("%w: reading %s: %w", ErrBarrier, txid, err)
+		}
+		m[op] = r
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrBarrier, txid, err)
+	}
+	return m, nil
+}
+
+// inTx runs fn in a local transaction and commits it if fn returns nil.
+func (b *Barrier) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	dbtx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%w: beginning a transaction: %w", ErrBarrier, err)
+	}
+	if err := fn(dbtx); err != nil {
+		_ = dbtx.Rollback()
+		return err
+	}
+	if err := dbtx.Commit(); err != nil {
+		return fmt.Errorf("%w: committing: %w", ErrBarrier, err)
+	}
+	return nil
+}
+
+// stateOf derives a State from a transaction's rows.
+func stateOf(rows map[string]row) (State, string) {
+	p, prepared := rows[string(messages.OpPrepare)]
+	_, aborted := rows[string(messages.OpAbort)]
+	_, committed := rows[string(messages.OpCommit)]
+	switch {
+	case committed:
+		return StateCommitted, ""
+	case aborted && prepared && p.result == string(messages.VoteCommit):
+		return StateAborted, ReasonAborted
+	case aborted || prepared && p.result != string(messages.VoteCommit):
+		reason := p.reason
+		if reason == "" {
+			reason = ReasonAbortedBeforePrepare
+		}
+		return StateAborted, reason
+	case prepared:
+		return StatePrepared, ""
+	}
+	return StateNone, ""
+}
+
+// State returns what the barrier records about participant's transaction
+// txid.
+func (b *Barrier) State(ctx context.Context, participant, txid string) (State, error) {
+	rows, err := b.rows(ctx, b.db, participant, txid)
+	if err != nil {
+		return StateNone, err
+	}
+	s, _ := stateOf(rows)
+	return s, nil
+}
+
+// verdict is the Barrier's answer to one command, before it becomes a reply.
+type verdict struct {
+	result messages.Result
+	reason string
+	// duplicate: answered from the record, no handler call.
+	duplicate bool
+	// rejected: the command contradicts the record.
+	rejected bool
+	// applied: the handler ran and its change committed.
+	applied bool
+	// handlerErr: the handler (or Before) failed; the command is retried.
+	handlerErr error
+}
+
+// prepare handles a prepare command. A non-nil error is a database failure.
+func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, call func(func(context.Context) error) error) (verdict, error) {
+	if b.before != nil {
+		if err := call(func(ctx context.Context) error { return b.before(ctx, messages.OpPrepare, tx) }); err != nil {
+			return b.recordNo(ctx, tx, err)
+		}
+	}
+	var v verdict
+	var handlerErr error
+	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "")
+		if err != nil {
+			return err
+		}
+		if !won {
+			v, err = b.answerPrepare(ctx, dbtx, tx)
+			return err
+		}
+		if !tx.Deadline.IsZero() && !time.Now().Before(tx.Deadline) {
+			v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}
+			return b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
+		}
+		if handlerErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) }); handlerErr != nil {
+			return handlerErr // roll back the staged work and the claim
+		}
+		v = verdict{result: messages.VoteCommit, applied: true}
+		return nil
+	})
+	if handlerErr != nil {
+		return b.recordNo(ctx, tx, handlerErr)
+	}
+	return v, err
+}
+
+// recordNo records an abort vote for a prepare whose handler failed, in a
+// new local transaction; if another command recorded the prepare meanwhile,
+// that record is the answer.
+func (b *Barrier) recordNo(ctx context.Context, tx Tx, cause error) (verdict, error) {
+	reason := cause.Error()
+	if reason == "" {
+		reason = ReasonPrepareFailed
+	}
+	v := verdict{result: messages.VoteAbort, reason: reason, handlerErr: cause}
+	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), messages.Truncate(reason, messages.MaxReasonLen))
+		if err != nil || won {
+			return err
+		}
+		v, err = b.answerPrepare(ctx, dbtx, tx)
+		return err
+	})
+	return v, err
+}
+
+// answerPrepare answers a prepare from the record.
+func (b *Barrier) answerPrepare(ctx context.Context, dbtx *sql.Tx, tx Tx) (verdict, error) {
+	rows, err := b.rows(ctx, dbtx, tx.Participant, tx.ID)
+	if err != nil {
+		return verdict{}, err
+	}
+	switch s, reason := stateOf(rows); s {
+	case StatePrepared, StateCommitted:
+		return verdict{result: messages.VoteCommit, duplicate: true}, nil
+	default:
+		return verdict{result: messages.VoteAbort, reason: reason, duplicate: true}, nil
+	}
+}
+
+// commit handles a commit command.
+func (b *Barrier) commit(ctx context.Context, tx Tx, call func(func(context.Context) error) error) (verdict, error) {
+	if b.before != nil {
+		if err := call(func(ctx context.Context) error { return b.before(ctx, messages.OpCommit, tx) }); err != nil {
+			return verdict{result: messages.Failed, reason: err.Error(), handlerErr: err}, nil
+		}
+	}
+	var v verdict
+	var handlerErr error
+	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
+		rows, err := b.rows(ctx, dbtx, tx.Participant, tx.ID)
+		if err != nil {
+			return err
+		}
+		switch s, _ := stateOf(rows); s {
+		case StateNone:
+			v = verdict{result: messages.Failed, reason: ReasonNoRecord, rejected: true}
+			return nil
+		case StateAborted:
+			v = verdict{result: messages.Failed, reason: ReasonCommitAfterAbort, rejected: true}
+			return nil
+		}
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "")
+		if err != nil {
+			return err
+		}
+		if !won {
+			v = verdict{result: messages.Ack, duplicate: true}
+			return nil
+		}
+		if handlerErr = call(func(ctx context.Context) error { return b.h.Commit(ctx, dbtx, tx) }); handlerErr != nil {
+			return handlerErr
+		}
+		v = verdict{result: messages.Ack, applied: true}
+		return nil
+	})
+	if handlerErr != nil {
+		return verdict{result: messages.Failed, reason: handlerErr.Error(), handlerErr: handlerErr}, nil
+	}
+	return v, err
+}
+
+// abort handles an abort command.
+func (b *Barrier) abort(ctx context.Context, tx Tx, call func(func(context.Context) error) error) (verdict, error) {
+	if b.before != nil {
+		if err := call(func(ctx context.Context) error { return b.before(ctx, messages.OpAbort, tx) }); err != nil {
+			return verdict{result: messages.Failed, reason: err.Error(), handlerErr: err}, nil
+		}
+	}
+	var v verdict
+	var handlerErr error
+	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
+		// Claim the prepare row first: if it is free, the prepare has not run
+		// and never will (it finds the row taken and votes abort).
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), resultNullAbort, ReasonAbortedBeforePrepare)
+		if err != nil {
+			return err
+		}
+		if won {
+			if _, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpAbort), string(messages.Ack), ReasonAbortedBeforePrepare); err != nil {
+				return err
+			}
+			v = verdict{result: messages.Ack}
+			return nil
+		}
+		rows, err := b.rows(ctx, dbtx, tx.Participant, tx.ID)
+		if err != nil {
+			return err
+		}
+		if _, ok := rows[string(messages.OpCommit)]; ok {
+			v = verdict{result: messages.Failed, reason: ReasonAbortAfterCommit, rejected: true}
+			return nil
+		}
+		won, err = b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpAbort), string(messages.Ack), "")
+		if err != nil {
+			return err
+		}
+		if !won {
+			v = verdict{result: messages.Ack, duplicate: true}
+			return nil
+		}
+		if rows[string(messages.OpPrepare)].result != string(messages.VoteCommit) {
+			// The prepare voted abort: nothing is staged ("null compensation").
+			v = verdict{result: messages.Ack}
+			return nil
+		}
+		if handlerErr = call(func(ctx context.Context) error { return b.h.Abort(ctx, dbtx, tx) }); handlerErr != nil {
+			return handlerErr
+		}
+		v = verdict{result: messages.Ack, applied: true}
+		return nil
+	})
+	if handlerErr != nil {
+		return verdict{result: messages.Failed, reason: handlerErr.Error(), handlerErr: handlerErr}, nil
+	}
+	return v, err
+}
+
+// ErrCompensated is returned by Barrier.Action when the step's compensation
+// ran first: the action must not run any more.
+var ErrCompensated = errors.New("natstx: step already compensated")
+
+// Action runs a saga step's action fn once for (participant, txid, step), in
+// one local transaction with its record. A repeated call does nothing and
+// returns nil; a call after the step's compensation does nothing and returns
+// ErrCompensated. An error from fn rolls everything back and is returned.
+func (b *Barrier) Action(ctx context.Context, participant, txid, step string, fn func(*sql.Tx) error) error {
+	op := "action:" + step
+	return b.inTx(ctx, func(dbtx *sql.Tx) error {
+		won, err := b.claim(ctx, dbtx, participant, txid, op, resultDone, "")
+		if err != nil || !won {
+			if err == nil {
+				rows, rerr := b.rows(ctx, dbtx, participant, txid)
+				if rerr != nil {
+					return rerr
+				}
+				if rows[op].result == resultCompensatedFirst {
+					return ErrCompensated
+				}
+			}
+			return err
+		}
+		return fn(dbtx)
+	})
+}
+
+// Compensate runs a saga step's compensation fn once for (participant, txid,
+// step). If the action never ran, fn is not called, and the record makes a
+// late action do nothing ("null compensation", no hanging action). A repeated
+// call does nothing.
+func (b *Barrier) Compensate(ctx context.Context, participant, txid, step string, fn func(*sql.Tx) error) error {
+	action, op := "action:"+step, "compensate:"+step
+	return b.inTx(ctx, func(dbtx *sql.Tx) error {
+		actionFirst, err := b.claim(ctx, dbtx, participant, txid, action, resultCompensatedFirst, "")
+		if err != nil {
+			return err
+		}
+		won, err := b.claim(ctx, dbtx, participant, txid, op, resultDone, "")
+		if err != nil || !won || actionFirst {
+			return err
+		}
+		rows, err := b.rows(ctx, dbtx, participant, txid)
+		if err != nil {
+			return err
+		}
+		if rows[action].result == resultCompensatedFirst {
+			return nil
+		}
+		return fn(dbtx)
+	})
+}

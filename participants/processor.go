@@ -1,0 +1,371 @@
+package participants
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/natstx/natstx/messages"
+)
+
+// Settle says what a transport does with a command message after its reply.
+type Settle int
+
+// The ways to settle a command message.
+const (
+	// SettleAck: done; the message is acknowledged.
+	SettleAck Settle = iota
+	// SettleNak: deliver it again after Config.RetryDelay.
+	SettleNak
+	// SettleTerm: never deliver it again.
+	SettleTerm
+)
+
+// String names s.
+func (s Settle) String() string {
+	switch s {
+	case SettleAck:
+		return "ack"
+	case SettleNak:
+		return "nak"
+	case SettleTerm:
+		return "term"
+	}
+	return "settle(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Answer is a Processor's answer to one command message: a reply to publish
+// (when ReplyTo is set) and how to settle the message.
+type Answer struct {
+	// ReplyTo is the subject Reply goes to; empty when the message did not
+	// say (some malformed commands).
+	ReplyTo string
+	// Reply is the vote or acknowledgement.
+	Reply messages.Reply
+	// Settle is what to do with the message once the reply is out. If the
+	// reply cannot be published, a transport settles SettleAck as SettleNak.
+	Settle Settle
+}
+
+// Processor is the transport-free core of a participant: it decodes a
+// command, applies the idempotency rules (with the in-memory record, or with a
+// Barrier in the participant's database), calls the handler, and returns the
+// Answer. Runtime feeds it from a JetStream consumer; package wmparticipant
+// feeds it from a watermill Router. It is safe for concurrent use.
+type Processor struct {
+	cfg Config
+	log *zap.Logger
+
+	records   *table
+	lastSweep atomic.Int64 // unix nanos of the last sweep of finished records
+
+	prepares, commits, aborts atomic.Uint64
+	duplicates, rejected      atomic.Uint64
+	malformed, handlerErrors  atomic.Uint64
+}
+
+// NewProcessor returns a Processor for cfg. Only the fields about commands
+// matter to it (Name, Handler or Barrier, OpTimeout, Retention, Logger,
+// AfterApply).
+func NewProcessor(cfg Config) (*Processor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	p := &Processor{cfg: cfg, log: cfg.Logger.With(zap.String("participant", cfg.Name)), records: newTable()}
+	p.lastSweep.Store(time.Now().UnixNano())
+	return p, nil
+}
+
+// Name is the participant name the Processor serves.
+func (p *Processor) Name() string { return p.cfg.Name }
+
+// Stats returns the Processor's counters.
+func (p *Processor) Stats() Stats {
+	return Stats{
+		Prepares:      p.prepares.Load(),
+		Commits:       p.commits.Load(),
+		Aborts:        p.aborts.Load(),
+		Duplicates:    p.duplicates.Load(),
+		Rejected:      p.rejected.Load(),
+		Malformed:     p.malformed.Load(),
+		HandlerErrors: p.handlerErrors.Load(),
+		Records:       p.records.len(),
+	}
+}
+
+// State returns what is recorded about transaction txid: from the Barrier
+// when there is one (StateNone if it cannot be read), else from memory
+// (StateNone if finished longer than Retention ago).
+func (p *Processor) State(txid string) State {
+	if b := p.cfg.Barrier; b != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.OpTimeout)
+		defer cancel()
+		s, err := b.State(ctx, p.cfg.Name, txid)
+		if err != nil {
+			p.log.Warn("reading the barrier", zap.String("txid", txid), zap.Error(err))
+		}
+		return s
+	}
+	return p.records.state(txid)
+}
+
+// Sweep removes in-memory records that finished at least Retention before
+// now, and returns how many it removed. Handle also sweeps now and then.
+func (p *Processor) Sweep(now time.Time) int {
+	p.lastSweep.Store(now.UnixNano())
+	return p.records.sweep(now, p.cfg.Retention)
+}
+
+// maybeSweep sweeps when half a Retention passed since the last sweep.
+func (p *Processor) maybeSweep() {
+	now := time.Now()
+	last := p.lastSweep.Load()
+	if now.UnixNano()-last >= int64(p.cfg.Retention/2) && p.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		p.records.sweep(now, p.cfg.Retention)
+	}
+}
+
+// Handle processes one command message: its headers, body and the subject it
+// arrived on (empty if the transport does not know it). It calls respond
+// with the answer while it still holds the transaction's lock, so that a
+// redelivery of the same command sees the final record; respond publishes
+// the reply and settles the message.
+func (p *Processor) Handle(h map[string][]string, body []byte, subject string, respond func(Answer)) {
+	p.maybeSweep()
+	cmd, err := messages.DecodeCommand(h, body)
+	if err == nil && cmd.Participant != p.cfg.Name {
+		err = fmt.Errorf("%w: command for participant %q reached participant %q", messages.ErrMalformed, cmd.Participant, p.cfg.Name)
+	}
+	if err == nil && subject != "" && subject != cmd.Subject() {
+		err = fmt.Errorf("%w: command for %s arrived on subject %q", messages.ErrMalformed, cmd.Subject(), subject)
+	}
+	if err != nil {
+		respond(p.malformedAnswer(h, subject, err))
+		return
+	}
+	switch cmd.Op {
+	case messages.OpPrepare:
+		p.prepares.Add(1)
+	case messages.OpCommit:
+		p.commits.Add(1)
+	case messages.OpAbort:
+		p.aborts.Add(1)
+	}
+	log := p.log.With(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.Int("attempt", cmd.Attempt))
+	tx := Tx{ID: cmd.TxID, Participant: cmd.Participant, Deadline: cmd.Deadline, Attempt: cmd.Attempt}
+
+	e := p.records.lock(cmd.TxID)
+	defer p.records.unlock(cmd.TxID, e)
+	var out outcome
+	if p.cfg.Barrier != nil {
+		out = p.decideDurable(cmd, tx, log)
+	} else {
+		out = p.decide(e, cmd, tx, log)
+	}
+	if out.applied && p.cfg.AfterApply != nil {
+		p.cfg.AfterApply(cmd)
+	}
+	respond(Answer{
+		ReplyTo: cmd.ReplyTo,
+		Reply: messages.Reply{
+			TxID: cmd.TxID, Op: cmd.Op, Participant: p.cfg.Name, Result: out.result,
+			Attempt: cmd.Attempt, Reason: messages.Truncate(out.reason, messages.MaxReasonLen),
+		},
+		Settle: out.then,
+	})
+}
+
+// outcome is the answer to one well-formed command.
+type outcome struct {
+	result messages.Result
+	reason string
+	then   Settle
+	// applied: the handler ran and its change is durable (or, in memory,
+	// recorded).
+	applied bool
+}
+
+// decideDurable answers one command through the Barrier.
+func (p *Processor) decideDurable(cmd messages.Command, tx Tx, log *zap.Logger) outcome {
+	b := p.cfg.Barrier
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.OpTimeout)
+	defer cancel()
+	call := func(f func(context.Context) error) error { return p.call(log, f) }
+	var v verdict
+	var err error
+	switch cmd.Op {
+	case messages.OpPrepare:
+		v, err = b.prepare(ctx, tx, cmd.Payload, call)
+	case messages.OpCommit:
+		v, err = b.commit(ctx, tx, call)
+	case messages.OpAbort:
+		v, err = b.abort(ctx, tx, call)
+	}
+	switch {
+	case err != nil:
+		log.Warn("barrier failed; the command will be delivered again", zap.Error(err))
+		return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
+	case v.rejected:
+		return p.reject(log, StateNone, v.reason)
+	case v.duplicate:
+		return p.duplicate(log, StateNone, outcome{result: v.result, reason: v.reason, then: SettleAck})
+	case v.handlerErr != nil && cmd.Op == messages.OpPrepare:
+		log.Info("voted abort", zap.String("reason", v.reason))
+		return outcome{result: v.result, reason: v.reason, then: SettleAck}
+	case v.handlerErr != nil:
+		log.Warn(string(cmd.Op)+" failed; it will be retried", zap.Error(v.handlerErr))
+		return outcome{result: messages.Failed, reason: v.reason, then: SettleNak}
+	}
+	if v.reason != "" {
+		log.Info("answered without the handler", zap.String("result", string(v.result)), zap.String("reason", v.reason))
+	}
+	return outcome{result: v.result, reason: v.reason, then: SettleAck, applied: v.applied}
+}
+
+// decide applies the idempotency rules to one command with the in-memory
+// record, calling the Handler when they say so, and updates the record. The
+// caller holds e's lock.
+func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, log *zap.Logger) outcome {
+	state := e.rec.state
+	switch cmd.Op {
+	case messages.OpPrepare:
+		switch state {
+		case StateNone:
+			if !tx.Deadline.IsZero() && !time.Now().Before(tx.Deadline) {
+				e.finish(StateAborted, ReasonDeadlinePassed, time.Now())
+				log.Info("voted abort: deadline passed", zap.Time("deadline", tx.Deadline))
+				return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}
+			}
+			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) }); err != nil {
+				reason := err.Error()
+				if reason == "" {
+					reason = ReasonPrepareFailed
+				}
+				e.finish(StateAborted, reason, time.Now())
+				log.Info("voted abort", zap.String("reason", reason))
+				return outcome{result: messages.VoteAbort, reason: reason}
+			}
+			e.rec = record{state: StatePrepared}
+			log.Debug("voted commit")
+			return outcome{result: messages.VoteCommit, applied: true}
+		case StatePrepared, StateCommitted:
+			return p.duplicate(log, state, outcome{result: messages.VoteCommit})
+		case StateAborted:
+			reason := e.rec.reason
+			if reason == "" {
+				reason = ReasonAborted
+			}
+			return p.duplicate(log, state, outcome{result: messages.VoteAbort, reason: reason})
+		}
+	case messages.OpCommit:
+		switch state {
+		case StatePrepared:
+			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
+				log.Warn("commit failed; it will be retried", zap.Error(err))
+				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
+			}
+			e.finish(StateCommitted, "", time.Now())
+			log.Debug("committed")
+			return outcome{result: messages.Ack, applied: true}
+		case StateCommitted:
+			return p.duplicate(log, state, outcome{result: messages.Ack})
+		case StateNone:
+			return p.reject(log, state, ReasonNoRecord)
+		case StateAborted:
+			return p.reject(log, state, ReasonCommitAfterAbort)
+		}
+	case messages.OpAbort:
+		switch state {
+		case StateNone:
+			e.finish(StateAborted, ReasonAbortedBeforePrepare, time.Now())
+			log.Info("abort before prepare: recorded, so a late prepare votes abort")
+			return outcome{result: messages.Ack}
+		case StatePrepared:
+			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Abort(ctx, tx) }); err != nil {
+				log.Warn("abort failed; it will be retried", zap.Error(err))
+				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
+			}
+			e.finish(StateAborted, ReasonAborted, time.Now())
+			log.Debug("aborted")
+			return outcome{result: messages.Ack, applied: true}
+		case StateAborted:
+			return p.duplicate(log, state, outcome{result: messages.Ack})
+		case StateCommitted:
+			return p.reject(log, state, ReasonAbortAfterCommit)
+		}
+	}
+	// Unreachable: DecodeCommand accepts only the three operations.
+	return outcome{result: messages.Failed, reason: "unknown operation " + string(cmd.Op), then: SettleTerm}
+}
+
+// duplicate counts and logs a command answered from the record.
+func (p *Processor) duplicate(log *zap.Logger, state State, out outcome) outcome {
+	p.duplicates.Add(1)
+	log.Debug("duplicate answered from the record", zap.Stringer("state", state), zap.String("result", string(out.result)))
+	return out
+}
+
+// reject answers a command that contradicts the record: the coordinator and
+// this participant disagree about the transaction, which needs a human.
+func (p *Processor) reject(log *zap.Logger, state State, reason string) outcome {
+	p.rejected.Add(1)
+	log.Error("rejected command that contradicts the record", zap.Stringer("state", state), zap.String("reason", reason))
+	return outcome{result: messages.Failed, reason: reason, then: SettleTerm}
+}
+
+// call runs one handler call with a context bounded by OpTimeout, turning a
+// panic into an error.
+func (p *Processor) call(log *zap.Logger, f func(context.Context) error) (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.OpTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("handler panicked", zap.Any("panic", r), zap.StackSkip("stack", 1))
+			err = fmt.Errorf("handler panicked: %v", r)
+		}
+		if err != nil {
+			p.handlerErrors.Add(1)
+		}
+	}()
+	return f(ctx)
+}
+
+// malformedAnswer logs and counts a command that did not decode, and answers
+// it Failed (when the headers say where and about what) and terminated.
+func (p *Processor) malformedAnswer(h map[string][]string, subject string, cause error) Answer {
+	p.malformed.Add(1)
+	txid := first(h, messages.HeaderTxID)
+	fields := []zap.Field{zap.String("subject", subject), zap.Error(cause)}
+	if txid != "" {
+		fields = append(fields, zap.String("txid", txid))
+	}
+	p.log.Warn("dropping malformed command", fields...)
+	attempt, err := strconv.Atoi(first(h, messages.HeaderAttempt))
+	if err != nil || attempt < 1 {
+		attempt = 1
+	}
+	cmd := messages.Command{
+		TxID: txid, Op: messages.Op(first(h, messages.HeaderOp)), Participant: p.cfg.Name,
+		Attempt: attempt, ReplyTo: first(h, messages.HeaderReplyTo),
+	}
+	a := Answer{Settle: SettleTerm}
+	if cmd.Validate() == nil { // a valid reply-to, txid and op
+		a.ReplyTo = cmd.ReplyTo
+		a.Reply = messages.Reply{TxID: txid, Op: cmd.Op, Participant: p.cfg.Name, Result: messages.Failed,
+			Attempt: attempt, Reason: messages.Truncate(cause.Error(), messages.MaxReasonLen)}
+	}
+	return a
+}
+
+// first returns the first value of header name, or "".
+func first(h map[string][]string, name string) string {
+	if vs := h[name]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
+}
