@@ -1,9 +1,10 @@
-// Command natstx is natstx's one CLI: the demo, and (as they land) the
-// coordinator server, the transaction inspector, the publisher and the
-// benchmark.
+// Command natstx is natstx's one CLI: the coordinator server, the embedded
+// NATS server, the transaction commands, the publisher, the benchmark and
+// the demo. docs/CLI.md documents every command.
 //
-// Exit codes: 0 success; 1 a failed check (an atomicity violation) or a
-// runtime error; 2 bad usage (unknown flag, bad value).
+// Exit codes: 0 success; 1 a failed check (an atomicity violation, an
+// aborted transaction), an unknown transaction or a runtime error (NATS
+// unreachable); 2 bad usage (unknown flag, bad value, bad file).
 package main
 
 import (
@@ -54,10 +55,15 @@ all of them apply their part or none does. It runs over NATS JetStream; an
 embedded NATS server is the default, so nothing needs installing.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyConfig(cmd)
+		},
 	}
+	root.PersistentFlags().String("config", "", "YAML file of settings, keys named as the flags (default $"+envConfig+")")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newDemo())
+	root.AddCommand(newServer(), newNATS(), newTx(), newPublish(), newBench())
 	return root
 }

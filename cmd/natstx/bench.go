@@ -1,0 +1,670 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"golang.org/x/term"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/sim"
+)
+
+type benchOptions struct {
+	natsURL          string
+	protocol         string
+	participantCount int
+	participants     []string
+	duration         time.Duration
+	count            int
+	concurrency      int
+	rate             float64
+	maxInFlight      int
+	latencyMin       time.Duration
+	latencyMax       time.Duration
+	failureRate      float64
+	prepareTimeout   time.Duration
+	payloadSize      int
+	replicas         int
+	jsMsgs           int
+	seed             int64
+	quiesce          time.Duration
+	noProgress       bool
+	jsonOut          bool
+	logLevel         string
+}
+
+// benchSummary is what bench reports; --json prints it as one object.
+type benchSummary struct {
+	Protocol     string   `json:"protocol"`
+	Participants int      `json:"participants"`
+	Names        []string `json:"participant_names"`
+	// Simulated is true when bench ran its own simulated participants, and so
+	// could check atomicity against what they applied.
+	Simulated    bool    `json:"simulated"`
+	NATS         string  `json:"nats"`
+	Concurrency  int     `json:"concurrency,omitempty"`
+	OfferedRate  float64 `json:"offered_rate,omitempty"`
+	Transactions int     `json:"transactions"`
+	Committed    int     `json:"committed"`
+	Aborted      int     `json:"aborted"`
+	InDoubt      int     `json:"in_doubt"`
+	// Violations is null when atomicity could not be checked (participants
+	// not run by bench).
+	Violations          *int     `json:"violations"`
+	Timeouts            int64    `json:"timeouts"`
+	Seconds             float64  `json:"seconds"`
+	TxnPerSec           float64  `json:"txn_per_sec"`
+	MeanMs              float64  `json:"mean_ms"`
+	P50ms               float64  `json:"p50_ms"`
+	P90ms               float64  `json:"p90_ms"`
+	P99ms               float64  `json:"p99_ms"`
+	P999ms              float64  `json:"p999_ms"`
+	MaxMs               float64  `json:"max_ms"`
+	JetStreamMsgs       int      `json:"jetstream_msgs"`
+	JetStreamMsgsPerSec float64  `json:"jetstream_msgs_per_sec"`
+	Problems            []string `json:"problems,omitempty"`
+}
+
+func newBench() *cobra.Command {
+	var o benchOptions
+	c := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure transaction throughput and latency, and JetStream's own publish rate",
+		Long: `bench runs transactions through a coordinator in its own process and reports
+throughput, an HDR latency histogram (percentiles and distribution) and, in the
+same run on the same server, the raw JetStream async-publish rate of
+command-sized messages to a file-backed stream: the broker's ceiling to compare
+with.
+
+NATS: an embedded server (a fresh data directory, removed afterwards) unless
+--nats URL names one. On a server that runs 'natstx server', give --replicas as
+the server uses it: bench declares the same stream and buckets.
+
+Participants: by default bench starts --participant-count simulated
+participants (each operation takes --latency-min to --latency-max and fails
+with probability --failure-rate; a failed prepare votes abort, a failed commit
+or abort is retried) and, after the run, checks atomicity against what they
+applied. With --participants NAME,... it drives participants already running
+on that NATS instead (e.g. 'natstx participant sim'); atomicity is then not
+checked here (violations: null).
+
+Load: --count transactions or for --duration; closed loop with --concurrency
+transactions in flight, or open loop at a fixed --rate per second (latency is
+then measured from each transaction's scheduled start, so a stall is not
+hidden).
+
+A progress bar shows on a terminal. Exit code 1 on an atomicity violation or a
+transaction whose outcome never came; 2 on bad usage.`,
+		Example: `  natstx bench
+  natstx bench --participant-count 5 --duration 20s --concurrency 128 --json
+  natstx bench --count 10000 --rate 2000 --latency-max 5ms --failure-rate 0.01
+  natstx bench --nats nats://127.0.0.1:4222 --participants inventory,payment --duration 10s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(cmd); err != nil {
+				return err
+			}
+			return runBench(cmd, o)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.natsURL, "nats", "", "URL of the NATS server to use; empty starts an embedded one")
+	f.StringVar(&o.protocol, "protocol", "2pc", "protocol to run: 2pc (saga is not implemented yet)")
+	f.IntVarP(&o.participantCount, "participant-count", "n", 3, "simulated participants per transaction, started by bench")
+	f.StringSliceVar(&o.participants, "participants", nil, "drive these running participants instead of simulated ones (NAME,NAME,...)")
+	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to run (unless --count is given)")
+	f.IntVar(&o.count, "count", 0, "run this many transactions instead of for --duration")
+	f.IntVarP(&o.concurrency, "concurrency", "c", 64, "transactions in flight at once (closed loop)")
+	f.Float64Var(&o.rate, "rate", 0, "offer this many transactions per second instead (open loop)")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 10000, "with --rate: the most transactions in flight; beyond it starts wait")
+	f.DurationVar(&o.latencyMin, "latency-min", 0, "simulated participants: least time one operation takes")
+	f.DurationVar(&o.latencyMax, "latency-max", 0, "simulated participants: most time one operation takes (0: none)")
+	f.Float64Var(&o.failureRate, "failure-rate", 0, "simulated participants: probability that one operation fails")
+	f.DurationVar(&o.prepareTimeout, "prepare-timeout", 5*time.Second, "prepare timeout of each transaction")
+	f.IntVar(&o.payloadSize, "payload-size", 64, "bytes of payload each participant receives with prepare")
+	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets bench declares (as the server on --nats uses them)")
+	f.IntVar(&o.jsMsgs, "jetstream-msgs", 100_000, "messages of the raw JetStream publish measurement")
+	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated participants (0: random)")
+	f.DurationVar(&o.quiesce, "quiesce-timeout", 30*time.Second, "how long to wait for commits and aborts to be acknowledged before checking")
+	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
+	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
+	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
+	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"2pc"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	return c
+}
+
+func (o *benchOptions) validate(cmd *cobra.Command) error {
+	f := cmd.Flags()
+	switch strings.ToLower(o.protocol) {
+	case "2pc":
+	case "saga":
+		return usageError{errors.New("--protocol saga: natstx does not implement sagas yet; use --protocol 2pc")}
+	default:
+		return usageError{fmt.Errorf("--protocol %q: the only protocol is 2pc", o.protocol)}
+	}
+	if f.Changed("count") && f.Changed("duration") {
+		return usageError{errors.New("give --count or --duration, not both")}
+	}
+	if f.Changed("count") && o.count < 1 {
+		return usageError{fmt.Errorf("--count must be at least 1 (got %d)", o.count)}
+	}
+	if !f.Changed("count") && o.duration <= 0 {
+		return usageError{errors.New("--duration must be positive")}
+	}
+	if f.Changed("rate") && f.Changed("concurrency") {
+		return usageError{errors.New("give --concurrency (closed loop) or --rate (open loop), not both")}
+	}
+	if f.Changed("rate") && !(o.rate > 0 && o.rate <= 1e6) {
+		return usageError{fmt.Errorf("--rate must be above 0 and at most 1000000 per second (got %v)", o.rate)}
+	}
+	if o.concurrency < 1 || o.maxInFlight < 1 {
+		return usageError{errors.New("--concurrency and --max-in-flight must be at least 1")}
+	}
+	if len(o.participants) > 0 {
+		if f.Changed("participant-count") {
+			return usageError{errors.New("give --participant-count (simulated) or --participants (running ones), not both")}
+		}
+		seen := map[string]bool{}
+		for _, p := range o.participants {
+			if err := messages.ValidateName("participant", p); err != nil {
+				return usageError{fmt.Errorf("--participants: %w", err)}
+			}
+			if seen[p] {
+				return usageError{fmt.Errorf("--participants names %s twice", p)}
+			}
+			seen[p] = true
+		}
+	} else if o.participantCount < 1 || o.participantCount > 64 {
+		return usageError{fmt.Errorf("--participant-count must be from 1 to 64 (got %d)", o.participantCount)}
+	}
+	if !(o.failureRate >= 0 && o.failureRate <= 1) {
+		return usageError{fmt.Errorf("--failure-rate must be a probability from 0 to 1 (got %v)", o.failureRate)}
+	}
+	if o.latencyMin < 0 || o.latencyMax < 0 || (o.latencyMax > 0 && o.latencyMax < o.latencyMin) {
+		return usageError{errors.New("--latency-min and --latency-max must not be negative, and --latency-max not below --latency-min")}
+	}
+	if o.prepareTimeout <= 0 || o.quiesce <= 0 {
+		return usageError{errors.New("--prepare-timeout and --quiesce-timeout must be positive")}
+	}
+	if o.payloadSize < 0 || o.jsMsgs < 0 || o.replicas < 1 {
+		return usageError{errors.New("--payload-size and --jetstream-msgs must not be negative, --replicas at least 1")}
+	}
+	return nil
+}
+
+func runBench(cmd *cobra.Command, o benchOptions) error {
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	out := cmd.OutOrStdout()
+
+	s := benchSummary{Protocol: "2pc", NATS: o.natsURL}
+	url := o.natsURL
+	if url == "" {
+		srv, err := embedded.Start(embedded.Config{})
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		url, s.NATS = srv.URL(), "embedded"
+	}
+	nc, err := connect(url, "natstx-bench")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	eng, err := orchestrator.New(nc, orchestrator.Config{
+		PrepareTimeout: o.prepareTimeout, MaxInFlight: max(100_000, o.concurrency, o.maxInFlight),
+		Streams: orchestrator.StreamOptions{Replicas: o.replicas}, Logger: log.Named("coordinator"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := eng.Start(ctx); err != nil {
+		return fmt.Errorf("starting the coordinator: %w", err)
+	}
+	defer eng.Stop()
+
+	names := o.participants
+	var services map[string]*sim.Service
+	if len(names) == 0 {
+		s.Simulated = true
+		services = make(map[string]*sim.Service, o.participantCount)
+		run := strings.ToLower(nuid.Next()[:8])
+		for i := 1; i <= o.participantCount; i++ {
+			name := fmt.Sprintf("bench-%s-p%d", run, i)
+			names = append(names, name)
+			stopP, svc, err := startSimParticipant(ctx, url, name, o, int64(i), log)
+			if err != nil {
+				return err
+			}
+			defer stopP()
+			services[name] = svc
+		}
+	}
+	s.Participants, s.Names = len(names), names
+
+	if !o.jsonOut {
+		load := fmt.Sprintf("%d in flight", o.concurrency)
+		if o.rate > 0 {
+			load = fmt.Sprintf("offered at %.0f/s", o.rate)
+		}
+		span := o.duration.String()
+		if o.count > 0 {
+			span = fmt.Sprintf("%d transactions", o.count)
+		}
+		who := "simulated participants"
+		if !s.Simulated {
+			who = "running participants " + strings.Join(names, ",")
+		}
+		fmt.Fprintf(out, "natstx bench: 2pc, %d %s, %s, %s, NATS %s\n", len(names), who, span, load, s.NATS)
+	}
+	bar := newBenchBar(o, out)
+	r := runLoad(ctx, eng, o, names, bar)
+	if bar != nil {
+		_ = bar.Finish()
+		fmt.Fprintln(out)
+	}
+
+	// Quiescence: every commit and abort acknowledged, or the limit.
+	deadline := time.Now().Add(o.quiesce)
+	for eng.Stats().InFlight > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Transactions = len(r.results)
+	s.Timeouts = eng.Stats().Timeouts
+	s.Seconds = r.elapsed.Seconds()
+	if s.Seconds > 0 {
+		s.TxnPerSec = float64(s.Transactions) / s.Seconds
+	}
+	if o.rate > 0 {
+		s.OfferedRate = o.rate
+	} else {
+		s.Concurrency = o.concurrency
+	}
+	if s.Simulated {
+		rep := sim.Check(r.results, services)
+		s.Committed, s.Aborted, s.InDoubt = rep.Committed, rep.Aborted, rep.InDoubt
+		s.Violations, s.Problems = &rep.Violations, rep.Problems
+	} else {
+		for _, res := range r.results {
+			switch {
+			case !res.Decided:
+				s.InDoubt++
+			case res.Committed:
+				s.Committed++
+			default:
+				s.Aborted++
+			}
+		}
+	}
+	h := r.hist
+	ms := func(us int64) float64 { return float64(us) / 1000 }
+	if h.TotalCount() > 0 {
+		s.MeanMs = h.Mean() / 1000
+		s.P50ms, s.P90ms, s.P99ms = ms(h.ValueAtQuantile(50)), ms(h.ValueAtQuantile(90)), ms(h.ValueAtQuantile(99))
+		s.P999ms, s.MaxMs = ms(h.ValueAtQuantile(99.9)), ms(h.Max())
+	}
+
+	if o.jsMsgs > 0 && ctx.Err() == nil {
+		if !o.jsonOut {
+			fmt.Fprintf(out, "measuring raw JetStream async publish: %d command-sized messages to a file-backed stream...\n", o.jsMsgs)
+		}
+		rate, err := measureJetStream(ctx, nc, o)
+		if err != nil {
+			return fmt.Errorf("measuring JetStream's publish rate: %w", err)
+		}
+		s.JetStreamMsgs, s.JetStreamMsgsPerSec = o.jsMsgs, rate
+	}
+
+	if o.jsonOut {
+		if err := json.NewEncoder(out).Encode(s); err != nil {
+			return err
+		}
+	} else {
+		printBench(out, s, h)
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted; the figures above cover the transactions run until then")
+	}
+	if s.Violations != nil && *s.Violations > 0 {
+		return fmt.Errorf("atomicity check failed: %d violations", *s.Violations)
+	}
+	if s.InDoubt > 0 {
+		return fmt.Errorf("%d transactions never reported an outcome within --prepare-timeout plus --quiesce-timeout", s.InDoubt)
+	}
+	return nil
+}
+
+// startSimParticipant runs one simulated participant on its own connection,
+// as a separate service would; the returned function stops it and removes
+// its durable consumer.
+func startSimParticipant(ctx context.Context, url, name string, o benchOptions, i int64, log *zap.Logger) (func(), *sim.Service, error) {
+	seed := o.seed
+	if seed != 0 {
+		seed += i
+	}
+	maxLat := o.latencyMax
+	if maxLat == 0 {
+		maxLat = max(o.latencyMin, time.Nanosecond)
+	}
+	svc, err := sim.New(sim.Config{Name: name, SuccessRate: sim.Rate(1 - o.failureRate), MinLatency: o.latencyMin, MaxLatency: maxLat, Seed: seed})
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := connect(url, "natstx-bench-"+name)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt, err := participants.New(nc, participants.Config{Name: name, Handler: svc, Concurrency: max(256, 2*o.concurrency), Logger: log.Named(name)})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	if err := rt.Start(ctx); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("starting simulated participant %s: %w", name, err)
+	}
+	return func() {
+		rt.Stop()
+		if js, err := jetstream.New(nc); err == nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = js.DeleteConsumer(dctx, messages.CommandStream, messages.ConsumerName(name))
+			cancel()
+		}
+		nc.Close()
+	}, svc, nil
+}
+
+// loadResult is what runLoad measured.
+type loadResult struct {
+	results []sim.Result
+	hist    *hdrhistogram.Histogram
+	elapsed time.Duration
+}
+
+// runLoad runs the transactions: --count of them or for --duration, closed
+// loop (--concurrency) or open loop (--rate).
+func runLoad(ctx context.Context, eng *orchestrator.Engine, o benchOptions, names []string, bar *benchBar) loadResult {
+	var (
+		mu      sync.Mutex
+		results = make([]sim.Result, 0, max(o.count, 1024))
+		hist    = hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
+		done    atomic.Int64
+		wg      sync.WaitGroup
+	)
+	payload := make([]byte, o.payloadSize)
+	for i := range payload {
+		payload[i] = 'x'
+	}
+	one := func(scheduled time.Time) {
+		req := orchestrator.Request{ID: orchestrator.NewID()}
+		for _, n := range names {
+			req.Participants = append(req.Participants, orchestrator.Participant{Name: n, Payload: payload})
+		}
+		tctx, cancel := context.WithTimeout(ctx, o.prepareTimeout+o.quiesce)
+		outc, err := eng.Execute(tctx, req)
+		cancel()
+		took := time.Since(scheduled)
+		res := sim.Result{ID: req.ID, Participants: names, Decided: err == nil && outc.State.Decided(), Committed: outc.Committed()}
+		mu.Lock()
+		results = append(results, res)
+		_ = hist.RecordValue(max(took.Microseconds(), 1))
+		mu.Unlock()
+		done.Add(1)
+	}
+	start := time.Now()
+	end := start.Add(o.duration)
+	more := func(i int, at time.Time) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		if o.count > 0 {
+			return i < o.count
+		}
+		return at.Before(end)
+	}
+	stopBar := bar.follow(o, start, &done)
+	if o.rate > 0 {
+		interval := time.Duration(float64(time.Second) / o.rate)
+		sem := make(chan struct{}, o.maxInFlight)
+		for i := 0; ; i++ {
+			at := start.Add(time.Duration(i) * interval)
+			if !more(i, at) {
+				break
+			}
+			if d := time.Until(at); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				one(at)
+			}()
+		}
+	} else {
+		var next atomic.Int64
+		for w := 0; w < o.concurrency; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1) - 1)
+					now := time.Now()
+					if !more(i, now) {
+						return
+					}
+					one(now)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopBar()
+	return loadResult{results: results, hist: hist, elapsed: elapsed}
+}
+
+// benchBar is the progress bar, nil when off.
+type benchBar struct{ *progressbar.ProgressBar }
+
+// newBenchBar returns a progress bar on out when out is a terminal and the
+// output is text, nil otherwise.
+func newBenchBar(o benchOptions, out io.Writer) *benchBar {
+	f, ok := out.(*os.File)
+	if o.jsonOut || o.noProgress || !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	total := int64(o.count)
+	if o.count == 0 {
+		total = int64(o.duration / time.Millisecond)
+	}
+	return &benchBar{progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(out),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetPredictTime(false),
+		progressbar.OptionShowDescriptionAtLineEnd(),
+		progressbar.OptionClearOnFinish(),
+	)}
+}
+
+// follow updates the bar every 100ms until the returned function is called.
+func (b *benchBar) follow(o benchOptions, start time.Time, done *atomic.Int64) func() {
+	if b == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			n := done.Load()
+			el := time.Since(start)
+			b.Describe(fmt.Sprintf("%d transactions, %.0f/s", n, float64(n)/el.Seconds()))
+			if o.count > 0 {
+				_ = b.Set64(n)
+			} else {
+				_ = b.Set64(min(int64(el/time.Millisecond), int64(o.duration/time.Millisecond)))
+			}
+		}
+	}()
+	return func() { close(stop); <-finished }
+}
+
+// measureJetStream publishes o.jsMsgs messages shaped like prepare commands
+// (the same headers, a unique Nats-Msg-Id each, the same payload) with async
+// publish to a new file-backed stream, waits for every PubAck, deletes the
+// stream and returns the rate in messages per second.
+func measureJetStream(ctx context.Context, nc *nats.Conn, o benchOptions) (float64, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return 0, err
+	}
+	id := nuid.Next()
+	name, prefix := "NATSTX_BENCH_"+id, "natstx.bench."+id
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(cctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{prefix + ".>"}, Storage: jetstream.FileStorage,
+		Replicas: o.replicas, Duplicates: 2 * time.Minute,
+	}); err != nil {
+		return 0, err
+	}
+	defer func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer dcancel()
+		_ = js.DeleteStream(dctx, name)
+	}()
+	payload := make([]byte, o.payloadSize)
+	cmd := messages.Command{Op: messages.OpPrepare, Participant: "bench", Attempt: 1, ReplyTo: messages.ReplySubject("bench"),
+		Deadline: time.Now().Add(time.Minute), Payload: payload}
+	msgs := make([]*nats.Msg, o.jsMsgs)
+	for i := range msgs {
+		cmd.TxID = fmt.Sprintf("%s-%d", id, i)
+		msgs[i] = &nats.Msg{Subject: prefix + "." + cmd.TxID, Header: nats.Header(cmd.Header()), Data: payload}
+	}
+	var failed atomic.Int64
+	start := time.Now()
+	for _, m := range msgs {
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			failed.Add(1)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-cctx.Done():
+		return 0, fmt.Errorf("PubAcks still outstanding after 30s: %w", cctx.Err())
+	}
+	elapsed := time.Since(start)
+	info, err := js.Stream(cctx, name)
+	if err != nil {
+		return 0, err
+	}
+	if got := info.CachedInfo().State.Msgs; got != uint64(o.jsMsgs) || failed.Load() > 0 {
+		return 0, fmt.Errorf("the stream stored %d of %d messages (%d publishes failed)", got, o.jsMsgs, failed.Load())
+	}
+	return float64(o.jsMsgs) / elapsed.Seconds(), nil
+}
+
+// printBench prints the summary and the latency histogram as text.
+func printBench(out io.Writer, s benchSummary, h *hdrhistogram.Histogram) {
+	fmt.Fprintf(out, "%d transactions in %.2fs: %.0f txn/s; %d committed, %d aborted (%d by timeout), %d without outcome\n",
+		s.Transactions, s.Seconds, s.TxnPerSec, s.Committed, s.Aborted, s.Timeouts, s.InDoubt)
+	fmt.Fprintf(out, "latency ms: mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
+		s.MeanMs, s.P50ms, s.P90ms, s.P99ms, s.P999ms, s.MaxMs)
+	for _, l := range histogramLines(h, 40) {
+		fmt.Fprintln(out, l)
+	}
+	if s.JetStreamMsgs > 0 {
+		fmt.Fprintf(out, "raw JetStream async publish: %.0f msgs/s (%d messages); the run's %d txn/s sent %.0f commands/s\n",
+			s.JetStreamMsgsPerSec, s.JetStreamMsgs, int(s.TxnPerSec), 2*s.TxnPerSec*float64(s.Participants))
+	}
+	for _, p := range s.Problems {
+		fmt.Fprintln(out, "VIOLATION:", p)
+	}
+	if s.Violations != nil {
+		fmt.Fprintf(out, "atomicity: %d transactions, %d committed, %d aborted, %d violations\n", s.Transactions, s.Committed, s.Aborted, *s.Violations)
+	} else {
+		fmt.Fprintln(out, "atomicity: not checked (the participants are not bench's own)")
+	}
+}
+
+// histogramLines draws the latency distribution in power-of-two buckets of
+// microseconds, one line each, with bars up to width characters.
+func histogramLines(h *hdrhistogram.Histogram, width int) []string {
+	if h.TotalCount() == 0 {
+		return nil
+	}
+	counts := map[int]int64{}
+	lo, hi := math.MaxInt, 0
+	for _, b := range h.Distribution() {
+		if b.Count == 0 {
+			continue
+		}
+		k := bits.Len64(uint64(max(b.From, 1))) - 1 // bucket [2^k, 2^(k+1)) µs
+		counts[k] += b.Count
+		lo, hi = min(lo, k), max(hi, k)
+	}
+	var peak int64
+	for _, c := range counts {
+		peak = max(peak, c)
+	}
+	total := float64(h.TotalCount())
+	lines := []string{"latency distribution (ms):"}
+	for k := lo; k <= hi; k++ {
+		c := counts[k]
+		n := int(math.Round(float64(c) / float64(peak) * float64(width)))
+		if c > 0 && n == 0 {
+			n = 1
+		}
+		lines = append(lines, fmt.Sprintf("  %9.3f - %9.3f |%-*s %8d %5.1f%%",
+			float64(uint64(1)<<k)/1000, float64(uint64(1)<<(k+1))/1000, width, strings.Repeat("#", n), c, 100*float64(c)/total))
+	}
+	return lines
+}

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
+)
+
+// embeddedOptions are the flags of the embedded NATS server, shared by
+// `natstx server` and `natstx nats`.
+type embeddedOptions struct {
+	listen        string
+	dataDir       string
+	serverName    string
+	clusterName   string
+	clusterListen string
+	routes        []string
+	logs          bool
+}
+
+func addEmbeddedFlags(f *pflag.FlagSet, o *embeddedOptions) {
+	f.StringVar(&o.listen, "nats-listen", "127.0.0.1:4222", "HOST:PORT the embedded NATS server listens on for clients")
+	f.StringVar(&o.dataDir, "data-dir", "natstx-data", "directory of the embedded server's JetStream files (created if missing)")
+	f.StringVar(&o.serverName, "server-name", "", "name of the embedded server; in a cluster it must differ per node (default natstx-<port>)")
+	f.StringVar(&o.clusterName, "cluster-name", "", "join a JetStream cluster of this name (with --cluster-listen and --routes)")
+	f.StringVar(&o.clusterListen, "cluster-listen", "", "HOST:PORT this node listens on for cluster routes")
+	f.StringSliceVar(&o.routes, "routes", nil, "route URLs of the other cluster nodes, e.g. nats://127.0.0.1:6223")
+	f.BoolVar(&o.logs, "nats-logs", false, "print the embedded NATS server's own log lines on stderr")
+}
+
+// config turns the flags into an embedded.Config.
+func (o embeddedOptions) config() (embedded.Config, error) {
+	host, port, err := splitHostPort("nats-listen", o.listen)
+	if err != nil {
+		return embedded.Config{}, err
+	}
+	if o.dataDir == "" {
+		return embedded.Config{}, usageError{errors.New("--data-dir is empty; name a directory for JetStream's files")}
+	}
+	cfg := embedded.Config{Host: host, Port: port, DataDir: o.dataDir, Name: o.serverName, Logs: o.logs}
+	clustered := o.clusterName != "" || o.clusterListen != "" || len(o.routes) > 0
+	if clustered {
+		if o.clusterName == "" || o.clusterListen == "" {
+			return embedded.Config{}, usageError{errors.New("a cluster needs both --cluster-name and --cluster-listen (and --routes to the other nodes)")}
+		}
+		chost, cport, err := splitHostPort("cluster-listen", o.clusterListen)
+		if err != nil {
+			return embedded.Config{}, err
+		}
+		cfg.Cluster = &embedded.ClusterConfig{Name: o.clusterName, Host: chost, Port: cport, Routes: o.routes}
+	}
+	return cfg, nil
+}
+
+// startEmbedded starts the embedded server, creating its data directory.
+func startEmbedded(o embeddedOptions) (*embedded.Server, error) {
+	cfg, err := o.config()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating --data-dir: %w", err)
+	}
+	srv, err := embedded.Start(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w (pick another port with --nats-listen, or stop what uses it)", err)
+	}
+	return srv, nil
+}
+
+// printConfig prints the effective value of every flag of cmd as YAML, in the
+// config file's format, for --print-config.
+func printConfig(cmd *cobra.Command, out io.Writer) error {
+	m := map[string]any{}
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		switch f.Name {
+		case "help", "config", "print-config":
+			return
+		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			m[f.Name] = sv.GetSlice()
+			return
+		}
+		m[f.Name] = f.Value.String()
+	})
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var doc yaml.Node
+	doc.Kind = yaml.MappingNode
+	for _, k := range keys {
+		var kn, vn yaml.Node
+		kn.SetString(k)
+		if err := vn.Encode(m[k]); err != nil {
+			return err
+		}
+		doc.Content = append(doc.Content, &kn, &vn)
+	}
+	b, err := yaml.Marshal(&doc)
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(b)
+	return err
+}
+
+// signalContext is ctx ended by SIGINT or SIGTERM.
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
+
+func newNATS() *cobra.Command {
+	var (
+		o    embeddedOptions
+		show bool
+	)
+	c := &cobra.Command{
+		Use:   "nats",
+		Short: "Run only the embedded NATS server with JetStream, for local development",
+		Long: `nats runs the NATS server natstx embeds, with JetStream on --data-dir, and
+nothing else: no coordinator. Participants, 'natstx server --nats URL' and
+every client command can then use it. It stops on Ctrl-C (SIGINT) or SIGTERM.`,
+		Example: `  natstx nats
+  natstx nats --nats-listen 127.0.0.1:14222 --data-dir /tmp/natstx-nats
+  natstx nats --config configs/cluster/node1.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if show {
+				return printConfigOf(cmd)
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			srv, err := startEmbedded(o)
+			if err != nil {
+				return err
+			}
+			defer srv.Stop()
+			fmt.Fprintf(cmd.OutOrStdout(), "natstx nats: NATS with JetStream listening on %s, data in %s; Ctrl-C stops it\n", srv.URL(), srv.DataDir())
+			<-ctx.Done()
+			fmt.Fprintln(cmd.OutOrStdout(), "natstx nats: stopping")
+			return nil
+		},
+	}
+	addEmbeddedFlags(c.Flags(), &o)
+	c.Flags().BoolVar(&show, "print-config", false, "print the effective settings (flags, NATSTX_* variables, config file) as YAML and exit")
+	return c
+}
+
+func printConfigOf(cmd *cobra.Command) error { return printConfig(cmd, cmd.OutOrStdout()) }
+
+type serverOptions struct {
+	embedded       embeddedOptions
+	natsURL        string
+	instance       string
+	prepareTimeout time.Duration
+	retention      time.Duration
+	maxInFlight    int
+	replicas       int
+	drainTimeout   time.Duration
+	startTimeout   time.Duration
+	logLevel       string
+	printConfig    bool
+}
+
+func newServer() *cobra.Command {
+	var o serverOptions
+	c := &cobra.Command{
+		Use:   "server",
+		Short: "Run the coordinator (with an embedded NATS server unless --nats is given)",
+		Long: `server runs a natstx coordinator: it declares the command stream and the
+buckets, serves the coordinator API (natstx tx ...), drives transactions to
+their outcome and writes each one's status to the natstx_status bucket.
+
+By default it embeds a NATS server with JetStream on --data-dir, listening on
+--nats-listen; with --nats URL it uses an external server or cluster instead.
+Several coordinators may share one NATS: each has its own --instance name.
+
+Settings come from flags, then NATSTX_* environment variables (NATSTX_DATA_DIR
+for --data-dir), then the YAML file named by --config or NATSTX_CONFIG, whose
+keys are the flag names (see configs/), then the defaults.
+
+On SIGINT or SIGTERM it waits up to --drain-timeout for the transactions in
+flight to finish, then stops the coordinator, then the embedded server.
+Transactions still running then stay in the stream and buckets.`,
+		Example: `  natstx server
+  natstx server --nats-listen 127.0.0.1:14222 --data-dir /var/lib/natstx
+  natstx server --nats nats://10.0.0.5:4222 --instance coord-2
+  natstx server --config configs/single.yaml --print-config
+  NATSTX_PREPARE_TIMEOUT=2s natstx server`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.printConfig {
+				return printConfigOf(cmd)
+			}
+			if o.prepareTimeout <= 0 || o.retention <= 0 || o.drainTimeout < 0 || o.startTimeout <= 0 {
+				return usageError{errors.New("--prepare-timeout, --retention and --start-timeout must be positive, --drain-timeout not negative")}
+			}
+			if o.maxInFlight < 1 || o.replicas < 1 || o.replicas > 5 {
+				return usageError{fmt.Errorf("--max-in-flight must be at least 1 and --replicas from 1 to 5 (got %d and %d)", o.maxInFlight, o.replicas)}
+			}
+			return runServer(cmd, o)
+		},
+	}
+	f := c.Flags()
+	addEmbeddedFlags(f, &o.embedded)
+	f.StringVar(&o.natsURL, "nats", "", "URL of an external NATS server or cluster; empty runs the embedded server")
+	f.StringVar(&o.instance, "instance", "", "this coordinator's instance name, unique among coordinators (default: random)")
+	f.DurationVar(&o.prepareTimeout, "prepare-timeout", 5*time.Second, "how long a transaction waits for its votes before it aborts, unless its request says less")
+	f.DurationVar(&o.retention, "retention", time.Minute, "how long a finished transaction's outcome is remembered")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 100_000, "transactions running at once; more are refused")
+	f.IntVar(&o.replicas, "replicas", 1, "replicas of the command stream and buckets: 1 on one server, 3 on a 3-node cluster")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
+	f.DurationVar(&o.startTimeout, "start-timeout", time.Minute, "how long to wait for JetStream (a cluster forming) at start-up")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level on stderr (debug, info, warn, error)")
+	f.BoolVar(&o.printConfig, "print-config", false, "print the effective settings (flags, NATSTX_* variables, config file) as YAML and exit")
+	return c
+}
+
+func runServer(cmd *cobra.Command, o serverOptions) error {
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	out := cmd.OutOrStdout()
+
+	url, where := o.natsURL, "external NATS"
+	if url == "" {
+		srv, err := startEmbedded(o.embedded)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Stop()
+			log.Info("embedded NATS server stopped")
+		}()
+		url, where = srv.URL(), "embedded NATS, JetStream in "+srv.DataDir()
+	}
+	nc, err := connect(url, "natstx-server")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := waitJetStream(ctx, nc, o, log); err != nil {
+		return err
+	}
+	eng, err := orchestrator.New(nc, orchestrator.Config{
+		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention,
+		MaxInFlight: o.maxInFlight, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
+		Logger: log.Named("coordinator"),
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	if err := eng.Start(ctx); err != nil {
+		return fmt.Errorf("starting the coordinator: %w", err)
+	}
+	fmt.Fprintf(out, "natstx server: coordinator %s ready on %s (%s); Ctrl-C stops it\n", eng.Instance(), url, where)
+	<-ctx.Done()
+
+	// Drain: let transactions in flight finish, up to the limit; a second
+	// signal cuts the wait short.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	n := eng.Stats().InFlight
+	fmt.Fprintf(out, "natstx server: shutting down; waiting up to %v for %d transactions in flight\n", o.drainTimeout, n)
+	deadline := time.NewTimer(o.drainTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+drain:
+	for eng.Stats().InFlight > 0 {
+		select {
+		case <-deadline.C:
+			break drain
+		case <-again:
+			break drain
+		case <-tick.C:
+		}
+	}
+	left := eng.Stats().InFlight
+	eng.Stop()
+	if left > 0 {
+		fmt.Fprintf(out, "natstx server: coordinator stopped with %d transactions in flight; they stay in the stream and buckets\n", left)
+	} else {
+		fmt.Fprintln(out, "natstx server: coordinator stopped, no transaction in flight")
+	}
+	return nil
+}
+
+// waitJetStream waits until JetStream answers and the command stream can be
+// declared: at once on one server, after the meta leader election in a
+// cluster that is forming.
+func waitJetStream(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.Logger) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.startTimeout)
+	defer cancel()
+	var last error
+	for first := true; ; first = false {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		last = orchestrator.EnsureStreams(cctx, js, orchestrator.StreamOptions{Replicas: o.replicas})
+		ccancel()
+		if last == nil {
+			return nil
+		}
+		if first {
+			log.Info("waiting for JetStream", zap.Error(last))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("JetStream is not available after %v: %w (is JetStream enabled on that server? in a cluster, are enough nodes up for --replicas %d?)", o.startTimeout, last, o.replicas)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
