@@ -78,3 +78,42 @@ type ParticipantStatus struct {
 	// Sends counts the commands sent to it in the current phase.
 	Sends int `json:"sends"`
 }
+
+// The coordinator API subjects served in the queue group APIQueue.
+const (
+	// APIStatus answers a StatusRequest with a StatusResponse.
+	APIStatus = "natstx.api.v1.status"
+	// APIOutcome answers an OutcomeRequest from a participant in doubt.
+	APIOutcome = "natstx.api.v1.outcome"
+)
+
+// StatusRequest asks for a transaction's status.
+type StatusRequest struct {
+	ID string `json:"id"`
+}
+
+// OutcomeRequest is a participant in doubt asking how a transaction ended:
+// it voted commit and has heard neither commit nor abort.
+type OutcomeRequest struct {
+	ID          string `json:"id"`
+	Participant string `json:"participant"`
+	// DeadlineMs is the transaction's decision deadline from its prepare
+	// command, in Unix milliseconds (0 if it had none). Before it, an
+	// undecided transaction is still "pending".
+	DeadlineMs int64 `json:"deadline_ms,omitempty"`
+}
+
+// The outcomes an OutcomeResponse can carry.
+const (
+	OutcomeCommit  = "commit"
+	OutcomeAbort   = "abort"
+	OutcomePending = "pending"
+)
+
+// OutcomeResponse answers an OutcomeRequest: commit, abort, or pending (ask
+// again later), or an error.
+type OutcomeResponse struct {
+	Outcome string `json:"outcome,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Error   string `json:"error,omitempty"`
+}

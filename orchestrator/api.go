@@ -25,6 +25,19 @@ func (e *Engine) serveAPI() error {
 		return fmt.Errorf("natstx: subscribing to %s: %w", messages.APIAbort(e.cfg.Instance), err)
 	}
 	e.apiSubs = []*nats.Subscription{begin, abort}
+	for _, q := range []struct {
+		subject string
+		cb      nats.MsgHandler
+	}{{messages.APIStatus, e.onStatus}, {messages.APIOutcome, e.onOutcome}} {
+		sub, err := e.nc.QueueSubscribe(q.subject, messages.APIQueue, q.cb)
+		if err != nil {
+			for _, s := range e.apiSubs {
+				_ = s.Unsubscribe()
+			}
+			return fmt.Errorf("natstx: subscribing to %s: %w", q.subject, err)
+		}
+		e.apiSubs = append(e.apiSubs, sub)
+	}
 	return nil
 }
 

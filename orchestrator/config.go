@@ -43,6 +43,14 @@ type Config struct {
 	Shards int
 	// Streams sizes the JetStream resources the engine declares.
 	Streams StreamOptions
+	// LeaseTTL is how long an instance counts as alive after its last lease
+	// renewal (renewed every third of it); another instance takes over its
+	// commit decisions once it expired. Default 5s.
+	LeaseTTL time.Duration
+	// FaultHook, when set, is called at each FaultPoint; returning true halts
+	// the engine there as if its process died (it sends, writes and renews
+	// nothing more). For fault-injection tests.
+	FaultHook func(point FaultPoint, txid string) bool
 	// NoStatus turns off the status bucket writes (three asynchronous puts per
 	// transaction) that Client.Status, List and Watch read.
 	NoStatus bool
@@ -63,6 +71,7 @@ func (c *Config) setDefaults() {
 	def(&c.RetryBase, 500*time.Millisecond)
 	def(&c.RetryMax, 5*time.Second)
 	def(&c.Retention, time.Minute)
+	def(&c.LeaseTTL, 5*time.Second)
 	defInt := func(d *int, v int) {
 		if *d == 0 {
 			*d = v
@@ -87,7 +96,7 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"PrepareTimeout", c.PrepareTimeout}, {"RetryBase", c.RetryBase}, {"RetryMax", c.RetryMax}, {"Retention", c.Retention}} {
+	}{{"PrepareTimeout", c.PrepareTimeout}, {"RetryBase", c.RetryBase}, {"RetryMax", c.RetryMax}, {"Retention", c.Retention}, {"LeaseTTL", c.LeaseTTL}} {
 		if d.v < 0 {
 			return fmt.Errorf("natstx: Config.%s is %v; it must be positive", d.name, d.v)
 		}

@@ -59,6 +59,8 @@ type Engine struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	records *recordStore
+	leases  *leases
+	status  jetstream.KeyValue
 	log     *zap.Logger
 	reply   string
 	shards  []*shard
@@ -72,6 +74,7 @@ type Engine struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 	running  atomic.Bool
+	halted   atomic.Bool
 }
 
 // New returns an engine that will use nc. Start must be called before use.
@@ -120,9 +123,15 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.records = rs
 	if !e.cfg.NoStatus {
-		if _, err := openStatusBucket(ctx, e.js, e.cfg.Streams, e.cfg.Retention); err != nil {
+		if e.status, err = openStatusBucket(ctx, e.js, e.cfg.Streams, e.cfg.Retention); err != nil {
 			return err
 		}
+	}
+	if e.leases, err = openLeases(ctx, e.js, e.cfg.Streams, e.cfg.LeaseTTL); err != nil {
+		return err
+	}
+	if err := e.awaitOwnLease(ctx); err != nil {
+		return err
 	}
 	e.sub, err = e.nc.Subscribe(e.reply, e.onReply)
 	if err != nil {
@@ -138,8 +147,36 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.Stop()
 		return err
 	}
+	e.renewLease()
+	e.wg.Add(1)
+	go e.recoveryLoop()
 	e.log.Info("coordinator started", zap.String("instance", e.cfg.Instance), zap.String("reply_subject", e.reply), zap.Int("shards", len(e.shards)))
 	return nil
+}
+
+// awaitOwnLease waits until no live lease holds this instance's name: after
+// a crash the old lease runs out within LeaseTTL; a lease that is still
+// renewed means the name is taken.
+func (e *Engine) awaitOwnLease(ctx context.Context) error {
+	deadline := time.Now().Add(e.cfg.LeaseTTL + e.cfg.LeaseTTL/2)
+	for {
+		alive, err := e.leases.alive(ctx, e.cfg.Instance)
+		if err != nil {
+			return fmt.Errorf("natstx: reading the lease of %q: %w", e.cfg.Instance, err)
+		}
+		if !alive {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natstx: coordinator instance %q is already running on this NATS (its lease is renewed); give each instance its own name", e.cfg.Instance)
+		}
+		e.log.Info("waiting for the previous lease of this instance to expire", zap.String("instance", e.cfg.Instance))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(e.cfg.LeaseTTL / 10):
+		}
+	}
 }
 
 // Stop stops the engine: no new transactions, timers stopped, waiters told
@@ -155,6 +192,12 @@ func (e *Engine) Stop() {
 		}
 		close(e.stop)
 		e.wg.Wait()
+		if e.leases != nil && !e.halted.Load() {
+			// Hand over at once: others take over what is still committing.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = e.leases.kv.Delete(ctx, e.cfg.Instance)
+			cancel()
+		}
 		e.log.Info("coordinator stopped", zap.String("instance", e.cfg.Instance))
 	})
 }
@@ -337,6 +380,9 @@ func (e *Engine) shardOf(id string) *shard {
 // publish sends one command into the stream without waiting for its PubAck;
 // a command that is not stored is re-sent by the transaction's retry timer.
 func (e *Engine) publish(id string, deadline time.Time, s txn.Send) {
+	if e.halted.Load() {
+		return
+	}
 	cmd := messages.Command{
 		TxID: id, Op: s.Op, Participant: s.Participant, Attempt: s.Attempt,
 		ReplyTo: e.reply, Payload: s.Payload,

@@ -25,6 +25,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // handlers the test chooses.
 type fixture struct {
 	t   testing.TB
+	srv *embedded.Server
 	nc  *nats.Conn
 	eng *orchestrator.Engine
 }
@@ -36,21 +37,38 @@ func newFixture(t testing.TB, cfg orchestrator.Config) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
+	f := &fixture{t: t, srv: srv}
+	f.nc = f.connect()
+	f.eng = f.engine(cfg)
+	return f
+}
+
+func (f *fixture) connect() *nats.Conn {
+	f.t.Helper()
+	nc, err := nats.Connect(f.srv.URL())
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	eng, err := orchestrator.New(nc, cfg)
+	f.t.Cleanup(nc.Close)
+	return nc
+}
+
+// engine starts one more coordinator on the fixture's server, on its own
+// connection; it is stopped at the end of the test.
+func (f *fixture) engine(cfg orchestrator.Config) *orchestrator.Engine {
+	f.t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = zaptest.NewLogger(f.t, zaptest.Level(zap.WarnLevel))
+	}
+	eng, err := orchestrator.New(f.connect(), cfg)
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	if err := eng.Start(ctxT(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
+	if err := eng.Start(ctxT(f.t, 20*time.Second)); err != nil {
+		f.t.Fatal(err)
 	}
-	t.Cleanup(eng.Stop)
-	return &fixture{t: t, nc: nc, eng: eng}
+	f.t.Cleanup(eng.Stop)
+	return eng
 }
 
 func (f *fixture) participant(name string, h participants.Handler) {

@@ -12,21 +12,34 @@ import (
 	"github.com/natstx/natstx/orchestrator/txn"
 )
 
-// RecordBucket is the JetStream key-value bucket that holds commit
-// decisions, one key per transaction ID.
+// RecordBucket is the JetStream key-value bucket that holds decisions, one
+// key per transaction ID. A commit decision lives there from the moment it
+// is made until every participant acknowledged it; an abort is recorded only
+// to answer a participant in doubt, and expires after the retention.
 const RecordBucket = "natstx_tx"
 
-// decisionRecord is the durable form of a commit decision.
+// Record states as stored.
+const (
+	recordCommitting = "committing"
+	recordAborted    = "aborted"
+)
+
+// decisionRecord is the durable form of a decision.
 type decisionRecord struct {
 	ID           string    `json:"id"`
 	State        string    `json:"state"`
-	Participants []string  `json:"participants"`
-	DecidedBy    string    `json:"decided_by"`
+	Participants []string  `json:"participants,omitempty"`
+	Owner        string    `json:"owner,omitempty"`
 	DecidedAt    time.Time `json:"decided_at"`
+	// Revision is the key's revision when read; not stored.
+	Revision uint64 `json:"-"`
 }
 
-// recordStore writes commit decisions. Under presumed abort it is the only
-// forced write: no record means "not committed".
+// errCommitRefused is returned by decide when an abort was recorded first.
+var errCommitRefused = errors.New("natstx: an abort is already recorded for this transaction")
+
+// recordStore writes decisions. Under presumed abort the commit decision is
+// the only write the protocol waits for: no record means "not committed".
 type recordStore struct {
 	kv        jetstream.KeyValue
 	instance  string
@@ -49,34 +62,110 @@ func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, i
 	return &recordStore{kv: kv, instance: instance, retention: retention}, nil
 }
 
-// decide makes a commit decision durable. It is idempotent: a record this
-// instance already wrote for the same transaction (a write whose answer was
-// lost) counts as success.
+// decide makes a commit decision durable with a create: a compare-and-set on
+// "no record yet". A record this instance already wrote (a write whose answer
+// was lost) counts as success; a recorded abort gives errCommitRefused.
 func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 	data, err := json.Marshal(decisionRecord{
-		ID: rec.ID, State: rec.State.String(), Participants: rec.Participants,
-		DecidedBy: s.instance, DecidedAt: time.Now().UTC(),
+		ID: rec.ID, State: recordCommitting, Participants: rec.Participants, Owner: s.instance, DecidedAt: time.Now().UTC(),
 	})
 	if err != nil {
 		return err
 	}
 	_, err = s.kv.Create(ctx, rec.ID, data)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		e, gerr := s.kv.Get(ctx, rec.ID)
-		if gerr != nil {
-			return fmt.Errorf("natstx: decision for %s exists but cannot be read: %w", rec.ID, gerr)
-		}
-		var have decisionRecord
-		if json.Unmarshal(e.Value(), &have) == nil && have.State == rec.State.String() && have.DecidedBy == s.instance {
-			return nil
-		}
-		return fmt.Errorf("natstx: a different decision for %s is already recorded: %s", rec.ID, e.Value())
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
 	}
-	return err
+	have, gerr := s.get(ctx, rec.ID)
+	switch {
+	case gerr != nil:
+		return fmt.Errorf("natstx: a record for %s exists but cannot be read: %w", rec.ID, gerr)
+	case have.State == recordAborted:
+		return errCommitRefused
+	case have.State == recordCommitting && have.Owner == s.instance:
+		return nil
+	}
+	return fmt.Errorf("natstx: a different decision for %s is already recorded: %s by %s", rec.ID, have.State, have.Owner)
+}
+
+// recordAbort records an abort for a transaction that has no record, so that
+// no commit can ever be recorded for it; it returns the state now recorded,
+// which is "committing" if a commit decision won the race.
+func (s *recordStore) recordAbort(ctx context.Context, id string) (string, error) {
+	data, err := json.Marshal(decisionRecord{ID: id, State: recordAborted, DecidedAt: time.Now().UTC()})
+	if err != nil {
+		return "", err
+	}
+	_, err = s.kv.Create(ctx, id, data, jetstream.KeyTTL(s.retention))
+	if err == nil {
+		return recordAborted, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return "", err
+	}
+	have, err := s.get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return have.State, nil
+}
+
+// get reads the record of id; jetstream.ErrKeyNotFound when there is none.
+func (s *recordStore) get(ctx context.Context, id string) (decisionRecord, error) {
+	e, err := s.kv.Get(ctx, id)
+	if err != nil {
+		return decisionRecord{}, err
+	}
+	return decode(e)
+}
+
+// claim makes this instance the owner of a commit record, by compare-and-set
+// on the revision it was read at; it fails if anyone changed it since.
+func (s *recordStore) claim(ctx context.Context, rec decisionRecord) (decisionRecord, error) {
+	rec.Owner = s.instance
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return rec, err
+	}
+	rev, err := s.kv.Update(ctx, rec.ID, data, rec.Revision)
+	rec.Revision = rev
+	return rec, err
+}
+
+// commits lists every commit record, for recovery and takeover.
+func (s *recordStore) commits(ctx context.Context) ([]decisionRecord, error) {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	var out []decisionRecord
+	for {
+		select {
+		case <-ctx.Done():
+			return out, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok || e == nil {
+				return out, nil
+			}
+			if rec, err := decode(e); err == nil && rec.State == recordCommitting {
+				out = append(out, rec)
+			}
+		}
+	}
 }
 
 // finish removes a finished transaction's record; the purge marker itself
 // expires after the retention, so the bucket stays bounded.
 func (s *recordStore) finish(ctx context.Context, id string) error {
 	return s.kv.Purge(ctx, id, jetstream.PurgeTTL(s.retention))
+}
+
+func decode(e jetstream.KeyValueEntry) (decisionRecord, error) {
+	var rec decisionRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return rec, fmt.Errorf("natstx: record %s is unreadable: %w", e.Key(), err)
+	}
+	rec.Revision = e.Revision()
+	return rec, nil
 }

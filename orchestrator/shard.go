@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -73,6 +74,8 @@ type (
 		tm txn.Timer
 	}
 	persistedEvent struct{ id string }
+	refusedEvent   struct{ id string }
+	recoverReq     struct{ rec decisionRecord }
 )
 
 // post hands v to the loop; false means the engine stopped. A request that
@@ -106,7 +109,18 @@ func (s *shard) loop() {
 }
 
 func (s *shard) handle(v any) {
+	if s.e.halted.Load() {
+		return // a halted engine is a dead process: it does nothing more
+	}
 	switch v := v.(type) {
+	case recoverReq:
+		s.recover(v.rec)
+	case refusedEvent:
+		if en := s.active[v.id]; en != nil && en.persisting {
+			en.persisting, en.held = false, nil
+			s.e.stats.CommitsRefused.Add(1)
+			s.step(en, txn.Event{Kind: txn.EventCommitRefused, Reason: "an abort was recorded first for a participant in doubt"})
+		}
 	case beginReq:
 		s.begin(v)
 	case waitReq:
@@ -141,6 +155,9 @@ func (s *shard) handle(v any) {
 			en.persisting = false
 			rd := *en.held
 			en.held = nil
+			if s.e.fault(PointCommitDurable, v.id) {
+				return
+			}
 			s.effects(en, rd)
 		}
 	}
@@ -164,6 +181,7 @@ func (s *shard) begin(r beginReq) {
 	r.ch <- result{}
 	s.apply(r.en, r.en.tx.Start())
 	s.e.publishStatus(r.en)
+	s.e.fault(PointPrepareSent, id)
 }
 
 func (s *shard) reply(r messages.Reply) {
@@ -189,6 +207,14 @@ func (s *shard) reply(r messages.Reply) {
 			zap.String("op", string(r.Op)), zap.String("reason", r.Reason))
 	}
 	s.step(en, ev)
+	switch ev.Kind {
+	case txn.EventVote:
+		s.e.fault(PointVoteReceived, r.TxID)
+	case txn.EventAck:
+		if r.Op == messages.OpCommit {
+			s.e.fault(PointCommitAcked, r.TxID)
+		}
+	}
 }
 
 func (s *shard) step(en *entry, ev txn.Event) {
@@ -243,8 +269,12 @@ func (s *shard) persist(rec txn.Record) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := s.e.records.decide(ctx, rec)
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			s.post(persistedEvent{id: rec.ID})
+			return
+		case errors.Is(err, errCommitRefused):
+			s.post(refusedEvent{id: rec.ID})
 			return
 		}
 		s.e.stats.PersistErrors.Add(1)

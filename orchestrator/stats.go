@@ -7,6 +7,7 @@ type Stats struct {
 	Begun, Committed, Aborted, Timeouts, Rejected atomic.Int64
 	Resends, PublishErrors, PersistErrors         atomic.Int64
 	MalformedReplies, StrayReplies, Ignored       atomic.Int64
+	Recovered, InDoubtQueries, CommitsRefused     atomic.Int64
 	InFlight                                      *atomic.Int64
 }
 
@@ -22,6 +23,11 @@ type StatsSnapshot struct {
 	// replies for transactions this engine does not know; Ignored events the
 	// state machine ignored (duplicate or late votes, stale timers).
 	MalformedReplies, StrayReplies, Ignored int64
+	// Recovered counts commit decisions taken over from a dead instance or
+	// from before a restart; InDoubtQueries counts participants asking for an
+	// outcome; CommitsRefused counts commit decisions that lost to a recorded
+	// abort.
+	Recovered, InDoubtQueries, CommitsRefused int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
 }
@@ -32,6 +38,7 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Timeouts: s.Timeouts.Load(), Rejected: s.Rejected.Load(),
 		Resends: s.Resends.Load(), PublishErrors: s.PublishErrors.Load(), PersistErrors: s.PersistErrors.Load(),
 		MalformedReplies: s.MalformedReplies.Load(), StrayReplies: s.StrayReplies.Load(), Ignored: s.Ignored.Load(),
+		Recovered: s.Recovered.Load(), InDoubtQueries: s.InDoubtQueries.Load(), CommitsRefused: s.CommitsRefused.Load(),
 		InFlight: s.InFlight.Load(),
 	}
 }

@@ -195,6 +195,12 @@ const (
 	// EventAbort asks to abort (an operator, or the client giving up); it
 	// changes nothing once the transaction has decided.
 	EventAbort
+	// EventCommitRefused says the commit decision could not be recorded
+	// because an abort was recorded for the transaction first (a coordinator
+	// answered a participant in doubt). The driver sends it only while the
+	// commit record is not durable, so no participant has heard commit: the
+	// transaction aborts instead.
+	EventCommitRefused
 )
 
 // Event is one input to Step.
@@ -332,6 +338,17 @@ func (t *Tx) Step(ev Event) Ready {
 		return t.onFailed(ev)
 	case EventTimer:
 		return t.onTimer(ev.Timer)
+	case EventCommitRefused:
+		if t.state != Committing {
+			return Ready{Ignored: "commit refused while the transaction is " + t.state.String()}
+		}
+		for _, p := range t.parts {
+			if p.Acked {
+				return Ready{Ignored: "commit refused after " + p.Name + " acknowledged commit"}
+			}
+		}
+		t.state = Preparing // undo the decision that never became durable
+		return t.decide(false, "commit refused: "+orUnknown(ev.Reason))
 	case EventAbort:
 		if t.state != Preparing {
 			return Ready{Ignored: "abort requested after the decision to " + decisionWord(t.state)}

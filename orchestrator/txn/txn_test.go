@@ -1023,3 +1023,34 @@ func TestRandomEvents(t *testing.T) {
 		}
 	}
 }
+
+func TestCommitRefusedBeforeAnyAckAborts(t *testing.T) {
+	h, _ := begin(t, testSpec("a", "b"))
+	h.vote("a", true, "")
+	if rd := h.vote("b", true, ""); rd.Persist == nil {
+		t.Fatalf("no commit record to persist: %+v", rd)
+	}
+	rd := h.step(Event{Kind: EventCommitRefused, Reason: "abort recorded first"})
+	if !rd.Decided || rd.Persist != nil || h.tx.State() != Aborting {
+		t.Fatalf("Ready %+v, state %v", rd, h.tx.State())
+	}
+	if got, want := sendsOf(rd), withOp(messages.OpAbort, "a", "b"); !slices.Equal(got, want) {
+		t.Fatalf("sends = %v, want %v", got, want)
+	}
+	if o := h.tx.Outcome(); !strings.Contains(o.Reason, "commit refused: abort recorded first") || o.Committed() {
+		t.Fatalf("outcome %+v", o)
+	}
+}
+
+func TestCommitRefusedIsIgnoredOutsideAnUndurableCommit(t *testing.T) {
+	h, _ := begin(t, testSpec("a", "b"))
+	if rd := h.step(Event{Kind: EventCommitRefused}); rd.Ignored == "" || h.tx.State() != Preparing {
+		t.Fatalf("while preparing: %+v", rd)
+	}
+	h.vote("a", true, "")
+	h.vote("b", true, "")
+	h.ack("a", messages.OpCommit)
+	if rd := h.step(Event{Kind: EventCommitRefused}); rd.Ignored == "" || h.tx.State() != Committing {
+		t.Fatalf("after an ack of commit: %+v, state %v", rd, h.tx.State())
+	}
+}

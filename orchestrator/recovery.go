@@ -1,0 +1,287 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/txn"
+)
+
+// LeaseBucket holds one key per live coordinator instance, renewed every
+// third of Config.LeaseTTL; a key not renewed expires with the bucket's TTL,
+// and the instance's commit records are then claimed by the others.
+const LeaseBucket = "natstx_coordinators"
+
+// FaultPoint names a point in the protocol where Config.FaultHook is called.
+type FaultPoint string
+
+// The fault points, in protocol order.
+const (
+	// PointPrepareSent: the transaction began and prepare went out.
+	PointPrepareSent FaultPoint = "prepare-sent"
+	// PointVoteReceived: a vote was applied.
+	PointVoteReceived FaultPoint = "vote-received"
+	// PointCommitDurable: the commit decision is durable and no commit has
+	// been sent yet.
+	PointCommitDurable FaultPoint = "commit-durable"
+	// PointCommitAcked: a participant acknowledged commit.
+	PointCommitAcked FaultPoint = "commit-acked"
+)
+
+// fault calls the fault hook; true means the engine halted there.
+func (e *Engine) fault(p FaultPoint, id string) bool {
+	if e.cfg.FaultHook == nil || e.halted.Load() {
+		return e.halted.Load()
+	}
+	if e.cfg.FaultHook(p, id) {
+		e.halted.Store(true)
+		e.log.Warn("engine halted by the fault hook", zap.String("point", string(p)), zap.String("txid", id))
+	}
+	return e.halted.Load()
+}
+
+// leases keeps this instance's lease alive and answers whether another's is.
+type leases struct {
+	kv jetstream.KeyValue
+}
+
+func openLeases(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl time.Duration) (*leases, error) {
+	o = o.withDefaults()
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      LeaseBucket,
+		Description: "natstx live coordinator instances",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", LeaseBucket, err)
+	}
+	return &leases{kv: kv}, nil
+}
+
+func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
+	_, err := l.kv.Get(ctx, instance)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// recoveryLoop renews this instance's lease and, at start and then every
+// half lease, takes over the commit records of dead instances (and its own
+// from before a restart) and drives them to the end.
+func (e *Engine) recoveryLoop() {
+	defer e.wg.Done()
+	e.recoverCommits()
+	renew := time.NewTicker(e.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	scan := time.NewTicker(e.cfg.LeaseTTL / 2)
+	defer scan.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-renew.C:
+			if !e.halted.Load() {
+				e.renewLease()
+			}
+		case <-scan.C:
+			if !e.halted.Load() {
+				e.recoverCommits()
+			}
+		}
+	}
+}
+
+func (e *Engine) renewLease() {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.LeaseTTL/3)
+	defer cancel()
+	if _, err := e.leases.kv.Put(ctx, e.cfg.Instance, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		e.log.Warn("renewing the coordinator lease failed", zap.Error(err))
+	}
+}
+
+// recoverCommits claims every commit record whose owner is dead (or is this
+// instance but not running it) and starts driving it: commit is re-sent
+// until every participant acknowledged. Claims are compare-and-set on the
+// record's revision, so two instances never both claim one record.
+func (e *Engine) recoverCommits() {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.LeaseTTL)
+	defer cancel()
+	recs, err := e.records.commits(ctx)
+	if err != nil {
+		e.log.Warn("listing commit records for recovery failed", zap.Error(err))
+		return
+	}
+	alive := map[string]bool{}
+	for _, rec := range recs {
+		if rec.Owner != e.cfg.Instance {
+			ok, seen := alive[rec.Owner]
+			if !seen {
+				if ok, err = e.leases.alive(ctx, rec.Owner); err != nil {
+					continue
+				}
+				alive[rec.Owner] = ok
+			}
+			if ok {
+				continue
+			}
+		}
+		if e.knows(rec.ID) {
+			continue
+		}
+		claimed, err := e.records.claim(ctx, rec)
+		if err != nil {
+			continue // finished, or claimed by another instance first
+		}
+		e.log.Info("recovering a commit decision", zap.String("txid", rec.ID), zap.String("previous_owner", rec.Owner))
+		e.stats.Recovered.Add(1)
+		e.shardOf(rec.ID).post(recoverReq{rec: claimed})
+	}
+}
+
+// knows reports whether this engine runs or remembers transaction id.
+func (e *Engine) knows(id string) bool {
+	ch := make(chan result, 1)
+	r := e.call(id, statusReq{id: id, ch: ch}, ch)
+	return r.err == nil
+}
+
+// recover starts driving a claimed commit record in this shard.
+func (s *shard) recover(rec decisionRecord) {
+	if _, ok := s.active[rec.ID]; ok {
+		return
+	}
+	if _, ok := s.finished[rec.ID]; ok {
+		return
+	}
+	tx, err := txn.Recover(txn.Record{ID: rec.ID, State: txn.Committing, Participants: rec.Participants}, txn.Spec{
+		PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends,
+	})
+	if err != nil {
+		s.e.log.Error("a commit record cannot be recovered", zap.String("txid", rec.ID), zap.Error(err))
+		return
+	}
+	en := &entry{tx: tx, started: rec.DecidedAt, timers: make(map[txn.TimerKind]*time.Timer, 2)}
+	s.active[rec.ID] = en
+	s.e.inFlight.Add(1)
+	s.apply(en, tx.Start())
+	s.e.publishStatus(en)
+}
+
+// onOutcome answers a participant in doubt. The answer is final unless it is
+// "pending": commit if a commit is recorded; abort if an abort is recorded or
+// can be recorded now, which only happens once the transaction's deadline has
+// passed and no commit decision exists (and then none ever can).
+func (e *Engine) onOutcome(m *nats.Msg) {
+	var req messages.OutcomeRequest
+	answer := func(r messages.OutcomeResponse) {
+		data, _ := json.Marshal(r)
+		_ = m.Respond(data)
+	}
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		answer(messages.OutcomeResponse{Error: fmt.Sprintf("outcome request is not valid JSON: %v", err)})
+		return
+	}
+	if err := messages.ValidateName("transaction ID", req.ID); err != nil {
+		answer(messages.OutcomeResponse{Error: err.Error()})
+		return
+	}
+	e.stats.InDoubtQueries.Add(1)
+	// Work off the subscription goroutine: it may write a record.
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r := e.resolve(ctx, req)
+		e.log.Info("answered a participant in doubt", zap.String("txid", req.ID), zap.String("participant", req.Participant),
+			zap.String("outcome", r.Outcome), zap.String("reason", r.Reason), zap.String("error", r.Error))
+		answer(r)
+	}()
+}
+
+func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messages.OutcomeResponse {
+	ch := make(chan result, 1)
+	if r := e.call(req.ID, statusReq{id: req.ID, ch: ch}, ch); r.err == nil {
+		switch {
+		case r.out.Committed():
+			return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "this coordinator decided commit"}
+		case r.out.State.Decided():
+			return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: r.out.Reason}
+		}
+		return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "still collecting votes"}
+	}
+	rec, err := e.records.get(ctx, req.ID)
+	switch {
+	case err == nil && rec.State == recordCommitting:
+		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "commit decision recorded by " + rec.Owner}
+	case err == nil && rec.State == recordAborted:
+		return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: "abort recorded"}
+	case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
+		return messages.OutcomeResponse{Error: "reading the decision record: " + err.Error()}
+	}
+	if req.DeadlineMs > 0 && time.Now().Before(time.UnixMilli(req.DeadlineMs)) {
+		return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "undecided and before its deadline"}
+	}
+	state, err := e.records.recordAbort(ctx, req.ID)
+	switch {
+	case err != nil:
+		return messages.OutcomeResponse{Error: "recording the abort: " + err.Error()}
+	case state == recordCommitting:
+		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "commit decision recorded"}
+	}
+	return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: "no commit decision by the deadline (presumed abort, now recorded)"}
+}
+
+// onStatus answers a StatusRequest: from this engine's memory, else the
+// status bucket, else the decision record.
+func (e *Engine) onStatus(m *nats.Msg) {
+	var req messages.StatusRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		e.respond(m, nil, fmt.Errorf("%w: status request is not valid JSON: %v", messages.ErrMalformed, err))
+		return
+	}
+	if err := messages.ValidateName("transaction ID", req.ID); err != nil {
+		e.respond(m, nil, err)
+		return
+	}
+	if st, err := e.statusDoc(req.ID); err == nil {
+		e.respond(m, &st, nil)
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if e.status != nil {
+			if en, err := e.status.Get(ctx, req.ID); err == nil {
+				var st messages.TxStatus
+				if json.Unmarshal(en.Value(), &st) == nil {
+					e.respond(m, &st, nil)
+					return
+				}
+			}
+		}
+		if rec, err := e.records.get(ctx, req.ID); err == nil {
+			st := messages.TxStatus{ID: rec.ID, State: rec.State, Owner: rec.Owner, UpdatedAt: rec.DecidedAt}
+			for _, p := range rec.Participants {
+				st.Participants = append(st.Participants, messages.ParticipantStatus{Name: p, Vote: "yes"})
+			}
+			e.respond(m, &st, nil)
+			return
+		}
+		e.respond(m, nil, fmt.Errorf("%w: %s", ErrUnknownTx, req.ID))
+	}()
+}

@@ -1,0 +1,241 @@
+package orchestrator_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/participants"
+)
+
+// counting is a participant handler that counts what it applied per
+// transaction, to check that nothing is applied twice or lost.
+type counting struct {
+	mu              sync.Mutex
+	commits, aborts map[string]int
+	holdPrepare     chan struct{} // when set, prepare waits for it
+	prepareErr      error
+	preparesStarted atomic.Int32
+}
+
+func newCounting() *counting {
+	return &counting{commits: map[string]int{}, aborts: map[string]int{}}
+}
+
+func (c *counting) Prepare(ctx context.Context, _ participants.Tx, _ []byte) error {
+	c.preparesStarted.Add(1)
+	if c.holdPrepare != nil {
+		select {
+		case <-c.holdPrepare:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return c.prepareErr
+}
+
+func (c *counting) Commit(_ context.Context, tx participants.Tx) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.commits[tx.ID]++
+	return nil
+}
+
+func (c *counting) Abort(_ context.Context, tx participants.Tx) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.aborts[tx.ID]++
+	return nil
+}
+
+func (c *counting) count(id string) (commits, aborts int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.commits[id], c.aborts[id]
+}
+
+// haltAt returns a fault hook that halts the engine the first time it
+// reaches point, and a channel closed then with the transaction's ID.
+func haltAt(point orchestrator.FaultPoint) (func(orchestrator.FaultPoint, string) bool, chan string) {
+	hit := make(chan string, 1)
+	var once sync.Once
+	return func(p orchestrator.FaultPoint, id string) bool {
+		if p != point {
+			return false
+		}
+		halted := false
+		once.Do(func() { hit <- id; halted = true })
+		return halted
+	}, hit
+}
+
+func waitHit(t *testing.T, hit chan string) string {
+	t.Helper()
+	select {
+	case id := <-hit:
+		return id
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fault point was never reached")
+		return ""
+	}
+}
+
+const lease = 600 * time.Millisecond
+
+func TestAnotherInstanceFinishesACommitWhoseOwnerDied(t *testing.T) {
+	hook, hit := haltAt(orchestrator.PointCommitDurable)
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
+	a, b := newCounting(), newCounting()
+	f.participant("a", a)
+	f.participant("b", b)
+	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a", "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitHit(t, hit); got != id {
+		t.Fatalf("halted on %s, began %s", got, id)
+	}
+	// c1 is dead between its durable decision and any commit.
+	if ca, _ := a.count(id); ca != 0 {
+		t.Fatal("commit reached a participant from a halted engine")
+	}
+	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
+	waitFor(t, func() bool { ca, _ := a.count(id); cb, _ := b.count(id); return ca == 1 && cb == 1 }, "c2 to deliver commit to both")
+	waitFor(t, func() bool { return c2.Stats().InFlight == 0 && c2.Stats().Recovered == 1 }, "c2 to finish the recovered transaction")
+	st, err := c2.Status(id)
+	if err != nil || st.State != orchestrator.Committed {
+		t.Fatalf("c2 status: %s %v", st.State, err)
+	}
+	if _, aa := a.count(id); aa != 0 {
+		t.Fatal("a was told to abort a committed transaction")
+	}
+}
+
+func TestARestartedInstanceFinishesItsOwnCommit(t *testing.T) {
+	hook, hit := haltAt(orchestrator.PointCommitAcked)
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
+	a, b := newCounting(), newCounting()
+	f.participant("a", a)
+	f.participant("b", b)
+	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a", "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHit(t, hit)
+	f.eng.Stop()
+	restarted := f.engine(orchestrator.Config{Instance: "c1", LeaseTTL: lease})
+	waitFor(t, func() bool { ca, _ := a.count(id); cb, _ := b.count(id); return ca == 1 && cb == 1 }, "commit on both")
+	waitFor(t, func() bool { return restarted.Stats().Recovered == 1 && restarted.Stats().InFlight == 0 },
+		"the restarted instance to recover its commit and finish it")
+	if st, err := restarted.Status(id); err != nil || st.State != orchestrator.Committed {
+		t.Fatalf("status after recovery: %s %v", st.State, err)
+	}
+}
+
+func TestInDoubtAnswers(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
+	a := newCounting()
+	f.participant("a", a)
+	ctx := ctxT(t, 10*time.Second)
+
+	// Unknown, deadline not passed: pending. Deadline passed: abort, recorded.
+	future := time.Now().Add(time.Hour).UnixMilli()
+	if r := f.eng.Resolve(ctx, messages.OutcomeRequest{ID: "ghost1", DeadlineMs: future}); r.Outcome != messages.OutcomePending {
+		t.Fatalf("before the deadline: %+v", r)
+	}
+	past := time.Now().Add(-time.Second).UnixMilli()
+	if r := f.eng.Resolve(ctx, messages.OutcomeRequest{ID: "ghost1", DeadlineMs: past}); r.Outcome != messages.OutcomeAbort {
+		t.Fatalf("after the deadline: %+v", r)
+	}
+	// Once recorded, the abort holds whatever the deadline says.
+	if r := f.eng.Resolve(ctx, messages.OutcomeRequest{ID: "ghost1", DeadlineMs: future}); r.Outcome != messages.OutcomeAbort {
+		t.Fatalf("recorded abort: %+v", r)
+	}
+
+	// A committed transaction answers commit, over the real API subject too.
+	out, err := f.eng.Execute(ctx, orchestrator.Request{Participants: parts("a")})
+	if err != nil || out.State != orchestrator.Committed {
+		t.Fatal(out.State, err)
+	}
+	if r := f.eng.Resolve(ctx, messages.OutcomeRequest{ID: out.ID, DeadlineMs: past}); r.Outcome != messages.OutcomeCommit {
+		t.Fatalf("committed: %+v", r)
+	}
+	m, err := f.nc.Request(messages.APIOutcome, []byte(`{"id":"`+out.ID+`"}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), `"outcome":"commit"`) {
+		t.Fatalf("API outcome: %v %s", err, m.Data)
+	}
+	m, err = f.nc.Request(messages.APIOutcome, []byte(`{"id":"bad.id"}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), `"error"`) {
+		t.Fatalf("API outcome with a bad ID: %v %s", err, m.Data)
+	}
+}
+
+// TestRecordedAbortWinsOverALaterCommit: a participant in doubt got "abort"
+// from another coordinator while the owner was still collecting votes; the
+// owner's commit decision is then refused and it aborts everywhere.
+func TestRecordedAbortWinsOverALaterCommit(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
+	other := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
+	a, b := newCounting(), newCounting()
+	b.holdPrepare = make(chan struct{})
+	f.participant("a", a)
+	f.participant("b", b)
+	ctx := ctxT(t, 10*time.Second)
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a", "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return b.preparesStarted.Load() == 1 }, "b to start preparing")
+	if r := other.Resolve(ctx, messages.OutcomeRequest{ID: id, Participant: "a", DeadlineMs: time.Now().Add(-time.Millisecond).UnixMilli()}); r.Outcome != messages.OutcomeAbort {
+		t.Fatalf("c2 answered %+v", r)
+	}
+	close(b.holdPrepare)
+	out, err := f.eng.Wait(ctx, id)
+	if err != nil || out.Committed() || !strings.Contains(out.Reason, "commit refused") {
+		t.Fatalf("want abort by refusal; got %s %q %v", out.State, out.Reason, err)
+	}
+	waitFor(t, func() bool { _, aa := a.count(id); _, ab := b.count(id); return aa == 1 && ab == 1 }, "abort on both")
+	if ca, _ := a.count(id); ca != 0 {
+		t.Fatal("a committed")
+	}
+	if f.eng.Stats().CommitsRefused != 1 {
+		t.Fatalf("CommitsRefused = %d", f.eng.Stats().CommitsRefused)
+	}
+}
+
+func TestTwoInstancesCannotShareAName(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "same", LeaseTTL: lease})
+	eng, err := orchestrator.New(f.connect(), orchestrator.Config{Instance: "same", LeaseTTL: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Stop()
+	if err := eng.Start(ctxT(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Fatalf("want a clear error, got %v", err)
+	}
+}
+
+func TestStatusAPIAnswersFromAnyInstance(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1"})
+	f.participant("a", yes)
+	out, err := f.eng.Execute(ctxT(t, 10*time.Second), orchestrator.Request{Participants: parts("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.engine(orchestrator.Config{Instance: "c2"})
+	for i := 0; i < 6; i++ { // the queue group spreads requests over c1 and c2
+		m, err := f.nc.Request(messages.APIStatus, []byte(`{"id":"`+out.ID+`"}`), 5*time.Second)
+		if err != nil || !strings.Contains(string(m.Data), `"state":"committed"`) {
+			t.Fatalf("status request %d: %v %s", i, err, m.Data)
+		}
+	}
+	m, err := f.nc.Request(messages.APIStatus, []byte(`{"id":"nope"}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "unknown transaction") {
+		t.Fatalf("unknown: %v %s", err, m.Data)
+	}
+}
