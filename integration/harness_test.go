@@ -34,13 +34,20 @@ type serviceSpec struct {
 }
 
 func startCluster(t *testing.T, cfg orchestrator.Config, specs ...serviceSpec) *cluster {
+	return startClusterOn(t, embedded.Config{}, cfg, specs...)
+}
+
+// startClusterOn is startCluster on a server configured by srvCfg. The one
+// connection reconnects for ever, quickly, so a test may restart the server.
+func startClusterOn(t *testing.T, srvCfg embedded.Config, cfg orchestrator.Config, specs ...serviceSpec) *cluster {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
+	srv, err := embedded.Start(srvCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
+	c := &cluster{t: t, srv: srv, services: map[string]*sim.Service{}}
+	t.Cleanup(func() { c.srv.Stop() }) // the server running at the end, if a test restarted it
+	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +65,7 @@ func startCluster(t *testing.T, cfg orchestrator.Config, specs ...serviceSpec) *
 		t.Fatal(err)
 	}
 	t.Cleanup(eng.Stop)
-	c := &cluster{t: t, srv: srv, nc: nc, eng: eng, services: map[string]*sim.Service{}}
+	c.nc, c.eng = nc, eng
 	for i, s := range specs {
 		svc, err := sim.New(sim.Config{Name: s.name, SuccessRate: sim.Rate(s.rate), MaxLatency: s.maxLatency, Seed: int64(1000 + i)})
 		if err != nil {
