@@ -63,8 +63,14 @@ type TxStatus struct {
 	// Owner is the coordinator instance driving the transaction.
 	Owner        string              `json:"owner"`
 	Participants []ParticipantStatus `json:"participants"`
-	StartedAt    time.Time           `json:"started_at"`
-	UpdatedAt    time.Time           `json:"updated_at"`
+	// Waiting names the participants whose answer the current phase still
+	// needs (a vote while preparing, an acknowledgement after the decision).
+	Waiting []string `json:"waiting,omitempty"`
+	// WaitingSince is when the current phase began: the start while
+	// preparing, the decision after it.
+	WaitingSince time.Time `json:"waiting_since,omitzero"`
+	StartedAt    time.Time `json:"started_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // ParticipantStatus is what the coordinator knows of one participant.

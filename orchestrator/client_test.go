@@ -183,3 +183,25 @@ func TestClientErrorsAreClear(t *testing.T) {
 		t.Fatalf("no bucket: %v", err)
 	}
 }
+
+func TestStatusSaysWhoItWaitsForAndSinceWhen(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	f.participant("a", yes)
+	c := newClient(t, f)
+	before := time.Now()
+	st, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a", "ghost"), TimeoutMs: 60_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		got, err := c.Status(ctxT(t, 5*time.Second), st.ID)
+		return err == nil && len(got.Participants) == 2 && got.Participants[0].Vote == "yes"
+	}, "a's vote to show")
+	got, err := c.Status(ctxT(t, 5*time.Second), st.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != "preparing" || len(got.Waiting) != 1 || got.Waiting[0] != "ghost" || got.WaitingSince.Before(before.Add(-time.Second)) {
+		t.Fatalf("want preparing, waiting for ghost since the start; got %+v", got)
+	}
+}

@@ -264,7 +264,7 @@ func (e *Engine) Status(id string) (Outcome, error) {
 func (e *Engine) statusDoc(id string) (messages.TxStatus, error) {
 	ch := make(chan result, 1)
 	r := e.call(id, statusReq{id: id, ch: ch}, ch)
-	return TxStatus(r.out, e.cfg.Instance, r.started, time.Now()), r.err
+	return statusOf(r.out, e.cfg.Instance, r.started, r.decided, time.Now()), r.err
 }
 
 // call hands req to id's shard and waits for its answer on ch, or for the

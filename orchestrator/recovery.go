@@ -172,7 +172,7 @@ func (s *shard) recover(rec decisionRecord) {
 		s.e.log.Error("a commit record cannot be recovered", zap.String("txid", rec.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: rec.DecidedAt, timers: make(map[txn.TimerKind]*time.Timer, 2)}
+	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]*time.Timer, 2)}
 	s.active[rec.ID] = en
 	s.e.inFlight.Add(1)
 	s.apply(en, tx.Start())

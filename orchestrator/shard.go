@@ -23,8 +23,8 @@ type shard struct {
 }
 
 type finishedTx struct {
-	out     Outcome
-	started time.Time
+	out              Outcome
+	started, decided time.Time
 }
 
 type expiring struct {
@@ -34,11 +34,12 @@ type expiring struct {
 
 // entry is a running transaction and what its driver keeps beside it.
 type entry struct {
-	tx       *txn.Tx
-	deadline time.Time
-	started  time.Time
-	timers   map[txn.TimerKind]*time.Timer
-	waiters  []chan result
+	tx        *txn.Tx
+	deadline  time.Time
+	started   time.Time
+	decidedAt time.Time
+	timers    map[txn.TimerKind]*time.Timer
+	waiters   []chan result
 	// held are the sends and timers of a Ready whose record is being
 	// persisted: they wait until it is durable.
 	held       *txn.Ready
@@ -46,9 +47,9 @@ type entry struct {
 }
 
 type result struct {
-	out     Outcome
-	started time.Time
-	err     error
+	out              Outcome
+	started, decided time.Time
+	err              error
 }
 
 type (
@@ -132,7 +133,7 @@ func (s *shard) handle(v any) {
 		}
 	case statusReq:
 		if en := s.active[v.id]; en != nil {
-			v.ch <- result{out: en.tx.Outcome(), started: en.started}
+			v.ch <- result{out: en.tx.Outcome(), started: en.started, decided: en.decidedAt}
 		} else {
 			v.ch <- s.lookup(v.id)
 		}
@@ -149,6 +150,11 @@ func (s *shard) handle(v any) {
 	case timerEvent:
 		if en := s.active[v.id]; en != nil {
 			s.step(en, txn.Event{Kind: txn.EventTimer, Timer: v.tm})
+			if v.tm.Kind == txn.TimerResend && s.active[v.id] == en {
+				// A slow transaction: refresh its status, so that it shows
+				// whom it still waits for.
+				s.e.publishStatus(en)
+			}
 		}
 	case persistedEvent:
 		if en := s.active[v.id]; en != nil && en.persisting {
@@ -289,6 +295,7 @@ func (s *shard) persist(rec txn.Record) {
 }
 
 func (s *shard) decided(en *entry) {
+	en.decidedAt = time.Now()
 	s.e.publishStatus(en)
 	out := en.tx.Outcome()
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
@@ -338,14 +345,14 @@ func (s *shard) done(en *entry) {
 	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", time.Since(en.started)))
 	s.e.publishStatus(en)
 	s.notify(en, true)
-	s.remember(out, en.started)
+	s.remember(out, en.started, en.decidedAt)
 }
 
 // remember keeps a finished outcome for Status, Wait and duplicate
 // detection, dropping those past the retention or over the count limit.
-func (s *shard) remember(out Outcome, started time.Time) {
+func (s *shard) remember(out Outcome, started, decided time.Time) {
 	now := time.Now()
-	s.finished[out.ID] = finishedTx{out: out, started: started}
+	s.finished[out.ID] = finishedTx{out: out, started: started, decided: decided}
 	s.expiry = append(s.expiry, expiring{id: out.ID, at: now.Add(s.e.cfg.Retention)})
 	limit := max(1, s.e.cfg.MaxRemembered/len(s.e.shards))
 	n := 0
@@ -360,7 +367,7 @@ func (s *shard) remember(out Outcome, started time.Time) {
 
 func (s *shard) lookup(id string) result {
 	if f, ok := s.finished[id]; ok {
-		return result{out: f.out, started: f.started}
+		return result{out: f.out, started: f.started, decided: f.decided}
 	}
 	return result{out: Outcome{ID: id}, err: fmt.Errorf("%w: %s", ErrUnknownTx, id)}
 }

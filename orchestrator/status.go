@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/txn"
 )
 
 // openStatusBucket declares the bucket that holds every transaction's
@@ -32,16 +33,27 @@ func openStatusBucket(ctx context.Context, js jetstream.JetStream, o StreamOptio
 	return kv, nil
 }
 
-// TxStatus converts an outcome to the status document the bucket and the
+// statusOf converts an outcome to the status document the bucket and the
 // API carry.
-func TxStatus(out Outcome, owner string, started, updated time.Time) messages.TxStatus {
+func statusOf(out Outcome, owner string, started, decided, updated time.Time) messages.TxStatus {
 	st := messages.TxStatus{
 		ID: out.ID, State: out.State.String(), Reason: out.Reason, TimedOut: out.TimedOut,
-		Owner: owner, StartedAt: started.UTC(), UpdatedAt: updated.UTC(),
+		Owner: owner, StartedAt: started.UTC(), UpdatedAt: updated.UTC(), WaitingSince: started.UTC(),
 		Participants: make([]messages.ParticipantStatus, len(out.Participants)),
+	}
+	if out.State.Decided() && !decided.IsZero() {
+		st.WaitingSince = decided.UTC()
 	}
 	for i, p := range out.Participants {
 		st.Participants[i] = messages.ParticipantStatus{Name: p.Name, Vote: p.Vote.String(), Reason: p.Reason, Acked: p.Acked, Sends: p.Sends}
+		switch {
+		case out.State.Final():
+		case out.State == Preparing && p.Vote == txn.VotePending, out.State.Decided() && !p.Acked:
+			st.Waiting = append(st.Waiting, p.Name)
+		}
+	}
+	if out.State.Final() {
+		st.WaitingSince = time.Time{}
 	}
 	return st
 }
@@ -53,7 +65,7 @@ func (e *Engine) publishStatus(en *entry) {
 	if e.cfg.NoStatus {
 		return
 	}
-	data, err := json.Marshal(TxStatus(en.tx.Outcome(), e.cfg.Instance, en.started, time.Now()))
+	data, err := json.Marshal(statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, time.Now()))
 	if err != nil {
 		return
 	}
