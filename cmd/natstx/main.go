@@ -38,7 +38,7 @@ func isUsageError(err error) bool {
 		return true
 	}
 	msg := err.Error()
-	for _, p := range []string{"unknown command ", "accepts ", "requires ", "invalid argument "} {
+	for _, p := range []string{"unknown command ", "accepts ", "requires ", "invalid argument ", "required flag"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
@@ -52,7 +52,18 @@ func newRoot() *cobra.Command {
 		Short: "Two-phase commit across services, over NATS JetStream",
 		Long: `natstx coordinates one transaction across independent services, so that either
 all of them apply their part or none does. It runs over NATS JetStream; an
-embedded NATS server is the default, so nothing needs installing.`,
+embedded NATS server is the default, so nothing needs installing.
+
+Settings: every flag can also come from an environment variable NATSTX_<FLAG>
+(upper case, '-' as '_': NATSTX_NATS, NATSTX_DATA_DIR) or from the YAML file
+named by --config or NATSTX_CONFIG, whose keys are the flag names. A flag on
+the command line wins over the environment, which wins over the file.
+
+Exit codes:
+  0  success
+  1  failure: an atomicity violation, an aborted transaction, an unknown
+     transaction, NATS or a coordinator unreachable, no reply in time
+  2  bad usage: unknown command or flag, bad value, bad file`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,5 +76,6 @@ embedded NATS server is the default, so nothing needs installing.`,
 	})
 	root.AddCommand(newDemo())
 	root.AddCommand(newServer(), newNATS(), newTx(), newPublish(), newBench())
+	root.AddCommand(newParticipant())
 	return root
 }

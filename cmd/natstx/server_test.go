@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/natstx/natstx/messages"
+)
+
+func TestServerServesAndShutsDownOnSIGTERM(t *testing.T) {
+	p, url := startServer(t)
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// The coordinator declared its stream and status bucket on the embedded
+	// server, and answers the API.
+	if _, err := js.Stream(ctx, messages.CommandStream); err != nil {
+		t.Fatalf("stream %s: %v", messages.CommandStream, err)
+	}
+	if _, err := js.KeyValue(ctx, messages.StatusBucket); err != nil {
+		t.Fatalf("bucket %s: %v", messages.StatusBucket, err)
+	}
+	m, err := nc.RequestWithContext(ctx, messages.APIBegin, []byte(`{"participants":[]}`))
+	if err != nil || !strings.Contains(string(m.Data), "error") {
+		t.Fatalf("API begin with no participants: %v %v", m, err)
+	}
+	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM; stdout:\n%s\nstderr:\n%s", code, p.out(), p.stderr.String())
+	}
+	if out := p.out(); !strings.Contains(out, "coordinator stopped, no transaction in flight") {
+		t.Fatalf("stdout:\n%s", out)
+	}
+}
+
+func TestServerOnExternalNATSAndNATSCommand(t *testing.T) {
+	port := freePort(t)
+	dir := t.TempDir()
+	n := startProc(t, nil, "nats", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dir)
+	line := n.waitLine(t, "listening on", 20*time.Second)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	if !strings.Contains(line, url) || !strings.Contains(line, dir) {
+		t.Fatalf("nats ready line %q names neither %s nor %s", line, url, dir)
+	}
+	// Only NATS runs: no coordinator answers.
+	wantExit(t, 1, "no coordinator answered", "tx", "begin", "--nats", url, "-p", "a", "--timeout", "5s")
+
+	s := startProc(t, nil, "server", "--config", filepath.Join("..", "..", "configs", "external.yaml"), "--nats", url, "--log-level", "warn")
+	if l := s.waitLine(t, "ready on", 30*time.Second); !strings.Contains(l, url+" (external NATS)") {
+		t.Fatalf("server ready line %q", l)
+	}
+	if code := s.stop(t, syscall.SIGINT, 20*time.Second); code != 0 {
+		t.Fatalf("server exit %d; stderr:\n%s", code, s.stderr.String())
+	}
+	// The external server outlives the coordinator; JetStream kept its files.
+	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
+		t.Fatalf("no JetStream files in --data-dir: %v", err)
+	}
+	if code := n.stop(t, syscall.SIGINT, 20*time.Second); code != 0 {
+		t.Fatalf("nats exit %d; stderr:\n%s", code, n.stderr.String())
+	}
+}
+
+func TestServerFailsClearlyAndFast(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	start := time.Now()
+	wantExit(t, 1, "cannot reach NATS at", "server", "--nats", deadURL(t))
+	wantExit(t, 1, "cannot listen on "+taken.Addr().String(), "server", "--nats-listen", taken.Addr().String(), "--data-dir", t.TempDir())
+	wantExit(t, 1, "cannot listen on "+taken.Addr().String(), "nats", "--nats-listen", taken.Addr().String(), "--data-dir", t.TempDir())
+	if el := time.Since(start); el > 15*time.Second {
+		t.Errorf("three failing starts took %v", el)
+	}
+	wantExit(t, 2, "unknown flag: --bogus", "server", "--bogus")
+	wantExit(t, 2, "--nats-listen \"nowhere\": want HOST:PORT", "server", "--nats-listen", "nowhere")
+	wantExit(t, 2, "--replicas", "server", "--replicas", "0")
+	wantExit(t, 2, "needs both --cluster-name and --cluster-listen", "nats", "--routes", "nats://127.0.0.1:6222")
+	wantExit(t, 2, "unknown command \"extra\" for \"natstx server\"", "server", "extra")
+}
+
+// printed runs `natstx <cmd> --print-config` with env and args and returns
+// the effective settings.
+func printed(t *testing.T, env []string, args ...string) map[string]any {
+	t.Helper()
+	p := startProc(t, env, append(args, "--print-config")...)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("natstx %v --print-config: exit %d; stderr:\n%s", args, code, p.stderr.String())
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(p.out()), &m); err != nil {
+		t.Fatalf("--print-config printed no YAML map: %v\n%s", err, p.out())
+	}
+	return m
+}
+
+func TestConfigPrecedenceFlagsEnvFileDefaults(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "natstx.yaml")
+	if err := os.WriteFile(cfg, []byte("nats-listen: 127.0.0.1:5001\nprepare-timeout: 2s\nroutes: [nats://127.0.0.1:6001, nats://127.0.0.1:6002]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := printed(t, nil, "server")
+	if m["nats-listen"] != "127.0.0.1:4222" || m["prepare-timeout"] != "5s" || m["data-dir"] != "natstx-data" {
+		t.Fatalf("defaults: %v", m)
+	}
+	m = printed(t, nil, "server", "--config", cfg)
+	if m["nats-listen"] != "127.0.0.1:5001" || m["prepare-timeout"] != "2s" || m["data-dir"] != "natstx-data" {
+		t.Fatalf("file over defaults: %v", m)
+	}
+	if r, _ := m["routes"].([]any); len(r) != 2 || r[1] != "nats://127.0.0.1:6002" {
+		t.Fatalf("routes from a YAML list: %v", m["routes"])
+	}
+	env := []string{"NATSTX_CONFIG=" + cfg, "NATSTX_NATS_LISTEN=127.0.0.1:5002", "NATSTX_ROUTES=nats://127.0.0.1:7001"}
+	m = printed(t, env, "server")
+	if m["nats-listen"] != "127.0.0.1:5002" || m["prepare-timeout"] != "2s" {
+		t.Fatalf("env over file (file named by NATSTX_CONFIG): %v", m)
+	}
+	if r, _ := m["routes"].([]any); len(r) != 1 || r[0] != "nats://127.0.0.1:7001" {
+		t.Fatalf("routes from NATSTX_ROUTES: %v", m["routes"])
+	}
+	m = printed(t, env, "server", "--nats-listen", "127.0.0.1:5003")
+	if m["nats-listen"] != "127.0.0.1:5003" || m["prepare-timeout"] != "2s" {
+		t.Fatalf("flag over env: %v", m)
+	}
+
+	bad := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	wantExit(t, 2, "unknown key data-dri", "server", "--config", bad("typo.yaml", "data-dri: /tmp/x\n"), "--print-config")
+	wantExit(t, 2, "prepare-timeout \"soon\"", "server", "--config", bad("value.yaml", "prepare-timeout: soon\n"), "--print-config")
+	wantExit(t, 2, "must be a YAML map", "server", "--config", bad("broken.yaml", "nats-listen: [unclosed\n"), "--print-config")
+	wantExit(t, 2, "does not exist", "server", "--config", filepath.Join(dir, "missing.yaml"), "--print-config")
+	p := startProc(t, []string{"NATSTX_MAX_IN_FLIGHT=lots"}, "server", "--print-config")
+	if code := p.wait(t, 30*time.Second); code != 2 || !strings.Contains(p.stderr.String(), "NATSTX_MAX_IN_FLIGHT: max-in-flight \"lots\"") {
+		t.Fatalf("bad environment value: exit %d, stderr %q", code, p.stderr.String())
+	}
+}
+
+func TestExampleConfigsLoad(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "configs", "*", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, _ := filepath.Glob(filepath.Join("..", "..", "configs", "*.yaml"))
+	files = append(files, top...)
+	if len(files) < 5 {
+		t.Fatalf("configs/ has %d YAML files, want single, external and three cluster nodes: %v", len(files), files)
+	}
+	names := map[string]bool{}
+	for _, f := range files {
+		m := printed(t, nil, "server", "--config", f)
+		if strings.Contains(f, "cluster") {
+			if m["cluster-name"] == "" || m["replicas"] != "3" || len(m["routes"].([]any)) != 2 {
+				t.Errorf("%s: a cluster node needs cluster-name, replicas 3 and routes to the two others: %v", f, m)
+			}
+			names[m["server-name"].(string)] = true
+		}
+	}
+	if len(names) != 3 {
+		t.Errorf("cluster nodes need three distinct server names, got %v", names)
+	}
+}
