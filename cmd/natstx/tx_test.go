@@ -94,7 +94,7 @@ func TestTxBeginStatusListWatchAbort(t *testing.T) {
 
 	// --async returns while a participant that does not run ("ghost") has
 	// not voted; the operator aborts it.
-	stdout = wantExit(t, 0, "tx order-3 preparing", "tx", "begin", "--nats", url, "--id", "order-3", "-p", "inventory", "-p", "ghost", "--async", "--prepare-timeout", "60s")
+	wantExit(t, 0, "tx order-3 preparing", "tx", "begin", "--nats", url, "--id", "order-3", "-p", "inventory", "-p", "ghost", "--async", "--prepare-timeout", "60s")
 	wantExit(t, 0, "tx order-3 preparing", "tx", "status", "order-3", "--nats", url)
 	stdout = wantExit(t, 0, "", "tx", "abort", "order-3", "--nats", url, "--reason", "test abort", "--json")
 	if st := decodeStatus(t, stdout); (st.State != "aborting" && st.State != "aborted") || !strings.Contains(st.Reason, "test abort") {
