@@ -1,0 +1,385 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/services"
+)
+
+// buildNatstx builds the natstx binary into a temporary directory, once per
+// test binary run.
+var buildNatstx = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "natstx-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "natstx")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/natstx/natstx/cmd/natstx").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// proc is a `natstx participant` child process.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *lockedWriter
+	done   chan error
+}
+
+// startProc starts `natstx participant args...` with env added, and waits for
+// its ready line.
+func startProc(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	bin, err := buildNatstx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"participant"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{cmd: cmd, stderr: &lockedWriter{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if !sent && strings.Contains(sc.Text(), "ready") {
+				ready <- true
+				sent = true
+			}
+		}
+		if !sent {
+			ready <- false
+		}
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { p.kill() })
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatalf("participant %v exited before it was ready: %s", args, p.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("participant %v not ready after 30s: %s", args, p.stderr)
+	}
+	return p
+}
+
+// kill ends the process if it still runs and waits for it; safe to repeat.
+func (p *proc) kill() {
+	if p.done == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.done = nil
+}
+
+// waitCrash waits for the process to die of its injected SIGKILL.
+func (p *proc) waitCrash(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done = nil
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("participant ended with %v, want killed by SIGKILL; stderr:\n%s", err, p.stderr)
+		}
+		if !strings.Contains(p.stderr.String(), "crashing after applying") {
+			t.Fatalf("participant died without its crash line; stderr:\n%s", p.stderr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("participant did not crash within 60s; stderr:\n%s", p.stderr)
+	}
+}
+
+// lockedWriter collects a child's standard error.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  bytes.Buffer
+}
+
+// String returns what was written so far.
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// rig is an embedded NATS server and a coordinator engine in the test
+// process, for participants running elsewhere.
+type rig struct {
+	t   *testing.T
+	srv *embedded.Server
+	nc  *nats.Conn
+	eng *orchestrator.Engine
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	eng, err := orchestrator.New(nc, orchestrator.Config{
+		PrepareTimeout: 20 * time.Second, RetryBase: 100 * time.Millisecond, RetryMax: time.Second,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)).Named("coordinator"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Stop)
+	return &rig{t: t, srv: srv, nc: nc, eng: eng}
+}
+
+// inProcess runs the example service kind on its SQLite file at path behind
+// a Runtime in the test process.
+func (r *rig) inProcess(kind, path string, faults *services.Faults) services.Service {
+	r.t.Helper()
+	ctx := context.Background()
+	svc, err := services.Open(ctx, kind, path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { _ = svc.DB().Close() })
+	b, err := services.NewBarrier(ctx, svc, faults)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	rt, err := participants.New(r.nc, participants.Config{Name: kind, Barrier: b, AckWait: 2 * time.Second, OpTimeout: time.Second,
+		RetryDelay: 20 * time.Millisecond, Logger: zaptest.NewLogger(r.t, zaptest.Level(zap.ErrorLevel)).Named(kind)})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(rt.Stop)
+	return svc
+}
+
+// order is one transaction of a run and its outcome.
+type order struct {
+	services.Result
+	payloads map[string][]byte
+}
+
+// run executes n transactions across the services of kinds, conc at a time,
+// with each service's example payload, and returns them with their outcomes.
+func (r *rig) run(n, conc int, kinds ...string) []order {
+	r.t.Helper()
+	orders := make([]order, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				req := orchestrator.Request{ID: orchestrator.NewID()}
+				o := order{Result: services.Result{ID: req.ID}, payloads: map[string][]byte{}}
+				for _, kind := range kinds {
+					p := services.Payload(kind, i)
+					o.Participants = append(o.Participants, kind)
+					o.payloads[kind] = p
+					req.Participants = append(req.Participants, orchestrator.Participant{Name: kind, Payload: p})
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+				out, err := r.eng.Execute(ctx, req)
+				cancel()
+				if err != nil || !out.State.Decided() {
+					r.t.Errorf("transaction %s: %v (state %s)", req.ID, err, out.State)
+				}
+				o.Committed = out.Committed()
+				orders[i] = o
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return orders
+}
+
+// verify checks atomicity and exact effects on the services' databases after
+// quiescence: the units sold and the funds captured equal the sums of the
+// committed orders' payloads (no effect lost, none doubled), the conservation
+// invariants hold, and nothing is left staged. It logs the counts.
+func (r *rig) verify(orders []order, svcs map[string]services.Service) {
+	r.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for r.eng.Stats().InFlight > 0 {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%d transactions still in flight after 60s", r.eng.Stats().InFlight)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx := context.Background()
+	results := make([]services.Result, len(orders))
+	committed, sold, captured := 0, 0, 0
+	for i, o := range orders {
+		results[i] = o.Result
+		if !o.Committed {
+			continue
+		}
+		committed++
+		if p := o.payloads["inventory"]; p != nil {
+			var v services.InventoryOrder
+			_ = json.Unmarshal(p, &v)
+			sold += v.Qty
+		}
+		if p := o.payloads["payment"]; p != nil {
+			var v services.PaymentCharge
+			_ = json.Unmarshal(p, &v)
+			captured += v.Amount
+		}
+	}
+	violations, problems, err := services.CheckAtomicity(ctx, results, svcs)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, p := range problems {
+		r.t.Error("violation:", p)
+	}
+	r.t.Logf("atomicity: %d transactions, %d committed, %d aborted, %d violations", len(orders), committed, len(orders)-committed, violations)
+	lines, err := services.CheckAll(ctx, svcs)
+	for _, l := range lines {
+		r.t.Log(l)
+	}
+	if err != nil {
+		r.t.Error(err)
+	}
+	if inv := svcs["inventory"]; inv != nil {
+		var got int
+		if err := inv.DB().QueryRowContext(ctx, `SELECT SUM(sold) FROM stock`).Scan(&got); err != nil {
+			r.t.Fatal(err)
+		}
+		if got != sold {
+			r.t.Errorf("inventory sold %d units; the committed orders add up to %d", got, sold)
+		}
+	}
+	if pay := svcs["payment"]; pay != nil {
+		var got int
+		if err := pay.DB().QueryRowContext(ctx, `SELECT balance FROM accounts WHERE account = ?`, services.Merchant).Scan(&got); err != nil {
+			r.t.Fatal(err)
+		}
+		if got != captured {
+			r.t.Errorf("payment captured %d; the committed charges add up to %d", got, captured)
+		}
+	}
+	if violations != 0 {
+		r.t.Errorf("%d atomicity violations", violations)
+	}
+}
+
+// TestParticipantProcessCrash kills the inventory participant process with
+// SIGKILL right after it applied a prepare (or a commit) and before its reply,
+// restarts it on the same database, and checks on the services' databases
+// that no effect was lost or applied twice.
+func TestParticipantProcessCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the natstx binary")
+	}
+	for _, point := range []string{"after-prepare-apply:4", "after-commit-apply:4"} {
+		t.Run(point, func(t *testing.T) {
+			r := newRig(t)
+			dir := t.TempDir()
+			invPath := filepath.Join(dir, "inventory.db")
+			args := []string{"inventory", "--db", invPath, "--nats", r.srv.URL(), "--ack-wait", "2s", "--log-level", "error"}
+			first := startProc(t, []string{"NATSTX_CRASH_AT=" + point}, args...)
+			svcs := map[string]services.Service{
+				"payment": r.inProcess("payment", filepath.Join(dir, "payment.db"), &services.Faults{SuccessRate: 0.8, Seed: 7}),
+			}
+			done := make(chan []order, 1)
+			go func() { done <- r.run(30, 6, "inventory", "payment") }()
+			first.waitCrash(t)
+			startProc(t, nil, args...) // the restart, on the same database
+			orders := <-done
+
+			inv, err := services.Open(context.Background(), "inventory", invPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inv.DB().Close()
+			svcs["inventory"] = inv
+			r.verify(orders, svcs)
+		})
+	}
+}
+
+// TestParticipantInstancesShareWork runs two inventory processes on one
+// database and one durable consumer, kills one mid-run, and checks that
+// nothing is lost.
+func TestParticipantInstancesShareWork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the natstx binary")
+	}
+	r := newRig(t)
+	dir := t.TempDir()
+	invPath := filepath.Join(dir, "inventory.db")
+	args := []string{"inventory", "--db", invPath, "--nats", r.srv.URL(), "--ack-wait", "2s", "--log-level", "error"}
+	doomed := startProc(t, []string{"NATSTX_CRASH_AT=after-prepare-apply:15"}, args...)
+	startProc(t, nil, args...)
+	svcs := map[string]services.Service{
+		"payment": r.inProcess("payment", filepath.Join(dir, "payment.db"), &services.Faults{SuccessRate: 0.9, Seed: 11}),
+	}
+	done := make(chan []order, 1)
+	go func() { done <- r.run(80, 10, "inventory", "payment") }()
+	doomed.waitCrash(t)
+	orders := <-done
+	inv, err := services.Open(context.Background(), "inventory", invPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inv.DB().Close()
+	svcs["inventory"] = inv
+	r.verify(orders, svcs)
+}

@@ -1,0 +1,137 @@
+package services
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/natstx/natstx/participants"
+)
+
+// InventoryOrder is the inventory's prepare payload.
+type InventoryOrder struct {
+	Item string `json:"item"`
+	Qty  int    `json:"qty"`
+}
+
+// InventoryItems and InventoryStock seed a new inventory database: each item
+// starts with InventoryStock units available.
+var (
+	InventoryItems = []string{"widget", "gadget", "gizmo", "doohickey", "sprocket"}
+	InventoryStock = 100000
+)
+
+var inventorySchema = []string{
+	`CREATE TABLE IF NOT EXISTS stock (
+	item      TEXT PRIMARY KEY,
+	total     INTEGER NOT NULL,
+	available INTEGER NOT NULL CHECK (available >= 0),
+	reserved  INTEGER NOT NULL CHECK (reserved >= 0),
+	sold      INTEGER NOT NULL CHECK (sold >= 0))`,
+	`CREATE TABLE IF NOT EXISTS reservations (
+	txid  TEXT PRIMARY KEY,
+	item  TEXT NOT NULL,
+	qty   INTEGER NOT NULL,
+	state TEXT NOT NULL)`,
+	seedItems(),
+}
+
+func seedItems() string {
+	q := `INSERT INTO stock (item, total, available, reserved, sold) VALUES `
+	for i, it := range InventoryItems {
+		if i > 0 {
+			q += ", "
+		}
+		q += fmt.Sprintf("('%s', %d, %d, 0, 0)", it, InventoryStock, InventoryStock)
+	}
+	return q + ` ON CONFLICT DO NOTHING`
+}
+
+// Inventory reserves stock at prepare, takes it at commit and releases it at
+// abort. Invariant: for every item, available + reserved + sold = total, and
+// reserved is the sum of the staged reservations.
+type Inventory struct{ db *sql.DB }
+
+// Kind is "inventory".
+func (*Inventory) Kind() string { return "inventory" }
+
+// DB is the inventory's database.
+func (s *Inventory) DB() *sql.DB { return s.db }
+
+// Payload returns an order of 1 to 3 units of one item.
+func (*Inventory) Payload(i int) []byte {
+	b, _ := json.Marshal(InventoryOrder{Item: InventoryItems[i%len(InventoryItems)], Qty: 1 + i%3})
+	return b
+}
+
+// Prepare reserves the order's units, or refuses when too few are available.
+func (s *Inventory) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, payload []byte) error {
+	var o InventoryOrder
+	if err := json.Unmarshal(payload, &o); err != nil || o.Item == "" || o.Qty < 1 {
+		return fmt.Errorf("%w: inventory payload %q is not {\"item\": name, \"qty\": n >= 1}", ErrRefused, payload)
+	}
+	n, err := exec(ctx, dbtx, `UPDATE stock SET available = available - ?, reserved = reserved + ? WHERE item = ? AND available >= ?`, o.Qty, o.Qty, o.Item, o.Qty)
+	if err != nil {
+		return fmt.Errorf("inventory: reserving: %w", err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: out of stock: %d of %q", ErrRefused, o.Qty, o.Item)
+	}
+	_, err = exec(ctx, dbtx, `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'staged')`, tx.ID, o.Item, o.Qty)
+	return err
+}
+
+// Commit turns the reservation into a sale.
+func (s *Inventory) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
+	return s.finish(ctx, dbtx, tx.ID, "sold", TxApplied)
+}
+
+// Abort returns the reserved units to stock.
+func (s *Inventory) Abort(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
+	return s.finish(ctx, dbtx, tx.ID, "available", TxReleased)
+}
+
+func (s *Inventory) finish(ctx context.Context, dbtx *sql.Tx, txid, to string, state TxState) error {
+	var item string
+	var qty int
+	if err := dbtx.QueryRowContext(ctx, `SELECT item, qty FROM reservations WHERE txid = ? AND state = 'staged'`, txid).Scan(&item, &qty); err != nil {
+		return fmt.Errorf("inventory: reservation of %s: %w", txid, err)
+	}
+	if err := one(ctx, dbtx, "inventory: stock", `UPDATE stock SET reserved = reserved - ?, `+to+` = `+to+` + ? WHERE item = ?`, qty, qty, item); err != nil {
+		return err
+	}
+	return one(ctx, dbtx, "inventory: reservation", `UPDATE reservations SET state = ? WHERE txid = ?`, string(state), txid)
+}
+
+// TxState reads the reservation of txid.
+func (s *Inventory) TxState(ctx context.Context, txid string) (TxState, error) {
+	return txState(ctx, s.db, "reservations", txid)
+}
+
+// Check verifies stock conservation.
+func (s *Inventory) Check(ctx context.Context) (string, error) {
+	var total, avail, reserved, sold, staged, soldRes, nSold, nStaged, nReleased int
+	err := s.db.QueryRowContext(ctx, `SELECT
+	(SELECT COALESCE(SUM(total), 0) FROM stock), (SELECT COALESCE(SUM(available), 0) FROM stock),
+	(SELECT COALESCE(SUM(reserved), 0) FROM stock), (SELECT COALESCE(SUM(sold), 0) FROM stock),
+	(SELECT COALESCE(SUM(qty), 0) FROM reservations WHERE state = 'staged'),
+	(SELECT COALESCE(SUM(qty), 0) FROM reservations WHERE state = 'applied'),
+	(SELECT COUNT(*) FROM reservations WHERE state = 'applied'),
+	(SELECT COUNT(*) FROM reservations WHERE state = 'staged'),
+	(SELECT COUNT(*) FROM reservations WHERE state = 'released')`).Scan(&total, &avail, &reserved, &sold, &staged, &soldRes, &nSold, &nStaged, &nReleased)
+	if err != nil {
+		return "", fmt.Errorf("inventory: checking: %w", err)
+	}
+	line := fmt.Sprintf("inventory: stock %d = available %d + reserved %d + sold %d; %d orders sold, %d reserved, %d released",
+		total, avail, reserved, sold, nSold, nStaged, nReleased)
+	switch {
+	case avail+reserved+sold != total:
+		return line, fmt.Errorf("%w: inventory: available %d + reserved %d + sold %d != total %d", ErrInvariant, avail, reserved, sold, total)
+	case reserved != staged:
+		return line, fmt.Errorf("%w: inventory: reserved %d != staged reservations %d", ErrInvariant, reserved, staged)
+	case sold != soldRes:
+		return line, fmt.Errorf("%w: inventory: sold %d != sold reservations %d", ErrInvariant, sold, soldRes)
+	}
+	return line, nil
+}

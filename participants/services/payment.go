@@ -1,0 +1,143 @@
+package services
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/natstx/natstx/participants"
+)
+
+// PaymentCharge is the payment service's prepare payload.
+type PaymentCharge struct {
+	Account string `json:"account"`
+	Amount  int    `json:"amount"`
+}
+
+// PaymentAccounts and PaymentBalance seed a new payment database; captured
+// funds go to the account named Merchant.
+var (
+	PaymentAccounts = []string{"alice", "bob", "carol", "dave"}
+	PaymentBalance  = 1000000
+	Merchant        = "merchant"
+)
+
+var paymentSchema = []string{
+	`CREATE TABLE IF NOT EXISTS accounts (
+	account TEXT PRIMARY KEY,
+	balance INTEGER NOT NULL CHECK (balance >= 0),
+	held    INTEGER NOT NULL CHECK (held >= 0))`,
+	`CREATE TABLE IF NOT EXISTS holds (
+	txid    TEXT PRIMARY KEY,
+	account TEXT NOT NULL,
+	amount  INTEGER NOT NULL,
+	state   TEXT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS funds (id INTEGER PRIMARY KEY CHECK (id = 1), total INTEGER NOT NULL)`,
+	seedAccounts(),
+	fmt.Sprintf(`INSERT INTO funds (id, total) VALUES (1, %d) ON CONFLICT DO NOTHING`, len(PaymentAccounts)*PaymentBalance),
+}
+
+func seedAccounts() string {
+	q := fmt.Sprintf(`INSERT INTO accounts (account, balance, held) VALUES ('%s', 0, 0)`, Merchant)
+	for _, a := range PaymentAccounts {
+		q += fmt.Sprintf(", ('%s', %d, 0)", a, PaymentBalance)
+	}
+	return q + ` ON CONFLICT DO NOTHING`
+}
+
+// Payment holds funds at prepare, captures them to the merchant at commit and
+// releases them at abort. Invariant: the sum of balances and holds over all
+// accounts never changes (funds are neither created nor lost), and each
+// account's held amount is the sum of its staged holds.
+type Payment struct{ db *sql.DB }
+
+// Kind is "payment".
+func (*Payment) Kind() string { return "payment" }
+
+// DB is the payment service's database.
+func (s *Payment) DB() *sql.DB { return s.db }
+
+// Payload returns a charge of 10 to 100 to one account.
+func (*Payment) Payload(i int) []byte {
+	b, _ := json.Marshal(PaymentCharge{Account: PaymentAccounts[i%len(PaymentAccounts)], Amount: 10 * (1 + i%10)})
+	return b
+}
+
+// Prepare holds the amount, or refuses on insufficient funds.
+func (s *Payment) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, payload []byte) error {
+	var c PaymentCharge
+	if err := json.Unmarshal(payload, &c); err != nil || c.Account == "" || c.Account == Merchant || c.Amount < 1 {
+		return fmt.Errorf("%w: payment payload %q is not {\"account\": customer, \"amount\": n >= 1}", ErrRefused, payload)
+	}
+	n, err := exec(ctx, dbtx, `UPDATE accounts SET balance = balance - ?, held = held + ? WHERE account = ? AND balance >= ?`, c.Amount, c.Amount, c.Account, c.Amount)
+	if err != nil {
+		return fmt.Errorf("payment: holding: %w", err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: insufficient funds: %d from %q", ErrRefused, c.Amount, c.Account)
+	}
+	_, err = exec(ctx, dbtx, `INSERT INTO holds (txid, account, amount, state) VALUES (?, ?, ?, 'staged')`, tx.ID, c.Account, c.Amount)
+	return err
+}
+
+// Commit captures the held amount to the merchant.
+func (s *Payment) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
+	return s.finish(ctx, dbtx, tx.ID, true)
+}
+
+// Abort releases the held amount back to the account.
+func (s *Payment) Abort(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
+	return s.finish(ctx, dbtx, tx.ID, false)
+}
+
+func (s *Payment) finish(ctx context.Context, dbtx *sql.Tx, txid string, capture bool) error {
+	var account string
+	var amount int
+	if err := dbtx.QueryRowContext(ctx, `SELECT account, amount FROM holds WHERE txid = ? AND state = 'staged'`, txid).Scan(&account, &amount); err != nil {
+		return fmt.Errorf("payment: hold of %s: %w", txid, err)
+	}
+	to, state := account, TxReleased
+	if capture {
+		to, state = Merchant, TxApplied
+	}
+	if err := one(ctx, dbtx, "payment: release hold", `UPDATE accounts SET held = held - ? WHERE account = ?`, amount, account); err != nil {
+		return err
+	}
+	if err := one(ctx, dbtx, "payment: credit", `UPDATE accounts SET balance = balance + ? WHERE account = ?`, amount, to); err != nil {
+		return err
+	}
+	return one(ctx, dbtx, "payment: hold", `UPDATE holds SET state = ? WHERE txid = ?`, string(state), txid)
+}
+
+// TxState reads the hold of txid.
+func (s *Payment) TxState(ctx context.Context, txid string) (TxState, error) {
+	return txState(ctx, s.db, "holds", txid)
+}
+
+// Check verifies that funds are conserved.
+func (s *Payment) Check(ctx context.Context) (string, error) {
+	var total, balances, held, staged, merchant, captured, nCaptured, nStaged, nReleased int
+	err := s.db.QueryRowContext(ctx, `SELECT
+	(SELECT total FROM funds), (SELECT COALESCE(SUM(balance), 0) FROM accounts), (SELECT COALESCE(SUM(held), 0) FROM accounts),
+	(SELECT COALESCE(SUM(amount), 0) FROM holds WHERE state = 'staged'),
+	(SELECT balance FROM accounts WHERE account = ?),
+	(SELECT COALESCE(SUM(amount), 0) FROM holds WHERE state = 'applied'),
+	(SELECT COUNT(*) FROM holds WHERE state = 'applied'),
+	(SELECT COUNT(*) FROM holds WHERE state = 'staged'),
+	(SELECT COUNT(*) FROM holds WHERE state = 'released')`, Merchant).Scan(&total, &balances, &held, &staged, &merchant, &captured, &nCaptured, &nStaged, &nReleased)
+	if err != nil {
+		return "", fmt.Errorf("payment: checking: %w", err)
+	}
+	line := fmt.Sprintf("payment: funds %d = balances %d + held %d; merchant %d captured by %d charges, %d held, %d released",
+		total, balances, held, merchant, nCaptured, nStaged, nReleased)
+	switch {
+	case balances+held != total:
+		return line, fmt.Errorf("%w: payment: balances %d + held %d != funds %d", ErrInvariant, balances, held, total)
+	case held != staged:
+		return line, fmt.Errorf("%w: payment: held %d != staged holds %d", ErrInvariant, held, staged)
+	case merchant != captured:
+		return line, fmt.Errorf("%w: payment: merchant balance %d != captured holds %d", ErrInvariant, merchant, captured)
+	}
+	return line, nil
+}

@@ -1,0 +1,131 @@
+package services
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/natstx/natstx/participants"
+)
+
+// ShippingRequest is the shipping service's prepare payload.
+type ShippingRequest struct {
+	Slot string `json:"slot"`
+}
+
+// ShippingSlots and ShippingCapacity seed a new shipping database: each slot
+// takes ShippingCapacity deliveries.
+var (
+	ShippingSlots    = []string{"mon", "tue", "wed", "thu", "fri"}
+	ShippingCapacity = 100000
+)
+
+var shippingSchema = []string{
+	`CREATE TABLE IF NOT EXISTS slots (
+	slot     TEXT PRIMARY KEY,
+	capacity INTEGER NOT NULL,
+	held     INTEGER NOT NULL CHECK (held >= 0),
+	booked   INTEGER NOT NULL CHECK (booked >= 0),
+	CHECK (held + booked <= capacity))`,
+	`CREATE TABLE IF NOT EXISTS bookings (
+	txid  TEXT PRIMARY KEY,
+	slot  TEXT NOT NULL,
+	state TEXT NOT NULL)`,
+	seedSlots(),
+}
+
+func seedSlots() string {
+	q := `INSERT INTO slots (slot, capacity, held, booked) VALUES `
+	for i, s := range ShippingSlots {
+		if i > 0 {
+			q += ", "
+		}
+		q += fmt.Sprintf("('%s', %d, 0, 0)", s, ShippingCapacity)
+	}
+	return q + ` ON CONFLICT DO NOTHING`
+}
+
+// Shipping holds a delivery slot at prepare, books it at commit and frees it
+// at abort. Invariant: per slot, held + booked <= capacity, held is the number
+// of staged bookings and booked the number of applied ones.
+type Shipping struct{ db *sql.DB }
+
+// Kind is "shipping".
+func (*Shipping) Kind() string { return "shipping" }
+
+// DB is the shipping service's database.
+func (s *Shipping) DB() *sql.DB { return s.db }
+
+// Payload returns a request for one slot.
+func (*Shipping) Payload(i int) []byte {
+	b, _ := json.Marshal(ShippingRequest{Slot: ShippingSlots[i%len(ShippingSlots)]})
+	return b
+}
+
+// Prepare holds a place in the slot, or refuses when it is full.
+func (s *Shipping) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, payload []byte) error {
+	var r ShippingRequest
+	if err := json.Unmarshal(payload, &r); err != nil || r.Slot == "" {
+		return fmt.Errorf("%w: shipping payload %q is not {\"slot\": name}", ErrRefused, payload)
+	}
+	n, err := exec(ctx, dbtx, `UPDATE slots SET held = held + 1 WHERE slot = ? AND held + booked < capacity`, r.Slot)
+	if err != nil {
+		return fmt.Errorf("shipping: holding: %w", err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: no free place in slot %q", ErrRefused, r.Slot)
+	}
+	_, err = exec(ctx, dbtx, `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'staged')`, tx.ID, r.Slot)
+	return err
+}
+
+// Commit books the held place.
+func (s *Shipping) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
+	return s.finish(ctx, dbtx, tx.ID, "held = held - 1, booked = booked + 1", TxApplied)
+}
+
+// Abort frees the held place.
+func (s *Shipping) Abort(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
+	return s.finish(ctx, dbtx, tx.ID, "held = held - 1", TxReleased)
+}
+
+func (s *Shipping) finish(ctx context.Context, dbtx *sql.Tx, txid, set string, state TxState) error {
+	var slot string
+	if err := dbtx.QueryRowContext(ctx, `SELECT slot FROM bookings WHERE txid = ? AND state = 'staged'`, txid).Scan(&slot); err != nil {
+		return fmt.Errorf("shipping: booking of %s: %w", txid, err)
+	}
+	if err := one(ctx, dbtx, "shipping: slot", `UPDATE slots SET `+set+` WHERE slot = ?`, slot); err != nil {
+		return err
+	}
+	return one(ctx, dbtx, "shipping: booking", `UPDATE bookings SET state = ? WHERE txid = ?`, string(state), txid)
+}
+
+// TxState reads the booking of txid.
+func (s *Shipping) TxState(ctx context.Context, txid string) (TxState, error) {
+	return txState(ctx, s.db, "bookings", txid)
+}
+
+// Check verifies the slot counts against the bookings.
+func (s *Shipping) Check(ctx context.Context) (string, error) {
+	var capacity, held, booked, nStaged, nBooked, nReleased, over int
+	err := s.db.QueryRowContext(ctx, `SELECT
+	(SELECT COALESCE(SUM(capacity), 0) FROM slots), (SELECT COALESCE(SUM(held), 0) FROM slots), (SELECT COALESCE(SUM(booked), 0) FROM slots),
+	(SELECT COUNT(*) FROM bookings WHERE state = 'staged'), (SELECT COUNT(*) FROM bookings WHERE state = 'applied'),
+	(SELECT COUNT(*) FROM bookings WHERE state = 'released'),
+	(SELECT COUNT(*) FROM slots WHERE held + booked > capacity)`).Scan(&capacity, &held, &booked, &nStaged, &nBooked, &nReleased, &over)
+	if err != nil {
+		return "", fmt.Errorf("shipping: checking: %w", err)
+	}
+	line := fmt.Sprintf("shipping: capacity %d, booked %d, held %d; %d bookings applied, %d staged, %d released",
+		capacity, booked, held, nBooked, nStaged, nReleased)
+	switch {
+	case over > 0:
+		return line, fmt.Errorf("%w: shipping: %d slots over capacity", ErrInvariant, over)
+	case held != nStaged:
+		return line, fmt.Errorf("%w: shipping: held %d != staged bookings %d", ErrInvariant, held, nStaged)
+	case booked != nBooked:
+		return line, fmt.Errorf("%w: shipping: booked %d != applied bookings %d", ErrInvariant, booked, nBooked)
+	}
+	return line, nil
+}
