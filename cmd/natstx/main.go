@@ -77,6 +77,5 @@ Exit codes:
 	root.AddCommand(newDemo())
 	root.AddCommand(newServer(), newNATS(), newTx(), newPublish(), newBench())
 	root.AddCommand(newParticipant())
-	root.AddCommand(newParticipant())
 	return root
 }
