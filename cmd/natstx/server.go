@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -264,19 +263,9 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 		return err
 	}
 	defer nc.Close()
-	if err := waitJetStream(ctx, nc, o, log); err != nil {
-		return err
-	}
-	eng, err := orchestrator.New(nc, orchestrator.Config{
-		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention,
-		MaxInFlight: o.maxInFlight, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
-		Logger: log.Named("coordinator"),
-	})
+	eng, err := startEngine(ctx, nc, o, log)
 	if err != nil {
-		return usageError{err}
-	}
-	if err := eng.Start(ctx); err != nil {
-		return fmt.Errorf("starting the coordinator: %w", err)
+		return err
 	}
 	fmt.Fprintf(out, "natstx server: coordinator %s ready on %s (%s); Ctrl-C stops it\n", eng.Instance(), url, where)
 	<-ctx.Done()
@@ -312,31 +301,44 @@ drain:
 	return nil
 }
 
-// waitJetStream waits until JetStream answers and the command stream can be
-// declared: at once on one server, after the meta leader election in a
-// cluster that is forming.
-func waitJetStream(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.Logger) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
+// startEngine starts the coordinator once JetStream can hold its stream and
+// buckets: at once on one server; in a cluster that is forming, after the
+// JetStream leader election and once enough nodes are up for --replicas. A
+// start that fails for want of JetStream is retried with a new engine until
+// --start-timeout.
+func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.Logger) (*orchestrator.Engine, error) {
+	cfg := orchestrator.Config{
+		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention,
+		MaxInFlight: o.maxInFlight, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
+		Logger: log.Named("coordinator"),
+	}
+	if _, err := orchestrator.New(nc, cfg); err != nil {
+		return nil, usageError{err}
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = orchestrator.NewID() // the same name across retries
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.startTimeout)
 	defer cancel()
-	var last error
 	for first := true; ; first = false {
-		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-		last = orchestrator.EnsureStreams(cctx, js, orchestrator.StreamOptions{Replicas: o.replicas})
-		ccancel()
-		if last == nil {
-			return nil
+		eng, err := orchestrator.New(nc, cfg)
+		if err != nil {
+			return nil, usageError{err}
 		}
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		err = eng.Start(sctx)
+		scancel()
+		if err == nil {
+			return eng, nil
+		}
+		eng.Stop()
 		if first {
-			log.Info("waiting for JetStream", zap.Error(last))
+			log.Info("waiting for JetStream to hold the coordinator's stream and buckets", zap.Error(err))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("JetStream is not available after %v: %w (is JetStream enabled on that server? in a cluster, are enough nodes up for --replicas %d?)", o.startTimeout, last, o.replicas)
-		case <-time.After(500 * time.Millisecond):
+			return nil, fmt.Errorf("starting the coordinator: JetStream was not ready within --start-timeout %v: %w (is JetStream enabled on that server? in a cluster, are enough nodes up for --replicas %d?)", o.startTimeout, err, o.replicas)
+		case <-time.After(time.Second):
 		}
 	}
 }
