@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +21,7 @@ import (
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/services"
 	"github.com/natstx/natstx/participants/sim"
 )
 
@@ -28,6 +32,7 @@ type demoOptions struct {
 	rates        []float64
 	latencyMax   time.Duration
 	seed         int64
+	dataDir      string
 	jsonOut      bool
 	quiet        bool
 	logLevel     string
@@ -41,13 +46,15 @@ func newDemo() *cobra.Command {
 	var rates string
 	c := &cobra.Command{
 		Use:   "demo",
-		Short: "Run concurrent transactions across three simulated services and check atomicity",
-		Long: `demo starts an embedded NATS server, a coordinator and three simulated services
-(inventory, payment, shipping) that fail each operation with some probability
-and answer after a random delay. It runs transactions concurrently, prints one
-line per transaction and a summary, then checks atomicity across the services'
-records: every transaction applied by all services or by none. It exits 1 on
-any violation.`,
+		Short: "Run concurrent transactions across three example services and check atomicity",
+		Long: `demo starts an embedded NATS server, a coordinator and the three example
+services (inventory, payment, shipping), each with its own SQLite database
+(in a temporary directory, or --data-dir) and its barrier, wrapped in a fault
+injector that fails each operation with some probability and waits a random
+delay. It runs transactions concurrently, prints one line per transaction and
+a summary, then checks on the services' databases that every transaction was
+applied by all services or by none, and that stock and funds are conserved.
+It exits 1 on any violation.`,
 		Example: `  natstx demo
   natstx demo --count 2000 --concurrency 200 --quiet
   natstx demo --success-rates 1,1,0.5 --timeout 300ms --json`,
@@ -72,7 +79,8 @@ any violation.`,
 	f.DurationVar(&o.timeout, "timeout", time.Second, "prepare timeout: votes missing after it abort the transaction")
 	f.StringVar(&rates, "success-rates", "0.95,0.9,0.9", "success rate of inventory, payment and shipping (probability each operation succeeds)")
 	f.DurationVar(&o.latencyMax, "latency-max", 100*time.Millisecond, "each simulated operation takes a uniform random time up to this")
-	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated services (0: random)")
+	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated failures (0: random)")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory of the services' SQLite files (default: a temporary directory, removed afterwards)")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.BoolVar(&o.quiet, "quiet", false, "no line per transaction")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
@@ -155,17 +163,31 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	defer eng.Stop()
 
-	services := make(map[string]*sim.Service, len(demoServices))
+	dir := o.dataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "natstx-demo-"); err != nil {
+			return fmt.Errorf("creating a data directory: %w", err)
+		}
+		defer os.RemoveAll(dir)
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	svcs := make(map[string]services.Service, len(demoServices))
 	for i, name := range demoServices {
 		seed := o.seed
 		if seed != 0 {
 			seed += int64(i)
 		}
-		svc, err := sim.New(sim.Config{Name: name, SuccessRate: sim.Rate(o.rates[i]), MaxLatency: max(o.latencyMax, time.Nanosecond), Seed: seed})
+		svc, err := services.Open(ctx, name, filepath.Join(dir, name+".db"))
 		if err != nil {
 			return err
 		}
-		rt, err := participants.New(nc, participants.Config{Name: name, Handler: svc, Concurrency: 2 * o.concurrency, Logger: log.Named(name)})
+		defer svc.DB().Close()
+		b, err := services.NewBarrier(ctx, svc, &services.Faults{SuccessRate: o.rates[i], MaxLatency: o.latencyMax, Seed: seed})
+		if err != nil {
+			return err
+		}
+		rt, err := participants.New(nc, participants.Config{Name: name, Barrier: b, Concurrency: 2 * o.concurrency, RetryDelay: 20 * time.Millisecond, Logger: log.Named(name)})
 		if err != nil {
 			return err
 		}
@@ -173,7 +195,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 			return err
 		}
 		defer rt.Stop()
-		services[name] = svc
+		svcs[name] = svc
 	}
 
 	if !o.jsonOut {
@@ -187,7 +209,10 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 	for eng.Stats().InFlight > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	rep := sim.Check(results, services)
+	rep, invariants, err := checkDemo(ctx, results, svcs)
+	if err != nil {
+		return err
+	}
 	s := demoSummary{
 		Transactions: rep.Transactions, Committed: rep.Committed, Aborted: rep.Aborted,
 		InDoubt: rep.InDoubt, Violations: rep.Violations, Timeouts: int(eng.Stats().Timeouts),
@@ -206,6 +231,9 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 	} else {
 		fmt.Fprintf(out, "done in %.2fs: %.0f transactions/s, latency p50 %.1fms p99 %.1fms max %.1fms, %d aborted by timeout\n",
 			s.Seconds, s.TxnPerSec, s.P50ms, s.P99ms, s.MaxMs, s.Timeouts)
+		for _, l := range invariants {
+			fmt.Fprintln(out, l)
+		}
 		for _, p := range rep.Problems {
 			fmt.Fprintln(out, "VIOLATION:", p)
 		}
@@ -237,7 +265,7 @@ func runTransactions(ctx context.Context, eng *orchestrator.Engine, o demoOption
 				req := orchestrator.Request{ID: orchestrator.NewID()}
 				for _, name := range demoServices {
 					req.Participants = append(req.Participants, orchestrator.Participant{
-						Name: name, Payload: fmt.Appendf(nil, `{"order":%d,"service":%q}`, i, name),
+						Name: name, Payload: services.Payload(name, i),
 					})
 				}
 				t0 := time.Now()
@@ -275,4 +303,37 @@ func describe(o orchestrator.Outcome, err error, took time.Duration) string {
 	default:
 		return fmt.Sprintf("tx %s aborted in %.1fms: %s", o.ID, ms, o.Reason)
 	}
+}
+
+// checkDemo checks atomicity and the conservation invariants on the
+// services' databases; every broken invariant counts as a violation.
+func checkDemo(ctx context.Context, results []sim.Result, svcs map[string]services.Service) (sim.Report, []string, error) {
+	var rep sim.Report
+	decided := make([]services.Result, 0, len(results))
+	for _, r := range results {
+		rep.Transactions++
+		switch {
+		case !r.Decided:
+			rep.InDoubt++
+			continue
+		case r.Committed:
+			rep.Committed++
+		default:
+			rep.Aborted++
+		}
+		decided = append(decided, services.Result{ID: r.ID, Participants: r.Participants, Committed: r.Committed})
+	}
+	n, problems, err := services.CheckAtomicity(ctx, decided, svcs)
+	if err != nil {
+		return rep, nil, err
+	}
+	rep.Violations, rep.Problems = n, problems
+	lines, err := services.CheckAll(ctx, svcs)
+	if errors.Is(err, services.ErrInvariant) {
+		rep.Violations++
+		rep.Problems = append(rep.Problems, err.Error())
+	} else if err != nil {
+		return rep, lines, err
+	}
+	return rep, lines, nil
 }
