@@ -1,0 +1,280 @@
+// Package conformance is the test suite every natstx participant transport
+// must pass, in the spirit of watermill's tests.TestPubSub: the native
+// JetStream Runtime and the watermill adapter both run it, each with a
+// one-call test file.
+//
+//	func TestConformance(t *testing.T) { conformance.Run(t, start) }
+package conformance
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/services"
+)
+
+// Start starts a participant transport for cfg against the NATS server at
+// url and returns a function that stops it (waiting for in-flight commands).
+// cfg's timings are short; the transport must honour AckWait and RetryDelay.
+type Start func(t *testing.T, url string, cfg participants.Config) (stop func())
+
+// wait bounds every wait of the suite.
+const wait = 15 * time.Second
+
+const name = "conformance"
+
+// Run runs the suite against start.
+func Run(t *testing.T, start Start) {
+	t.Run("PrepareCommitDuplicates", func(t *testing.T) { testPrepareCommit(t, start) })
+	t.Run("AbortBeforePrepare", func(t *testing.T) { testAbortBeforePrepare(t, start) })
+	t.Run("CommitRetried", func(t *testing.T) { testCommitRetried(t, start) })
+	t.Run("Malformed", func(t *testing.T) { testMalformed(t, start) })
+	t.Run("DurableRestart", func(t *testing.T) { testDurableRestart(t, start) })
+}
+
+// env is an embedded NATS server with the command stream and a reply
+// subscription.
+type env struct {
+	t       *testing.T
+	url     string
+	js      jetstream.JetStream
+	replies *nats.Subscription
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync(messages.ReplySubject("conformance"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, url: srv.URL(), js: js, replies: sub}
+}
+
+func (e *env) cmd(txid string, op messages.Op, attempt int) messages.Command {
+	return messages.Command{TxID: txid, Op: op, Participant: name, Attempt: attempt, ReplyTo: messages.ReplySubject("conformance")}
+}
+
+func (e *env) publish(subject string, h map[string][]string, body []byte) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: nats.Header(h), Data: body}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// expect sends cmd and checks the next reply.
+func (e *env) expect(cmd messages.Command, result messages.Result, reason string) {
+	e.t.Helper()
+	e.publish(cmd.Subject(), cmd.Header(), cmd.Payload)
+	e.next(cmd.TxID, cmd.Op, result, reason)
+}
+
+// next checks the next reply; reason "*" accepts any.
+func (e *env) next(txid string, op messages.Op, result messages.Result, reason string) {
+	e.t.Helper()
+	msg, err := e.replies.NextMsg(wait)
+	if err != nil {
+		e.t.Fatalf("waiting for the reply to %s %s: %v", op, txid, err)
+	}
+	rep, err := messages.DecodeReply(map[string][]string(msg.Header), msg.Data)
+	if err != nil {
+		e.t.Fatalf("decoding the reply to %s %s: %v", op, txid, err)
+	}
+	if rep.TxID != txid || rep.Op != op || rep.Participant != name || rep.Result != result || reason != "*" && rep.Reason != reason {
+		e.t.Fatalf("%s %s: got %+v, want result %q reason %q", op, txid, rep, result, reason)
+	}
+}
+
+// noMoreReplies checks that nothing else is answered for a short while.
+func (e *env) noMoreReplies() {
+	e.t.Helper()
+	if msg, err := e.replies.NextMsg(300 * time.Millisecond); err == nil {
+		e.t.Fatalf("unexpected reply %v %q", msg.Header, msg.Data)
+	}
+}
+
+// counter is a Handler that counts its successful calls and can fail.
+type counter struct {
+	mu       sync.Mutex
+	calls    map[string]int
+	failNext map[messages.Op]bool
+}
+
+func newCounter() *counter {
+	return &counter{calls: map[string]int{}, failNext: map[messages.Op]bool{}}
+}
+
+func (c *counter) do(op messages.Op, txid string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failNext[op] {
+		c.failNext[op] = false
+		return errors.New("try again")
+	}
+	c.calls[string(op)+" "+txid]++
+	return nil
+}
+
+func (c *counter) n(op messages.Op, txid string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[string(op)+" "+txid]
+}
+
+func (c *counter) Prepare(_ context.Context, tx participants.Tx, _ []byte) error {
+	return c.do(messages.OpPrepare, tx.ID)
+}
+func (c *counter) Commit(_ context.Context, tx participants.Tx) error {
+	return c.do(messages.OpCommit, tx.ID)
+}
+func (c *counter) Abort(_ context.Context, tx participants.Tx) error {
+	return c.do(messages.OpAbort, tx.ID)
+}
+
+func config() participants.Config {
+	return participants.Config{Name: name, AckWait: 2 * time.Second, OpTimeout: time.Second, RetryDelay: 20 * time.Millisecond, StreamWait: wait}
+}
+
+func testPrepareCommit(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	cfg := config()
+	cfg.Handler = h
+	defer start(t, e.url, cfg)()
+	e.expect(e.cmd("tx1", messages.OpPrepare, 1), messages.VoteCommit, "")
+	e.expect(e.cmd("tx1", messages.OpPrepare, 2), messages.VoteCommit, "")
+	e.expect(e.cmd("tx1", messages.OpCommit, 1), messages.Ack, "")
+	e.expect(e.cmd("tx1", messages.OpCommit, 2), messages.Ack, "")
+	e.expect(e.cmd("tx1", messages.OpAbort, 1), messages.Failed, participants.ReasonAbortAfterCommit)
+	if p, c := h.n(messages.OpPrepare, "tx1"), h.n(messages.OpCommit, "tx1"); p != 1 || c != 1 {
+		t.Errorf("handler applied prepare %d times and commit %d times, want once each", p, c)
+	}
+	e.noMoreReplies()
+}
+
+func testAbortBeforePrepare(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	cfg := config()
+	cfg.Handler = h
+	defer start(t, e.url, cfg)()
+	e.expect(e.cmd("tx1", messages.OpAbort, 1), messages.Ack, "")
+	e.expect(e.cmd("tx1", messages.OpPrepare, 1), messages.VoteAbort, participants.ReasonAbortedBeforePrepare)
+	if n := h.n(messages.OpPrepare, "tx1") + h.n(messages.OpAbort, "tx1"); n != 0 {
+		t.Errorf("handler called %d times for a transaction aborted before its prepare", n)
+	}
+}
+
+func testCommitRetried(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	cfg := config()
+	cfg.Handler = h
+	defer start(t, e.url, cfg)()
+	e.expect(e.cmd("tx1", messages.OpPrepare, 1), messages.VoteCommit, "")
+	h.mu.Lock()
+	h.failNext[messages.OpCommit] = true
+	h.mu.Unlock()
+	e.expect(e.cmd("tx1", messages.OpCommit, 1), messages.Failed, "try again")
+	e.next("tx1", messages.OpCommit, messages.Ack, "") // redelivered by the transport
+	if n := h.n(messages.OpCommit, "tx1"); n != 1 {
+		t.Errorf("commit applied %d times, want 1", n)
+	}
+	e.noMoreReplies()
+}
+
+func testMalformed(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	cfg := config()
+	cfg.Handler = h
+	defer start(t, e.url, cfg)()
+	// A command for another participant on this participant's subject.
+	c := e.cmd("tx1", messages.OpPrepare, 1)
+	c.Participant = "someone-else"
+	e.publish(messages.CommandSubject(name, "tx1"), c.Header(), nil)
+	e.next("tx1", messages.OpPrepare, messages.Failed, "*")
+	// A repeated header.
+	c = e.cmd("tx2", messages.OpPrepare, 1)
+	hdr := c.Header()
+	hdr[messages.HeaderAttempt] = []string{"1", "2"}
+	e.publish(c.Subject(), hdr, nil)
+	e.next("tx2", messages.OpPrepare, messages.Failed, "*")
+	e.noMoreReplies() // neither is delivered again
+	if n := h.n(messages.OpPrepare, "tx1") + h.n(messages.OpPrepare, "tx2"); n != 0 {
+		t.Errorf("handler called %d times for malformed commands", n)
+	}
+	// The participant still works.
+	e.expect(e.cmd("tx3", messages.OpPrepare, 1), messages.VoteCommit, "")
+}
+
+func testDurableRestart(t *testing.T, start Start) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "inventory.db")
+	open := func() (participants.Config, services.Service) {
+		svc, err := services.Open(context.Background(), "inventory", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := services.NewBarrier(context.Background(), svc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config()
+		cfg.Barrier = b
+		return cfg, svc
+	}
+	cfg, svc := open()
+	stop := start(t, e.url, cfg)
+	prep := e.cmd("tx1", messages.OpPrepare, 1)
+	prep.Payload = services.Payload("inventory", 0)
+	e.expect(prep, messages.VoteCommit, "")
+	stop()
+	_ = svc.DB().Close()
+
+	cfg, svc = open()
+	defer svc.DB().Close()
+	defer start(t, e.url, cfg)()
+	prep.Attempt = 2
+	e.expect(prep, messages.VoteCommit, "")
+	e.expect(e.cmd("tx1", messages.OpCommit, 1), messages.Ack, "")
+	e.expect(e.cmd("tx1", messages.OpCommit, 2), messages.Ack, "")
+	st, err := svc.TxState(context.Background(), "tx1")
+	if err != nil || st != services.TxApplied {
+		t.Fatalf("inventory has tx1 %s (%v), want applied", st, err)
+	}
+	if _, err := svc.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
