@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,19 +72,24 @@ type benchSummary struct {
 	InDoubt      int     `json:"in_doubt"`
 	// Violations is null when atomicity could not be checked (participants
 	// not run by bench).
-	Violations          *int     `json:"violations"`
-	Timeouts            int64    `json:"timeouts"`
-	Seconds             float64  `json:"seconds"`
-	TxnPerSec           float64  `json:"txn_per_sec"`
-	MeanMs              float64  `json:"mean_ms"`
-	P50ms               float64  `json:"p50_ms"`
-	P90ms               float64  `json:"p90_ms"`
-	P99ms               float64  `json:"p99_ms"`
-	P999ms              float64  `json:"p999_ms"`
-	MaxMs               float64  `json:"max_ms"`
-	JetStreamMsgs       int      `json:"jetstream_msgs"`
-	JetStreamMsgsPerSec float64  `json:"jetstream_msgs_per_sec"`
-	Problems            []string `json:"problems,omitempty"`
+	Violations          *int    `json:"violations"`
+	Timeouts            int64   `json:"timeouts"`
+	Seconds             float64 `json:"seconds"`
+	TxnPerSec           float64 `json:"txn_per_sec"`
+	MeanMs              float64 `json:"mean_ms"`
+	P50ms               float64 `json:"p50_ms"`
+	P90ms               float64 `json:"p90_ms"`
+	P99ms               float64 `json:"p99_ms"`
+	P999ms              float64 `json:"p999_ms"`
+	MaxMs               float64 `json:"max_ms"`
+	JetStreamMsgs       int     `json:"jetstream_msgs"`
+	JetStreamMsgsPerSec float64 `json:"jetstream_msgs_per_sec"`
+	// JetStreamErrors counts publishes of the raw measurement that were not
+	// stored (JetStreamError is the first one's error); the rate counts only
+	// stored messages.
+	JetStreamErrors int      `json:"jetstream_publish_errors"`
+	JetStreamError  string   `json:"jetstream_publish_error,omitempty"`
+	Problems        []string `json:"problems,omitempty"`
 }
 
 func newBench() *cobra.Command {
@@ -337,11 +343,11 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		if !o.jsonOut {
 			fmt.Fprintf(out, "measuring raw JetStream async publish: %d command-sized messages to a file-backed stream...\n", o.jsMsgs)
 		}
-		rate, err := measureJetStream(ctx, nc, o)
+		r, err := measureJetStream(ctx, nc, o)
 		if err != nil {
 			return fmt.Errorf("measuring JetStream's publish rate: %w", err)
 		}
-		s.JetStreamMsgs, s.JetStreamMsgsPerSec = o.jsMsgs, rate
+		s.JetStreamMsgs, s.JetStreamMsgsPerSec, s.JetStreamErrors, s.JetStreamError = r.stored, r.perSec, r.failed, r.firstErr
 	}
 
 	if o.jsonOut {
@@ -559,12 +565,13 @@ func (b *benchBar) follow(o benchOptions, start time.Time, done *atomic.Int64) f
 
 // measureJetStream publishes o.jsMsgs messages shaped like prepare commands
 // (the same headers, a unique Nats-Msg-Id each, the same payload) with async
-// publish to a new file-backed stream, waits for every PubAck, deletes the
-// stream and returns the rate in messages per second.
-func measureJetStream(ctx context.Context, nc *nats.Conn, o benchOptions) (float64, error) {
+// publish (waiting while 16,384 PubAcks are outstanding) to a new
+// file-backed stream, waits for every PubAck, deletes the
+// stream and returns the rate of stored messages per second.
+func measureJetStream(ctx context.Context, nc *nats.Conn, o benchOptions) (jsRate, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
 	if err != nil {
-		return 0, err
+		return jsRate{}, err
 	}
 	id := nuid.Next()
 	name, prefix := "NATSTX_BENCH_"+id, "natstx.bench."+id
@@ -574,7 +581,7 @@ func measureJetStream(ctx context.Context, nc *nats.Conn, o benchOptions) (float
 		Name: name, Subjects: []string{prefix + ".>"}, Storage: jetstream.FileStorage,
 		Replicas: o.replicas, Duplicates: 2 * time.Minute,
 	}); err != nil {
-		return 0, err
+		return jsRate{}, err
 	}
 	defer func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -589,27 +596,51 @@ func measureJetStream(ctx context.Context, nc *nats.Conn, o benchOptions) (float
 		cmd.TxID = fmt.Sprintf("%s-%d", id, i)
 		msgs[i] = &nats.Msg{Subject: prefix + "." + cmd.TxID, Header: nats.Header(cmd.Header()), Data: payload}
 	}
-	var failed atomic.Int64
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	var failed int
+	var firstErr error
 	start := time.Now()
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			failed.Add(1)
+		f, err := js.PublishMsgAsync(m, jetstream.WithStallWait(10*time.Second))
+		if err != nil {
+			failed++
+			firstErr = cmp.Or(firstErr, err)
+			continue
 		}
+		futures = append(futures, f)
 	}
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-cctx.Done():
-		return 0, fmt.Errorf("PubAcks still outstanding after 30s: %w", cctx.Err())
+		return jsRate{}, fmt.Errorf("PubAcks still outstanding after 30s: %w", cctx.Err())
 	}
 	elapsed := time.Since(start)
-	info, err := js.Stream(cctx, name)
-	if err != nil {
-		return 0, err
+	stored := 0
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			stored++
+		case err := <-f.Err():
+			failed++
+			firstErr = cmp.Or(firstErr, err)
+		}
 	}
-	if got := info.CachedInfo().State.Msgs; got != uint64(o.jsMsgs) || failed.Load() > 0 {
-		return 0, fmt.Errorf("the stream stored %d of %d messages (%d publishes failed)", got, o.jsMsgs, failed.Load())
+	if stored == 0 {
+		return jsRate{}, fmt.Errorf("no message was stored: %w", firstErr)
 	}
-	return float64(o.jsMsgs) / elapsed.Seconds(), nil
+	r := jsRate{perSec: float64(stored) / elapsed.Seconds(), stored: stored, failed: failed}
+	if firstErr != nil {
+		r.firstErr = firstErr.Error()
+	}
+	return r, nil
+}
+
+// jsRate is the raw JetStream measurement: messages stored per second, and
+// how many publishes failed (the rate counts only stored ones).
+type jsRate struct {
+	perSec         float64
+	stored, failed int
+	firstErr       string
 }
 
 // printBench prints the summary and the latency histogram as text.
@@ -624,6 +655,9 @@ func printBench(out io.Writer, s benchSummary, h *hdrhistogram.Histogram) {
 	if s.JetStreamMsgs > 0 {
 		fmt.Fprintf(out, "raw JetStream async publish: %.0f msgs/s (%d messages); the run's %d txn/s sent %.0f commands/s\n",
 			s.JetStreamMsgsPerSec, s.JetStreamMsgs, int(s.TxnPerSec), 2*s.TxnPerSec*float64(s.Participants))
+		if s.JetStreamErrors > 0 {
+			fmt.Fprintf(out, "  %d raw publishes were not stored (first: %s)\n", s.JetStreamErrors, s.JetStreamError)
+		}
 	}
 	for _, p := range s.Problems {
 		fmt.Fprintln(out, "VIOLATION:", p)
