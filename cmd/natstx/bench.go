@@ -295,8 +295,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	bar := newBenchBar(o, out)
 	r := runLoad(ctx, eng, o, names, bar)
 	if bar != nil {
-		_ = bar.Finish()
-		fmt.Fprintln(out)
+		_ = bar.Finish() // and clears it
 	}
 
 	// Quiescence: every commit and abort acknowledged, or the limit.
