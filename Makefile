@@ -36,3 +36,14 @@ bench:
 
 clean:
 	rm -rf bin
+
+# Deterministic simulation of the protocol core (docs/SIMULATION.md): SEEDS
+# seeds from FIRST, TX transactions each; prints the totals. Replay one seed
+# with the command a failure prints.
+SEEDS ?= 2000
+FIRST ?= 1
+TX    ?= 200
+.PHONY: sim
+sim:
+	$(GO) test ./orchestrator/dst -run 'TestSimulation$$' -count=1 -v -timeout 120m \
+	  -dst.seeds=$(SEEDS) -dst.first=$(FIRST) -dst.tx=$(TX)
