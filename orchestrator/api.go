@@ -42,6 +42,9 @@ func (e *Engine) serveAPI() error {
 }
 
 func (e *Engine) onBegin(m *nats.Msg) {
+	if e.halted.Load() {
+		return
+	}
 	var req messages.BeginRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		e.respond(m, nil, fmt.Errorf("%w: begin request is not valid JSON: %v", messages.ErrMalformed, err))
@@ -90,6 +93,9 @@ func (e *Engine) onBegin(m *nats.Msg) {
 }
 
 func (e *Engine) onAbort(m *nats.Msg) {
+	if e.halted.Load() {
+		return
+	}
 	var req messages.AbortRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		e.respond(m, nil, fmt.Errorf("%w: abort request is not valid JSON: %v", messages.ErrMalformed, err))

@@ -362,6 +362,9 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 
 // onReply decodes a reply and routes it to its transaction's shard.
 func (e *Engine) onReply(m *nats.Msg) {
+	if e.halted.Load() {
+		return
+	}
 	r, err := messages.DecodeReply(m.Header, m.Data)
 	if err != nil {
 		e.stats.MalformedReplies.Add(1)

@@ -44,6 +44,10 @@ func (e *Engine) fault(p FaultPoint, id string) bool {
 	if e.cfg.FaultHook(p, id) {
 		e.halted.Store(true)
 		e.log.Warn("engine halted by the fault hook", zap.String("point", string(p)), zap.String("txid", id))
+		// A dead process's subscriptions go with its connection.
+		for _, sub := range append(e.apiSubs, e.sub) {
+			_ = sub.Unsubscribe()
+		}
 	}
 	return e.halted.Load()
 }
@@ -184,6 +188,9 @@ func (s *shard) recover(rec decisionRecord) {
 // can be recorded now, which only happens once the transaction's deadline has
 // passed and no commit decision exists (and then none ever can).
 func (e *Engine) onOutcome(m *nats.Msg) {
+	if e.halted.Load() {
+		return // a halted engine is a dead process
+	}
 	var req messages.OutcomeRequest
 	answer := func(r messages.OutcomeResponse) {
 		data, _ := json.Marshal(r)
@@ -247,6 +254,9 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 // onStatus answers a StatusRequest: from this engine's memory, else the
 // status bucket, else the decision record.
 func (e *Engine) onStatus(m *nats.Msg) {
+	if e.halted.Load() {
+		return
+	}
 	var req messages.StatusRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		e.respond(m, nil, fmt.Errorf("%w: status request is not valid JSON: %v", messages.ErrMalformed, err))

@@ -61,6 +61,7 @@ type Processor struct {
 	log *zap.Logger
 
 	records   *table
+	doubt     doubtSet
 	lastSweep atomic.Int64 // unix nanos of the last sweep of finished records
 
 	prepares, commits, aborts atomic.Uint64
@@ -95,6 +96,7 @@ func (p *Processor) Stats() Stats {
 		Malformed:     p.malformed.Load(),
 		HandlerErrors: p.handlerErrors.Load(),
 		Records:       p.records.len(),
+		InDoubt:       len(p.InDoubt()),
 	}
 }
 
@@ -170,6 +172,7 @@ func (p *Processor) Handle(h map[string][]string, body []byte, subject string, r
 	if out.applied && p.cfg.AfterApply != nil {
 		p.cfg.AfterApply(cmd)
 	}
+	p.doubt.track(cmd, out.result)
 	respond(Answer{
 		ReplyTo: cmd.ReplyTo,
 		Reply: messages.Reply{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -59,6 +60,10 @@ type Config struct {
 	// StreamWait is how long Start waits for the command stream to exist;
 	// default 30s.
 	StreamWait time.Duration
+	// InDoubtAfter is how long after voting commit, with neither commit nor
+	// abort arriving, the participant asks the coordinators for the outcome
+	// and applies it (checked every half of it); default 10s, negative never.
+	InDoubtAfter time.Duration
 	// Logger receives the Runtime's log lines; default none.
 	Logger *zap.Logger
 }
@@ -81,6 +86,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StreamWait == 0 {
 		c.StreamWait = DefaultStreamWait
+	}
+	if c.InDoubtAfter == 0 {
+		c.InDoubtAfter = DefaultInDoubtAfter
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -137,6 +145,11 @@ type Stats struct {
 	HandlerErrors uint64
 	// Records is the number of transaction records in memory now.
 	Records int
+	// InDoubt is the number of transactions voted commit on whose outcome has
+	// not arrived; InDoubtQueries counts questions to the coordinators about
+	// them and InDoubtResolved the outcomes applied from the answers.
+	InDoubt                         int
+	InDoubtQueries, InDoubtResolved uint64
 }
 
 // Runtime consumes one participant's commands and calls its Handler. Create it
@@ -153,6 +166,8 @@ type Runtime struct {
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once
 	janitor  chan struct{} // closed when the janitor goroutine returns
+
+	inDoubtQueries, inDoubtResolved atomic.Uint64
 
 	mu      sync.Mutex // guards the fields below; held by Start and Stop
 	started bool
@@ -228,6 +243,11 @@ func (r *Runtime) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("natstx: participant %s: consuming: %w", r.cfg.Name, err)
 	}
+	if err := r.proc.loadPrepared(ctx); err != nil {
+		cc.Stop()
+		<-cc.Closed()
+		return fmt.Errorf("natstx: participant %s: %w", r.cfg.Name, err)
+	}
 	r.cc, r.started = cc, true
 	go r.runJanitor()
 	r.log.Info("participant started", zap.Int("concurrency", r.cfg.Concurrency))
@@ -296,7 +316,11 @@ func (r *Runtime) isStopping() bool {
 }
 
 // Stats returns the Runtime's counters.
-func (r *Runtime) Stats() Stats { return r.proc.Stats() }
+func (r *Runtime) Stats() Stats {
+	s := r.proc.Stats()
+	s.InDoubtQueries, s.InDoubtResolved = r.inDoubtQueries.Load(), r.inDoubtResolved.Load()
+	return s
+}
 
 // State returns what the Runtime records about transaction txid: with a
 // Barrier, what its database says; else StateNone if it has no record (never
@@ -309,6 +333,12 @@ func (r *Runtime) runJanitor() {
 	every := min(max(r.cfg.Retention/2, 10*time.Millisecond), time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var doubts <-chan time.Time
+	if r.cfg.InDoubtAfter > 0 {
+		d := time.NewTicker(max(r.cfg.InDoubtAfter/2, 10*time.Millisecond))
+		defer d.Stop()
+		doubts = d.C
+	}
 	for {
 		select {
 		case <-r.stopping:
@@ -317,6 +347,8 @@ func (r *Runtime) runJanitor() {
 			if n := r.proc.Sweep(now); n > 0 {
 				r.log.Debug("removed finished transaction records", zap.Int("count", n))
 			}
+		case <-doubts:
+			r.resolveInDoubt()
 		}
 	}
 }

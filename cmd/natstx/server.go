@@ -174,6 +174,7 @@ type serverOptions struct {
 	instance       string
 	prepareTimeout time.Duration
 	retention      time.Duration
+	leaseTTL       time.Duration
 	maxInFlight    int
 	replicas       int
 	drainTimeout   time.Duration
@@ -212,8 +213,8 @@ Transactions still running then stay in the stream and buckets.`,
 			if o.printConfig {
 				return printConfigOf(cmd)
 			}
-			if o.prepareTimeout <= 0 || o.retention <= 0 || o.drainTimeout < 0 || o.startTimeout <= 0 {
-				return usageError{errors.New("--prepare-timeout, --retention and --start-timeout must be positive, --drain-timeout not negative")}
+			if o.prepareTimeout <= 0 || o.retention <= 0 || o.leaseTTL <= 0 || o.drainTimeout < 0 || o.startTimeout <= 0 {
+				return usageError{errors.New("--prepare-timeout, --retention, --lease-ttl and --start-timeout must be positive, --drain-timeout not negative")}
 			}
 			if o.maxInFlight < 1 || o.replicas < 1 || o.replicas > 5 {
 				return usageError{fmt.Errorf("--max-in-flight must be at least 1 and --replicas from 1 to 5 (got %d and %d)", o.maxInFlight, o.replicas)}
@@ -225,6 +226,7 @@ Transactions still running then stay in the stream and buckets.`,
 	addEmbeddedFlags(f, &o.embedded)
 	f.StringVar(&o.natsURL, "nats", "", "URL of an external NATS server or cluster; empty runs the embedded server")
 	f.StringVar(&o.instance, "instance", "", "this coordinator's instance name, unique among coordinators (default: random)")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "how long this instance counts as alive after its last lease renewal; others take over its commits after it")
 	f.DurationVar(&o.prepareTimeout, "prepare-timeout", 5*time.Second, "how long a transaction waits for its votes before it aborts, unless its request says less")
 	f.DurationVar(&o.retention, "retention", time.Minute, "how long a finished transaction's outcome is remembered")
 	f.IntVar(&o.maxInFlight, "max-in-flight", 100_000, "transactions running at once; more are refused")
@@ -307,10 +309,14 @@ drain:
 // start that fails for want of JetStream is retried with a new engine until
 // --start-timeout.
 func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.Logger) (*orchestrator.Engine, error) {
+	hook, err := faultHookFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	cfg := orchestrator.Config{
-		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention,
+		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention, LeaseTTL: o.leaseTTL,
 		MaxInFlight: o.maxInFlight, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
-		Logger: log.Named("coordinator"),
+		Logger: log.Named("coordinator"), FaultHook: hook,
 	}
 	if _, err := orchestrator.New(nc, cfg); err != nil {
 		return nil, usageError{err}
