@@ -52,11 +52,18 @@ type proc struct {
 // its ready line.
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	return startNatstx(t, env, append([]string{"participant"}, args...)...)
+}
+
+// startNatstx starts `natstx args...` with env added, and waits for the line
+// that says it is ready.
+func startNatstx(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	bin, err := buildNatstx()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, append([]string{"participant"}, args...)...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{cmd: cmd, stderr: &lockedWriter{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
@@ -86,10 +93,10 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 	select {
 	case ok := <-ready:
 		if !ok {
-			t.Fatalf("participant %v exited before it was ready: %s", args, p.stderr)
+			t.Fatalf("natstx %v exited before it was ready: %s", args, p.stderr)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("participant %v not ready after 30s: %s", args, p.stderr)
+		t.Fatalf("natstx %v not ready after 30s: %s", args, p.stderr)
 	}
 	return p
 }
@@ -107,18 +114,25 @@ func (p *proc) kill() {
 // waitCrash waits for the process to die of its injected SIGKILL.
 func (p *proc) waitCrash(t *testing.T) {
 	t.Helper()
+	p.waitKilled(t, "crashing after applying")
+}
+
+// waitKilled waits for the process to die of a SIGKILL it gave itself after
+// printing marker on standard error.
+func (p *proc) waitKilled(t *testing.T, marker string) {
+	t.Helper()
 	select {
 	case err := <-p.done:
 		p.done = nil
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-			t.Fatalf("participant ended with %v, want killed by SIGKILL; stderr:\n%s", err, p.stderr)
+			t.Fatalf("process ended with %v, want killed by SIGKILL; stderr:\n%s", err, p.stderr)
 		}
-		if !strings.Contains(p.stderr.String(), "crashing after applying") {
-			t.Fatalf("participant died without its crash line; stderr:\n%s", p.stderr)
+		if !strings.Contains(p.stderr.String(), marker) {
+			t.Fatalf("process died without the line %q; stderr:\n%s", marker, p.stderr)
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("participant did not crash within 60s; stderr:\n%s", p.stderr)
+		t.Fatalf("process did not crash within 60s; stderr:\n%s", p.stderr)
 	}
 }
 
