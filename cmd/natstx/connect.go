@@ -24,14 +24,15 @@ func addNATSFlag(c *cobra.Command, dst *string) {
 }
 
 // connect dials NATS at url as name. A failure says where it tried and what
-// to do.
-func connect(url, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+// to do. A connection that drops retries 5 times, 500ms apart, then closes;
+// opts (nats.MaxReconnects(-1) for a daemon) change that.
+func connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.Timeout(connectTimeout),
 		nats.MaxReconnects(5),
-		nats.ReconnectWait(500*time.Millisecond),
-	)
+		nats.ReconnectWait(500 * time.Millisecond),
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w; start one with 'natstx server' (or 'natstx nats'), or point --nats (or NATSTX_NATS) at a running server", url, err)
 	}

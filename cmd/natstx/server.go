@@ -260,7 +260,14 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 		}()
 		url, where = srv.URL(), "embedded NATS, JetStream in "+srv.DataDir()
 	}
-	nc, err := connect(url, "natstx-server")
+	// A daemon keeps reconnecting while an external server restarts.
+	nc, err := connect(url, "natstx-server", nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected from NATS; reconnecting", zap.String("nats", url), zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", zap.String("nats", nc.ConnectedUrlRedacted()))
+		}))
 	if err != nil {
 		return err
 	}

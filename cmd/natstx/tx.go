@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
@@ -36,11 +37,11 @@ func (tc *txClient) flags(c *cobra.Command, timeout time.Duration, timeoutHelp s
 }
 
 // open connects and returns a client and a function that closes it.
-func (tc *txClient) open(name string) (*orchestrator.Client, func(), error) {
+func (tc *txClient) open(name string, opts ...nats.Option) (*orchestrator.Client, func(), error) {
 	if tc.timeout <= 0 {
 		return nil, nil, usageError{errors.New("--timeout must be positive")}
 	}
-	nc, err := connect(tc.natsURL, name)
+	nc, err := connect(tc.natsURL, name, opts...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -51,6 +52,9 @@ func (tc *txClient) open(name string) (*orchestrator.Client, func(), error) {
 	}
 	return cl, nc.Close, nil
 }
+
+// errLostNATS ends `tx watch` when its connection closes for good.
+var errLostNATS = errors.New("lost the connection to NATS (after 5 reconnect attempts); is the server still running?")
 
 func newTx() *cobra.Command {
 	c := &cobra.Command{
@@ -391,13 +395,15 @@ change is one JSON object per line.`,
 				return usageError{errors.New("--for must not be negative")}
 			}
 			o.timeout = 5 * time.Second
-			cl, done, err := o.open("natstx-tx-watch")
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			ctx, lost := context.WithCancelCause(ctx)
+			defer lost(nil)
+			cl, done, err := o.open("natstx-tx-watch", nats.ClosedHandler(func(*nats.Conn) { lost(errLostNATS) }))
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, stop := signalContext(cmd.Context())
-			defer stop()
 			if forD > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, forD)
@@ -424,6 +430,9 @@ change is one JSON object per line.`,
 				if n++; count > 0 && n >= count {
 					return nil
 				}
+			}
+			if errors.Is(context.Cause(ctx), errLostNATS) {
+				return errLostNATS
 			}
 			return nil
 		},

@@ -179,3 +179,19 @@ func TestClientCommandsFailFastWhenNATSIsUnreachable(t *testing.T) {
 		t.Errorf("NATSTX_NATS: exit %d, stderr %q", code, p.stderr.String())
 	}
 }
+
+func TestTxWatchEndsWhenNATSGoesAway(t *testing.T) {
+	srv, url := startServer(t)
+	watch := startProc(t, nil, "tx", "watch", "--nats", url)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(watch.stderr.String(), "watching transactions") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tx watch did not start; stderr:\n%s", watch.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = srv.cmd.Process.Kill()
+	if code := watch.wait(t, 20*time.Second); code != 1 || !strings.Contains(watch.stderr.String(), "lost the connection to NATS") {
+		t.Fatalf("watch after the server died: exit %d, stderr:\n%s", code, watch.stderr.String())
+	}
+}
