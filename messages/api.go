@@ -123,3 +123,24 @@ type OutcomeResponse struct {
 	Reason  string `json:"reason,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
+
+// AuditQueue is the queue group in which the instances of one participant
+// answer audit requests.
+const AuditQueue = "natstx-audit"
+
+// AuditSubject is where participant answers AuditRequests: what it holds
+// locally about given transactions.
+func AuditSubject(participant string) string { return "natstx.audit." + participant }
+
+// AuditRequest asks a participant for its local state of each transaction.
+type AuditRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// AuditResponse is a participant's local state of each transaction asked
+// about: none, prepared, committed or aborted.
+type AuditResponse struct {
+	Participant string            `json:"participant"`
+	States      map[string]string `json:"states,omitempty"`
+	Error       string            `json:"error,omitempty"`
+}

@@ -173,6 +173,7 @@ type Runtime struct {
 	started bool
 	stopped bool
 	cc      jetstream.ConsumeContext
+	audit   *nats.Subscription
 }
 
 // New returns a Runtime for cfg that uses nc; call Start to begin consuming.
@@ -248,7 +249,13 @@ func (r *Runtime) Start(ctx context.Context) error {
 		<-cc.Closed()
 		return fmt.Errorf("natstx: participant %s: %w", r.cfg.Name, err)
 	}
-	r.cc, r.started = cc, true
+	audit, err := r.serveAudit()
+	if err != nil {
+		cc.Stop()
+		<-cc.Closed()
+		return fmt.Errorf("natstx: participant %s: serving audits: %w", r.cfg.Name, err)
+	}
+	r.cc, r.audit, r.started = cc, audit, true
 	go r.runJanitor()
 	r.log.Info("participant started", zap.Int("concurrency", r.cfg.Concurrency))
 	return nil
@@ -298,6 +305,7 @@ func (r *Runtime) Stop() {
 	if !r.started {
 		return
 	}
+	_ = r.audit.Unsubscribe()
 	r.cc.Drain()
 	<-r.cc.Closed()
 	r.wg.Wait()

@@ -76,6 +76,6 @@ Exit codes:
 	})
 	root.AddCommand(newDemo())
 	root.AddCommand(newServer(), newNATS(), newTx(), newPublish(), newBench())
-	root.AddCommand(newParticipant())
+	root.AddCommand(newParticipant(), newAudit())
 	return root
 }
