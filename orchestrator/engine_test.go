@@ -71,7 +71,7 @@ func (f *fixture) engine(cfg orchestrator.Config) *orchestrator.Engine {
 	return eng
 }
 
-func (f *fixture) participant(name string, h participants.Handler) {
+func (f *fixture) participant(name string, h participants.Handler) *participants.Runtime {
 	f.t.Helper()
 	rt, err := participants.New(f.nc, participants.Config{Name: name, Handler: h})
 	if err != nil {
@@ -81,6 +81,7 @@ func (f *fixture) participant(name string, h participants.Handler) {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(rt.Stop)
+	return rt
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
@@ -125,8 +126,11 @@ func TestAllVoteCommitCommits(t *testing.T) {
 
 func TestOneAbortVoteAbortsEverywhere(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
-	var aborts atomic.Int32
-	f.participant("a", participants.HandlerFuncs{AbortFunc: func(context.Context, participants.Tx) error { aborts.Add(1); return nil }})
+	var prepares, aborts atomic.Int32
+	a := f.participant("a", participants.HandlerFuncs{
+		PrepareFunc: func(context.Context, participants.Tx, []byte) error { prepares.Add(1); return nil },
+		AbortFunc:   func(context.Context, participants.Tx) error { aborts.Add(1); return nil },
+	})
 	f.participant("b", participants.HandlerFuncs{PrepareFunc: func(context.Context, participants.Tx, []byte) error {
 		return errors.New("out of stock")
 	}})
@@ -137,7 +141,12 @@ func TestOneAbortVoteAbortsEverywhere(t *testing.T) {
 	if out.Committed() || !strings.Contains(out.Reason, "b voted abort: out of stock") {
 		t.Fatalf("want abort naming b and its reason; got %s: %s", out.State, out.Reason)
 	}
-	waitFor(t, func() bool { return aborts.Load() == 1 }, "a to receive abort")
+	waitFor(t, func() bool { return a.State(out.ID) == participants.StateAborted }, "a to end aborted")
+	// a handles its prepare and the abort in either order: prepared then
+	// aborted, or the abort first, remembered, and the prepare refused.
+	if p, ab := prepares.Load(), aborts.Load(); p != ab {
+		t.Fatalf("a prepared %d times and aborted %d times", p, ab)
+	}
 }
 
 func TestNoParticipantsIsRejected(t *testing.T) {
