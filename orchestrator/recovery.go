@@ -29,6 +29,10 @@ const (
 	PointPrepareSent FaultPoint = "prepare-sent"
 	// PointVoteReceived: a vote was applied.
 	PointVoteReceived FaultPoint = "vote-received"
+	// PointCommitWriting: every vote is yes and the commit record is about
+	// to be written (called off the event loop, so a hook may block here to
+	// make the write slow).
+	PointCommitWriting FaultPoint = "commit-writing"
 	// PointCommitDurable: the commit decision is durable and no commit has
 	// been sent yet.
 	PointCommitDurable FaultPoint = "commit-durable"
@@ -222,6 +226,9 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 	ch := make(chan result, 1)
 	if r := e.call(req.ID, statusReq{id: req.ID, ch: ch}, ch); r.err == nil {
 		switch {
+		case r.out.Committed() && r.persisting:
+			// Not durable yet: the write may still lose to a recorded abort.
+			return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "commit decided, its record is being written"}
 		case r.out.Committed():
 			return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "this coordinator decided commit"}
 		case r.out.State.Decided():
@@ -240,6 +247,17 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 	}
 	if req.DeadlineMs > 0 && time.Now().Before(time.UnixMilli(req.DeadlineMs)) {
 		return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "undecided and before its deadline"}
+	}
+	// A transaction that committed everywhere has had its record purged; its
+	// status, while retained, still says so (a late question from a
+	// participant that has committed since it asked).
+	if e.status != nil {
+		if en, err := e.status.Get(ctx, req.ID); err == nil {
+			var st messages.TxStatus
+			if json.Unmarshal(en.Value(), &st) == nil && st.State == Committed.String() {
+				return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "committed everywhere"}
+			}
+		}
 	}
 	state, err := e.records.recordAbort(ctx, req.ID)
 	switch {

@@ -239,3 +239,32 @@ func TestStatusAPIAnswersFromAnyInstance(t *testing.T) {
 		t.Fatalf("unknown: %v %s", err, m.Data)
 	}
 }
+
+// TestInDoubtIsPendingWhileTheCommitRecordIsWritten: a commit decision that
+// is not durable yet may still be refused, so a participant asking then is
+// told to wait, not to commit.
+func TestInDoubtIsPendingWhileTheCommitRecordIsWritten(t *testing.T) {
+	release := make(chan struct{})
+	writing := make(chan string, 1)
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: func(p orchestrator.FaultPoint, id string) bool {
+		if p == orchestrator.PointCommitWriting {
+			writing <- id
+			<-release // a slow write
+		}
+		return false
+	}})
+	f.participant("a", yes)
+	ctx := ctxT(t, 10*time.Second)
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-writing
+	if r := f.eng.Resolve(ctx, messages.OutcomeRequest{ID: id, DeadlineMs: time.Now().Add(-time.Second).UnixMilli()}); r.Outcome != messages.OutcomePending {
+		t.Fatalf("while the record is written: %+v", r)
+	}
+	close(release)
+	waitFor(t, func() bool {
+		return f.eng.Resolve(ctx, messages.OutcomeRequest{ID: id}).Outcome == messages.OutcomeCommit
+	}, "commit once the record is durable")
+}

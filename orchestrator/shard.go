@@ -49,7 +49,10 @@ type entry struct {
 type result struct {
 	out              Outcome
 	started, decided time.Time
-	err              error
+	// persisting: the commit decision is being written and is not durable
+	// yet, so it may still be refused.
+	persisting bool
+	err        error
 }
 
 type (
@@ -133,7 +136,7 @@ func (s *shard) handle(v any) {
 		}
 	case statusReq:
 		if en := s.active[v.id]; en != nil {
-			v.ch <- result{out: en.tx.Outcome(), started: en.started, decided: en.decidedAt}
+			v.ch <- result{out: en.tx.Outcome(), started: en.started, decided: en.decidedAt, persisting: en.persisting}
 		} else {
 			v.ch <- s.lookup(v.id)
 		}
@@ -270,6 +273,9 @@ func (s *shard) effects(en *entry, rd txn.Ready) {
 // engine stops: commit cannot be sent before it.
 func (s *shard) persist(rec txn.Record) {
 	defer s.e.wg.Done()
+	if s.e.fault(PointCommitWriting, rec.ID) {
+		return
+	}
 	wait := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

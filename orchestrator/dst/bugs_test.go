@@ -45,10 +45,11 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 	}
 }
 
-// TestEngineResolveBreaksAtomicity pins the protocol bug the simulator found
-// in the engine's resolve (orchestrator/recovery.go): a participant in doubt
-// is answered "commit" from the coordinator's memory as soon as its state
-// machine decided commit, before the commit record is durable. If another
+// TestEarlyCommitAnswerBreaksAtomicity pins the protocol bug the simulator
+// found in the engine's resolve (orchestrator/recovery.go), since fixed: a
+// participant in doubt was answered "commit" from the coordinator's memory as
+// soon as its state machine decided commit, before the commit record was
+// durable. If another
 // coordinator meanwhile records an abort for a participant in doubt (the
 // deadline passed), the create of the commit record is refused and the
 // transaction aborts, while the participants told "commit" have committed.
@@ -60,12 +61,13 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 // after the deadline (1.602s); c3's create was refused (1.686s) and it
 // aborted: p4 and p3 committed, p1, p2 and p6 aborted. Replay with
 //
-//	go test ./orchestrator/dst -run 'TestSimulation$' -v -dst.seed=55 -dst.engine-resolve -dst.trace=dst-55.trace
+//	go test ./orchestrator/dst -run 'TestSimulation$' -v -dst.seed=55 -dst.early-commit-answer -dst.trace=dst-55.trace
 //
-// When the engine answers "pending" until the record is durable (what the
-// simulator does by default), remove Config.EngineResolve and this test.
-func TestEngineResolveBreaksAtomicity(t *testing.T) {
-	r := Run(Config{Seed: 55, Transactions: 200, EngineResolve: true})
+// The engine now answers "pending" until the record is durable, as the
+// simulator does by default; this test keeps the old rule as a planted bug
+// the simulator must go on catching.
+func TestEarlyCommitAnswerBreaksAtomicity(t *testing.T) {
+	r := Run(Config{Seed: 55, Transactions: 200, EarlyCommitAnswer: true})
 	var mixed, early bool
 	for _, v := range r.Violations {
 		mixed = mixed || strings.HasPrefix(v, "tx00010: atomicity: mixed outcome")

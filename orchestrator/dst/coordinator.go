@@ -411,9 +411,9 @@ func (c *coordinator) resolve(req messages.OutcomeRequest) messages.OutcomeRespo
 	if en := c.active[req.ID]; en != nil {
 		out := en.tx.Outcome()
 		switch {
-		case out.Committed() && en.persisting && !s.cfg.EngineResolve:
-			// The engine answers commit here (see Config.EngineResolve): the
-			// decision is not durable yet, and may still be refused.
+		case out.Committed() && en.persisting && !s.cfg.EarlyCommitAnswer:
+			// The decision is not durable yet and may still be refused (the
+			// engine's rule since the fix; Config.EarlyCommitAnswer is the old one).
 			return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "commit decision not durable yet"}
 		case out.Committed():
 			return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "this coordinator decided commit"}

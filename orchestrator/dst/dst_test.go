@@ -19,7 +19,7 @@ var (
 	flagTx    = flag.Int("dst.tx", 200, "transactions per seed")
 	flagTrace = flag.String("dst.trace", "", "with -dst.seed: write the run's trace to this file")
 	flagCoord = flag.Int("dst.coordinators", 0, "coordinator instances per run (0: 1 to 3, from the seed)")
-	flagEng   = flag.Bool("dst.engine-resolve", false, "answer participants in doubt as the engine does today (Config.EngineResolve)")
+	flagEng   = flag.Bool("dst.early-commit-answer", false, "answer participants in doubt as the engine does today (Config.EarlyCommitAnswer)")
 )
 
 // TestSimulation runs a batch of seeds (60 seeds of 200 transactions in CI)
@@ -28,7 +28,7 @@ var (
 func TestSimulation(t *testing.T) {
 	if *flagSeed != 0 {
 		var trace bytes.Buffer
-		r := Run(Config{Seed: *flagSeed, Transactions: *flagTx, Coordinators: *flagCoord, Trace: &trace, EngineResolve: *flagEng})
+		r := Run(Config{Seed: *flagSeed, Transactions: *flagTx, Coordinators: *flagCoord, Trace: &trace, EarlyCommitAnswer: *flagEng})
 		if *flagTrace != "" {
 			if err := os.WriteFile(*flagTrace, trace.Bytes(), 0o644); err != nil {
 				t.Fatal(err)
@@ -86,7 +86,7 @@ func report(t *testing.T, r Result) {
 // runSeeds runs n seeds from first on every CPU; results are in seed order.
 func runSeeds(first uint64, n, tx int) []Result {
 	return runConfigs(n, func(i int) Config {
-		return Config{Seed: first + uint64(i), Transactions: tx, Coordinators: *flagCoord, EngineResolve: *flagEng}
+		return Config{Seed: first + uint64(i), Transactions: tx, Coordinators: *flagCoord, EarlyCommitAnswer: *flagEng}
 	})
 }
 

@@ -32,12 +32,12 @@ type Config struct {
 	// Trace, when set, receives the trace: one line per event.
 	Trace io.Writer
 
-	// EngineResolve answers participants in doubt exactly as the engine's
-	// resolve does today, which answers commit from memory as soon as the
+	// EarlyCommitAnswer answers participants in doubt as the engine's
+	// resolve did before it was fixed: commit from memory as soon as the
 	// state machine decided commit, before the commit record is durable (so
-	// before it can be refused). By default the simulator answers "pending"
-	// until the record is durable; see docs/SIMULATION.md, "Findings".
-	EngineResolve bool
+	// before it can be refused). A known bug the simulator must keep
+	// catching; see docs/SIMULATION.md, "Findings".
+	EarlyCommitAnswer bool
 
 	// bug plants a deliberate protocol bug, for the tests that prove the
 	// checker catches one.
