@@ -500,3 +500,24 @@ func (b *Barrier) Compensate(ctx context.Context, participant, txid, step string
 		return fn(dbtx)
 	})
 }
+
+// Purge deletes participant's two-phase-commit rows of transactions that
+// finished (committed, aborted, or voted abort) with no row newer than
+// before, and returns how many rows it deleted. Rows of transactions still
+// prepared are never deleted, nor saga rows. Safe once before is older than
+// any command that can still arrive: a prepare after its deadline votes
+// abort whatever the barrier holds, and the coordinator stops re-sending a
+// commit or abort once it was acknowledged.
+func (b *Barrier) Purge(ctx context.Context, participant string, before time.Time) (int64, error) {
+	const twoPC = `op IN ('prepare', 'commit', 'abort')`
+	res, err := b.db.ExecContext(ctx, b.q(`DELETE FROM `+b.table+` WHERE participant = ? AND `+twoPC+` AND txid IN (
+	SELECT txid FROM `+b.table+` WHERE participant = ? AND `+twoPC+` GROUP BY txid
+	HAVING MAX(at_ms) < ? AND (
+		SUM(CASE WHEN op IN ('commit', 'abort') THEN 1 ELSE 0 END) > 0 OR
+		SUM(CASE WHEN op = 'prepare' AND result <> ? THEN 1 ELSE 0 END) > 0))`),
+		participant, participant, before.UnixMilli(), string(messages.VoteCommit))
+	if err != nil {
+		return 0, fmt.Errorf("%w: purging finished rows: %w", ErrBarrier, err)
+	}
+	return res.RowsAffected()
+}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL, when NATSTX_TEST_POSTGRES is set
 	"github.com/nats-io/nuid"
@@ -443,4 +444,66 @@ func TestNewBarrierValidates(t *testing.T) {
 	if err := (participants.Config{Name: svc, Handler: h, Barrier: b}).Validate(); !errors.Is(err, participants.ErrInvalidConfig) {
 		t.Errorf("Handler and Barrier both set: %v", err)
 	}
+}
+
+func TestBarrierPurgeKeepsWhatIsStillPrepared(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, db database) {
+		r := newBarrierRig(t, db)
+		r.startRuntime(t)
+		r.expect(r.cmd("done-commit", messages.OpPrepare, 1), messages.VoteCommit, "")
+		r.expect(r.cmd("done-commit", messages.OpCommit, 1), messages.Ack, "")
+		r.expect(r.cmd("done-abort", messages.OpPrepare, 1), messages.VoteCommit, "")
+		r.expect(r.cmd("done-abort", messages.OpAbort, 1), messages.Ack, "")
+		r.expect(r.cmd("tombstone", messages.OpAbort, 1), messages.Ack, "")
+		r.expect(r.cmd("open", messages.OpPrepare, 1), messages.VoteCommit, "")
+		b := r.barrier(t)
+		ctx := context.Background()
+		if n, err := b.Purge(ctx, svc, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+			t.Fatalf("purge of rows older than an hour: %d %v", n, err)
+		}
+		n, err := b.Purge(ctx, svc, time.Now().Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 6 { // 2 + 2 + the tombstone: its abort row and the prepare row it claimed
+			t.Fatalf("purged %d rows, want 6", n)
+		}
+		for _, id := range []string{"done-commit", "done-abort", "tombstone"} {
+			if s, err := b.State(ctx, svc, id); err != nil || s != participants.StateNone {
+				t.Errorf("%s after the purge: %s %v", id, s, err)
+			}
+		}
+		if s, err := b.State(ctx, svc, "open"); err != nil || s != participants.StatePrepared {
+			t.Fatalf("the prepared transaction was purged: %s %v", s, err)
+		}
+		// The prepared one still commits, exactly once.
+		r.expect(r.cmd("open", messages.OpCommit, 1), messages.Ack, "")
+		if n := r.ledger.n(messages.OpCommit, "open"); n != 1 {
+			t.Fatalf("open committed %d times", n)
+		}
+		r.settled()
+	})
+}
+
+func TestRestartedRuntimeKnowsWhatIsInDoubt(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, db database) {
+		r := newBarrierRig(t, db)
+		first := r.startRuntime(t)
+		r.expect(r.cmd("open", messages.OpPrepare, 1), messages.VoteCommit, "")
+		r.expect(r.cmd("closed", messages.OpPrepare, 1), messages.VoteCommit, "")
+		r.expect(r.cmd("closed", messages.OpCommit, 1), messages.Ack, "")
+		if n := first.Stats().InDoubt; n != 1 {
+			t.Fatalf("before the restart: %d in doubt, want 1", n)
+		}
+		first.Stop()
+		second := r.startRuntime(t)
+		if n := second.Stats().InDoubt; n != 1 {
+			t.Fatalf("after the restart: %d in doubt, want 1 (read from the barrier)", n)
+		}
+		r.expect(r.cmd("open", messages.OpAbort, 1), messages.Ack, "")
+		if n := second.Stats().InDoubt; n != 0 {
+			t.Fatalf("after the abort: %d in doubt", n)
+		}
+		r.settled()
+	})
 }

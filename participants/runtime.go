@@ -23,6 +23,8 @@ const (
 	DefaultRetention   = 10 * time.Minute
 	DefaultRetryDelay  = 200 * time.Millisecond
 	DefaultStreamWait  = 30 * time.Second
+	// DefaultBarrierRetention is Config.BarrierRetention when zero.
+	DefaultBarrierRetention = 24 * time.Hour
 )
 
 // Config configures a Runtime. Zero durations and counts take the defaults.
@@ -60,6 +62,10 @@ type Config struct {
 	// StreamWait is how long Start waits for the command stream to exist;
 	// default 30s.
 	StreamWait time.Duration
+	// BarrierRetention is how long a Barrier keeps the rows of finished
+	// transactions before the Runtime purges them; default 24h, the command
+	// stream's default MaxAge. Negative never purges.
+	BarrierRetention time.Duration
 	// InDoubtAfter is how long after voting commit, with neither commit nor
 	// abort arriving, the participant asks the coordinators for the outcome
 	// and applies it (checked every half of it); default 10s, negative never.
@@ -89,6 +95,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.InDoubtAfter == 0 {
 		c.InDoubtAfter = DefaultInDoubtAfter
+	}
+	if c.BarrierRetention == 0 {
+		c.BarrierRetention = DefaultBarrierRetention
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -335,6 +344,23 @@ func (r *Runtime) Stats() Stats {
 // seen, or finished longer than Retention ago).
 func (r *Runtime) State(txid string) State { return r.proc.State(txid) }
 
+// purgeBarrier deletes the barrier rows of transactions finished longer than
+// BarrierRetention ago.
+func (r *Runtime) purgeBarrier(now time.Time) {
+	if r.cfg.Barrier == nil || r.cfg.BarrierRetention < 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.OpTimeout)
+	defer cancel()
+	n, err := r.cfg.Barrier.Purge(ctx, r.cfg.Name, now.Add(-r.cfg.BarrierRetention))
+	switch {
+	case err != nil:
+		r.log.Warn("purging finished barrier rows failed; trying again later", zap.Error(err))
+	case n > 0:
+		r.log.Debug("purged finished barrier rows", zap.Int64("rows", n))
+	}
+}
+
 // runJanitor removes old finished records until Stop.
 func (r *Runtime) runJanitor() {
 	defer close(r.janitor)
@@ -355,6 +381,7 @@ func (r *Runtime) runJanitor() {
 			if n := r.proc.Sweep(now); n > 0 {
 				r.log.Debug("removed finished transaction records", zap.Int("count", n))
 			}
+			r.purgeBarrier(now)
 		case <-doubts:
 			r.resolveInDoubt()
 		}
