@@ -269,6 +269,9 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 			log.Info("reconnected to NATS", zap.String("nats", nc.ConnectedUrlRedacted()))
 		}))
 	if err != nil {
+		if o.natsURL != "" && !cmd.Flags().Changed("nats") && os.Getenv(envPrefix+"NATS") == o.natsURL {
+			return fmt.Errorf("%w (%sNATS is set, so the server uses that NATS instead of embedding one; unset it to run the embedded server)", err, envPrefix)
+		}
 		return err
 	}
 	defer nc.Close()

@@ -173,10 +173,15 @@ func TestClientCommandsFailFastWhenNATSIsUnreachable(t *testing.T) {
 			t.Errorf("natstx %s took %v to report unreachable NATS", strings.Join(args, " "), el)
 		}
 	}
-	// The same, with the URL from the environment.
+	// The same, with the URL from the environment; the server says that the
+	// variable made it look for an external NATS.
 	p := startProc(t, []string{"NATSTX_NATS=" + url}, "tx", "list")
 	if code := p.wait(t, 10*time.Second); code != 1 || !strings.Contains(p.stderr.String(), "cannot reach NATS at "+url) {
 		t.Errorf("NATSTX_NATS: exit %d, stderr %q", code, p.stderr.String())
+	}
+	p = startProc(t, []string{"NATSTX_NATS=" + url}, "server")
+	if code := p.wait(t, 10*time.Second); code != 1 || !strings.Contains(p.stderr.String(), "NATSTX_NATS is set, so the server uses that NATS instead of embedding one") {
+		t.Errorf("server with NATSTX_NATS: exit %d, stderr %q", code, p.stderr.String())
 	}
 }
 
