@@ -50,6 +50,7 @@ type benchOptions struct {
 	jsMsgs           int
 	seed             int64
 	quiesce          time.Duration
+	noStatus         bool
 	noProgress       bool
 	jsonOut          bool
 	logLevel         string
@@ -153,6 +154,7 @@ transaction whose outcome never came; 2 on bad usage.`,
 	f.IntVar(&o.jsMsgs, "jetstream-msgs", 100_000, "messages of the raw JetStream publish measurement")
 	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated participants (0: random)")
 	f.DurationVar(&o.quiesce, "quiesce-timeout", 30*time.Second, "how long to wait for commits and aborts to be acknowledged before checking")
+	f.BoolVar(&o.noStatus, "no-status", false, "the coordinator skips its status bucket writes (three per transaction; tx status/list/watch read them)")
 	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
@@ -248,7 +250,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	defer nc.Close()
 	eng, err := orchestrator.New(nc, orchestrator.Config{
 		PrepareTimeout: o.prepareTimeout, MaxInFlight: max(100_000, o.concurrency, o.maxInFlight),
-		Streams: orchestrator.StreamOptions{Replicas: o.replicas}, Logger: log.Named("coordinator"),
+		Streams: orchestrator.StreamOptions{Replicas: o.replicas}, NoStatus: o.noStatus, Logger: log.Named("coordinator"),
 	})
 	if err != nil {
 		return err
