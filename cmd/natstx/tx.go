@@ -54,7 +54,7 @@ func (tc *txClient) open(name string, opts ...nats.Option) (*orchestrator.Client
 }
 
 // errLostNATS ends `tx watch` when its connection closes for good.
-var errLostNATS = errors.New("lost the connection to NATS (after 5 reconnect attempts); is the server still running?")
+var errLostNATS = errors.New("the watch ended: lost the connection to NATS; is the server still running?")
 
 func newTx() *cobra.Command {
 	c := &cobra.Command{
@@ -431,7 +431,10 @@ change is one JSON object per line.`,
 					return nil
 				}
 			}
-			if errors.Is(context.Cause(ctx), errLostNATS) {
+			// The changes stopped before --count: Ctrl-C or --for (no error),
+			// or the watcher ended by itself because NATS went away, which
+			// may close the channel before the connection reports closed.
+			if ctx.Err() == nil || errors.Is(context.Cause(ctx), errLostNATS) {
 				return errLostNATS
 			}
 			return nil
