@@ -131,7 +131,8 @@ func tourRun(t *testing.T, dir string, env []string, line string, limit time.Dur
 	return stdout.String(), stderr.String(), code
 }
 
-// TestCLITourFromREADME runs the README's five-minute tour as written, on a
+// TestCLITourFromREADME runs the README's five-minute tour as written (and
+// checks each step's output), on a
 // free port instead of 4222: NATSTX_NATS_LISTEN and NATSTX_NATS point the
 // commands at it, with the address in explicit --nats flags rewritten. Two
 // changes keep it deterministic and short: the simulated participant never
@@ -139,8 +140,8 @@ func tourRun(t *testing.T, dir string, env []string, line string, limit time.Dur
 // benches run 2s instead of 10s.
 func TestCLITourFromREADME(t *testing.T) {
 	cmds := tourCommands(t)
-	if len(cmds) < 8 {
-		t.Fatalf("the tour has %d commands, want server, 3 participants, watch, 2 begins, 2 benches: %q", len(cmds), cmds)
+	if len(cmds) < 9 {
+		t.Fatalf("the tour has %d commands, want server, 3 participants, watch, 2 begins, audit, 2 benches: %q", len(cmds), cmds)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -178,6 +179,19 @@ func TestCLITourFromREADME(t *testing.T) {
 			case 2: // out of stock
 				if code != 1 || !aborted.MatchString(stdout) || !strings.Contains(stderr, `out of stock: 1000000 of "widget"`) {
 					t.Fatalf("%s: exit %d\n%s%s", c, code, stdout, stderr)
+				}
+			}
+		case c == "natstx audit":
+			// The abort of the second transaction may still be reaching
+			// payment (in doubt until it has); it is done within seconds.
+			want := "audit: 2 transactions, 1 committed, 1 aborted, 0 in doubt, 0 violations"
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				stdout, stderr, code := tourRun(t, dir, env, c, 60*time.Second)
+				if code == 0 && strings.TrimSpace(stdout) == want {
+					break
+				}
+				if code != 0 || time.Now().After(deadline) {
+					t.Fatalf("%s: exit %d, want %q\n%s%s", c, code, want, stdout, stderr)
 				}
 			}
 		case strings.HasPrefix(c, "natstx bench"):
