@@ -185,3 +185,21 @@ func TestExampleConfigsLoad(t *testing.T) {
 		t.Errorf("cluster nodes need three distinct server names, got %v", names)
 	}
 }
+
+func TestServerDrainTimeoutLeavesInFlightWork(t *testing.T) {
+	p, url := startServer(t, "--drain-timeout", "1s")
+	// No participant "ghost" runs: the transaction stays preparing.
+	wantExit(t, 0, "tx drain-1 preparing", "tx", "begin", "--nats", url, "--id", "drain-1", "-p", "ghost", "--async", "--prepare-timeout", "60s")
+	start := time.Now()
+	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
+	}
+	out := p.out()
+	if !strings.Contains(out, "waiting up to 1s for 1 transactions in flight") ||
+		!strings.Contains(out, "coordinator stopped with 1 transactions in flight; they stay in the stream and buckets") {
+		t.Fatalf("stdout:\n%s", out)
+	}
+	if el := time.Since(start); el < time.Second || el > 15*time.Second {
+		t.Fatalf("shutdown took %v with --drain-timeout 1s", el)
+	}
+}
