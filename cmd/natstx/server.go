@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -313,6 +314,33 @@ drain:
 	return nil
 }
 
+// probeJetStream declares the command stream, retrying every 2s, until
+// JetStream accepts it. In a cluster still electing its JetStream leader a
+// request can vanish unanswered, so short attempts find the leader as soon as
+// it exists, where one long attempt would wait out its whole timeout.
+func probeJetStream(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.Logger) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		err := orchestrator.EnsureStreams(actx, js, orchestrator.StreamOptions{Replicas: o.replicas})
+		acancel()
+		if err == nil {
+			return nil
+		}
+		if first {
+			log.Info("waiting for JetStream to hold the coordinator's stream and buckets", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("starting the coordinator: JetStream was not ready within --start-timeout %v: %w (is JetStream enabled on that server? in a cluster, are enough nodes up for --replicas %d?)", o.startTimeout, err, o.replicas)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // startEngine starts the coordinator once JetStream can hold its stream and
 // buckets: at once on one server; in a cluster that is forming, after the
 // JetStream leader election and once enough nodes are up for --replicas. A
@@ -336,6 +364,9 @@ func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.L
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.startTimeout)
 	defer cancel()
+	if err := probeJetStream(ctx, nc, o, log); err != nil {
+		return nil, err
+	}
 	for first := true; ; first = false {
 		eng, err := orchestrator.New(nc, cfg)
 		if err != nil {
