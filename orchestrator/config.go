@@ -51,6 +51,10 @@ type Config struct {
 	// the engine there as if its process died (it sends, writes and renews
 	// nothing more). For fault-injection tests.
 	FaultHook func(point FaultPoint, txid string) bool
+	// NoAPI keeps the engine off the coordinator API subjects (begin, abort,
+	// status, outcome): for an engine used only in its own process, e.g. a
+	// benchmark, on a NATS shared with coordinators that serve users.
+	NoAPI bool
 	// NoStatus turns off the status bucket writes (three asynchronous puts per
 	// transaction) that Client.Status, List and Watch read.
 	NoStatus bool

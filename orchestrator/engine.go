@@ -75,6 +75,7 @@ type Engine struct {
 	wg       sync.WaitGroup
 	running  atomic.Bool
 	halted   atomic.Bool
+	draining atomic.Bool
 }
 
 // New returns an engine that will use nc. Start must be called before use.
@@ -143,9 +144,11 @@ func (e *Engine) Start(ctx context.Context) error {
 		go s.loop()
 	}
 	e.running.Store(true)
-	if err := e.serveAPI(); err != nil {
-		e.Stop()
-		return err
+	if !e.cfg.NoAPI {
+		if err := e.serveAPI(); err != nil {
+			e.Stop()
+			return err
+		}
 	}
 	e.renewLease()
 	e.wg.Add(1)
@@ -200,6 +203,29 @@ func (e *Engine) Stop() {
 		}
 		e.log.Info("coordinator stopped", zap.String("instance", e.cfg.Instance))
 	})
+}
+
+// Drain stops taking new transactions (Begin returns ErrDraining and this
+// instance leaves the begin API's queue group; it still answers status,
+// abort and in-doubt questions) and waits until none is in flight, or ctx
+// ends. Call Stop after it.
+func (e *Engine) Drain(ctx context.Context) error {
+	if e.draining.Swap(true) {
+		return nil
+	}
+	if len(e.apiSubs) > 0 {
+		_ = e.apiSubs[0].Unsubscribe() // the begin subscription
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for e.inFlight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // Instance is the engine's instance name.
@@ -312,6 +338,9 @@ type begun struct {
 func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, error) {
 	if !e.running.Load() {
 		return begun{}, ErrStopped
+	}
+	if e.draining.Load() {
+		return begun{}, ErrDraining
 	}
 	if req.ID == "" {
 		req.ID = NewID()

@@ -398,3 +398,53 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestDrainRefusesNewWorkAndWaitsForTheRest(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	release := make(chan struct{})
+	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}})
+	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- f.eng.Drain(ctxT(t, 20*time.Second)) }()
+	waitFor(t, func() bool {
+		_, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a")})
+		return errors.Is(err, orchestrator.ErrDraining)
+	}, "Begin to be refused while draining")
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned %v with a transaction in flight", err)
+	default:
+	}
+	close(release)
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	if out, err := f.eng.Status(id); err != nil || out.State != orchestrator.Committed {
+		t.Fatalf("the transaction in flight: %s %v", out.State, err)
+	}
+	// A drained instance no longer takes begin requests from the API.
+	m, err := f.nc.Request(messages.APIBegin, []byte(`{"participants":[{"name":"a"}]}`), 500*time.Millisecond)
+	if err == nil {
+		t.Fatalf("a draining instance answered a begin request: %s", m.Data)
+	}
+}
+
+func TestNoAPIKeepsTheEngineOffTheAPISubjects(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{NoAPI: true})
+	f.participant("a", yes)
+	if out, err := f.eng.Execute(ctxT(t, 10*time.Second), orchestrator.Request{Participants: parts("a")}); err != nil || out.State != orchestrator.Committed {
+		t.Fatalf("Execute: %s %v", out.State, err)
+	}
+	if _, err := f.nc.Request(messages.APIStatus, []byte(`{"id":"x"}`), 500*time.Millisecond); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("want no responders on the API, got %v", err)
+	}
+}

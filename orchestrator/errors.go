@@ -28,6 +28,9 @@ var (
 	// ErrUnknownTx is returned by Wait and Status for an ID this engine neither
 	// runs nor remembers.
 	ErrUnknownTx = errors.New("natstx: unknown transaction")
+	// ErrDraining is returned by Begin and Execute on an engine that is
+	// draining before it stops: begin on another instance.
+	ErrDraining = errors.New("natstx: coordinator is draining; begin the transaction on another instance")
 	// ErrStopped is returned by calls on an engine that is not running.
 	ErrStopped = errors.New("natstx: engine stopped")
 )

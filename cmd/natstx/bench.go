@@ -250,7 +250,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	defer nc.Close()
 	eng, err := orchestrator.New(nc, orchestrator.Config{
 		PrepareTimeout: o.prepareTimeout, MaxInFlight: max(100_000, o.concurrency, o.maxInFlight),
-		Streams: orchestrator.StreamOptions{Replicas: o.replicas}, NoStatus: o.noStatus, Logger: log.Named("coordinator"),
+		Streams: orchestrator.StreamOptions{Replicas: o.replicas}, NoStatus: o.noStatus, NoAPI: true, Logger: log.Named("coordinator"),
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -37,6 +38,24 @@ func connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
 		return nil, fmt.Errorf("cannot reach NATS at %s: %w; start one with 'natstx server' (or 'natstx nats'), or point --nats (or NATSTX_NATS) at a running server", url, err)
 	}
 	return nc, nil
+}
+
+// connectDaemon dials NATS for a long-running process: it keeps trying for
+// up to wait (NATS may be restarting), then, once connected, reconnects for
+// ever.
+func connectDaemon(ctx context.Context, url, name string, wait time.Duration) (*nats.Conn, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		nc, err := connect(url, name, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+		if err == nil || time.Now().After(deadline) {
+			return nc, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // splitHostPort parses HOST:PORT for a listen flag.

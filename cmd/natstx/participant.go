@@ -31,6 +31,7 @@ type participantOptions struct {
 	name        string
 	successRate float64
 	latencyMax  time.Duration
+	connectWait time.Duration
 	concurrency int
 	ackWait     time.Duration
 	logLevel    string
@@ -58,6 +59,7 @@ after the N-th such command is applied, before its reply is sent.`,
 	f := c.PersistentFlags()
 	f.StringVar(&o.nats, "nats", defaultNATS, "URL of the NATS server (or comma-separated cluster URLs)")
 	f.Float64Var(&o.successRate, "success-rate", 1, "probability that one operation succeeds (simulated failures below 1)")
+	f.DurationVar(&o.connectWait, "connect-wait", 30*time.Second, "how long to keep trying to reach NATS at start (it may be restarting); once connected, it reconnects for ever")
 	f.DurationVar(&o.latencyMax, "latency-max", 0, "each command waits a uniform random time up to this before it runs")
 	f.IntVar(&o.concurrency, "concurrency", participants.DefaultConcurrency, "commands handled at once")
 	f.DurationVar(&o.ackWait, "ack-wait", participants.DefaultAckWait, "how long a command handed to a process that died waits before another gets it")
@@ -129,7 +131,7 @@ func runParticipant(ctx context.Context, kind string, o participantOptions) erro
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if o.successRate < 0 || o.successRate > 1 || o.latencyMax < 0 || o.concurrency < 1 || o.ackWait < 100*time.Millisecond {
+	if o.successRate < 0 || o.successRate > 1 || o.latencyMax < 0 || o.connectWait < 0 || o.concurrency < 1 || o.ackWait < 100*time.Millisecond {
 		return usageError{fmt.Errorf("--success-rate must be in [0, 1], --latency-max not negative, --concurrency at least 1, --ack-wait at least 100ms")}
 	}
 	log, err := newLogger(o.logLevel)
@@ -159,7 +161,7 @@ func runParticipant(ctx context.Context, kind string, o participantOptions) erro
 			return err
 		}
 	}
-	nc, err := connect(o.nats, "natstx-participant-"+o.name)
+	nc, err := connectDaemon(ctx, o.nats, "natstx-participant-"+o.name, o.connectWait)
 	if err != nil {
 		return err
 	}

@@ -289,21 +289,17 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(again)
 	n := eng.Stats().InFlight
-	fmt.Fprintf(out, "natstx server: shutting down; waiting up to %v for %d transactions in flight\n", o.drainTimeout, n)
-	deadline := time.NewTimer(o.drainTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-drain:
-	for eng.Stats().InFlight > 0 {
+	fmt.Fprintf(out, "natstx server: shutting down; no new transactions; waiting up to %v for %d in flight\n", o.drainTimeout, n)
+	dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	defer cancel()
+	go func() {
 		select {
-		case <-deadline.C:
-			break drain
 		case <-again:
-			break drain
-		case <-tick.C:
+			cancel()
+		case <-dctx.Done():
 		}
-	}
+	}()
+	_ = eng.Drain(dctx) // a deadline or a second signal cuts it short
 	left := eng.Stats().InFlight
 	eng.Stop()
 	if left > 0 {

@@ -195,7 +195,7 @@ func TestServerDrainTimeoutLeavesInFlightWork(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
 	}
 	out := p.out()
-	if !strings.Contains(out, "waiting up to 1s for 1 transactions in flight") ||
+	if !strings.Contains(out, "waiting up to 1s for 1 in flight") ||
 		!strings.Contains(out, "coordinator stopped with 1 transactions in flight; they stay in the stream and buckets") {
 		t.Fatalf("stdout:\n%s", out)
 	}

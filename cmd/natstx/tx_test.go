@@ -163,6 +163,7 @@ func TestClientCommandsFailFastWhenNATSIsUnreachable(t *testing.T) {
 		{"tx", "abort", "order-1"},
 		{"publish", "--participant", "inventory", "--tx", "order-1", "--op", "commit"},
 		{"bench", "--count", "1"},
+		{"participant", "sim", "--name", "x", "--connect-wait", "1s"},
 	} {
 		start := time.Now()
 		stdout, stderr, code := run(t, 20*time.Second, append(args, "--nats", url)...)
