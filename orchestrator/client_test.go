@@ -7,12 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/embedded"
-	"github.com/natstx/natstx/participants"
 )
 
 func newClient(t *testing.T, f *fixture) *orchestrator.Client {
@@ -53,13 +49,7 @@ func TestClientBeginWaitsForTheOutcomeAndStatusReadsIt(t *testing.T) {
 func TestClientBeginAsyncThenListAndWatch(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	release := make(chan struct{})
-	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil
-	}})
+	f.participant("a", holding(release, nil))
 	t.Cleanup(func() {
 		select {
 		case <-release:
@@ -109,13 +99,7 @@ func TestClientBeginAsyncThenListAndWatch(t *testing.T) {
 func TestClientAbortsAPreparingTransactionOnly(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	release := make(chan struct{})
-	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil
-	}})
+	f.participant("a", holding(release, nil))
 	t.Cleanup(func() { close(release) })
 	f.participant("b", yes)
 	c := newClient(t, f)
@@ -162,17 +146,7 @@ func TestClientErrorsAreClear(t *testing.T) {
 		t.Fatalf("garbage begin: %v %s", err, m.Data)
 	}
 
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	lonely, err := orchestrator.NewClient(nc)
+	lonely, err := orchestrator.NewClient(bareNATS(t))
 	if err != nil {
 		t.Fatal(err)
 	}

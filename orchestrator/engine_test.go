@@ -100,6 +100,36 @@ func parts(names ...string) []orchestrator.Participant {
 
 var yes = participants.HandlerFuncs{}
 
+// holding returns a handler whose Prepare waits until release is closed
+// (or its context ends), then returns err: a participant that is slow to
+// vote.
+func holding(release <-chan struct{}, err error) participants.HandlerFuncs {
+	return participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return err
+	}}
+}
+
+// bareNATS starts an embedded server that no coordinator uses and returns a
+// connection to it.
+func bareNATS(t testing.TB) *nats.Conn {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 func TestAllVoteCommitCommits(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	var commits atomic.Int32
@@ -196,13 +226,7 @@ func TestUnknownParticipantTimesOutAndAborts(t *testing.T) {
 func TestDuplicateTransactionID(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	block := make(chan struct{})
-	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
-		select {
-		case <-block:
-		case <-ctx.Done():
-		}
-		return nil
-	}})
+	f.participant("a", holding(block, nil))
 	id := orchestrator.NewID()
 	if _, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{ID: id, Participants: parts("a")}); err != nil {
 		t.Fatal(err)
@@ -280,13 +304,7 @@ func TestMalformedRepliesAreDroppedAndServiceGoesOn(t *testing.T) {
 func TestForgedVoteFromNonParticipantIsIgnored(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	release := make(chan struct{})
-	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return errors.New("refused")
-	}})
+	f.participant("a", holding(release, errors.New("refused")))
 	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a")})
 	if err != nil {
 		t.Fatal(err)
@@ -306,13 +324,7 @@ func TestForgedVoteFromNonParticipantIsIgnored(t *testing.T) {
 func TestClientCancelWhilePreparingAborts(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	release := make(chan struct{})
-	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return errors.New("released")
-	}})
+	f.participant("a", holding(release, errors.New("released")))
 	t.Cleanup(func() { close(release) })
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
@@ -362,16 +374,7 @@ func TestUnknownTransactionStatus(t *testing.T) {
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := bareNATS(t)
 	for _, c := range []struct {
 		cfg  orchestrator.Config
 		want string
@@ -402,13 +405,7 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 func TestDrainRefusesNewWorkAndWaitsForTheRest(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	release := make(chan struct{})
-	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil
-	}})
+	f.participant("a", holding(release, nil))
 	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a")})
 	if err != nil {
 		t.Fatal(err)
