@@ -23,16 +23,18 @@ import (
 // told otherwise. Its standard error goes to a log file (appended across
 // restarts) whose tail is shown when something goes wrong.
 type child struct {
-	t      *testing.T
-	name   string
-	args   []string
-	env    []string
-	ready  string // a line containing this means it is ready
-	log    string // its standard error, appended across restarts
-	cmd    *exec.Cmd
-	done   chan struct{}
-	paused bool
-	starts int
+	t       *testing.T
+	name    string
+	args    []string
+	env     []string
+	ready   string // a line containing this means it is ready
+	log     string // its standard error, appended across restarts
+	cmd     *exec.Cmd
+	done    chan struct{}
+	readyCh chan struct{}
+	extra   []string // the extra arguments of the last start
+	paused  bool
+	starts  int
 }
 
 // newChild describes a natstx process; start runs it. Cleanup kills it.
@@ -59,6 +61,15 @@ func (c *child) running() bool {
 // start runs the process with extra arguments added to its own, and waits
 // (at most limit) for its ready line.
 func (c *child) start(limit time.Duration, extra ...string) error {
+	if err := c.launch(extra...); err != nil {
+		return err
+	}
+	return c.waitReady(limit)
+}
+
+// launch runs the process with extra arguments added to its own, without
+// waiting for it to be ready.
+func (c *child) launch(extra ...string) error {
 	if c.running() {
 		return fmt.Errorf("%s already runs", c.name)
 	}
@@ -71,7 +82,8 @@ func (c *child) start(limit time.Duration, extra ...string) error {
 		return err
 	}
 	c.starts++
-	fmt.Fprintf(logf, "---- start %d: natstx %s\n", c.starts, strings.Join(append(append([]string{}, c.args...), extra...), " "))
+	c.extra = extra
+	fmt.Fprintf(logf, "---- start %d at %s: natstx %s\n", c.starts, time.Now().Format("15:04:05.000"), strings.Join(append(append([]string{}, c.args...), extra...), " "))
 	cmd := exec.Command(bin, append(append([]string{}, c.args...), extra...)...)
 	cmd.Env = append(os.Environ(), c.env...)
 	cmd.Stderr = logf
@@ -85,9 +97,8 @@ func (c *child) start(limit time.Duration, extra ...string) error {
 		return err
 	}
 	_ = logf.Close() // the child holds its own descriptor
-	c.cmd, c.done, c.paused = cmd, make(chan struct{}), false
-	ready := make(chan struct{})
-	done := c.done
+	c.cmd, c.done, c.readyCh, c.paused = cmd, make(chan struct{}), make(chan struct{}), false
+	ready, done := c.readyCh, c.done
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		seen := false
@@ -100,10 +111,32 @@ func (c *child) start(limit time.Duration, extra ...string) error {
 		_ = cmd.Wait()
 		close(done)
 	}()
+	return nil
+}
+
+// isReady reports whether the running process printed its ready line.
+func (c *child) isReady() bool {
+	if !c.running() {
+		return false
+	}
 	select {
-	case <-ready:
+	case <-c.readyCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitReady waits (at most limit) for the ready line of the process
+// launched last; one that is not ready by then is killed.
+func (c *child) waitReady(limit time.Duration) error {
+	if c.done == nil {
+		return fmt.Errorf("%s was never started", c.name)
+	}
+	select {
+	case <-c.readyCh:
 		return nil
-	case <-done:
+	case <-c.done:
 		return fmt.Errorf("%s exited before it was ready:\n%s", c.name, c.tail())
 	case <-time.After(limit):
 		c.kill()
@@ -196,6 +229,7 @@ type truth struct {
 	Transactions, Committed, Aborted, InDoubt, Violations int
 	Problems                                              []string
 	committed                                             map[string]bool
+	traced                                                map[string]bool // some service has a row for it
 	Conservation                                          []string
 }
 
@@ -206,7 +240,7 @@ type truth struct {
 // service's conservation invariants are checked too; a broken one is a
 // violation.
 func readTruth(ctx context.Context, dbs map[string]string, ids []string) (truth, error) {
-	tr := truth{committed: map[string]bool{}}
+	tr := truth{committed: map[string]bool{}, traced: map[string]bool{}}
 	svcs := map[string]services.Service{}
 	for kind, path := range dbs {
 		svc, err := services.Open(ctx, kind, path)
@@ -235,6 +269,9 @@ func readTruth(ctx context.Context, dbs map[string]string, ids []string) (truth,
 				return tr, err
 			}
 			states[kind] = s
+			if s != services.TxNone {
+				tr.traced[id] = true
+			}
 			switch s {
 			case services.TxApplied:
 				applied++

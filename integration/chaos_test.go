@@ -70,8 +70,7 @@ type chaosRun struct {
 	url          string
 	nats         *child
 	coordinators []*child
-	participants []*child        // inventory-a, inventory-b (one database), payment, shipping
-	busy         map[*child]bool // under a fault now
+	participants []*child // inventory-a, inventory-b (one database), payment, shipping
 	undos        []undo
 	limit        time.Duration   // after this long since start, a process that does not start fails the test
 	died         map[string]bool // coordinators killed or stopped during the run
@@ -118,10 +117,21 @@ func TestChaos(t *testing.T) {
 	workers := int(envInt(t, envChaosWorkers, 8))
 	t.Logf("chaos: seed %d, duration %v, %d workers (replay the schedule: %s=%d)", seed, duration, workers, envChaosSeed, seed)
 
-	dir := t.TempDir()
+	// The processes' logs and data stay on failure, for a post-mortem.
+	dir, err := os.MkdirTemp("", "natstx-chaos-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs and data kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
 	ports := freePorts(t, 1)
 	r := &chaosRun{t: t, rng: rand.New(rand.NewPCG(seed, 0x6e617473)), url: fmt.Sprintf("nats://127.0.0.1:%d", ports[0]),
-		busy: map[*child]bool{}, died: map[string]bool{}, faults: map[string]int{}, start: time.Now(), limit: duration + 2*time.Minute}
+		died: map[string]bool{}, faults: map[string]int{}, start: time.Now()}
 	retention := max(10*time.Minute, duration+10*time.Minute).String()
 
 	r.nats = newChild(t, dir, "nats", "listening", "nats", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", ports[0]),
@@ -130,7 +140,7 @@ func TestChaos(t *testing.T) {
 	for _, name := range []string{"c1", "c2"} {
 		c := newChild(t, dir, name, "ready", "server", "--nats", r.url, "--instance", name,
 			"--lease-ttl", chaosLeaseTTL.String(), "--prepare-timeout", chaosPrepareTimeout.String(),
-			"--retention", retention, "--drain-timeout", "1s", "--log-level", "warn")
+			"--retention", retention, "--drain-timeout", "1s", "--log-level", "info")
 		c.mustStart(30 * time.Second)
 		r.coordinators = append(r.coordinators, c)
 	}
@@ -206,6 +216,7 @@ func TestChaos(t *testing.T) {
 	nextFault := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		r.undoDue(false)
+		r.supervise()
 		if time.Now().After(nextFault) {
 			if len(order) == 0 {
 				order = append(order, chaosFaultKinds...)
@@ -274,6 +285,27 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A transaction counts once it began somewhere: Begin answered, or its
+	// status was written, or a service saw it. The others never reached a
+	// coordinator (none was reachable) and leave no trace anywhere.
+	begun := map[string]bool{}
+	for id, st := range seen.snapshot() {
+		begun[id] = st != "error"
+	}
+	for _, st := range all {
+		begun[st.ID] = true
+	}
+	for id := range tr.traced {
+		begun[id] = true
+	}
+	notBegun := 0
+	for _, id := range ids {
+		if !begun[id] {
+			notBegun++
+		}
+	}
+	tr.Transactions -= notBegun
+	tr.Aborted -= notBegun // they are counted aborted nowhere
 	// What the client was told must agree with the databases.
 	answered := 0
 	for id, st := range seen.snapshot() {
@@ -300,9 +332,9 @@ func TestChaos(t *testing.T) {
 		t.Log(line)
 	}
 	summary := fmt.Sprintf("chaos: seed %d, %v of faults, %v in all: transactions %d, committed %d, aborted %d, in_doubt %d, violations %d; "+
-		"faults injected %d (%s), %d supervisor restarts; %d Begin answers; audit: transactions %d, committed %d, aborted %d, in_doubt %d, violations %d",
+		"faults injected %d (%s), %d supervisor restarts; %d Begin answers, %d begins that reached no coordinator; audit: transactions %d, committed %d, aborted %d, in_doubt %d, violations %d",
 		seed, duration, time.Since(r.start).Round(time.Second), tr.Transactions, tr.Committed, tr.Aborted, tr.InDoubt, tr.Violations,
-		total, strings.Join(fl, " "), r.supervised, answered, audit.Transactions, audit.Committed, audit.Aborted, audit.InDoubt, audit.Violations)
+		total, strings.Join(fl, " "), r.supervised, answered, notBegun, audit.Transactions, audit.Committed, audit.Aborted, audit.InDoubt, audit.Violations)
 	fmt.Println(summary) // in CI output even without -v
 	t.Log(summary)
 	t.Logf("fault phase ended after %v; quiescent after %v", faultEnd.Round(time.Second), quiet.Round(time.Second))
@@ -323,6 +355,14 @@ func TestChaos(t *testing.T) {
 		for id, st := range stale {
 			t.Logf("status not final: %s %s (owner %s, updated %s, %s); the services: committed=%v", id, st.State, st.Owner,
 				st.UpdatedAt.Format("15:04:05.000"), st.Reason, tr.committed[id])
+			for _, c := range r.coordinators {
+				b, _ := os.ReadFile(c.log)
+				for _, line := range strings.Split(string(b), "\n") {
+					if strings.Contains(line, id) {
+						t.Logf("  %s: %s", c.name, line)
+					}
+				}
+			}
 		}
 		for _, p := range tr.Problems {
 			t.Log("problem:", p)
@@ -364,22 +404,33 @@ func (r *chaosRun) note(format string, args ...any) {
 	r.events = append(r.events, fmt.Sprintf("%7.2fs ", time.Since(r.start).Seconds())+fmt.Sprintf(format, args...))
 }
 
-// restart starts c again, as a supervisor would: a process that exits
-// before it is ready (a participant refuses to start while NATS is paused
-// or down) is started again 300ms later, from the fault loop, so that the
-// loop meanwhile ends the fault that keeps it from starting.
+// restart launches c again without waiting for it to be ready (a
+// participant waits for NATS at start, which may be paused or down). A
+// process that exits before it is ready is launched again by supervise.
 func (r *chaosRun) restart(c *child, extra ...string) {
-	err := c.start(60*time.Second, extra...)
-	if err == nil {
-		return
-	}
-	if time.Since(r.start) > r.limit {
+	if err := c.launch(extra...); err != nil {
 		r.t.Fatal(err)
 	}
-	r.supervised++
-	r.note("%s exited before it was ready; starting it again", c.name)
-	r.busy[c] = true
-	r.undos = append(r.undos, undo{at: time.Now().Add(300 * time.Millisecond), c: c, what: "start", extra: extra})
+}
+
+// supervise relaunches, as a supervisor would, every process that is not
+// running although no fault keeps it down, with the arguments it had.
+func (r *chaosRun) supervise() {
+	down := map[*child]bool{}
+	for _, u := range r.undos {
+		down[u.c] = u.what == "start"
+	}
+	for _, c := range r.all() {
+		if !c.running() && !down[c] {
+			r.supervised++
+			r.note("%s is not running; started again", c.name)
+			r.restart(c, c.extra...)
+		}
+	}
+}
+
+func (r *chaosRun) all() []*child {
+	return append(append([]*child{r.nats}, r.coordinators...), r.participants...)
 }
 
 // pauseFor is a pause of 2.5 to 4.5s: beyond the prepare timeout and the
@@ -391,17 +442,20 @@ func (r *chaosRun) pauseFor() time.Duration {
 // undo is the second half of a fault, due at a time: resume a paused
 // process, start a killed one, or restart a slow or flaky one normally.
 type undo struct {
-	at    time.Time
-	c     *child
-	what  string   // "resume", "start", "restore"
-	extra []string // arguments added to a start
+	at   time.Time
+	c    *child
+	what string // "resume", "start", "restore"
 }
 
 // pick draws a process of cs that is not under a fault, or nil.
 func (r *chaosRun) pick(cs []*child) *child {
 	var free []*child
+	busy := map[*child]bool{}
+	for _, u := range r.undos {
+		busy[u.c] = true
+	}
 	for _, c := range cs {
-		if !r.busy[c] {
+		if !busy[c] {
 			free = append(free, c)
 		}
 	}
@@ -428,7 +482,6 @@ func (r *chaosRun) inject(kind string) bool {
 		return false
 	}
 	r.faults[kind]++
-	r.busy[c] = true
 	if strings.HasSuffix(kind, "-coordinator") && kind != "pause-coordinator" {
 		r.died[c.name] = true
 	}
@@ -458,10 +511,9 @@ func (r *chaosRun) inject(kind string) bool {
 		}
 		phase := time.Duration(3000+r.rng.IntN(4000)) * time.Millisecond
 		r.note("%s: %s restarted with %s for %v", kind, c.name, strings.Join(extra, " "), phase)
-		c.stop(10 * time.Second)
+		c.stop(5 * time.Second)
 		r.restart(c, extra...)
 		r.undos = append(r.undos, undo{at: time.Now().Add(phase), c: c, what: "restore"})
-		r.busy[c] = true
 	default:
 		r.t.Fatalf("unknown fault %q", kind)
 	}
@@ -479,40 +531,42 @@ func (r *chaosRun) undoDue(all bool) {
 			r.note("SIGCONT %s", u.c.name)
 			u.c.resume()
 		case "start":
-			r.note("start %s", u.c.name)
-			delete(r.busy, u.c)
-			r.restart(u.c, u.extra...)
-			continue
+			if !u.c.running() {
+				r.note("start %s", u.c.name)
+				r.restart(u.c, u.c.extra...)
+			}
 		case "restore":
 			r.note("%s back to normal", u.c.name)
-			u.c.stop(10 * time.Second)
-			delete(r.busy, u.c)
+			u.c.stop(5 * time.Second)
 			r.restart(u.c)
-			continue
 		}
-		delete(r.busy, u.c)
 	}
 }
 
-// heal ends every fault and starts whatever is not running.
+// heal ends every fault and waits until every process is ready.
 func (r *chaosRun) heal() {
-	all := append(append([]*child{r.nats}, r.coordinators...), r.participants...)
-	for _, c := range all {
+	for _, c := range r.all() {
 		c.resume()
 	}
-	for len(r.undos) > 0 {
-		r.undoDue(true)
-		time.Sleep(300 * time.Millisecond)
-	}
-	for _, c := range all {
-		if !c.running() {
-			r.note("%s was not running; started", c.name)
-			r.restart(c)
+	r.undoDue(true)
+	end := time.Now().Add(2 * time.Minute)
+	for {
+		r.supervise()
+		ready := true
+		for _, c := range r.all() {
+			ready = ready && c.isReady()
 		}
-	}
-	if len(r.undos) > 0 {
-		r.heal()
-		return
+		if ready {
+			break
+		}
+		if time.Now().After(end) {
+			for _, c := range r.all() {
+				if !c.isReady() {
+					r.t.Fatalf("%s not ready 2 minutes after the heal:\n%s", c.name, c.tail())
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	r.note("healed")
 }
