@@ -47,3 +47,14 @@ TX    ?= 200
 sim:
 	$(GO) test ./orchestrator/dst -run 'TestSimulation$$' -count=1 -v -timeout 120m \
 	  -dst.seeds=$(SEEDS) -dst.first=$(FIRST) -dst.tx=$(TX)
+
+# Chaos soak on real processes (integration/chaos_test.go): NATS, two
+# coordinators and four service processes killed, paused, slowed down and
+# made flaky on a seeded schedule for CHAOS_DURATION, then audited. CHAOS_SEED
+# replays a schedule (empty: a new one, printed).
+CHAOS_DURATION ?= 5m
+CHAOS_SEED     ?=
+.PHONY: chaos
+chaos:
+	NATSTX_CHAOS_DURATION=$(CHAOS_DURATION) NATSTX_CHAOS_SEED=$(CHAOS_SEED) \
+	  $(GO) test ./integration -run 'TestChaos$$' -count=1 -v -timeout 180m
