@@ -72,9 +72,8 @@ type chaosRun struct {
 	coordinators []*child
 	participants []*child // inventory-a, inventory-b (one database), payment, shipping
 	undos        []undo
-	limit        time.Duration   // after this long since start, a process that does not start fails the test
 	died         map[string]bool // coordinators killed or stopped during the run
-	supervised   int             // starts repeated because the process exited before it was ready
+	supervised   int             // relaunches of processes that died without a fault keeping them down
 	faults       map[string]int
 	events       []string
 	start        time.Time
