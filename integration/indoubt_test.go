@@ -146,7 +146,10 @@ func TestInDoubtParticipantsLearnAbortAfterTheCoordinatorDiesUndecided(t *testin
 	}, Shards: 1})
 	ids := r.begin(c1, 1)
 	<-halted
-	r.coordinator(orchestrator.Config{Instance: "c2"})
+	// Without the status bucket c2 cannot find c1's undecided transaction
+	// by itself (TestAnotherInstanceAbortsWhatADeadOneLeftUndecided covers
+	// that): the participants' questions are all that resolves it here.
+	r.coordinator(orchestrator.Config{Instance: "c2", NoStatus: true})
 	rep := r.settled(ids)
 	var queries, resolved uint64
 	for _, n := range r.names {

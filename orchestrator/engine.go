@@ -76,6 +76,10 @@ type Engine struct {
 	running  atomic.Bool
 	halted   atomic.Bool
 	draining atomic.Bool
+
+	// lastAlive is the set of live instances at the last orphan sweep; only
+	// the recovery loop touches it.
+	lastAlive map[string]bool
 }
 
 // New returns an engine that will use nc. Start must be called before use.

@@ -91,6 +91,7 @@ func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
 func (e *Engine) recoveryLoop() {
 	defer e.wg.Done()
 	e.recoverCommits()
+	e.sweepOrphans(true)
 	renew := time.NewTicker(e.cfg.LeaseTTL / 3)
 	defer renew.Stop()
 	scan := time.NewTicker(e.cfg.LeaseTTL / 2)
@@ -106,6 +107,7 @@ func (e *Engine) recoveryLoop() {
 		case <-scan.C:
 			if !e.halted.Load() {
 				e.recoverCommits()
+				e.sweepOrphans(false)
 			}
 		}
 	}
@@ -156,6 +158,110 @@ func (e *Engine) recoverCommits() {
 		e.stats.Recovered.Add(1)
 		e.shardOf(rec.ID).post(recoverReq{rec: claimed})
 	}
+}
+
+// sweepOrphans finishes what dead instances left undecided. At start, and
+// whenever an instance's lease has gone since the last look, it reads the
+// status bucket: a transaction still preparing or aborting whose owner is
+// dead gets an abort recorded (a create: if a commit record won, commit
+// recovery drives it instead) and abort sent to every participant; one whose
+// status says committing but whose record is gone has finished, and its
+// status is set to committed.
+func (e *Engine) sweepOrphans(first bool) {
+	if e.status == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*e.cfg.LeaseTTL)
+	defer cancel()
+	alive, err := e.leases.live(ctx)
+	if err != nil {
+		return
+	}
+	died := false
+	for inst := range e.lastAlive {
+		died = died || !alive[inst]
+	}
+	e.lastAlive = alive
+	if !first && !died {
+		return
+	}
+	w, err := e.status.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return
+	}
+	defer func() { _ = w.Stop() }()
+	var orphans []messages.TxStatus
+	for kve := range w.Updates() {
+		if kve == nil { // the end of the current entries
+			break
+		}
+		var st messages.TxStatus
+		if json.Unmarshal(kve.Value(), &st) == nil && !isFinal(st.State) {
+			orphans = append(orphans, st)
+		}
+	}
+	for _, st := range orphans {
+		if alive[st.Owner] && st.Owner != e.cfg.Instance || e.knows(st.ID) {
+			continue
+		}
+		switch st.State {
+		case Preparing.String(), Aborting.String():
+			state, err := e.records.recordAbort(ctx, st.ID)
+			if err != nil || state == recordCommitting {
+				continue
+			}
+			e.log.Info("aborting a transaction its dead coordinator left undecided", zap.String("txid", st.ID), zap.String("previous_owner", st.Owner))
+			e.stats.OrphansAborted.Add(1)
+			e.shardOf(st.ID).post(orphanReq{st: st})
+		case Committing.String():
+			if _, err := e.records.get(ctx, st.ID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				continue // the record is there: commit recovery drives it
+			}
+			// The record is gone: every participant acknowledged.
+			_ = e.markCommitted(ctx, st.ID)
+		}
+	}
+}
+
+// live returns the instances whose lease is live.
+func (l *leases) live(ctx context.Context) (map[string]bool, error) {
+	lister, err := l.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = lister.Stop() }()
+	out := map[string]bool{}
+	for k := range lister.Keys() {
+		out[k] = true
+	}
+	return out, nil
+}
+
+// abortOrphan starts sending abort for a transaction found undecided after
+// its coordinator died, its abort now recorded.
+func (s *shard) abortOrphan(st messages.TxStatus) {
+	if _, ok := s.active[st.ID]; ok {
+		return
+	}
+	if _, ok := s.finished[st.ID]; ok {
+		return
+	}
+	rec := txn.Record{ID: st.ID, State: txn.Aborting}
+	for _, p := range st.Participants {
+		rec.Participants = append(rec.Participants, p.Name)
+	}
+	tx, err := txn.Recover(rec, txn.Spec{
+		PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends,
+	})
+	if err != nil {
+		s.e.log.Error("an orphan transaction cannot be aborted", zap.String("txid", st.ID), zap.Error(err))
+		return
+	}
+	en := &entry{tx: tx, started: st.StartedAt, decidedAt: time.Now(), timers: make(map[txn.TimerKind]*time.Timer, 2)}
+	s.active[st.ID] = en
+	s.e.inFlight.Add(1)
+	s.apply(en, tx.Start())
+	s.e.publishStatus(en)
 }
 
 // knows reports whether this engine runs or remembers transaction id.
@@ -265,6 +371,9 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 		return messages.OutcomeResponse{Error: "recording the abort: " + err.Error()}
 	case state == recordCommitting:
 		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "commit decision recorded"}
+	}
+	if err := e.markAborted(ctx, req.ID, "presumed abort: no commit decision by the deadline"); err != nil {
+		e.log.Debug("status not marked aborted", zap.String("txid", req.ID), zap.Error(err))
 	}
 	return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: "no commit decision by the deadline (presumed abort, now recorded)"}
 }

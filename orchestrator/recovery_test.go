@@ -268,3 +268,37 @@ func TestInDoubtIsPendingWhileTheCommitRecordIsWritten(t *testing.T) {
 		return f.eng.Resolve(ctx, messages.OutcomeRequest{ID: id}).Outcome == messages.OutcomeCommit
 	}, "commit once the record is durable")
 }
+
+// TestAnotherInstanceAbortsWhatADeadOneLeftUndecided: c1 dies while
+// collecting votes; once its lease is gone, c2 finds the transaction
+// preparing in the status bucket, records the abort, sends abort to every
+// participant, and the status ends aborted.
+func TestAnotherInstanceAbortsWhatADeadOneLeftUndecided(t *testing.T) {
+	hook, hit := haltAt(orchestrator.PointVoteReceived)
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
+	a := newCounting()
+	f.participant("a", a)
+	// "ghost" never votes, so c1 is still collecting votes when it dies.
+	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a", "ghost"), Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHit(t, hit)
+	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease, AbortSends: 2, RetryBase: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	waitFor(t, func() bool { _, ab := a.count(id); return ab == 1 }, "a to be told abort by c2")
+	c := newClient(t, f)
+	waitFor(t, func() bool {
+		st, err := c.Status(ctxT(t, 5*time.Second), id)
+		return err == nil && st.State == "aborted" && st.Owner == "c2"
+	}, "the status to end aborted, owned by c2")
+	if c2.Stats().OrphansAborted != 1 {
+		t.Fatalf("OrphansAborted = %d", c2.Stats().OrphansAborted)
+	}
+	if ca, _ := a.count(id); ca != 0 {
+		t.Fatal("a committed")
+	}
+	// Participants in doubt now hear abort from the record.
+	if r := c2.Resolve(ctxT(t, 5*time.Second), messages.OutcomeRequest{ID: id}); r.Outcome != messages.OutcomeAbort {
+		t.Fatalf("in doubt after the orphan abort: %+v", r)
+	}
+}

@@ -80,6 +80,7 @@ type (
 	persistedEvent struct{ id string }
 	refusedEvent   struct{ id string }
 	recoverReq     struct{ rec decisionRecord }
+	orphanReq      struct{ st messages.TxStatus }
 )
 
 // post hands v to the loop; false means the engine stopped. A request that
@@ -119,6 +120,8 @@ func (s *shard) handle(v any) {
 	switch v := v.(type) {
 	case recoverReq:
 		s.recover(v.rec)
+	case orphanReq:
+		s.abortOrphan(v.st)
 	case refusedEvent:
 		if en := s.active[v.id]; en != nil && en.persisting {
 			en.persisting, en.held = false, nil
@@ -153,10 +156,11 @@ func (s *shard) handle(v any) {
 	case timerEvent:
 		if en := s.active[v.id]; en != nil {
 			s.step(en, txn.Event{Kind: txn.EventTimer, Timer: v.tm})
-			if v.tm.Kind == txn.TimerResend && s.active[v.id] == en {
+			if v.tm.Kind == txn.TimerResend && s.active[v.id] == en && !en.persisting {
 				// A slow transaction: refresh its status, so that it shows
-				// whom it still waits for.
-				s.e.publishStatus(en)
+				// whom it still waits for (never over a final state another
+				// instance wrote).
+				s.e.refreshStatus(en)
 			}
 		}
 	case persistedEvent:
@@ -167,6 +171,7 @@ func (s *shard) handle(v any) {
 			if s.e.fault(PointCommitDurable, v.id) {
 				return
 			}
+			s.e.publishStatus(en) // committing, now that it is durable
 			s.effects(en, rd)
 		}
 	}
@@ -302,8 +307,12 @@ func (s *shard) persist(rec txn.Record) {
 
 func (s *shard) decided(en *entry) {
 	en.decidedAt = time.Now()
-	s.e.publishStatus(en)
 	out := en.tx.Outcome()
+	if out.State != Committing {
+		// A commit's status is written once its record is durable: a status
+		// that says committing always means the commit will happen.
+		s.e.publishStatus(en)
+	}
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
 	if out.State == Aborting {
 		if out.TimedOut {

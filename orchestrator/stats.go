@@ -8,6 +8,7 @@ type Stats struct {
 	Resends, PublishErrors, PersistErrors         atomic.Int64
 	MalformedReplies, StrayReplies, Ignored       atomic.Int64
 	Recovered, InDoubtQueries, CommitsRefused     atomic.Int64
+	OrphansAborted                                atomic.Int64
 	InFlight                                      *atomic.Int64
 }
 
@@ -28,6 +29,9 @@ type StatsSnapshot struct {
 	// outcome; CommitsRefused counts commit decisions that lost to a recorded
 	// abort.
 	Recovered, InDoubtQueries, CommitsRefused int64
+	// OrphansAborted counts transactions a dead instance left undecided that
+	// this one aborted.
+	OrphansAborted int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
 }
@@ -39,6 +43,7 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Resends: s.Resends.Load(), PublishErrors: s.PublishErrors.Load(), PersistErrors: s.PersistErrors.Load(),
 		MalformedReplies: s.MalformedReplies.Load(), StrayReplies: s.StrayReplies.Load(), Ignored: s.Ignored.Load(),
 		Recovered: s.Recovered.Load(), InDoubtQueries: s.InDoubtQueries.Load(), CommitsRefused: s.CommitsRefused.Load(),
-		InFlight: s.InFlight.Load(),
+		OrphansAborted: s.OrphansAborted.Load(),
+		InFlight:       s.InFlight.Load(),
 	}
 }

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -75,3 +76,93 @@ func (e *Engine) publishStatus(en *entry) {
 		e.log.Warn("writing a transaction's status failed", zap.String("txid", en.tx.ID()), zap.Error(err))
 	}
 }
+
+// refreshStatus rewrites en's status unless the bucket holds a final state
+// or another owner's: a compare-and-set on the entry's revision, off the
+// event loop. Used for slow transactions only (on each resend), so that an
+// instance that was paused past its lease never writes over the outcome the
+// instance that took over recorded.
+func (e *Engine) refreshStatus(en *entry) {
+	if e.status == nil || e.halted.Load() {
+		return
+	}
+	doc := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, time.Now())
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.updateStatus(ctx, doc.ID, &doc, func(have *messages.TxStatus) bool {
+			if have.Owner != doc.Owner || isFinal(have.State) {
+				return false
+			}
+			*have = doc
+			return true
+		}); err != nil {
+			e.log.Debug("status not refreshed", zap.String("txid", doc.ID), zap.Error(err))
+		}
+	}()
+}
+
+// updateStatus rewrites the status of id by compare-and-set on its
+// revision: change edits the current entry and says whether to write it. An
+// absent entry is created as ifAbsent, or left absent if that is nil.
+func (e *Engine) updateStatus(ctx context.Context, id string, ifAbsent *messages.TxStatus, change func(*messages.TxStatus) bool) error {
+	en, err := e.status.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if ifAbsent == nil {
+			return nil
+		}
+		data, err := json.Marshal(ifAbsent)
+		if err != nil {
+			return err
+		}
+		_, err = e.status.Create(ctx, id, data)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	var st messages.TxStatus
+	if err := json.Unmarshal(en.Value(), &st); err != nil || !change(&st) {
+		return err
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = e.status.Update(ctx, id, data, en.Revision())
+	return err
+}
+
+// markAborted records in the status bucket that transaction id ended
+// aborted, unless its status is already final.
+func (e *Engine) markAborted(ctx context.Context, id, reason string) error {
+	if e.status == nil {
+		return nil
+	}
+	return e.updateStatus(ctx, id, nil, func(st *messages.TxStatus) bool {
+		if isFinal(st.State) {
+			return false
+		}
+		st.State, st.Reason, st.Waiting, st.WaitingSince, st.UpdatedAt = Aborted.String(), reason, nil, time.Time{}, time.Now().UTC()
+		return true
+	})
+}
+
+// markCommitted records in the status bucket that transaction id ended
+// committed, unless its status is already final.
+func (e *Engine) markCommitted(ctx context.Context, id string) error {
+	return e.updateStatus(ctx, id, nil, func(st *messages.TxStatus) bool {
+		if isFinal(st.State) {
+			return false
+		}
+		st.State, st.Waiting, st.WaitingSince, st.UpdatedAt = Committed.String(), nil, time.Time{}, time.Now().UTC()
+		for i := range st.Participants {
+			st.Participants[i].Acked = true
+		}
+		return true
+	})
+}
+
+func isFinal(state string) bool { return state == Committed.String() || state == Aborted.String() }

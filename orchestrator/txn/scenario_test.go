@@ -78,7 +78,7 @@ func (d *driver) reset(tx *Tx, spec Spec, recovered bool) {
 		abortLimit: spec.AbortSends,
 	}
 	if recovered {
-		d.persisted, d.decision = true, Committing
+		d.persisted, d.decision = tx.State() == Committing, tx.State()
 		for _, p := range tx.Outcome().Participants {
 			d.answer(p.Name, messages.OpPrepare)
 		}

@@ -270,25 +270,31 @@ func New(spec Spec) (*Tx, error) {
 	return t, nil
 }
 
-// Recover rebuilds a transaction from its durable record after a coordinator
-// restart: a commit decision is driven to the end again from the first
-// attempt. Start gives its first Ready.
+// Recover rebuilds a transaction after its coordinator died: a commit
+// decision (State Committing) is driven to the end again from the first
+// attempt; an abort (State Aborting: a transaction found undecided, whose
+// abort is now recorded) is sent to every participant. Start gives its first
+// Ready.
 func Recover(rec Record, spec Spec) (*Tx, error) {
 	spec.ID = rec.ID
 	spec.Participants = nil
 	for _, p := range rec.Participants {
 		spec.Participants = append(spec.Participants, Participant{Name: p})
 	}
-	if rec.State != Committing {
+	if rec.State != Committing && rec.State != Aborting {
 		return nil, fmt.Errorf("natstx: recovering %s: a record in state %s has nothing to drive", rec.ID, rec.State)
 	}
 	t, err := New(spec)
 	if err != nil {
 		return nil, err
 	}
-	t.state = Committing
-	for i := range t.parts {
-		t.parts[i].Vote = VoteYes
+	t.state = rec.State
+	if rec.State == Committing {
+		for i := range t.parts {
+			t.parts[i].Vote = VoteYes
+		}
+	} else {
+		t.reason = "presumed abort: its coordinator died before deciding"
 	}
 	return t, nil
 }
@@ -314,9 +320,9 @@ func (t *Tx) Start() Ready {
 			rd.Send = append(rd.Send, t.send(i, messages.OpPrepare))
 		}
 		t.prepare = t.arm(&rd, TimerPrepare, t.spec.PrepareTimeout)
-	case Committing:
+	case Committing, Aborting:
 		for i := range t.parts {
-			rd.Send = append(rd.Send, t.send(i, messages.OpCommit))
+			rd.Send = append(rd.Send, t.send(i, t.phaseOp()))
 		}
 	}
 	t.resendGap = t.spec.RetryBase

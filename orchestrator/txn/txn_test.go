@@ -787,6 +787,24 @@ func TestRecover(t *testing.T) {
 	}
 }
 
+func TestRecoverAnAbort(t *testing.T) {
+	tx, err := Recover(Record{ID: "t", State: Aborting, Participants: names("a", "b")}, testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := tx.Start()
+	if got, want := sendsOf(rd), withOp(messages.OpAbort, "a", "b"); !slices.Equal(got, want) || rd.Persist != nil {
+		t.Fatalf("sends = %v, want %v (Ready %+v)", got, want, rd)
+	}
+	if o := tx.Outcome(); o.State != Aborting || o.Committed() || !strings.Contains(o.Reason, "presumed abort") {
+		t.Fatalf("outcome %+v", o)
+	}
+	tx.Step(Event{Kind: EventAck, Participant: "a", Op: messages.OpAbort})
+	if rd := tx.Step(Event{Kind: EventAck, Participant: "b", Op: messages.OpAbort}); !rd.Done || tx.State() != Aborted {
+		t.Fatalf("after both acks: %+v, state %v", rd, tx.State())
+	}
+}
+
 func TestRecoverRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -795,7 +813,6 @@ func TestRecoverRefuses(t *testing.T) {
 		want error // nil: any error
 	}{
 		{"preparing", Record{ID: "t", State: Preparing, Participants: names("a")}, testSpec(), nil},
-		{"aborting", Record{ID: "t", State: Aborting, Participants: names("a")}, testSpec(), nil},
 		{"committed", Record{ID: "t", State: Committed, Participants: names("a")}, testSpec(), nil},
 		{"aborted", Record{ID: "t", State: Aborted, Participants: names("a")}, testSpec(), nil},
 		{"zero state", Record{ID: "t", Participants: names("a")}, testSpec(), nil},
