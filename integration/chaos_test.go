@@ -573,8 +573,11 @@ func (r *chaosRun) quiesce(js jetstream.JetStream, dbs map[string]string, ids []
 		}
 		if time.Now().After(end) {
 			r.t.Logf("fault schedule:\n%s", strings.Join(r.events, "\n"))
+			r.t.Logf("not quiescent: %s", last)
 			for _, c := range append(append([]*child{r.nats}, r.coordinators...), r.participants...) {
-				r.t.Logf("%s log tail:\n%s", c.name, c.tail())
+				if c != nil { // a cluster run has no single NATS child
+					r.t.Logf("%s log tail:\n%s", c.name, c.tail())
+				}
 			}
 			r.t.Fatalf("not quiescent %v after the heal: %s", limit, last)
 		}

@@ -94,16 +94,14 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 	if limit := int(nc.MaxPayload()) - 4096; limit > 0 && cfg.MaxPayload > limit {
 		return nil, fmt.Errorf("natstx: Config.MaxPayload %d is over what the NATS server accepts (%d bytes, less 4 KiB for headers)", cfg.MaxPayload, nc.MaxPayload())
 	}
+	e := &Engine{cfg: cfg, nc: nc, log: cfg.Logger, reply: messages.ReplySubject(cfg.Instance), stop: make(chan struct{})}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(16384),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-			cfg.Logger.Warn("command not stored; it is re-sent by the retry timer",
-				zap.String("subject", m.Subject), zap.Error(err))
-		}))
+		jetstream.WithPublishAsyncErrHandler(e.onPublishError))
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, nc: nc, js: js, log: cfg.Logger, reply: messages.ReplySubject(cfg.Instance), stop: make(chan struct{})}
+	e.js = js
 	e.stats.InFlight = &e.inFlight
 	for i := 0; i < cfg.Shards; i++ {
 		e.shards = append(e.shards, &shard{

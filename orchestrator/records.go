@@ -21,6 +21,7 @@ const RecordBucket = "natstx_tx"
 // Record states as stored.
 const (
 	recordCommitting = "committing"
+	recordCommitted  = "committed"
 	recordAborted    = "aborted"
 )
 
@@ -41,6 +42,7 @@ var errCommitRefused = errors.New("natstx: an abort is already recorded for this
 // recordStore writes decisions. Under presumed abort the commit decision is
 // the only write the protocol waits for: no record means "not committed".
 type recordStore struct {
+	js        jetstream.JetStream
 	kv        jetstream.KeyValue
 	instance  string
 	retention time.Duration
@@ -59,7 +61,7 @@ func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, i
 	if err != nil {
 		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", RecordBucket, err)
 	}
-	return &recordStore{kv: kv, instance: instance, retention: retention}, nil
+	return &recordStore{js: js, kv: kv, instance: instance, retention: retention}, nil
 }
 
 // decide makes a commit decision durable with a create: a compare-and-set on
@@ -82,7 +84,7 @@ func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 		return fmt.Errorf("natstx: a record for %s exists but cannot be read: %w", rec.ID, gerr)
 	case have.State == recordAborted:
 		return errCommitRefused
-	case have.State == recordCommitting && have.Owner == s.instance:
+	case have.State == recordCommitting && have.Owner == s.instance, have.State == recordCommitted:
 		return nil
 	}
 	return fmt.Errorf("natstx: a different decision for %s is already recorded: %s by %s", rec.ID, have.State, have.Owner)
@@ -90,7 +92,7 @@ func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 
 // recordAbort records an abort for a transaction that has no record, so that
 // no commit can ever be recorded for it; it returns the state now recorded,
-// which is "committing" if a commit decision won the race.
+// which is "committing" or "committed" if a commit decision won the race.
 func (s *recordStore) recordAbort(ctx context.Context, id string) (string, error) {
 	data, err := json.Marshal(decisionRecord{ID: id, State: recordAborted, DecidedAt: time.Now().UTC()})
 	if err != nil {
@@ -155,10 +157,18 @@ func (s *recordStore) commits(ctx context.Context) ([]decisionRecord, error) {
 	}
 }
 
-// finish removes a finished transaction's record; the purge marker itself
-// expires after the retention, so the bucket stays bounded.
+// finish replaces a commit record, once every participant acknowledged, by
+// a "committed" record that expires after the retention (a per-message TTL:
+// the bucket stays bounded). Until then it proves the commit: an abort can
+// never be recorded for the transaction, and a late question about it is
+// answered commit.
 func (s *recordStore) finish(ctx context.Context, id string) error {
-	return s.kv.Purge(ctx, id, jetstream.PurgeTTL(s.retention))
+	data, err := json.Marshal(decisionRecord{ID: id, State: recordCommitted, Owner: s.instance, DecidedAt: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	_, err = s.js.Publish(ctx, "$KV."+RecordBucket+"."+id, data, jetstream.WithMsgTTL(s.retention))
+	return err
 }
 
 func decode(e jetstream.KeyValueEntry) (decisionRecord, error) {

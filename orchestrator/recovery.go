@@ -207,18 +207,23 @@ func (e *Engine) sweepOrphans(first bool) {
 		switch st.State {
 		case Preparing.String(), Aborting.String():
 			state, err := e.records.recordAbort(ctx, st.ID)
-			if err != nil || state == recordCommitting {
+			switch {
+			case err != nil, state == recordCommitting: // commit recovery drives it
+				continue
+			case state == recordCommitted: // finished; its last status writes were lost
+				_ = e.markCommitted(ctx, st.ID)
 				continue
 			}
 			e.log.Info("aborting a transaction its dead coordinator left undecided", zap.String("txid", st.ID), zap.String("previous_owner", st.Owner))
 			e.stats.OrphansAborted.Add(1)
 			e.shardOf(st.ID).post(orphanReq{st: st})
 		case Committing.String():
-			if _, err := e.records.get(ctx, st.ID); !errors.Is(err, jetstream.ErrKeyNotFound) {
-				continue // the record is there: commit recovery drives it
+			// A committing status is written only once the record is
+			// durable; the record says committed once every participant
+			// acknowledged, and is gone after the retention, like the status.
+			if rec, err := e.records.get(ctx, st.ID); err == nil && rec.State == recordCommitted || errors.Is(err, jetstream.ErrKeyNotFound) {
+				_ = e.markCommitted(ctx, st.ID)
 			}
-			// The record is gone: every participant acknowledged.
-			_ = e.markCommitted(ctx, st.ID)
 		}
 	}
 }
@@ -344,7 +349,7 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 	}
 	rec, err := e.records.get(ctx, req.ID)
 	switch {
-	case err == nil && rec.State == recordCommitting:
+	case err == nil && (rec.State == recordCommitting || rec.State == recordCommitted):
 		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "commit decision recorded by " + rec.Owner}
 	case err == nil && rec.State == recordAborted:
 		return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: "abort recorded"}
@@ -369,7 +374,7 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 	switch {
 	case err != nil:
 		return messages.OutcomeResponse{Error: "recording the abort: " + err.Error()}
-	case state == recordCommitting:
+	case state == recordCommitting || state == recordCommitted:
 		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "commit decision recorded"}
 	}
 	if err := e.markAborted(ctx, req.ID, "presumed abort: no commit decision by the deadline"); err != nil {

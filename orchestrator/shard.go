@@ -346,14 +346,7 @@ func (s *shard) done(en *entry) {
 	if out.State == Committed {
 		s.e.stats.Committed.Add(1)
 		s.e.wg.Add(1)
-		go func() {
-			defer s.e.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := s.e.records.finish(ctx, id); err != nil {
-				s.e.log.Warn("removing a finished record failed; it expires with the bucket's retention", zap.String("txid", id), zap.Error(err))
-			}
-		}()
+		go s.finishRecord(id)
 	} else {
 		s.e.stats.Aborted.Add(1)
 	}
@@ -361,6 +354,30 @@ func (s *shard) done(en *entry) {
 	s.e.publishStatus(en)
 	s.notify(en, true)
 	s.remember(out, en.started, en.decidedAt)
+}
+
+// finishRecord marks a finished commit's record committed, retrying while
+// NATS is unavailable (a stream electing a leader) until the engine stops. A
+// record left committing is driven again by recovery after the retention,
+// which only re-sends commits every participant already acknowledged.
+func (s *shard) finishRecord(id string) {
+	defer s.e.wg.Done()
+	wait := 100 * time.Millisecond
+	for !s.e.halted.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.e.records.finish(ctx, id)
+		cancel()
+		if err == nil {
+			return
+		}
+		s.e.log.Warn("marking a finished commit's record failed; retrying", zap.String("txid", id), zap.Error(err))
+		select {
+		case <-s.e.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // remember keeps a finished outcome for Status, Wait and duplicate

@@ -71,6 +71,9 @@ func (e *Engine) publishStatus(en *entry) {
 		return
 	}
 	msg := &nats.Msg{Subject: "$KV." + messages.StatusBucket + "." + en.tx.ID(), Data: data}
+	if en.tx.State().Final() {
+		msg.Header = nats.Header{headerFinalStatus: {"1"}}
+	}
 	if _, err := e.js.PublishMsgAsync(msg); err != nil {
 		e.stats.PublishErrors.Add(1)
 		e.log.Warn("writing a transaction's status failed", zap.String("txid", en.tx.ID()), zap.Error(err))
@@ -166,3 +169,44 @@ func (e *Engine) markCommitted(ctx context.Context, id string) error {
 }
 
 func isFinal(state string) bool { return state == Committed.String() || state == Aborted.String() }
+
+// headerFinalStatus marks the asynchronous write of a final status, the one
+// status write that is retried when it fails: it is a transaction's last, so
+// writing it late cannot put an older state over a newer one.
+const headerFinalStatus = "Natstx-Final-Status"
+
+// onPublishError handles a failed asynchronous publish: a command is re-sent
+// by its transaction's retry timer; a final status is written again until
+// it is stored (or the engine stops); other status writes are superseded by
+// a later one.
+func (e *Engine) onPublishError(_ jetstream.JetStream, m *nats.Msg, err error) {
+	if m.Header.Get(headerFinalStatus) == "" {
+		e.log.Debug("asynchronous publish failed; what it carried is sent again later", zap.String("subject", m.Subject), zap.Error(err))
+		return
+	}
+	e.log.Warn("writing a final status failed; retrying", zap.String("subject", m.Subject), zap.Error(err))
+	select {
+	case <-e.stop:
+		return
+	default:
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		wait := 200 * time.Millisecond
+		for !e.halted.Load() {
+			select {
+			case <-e.stop:
+				return
+			case <-time.After(wait):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := e.js.Publish(ctx, m.Subject, m.Data)
+			cancel()
+			if err == nil {
+				return
+			}
+			wait = min(2*wait, 2*time.Second)
+		}
+	}()
+}
