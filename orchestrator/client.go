@@ -126,7 +126,7 @@ func (c *Client) List(ctx context.Context, states ...string) ([]messages.TxStatu
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
+	defer stopWatch(w)
 	var out []messages.TxStatus
 	for {
 		select {
@@ -161,7 +161,7 @@ func (c *Client) Watch(ctx context.Context) (<-chan messages.TxStatus, error) {
 	ch := make(chan messages.TxStatus, 64)
 	go func() {
 		defer close(ch)
-		defer func() { _ = w.Stop() }()
+		defer stopWatch(w)
 		for {
 			select {
 			case <-ctx.Done():

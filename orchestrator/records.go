@@ -140,7 +140,7 @@ func (s *recordStore) commits(ctx context.Context) ([]decisionRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
+	defer stopWatch(w)
 	var out []decisionRecord
 	for {
 		select {
@@ -178,4 +178,16 @@ func decode(e jetstream.KeyValueEntry) (decisionRecord, error) {
 	}
 	rec.Revision = e.Revision()
 	return rec, nil
+}
+
+// stopWatch stops a key-value watcher and drains what it still delivers: a
+// delivery blocked on the full updates channel would otherwise hold the
+// watcher's lock for ever, and its goroutine would never end. The channel
+// is closed once the subscription is, which ends the drain.
+func stopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	go func() {
+		for range w.Updates() {
+		}
+	}()
 }

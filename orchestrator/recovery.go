@@ -189,7 +189,7 @@ func (e *Engine) sweepOrphans(first bool) {
 	if err != nil {
 		return
 	}
-	defer func() { _ = w.Stop() }()
+	defer stopWatch(w)
 	var orphans []messages.TxStatus
 	for kve := range w.Updates() {
 		if kve == nil { // the end of the current entries
