@@ -268,7 +268,14 @@ func TestClusterNodeLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	phase.Store(3)
+	// At least 4s more load, and until something commits again: how long
+	// the elections after a leader loss take depends on the machine (on a
+	// loaded 2-core CI machine, longer than the phases above), so the wait
+	// for progress is bounded (60s) rather than fixed.
 	time.Sleep(4 * time.Second)
+	for deadline := time.Now().Add(60 * time.Second); committedIn[3].Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+	}
 	stopLoad()
 
 	mu.Lock()

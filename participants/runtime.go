@@ -27,6 +27,13 @@ const (
 	DefaultBarrierRetention = 24 * time.Hour
 )
 
+// How long one pull request waits, and how often the server must show it is
+// alive while it does; two missed heartbeats make the consumer pull again.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
 // Config configures a Runtime. Zero durations and counts take the defaults.
 type Config struct {
 	// Name is the participant's name, as coordinators address it. Runtimes
@@ -247,6 +254,10 @@ func (r *Runtime) Start(ctx context.Context) error {
 	}
 	cc, err := cons.Consume(r.onMessage,
 		jetstream.PullMaxMessages(r.cfg.Concurrency),
+		// Short pulls with frequent heartbeats: a pull lost with a stream
+		// leader that died is noticed in seconds, not the default 30s.
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			r.log.Warn("consuming commands", zap.Error(err))
 		}))
