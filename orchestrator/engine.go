@@ -269,7 +269,8 @@ func (e *Engine) Wait(ctx context.Context, id string) (Outcome, error) {
 }
 
 // Abort asks to abort transaction id; it has an effect only while the
-// transaction is preparing, and reports whether it aborted it.
+// transaction is preparing, and reports whether the transaction is now
+// aborting or aborted (by this call or an earlier decision).
 func (e *Engine) Abort(id, reason string) (bool, error) {
 	ch := make(chan result, 1)
 	r := e.call(id, abortReq{id: id, reason: reason, ch: ch}, ch)
