@@ -73,16 +73,7 @@ func (e *Engine) onBegin(m *nats.Msg) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-e.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		out, err := e.Execute(ctx, r)
+		out, err := e.Execute(e.base, r) // ends when the engine stops
 		if err != nil {
 			e.respond(m, nil, err)
 			return

@@ -72,10 +72,14 @@ type Engine struct {
 
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
-	running  atomic.Bool
-	halted   atomic.Bool
-	draining atomic.Bool
+	// base is the parent of every context the engine's own goroutines use;
+	// Stop cancels it, so that nothing waits on NATS after Stop.
+	base       context.Context
+	cancelBase context.CancelFunc
+	wg         sync.WaitGroup
+	running    atomic.Bool
+	halted     atomic.Bool
+	draining   atomic.Bool
 
 	// lastAlive is the set of live instances at the last orphan sweep; only
 	// the recovery loop touches it.
@@ -95,6 +99,7 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("natstx: Config.MaxPayload %d is over what the NATS server accepts (%d bytes, less 4 KiB for headers)", cfg.MaxPayload, nc.MaxPayload())
 	}
 	e := &Engine{cfg: cfg, nc: nc, log: cfg.Logger, reply: messages.ReplySubject(cfg.Instance), stop: make(chan struct{})}
+	e.base, e.cancelBase = context.WithCancel(context.Background())
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(16384),
 		jetstream.WithPublishAsyncErrHandler(e.onPublishError))
@@ -195,6 +200,7 @@ func (e *Engine) Stop() {
 				_ = sub.Unsubscribe()
 			}
 		}
+		e.cancelBase()
 		close(e.stop)
 		e.wg.Wait()
 		if e.leases != nil && !e.halted.Load() {

@@ -114,7 +114,7 @@ func (e *Engine) recoveryLoop() {
 }
 
 func (e *Engine) renewLease() {
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.LeaseTTL/3)
+	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
 	defer cancel()
 	if _, err := e.leases.kv.Put(ctx, e.cfg.Instance, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		e.log.Warn("renewing the coordinator lease failed", zap.Error(err))
@@ -126,7 +126,7 @@ func (e *Engine) renewLease() {
 // until every participant acknowledged. Claims are compare-and-set on the
 // record's revision, so two instances never both claim one record.
 func (e *Engine) recoverCommits() {
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.LeaseTTL)
+	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
 	recs, err := e.records.commits(ctx)
 	if err != nil {
@@ -171,7 +171,7 @@ func (e *Engine) sweepOrphans(first bool) {
 	if e.status == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*e.cfg.LeaseTTL)
+	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
 	alive, err := e.leases.live(ctx)
 	if err != nil {
@@ -324,7 +324,7 @@ func (e *Engine) onOutcome(m *nats.Msg) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
 		r := e.resolve(ctx, req)
 		e.log.Info("answered a participant in doubt", zap.String("txid", req.ID), zap.String("participant", req.Participant),
@@ -405,7 +405,7 @@ func (e *Engine) onStatus(m *nats.Msg) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
 		if e.status != nil {
 			if en, err := e.status.Get(ctx, req.ID); err == nil {

@@ -283,7 +283,7 @@ func (s *shard) persist(rec txn.Record) {
 	}
 	wait := 50 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
 		err := s.e.records.decide(ctx, rec)
 		cancel()
 		switch {
@@ -293,6 +293,9 @@ func (s *shard) persist(rec txn.Record) {
 		case errors.Is(err, errCommitRefused):
 			s.post(refusedEvent{id: rec.ID})
 			return
+		}
+		if s.e.base.Err() != nil {
+			return // stopping
 		}
 		s.e.stats.PersistErrors.Add(1)
 		s.e.log.Error("persisting the commit decision failed; retrying", zap.String("txid", rec.ID), zap.Error(err))
@@ -364,7 +367,7 @@ func (s *shard) finishRecord(id string) {
 	defer s.e.wg.Done()
 	wait := 100 * time.Millisecond
 	for !s.e.halted.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
 		err := s.e.records.finish(ctx, id)
 		cancel()
 		if err == nil {

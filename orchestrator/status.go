@@ -93,7 +93,7 @@ func (e *Engine) refreshStatus(en *entry) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
 		if err := e.updateStatus(ctx, doc.ID, &doc, func(have *messages.TxStatus) bool {
 			if have.Owner != doc.Owner || isFinal(have.State) {
@@ -200,7 +200,7 @@ func (e *Engine) onPublishError(_ jetstream.JetStream, m *nats.Msg, err error) {
 				return
 			case <-time.After(wait):
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 			_, err := e.js.Publish(ctx, m.Subject, m.Data)
 			cancel()
 			if err == nil {
