@@ -32,15 +32,22 @@ type fixture struct {
 
 func newFixture(t testing.TB, cfg orchestrator.Config) *fixture {
 	t.Helper()
+	f := &fixture{t: t, srv: startNATS(t)}
+	f.nc = f.connect()
+	f.eng = f.engine(cfg)
+	return f
+}
+
+// startNATS starts an embedded server that is stopped at the end of the
+// test.
+func startNATS(t testing.TB) *embedded.Server {
+	t.Helper()
 	srv, err := embedded.Start(embedded.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	f := &fixture{t: t, srv: srv}
-	f.nc = f.connect()
-	f.eng = f.engine(cfg)
-	return f
+	return srv
 }
 
 func (f *fixture) connect() *nats.Conn {
@@ -117,17 +124,7 @@ func holding(release <-chan struct{}, err error) participants.HandlerFuncs {
 // connection to it.
 func bareNATS(t testing.TB) *nats.Conn {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return (&fixture{t: t, srv: startNATS(t)}).connect()
 }
 
 func TestAllVoteCommitCommits(t *testing.T) {
