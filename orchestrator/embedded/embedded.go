@@ -58,9 +58,15 @@ type Server struct {
 	ns      *server.Server
 	dataDir string
 	tempDir bool
+	lock    *dirLock
 }
 
-// Start starts a server and waits until it accepts connections.
+// Start starts a server and waits until it accepts connections. It locks
+// the data directory first (the file LockFile in it, which names the holder)
+// and fails with ErrDataDirInUse, naming the process that holds it, when
+// another server runs on that directory: two JetStream servers on one store
+// would corrupt it and each take the other's coordinators for dead. Stop
+// releases the lock; so does the end of the process, however it ends.
 func Start(cfg Config) (*Server, error) {
 	host := cfg.Host
 	if host == "" {
@@ -73,22 +79,38 @@ func Start(cfg Config) (*Server, error) {
 	case -1:
 		port = server.DEFAULT_PORT
 	}
+	var lock *dirLock
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("embedded nats: creating the data directory: %w", err)
+		}
+		l, err := lockDir(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		lock = l
+	}
 	if port != server.RANDOM_PORT {
 		// nats-server reports a taken port only in its log; find out first.
 		addr := net.JoinHostPort(host, strconv.Itoa(port))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
+			lock.unlock()
 			return nil, fmt.Errorf("embedded nats: cannot listen on %s: %w", addr, err)
 		}
 		_ = l.Close()
 	}
-	s := &Server{dataDir: cfg.DataDir}
+	s := &Server{dataDir: cfg.DataDir, lock: lock}
 	if s.dataDir == "" {
 		dir, err := os.MkdirTemp("", "natstx-nats-")
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats: creating a data directory: %w", err)
 		}
 		s.dataDir, s.tempDir = dir, true
+		if s.lock, err = lockDir(dir); err != nil {
+			s.cleanup()
+			return nil, err
+		}
 	}
 	opts := &server.Options{
 		ServerName: cfg.Name,
@@ -157,6 +179,8 @@ func (s *Server) Stop() {
 }
 
 func (s *Server) cleanup() {
+	s.lock.unlock()
+	s.lock = nil
 	if s.tempDir {
 		_ = os.RemoveAll(s.dataDir)
 		s.tempDir = false

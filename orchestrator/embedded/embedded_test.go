@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"errors"
 	"net"
 	"os"
 	"strconv"
@@ -65,4 +66,25 @@ func TestPortInUseIsAClearError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot listen on 127.0.0.1:"+portText) {
 		t.Fatalf("want a clear error naming the address, got %v", err)
 	}
+}
+
+func TestDataDirInUseIsRefusedNamingTheHolder(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Start(Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(Config{DataDir: dir})
+	if !errors.Is(err, ErrDataDirInUse) {
+		t.Fatalf("a second server on %s: want ErrDataDirInUse, got %v", dir, err)
+	}
+	if want := "locked by process " + strconv.Itoa(os.Getpid()); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("the error must name the directory and the holder (%q): %v", want, err)
+	}
+	a.Stop()
+	b, err := Start(Config{DataDir: dir})
+	if err != nil {
+		t.Fatalf("after the holder stopped, the directory must be free: %v", err)
+	}
+	b.Stop()
 }
