@@ -22,11 +22,54 @@ type usageError struct{ error }
 func main() {
 	root := newRoot()
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "natstx:", err)
+		fmt.Fprintln(os.Stderr, errorLine(err))
 		if isUsageError(err) {
 			os.Exit(2)
 		}
 		os.Exit(1)
+	}
+}
+
+// errorLine is the one line an error is reported with: "natstx: " and the
+// error, whose own "natstx: " prefix (the library's errors carry one) is not
+// repeated.
+func errorLine(err error) string {
+	msg := err.Error()
+	for strings.HasPrefix(msg, "natstx: ") {
+		msg = strings.TrimPrefix(msg, "natstx: ")
+	}
+	// cobra's own "unknown command" error ends with a block of suggestions.
+	if head, sugg, ok := strings.Cut(msg, "\n\nDid you mean this?\n"); ok {
+		msg = head + "; did you mean " + strings.Join(strings.Fields(sugg), " or ") + "?"
+	}
+	return "natstx: " + strings.TrimSpace(msg)
+}
+
+// groupCommand makes c a command that only groups subcommands: run alone it
+// is a usage error naming them, and a mistyped subcommand is reported as an
+// unknown command with suggestions ("tx beginn -p x": did you mean begin?)
+// rather than as an unknown flag of the group.
+func groupCommand(c *cobra.Command) {
+	c.FParseErrWhitelist.UnknownFlags = true
+	c.SuggestionsMinimumDistance = 2
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return usageError{fmt.Errorf("%s (see '%s --help')", msg, cmd.CommandPath())}
+	}
+	c.RunE = func(cmd *cobra.Command, _ []string) error {
+		names := []string{}
+		for _, sc := range cmd.Commands() {
+			if sc.IsAvailableCommand() {
+				names = append(names, sc.Name())
+			}
+		}
+		return usageError{fmt.Errorf("%s needs a subcommand: %s (see '%s --help')", cmd.Name(), strings.Join(names, ", "), cmd.CommandPath())}
 	}
 }
 
@@ -76,6 +119,7 @@ Exit codes:
 	})
 	root.AddCommand(newDemo())
 	root.AddCommand(newServer(), newNATS(), newTx(), newPublish(), newBench())
-	root.AddCommand(newParticipant(), newAudit())
+	root.AddCommand(newParticipant(), newAudit(), newVersion())
+	root.SuggestionsMinimumDistance = 2
 	return root
 }

@@ -67,9 +67,11 @@ after the N-th such command is applied, before its reply is sent.`,
 	for _, kind := range services.Kinds {
 		var db, name string
 		sc := &cobra.Command{
-			Use:   kind,
-			Short: "Run the example " + kind + " service on its SQLite database",
-			Args:  cobra.NoArgs,
+			Use:     kind,
+			Short:   "Run the example " + kind + " service on its SQLite database",
+			Long:    serviceHelp(kind),
+			Example: serviceExample(kind),
+			Args:    cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				o.db, o.name = db, name
 				if o.db == "" {
@@ -85,7 +87,14 @@ after the N-th such command is applied, before its reply is sent.`,
 	simc := &cobra.Command{
 		Use:   "sim",
 		Short: "Run a simulated participant (in-memory record, random failures and latency)",
-		Args:  cobra.NoArgs,
+		Long: `sim runs a simulated participant named --name: it accepts any payload (or
+none), keeps its record in memory, and fails each operation with probability
+1 - --success-rate (a failed prepare votes abort; a failed commit or abort is
+retried), after a random delay up to --latency-max. It forgets everything when
+it stops: use it to try the protocol, not to keep data.`,
+		Example: `  natstx participant sim --name loyalty --success-rate 0.9
+  natstx tx begin -p loyalty='{"points":30}'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.name == "" {
 				return usageError{fmt.Errorf("--name is required")}
@@ -95,7 +104,54 @@ after the N-th such command is applied, before its reply is sent.`,
 	}
 	simc.Flags().StringVar(&o.name, "name", "", "participant name coordinators address")
 	c.AddCommand(simc)
+	groupCommand(c)
 	return c
+}
+
+// serviceHelp is the --help text of an example service: what it does, its
+// prepare payload, the data a new database starts with, and its refusals.
+// The figures come from package services, so the text cannot drift from it.
+func serviceHelp(kind string) string {
+	head := "runs the example " + kind + ` service: a participant that keeps its data and its
+barrier (what it prepared, committed, aborted) in the SQLite file --db,
+created and seeded if missing. A restarted process finishes what it started
+and never applies a command twice.
+
+`
+	switch kind {
+	case "inventory":
+		return kind + " " + head + fmt.Sprintf(`Prepare payload (JSON): {"item": NAME, "qty": N}, N >= 1
+  prepare  reserves qty units of item (refused: "out of stock" when fewer
+           are available, or the item does not exist)
+  commit   sells the reserved units; abort returns them to stock
+Seed data: items %s, %d units each.
+Invariant checked by the demo: available + reserved + sold = total per item.`,
+			strings.Join(services.InventoryItems, ", "), services.InventoryStock)
+	case "payment":
+		return kind + " " + head + fmt.Sprintf(`Prepare payload (JSON): {"account": NAME, "amount": N}, N >= 1
+  prepare  holds amount on the account (refused: "insufficient funds" when
+           its balance is lower, or the account does not exist)
+  commit   moves the held amount to the account %q; abort releases it
+Seed data: accounts %s, with a balance of %d each;
+%q starts at 0 and cannot be charged.
+Invariant checked by the demo: balances + held = the funds seeded.`,
+			services.Merchant, strings.Join(services.PaymentAccounts, ", "), services.PaymentBalance, services.Merchant)
+	case "shipping":
+		return kind + " " + head + fmt.Sprintf(`Prepare payload (JSON): {"slot": NAME}
+  prepare  holds one delivery in the slot (refused: "no free place" when the
+           slot is full, or does not exist)
+  commit   books the held delivery; abort frees it
+Seed data: slots %s, %d deliveries each.
+Invariant checked by the demo: held + booked <= capacity per slot.`,
+			strings.Join(services.ShippingSlots, ", "), services.ShippingCapacity)
+	}
+	return kind + " " + head
+}
+
+// serviceExample is the --help example of an example service: how to run it
+// and a transaction it accepts.
+func serviceExample(kind string) string {
+	return fmt.Sprintf("  natstx participant %s --db %s.db\n  natstx tx begin -p %s='%s'", kind, kind, kind, services.Payload(kind, 0))
 }
 
 // crashAt parses NATSTX_CRASH_AT into an AfterApply hook, or nil when unset.

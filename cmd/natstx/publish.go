@@ -65,7 +65,7 @@ it stored in the last two minutes: to send the same command again, raise
 Exit codes: 0 a reply arrived (whatever it says: vote-commit, vote-abort, ack,
 failed); 1 no reply within --timeout, or NATS/JetStream unreachable; 2 bad
 usage.`,
-		Example: `  natstx publish --participant inventory --tx order-1 --op prepare --payload '{"sku":"A","qty":1}'
+		Example: `  natstx publish --participant inventory --tx order-1 --op prepare --payload '{"item":"widget","qty":1}'
   natstx publish --participant inventory --tx order-1 --op commit
   natstx publish --participant payment --tx order-2 --op abort --json
   natstx publish --participant inventory --tx order-1 --op commit --attempt 2`,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,6 +79,9 @@ func startEmbedded(o embeddedOptions) (*embedded.Server, error) {
 		return nil, fmt.Errorf("creating --data-dir: %w", err)
 	}
 	srv, err := embedded.Start(cfg)
+	if errors.Is(err, embedded.ErrDataDirInUse) {
+		return nil, fmt.Errorf("%w (--data-dir names it)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (pick another port with --nats-listen, or stop what uses it)", err)
 	}
@@ -169,6 +173,11 @@ every client command can then use it. It stops on Ctrl-C (SIGINT) or SIGTERM.`,
 
 func printConfigOf(cmd *cobra.Command) error { return printConfig(cmd, cmd.OutOrStdout()) }
 
+// defaultRetention is how long `natstx server` keeps a finished
+// transaction's outcome and status by default: long enough to inspect it
+// with tx status, tx list and audit hours later.
+const defaultRetention = 2 * time.Hour
+
 type serverOptions struct {
 	embedded       embeddedOptions
 	natsURL        string
@@ -229,7 +238,7 @@ Transactions still running then stay in the stream and buckets.`,
 	f.StringVar(&o.instance, "instance", "", "this coordinator's instance name, unique among coordinators (default: random)")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "how long this instance counts as alive after its last lease renewal; others take over its commits after it")
 	f.DurationVar(&o.prepareTimeout, "prepare-timeout", 5*time.Second, "how long a transaction waits for its votes before it aborts, unless its request says less")
-	f.DurationVar(&o.retention, "retention", time.Minute, "how long a finished transaction's outcome is remembered")
+	f.DurationVar(&o.retention, "retention", defaultRetention, "how long a finished transaction's outcome and status stay readable (tx status, tx list, audit)")
 	f.IntVar(&o.maxInFlight, "max-in-flight", 100_000, "transactions running at once; more are refused")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the command stream and buckets: 1 on one server, 3 on a 3-node cluster")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
@@ -261,9 +270,14 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 		}()
 		url, where = srv.URL(), "embedded NATS, JetStream in "+srv.DataDir()
 	}
-	// A daemon keeps reconnecting while an external server restarts.
+	// A daemon keeps reconnecting while an external server restarts. Its own
+	// stop closes the connection, which is no disconnect to warn about.
+	var stopping atomic.Bool
 	nc, err := connect(url, "natstx-server", nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if stopping.Load() || c.IsClosed() {
+				return
+			}
 			log.Warn("disconnected from NATS; reconnecting", zap.String("nats", url), zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
@@ -301,6 +315,7 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 	}()
 	_ = eng.Drain(dctx) // a deadline or a second signal cuts it short
 	left := eng.Stats().InFlight
+	stopping.Store(true)
 	eng.Stop()
 	if left > 0 {
 		fmt.Fprintf(out, "natstx server: coordinator stopped with %d transactions in flight; they stay in the stream and buckets\n", left)

@@ -68,17 +68,14 @@ transaction's coordinator to abort it while it is still preparing.
 Exit codes: 0 success (for begin: committed, or begun with --async); 1 the
 transaction aborted, is unknown, or NATS or the coordinator cannot be reached;
 2 bad usage.`,
-		Example: `  natstx tx begin -p inventory='{"sku":"A","qty":1}' -p payment='{"amount":10}'
+		Example: `  natstx tx begin -p inventory='{"item":"widget","qty":1}' -p payment='{"account":"alice","amount":10}'
   natstx tx status 4FQ3ZKcJmgxA6pJnS0QhZQ
   natstx tx list --state preparing --state committing
   natstx tx watch --json
   natstx tx abort 4FQ3ZKcJmgxA6pJnS0QhZQ --reason "operator: stuck order"`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError{fmt.Errorf("tx needs a subcommand: begin, status, list, watch or abort (see '%s --help')", cmd.CommandPath())}
-		},
 	}
 	c.AddCommand(newTxBegin(), newTxStatus(), newTxList(), newTxWatch(), newTxAbort())
+	groupCommand(c)
 	return c
 }
 
@@ -116,18 +113,24 @@ a file; NAME alone sends none) or listed in a JSON or YAML --file:
   timeout: 5s             # optional prepare timeout
   participants:
     - name: inventory
-      payload: {sku: A, qty: 1}   # a string is sent as is, anything else as JSON
+      payload: {item: widget, qty: 1}   # a string is sent as is, anything else as JSON
     - name: payment
-      payload: '{"amount": 10}'
+      payload: '{"account": "alice", "amount": 10}'
+
+The payloads are the participants' own business: 'natstx participant
+inventory --help' (and payment, shipping) shows what each example service
+accepts, e.g. {"item":"widget","qty":1}, {"account":"alice","amount":10} and
+{"slot":"mon"}; a simulated participant ('natstx participant sim') accepts
+anything, or none.
 
 It waits for the outcome, up to --timeout, and prints it; with --async it
 prints the transaction as begun and returns at once. Exit code 0 when it
 committed (or began, with --async), 1 when it aborted or no outcome came in
 time (the transaction goes on: see 'natstx tx status ID').`,
-		Example: `  natstx tx begin -p inventory='{"sku":"A","qty":1}' -p payment='{"amount":10}'
+		Example: `  natstx tx begin -p inventory='{"item":"widget","qty":1}' -p payment='{"account":"alice","amount":10}'
   natstx tx begin --file order.yaml --json
-  natstx tx begin --id order-42 -p inventory=@item.json -p shipping --async
-  natstx tx begin -p inventory -p payment --prepare-timeout 2s`,
+  natstx tx begin --id order-42 -p inventory=@item.json -p shipping='{"slot":"mon"}' --async
+  natstx tx begin -p loyalty --prepare-timeout 2s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := o.request()
@@ -416,9 +419,13 @@ change is one JSON object per line.`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "watching transactions on %s; Ctrl-C stops\n", o.natsURL)
 			out := cmd.OutOrStdout()
 			n := 0
+			var seen changeFilter
 			for st := range ch {
 				if only != "" && st.ID != only {
 					continue
+				}
+				if !seen.changed(st) {
+					continue // a re-send or a refresh: nothing a reader sees changed
 				}
 				if o.jsonOut {
 					if err := json.NewEncoder(out).Encode(st); err != nil {
@@ -517,6 +524,32 @@ func printStatus(out io.Writer, st messages.TxStatus, jsonOut bool) error {
 		fmt.Fprintf(tw, "  %s\tvote %s\t%s\tsends %d\t%s\n", p.Name, p.Vote, acked, p.Sends, p.Reason)
 	}
 	return tw.Flush()
+}
+
+// changeFilter lets through the status writes of `tx watch` that change
+// what it prints: the state, a vote, an acknowledgement or the reason. The
+// writes made for each re-send of a command only count sends, and would
+// print the same line again. It remembers the last change of each
+// transaction, for at most maxWatched transactions (then it starts afresh).
+type changeFilter struct{ last map[string]string }
+
+const maxWatched = 100_000
+
+// changed reports whether st differs, as printed, from the last status of
+// its transaction that was let through, and remembers it.
+func (f *changeFilter) changed(st messages.TxStatus) bool {
+	key := st.State + " " + st.Reason
+	for _, p := range st.Participants {
+		key += fmt.Sprintf(" %s=%s/%v/%s", p.Name, p.Vote, p.Acked, p.Reason)
+	}
+	if f.last == nil || len(f.last) >= maxWatched {
+		f.last = make(map[string]string)
+	}
+	if f.last[st.ID] == key {
+		return false
+	}
+	f.last[st.ID] = key
+	return true
 }
 
 // watchLine is one line of `tx watch`.
