@@ -79,6 +79,10 @@ type Command struct {
 	// Payload is the participant's part of the transaction (prepare only),
 	// opaque to natstx.
 	Payload []byte
+	// Sender names the coordinator incarnation that publishes the command.
+	// It only goes into the Nats-Msg-Id header (see MsgID) and is not
+	// decoded.
+	Sender string
 }
 
 // Subject is the subject this command is published on.
@@ -110,6 +114,18 @@ func (c Command) Validate() error {
 	return nil
 }
 
+// MsgID is c's Nats-Msg-Id: MsgID of its fields, then its Sender if any. A
+// coordinator that took a transaction over, or restarted, counts attempts
+// from 1 again; its Sender keeps its sends from being dropped as duplicates
+// of the previous owner's within the stream's duplicate window.
+func (c Command) MsgID() string {
+	id := MsgID(c.TxID, c.Op, c.Participant, c.Attempt)
+	if c.Sender != "" {
+		id += "." + c.Sender
+	}
+	return id
+}
+
 // Header encodes c's fields, all but the payload, as message headers.
 func (c Command) Header() map[string][]string {
 	h := map[string][]string{
@@ -119,7 +135,7 @@ func (c Command) Header() map[string][]string {
 		HeaderParticipant: {c.Participant},
 		HeaderAttempt:     {strconv.Itoa(c.Attempt)},
 		HeaderReplyTo:     {c.ReplyTo},
-		HeaderMsgID:       {MsgID(c.TxID, c.Op, c.Participant, c.Attempt)},
+		HeaderMsgID:       {c.MsgID()},
 	}
 	if !c.Deadline.IsZero() {
 		h[HeaderDeadline] = []string{strconv.FormatInt(c.Deadline.UnixMilli(), 10)}

@@ -45,9 +45,10 @@ func ConsumerName(participant string) string {
 	return "natstx-" + participant
 }
 
-// MsgID is the Nats-Msg-Id of a command: the same command published twice (a
-// publish retried after a lost PubAck) is stored once by the server, while a
-// deliberate re-send carries a new attempt number and is stored again.
+// MsgID is the Nats-Msg-Id of a command sent by no particular sender (see
+// Command.MsgID): the same command published twice (a publish retried after
+// a lost PubAck) is stored once by the server, while a deliberate re-send
+// carries a new attempt number and is stored again.
 func MsgID(txid string, op Op, participant string, attempt int) string {
 	return fmt.Sprintf("%s.%s.%s.%d", txid, op, participant, attempt)
 }

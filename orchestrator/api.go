@@ -70,9 +70,7 @@ func (e *Engine) onBegin(m *nats.Msg) {
 	}
 	// Waiting may take the whole prepare timeout and a commit phase: answer
 	// from a goroutine, so the subscription keeps serving others.
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	e.spawn(func() {
 		out, err := e.Execute(e.base, r) // ends when the engine stops
 		if err != nil {
 			e.respond(m, nil, err)
@@ -80,7 +78,7 @@ func (e *Engine) onBegin(m *nats.Msg) {
 		}
 		st, err := e.statusDoc(out.ID)
 		e.respond(m, &st, err)
-	}()
+	})
 }
 
 func (e *Engine) onAbort(m *nats.Msg) {

@@ -32,11 +32,17 @@ type Config struct {
 	// MaxInFlight bounds the transactions running at once; Begin returns
 	// ErrOverloaded beyond it. Default 100,000.
 	MaxInFlight int
-	// Retention is how long a finished transaction's outcome is remembered for
-	// Status, Wait and duplicate detection. Default 1m.
+	// Retention is how long a finished transaction's outcome is remembered:
+	// its status in the status bucket (for Status, List, Watch and audits),
+	// its committed record, and this engine's memory of it (for Wait).
+	// Default 1h.
 	Retention time.Duration
-	// MaxRemembered bounds the finished outcomes kept; the oldest go first.
-	// Default 200,000.
+	// MaxStatusBytes bounds the size of the status bucket; beyond it the
+	// oldest statuses go first, whatever Retention says. Default 512 MiB
+	// (about a million transactions).
+	MaxStatusBytes int64
+	// MaxRemembered bounds the finished outcomes kept in memory; the oldest go
+	// first. Default 200,000.
 	MaxRemembered int
 	// Shards is the number of event loops transactions are spread over.
 	// Default 4 per CPU.
@@ -74,7 +80,7 @@ func (c *Config) setDefaults() {
 	def(&c.PrepareTimeout, 5*time.Second)
 	def(&c.RetryBase, 500*time.Millisecond)
 	def(&c.RetryMax, 5*time.Second)
-	def(&c.Retention, time.Minute)
+	def(&c.Retention, time.Hour)
 	def(&c.LeaseTTL, 5*time.Second)
 	defInt := func(d *int, v int) {
 		if *d == 0 {
@@ -85,6 +91,9 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxPayload, 256<<10)
 	defInt(&c.MaxInFlight, 100_000)
 	defInt(&c.MaxRemembered, 200_000)
+	if c.MaxStatusBytes == 0 {
+		c.MaxStatusBytes = 512 << 20
+	}
 	defInt(&c.Shards, 4*runtime.GOMAXPROCS(0))
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -105,6 +114,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("natstx: Config.%s is %v; it must be positive", d.name, d.v)
 		}
 	}
+	if c.MaxStatusBytes < 0 {
+		return fmt.Errorf("natstx: Config.MaxStatusBytes is %d; it must be positive", c.MaxStatusBytes)
+	}
 	if c.RetryMax < c.RetryBase {
 		return fmt.Errorf("natstx: Config.RetryMax %v is below Config.RetryBase %v", c.RetryMax, c.RetryBase)
 	}
@@ -118,3 +130,19 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// abortRetention is how long an abort record, and a caller-chosen ID, stays
+// in its bucket: the longer of Retention and the command stream's MaxAge
+// (24h by default). While an abort record lasts no commit can be recorded
+// for its transaction; a coordinator stalled between its last clock reading
+// and its commit write for longer than this, less the prepare timeout and
+// commitWriteGrace, is the one case that bound does not cover
+// (docs/RECOVERY.md).
+func (c *Config) abortRetention() time.Duration {
+	return max(c.Retention, c.Streams.withDefaults().MaxAge)
+}
+
+// commitWriteGrace is how long after a transaction's deadline its owner
+// still tries to write the commit decision (the store being unavailable);
+// after that it records an abort instead, or learns that its commit got in.
+const commitWriteGrace = time.Minute

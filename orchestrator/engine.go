@@ -18,6 +18,48 @@ import (
 	"github.com/natstx/natstx/orchestrator/txn"
 )
 
+// IDBucket holds one key per transaction ID a caller chose, for
+// Config.abortRetention, so that an ID is begun once in the whole cluster.
+const IDBucket = "natstx_ids"
+
+// openIDs declares IDBucket; its entries expire with the bucket's MaxAge.
+func openIDs(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl time.Duration) (jetstream.KeyValue, error) {
+	o = o.withDefaults()
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      IDBucket,
+		Description: "natstx transaction IDs chosen by callers, begun once",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", IDBucket, err)
+	}
+	return kv, nil
+}
+
+// claimID records that transaction id is begun, by a create: ErrDuplicateTx
+// if it was begun before (on any instance, within Config.abortRetention).
+func (e *Engine) claimID(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := e.stores.IDs.Create(ctx, id, []byte(e.cfg.Instance), 0)
+	switch {
+	case errors.Is(err, ErrEntryExists):
+		ch := make(chan result, 1)
+		if r := e.call(id, statusReq{id: id, ch: ch}, ch); r.err == nil && r.out.State.Final() {
+			return fmt.Errorf("%w: %s has already run", ErrDuplicateTx, id)
+		} else if r.err == nil {
+			return fmt.Errorf("%w: %s is in flight", ErrDuplicateTx, id)
+		}
+		return fmt.Errorf("%w: %s was begun before (on this or another instance)", ErrDuplicateTx, id)
+	case err != nil:
+		return fmt.Errorf("natstx: recording transaction ID %s as begun: %w", id, err)
+	}
+	return nil
+}
+
 // Participant is one participant of a transaction and the payload it
 // receives with prepare.
 type Participant = txn.Participant
@@ -55,12 +97,22 @@ func NewID() string { return nuid.Next() }
 // Engine drives transactions over JetStream. Create it with New, then Start
 // it; it is safe for concurrent use.
 type Engine struct {
-	cfg     Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	// The ports (ports.go): JetStream and the wall clock, or simulated ones.
+	stores Stores
+	cmds   Commands
+	drv    Driver
+	// coop: a simulated engine (NewSimulated); its shards run when the
+	// simulator pumps them, and its waits yield to the simulator.
+	coop bool
+	// sender goes into every command's Nats-Msg-Id: this incarnation.
+	sender string
+
 	records *recordStore
 	leases  *leases
-	status  jetstream.KeyValue
+	status  Store // nil with Config.NoStatus
 	log     *zap.Logger
 	reply   string
 	shards  []*shard
@@ -70,8 +122,9 @@ type Engine struct {
 	inFlight atomic.Int64
 	stats    Stats
 
-	stop     chan struct{}
-	stopOnce sync.Once
+	stop      chan struct{}
+	stopOnce  sync.Once
+	closeOnce sync.Once
 	// base is the parent of every context the engine's own goroutines use;
 	// Stop cancels it, so that nothing waits on NATS after Stop.
 	base       context.Context
@@ -81,9 +134,11 @@ type Engine struct {
 	halted     atomic.Bool
 	draining   atomic.Bool
 
-	// lastAlive is the set of live instances at the last orphan sweep; only
-	// the recovery loop touches it.
+	// lastAlive is the set of live instances at the last orphan sweep, and
+	// sweepDue says a sweep found work it could not finish; only the
+	// recovery loop touches them.
 	lastAlive map[string]bool
+	sweepDue  bool
 }
 
 // New returns an engine that will use nc. Start must be called before use.
@@ -98,15 +153,61 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 	if limit := int(nc.MaxPayload()) - 4096; limit > 0 && cfg.MaxPayload > limit {
 		return nil, fmt.Errorf("natstx: Config.MaxPayload %d is over what the NATS server accepts (%d bytes, less 4 KiB for headers)", cfg.MaxPayload, nc.MaxPayload())
 	}
-	e := &Engine{cfg: cfg, nc: nc, log: cfg.Logger, reply: messages.ReplySubject(cfg.Instance), stop: make(chan struct{})}
-	e.base, e.cancelBase = context.WithCancel(context.Background())
+	e := newEngine(cfg)
+	e.nc = nc
+	e.drv = wallClock{wg: &e.wg}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(16384),
+		// A PubAck that never comes (a stream leader lost with the write)
+		// counts as a failure, so that a final status is written again.
+		jetstream.WithPublishAsyncTimeout(publishAckTimeout),
 		jetstream.WithPublishAsyncErrHandler(e.onPublishError))
 	if err != nil {
 		return nil, err
 	}
 	e.js = js
+	e.cmds = jsCommands{js: js}
+	return e, nil
+}
+
+// publishAckTimeout is how long an asynchronous publish waits for its PubAck
+// before it counts as failed.
+const publishAckTimeout = 10 * time.Second
+
+// Ports are what a simulated engine does its I/O and reads its time with.
+type Ports struct {
+	Stores   Stores
+	Commands Commands
+	Driver   Driver
+}
+
+// NewSimulated returns an engine that uses no NATS at all: its buckets,
+// command stream, clock and tasks are p's, for the deterministic simulator
+// (package orchestrator/dst). Its shards are not goroutines: queued work runs
+// when the simulator calls Pump, and its blocking waits yield through
+// p.Driver.Sleep(0, ...). Config.Instance must be set; Requests must carry
+// their ID. Start it from a task of p.Driver.
+func NewSimulated(cfg Config, p Ports) (*Engine, error) {
+	if p.Driver == nil || p.Commands == nil || p.Stores.Records == nil || p.Stores.Leases == nil || p.Stores.IDs == nil {
+		return nil, errors.New("natstx: NewSimulated needs a driver, a command stream and the record, lease and ID stores")
+	}
+	if cfg.Instance == "" {
+		return nil, errors.New("natstx: NewSimulated needs Config.Instance")
+	}
+	cfg.NoAPI = true
+	cfg.NoStatus = p.Stores.Status == nil
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := newEngine(cfg)
+	e.drv, e.cmds, e.stores, e.coop = p.Driver, p.Commands, p.Stores, true
+	return e, nil
+}
+
+func newEngine(cfg Config) *Engine {
+	e := &Engine{cfg: cfg, log: cfg.Logger, reply: messages.ReplySubject(cfg.Instance), stop: make(chan struct{})}
+	e.base, e.cancelBase = context.WithCancel(context.Background())
 	e.stats.InFlight = &e.inFlight
 	for i := 0; i < cfg.Shards; i++ {
 		e.shards = append(e.shards, &shard{
@@ -116,39 +217,84 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 			finished: make(map[string]finishedTx),
 		})
 	}
-	return e, nil
+	return e
 }
 
-// Start declares the stream and bucket, subscribes to the reply subject and
+// Pump runs the queued work of a simulated engine's shards until none is
+// left, and returns how many items it handled. Only for NewSimulated
+// engines.
+func (e *Engine) Pump() int {
+	n := 0
+	for more := true; more; {
+		more = false
+		for _, s := range e.shards {
+			for _, v := range s.take() {
+				s.handle(v)
+				n++
+				more = true
+			}
+		}
+	}
+	return n
+}
+
+// DeliverReply hands the engine a reply as if it arrived on its reply
+// subject. For simulated engines; it does not block.
+func (e *Engine) DeliverReply(r messages.Reply) {
+	if e.halted.Load() {
+		return
+	}
+	e.shardOf(r.TxID).post(replyEvent{r})
+}
+
+// Halt makes the engine behave as a process that died now: it sends,
+// writes and renews nothing more, and its tasks end. For simulated engines
+// (and fault tests); a halted engine is not restarted, a new one is made.
+func (e *Engine) Halt() {
+	e.halted.Store(true)
+	e.running.Store(false)
+	e.cancelBase()
+	e.closeStop()
+}
+
+func (e *Engine) closeStop() { e.closeOnce.Do(func() { close(e.stop) }) }
+
+// now reads the engine's clock.
+func (e *Engine) now() time.Time { return e.drv.Now() }
+
+// spawn runs f as a background task.
+func (e *Engine) spawn(f func()) { e.drv.Go(f) }
+
+// sleep waits d, or until the engine stops; false if it stopped.
+func (e *Engine) sleep(d time.Duration) bool { return e.drv.Sleep(d, e.stop) }
+
+// Start declares the stream and buckets, subscribes to the reply subject and
 // starts the shards.
 func (e *Engine) Start(ctx context.Context) error {
-	if err := EnsureStreams(ctx, e.js, e.cfg.Streams); err != nil {
-		return err
-	}
-	rs, err := openRecords(ctx, e.js, e.cfg.Streams, e.cfg.Instance, e.cfg.Retention)
-	if err != nil {
-		return err
-	}
-	e.records = rs
-	if !e.cfg.NoStatus {
-		if e.status, err = openStatusBucket(ctx, e.js, e.cfg.Streams, e.cfg.Retention); err != nil {
+	if !e.coop {
+		if err := e.openStores(ctx); err != nil {
 			return err
 		}
 	}
-	if e.leases, err = openLeases(ctx, e.js, e.cfg.Streams, e.cfg.LeaseTTL); err != nil {
-		return err
-	}
+	e.status = e.stores.Status
+	e.records = &recordStore{kv: e.stores.Records, instance: e.cfg.Instance, now: e.now,
+		retention: e.cfg.Retention, abortTTL: e.cfg.abortRetention()}
+	e.leases = &leases{kv: e.stores.Leases}
+	e.sender = fmt.Sprintf("%s-%x", e.cfg.Instance, e.now().UnixNano())
 	if err := e.awaitOwnLease(ctx); err != nil {
 		return err
 	}
-	e.sub, err = e.nc.Subscribe(e.reply, e.onReply)
-	if err != nil {
-		return fmt.Errorf("natstx: subscribing to %s: %w", e.reply, err)
-	}
-	_ = e.sub.SetPendingLimits(-1, 256<<20)
-	for _, s := range e.shards {
-		e.wg.Add(1)
-		go s.loop()
+	if !e.coop {
+		var err error
+		e.sub, err = e.nc.Subscribe(e.reply, e.onReply)
+		if err != nil {
+			return fmt.Errorf("natstx: subscribing to %s: %w", e.reply, err)
+		}
+		_ = e.sub.SetPendingLimits(-1, 256<<20)
+		for _, s := range e.shards {
+			e.wg.Add(1)
+			go s.loop()
+		}
 	}
 	e.running.Store(true)
 	if !e.cfg.NoAPI {
@@ -158,9 +304,38 @@ func (e *Engine) Start(ctx context.Context) error {
 		}
 	}
 	e.renewLease()
-	e.wg.Add(1)
-	go e.recoveryLoop()
+	e.spawn(e.recoveryLoop)
 	e.log.Info("coordinator started", zap.String("instance", e.cfg.Instance), zap.String("reply_subject", e.reply), zap.Int("shards", len(e.shards)))
+	return nil
+}
+
+// openStores declares the command stream and the buckets on JetStream.
+func (e *Engine) openStores(ctx context.Context) error {
+	if err := EnsureStreams(ctx, e.js, e.cfg.Streams); err != nil {
+		return err
+	}
+	rs, err := openRecords(ctx, e.js, e.cfg.Streams, e.cfg.Retention)
+	if err != nil {
+		return err
+	}
+	e.stores.Records = newJSStore(e.js, rs, e.stop)
+	ids, err := openIDs(ctx, e.js, e.cfg.Streams, e.cfg.abortRetention())
+	if err != nil {
+		return err
+	}
+	e.stores.IDs = newJSStore(e.js, ids, e.stop)
+	if !e.cfg.NoStatus {
+		st, err := openStatusBucket(ctx, e.js, e.cfg.Streams, e.cfg.Retention, e.cfg.MaxStatusBytes)
+		if err != nil {
+			return err
+		}
+		e.stores.Status = newJSStore(e.js, st, e.stop)
+	}
+	ls, err := openLeases(ctx, e.js, e.cfg.Streams, e.cfg.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	e.stores.Leases = newJSStore(e.js, ls, e.stop)
 	return nil
 }
 
@@ -168,7 +343,7 @@ func (e *Engine) Start(ctx context.Context) error {
 // a crash the old lease runs out within LeaseTTL; a lease that is still
 // renewed means the name is taken.
 func (e *Engine) awaitOwnLease(ctx context.Context) error {
-	deadline := time.Now().Add(e.cfg.LeaseTTL + e.cfg.LeaseTTL/2)
+	deadline := e.now().Add(e.cfg.LeaseTTL + e.cfg.LeaseTTL/2)
 	for {
 		alive, err := e.leases.alive(ctx, e.cfg.Instance)
 		if err != nil {
@@ -177,14 +352,15 @@ func (e *Engine) awaitOwnLease(ctx context.Context) error {
 		if !alive {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if e.now().After(deadline) {
 			return fmt.Errorf("natstx: coordinator instance %q is already running on this NATS (its lease is renewed); give each instance its own name", e.cfg.Instance)
 		}
 		e.log.Info("waiting for the previous lease of this instance to expire", zap.String("instance", e.cfg.Instance))
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-time.After(e.cfg.LeaseTTL / 10):
+		}
+		if !e.sleep(e.cfg.LeaseTTL / 10) {
+			return ErrStopped
 		}
 	}
 }
@@ -201,7 +377,7 @@ func (e *Engine) Stop() {
 			}
 		}
 		e.cancelBase()
-		close(e.stop)
+		e.closeStop()
 		e.wg.Wait()
 		if e.leases != nil && !e.halted.Load() {
 			// Hand over at once: others take over what is still committing.
@@ -224,13 +400,12 @@ func (e *Engine) Drain(ctx context.Context) error {
 	if len(e.apiSubs) > 0 {
 		_ = e.apiSubs[0].Unsubscribe() // the begin subscription
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
 	for e.inFlight.Load() > 0 {
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-tick.C:
+		}
+		if !e.sleep(20 * time.Millisecond) {
+			return ErrStopped
 		}
 	}
 	return nil
@@ -299,7 +474,7 @@ func (e *Engine) Status(id string) (Outcome, error) {
 func (e *Engine) statusDoc(id string) (messages.TxStatus, error) {
 	ch := make(chan result, 1)
 	r := e.call(id, statusReq{id: id, ch: ch}, ch)
-	return statusOf(r.out, e.cfg.Instance, r.started, r.decided, time.Now()), r.err
+	return statusOf(r.out, e.cfg.Instance, r.started, r.decided, e.now()), r.err
 }
 
 // call hands req to id's shard and waits for its answer on ch, or for the
@@ -307,6 +482,22 @@ func (e *Engine) statusDoc(id string) (messages.TxStatus, error) {
 func (e *Engine) call(id string, req any, ch chan result) result {
 	if !e.shardOf(id).post(req) {
 		return result{out: Outcome{ID: id}, err: ErrStopped}
+	}
+	return e.recv(id, ch)
+}
+
+// recv waits for a shard's answer on ch, or for the engine to stop. A
+// simulated engine yields to the simulator, which runs the shards.
+func (e *Engine) recv(id string, ch chan result) result {
+	for e.coop {
+		select {
+		case r := <-ch:
+			return r
+		default:
+		}
+		if !e.sleep(0) {
+			return result{out: Outcome{ID: id}, err: ErrStopped}
+		}
 	}
 	select {
 	case r := <-ch:
@@ -317,6 +508,16 @@ func (e *Engine) call(id string, req any, ch chan result) result {
 }
 
 func (e *Engine) await(ctx context.Context, id string, w chan result, abortOnCancel bool) (Outcome, error) {
+	for e.coop && ctx.Err() == nil {
+		select {
+		case r := <-w:
+			return r.out, r.err
+		default:
+		}
+		if !e.sleep(0) {
+			return Outcome{ID: id}, ErrStopped
+		}
+	}
 	select {
 	case r := <-w:
 		return r.out, r.err
@@ -351,14 +552,15 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 	if e.draining.Load() {
 		return begun{}, ErrDraining
 	}
-	if req.ID == "" {
+	callerID := req.ID != ""
+	if !callerID {
 		req.ID = NewID()
 	}
 	timeout := req.Timeout
 	if timeout <= 0 {
 		timeout = e.cfg.PrepareTimeout
 	}
-	now := time.Now()
+	now := e.now()
 	if dl, ok := ctx.Deadline(); ok {
 		left := dl.Sub(now)
 		if left <= 0 || ctx.Err() != nil {
@@ -382,6 +584,14 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 		e.inFlight.Add(-1)
 		e.stats.Rejected.Add(1)
 		return begun{}, fmt.Errorf("%w: the limit is %d", ErrOverloaded, e.cfg.MaxInFlight)
+	}
+	if callerID {
+		// An ID the caller chose may be begun again, on any instance: claim it
+		// in the whole cluster first. IDs the engine makes are unique.
+		if err := e.claimID(ctx, req.ID); err != nil {
+			e.inFlight.Add(-1)
+			return begun{}, err
+		}
 	}
 	b := begun{id: req.ID}
 	r := beginReq{en: &entry{tx: tx, deadline: now.Add(timeout), started: now}, ch: make(chan result, 1)}
@@ -434,8 +644,8 @@ func (e *Engine) publish(id string, deadline time.Time, s txn.Send) {
 	if s.Attempt > 1 {
 		e.stats.Resends.Add(1)
 	}
-	msg := &nats.Msg{Subject: cmd.Subject(), Header: nats.Header(cmd.Header()), Data: cmd.Payload}
-	if _, err := e.js.PublishMsgAsync(msg); err != nil {
+	cmd.Sender = e.sender
+	if err := e.cmds.Publish(cmd); err != nil {
 		e.stats.PublishErrors.Add(1)
 		e.log.Warn("publishing a command failed; the retry timer re-sends it", zap.String("txid", id),
 			zap.String("participant", s.Participant), zap.String("op", string(s.Op)), zap.Error(err))

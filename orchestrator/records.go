@@ -42,13 +42,19 @@ var errCommitRefused = errors.New("natstx: an abort is already recorded for this
 // recordStore writes decisions. Under presumed abort the commit decision is
 // the only write the protocol waits for: no record means "not committed".
 type recordStore struct {
-	js        jetstream.JetStream
-	kv        jetstream.KeyValue
-	instance  string
-	retention time.Duration
+	kv       Store
+	instance string
+	now      func() time.Time
+	// retention is how long a committed record stays once every participant
+	// acknowledged; abortTTL how long an abort record stays (see
+	// abortRetention).
+	retention, abortTTL time.Duration
 }
 
-func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, instance string, retention time.Duration) (*recordStore, error) {
+// openRecords declares the record bucket. Its LimitMarkerTTL makes a key
+// whose entry expired leave a delete marker for a while, so that watchers
+// see the expiry.
+func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, retention time.Duration) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:         RecordBucket,
@@ -61,21 +67,23 @@ func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, i
 	if err != nil {
 		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", RecordBucket, err)
 	}
-	return &recordStore{js: js, kv: kv, instance: instance, retention: retention}, nil
+	return kv, nil
 }
 
 // decide makes a commit decision durable with a create: a compare-and-set on
-// "no record yet". A record this instance already wrote (a write whose answer
-// was lost) counts as success; a recorded abort gives errCommitRefused.
+// "no record yet". A commit record already there (this instance's write
+// whose answer was lost, or the same decision claimed since by another
+// instance that took over) counts as success; a recorded abort gives
+// errCommitRefused.
 func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 	data, err := json.Marshal(decisionRecord{
-		ID: rec.ID, State: recordCommitting, Participants: rec.Participants, Owner: s.instance, DecidedAt: time.Now().UTC(),
+		ID: rec.ID, State: recordCommitting, Participants: rec.Participants, Owner: s.instance, DecidedAt: s.now().UTC(),
 	})
 	if err != nil {
 		return err
 	}
-	_, err = s.kv.Create(ctx, rec.ID, data)
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	_, err = s.kv.Create(ctx, rec.ID, data, 0)
+	if !errors.Is(err, ErrEntryExists) {
 		return err
 	}
 	have, gerr := s.get(ctx, rec.ID)
@@ -84,25 +92,28 @@ func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 		return fmt.Errorf("natstx: a record for %s exists but cannot be read: %w", rec.ID, gerr)
 	case have.State == recordAborted:
 		return errCommitRefused
-	case have.State == recordCommitting && have.Owner == s.instance, have.State == recordCommitted:
+	case have.State == recordCommitting, have.State == recordCommitted:
+		// Only a commit decision for this very transaction creates a commit
+		// record; whoever owns it now drives it to the end.
 		return nil
 	}
-	return fmt.Errorf("natstx: a different decision for %s is already recorded: %s by %s", rec.ID, have.State, have.Owner)
+	return fmt.Errorf("natstx: record %s holds an unknown state %q", rec.ID, have.State)
 }
 
 // recordAbort records an abort for a transaction that has no record, so that
-// no commit can ever be recorded for it; it returns the state now recorded,
-// which is "committing" or "committed" if a commit decision won the race.
+// no commit can ever be recorded for it while the abort record lasts
+// (abortTTL); it returns the state now recorded, which is "committing" or
+// "committed" if a commit decision won the race.
 func (s *recordStore) recordAbort(ctx context.Context, id string) (string, error) {
-	data, err := json.Marshal(decisionRecord{ID: id, State: recordAborted, DecidedAt: time.Now().UTC()})
+	data, err := json.Marshal(decisionRecord{ID: id, State: recordAborted, Owner: s.instance, DecidedAt: s.now().UTC()})
 	if err != nil {
 		return "", err
 	}
-	_, err = s.kv.Create(ctx, id, data, jetstream.KeyTTL(s.retention))
+	_, err = s.kv.Create(ctx, id, data, s.abortTTL)
 	if err == nil {
 		return recordAborted, nil
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	if !errors.Is(err, ErrEntryExists) {
 		return "", err
 	}
 	have, err := s.get(ctx, id)
@@ -112,7 +123,7 @@ func (s *recordStore) recordAbort(ctx context.Context, id string) (string, error
 	return have.State, nil
 }
 
-// get reads the record of id; jetstream.ErrKeyNotFound when there is none.
+// get reads the record of id; ErrNoEntry when there is none.
 func (s *recordStore) get(ctx context.Context, id string) (decisionRecord, error) {
 	e, err := s.kv.Get(ctx, id)
 	if err != nil {
@@ -136,25 +147,17 @@ func (s *recordStore) claim(ctx context.Context, rec decisionRecord) (decisionRe
 
 // commits lists every commit record, for recovery and takeover.
 func (s *recordStore) commits(ctx context.Context) ([]decisionRecord, error) {
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	es, err := s.kv.Entries(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer stopWatch(w)
 	var out []decisionRecord
-	for {
-		select {
-		case <-ctx.Done():
-			return out, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok || e == nil {
-				return out, nil
-			}
-			if rec, err := decode(e); err == nil && rec.State == recordCommitting {
-				out = append(out, rec)
-			}
+	for _, e := range es {
+		if rec, err := decode(e); err == nil && rec.State == recordCommitting {
+			out = append(out, rec)
 		}
 	}
+	return out, nil
 }
 
 // finish replaces a commit record, once every participant acknowledged, by
@@ -163,31 +166,19 @@ func (s *recordStore) commits(ctx context.Context) ([]decisionRecord, error) {
 // never be recorded for the transaction, and a late question about it is
 // answered commit.
 func (s *recordStore) finish(ctx context.Context, id string) error {
-	data, err := json.Marshal(decisionRecord{ID: id, State: recordCommitted, Owner: s.instance, DecidedAt: time.Now().UTC()})
+	data, err := json.Marshal(decisionRecord{ID: id, State: recordCommitted, Owner: s.instance, DecidedAt: s.now().UTC()})
 	if err != nil {
 		return err
 	}
-	_, err = s.js.Publish(ctx, "$KV."+RecordBucket+"."+id, data, jetstream.WithMsgTTL(s.retention))
+	_, err = s.kv.Put(ctx, id, data, s.retention)
 	return err
 }
 
-func decode(e jetstream.KeyValueEntry) (decisionRecord, error) {
+func decode(e StoreEntry) (decisionRecord, error) {
 	var rec decisionRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return rec, fmt.Errorf("natstx: record %s is unreadable: %w", e.Key(), err)
+	if err := json.Unmarshal(e.Value, &rec); err != nil {
+		return rec, fmt.Errorf("natstx: record %s is unreadable: %w", e.Key, err)
 	}
-	rec.Revision = e.Revision()
+	rec.Revision = e.Revision
 	return rec, nil
-}
-
-// stopWatch stops a key-value watcher and drains what it still delivers: a
-// delivery blocked on the full updates channel would otherwise hold the
-// watcher's lock for ever, and its goroutine would never end. The channel
-// is closed once the subscription is, which ends the drain.
-func stopWatch(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	go func() {
-		for range w.Updates() {
-		}
-	}()
 }

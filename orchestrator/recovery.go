@@ -58,10 +58,10 @@ func (e *Engine) fault(p FaultPoint, id string) bool {
 
 // leases keeps this instance's lease alive and answers whether another's is.
 type leases struct {
-	kv jetstream.KeyValue
+	kv Store
 }
 
-func openLeases(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl time.Duration) (*leases, error) {
+func openLeases(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl time.Duration) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      LeaseBucket,
@@ -74,12 +74,12 @@ func openLeases(ctx context.Context, js jetstream.JetStream, o StreamOptions, tt
 	if err != nil {
 		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", LeaseBucket, err)
 	}
-	return &leases{kv: kv}, nil
+	return kv, nil
 }
 
 func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
 	_, err := l.kv.Get(ctx, instance)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, ErrNoEntry) {
 		return false, nil
 	}
 	return err == nil, err
@@ -89,26 +89,25 @@ func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
 // half lease, takes over the commit records of dead instances (and its own
 // from before a restart) and drives them to the end.
 func (e *Engine) recoveryLoop() {
-	defer e.wg.Done()
 	e.recoverCommits()
 	e.sweepOrphans(true)
-	renew := time.NewTicker(e.cfg.LeaseTTL / 3)
-	defer renew.Stop()
-	scan := time.NewTicker(e.cfg.LeaseTTL / 2)
-	defer scan.Stop()
-	for {
-		select {
-		case <-e.stop:
+	renewEvery, scanEvery := e.cfg.LeaseTTL/3, e.cfg.LeaseTTL/2
+	nextRenew, nextScan := e.now().Add(renewEvery), e.now().Add(scanEvery)
+	for !e.halted.Load() {
+		if !e.sleep(max(0, min(nextRenew.Sub(e.now()), nextScan.Sub(e.now())))) {
 			return
-		case <-renew.C:
-			if !e.halted.Load() {
-				e.renewLease()
-			}
-		case <-scan.C:
-			if !e.halted.Load() {
-				e.recoverCommits()
-				e.sweepOrphans(false)
-			}
+		}
+		if e.halted.Load() {
+			return
+		}
+		if now := e.now(); !now.Before(nextRenew) {
+			e.renewLease()
+			nextRenew = e.now().Add(renewEvery)
+		}
+		if now := e.now(); !now.Before(nextScan) {
+			e.recoverCommits()
+			e.sweepOrphans(false)
+			nextScan = e.now().Add(scanEvery)
 		}
 	}
 }
@@ -116,7 +115,7 @@ func (e *Engine) recoveryLoop() {
 func (e *Engine) renewLease() {
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
 	defer cancel()
-	if _, err := e.leases.kv.Put(ctx, e.cfg.Instance, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+	if _, err := e.leases.kv.Put(ctx, e.cfg.Instance, []byte(e.now().UTC().Format(time.RFC3339Nano)), 0); err != nil {
 		e.log.Warn("renewing the coordinator lease failed", zap.Error(err))
 	}
 }
@@ -155,7 +154,6 @@ func (e *Engine) recoverCommits() {
 			continue // finished, or claimed by another instance first
 		}
 		e.log.Info("recovering a commit decision", zap.String("txid", rec.ID), zap.String("previous_owner", rec.Owner))
-		e.stats.Recovered.Add(1)
 		e.shardOf(rec.ID).post(recoverReq{rec: claimed})
 	}
 }
@@ -163,13 +161,18 @@ func (e *Engine) recoverCommits() {
 // sweepOrphans finishes what dead instances left undecided. At start, and
 // whenever an instance's lease has gone since the last look, it reads the
 // status bucket: a transaction still preparing or aborting whose owner is
-// dead gets an abort recorded (a create: if a commit record won, commit
-// recovery drives it instead) and abort sent to every participant; one whose
-// status says committing but whose record is gone has finished, and its
-// status is set to committed.
+// dead (or is this instance, from before a restart) gets an abort recorded
+// (a create: if a commit record won, commit recovery drives it instead) and
+// abort sent to every participant; one whose status says committing but
+// whose record is committed or gone has finished, and its status is set to
+// committed. A sweep that could not handle every orphan (NATS unavailable,
+// a write failed) is done again at the next scan, until one completes.
 func (e *Engine) sweepOrphans(first bool) {
 	if e.status == nil {
 		return
+	}
+	if first {
+		e.sweepDue = true
 	}
 	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
@@ -177,67 +180,77 @@ func (e *Engine) sweepOrphans(first bool) {
 	if err != nil {
 		return
 	}
-	died := false
 	for inst := range e.lastAlive {
-		died = died || !alive[inst]
+		if !alive[inst] {
+			e.sweepDue = true
+		}
 	}
 	e.lastAlive = alive
-	if !first && !died {
+	if !e.sweepDue {
 		return
 	}
-	w, err := e.status.WatchAll(ctx, jetstream.IgnoreDeletes())
+	entries, err := e.status.Entries(ctx)
 	if err != nil {
+		e.log.Warn("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(err))
 		return
 	}
-	defer stopWatch(w)
-	var orphans []messages.TxStatus
-	for kve := range w.Updates() {
-		if kve == nil { // the end of the current entries
-			break
-		}
+	complete := true
+	for _, kve := range entries {
 		var st messages.TxStatus
-		if json.Unmarshal(kve.Value(), &st) == nil && !isFinal(st.State) {
-			orphans = append(orphans, st)
+		if json.Unmarshal(kve.Value, &st) != nil || isFinal(st.State) {
+			continue
 		}
-	}
-	for _, st := range orphans {
 		if alive[st.Owner] && st.Owner != e.cfg.Instance || e.knows(st.ID) {
 			continue
 		}
-		switch st.State {
-		case Preparing.String(), Aborting.String():
-			state, err := e.records.recordAbort(ctx, st.ID)
-			switch {
-			case err != nil, state == recordCommitting: // commit recovery drives it
-				continue
-			case state == recordCommitted: // finished; its last status writes were lost
-				_ = e.markCommitted(ctx, st.ID)
-				continue
-			}
-			e.log.Info("aborting a transaction its dead coordinator left undecided", zap.String("txid", st.ID), zap.String("previous_owner", st.Owner))
-			e.stats.OrphansAborted.Add(1)
-			e.shardOf(st.ID).post(orphanReq{st: st})
-		case Committing.String():
-			// A committing status is written only once the record is
-			// durable; the record says committed once every participant
-			// acknowledged, and is gone after the retention, like the status.
-			if rec, err := e.records.get(ctx, st.ID); err == nil && rec.State == recordCommitted || errors.Is(err, jetstream.ErrKeyNotFound) {
-				_ = e.markCommitted(ctx, st.ID)
-			}
+		if !e.sweepOne(ctx, st) {
+			complete = false
 		}
 	}
+	e.sweepDue = !complete
+}
+
+// sweepOne finishes one orphan; false if it must be tried again.
+func (e *Engine) sweepOne(ctx context.Context, st messages.TxStatus) bool {
+	switch st.State {
+	case Preparing.String(), Aborting.String():
+		state, err := e.records.recordAbort(ctx, st.ID)
+		switch {
+		case err != nil:
+			return false
+		case state == recordCommitting: // commit recovery drives it
+			return true
+		case state == recordCommitted: // finished; its last status writes were lost
+			return e.markCommitted(ctx, st.ID) == nil
+		}
+		e.log.Info("aborting a transaction its dead coordinator left undecided", zap.String("txid", st.ID), zap.String("previous_owner", st.Owner))
+		e.stats.OrphansAborted.Add(1)
+		return e.shardOf(st.ID).post(orphanReq{st: st})
+	case Committing.String():
+		// A committing status is written only once the record is durable;
+		// the record says committed once every participant acknowledged, and
+		// is gone after the retention, like the status.
+		rec, err := e.records.get(ctx, st.ID)
+		switch {
+		case err == nil && rec.State == recordCommitting: // commit recovery drives it
+			return true
+		case err == nil && rec.State == recordCommitted, errors.Is(err, ErrNoEntry):
+			return e.markCommitted(ctx, st.ID) == nil
+		}
+		return false
+	}
+	return true
 }
 
 // live returns the instances whose lease is live.
 func (l *leases) live(ctx context.Context) (map[string]bool, error) {
-	lister, err := l.kv.ListKeys(ctx)
+	es, err := l.kv.Entries(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = lister.Stop() }()
 	out := map[string]bool{}
-	for k := range lister.Keys() {
-		out[k] = true
+	for _, e := range es {
+		out[e.Key] = true
 	}
 	return out, nil
 }
@@ -262,7 +275,7 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 		s.e.log.Error("an orphan transaction cannot be aborted", zap.String("txid", st.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: st.StartedAt, decidedAt: time.Now(), timers: make(map[txn.TimerKind]*time.Timer, 2)}
+	en := &entry{tx: tx, started: st.StartedAt, decidedAt: s.e.now(), timers: make(map[txn.TimerKind]Timer, 2)}
 	s.active[st.ID] = en
 	s.e.inFlight.Add(1)
 	s.apply(en, tx.Start())
@@ -291,8 +304,9 @@ func (s *shard) recover(rec decisionRecord) {
 		s.e.log.Error("a commit record cannot be recovered", zap.String("txid", rec.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]*time.Timer, 2)}
+	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]Timer, 2)}
 	s.active[rec.ID] = en
+	s.e.stats.Recovered.Add(1)
 	s.e.inFlight.Add(1)
 	s.apply(en, tx.Start())
 	s.e.publishStatus(en)
@@ -319,21 +333,25 @@ func (e *Engine) onOutcome(m *nats.Msg) {
 		answer(messages.OutcomeResponse{Error: err.Error()})
 		return
 	}
-	e.stats.InDoubtQueries.Add(1)
 	// Work off the subscription goroutine: it may write a record.
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	e.spawn(func() {
 		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
-		r := e.resolve(ctx, req)
+		r := e.Resolve(ctx, req)
 		e.log.Info("answered a participant in doubt", zap.String("txid", req.ID), zap.String("participant", req.Participant),
 			zap.String("outcome", r.Outcome), zap.String("reason", r.Reason), zap.String("error", r.Error))
 		answer(r)
-	}()
+	})
 }
 
-func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messages.OutcomeResponse {
+// Resolve answers a participant in doubt about transaction req.ID, as the
+// in-doubt API does (the simulator calls it directly). The answer is final
+// unless it is "pending": commit if a commit is recorded; abort if an abort
+// is recorded or can be recorded now, which only happens once no commit can
+// follow: the transaction's deadline has passed, or (when the participant
+// does not know the deadline) its coordinator is dead.
+func (e *Engine) Resolve(ctx context.Context, req messages.OutcomeRequest) messages.OutcomeResponse {
+	e.stats.InDoubtQueries.Add(1)
 	ch := make(chan result, 1)
 	if r := e.call(req.ID, statusReq{id: req.ID, ch: ch}, ch); r.err == nil {
 		switch {
@@ -346,6 +364,8 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 			return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: r.out.Reason}
 		}
 		return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "still collecting votes"}
+	} else if errors.Is(r.err, ErrStopped) {
+		return messages.OutcomeResponse{Error: "the coordinator is stopping"}
 	}
 	rec, err := e.records.get(ctx, req.ID)
 	switch {
@@ -353,22 +373,37 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "commit decision recorded by " + rec.Owner}
 	case err == nil && rec.State == recordAborted:
 		return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: "abort recorded"}
-	case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil && !errors.Is(err, ErrNoEntry):
 		return messages.OutcomeResponse{Error: "reading the decision record: " + err.Error()}
 	}
-	if req.DeadlineMs > 0 && time.Now().Before(time.UnixMilli(req.DeadlineMs)) {
+	if req.DeadlineMs > 0 && e.now().Before(time.UnixMilli(req.DeadlineMs)) {
 		return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "undecided and before its deadline"}
 	}
 	// A transaction that committed everywhere has had its record purged; its
 	// status, while retained, still says so (a late question from a
 	// participant that has committed since it asked).
-	if e.status != nil {
-		if en, err := e.status.Get(ctx, req.ID); err == nil {
-			var st messages.TxStatus
-			if json.Unmarshal(en.Value(), &st) == nil && st.State == Committed.String() {
-				return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "committed everywhere"}
+	st, haveStatus := e.readStatus(ctx, req.ID)
+	if haveStatus && st.State == Committed.String() {
+		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "committed everywhere"}
+	}
+	why := "no commit decision by the deadline (presumed abort, now recorded)"
+	if req.DeadlineMs <= 0 {
+		// Without the deadline only the coordinator's death settles it: a
+		// live owner may still be collecting votes, however long its
+		// deadline is.
+		if !haveStatus {
+			return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "undecided; the question carries no deadline and no status names its coordinator"}
+		}
+		if st.Owner != e.cfg.Instance {
+			alive, err := e.leases.alive(ctx, st.Owner)
+			if err != nil {
+				return messages.OutcomeResponse{Error: "reading the lease of " + st.Owner + ": " + err.Error()}
+			}
+			if alive {
+				return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "undecided; its coordinator " + st.Owner + " is alive"}
 			}
 		}
+		why = "its coordinator " + st.Owner + " died before deciding (presumed abort, now recorded)"
 	}
 	state, err := e.records.recordAbort(ctx, req.ID)
 	switch {
@@ -377,10 +412,23 @@ func (e *Engine) resolve(ctx context.Context, req messages.OutcomeRequest) messa
 	case state == recordCommitting || state == recordCommitted:
 		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "commit decision recorded"}
 	}
-	if err := e.markAborted(ctx, req.ID, "presumed abort: no commit decision by the deadline"); err != nil {
+	if err := e.markAborted(ctx, req.ID, why); err != nil {
 		e.log.Debug("status not marked aborted", zap.String("txid", req.ID), zap.Error(err))
 	}
-	return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: "no commit decision by the deadline (presumed abort, now recorded)"}
+	return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: why}
+}
+
+// readStatus reads the status of id from the status bucket.
+func (e *Engine) readStatus(ctx context.Context, id string) (messages.TxStatus, bool) {
+	var st messages.TxStatus
+	if e.status == nil {
+		return st, false
+	}
+	en, err := e.status.Get(ctx, id)
+	if err != nil {
+		return st, false
+	}
+	return st, json.Unmarshal(en.Value, &st) == nil
 }
 
 // onStatus answers a StatusRequest: from this engine's memory, else the
@@ -402,19 +450,12 @@ func (e *Engine) onStatus(m *nats.Msg) {
 		e.respond(m, &st, nil)
 		return
 	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	e.spawn(func() {
 		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
-		if e.status != nil {
-			if en, err := e.status.Get(ctx, req.ID); err == nil {
-				var st messages.TxStatus
-				if json.Unmarshal(en.Value(), &st) == nil {
-					e.respond(m, &st, nil)
-					return
-				}
-			}
+		if st, ok := e.readStatus(ctx, req.ID); ok {
+			e.respond(m, &st, nil)
+			return
 		}
 		if rec, err := e.records.get(ctx, req.ID); err == nil {
 			st := messages.TxStatus{ID: rec.ID, State: rec.State, Owner: rec.Owner, UpdatedAt: rec.DecidedAt}
@@ -425,5 +466,5 @@ func (e *Engine) onStatus(m *nats.Msg) {
 			return
 		}
 		e.respond(m, nil, fmt.Errorf("%w: %s", ErrUnknownTx, req.ID))
-	}()
+	})
 }

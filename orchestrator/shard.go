@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,6 +21,10 @@ type shard struct {
 	active   map[string]*entry
 	finished map[string]finishedTx
 	expiry   []expiring // finished IDs, oldest first
+
+	// queue is a simulated engine's inbox, emptied by Engine.Pump.
+	mu    sync.Mutex
+	queue []any
 }
 
 type finishedTx struct {
@@ -38,7 +43,7 @@ type entry struct {
 	deadline  time.Time
 	started   time.Time
 	decidedAt time.Time
-	timers    map[txn.TimerKind]*time.Timer
+	timers    map[txn.TimerKind]Timer
 	waiters   []chan result
 	// held are the sends and timers of a Ready whose record is being
 	// persisted: they wait until it is durable.
@@ -78,9 +83,12 @@ type (
 		tm txn.Timer
 	}
 	persistedEvent struct{ id string }
-	refusedEvent   struct{ id string }
-	recoverReq     struct{ rec decisionRecord }
-	orphanReq      struct{ st messages.TxStatus }
+	refusedEvent   struct {
+		id   string
+		late bool // the write was given up past the deadline
+	}
+	recoverReq struct{ rec decisionRecord }
+	orphanReq  struct{ st messages.TxStatus }
 )
 
 // post hands v to the loop; false means the engine stopped. A request that
@@ -92,12 +100,27 @@ func (s *shard) post(v any) bool {
 		return false
 	default:
 	}
+	if s.e.coop {
+		s.mu.Lock()
+		s.queue = append(s.queue, v)
+		s.mu.Unlock()
+		return true
+	}
 	select {
 	case s.in <- v:
 		return true
 	case <-s.e.stop:
 		return false
 	}
+}
+
+// take empties a simulated engine's inbox.
+func (s *shard) take() []any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	return q
 }
 
 func (s *shard) loop() {
@@ -126,7 +149,11 @@ func (s *shard) handle(v any) {
 		if en := s.active[v.id]; en != nil && en.persisting {
 			en.persisting, en.held = false, nil
 			s.e.stats.CommitsRefused.Add(1)
-			s.step(en, txn.Event{Kind: txn.EventCommitRefused, Reason: "an abort was recorded first for a participant in doubt"})
+			reason := "an abort was recorded first for a participant in doubt"
+			if v.late {
+				reason = "the commit decision could not be written within a minute of the deadline; abort recorded"
+			}
+			s.step(en, txn.Event{Kind: txn.EventCommitRefused, Reason: reason})
 		}
 	case beginReq:
 		s.begin(v)
@@ -189,7 +216,7 @@ func (s *shard) begin(r beginReq) {
 		r.ch <- result{err: fmt.Errorf("%w: %s has already run", ErrDuplicateTx, id)}
 		return
 	}
-	r.en.timers = make(map[txn.TimerKind]*time.Timer, 2)
+	r.en.timers = make(map[txn.TimerKind]Timer, 2)
 	s.active[id] = r.en
 	s.e.stats.Begun.Add(1)
 	r.ch <- result{}
@@ -247,9 +274,8 @@ func (s *shard) apply(en *entry, rd txn.Ready) {
 	}
 	if rd.Persist != nil {
 		en.persisting, en.held = true, &rd
-		rec := *rd.Persist
-		s.e.wg.Add(1)
-		go s.persist(rec)
+		rec, deadline := *rd.Persist, en.deadline
+		s.e.spawn(func() { s.persist(rec, deadline) })
 		return
 	}
 	s.effects(en, rd)
@@ -267,7 +293,7 @@ func (s *shard) effects(en *entry, rd txn.Ready) {
 			old.Stop()
 		}
 		tm := tr.Timer
-		en.timers[tm.Kind] = time.AfterFunc(tr.After, func() { s.post(timerEvent{id: id, tm: tm}) })
+		en.timers[tm.Kind] = s.e.drv.AfterFunc(tr.After, func() { s.post(timerEvent{id: id, tm: tm}) })
 	}
 	if rd.Done {
 		s.done(en)
@@ -275,41 +301,51 @@ func (s *shard) effects(en *entry, rd txn.Ready) {
 }
 
 // persist writes a commit decision, retrying until it is durable or the
-// engine stops: commit cannot be sent before it.
-func (s *shard) persist(rec txn.Record) {
-	defer s.e.wg.Done()
+// engine stops: commit cannot be sent before it. Once commitWriteGrace past
+// the transaction's deadline it stops trying and records an abort instead
+// (or finds that one of its writes got in), so that no commit record is
+// written long after the participants may have been told abort.
+func (s *shard) persist(rec txn.Record, deadline time.Time) {
 	if s.e.fault(PointCommitWriting, rec.ID) {
 		return
 	}
+	giveUp := deadline.Add(commitWriteGrace)
 	wait := 50 * time.Millisecond
-	for {
+	for !s.e.halted.Load() {
 		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
-		err := s.e.records.decide(ctx, rec)
+		var err error
+		late := !deadline.IsZero() && s.e.now().After(giveUp)
+		if late {
+			var state string
+			if state, err = s.e.records.recordAbort(ctx, rec.ID); err == nil && state == recordAborted {
+				err = errCommitRefused
+			}
+		} else {
+			err = s.e.records.decide(ctx, rec)
+		}
 		cancel()
 		switch {
 		case err == nil:
 			s.post(persistedEvent{id: rec.ID})
 			return
 		case errors.Is(err, errCommitRefused):
-			s.post(refusedEvent{id: rec.ID})
+			s.post(refusedEvent{id: rec.ID, late: late})
 			return
 		}
 		if s.e.base.Err() != nil {
 			return // stopping
 		}
 		s.e.stats.PersistErrors.Add(1)
-		s.e.log.Error("persisting the commit decision failed; retrying", zap.String("txid", rec.ID), zap.Error(err))
-		select {
-		case <-s.e.stop:
+		s.e.log.Error("persisting the commit decision failed; retrying", zap.String("txid", rec.ID), zap.Bool("past_deadline", late), zap.Error(err))
+		if !s.e.sleep(wait) {
 			return
-		case <-time.After(wait):
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
 }
 
 func (s *shard) decided(en *entry) {
-	en.decidedAt = time.Now()
+	en.decidedAt = s.e.now()
 	out := en.tx.Outcome()
 	if out.State != Committing {
 		// A commit's status is written once its record is durable: a status
@@ -348,12 +384,11 @@ func (s *shard) done(en *entry) {
 	s.e.inFlight.Add(-1)
 	if out.State == Committed {
 		s.e.stats.Committed.Add(1)
-		s.e.wg.Add(1)
-		go s.finishRecord(id)
+		s.e.spawn(func() { s.finishRecord(id) })
 	} else {
 		s.e.stats.Aborted.Add(1)
 	}
-	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", time.Since(en.started)))
+	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", s.e.now().Sub(en.started)))
 	s.e.publishStatus(en)
 	s.notify(en, true)
 	s.remember(out, en.started, en.decidedAt)
@@ -364,7 +399,6 @@ func (s *shard) done(en *entry) {
 // record left committing is driven again by recovery after the retention,
 // which only re-sends commits every participant already acknowledged.
 func (s *shard) finishRecord(id string) {
-	defer s.e.wg.Done()
 	wait := 100 * time.Millisecond
 	for !s.e.halted.Load() {
 		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
@@ -374,10 +408,8 @@ func (s *shard) finishRecord(id string) {
 			return
 		}
 		s.e.log.Warn("marking a finished commit's record failed; retrying", zap.String("txid", id), zap.Error(err))
-		select {
-		case <-s.e.stop:
+		if !s.e.sleep(wait) {
 			return
-		case <-time.After(wait):
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
@@ -386,7 +418,7 @@ func (s *shard) finishRecord(id string) {
 // remember keeps a finished outcome for Status, Wait and duplicate
 // detection, dropping those past the retention or over the count limit.
 func (s *shard) remember(out Outcome, started, decided time.Time) {
-	now := time.Now()
+	now := s.e.now()
 	s.finished[out.ID] = finishedTx{out: out, started: started, decided: decided}
 	s.expiry = append(s.expiry, expiring{id: out.ID, at: now.Add(s.e.cfg.Retention)})
 	limit := max(1, s.e.cfg.MaxRemembered/len(s.e.shards))

@@ -18,18 +18,31 @@ import (
 // openStatusBucket declares the bucket that holds every transaction's
 // latest TxStatus. Unlike the decision records, status entries may expire
 // with the bucket's MaxAge: they are for people and tools, not for recovery.
-func openStatusBucket(ctx context.Context, js jetstream.JetStream, o StreamOptions, retention time.Duration) (jetstream.KeyValue, error) {
+func openStatusBucket(ctx context.Context, js jetstream.JetStream, o StreamOptions, retention time.Duration, maxBytes int64) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      messages.StatusBucket,
 		Description: "natstx transaction status, latest per transaction",
 		History:     1,
 		TTL:         retention,
+		MaxBytes:    maxBytes,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", messages.StatusBucket, err)
+	}
+	// A key-value bucket refuses writes once full; statuses are a view, so
+	// the oldest make room for new ones instead.
+	stream, err := js.Stream(ctx, "KV_"+messages.StatusBucket)
+	if err != nil {
+		return nil, fmt.Errorf("natstx: reading the stream of bucket %s: %w", messages.StatusBucket, err)
+	}
+	if sc := stream.CachedInfo().Config; sc.Discard != jetstream.DiscardOld {
+		sc.Discard = jetstream.DiscardOld
+		if _, err := js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("natstx: letting bucket %s drop its oldest statuses: %w", messages.StatusBucket, err)
+		}
 	}
 	return kv, nil
 }
@@ -61,23 +74,48 @@ func statusOf(out Outcome, owner string, started, decided, updated time.Time) me
 
 // publishStatus writes en's status to the status bucket without waiting: a
 // put on the bucket's subject, ordered after the earlier ones of this
-// connection, so the latest state wins.
+// engine, so the latest state wins. A final status, a transaction's last, is
+// written again until it is stored: writing it late cannot put an older
+// state over a newer one.
 func (e *Engine) publishStatus(en *entry) {
-	if e.cfg.NoStatus {
+	if e.status == nil || e.halted.Load() {
 		return
 	}
-	data, err := json.Marshal(statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, time.Now()))
+	data, err := json.Marshal(statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now()))
 	if err != nil {
 		return
 	}
-	msg := &nats.Msg{Subject: "$KV." + messages.StatusBucket + "." + en.tx.ID(), Data: data}
+	id := en.tx.ID()
+	var onErr func(error)
 	if en.tx.State().Final() {
-		msg.Header = nats.Header{headerFinalStatus: {"1"}}
+		onErr = func(err error) { e.retryFinalStatus(id, data, err) }
 	}
-	if _, err := e.js.PublishMsgAsync(msg); err != nil {
-		e.stats.PublishErrors.Add(1)
-		e.log.Warn("writing a transaction's status failed", zap.String("txid", en.tx.ID()), zap.Error(err))
+	e.status.PutAsync(id, data, onErr)
+}
+
+// retryFinalStatus writes a final status again until it is stored, or the
+// engine stops.
+func (e *Engine) retryFinalStatus(id string, data []byte, err error) {
+	e.stats.PublishErrors.Add(1)
+	e.log.Warn("writing a final status failed; retrying", zap.String("txid", id), zap.Error(err))
+	if e.halted.Load() || e.base.Err() != nil {
+		return
 	}
+	e.spawn(func() {
+		wait := 200 * time.Millisecond
+		for !e.halted.Load() {
+			if !e.sleep(wait) {
+				return
+			}
+			ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
+			_, err := e.status.Put(ctx, id, data, 0)
+			cancel()
+			if err == nil {
+				return
+			}
+			wait = min(2*wait, 2*time.Second)
+		}
+	})
 }
 
 // refreshStatus rewrites en's status unless the bucket holds a final state
@@ -89,10 +127,8 @@ func (e *Engine) refreshStatus(en *entry) {
 	if e.status == nil || e.halted.Load() {
 		return
 	}
-	doc := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, time.Now())
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	doc := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now())
+	e.spawn(func() {
 		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
 		if err := e.updateStatus(ctx, doc.ID, &doc, func(have *messages.TxStatus) bool {
@@ -104,7 +140,7 @@ func (e *Engine) refreshStatus(en *entry) {
 		}); err != nil {
 			e.log.Debug("status not refreshed", zap.String("txid", doc.ID), zap.Error(err))
 		}
-	}()
+	})
 }
 
 // updateStatus rewrites the status of id by compare-and-set on its
@@ -112,7 +148,7 @@ func (e *Engine) refreshStatus(en *entry) {
 // absent entry is created as ifAbsent, or left absent if that is nil.
 func (e *Engine) updateStatus(ctx context.Context, id string, ifAbsent *messages.TxStatus, change func(*messages.TxStatus) bool) error {
 	en, err := e.status.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, ErrNoEntry) {
 		if ifAbsent == nil {
 			return nil
 		}
@@ -120,35 +156,39 @@ func (e *Engine) updateStatus(ctx context.Context, id string, ifAbsent *messages
 		if err != nil {
 			return err
 		}
-		_, err = e.status.Create(ctx, id, data)
+		_, err = e.status.Create(ctx, id, data, 0)
 		return err
 	}
 	if err != nil {
 		return err
 	}
 	var st messages.TxStatus
-	if err := json.Unmarshal(en.Value(), &st); err != nil || !change(&st) {
+	if err := json.Unmarshal(en.Value, &st); err != nil || !change(&st) {
 		return err
 	}
 	data, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	_, err = e.status.Update(ctx, id, data, en.Revision())
+	_, err = e.status.Update(ctx, id, data, en.Revision)
 	return err
 }
 
 // markAborted records in the status bucket that transaction id ended
-// aborted, unless its status is already final.
+// aborted, unless its status is already final; with no status yet (its
+// coordinator's writes were lost, or it never began anywhere) it creates
+// one, so that Status reports the recorded abort.
 func (e *Engine) markAborted(ctx context.Context, id, reason string) error {
 	if e.status == nil {
 		return nil
 	}
-	return e.updateStatus(ctx, id, nil, func(st *messages.TxStatus) bool {
+	now := e.now().UTC()
+	absent := &messages.TxStatus{ID: id, State: Aborted.String(), Reason: reason, Owner: e.cfg.Instance, UpdatedAt: now}
+	return e.updateStatus(ctx, id, absent, func(st *messages.TxStatus) bool {
 		if isFinal(st.State) {
 			return false
 		}
-		st.State, st.Reason, st.Waiting, st.WaitingSince, st.UpdatedAt = Aborted.String(), reason, nil, time.Time{}, time.Now().UTC()
+		st.State, st.Reason, st.Waiting, st.WaitingSince, st.UpdatedAt = Aborted.String(), reason, nil, time.Time{}, now
 		return true
 	})
 }
@@ -160,7 +200,7 @@ func (e *Engine) markCommitted(ctx context.Context, id string) error {
 		if isFinal(st.State) {
 			return false
 		}
-		st.State, st.Waiting, st.WaitingSince, st.UpdatedAt = Committed.String(), nil, time.Time{}, time.Now().UTC()
+		st.State, st.Waiting, st.WaitingSince, st.UpdatedAt = Committed.String(), nil, time.Time{}, e.now().UTC()
 		for i := range st.Participants {
 			st.Participants[i].Acked = true
 		}
@@ -170,43 +210,9 @@ func (e *Engine) markCommitted(ctx context.Context, id string) error {
 
 func isFinal(state string) bool { return state == Committed.String() || state == Aborted.String() }
 
-// headerFinalStatus marks the asynchronous write of a final status, the one
-// status write that is retried when it fails: it is a transaction's last, so
-// writing it late cannot put an older state over a newer one.
-const headerFinalStatus = "Natstx-Final-Status"
-
-// onPublishError handles a failed asynchronous publish: a command is re-sent
-// by its transaction's retry timer; a final status is written again until
-// it is stored (or the engine stops); other status writes are superseded by
-// a later one.
+// onPublishError logs a failed asynchronous publish of a command: its
+// transaction's retry timer sends it again. (Final statuses are retried by
+// publishStatus's own error callback.)
 func (e *Engine) onPublishError(_ jetstream.JetStream, m *nats.Msg, err error) {
-	if m.Header.Get(headerFinalStatus) == "" {
-		e.log.Debug("asynchronous publish failed; what it carried is sent again later", zap.String("subject", m.Subject), zap.Error(err))
-		return
-	}
-	e.log.Warn("writing a final status failed; retrying", zap.String("subject", m.Subject), zap.Error(err))
-	select {
-	case <-e.stop:
-		return
-	default:
-	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		wait := 200 * time.Millisecond
-		for !e.halted.Load() {
-			select {
-			case <-e.stop:
-				return
-			case <-time.After(wait):
-			}
-			ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
-			_, err := e.js.Publish(ctx, m.Subject, m.Data)
-			cancel()
-			if err == nil {
-				return
-			}
-			wait = min(2*wait, 2*time.Second)
-		}
-	}()
+	e.log.Debug("asynchronous publish failed; what it carried is sent again later", zap.String("subject", m.Subject), zap.Error(err))
 }
