@@ -90,6 +90,9 @@ type Faults struct {
 	// StoreError: a write to the record bucket fails; half the time the write
 	// was applied and only its answer was lost.
 	StoreError float64
+	// LateStore: a key-value operation is applied after its caller gave up
+	// waiting (a timeout), so the caller does not know it happened.
+	LateStore float64
 	// HandlerError: a participant's commit or abort fails this time (it is
 	// answered "failed" and redelivered).
 	HandlerError float64
@@ -128,8 +131,6 @@ const (
 	retryBase         = 100 * time.Millisecond
 	retryMax          = 800 * time.Millisecond
 	abortSends        = 3
-	ackWait           = time.Second // the participant consumer's AckWait
-	nakDelay          = 200 * time.Millisecond
 	leaseTTL          = 1500 * time.Millisecond
 	scanEvery         = leaseTTL / 2 // recovery scan, as the engine's
 	inDoubtEvery      = 500 * time.Millisecond
