@@ -191,6 +191,7 @@ func (e *Engine) sweepOrphans(first bool) {
 	}
 	entries, err := e.status.Entries(ctx)
 	if err != nil {
+		e.stats.SweepsIncomplete.Add(1)
 		e.log.Warn("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(err))
 		return
 	}
@@ -208,6 +209,9 @@ func (e *Engine) sweepOrphans(first bool) {
 		}
 	}
 	e.sweepDue = !complete
+	if !complete {
+		e.stats.SweepsIncomplete.Add(1)
+	}
 }
 
 // sweepOne finishes one orphan; false if it must be tried again.

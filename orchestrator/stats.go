@@ -8,7 +8,7 @@ type Stats struct {
 	Resends, PublishErrors, PersistErrors         atomic.Int64
 	MalformedReplies, StrayReplies, Ignored       atomic.Int64
 	Recovered, InDoubtQueries, CommitsRefused     atomic.Int64
-	OrphansAborted                                atomic.Int64
+	OrphansAborted, SweepsIncomplete              atomic.Int64
 	InFlight                                      *atomic.Int64
 }
 
@@ -30,8 +30,9 @@ type StatsSnapshot struct {
 	// abort.
 	Recovered, InDoubtQueries, CommitsRefused int64
 	// OrphansAborted counts transactions a dead instance left undecided that
-	// this one aborted.
-	OrphansAborted int64
+	// this one aborted; SweepsIncomplete counts sweeps for them that could not
+	// finish (done again at the next scan).
+	OrphansAborted, SweepsIncomplete int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
 }
@@ -43,7 +44,7 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Resends: s.Resends.Load(), PublishErrors: s.PublishErrors.Load(), PersistErrors: s.PersistErrors.Load(),
 		MalformedReplies: s.MalformedReplies.Load(), StrayReplies: s.StrayReplies.Load(), Ignored: s.Ignored.Load(),
 		Recovered: s.Recovered.Load(), InDoubtQueries: s.InDoubtQueries.Load(), CommitsRefused: s.CommitsRefused.Load(),
-		OrphansAborted: s.OrphansAborted.Load(),
-		InFlight:       s.InFlight.Load(),
+		OrphansAborted: s.OrphansAborted.Load(), SweepsIncomplete: s.SweepsIncomplete.Load(),
+		InFlight: s.InFlight.Load(),
 	}
 }

@@ -1,0 +1,226 @@
+package orchestrator_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+)
+
+// The tests of this file each reproduce one safety hole found by review
+// (issue 9, findings 1-9) against the engine on a real embedded NATS; each
+// failed before its fix.
+
+// blockAt returns a fault hook that, the first time the engine reaches
+// point, reports the transaction on the returned channel and then blocks
+// until release is closed: a coordinator stalled there (a SIGSTOP, a long GC
+// pause, a write stuck in a retry).
+func blockAt(point orchestrator.FaultPoint, release <-chan struct{}) (func(orchestrator.FaultPoint, string) bool, chan string) {
+	hit := make(chan string, 1)
+	return func(p orchestrator.FaultPoint, id string) bool {
+		if p != point {
+			return false
+		}
+		select {
+		case hit <- id:
+			<-release
+		default:
+		}
+		return false
+	}, hit
+}
+
+func recordBucket(t *testing.T, f *fixture) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(f.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctxT(t, 5*time.Second), orchestrator.RecordBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// Finding 1: an owner stalled while writing its commit decision, for longer
+// than the retention, must not record commit after another instance
+// recorded abort for a participant in doubt (before the fix the abort
+// record expired with the retention, and the stalled owner's create then
+// succeeded: a mixed outcome).
+func TestAStalledOwnerCannotCommitAfterARecordedAbortExpiresWithTheRetention(t *testing.T) {
+	release := make(chan struct{})
+	hook, writing := blockAt(orchestrator.PointCommitWriting, release)
+	const retention = time.Second
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, Retention: retention, FaultHook: hook})
+	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease, Retention: retention})
+	a, b := newCounting(), newCounting()
+	f.participant("a", a)
+	f.participant("b", b)
+	ctx := ctxT(t, 30*time.Second)
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a", "b"), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-writing // every vote is yes; c1 stalls before its commit write lands
+	// Past the deadline participant a asks c2, which records abort.
+	waitFor(t, func() bool {
+		r := c2.Resolve(ctx, messages.OutcomeRequest{ID: id, Participant: "a", DeadlineMs: time.Now().UnixMilli() - 1})
+		return r.Outcome == messages.OutcomeAbort
+	}, "c2 to record abort")
+	// The stall outlasts the retention (and the delete marker it leaves).
+	time.Sleep(3 * retention)
+	close(release)
+	out, err := f.eng.Wait(ctx, id)
+	if err != nil || out.Committed() {
+		t.Fatalf("the stalled owner's outcome: %s %q %v; want aborted by refusal", out.State, out.Reason, err)
+	}
+	waitFor(t, func() bool { _, aa := a.count(id); _, ab := b.count(id); return aa == 1 && ab == 1 }, "abort on both")
+	if ca, _ := a.count(id); ca != 0 {
+		t.Fatal("a committed")
+	}
+	if cb, _ := b.count(id); cb != 0 {
+		t.Fatal("b committed")
+	}
+	e, err := recordBucket(t, f).Get(ctx, id)
+	if err != nil || !strings.Contains(string(e.Value()), `"state":"aborted"`) {
+		t.Fatalf("the record must still say aborted: %v %s", err, e.Value())
+	}
+}
+
+// Finding 2: a participant restarted after preparing asks without the
+// deadline; while the owner is alive and collecting votes, the answer must
+// be pending, never an abort recorded at once.
+func TestAQuestionWithoutDeadlineWaitsWhileTheOwnerIsAlive(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
+	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
+	a := newCounting()
+	f.participant("a", a)
+	ctx := ctxT(t, 20*time.Second)
+	// "ghost" never votes: c1 is collecting votes for a minute.
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a", "ghost"), Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return statusWritten(t, f, id) }, "c1's status to be written")
+	if r := c2.Resolve(ctx, messages.OutcomeRequest{ID: id, Participant: "a"}); r.Outcome != messages.OutcomePending {
+		t.Fatalf("asked another instance without a deadline while the owner lives: %+v", r)
+	}
+	if _, err := recordBucket(t, f).Get(ctx, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("no record may exist yet: %v", err)
+	}
+	if st, err := f.eng.Status(id); err != nil || st.State != orchestrator.Preparing {
+		t.Fatalf("c1 must still be collecting votes: %s %v", st.State, err)
+	}
+	// Once the owner is gone, the same question settles it.
+	f.eng.Stop()
+	waitFor(t, func() bool {
+		return c2.Resolve(ctx, messages.OutcomeRequest{ID: id, Participant: "a"}).Outcome == messages.OutcomeAbort
+	}, "abort once c1 is gone")
+}
+
+func statusWritten(t *testing.T, f *fixture, id string) bool {
+	c := newClient(t, f)
+	_, err := c.Status(ctxT(t, 5*time.Second), id)
+	return err == nil
+}
+
+// Finding 4: an orphan sweep that fails must be done again. c1 dies with a
+// transaction undecided; c2's first sweep after c1's lease is gone cannot
+// record the abort (the record is unreadable); once it is readable again,
+// a later sweep must abort the orphan (before the fix no sweep ever came
+// again: the dead instance had been crossed off already).
+func TestAFailedOrphanSweepIsDoneAgain(t *testing.T) {
+	hook, hit := haltAt(orchestrator.PointVoteReceived)
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
+	a := newCounting()
+	f.participant("a", a)
+	ctx := ctxT(t, 30*time.Second)
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a", "ghost"), Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHit(t, hit)
+	kv := recordBucket(t, f)
+	if _, err := kv.Put(ctx, id, []byte("not a record")); err != nil {
+		t.Fatal(err)
+	}
+	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
+	waitFor(t, func() bool { return c2.Stats().SweepsIncomplete > 0 }, "a sweep of c2 to fail on the unreadable record")
+	if err := kv.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, ab := a.count(id); return ab == 1 }, "a later sweep to abort the orphan")
+	if c2.Stats().OrphansAborted != 1 {
+		t.Fatalf("OrphansAborted = %d", c2.Stats().OrphansAborted)
+	}
+}
+
+// Finding 5: a transaction ID the caller chose is begun once in the whole
+// cluster, not once per instance.
+func TestACallerChosenIDIsBegunOnceAcrossInstances(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1"})
+	c2 := f.engine(orchestrator.Config{Instance: "c2"})
+	block := make(chan struct{})
+	defer close(block)
+	f.participant("a", holding(block, nil))
+	ctx := ctxT(t, 10*time.Second)
+	if _, err := f.eng.Begin(ctx, orchestrator.Request{ID: "order-42", Participants: parts("a")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c2.Begin(ctx, orchestrator.Request{ID: "order-42", Participants: parts("a")})
+	if !errors.Is(err, orchestrator.ErrDuplicateTx) {
+		t.Fatalf("the same ID on another instance: want ErrDuplicateTx, got %v", err)
+	}
+}
+
+// Finding 6: the owner's commit write finds a commit record that another
+// instance claimed meanwhile (the owner was paused past its lease after its
+// first write's answer was lost). It is the same decision: the owner goes
+// on instead of retrying for ever.
+func TestACommitRecordClaimedByAnotherInstanceCountsAsDurable(t *testing.T) {
+	release := make(chan struct{})
+	hook, writing := blockAt(orchestrator.PointCommitWriting, release)
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
+	a := newCounting()
+	f.participant("a", a)
+	ctx := ctxT(t, 20*time.Second)
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-writing
+	rec, _ := json.Marshal(map[string]any{"id": id, "state": "committing", "participants": []string{"a"}, "owner": "c9", "decided_at": time.Now().UTC()})
+	if _, err := recordBucket(t, f).Create(ctx, id, rec); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	out, err := f.eng.Wait(ctx, id)
+	if err != nil || out.State != orchestrator.Committed {
+		t.Fatalf("want committed, got %s %q %v", out.State, out.Reason, err)
+	}
+	if ca, _ := a.count(id); ca != 1 {
+		t.Fatalf("a committed %d times", ca)
+	}
+}
+
+// Finding 9: an abort recorded for a participant in doubt, of a transaction
+// no status was written for, is what Status reports afterwards (before the
+// fix: "unknown transaction").
+func TestStatusReportsAnAbortRecordedForAParticipantInDoubt(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1"})
+	ctx := ctxT(t, 10*time.Second)
+	if r := f.eng.Resolve(ctx, messages.OutcomeRequest{ID: "lost-tx", Participant: "a", DeadlineMs: time.Now().UnixMilli() - 1}); r.Outcome != messages.OutcomeAbort {
+		t.Fatalf("resolve: %+v", r)
+	}
+	st, err := newClient(t, f).Status(ctx, "lost-tx")
+	if err != nil || st.State != "aborted" || !strings.Contains(st.Reason, "presumed abort") {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+}
