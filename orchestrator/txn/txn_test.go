@@ -901,6 +901,7 @@ func TestAckOfPrepareIsIgnored(t *testing.T) {
 func TestRandomEvents(t *testing.T) {
 	ops := []messages.Op{messages.OpCommit, messages.OpAbort} // see TestAckOfPrepareIsIgnored
 	outcomes := map[State]int{}
+	refusals := 0
 	for seed := range uint64(300) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		n := 1 + rng.IntN(4)
@@ -939,7 +940,15 @@ func TestRandomEvents(t *testing.T) {
 				}
 				persisted = true
 			}
-			if rd.Decided {
+			if rd.Decided && ev.Kind == EventCommitRefused {
+				// The commit record lost to a recorded abort before it was
+				// durable: its held commits were never sent.
+				if !decidedCommit || decidedAbort || rd.Persist != nil {
+					fail("commit refused: decidedCommit=%v decidedAbort=%v %+v", decidedCommit, decidedAbort, rd)
+				}
+				decidedCommit, decidedAbort, persisted = false, true, false
+				refusals++
+			} else if rd.Decided {
 				if decidedCommit || decidedAbort {
 					fail("decided twice")
 				}
@@ -981,6 +990,7 @@ func TestRandomEvents(t *testing.T) {
 			}
 		}
 		check(Event{}, rd, false)
+		refuseNext := false
 		for range 200 {
 			var ev Event
 			p := "zed"
@@ -1013,8 +1023,21 @@ func TestRandomEvents(t *testing.T) {
 					ev = Event{Kind: EventVote, Participant: p, Yes: true}
 				}
 			}
+			if refuseNext {
+				// The driver's write of the decision found an abort recorded:
+				// the only event it delivers before anything else.
+				ev, refuseNext = Event{Kind: EventCommitRefused, Reason: "abort recorded first"}, false
+			} else if rng.IntN(40) == 0 && h.tx.State() != Committing {
+				ev = Event{Kind: EventCommitRefused, Reason: "stray"} // ignored: no commit decision is being written
+			}
 			doneBefore := h.dones > 0
 			rd := h.step(ev)
+			if ev.Reason == "stray" && rd.Ignored == "" {
+				fail("a refusal with no commit decision being written was applied: %+v", rd)
+			}
+			if rd.Persist != nil && rng.IntN(3) == 0 {
+				refuseNext = true
+			}
 			if rd.Ignored == "" {
 				switch {
 				case ev.Kind == EventVote:
@@ -1032,7 +1055,10 @@ func TestRandomEvents(t *testing.T) {
 		}
 		outcomes[h.tx.State()]++
 	}
-	t.Logf("final states over the seeds: %v", outcomes)
+	t.Logf("final states over the seeds: %v; commit decisions refused: %d", outcomes, refusals)
+	if refusals == 0 {
+		t.Error("no seed had its commit decision refused: keep EventCommitRefused in the generator")
+	}
 	// The seeds reach every end: keep it so when changing the generator.
 	for _, s := range []State{Committed, Aborted} {
 		if outcomes[s] == 0 {
