@@ -1,5 +1,5 @@
 # natstx: build, demo, test, lint. Everything it needs comes from go.mod and
-# the Go module proxy.
+# the Go module proxy. `make test PKGS=./cmd/natstx` tests one package.
 GO            ?= go
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT  ?= 20m
@@ -9,14 +9,21 @@ BIN           := bin/natstx
 
 build:
 	$(GO) build -o $(BIN) ./cmd/natstx
+	@echo "built $(BIN); run it as ./$(BIN), or 'go install ./cmd/natstx' to have natstx on PATH ($$($(GO) env GOPATH)/bin)"
 
 demo: build
 	./$(BIN) demo
 
 # The test suite CI runs: vet and lint, then every test with the race
-# detector (fuzz seed corpora run as plain tests).
+# detector (fuzz seed corpora run as plain tests), through gotestsum (pinned
+# by go.mod's tool directive): one line per test as it ends, prefixed with its
+# package, so a long run shows where it is; a failed test's output in full;
+# and, last, the one-line summary "N passed, N failed, N skipped".
+TEST_FORMAT ?= testname
 test: lint
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) tool gotestsum --format $(TEST_FORMAT) --format-hide-empty-pkg \
+	  --post-run-command 'sh -c "echo $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$TESTS_FAILED failed, $$TESTS_SKIPPED skipped"' \
+	  -- -race -count=1 -timeout $(TEST_TIMEOUT) $(or $(PKGS),./...)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -27,6 +27,7 @@ import (
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/orchestrator/txn"
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/sim"
 )
@@ -91,6 +92,15 @@ type benchSummary struct {
 	JetStreamErrors int      `json:"jetstream_publish_errors"`
 	JetStreamError  string   `json:"jetstream_publish_error,omitempty"`
 	Problems        []string `json:"problems,omitempty"`
+	// Coordinator says what ran the transactions: "bench" (its own engine,
+	// on its embedded server) or "api" (the coordinators already running on
+	// --nats, through the coordinator API, as 'natstx tx begin' does).
+	Coordinator string `json:"coordinator"`
+	// CutShort is true when the run stopped early (Ctrl-C, NATS gone, no
+	// coordinator); CutShortReason says why. The figures then cover the
+	// transactions run until then.
+	CutShort       bool   `json:"cut_short"`
+	CutShortReason string `json:"cut_short_reason,omitempty"`
 }
 
 func newBench() *cobra.Command {
@@ -98,15 +108,22 @@ func newBench() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure transaction throughput and latency, and JetStream's own publish rate",
-		Long: `bench runs transactions through a coordinator in its own process and reports
-throughput, an HDR latency histogram (percentiles and distribution) and, in the
-same run on the same server, the raw JetStream async-publish rate of
-command-sized messages to a file-backed stream: the broker's ceiling to compare
-with.
+		Long: `bench runs transactions and reports throughput, an HDR latency histogram
+(percentiles and distribution) and, in the same run on the same server, the
+raw JetStream async-publish rate of command-sized messages to a file-backed
+stream: the broker's ceiling to compare with.
 
-NATS: an embedded server (a fresh data directory, removed afterwards) unless
---nats URL names one. On a server that runs 'natstx server', give --replicas as
-the server uses it: bench declares the same stream and buckets.
+NATS and coordinator: by default bench starts an embedded NATS server (a fresh
+data directory, removed afterwards) and a coordinator in its own process. With
+--nats URL it drives the coordinators already running on that NATS ('natstx
+server') through the coordinator API, as 'natstx tx begin' does, and declares
+nothing of theirs. The raw measurement always goes to a temporary stream of
+its own (NATSTX_BENCH_<id>, subjects natstx.bench.<id>.>), deleted afterwards;
+--jetstream-msgs 0 skips it.
+
+When the connection to NATS drops mid-run (the server stopped or
+restarted), when no coordinator answers, or on Ctrl-C, bench stops at once, prints the figures of the transactions run until then, says the run was
+cut short ("cut_short": true with --json) and exits 1.
 
 Participants: by default bench starts --participant-count simulated
 participants (each operation takes --latency-min to --latency-max and fails
@@ -121,8 +138,8 @@ transactions in flight, or open loop at a fixed --rate per second (latency is
 then measured from each transaction's scheduled start, so a stall is not
 hidden).
 
-A progress bar shows on a terminal. Exit code 1 on an atomicity violation or a
-transaction whose outcome never came; 2 on bad usage.`,
+A progress bar shows on a terminal. Exit code 1 on an atomicity violation, a
+transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 		Example: `  natstx bench
   natstx bench --participant-count 5 --duration 20s --concurrency 128 --json
   natstx bench --count 10000 --rate 2000 --latency-max 5ms --failure-rate 0.01
@@ -150,11 +167,11 @@ transaction whose outcome never came; 2 on bad usage.`,
 	f.Float64Var(&o.failureRate, "failure-rate", 0, "simulated participants: probability that one operation fails")
 	f.DurationVar(&o.prepareTimeout, "prepare-timeout", 5*time.Second, "prepare timeout of each transaction")
 	f.IntVar(&o.payloadSize, "payload-size", 64, "bytes of payload each participant receives with prepare")
-	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets bench declares (as the server on --nats uses them)")
+	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets bench declares: its own coordinator's, and the raw measurement's stream")
 	f.IntVar(&o.jsMsgs, "jetstream-msgs", 100_000, "messages of the raw JetStream publish measurement")
 	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated participants (0: random)")
 	f.DurationVar(&o.quiesce, "quiesce-timeout", 30*time.Second, "how long to wait for commits and aborts to be acknowledged before checking")
-	f.BoolVar(&o.noStatus, "no-status", false, "the coordinator skips its status bucket writes (three per transaction; tx status/list/watch read them)")
+	f.BoolVar(&o.noStatus, "no-status", false, "bench's own coordinator skips its status bucket writes (three per transaction; tx status/list/watch read them); not with --nats")
 	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
@@ -208,6 +225,9 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 	} else if o.participantCount < 1 || o.participantCount > 64 {
 		return usageError{fmt.Errorf("--participant-count must be from 1 to 64 (got %d)", o.participantCount)}
 	}
+	if o.noStatus && o.natsURL != "" {
+		return usageError{errors.New("--no-status applies to bench's own coordinator; with --nats the running coordinators write their statuses")}
+	}
 	if !(o.failureRate >= 0 && o.failureRate <= 1) {
 		return usageError{fmt.Errorf("--failure-rate must be a probability from 0 to 1 (got %v)", o.failureRate)}
 	}
@@ -233,7 +253,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	defer stop()
 	out := cmd.OutOrStdout()
 
-	s := benchSummary{Protocol: "2pc", NATS: o.natsURL}
+	s := benchSummary{Protocol: "2pc", NATS: o.natsURL, Coordinator: "bench"}
 	url := o.natsURL
 	if url == "" {
 		srv, err := embedded.Start(embedded.Config{})
@@ -243,22 +263,42 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		defer srv.Stop()
 		url, s.NATS = srv.URL(), "embedded"
 	}
-	nc, err := connect(url, "natstx-bench")
+	// The run stops at once, keeping its figures, when the connection to
+	// NATS drops: what is measured after that measures the outage.
+	ctx, cut := context.WithCancelCause(ctx)
+	defer cut(nil)
+	lost := func(*nats.Conn) { cut(errBenchLostNATS) }
+	nc, err := connect(url, "natstx-bench", nats.ClosedHandler(lost), nats.DisconnectHandler(lost))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	eng, err := orchestrator.New(nc, orchestrator.Config{
-		PrepareTimeout: o.prepareTimeout, MaxInFlight: max(100_000, o.concurrency, o.maxInFlight),
-		Streams: orchestrator.StreamOptions{Replicas: o.replicas}, NoStatus: o.noStatus, NoAPI: true, Logger: log.Named("coordinator"),
-	})
-	if err != nil {
-		return err
+	var (
+		run   execFunc
+		stats func() orchestrator.StatsSnapshot
+	)
+	if o.natsURL == "" {
+		eng, err := orchestrator.New(nc, orchestrator.Config{
+			PrepareTimeout: o.prepareTimeout, MaxInFlight: max(100_000, o.concurrency, o.maxInFlight),
+			Streams: orchestrator.StreamOptions{Replicas: o.replicas}, NoStatus: o.noStatus, NoAPI: true, Logger: log.Named("coordinator"),
+		})
+		if err != nil {
+			return err
+		}
+		if err := eng.Start(ctx); err != nil {
+			return fmt.Errorf("starting the coordinator: %w", err)
+		}
+		defer eng.Stop()
+		run, stats = engineExec(eng), eng.Stats
+	} else {
+		// A server runs on that NATS: drive it as a user would.
+		cl, err := orchestrator.NewClient(nc)
+		if err != nil {
+			return err
+		}
+		s.Coordinator = "api"
+		run = clientExec(nc, cl, o.prepareTimeout, cut)
 	}
-	if err := eng.Start(ctx); err != nil {
-		return fmt.Errorf("starting the coordinator: %w", err)
-	}
-	defer eng.Stop()
 
 	names := o.participants
 	var services map[string]*sim.Service
@@ -292,21 +332,33 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		if !s.Simulated {
 			who = "running participants " + strings.Join(names, ",")
 		}
-		fmt.Fprintf(out, "natstx bench: 2pc, %d %s, %s, %s, NATS %s\n", len(names), who, span, load, s.NATS)
+		coord := "bench's own coordinator"
+		if s.Coordinator == "api" {
+			coord = "the coordinators running there (API)"
+		}
+		fmt.Fprintf(out, "natstx bench: 2pc, %d %s, %s, %s, NATS %s, %s\n", len(names), who, span, load, s.NATS, coord)
 	}
 	bar := newBenchBar(o, out)
-	r := runLoad(ctx, eng, o, names, bar)
+	r := runLoad(ctx, run, o, names, bar)
 	if bar != nil {
 		_ = bar.Finish() // and clears it
 	}
 
-	// Quiescence: every commit and abort acknowledged, or the limit.
+	// Quiescence: every commit and abort acknowledged, or the limit. Bench's
+	// own engine says when nothing is in flight; through the API, what the
+	// simulated participants still hold prepared tells.
 	deadline := time.Now().Add(o.quiesce)
-	for eng.Stats().InFlight > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if stats != nil && stats().InFlight == 0 || stats == nil && stagedIn(services) == 0 {
+			break
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.Transactions = len(r.results)
-	s.Timeouts = eng.Stats().Timeouts
+	s.Timeouts = r.timeouts
+	if stats != nil {
+		s.Timeouts = stats().Timeouts
+	}
 	s.Seconds = r.elapsed.Seconds()
 	if s.Seconds > 0 {
 		s.TxnPerSec = float64(s.Transactions) / s.Seconds
@@ -340,15 +392,22 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		s.P999ms, s.MaxMs = ms(h.ValueAtQuantile(99.9)), ms(h.Max())
 	}
 
+	if ctx.Err() != nil {
+		s.CutShort, s.CutShortReason = true, cutReason(ctx)
+	}
 	if o.jsMsgs > 0 && ctx.Err() == nil {
 		if !o.jsonOut {
 			fmt.Fprintf(out, "measuring raw JetStream async publish: %d command-sized messages to a file-backed stream...\n", o.jsMsgs)
 		}
 		r, err := measureJetStream(ctx, nc, o)
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			s.CutShort, s.CutShortReason = true, cutReason(ctx)+" (during the raw JetStream measurement)"
+		case err != nil:
 			return fmt.Errorf("measuring JetStream's publish rate: %w", err)
+		default:
+			s.JetStreamMsgs, s.JetStreamMsgsPerSec, s.JetStreamErrors, s.JetStreamError = r.stored, r.perSec, r.failed, r.firstErr
 		}
-		s.JetStreamMsgs, s.JetStreamMsgsPerSec, s.JetStreamErrors, s.JetStreamError = r.stored, r.perSec, r.failed, r.firstErr
 	}
 
 	if o.jsonOut {
@@ -358,8 +417,8 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	} else {
 		printBench(out, s, h)
 	}
-	if ctx.Err() != nil {
-		return errors.New("interrupted; the figures above cover the transactions run until then")
+	if s.CutShort {
+		return fmt.Errorf("the run was cut short: %s; the figures above cover the %d transactions run until then", s.CutShortReason, s.Transactions)
 	}
 	if s.Violations != nil && *s.Violations > 0 {
 		return fmt.Errorf("atomicity check failed: %d violations", *s.Violations)
@@ -368,6 +427,72 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		return fmt.Errorf("%d transactions never reported an outcome within --prepare-timeout plus --quiesce-timeout", s.InDoubt)
 	}
 	return nil
+}
+
+// errBenchLostNATS cuts a bench run short when its connection to NATS
+// drops; errBenchNoCoordinator when no coordinator answers on --nats.
+var (
+	errBenchLostNATS      = errors.New("lost the connection to NATS (the server stopped or is unreachable)")
+	errBenchNoCoordinator = errors.New("no coordinator answered on that NATS: start 'natstx server' there, or run bench without --nats")
+)
+
+// cutReason says why ctx ended: a cause given to its cancel, or Ctrl-C.
+func cutReason(ctx context.Context) string {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c.Error()
+	}
+	return "interrupted"
+}
+
+// execFunc runs one transaction to its outcome: decided is false when the
+// outcome never came; timedOut when it aborted for a missing vote.
+type execFunc func(ctx context.Context, req orchestrator.Request) (decided, committed, timedOut bool)
+
+// engineExec runs transactions on bench's own engine.
+func engineExec(eng *orchestrator.Engine) execFunc {
+	return func(ctx context.Context, req orchestrator.Request) (bool, bool, bool) {
+		out, err := eng.Execute(ctx, req)
+		return err == nil && out.State.Decided(), out.Committed(), out.TimedOut
+	}
+}
+
+// clientExec runs transactions through the coordinator API, on whichever
+// coordinator of the queue group takes each; no coordinator at all cuts the
+// run short.
+func clientExec(nc *nats.Conn, cl *orchestrator.Client, prepare time.Duration, cut context.CancelCauseFunc) execFunc {
+	return func(ctx context.Context, req orchestrator.Request) (bool, bool, bool) {
+		breq := messages.BeginRequest{ID: req.ID, TimeoutMs: prepare.Milliseconds(), Wait: true}
+		for _, p := range req.Participants {
+			breq.Participants = append(breq.Participants, messages.ParticipantSpec{Name: p.Name, Payload: p.Payload})
+		}
+		st, err := cl.Begin(ctx, breq)
+		switch {
+		case errors.Is(err, orchestrator.ErrNoCoordinator):
+			cut(errBenchNoCoordinator)
+		case err != nil && !nc.IsConnected():
+			cut(errBenchLostNATS) // before the handler may have run
+		}
+		if err != nil {
+			return false, false, false
+		}
+		switch st.State {
+		case txn.Committed.String():
+			return true, true, false
+		case txn.Aborting.String(), txn.Aborted.String():
+			return true, false, st.TimedOut
+		}
+		return false, false, false // committing: the commit phase outlived ctx
+	}
+}
+
+// stagedIn counts the transactions the simulated services hold prepared.
+func stagedIn(services map[string]*sim.Service) int {
+	n := 0
+	for _, svc := range services {
+		staged, _, _ := svc.Counts()
+		n += staged
+	}
+	return n
 }
 
 // startSimParticipant runs one simulated participant on its own connection,
@@ -415,17 +540,20 @@ type loadResult struct {
 	results []sim.Result
 	hist    *hdrhistogram.Histogram
 	elapsed time.Duration
+	// timeouts counts the aborts for a missing vote.
+	timeouts int64
 }
 
 // runLoad runs the transactions: --count of them or for --duration, closed
 // loop (--concurrency) or open loop (--rate).
-func runLoad(ctx context.Context, eng *orchestrator.Engine, o benchOptions, names []string, bar *benchBar) loadResult {
+func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, bar *benchBar) loadResult {
 	var (
-		mu      sync.Mutex
-		results = make([]sim.Result, 0, max(o.count, 1024))
-		hist    = hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
-		done    atomic.Int64
-		wg      sync.WaitGroup
+		mu       sync.Mutex
+		results  = make([]sim.Result, 0, max(o.count, 1024))
+		hist     = hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
+		done     atomic.Int64
+		timeouts atomic.Int64
+		wg       sync.WaitGroup
 	)
 	payload := make([]byte, o.payloadSize)
 	for i := range payload {
@@ -437,10 +565,16 @@ func runLoad(ctx context.Context, eng *orchestrator.Engine, o benchOptions, name
 			req.Participants = append(req.Participants, orchestrator.Participant{Name: n, Payload: payload})
 		}
 		tctx, cancel := context.WithTimeout(ctx, o.prepareTimeout+o.quiesce)
-		outc, err := eng.Execute(tctx, req)
+		decided, committed, timedOut := run(tctx, req)
 		cancel()
+		if ctx.Err() != nil && !decided {
+			return // cut short: this one does not count
+		}
+		if timedOut {
+			timeouts.Add(1)
+		}
 		took := time.Since(scheduled)
-		res := sim.Result{ID: req.ID, Participants: names, Decided: err == nil && outc.State.Decided(), Committed: outc.Committed()}
+		res := sim.Result{ID: req.ID, Participants: names, Decided: decided, Committed: committed}
 		mu.Lock()
 		results = append(results, res)
 		_ = hist.RecordValue(max(took.Microseconds(), 1))
@@ -507,7 +641,7 @@ func runLoad(ctx context.Context, eng *orchestrator.Engine, o benchOptions, name
 	wg.Wait()
 	elapsed := time.Since(start)
 	stopBar()
-	return loadResult{results: results, hist: hist, elapsed: elapsed}
+	return loadResult{results: results, hist: hist, elapsed: elapsed, timeouts: timeouts.Load()}
 }
 
 // benchBar is the progress bar, nil when off.

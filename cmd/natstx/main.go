@@ -31,13 +31,14 @@ func main() {
 }
 
 // errorLine is the one line an error is reported with: "natstx: " and the
-// error, whose own "natstx: " prefix (the library's errors carry one) is not
-// repeated.
+// error, whose own "natstx: " prefixes (the library's errors carry one, also
+// when wrapped) are not repeated.
 func errorLine(err error) string {
 	msg := err.Error()
 	for strings.HasPrefix(msg, "natstx: ") {
 		msg = strings.TrimPrefix(msg, "natstx: ")
 	}
+	msg = strings.ReplaceAll(msg, ": natstx: ", ": ")
 	// cobra's own "unknown command" error ends with a block of suggestions.
 	if head, sugg, ok := strings.Cut(msg, "\n\nDid you mean this?\n"); ok {
 		msg = head + "; did you mean " + strings.Join(strings.Fields(sugg), " or ") + "?"
