@@ -41,7 +41,9 @@ const (
 // Definition is a saga: steps, the order they run in, and how failures are
 // retried. It is data: the same definition may start any number of sagas.
 // A zero field takes its default (see the Default constants); Validate
-// checks the rest.
+// checks the rest. Its JSON tags serve the saga's Record, with durations in
+// nanoseconds; the file format of ParseJSON and ParseYAML writes them as
+// strings ("250ms") and payloads as text or JSON values.
 type Definition struct {
 	// Name names the kind of saga ("order"), for people; it may be empty.
 	Name string `json:"name,omitempty"`

@@ -78,7 +78,9 @@ var stepStatuses = []StepStatus{StepPending, StepRunning, StepRetrying, StepDone
 
 // StepRecord is the persisted state of one step: what `tx status` shows.
 type StepRecord struct {
-	Name   string     `json:"name"`
+	// Name is the step's name in the definition.
+	Name string `json:"name"`
+	// Status is where the step is.
 	Status StepStatus `json:"status"`
 	// Attempts counts the attempts of the action sent; the last one is the
 	// current one.
@@ -110,12 +112,15 @@ type StepRecord struct {
 // OperatorAction is one operator action the saga accepted, kept in its
 // record.
 type OperatorAction struct {
-	At   time.Time `json:"at"`
+	// At is the time of the event that carried the action.
+	At time.Time `json:"at"`
+	// Kind is EventAbort, EventRetryNow or EventResolve.
 	Kind EventKind `json:"kind"`
 	// Step is the step acted on, if any.
 	Step string `json:"step,omitempty"`
-	Who  string `json:"who"`
-	Why  string `json:"why"`
+	// Who acted, and Why (for a resolve, the note).
+	Who string `json:"who"`
+	Why string `json:"why"`
 }
 
 // Record is the durable state of one saga: everything Recover needs to
@@ -124,21 +129,27 @@ type OperatorAction struct {
 // key, compare-and-set on the previous revision), and may store the
 // Definition apart as long as Recover receives it back.
 type Record struct {
-	ID       string `json:"id"`
+	// ID is the saga's ID.
+	ID string `json:"id"`
+	// Revision counts the records persisted, from 1 (Start's).
 	Revision uint64 `json:"revision"`
 	// Definition is the saga's definition with its defaults applied.
 	Definition Definition `json:"definition"`
-	State      State      `json:"state"`
+	// State is the saga's state.
+	State State `json:"state"`
 	// Reason says why the saga compensates (or completed).
-	Reason    string    `json:"reason,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// StartedAt is the time Start was given.
 	StartedAt time.Time `json:"started_at"`
 	// Deadline is when the saga stops going forward; zero means none.
 	Deadline time.Time `json:"deadline,omitzero"`
 	// PastPivot is true once the pivot's action was done while the saga ran
 	// forward: it will not compensate any more.
-	PastPivot bool             `json:"past_pivot,omitempty"`
-	Steps     []StepRecord     `json:"steps"`
-	Operator  []OperatorAction `json:"operator,omitempty"`
+	PastPivot bool `json:"past_pivot,omitempty"`
+	// Steps are the steps' records, in the definition's order.
+	Steps []StepRecord `json:"steps"`
+	// Operator lists the operator actions accepted, oldest first.
+	Operator []OperatorAction `json:"operator,omitempty"`
 }
 
 // clone copies r deeply enough for the machine to go on changing its own
@@ -147,6 +158,18 @@ func (r Record) clone() Record {
 	r.Steps = slices.Clone(r.Steps)
 	r.Operator = slices.Clone(r.Operator)
 	return r
+}
+
+// StuckSteps returns the records of the stuck steps: what a
+// compensation-stuck (or forward-stuck) saga is waiting for.
+func (r Record) StuckSteps() []StepRecord {
+	var stuck []StepRecord
+	for _, s := range r.Steps {
+		if s.Stuck {
+			stuck = append(stuck, s)
+		}
+	}
+	return stuck
 }
 
 // Step returns the record of the named step.

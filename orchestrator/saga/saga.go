@@ -65,17 +65,23 @@ const (
 // Event is one input to Step. At is the time it happened, from the driver's
 // clock: the saga has no clock of its own.
 type Event struct {
+	// Kind says which fields matter.
 	Kind EventKind
-	At   time.Time
+	// At is when the event happened; an event without it is ignored.
+	At time.Time
 
-	// Reply fields.
-	Step    string
+	// Step is the step replying (or acted on by an operator).
+	Step string
+	// Op and Attempt identify the command answered.
 	Op      Op
 	Attempt int
-	Result  Result
+	// Result is the reply's result.
+	Result Result
 	// Code is the participant's error code, matched against the step's
 	// non-retryable codes.
-	Code   string
+	Code string
+	// Reason is the participant's text for a failure, kept as the step's
+	// last error.
 	Reason string
 
 	// Timer is the timer that fired.
@@ -104,28 +110,39 @@ const (
 // arms, so a timer that was superseded is recognised and ignored: a driver
 // never needs to cancel one.
 type Timer struct {
+	// Kind says what the timer is for.
 	Kind TimerKind
+	// Step is the step of an attempt or retry timer; empty for the deadline.
 	Step string
-	Seq  uint64
+	// Seq numbers the timers the saga armed, from 1.
+	Seq uint64
 }
 
 // TimerRequest asks the driver to deliver Timer as an event at At, After
 // from the event that armed it.
 type TimerRequest struct {
+	// Timer is what to deliver, as an EventTimer.
 	Timer Timer
+	// At is when to deliver it; After is the same, from the event's At (zero
+	// when At is past).
 	At    time.Time
 	After time.Duration
 }
 
 // Send is a command to publish to a participant.
 type Send struct {
-	Saga        string
-	Step        string
+	// Saga is the saga's ID.
+	Saga string
+	// Step is the step the command is for; its reply names it.
+	Step string
+	// Participant is the service to send it to.
 	Participant string
-	Op          Op
+	// Op is the action or its compensation.
+	Op Op
 	// Attempt counts the attempts of Op for Step, from 1. A command sent
 	// again after a recovery keeps its number.
 	Attempt int
+	// Payload is the step's action or compensation payload.
 	Payload []byte
 	// Deadline is when this attempt times out; a participant may drop a
 	// command past it.
@@ -141,9 +158,15 @@ type Send struct {
 //  3. arm Timers;
 //  4. log Stuck at error level and count it.
 type Ready struct {
+	// Persist is the saga's record to write before anything is sent: set in
+	// every Ready that is not ignored (but for a recovered saga's Start, whose
+	// record is already durable). It shares payloads with the definition:
+	// read only.
 	Persist *Record
-	Send    []Send
-	Timers  []TimerRequest
+	// Send are the commands to publish.
+	Send []Send
+	// Timers are the timers to arm.
+	Timers []TimerRequest
 	// Stuck names the steps that went past the stuck threshold in this step.
 	Stuck []string
 	// Done is true in the step that ended the saga, completed or
@@ -156,7 +179,9 @@ type Ready struct {
 
 // Params describe a saga to start.
 type Params struct {
-	ID         string
+	// ID names the saga; letters, digits, '-' and '_'.
+	ID string
+	// Definition is the saga to run.
 	Definition Definition
 	// Deadline is the caller's deadline, if any; it wins over the
 	// definition's when sooner.

@@ -272,6 +272,9 @@ func TestStuckIsReportedOnce(t *testing.T) {
 		}
 		s.Step(Event{Kind: EventTimer, At: t0, Timer: s.timers[0]})
 	}
+	if got := s.Record().StuckSteps(); len(got) != 1 || got[0].Name != "a" {
+		t.Errorf("StuckSteps %+v", got)
+	}
 	if !reflect.DeepEqual(stuck, []string{"a"}) || s.State() != StateCompensationStuck {
 		t.Errorf("stuck reported %v, state %s", stuck, s.State())
 	}
