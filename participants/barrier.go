@@ -85,7 +85,11 @@ type BarrierConfig struct {
 // the participant's own database, in the same local transaction as the
 // business change, and answers duplicates, late and out-of-order commands from
 // those rows. The primary key on the row is the only lock: two instances that
-// handle the same command at once cannot both apply it.
+// handle the same command at once cannot both apply it. A unique index on
+// (participant, transaction ID) over the commit and abort rows makes the two
+// outcomes of one transaction exclude each other in the database, whatever
+// the coordinators send. The prepare row keeps the transaction's deadline,
+// so a participant that restarts asks about what it prepared with it.
 //
 // Set Config.Barrier to run a Runtime on it. A Barrier is safe for concurrent
 // use.
@@ -126,11 +130,50 @@ func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 	result      TEXT NOT NULL,
 	reason      TEXT NOT NULL,
 	at_ms       BIGINT NOT NULL,
+	deadline_ms BIGINT,
 	PRIMARY KEY (participant, txid, op))`
 	if _, err := b.db.ExecContext(ctx, ddl); err != nil {
 		return nil, fmt.Errorf("%w: creating table %s: %w", ErrBarrier, b.table, err)
 	}
+	if err := b.migrate(ctx); err != nil {
+		return nil, err
+	}
 	return b, nil
+}
+
+// migrate brings a table created by an earlier version up to date: it adds
+// the nullable deadline_ms column (rows written before it have no known
+// deadline), and the unique index that lets one transaction have a commit
+// row or an abort row, never both. Safe to run from several processes at
+// once.
+func (b *Barrier) migrate(ctx context.Context) error {
+	hasDeadline := func() bool {
+		rs, err := b.db.QueryContext(ctx, `SELECT deadline_ms FROM `+b.table+` WHERE 1 = 0`)
+		if err != nil {
+			return false
+		}
+		_ = rs.Close()
+		return true
+	}
+	if !hasDeadline() {
+		add := `ALTER TABLE ` + b.table + ` ADD COLUMN deadline_ms BIGINT`
+		if b.dialect == Postgres {
+			add = `ALTER TABLE ` + b.table + ` ADD COLUMN IF NOT EXISTS deadline_ms BIGINT`
+		}
+		// Another process may add it at the same time: what counts is that
+		// the column exists afterwards.
+		if _, err := b.db.ExecContext(ctx, add); err != nil && !hasDeadline() {
+			return fmt.Errorf("%w: adding column deadline_ms to table %s: %w", ErrBarrier, b.table, err)
+		}
+	}
+	idx := `CREATE UNIQUE INDEX IF NOT EXISTS ` + b.table + `_outcome ON ` + b.table + ` (participant, txid) WHERE op IN ('commit', 'abort')`
+	if _, err := b.db.ExecContext(ctx, idx); err != nil {
+		return fmt.Errorf("%w: creating the unique index %s_outcome on table %s (one outcome per transaction; "+
+			"it cannot be created while a transaction has both a commit row and an abort row: find them with "+
+			"SELECT participant, txid FROM %s WHERE op IN ('commit', 'abort') GROUP BY participant, txid HAVING COUNT(*) > 1): %w",
+			ErrBarrier, b.table, b.table, b.table, err)
+	}
+	return nil
 }
 
 // Table is the name of the barrier table.
@@ -168,12 +211,18 @@ func (b *Barrier) q(s string) string {
 	return sb.String()
 }
 
-// claim inserts the row (participant, txid, op) unless it exists, and reports
-// whether it did. On PostgreSQL a concurrent claim of the same row waits for
-// the first to commit or roll back; on SQLite transactions are serialised.
-func (b *Barrier) claim(ctx context.Context, dbtx *sql.Tx, participant, txid, op, result, reason string) (bool, error) {
-	res, err := dbtx.ExecContext(ctx, b.q(`INSERT INTO `+b.table+` (participant, txid, op, result, reason, at_ms)
-VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), participant, txid, op, result, reason, time.Now().UnixMilli())
+// claim inserts the row (participant, txid, op) unless it, or a row it
+// excludes (the other outcome of the transaction), exists, and reports
+// whether it did. On PostgreSQL a concurrent claim of the same row, or of the
+// other outcome, waits for the first to commit or roll back; on SQLite
+// transactions are serialised. deadline is kept on the row when not zero.
+func (b *Barrier) claim(ctx context.Context, dbtx *sql.Tx, participant, txid, op, result, reason string, now, deadline time.Time) (bool, error) {
+	var dl sql.NullInt64
+	if !deadline.IsZero() {
+		dl = sql.NullInt64{Int64: deadline.UnixMilli(), Valid: true}
+	}
+	res, err := dbtx.ExecContext(ctx, b.q(`INSERT INTO `+b.table+` (participant, txid, op, result, reason, at_ms, deadline_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), participant, txid, op, result, reason, now.UnixMilli(), dl)
 	if err != nil {
 		return false, fmt.Errorf("%w: recording %s %s: %w", ErrBarrier, op, txid, err)
 	}
@@ -279,19 +328,29 @@ type verdict struct {
 	applied bool
 	// handlerErr: the handler (or Before) failed; the command is retried.
 	handlerErr error
+	// state is what the record says after the command, when stateKnown.
+	state      State
+	stateKnown bool
 }
 
-// prepare handles a prepare command. A non-nil error is a database failure.
-func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, call func(func(context.Context) error) error) (verdict, error) {
+// in returns v with the record's state after the command.
+func (v verdict) in(s State) verdict {
+	v.state, v.stateKnown = s, true
+	return v
+}
+
+// prepare handles a prepare command at now. A non-nil error is a database
+// failure.
+func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, now time.Time, call func(func(context.Context) error) error) (verdict, error) {
 	if b.before != nil {
 		if err := call(func(ctx context.Context) error { return b.before(ctx, messages.OpPrepare, tx) }); err != nil {
-			return b.recordNo(ctx, tx, err)
+			return b.recordNo(ctx, tx, now, err)
 		}
 	}
 	var v verdict
 	var handlerErr error
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
-		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "")
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "", now, tx.Deadline)
 		if err != nil {
 			return err
 		}
@@ -299,18 +358,18 @@ func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, call func(
 			v, err = b.answerPrepare(ctx, dbtx, tx)
 			return err
 		}
-		if !tx.Deadline.IsZero() && !time.Now().Before(tx.Deadline) {
-			v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}
+		if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
+			v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
 			return b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
 		}
 		if handlerErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) }); handlerErr != nil {
 			return handlerErr // roll back the staged work and the claim
 		}
-		v = verdict{result: messages.VoteCommit, applied: true}
+		v = verdict{result: messages.VoteCommit, applied: true}.in(StatePrepared)
 		return nil
 	})
 	if handlerErr != nil {
-		return b.recordNo(ctx, tx, handlerErr)
+		return b.recordNo(ctx, tx, now, handlerErr)
 	}
 	return v, err
 }
@@ -318,14 +377,14 @@ func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, call func(
 // recordNo records an abort vote for a prepare whose handler failed, in a
 // new local transaction; if another command recorded the prepare meanwhile,
 // that record is the answer.
-func (b *Barrier) recordNo(ctx context.Context, tx Tx, cause error) (verdict, error) {
+func (b *Barrier) recordNo(ctx context.Context, tx Tx, now time.Time, cause error) (verdict, error) {
 	reason := cause.Error()
 	if reason == "" {
 		reason = ReasonPrepareFailed
 	}
-	v := verdict{result: messages.VoteAbort, reason: reason, handlerErr: cause}
+	v := verdict{result: messages.VoteAbort, reason: reason, handlerErr: cause}.in(StateAborted)
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
-		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), messages.Truncate(reason, messages.MaxReasonLen))
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), messages.Truncate(reason, messages.MaxReasonLen), now, tx.Deadline)
 		if err != nil || won {
 			return err
 		}
@@ -343,14 +402,36 @@ func (b *Barrier) answerPrepare(ctx context.Context, dbtx *sql.Tx, tx Tx) (verdi
 	}
 	switch s, reason := stateOf(rows); s {
 	case StatePrepared, StateCommitted:
-		return verdict{result: messages.VoteCommit, duplicate: true}, nil
+		return verdict{result: messages.VoteCommit, duplicate: true}.in(s), nil
 	default:
-		return verdict{result: messages.VoteAbort, reason: reason, duplicate: true}, nil
+		return verdict{result: messages.VoteAbort, reason: reason, duplicate: true}.in(StateAborted), nil
 	}
 }
 
-// commit handles a commit command.
-func (b *Barrier) commit(ctx context.Context, tx Tx, call func(func(context.Context) error) error) (verdict, error) {
+// outcomeClash answers a commit or abort whose claim found its row taken:
+// by a duplicate of itself, or by the other outcome, which the unique index
+// lets in first (on PostgreSQL, committed by another instance after this
+// command read the rows).
+func (b *Barrier) outcomeClash(ctx context.Context, dbtx *sql.Tx, tx Tx, op messages.Op) (verdict, error) {
+	rows, err := b.rows(ctx, dbtx, tx.Participant, tx.ID)
+	if err != nil {
+		return verdict{}, err
+	}
+	_, mine := rows[string(op)]
+	switch {
+	case mine && op == messages.OpCommit:
+		return verdict{result: messages.Ack, duplicate: true}.in(StateCommitted), nil
+	case mine:
+		return verdict{result: messages.Ack, duplicate: true}.in(StateAborted), nil
+	case op == messages.OpCommit:
+		return verdict{result: messages.Failed, reason: ReasonCommitAfterAbort, rejected: true}.in(StateAborted), nil
+	default:
+		return verdict{result: messages.Failed, reason: ReasonAbortAfterCommit, rejected: true}.in(StateCommitted), nil
+	}
+}
+
+// commit handles a commit command at now.
+func (b *Barrier) commit(ctx context.Context, tx Tx, now time.Time, call func(func(context.Context) error) error) (verdict, error) {
 	if b.before != nil {
 		if err := call(func(ctx context.Context) error { return b.before(ctx, messages.OpCommit, tx) }); err != nil {
 			return verdict{result: messages.Failed, reason: err.Error(), handlerErr: err}, nil
@@ -365,24 +446,27 @@ func (b *Barrier) commit(ctx context.Context, tx Tx, call func(func(context.Cont
 		}
 		switch s, _ := stateOf(rows); s {
 		case StateNone:
-			v = verdict{result: messages.Failed, reason: ReasonNoRecord, rejected: true}
+			v = verdict{result: messages.Failed, reason: ReasonNoRecord, rejected: true}.in(StateNone)
 			return nil
 		case StateAborted:
-			v = verdict{result: messages.Failed, reason: ReasonCommitAfterAbort, rejected: true}
+			v = verdict{result: messages.Failed, reason: ReasonCommitAfterAbort, rejected: true}.in(StateAborted)
+			return nil
+		case StateCommitted:
+			v = verdict{result: messages.Ack, duplicate: true}.in(StateCommitted)
 			return nil
 		}
-		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "")
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "", now, time.Time{})
 		if err != nil {
 			return err
 		}
 		if !won {
-			v = verdict{result: messages.Ack, duplicate: true}
-			return nil
+			v, err = b.outcomeClash(ctx, dbtx, tx, messages.OpCommit)
+			return err
 		}
 		if handlerErr = call(func(ctx context.Context) error { return b.h.Commit(ctx, dbtx, tx) }); handlerErr != nil {
 			return handlerErr
 		}
-		v = verdict{result: messages.Ack, applied: true}
+		v = verdict{result: messages.Ack, applied: true}.in(StateCommitted)
 		return nil
 	})
 	if handlerErr != nil {
@@ -391,8 +475,8 @@ func (b *Barrier) commit(ctx context.Context, tx Tx, call func(func(context.Cont
 	return v, err
 }
 
-// abort handles an abort command.
-func (b *Barrier) abort(ctx context.Context, tx Tx, call func(func(context.Context) error) error) (verdict, error) {
+// abort handles an abort command at now.
+func (b *Barrier) abort(ctx context.Context, tx Tx, now time.Time, call func(func(context.Context) error) error) (verdict, error) {
 	if b.before != nil {
 		if err := call(func(ctx context.Context) error { return b.before(ctx, messages.OpAbort, tx) }); err != nil {
 			return verdict{result: messages.Failed, reason: err.Error(), handlerErr: err}, nil
@@ -403,15 +487,15 @@ func (b *Barrier) abort(ctx context.Context, tx Tx, call func(func(context.Conte
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
 		// Claim the prepare row first: if it is free, the prepare has not run
 		// and never will (it finds the row taken and votes abort).
-		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), resultNullAbort, ReasonAbortedBeforePrepare)
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), resultNullAbort, ReasonAbortedBeforePrepare, now, tx.Deadline)
 		if err != nil {
 			return err
 		}
 		if won {
-			if _, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpAbort), string(messages.Ack), ReasonAbortedBeforePrepare); err != nil {
+			if _, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpAbort), string(messages.Ack), ReasonAbortedBeforePrepare, now, time.Time{}); err != nil {
 				return err
 			}
-			v = verdict{result: messages.Ack}
+			v = verdict{result: messages.Ack}.in(StateAborted)
 			return nil
 		}
 		rows, err := b.rows(ctx, dbtx, tx.Participant, tx.ID)
@@ -419,26 +503,30 @@ func (b *Barrier) abort(ctx context.Context, tx Tx, call func(func(context.Conte
 			return err
 		}
 		if _, ok := rows[string(messages.OpCommit)]; ok {
-			v = verdict{result: messages.Failed, reason: ReasonAbortAfterCommit, rejected: true}
+			v = verdict{result: messages.Failed, reason: ReasonAbortAfterCommit, rejected: true}.in(StateCommitted)
 			return nil
 		}
-		won, err = b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpAbort), string(messages.Ack), "")
+		if _, ok := rows[string(messages.OpAbort)]; ok {
+			v = verdict{result: messages.Ack, duplicate: true}.in(StateAborted)
+			return nil
+		}
+		won, err = b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpAbort), string(messages.Ack), "", now, time.Time{})
 		if err != nil {
 			return err
 		}
 		if !won {
-			v = verdict{result: messages.Ack, duplicate: true}
-			return nil
+			v, err = b.outcomeClash(ctx, dbtx, tx, messages.OpAbort)
+			return err
 		}
 		if rows[string(messages.OpPrepare)].result != string(messages.VoteCommit) {
 			// The prepare voted abort: nothing is staged ("null compensation").
-			v = verdict{result: messages.Ack}
+			v = verdict{result: messages.Ack}.in(StateAborted)
 			return nil
 		}
 		if handlerErr = call(func(ctx context.Context) error { return b.h.Abort(ctx, dbtx, tx) }); handlerErr != nil {
 			return handlerErr
 		}
-		v = verdict{result: messages.Ack, applied: true}
+		v = verdict{result: messages.Ack, applied: true}.in(StateAborted)
 		return nil
 	})
 	if handlerErr != nil {
@@ -458,7 +546,7 @@ var ErrCompensated = errors.New("natstx: step already compensated")
 func (b *Barrier) Action(ctx context.Context, participant, txid, step string, fn func(*sql.Tx) error) error {
 	op := "action:" + step
 	return b.inTx(ctx, func(dbtx *sql.Tx) error {
-		won, err := b.claim(ctx, dbtx, participant, txid, op, resultDone, "")
+		won, err := b.claim(ctx, dbtx, participant, txid, op, resultDone, "", time.Now(), time.Time{})
 		if err != nil || !won {
 			if err == nil {
 				rows, rerr := b.rows(ctx, dbtx, participant, txid)
@@ -482,11 +570,11 @@ func (b *Barrier) Action(ctx context.Context, participant, txid, step string, fn
 func (b *Barrier) Compensate(ctx context.Context, participant, txid, step string, fn func(*sql.Tx) error) error {
 	action, op := "action:"+step, "compensate:"+step
 	return b.inTx(ctx, func(dbtx *sql.Tx) error {
-		actionFirst, err := b.claim(ctx, dbtx, participant, txid, action, resultCompensatedFirst, "")
+		actionFirst, err := b.claim(ctx, dbtx, participant, txid, action, resultCompensatedFirst, "", time.Now(), time.Time{})
 		if err != nil {
 			return err
 		}
-		won, err := b.claim(ctx, dbtx, participant, txid, op, resultDone, "")
+		won, err := b.claim(ctx, dbtx, participant, txid, op, resultDone, "", time.Now(), time.Time{})
 		if err != nil || !won || actionFirst {
 			return err
 		}

@@ -55,7 +55,9 @@ type Answer struct {
 // command, applies the idempotency rules (with the in-memory record, or with a
 // Barrier in the participant's database), calls the handler, and returns the
 // Answer. Runtime feeds it from a JetStream consumer; package wmparticipant
-// feeds it from a watermill Router. It is safe for concurrent use.
+// feeds it from a watermill Router. It also keeps the transactions in doubt
+// and resolves them (LoadPrepared, ResolveInDoubt), so every transport gives
+// the same recovery guarantee. It is safe for concurrent use.
 type Processor struct {
 	cfg Config
 	log *zap.Logger
@@ -67,19 +69,29 @@ type Processor struct {
 	prepares, commits, aborts atomic.Uint64
 	duplicates, rejected      atomic.Uint64
 	malformed, handlerErrors  atomic.Uint64
+
+	inDoubtQueries, inDoubtResolved, inDoubtContradicted atomic.Uint64
 }
 
 // NewProcessor returns a Processor for cfg. Only the fields about commands
-// matter to it (Name, Handler or Barrier, OpTimeout, Retention, Logger,
-// AfterApply).
+// and transactions in doubt matter to it (Name, Handler or Barrier,
+// OpTimeout, Retention, InDoubtAfter, Now, Logger, AfterApply).
 func NewProcessor(cfg Config) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
 	p := &Processor{cfg: cfg, log: cfg.Logger.With(zap.String("participant", cfg.Name)), records: newTable()}
-	p.lastSweep.Store(time.Now().UnixNano())
+	p.lastSweep.Store(p.now().UnixNano())
 	return p, nil
+}
+
+// now reads Config.Now.
+func (p *Processor) now() time.Time {
+	if p.cfg.Now != nil {
+		return p.cfg.Now()
+	}
+	return time.Now()
 }
 
 // Name is the participant name the Processor serves.
@@ -97,6 +109,10 @@ func (p *Processor) Stats() Stats {
 		HandlerErrors: p.handlerErrors.Load(),
 		Records:       p.records.len(),
 		InDoubt:       len(p.InDoubt()),
+
+		InDoubtQueries:      p.inDoubtQueries.Load(),
+		InDoubtResolved:     p.inDoubtResolved.Load(),
+		InDoubtContradicted: p.inDoubtContradicted.Load(),
 	}
 }
 
@@ -125,7 +141,7 @@ func (p *Processor) Sweep(now time.Time) int {
 
 // maybeSweep sweeps when half a Retention passed since the last sweep.
 func (p *Processor) maybeSweep() {
-	now := time.Now()
+	now := p.now()
 	last := p.lastSweep.Load()
 	if now.UnixNano()-last >= int64(p.cfg.Retention/2) && p.lastSweep.CompareAndSwap(last, now.UnixNano()) {
 		p.records.sweep(now, p.cfg.Retention)
@@ -138,6 +154,12 @@ func (p *Processor) maybeSweep() {
 // redelivery of the same command sees the final record; respond publishes
 // the reply and settles the message.
 func (p *Processor) Handle(h map[string][]string, body []byte, subject string, respond func(Answer)) {
+	p.handle(h, body, subject, false, respond)
+}
+
+// handle is Handle; inDoubt marks a command made from an in-doubt answer,
+// whose contradiction with the record ResolveInDoubt reports itself.
+func (p *Processor) handle(h map[string][]string, body []byte, subject string, inDoubt bool, respond func(Answer)) {
 	p.maybeSweep()
 	cmd, err := messages.DecodeCommand(h, body)
 	if err == nil && cmd.Participant != p.cfg.Name {
@@ -164,15 +186,26 @@ func (p *Processor) Handle(h map[string][]string, body []byte, subject string, r
 	e := p.records.lock(cmd.TxID)
 	defer p.records.unlock(cmd.TxID, e)
 	var out outcome
+	now := p.now()
 	if p.cfg.Barrier != nil {
-		out = p.decideDurable(cmd, tx, log)
+		out = p.decideDurable(cmd, tx, now, log)
 	} else {
-		out = p.decide(e, cmd, tx, log)
+		out = p.decide(e, cmd, tx, now, log)
+	}
+	switch {
+	case out.rejected && !inDoubt:
+		p.rejected.Add(1)
+		log.Error("rejected command that contradicts the record", zap.Stringer("state", out.after), zap.String("reason", out.reason))
+	case out.duplicate:
+		p.duplicates.Add(1)
+		log.Debug("duplicate answered from the record", zap.Stringer("state", out.after), zap.String("result", string(out.result)))
 	}
 	if out.applied && p.cfg.AfterApply != nil {
 		p.cfg.AfterApply(cmd)
 	}
-	p.doubt.track(cmd, out.result)
+	if out.afterKnown {
+		p.doubt.update(cmd.TxID, out.after, cmd.Deadline, now)
+	}
 	respond(Answer{
 		ReplyTo: cmd.ReplyTo,
 		Reply: messages.Reply{
@@ -191,10 +224,23 @@ type outcome struct {
 	// applied: the handler ran and its change is durable (or, in memory,
 	// recorded).
 	applied bool
+	// duplicate: answered from the record; rejected: the command
+	// contradicts the record.
+	duplicate, rejected bool
+	// after is the record's state once the command is handled, when
+	// afterKnown (not after a failure to apply it).
+	after      State
+	afterKnown bool
+}
+
+// in returns o with the record's state after the command.
+func (o outcome) in(s State) outcome {
+	o.after, o.afterKnown = s, true
+	return o
 }
 
 // decideDurable answers one command through the Barrier.
-func (p *Processor) decideDurable(cmd messages.Command, tx Tx, log *zap.Logger) outcome {
+func (p *Processor) decideDurable(cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
 	b := p.cfg.Barrier
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.OpTimeout)
 	defer cancel()
@@ -203,23 +249,26 @@ func (p *Processor) decideDurable(cmd messages.Command, tx Tx, log *zap.Logger) 
 	var err error
 	switch cmd.Op {
 	case messages.OpPrepare:
-		v, err = b.prepare(ctx, tx, cmd.Payload, call)
+		v, err = b.prepare(ctx, tx, cmd.Payload, now, call)
 	case messages.OpCommit:
-		v, err = b.commit(ctx, tx, call)
+		v, err = b.commit(ctx, tx, now, call)
 	case messages.OpAbort:
-		v, err = b.abort(ctx, tx, call)
+		v, err = b.abort(ctx, tx, now, call)
 	}
+	out := outcome{result: v.result, reason: v.reason, then: SettleAck, after: v.state, afterKnown: v.stateKnown}
 	switch {
 	case err != nil:
 		log.Warn("barrier failed; the command will be delivered again", zap.Error(err))
 		return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
 	case v.rejected:
-		return p.reject(log, StateNone, v.reason)
+		out.result, out.then, out.rejected = messages.Failed, SettleTerm, true
+		return out
 	case v.duplicate:
-		return p.duplicate(log, StateNone, outcome{result: v.result, reason: v.reason, then: SettleAck})
+		out.duplicate = true
+		return out
 	case v.handlerErr != nil && cmd.Op == messages.OpPrepare:
 		log.Info("voted abort", zap.String("reason", v.reason))
-		return outcome{result: v.result, reason: v.reason, then: SettleAck}
+		return out
 	case v.handlerErr != nil:
 		log.Warn(string(cmd.Op)+" failed; it will be retried", zap.Error(v.handlerErr))
 		return outcome{result: messages.Failed, reason: v.reason, then: SettleNak}
@@ -227,43 +276,44 @@ func (p *Processor) decideDurable(cmd messages.Command, tx Tx, log *zap.Logger) 
 	if v.reason != "" {
 		log.Info("answered without the handler", zap.String("result", string(v.result)), zap.String("reason", v.reason))
 	}
-	return outcome{result: v.result, reason: v.reason, then: SettleAck, applied: v.applied}
+	out.applied = v.applied
+	return out
 }
 
 // decide applies the idempotency rules to one command with the in-memory
 // record, calling the Handler when they say so, and updates the record. The
 // caller holds e's lock.
-func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, log *zap.Logger) outcome {
+func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
 	state := e.rec.state
 	switch cmd.Op {
 	case messages.OpPrepare:
 		switch state {
 		case StateNone:
-			if !tx.Deadline.IsZero() && !time.Now().Before(tx.Deadline) {
-				e.finish(StateAborted, ReasonDeadlinePassed, time.Now())
+			if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
+				e.finish(StateAborted, ReasonDeadlinePassed, now)
 				log.Info("voted abort: deadline passed", zap.Time("deadline", tx.Deadline))
-				return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}
+				return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
 			}
 			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) }); err != nil {
 				reason := err.Error()
 				if reason == "" {
 					reason = ReasonPrepareFailed
 				}
-				e.finish(StateAborted, reason, time.Now())
+				e.finish(StateAborted, reason, now)
 				log.Info("voted abort", zap.String("reason", reason))
-				return outcome{result: messages.VoteAbort, reason: reason}
+				return outcome{result: messages.VoteAbort, reason: reason}.in(StateAborted)
 			}
 			e.rec = record{state: StatePrepared}
 			log.Debug("voted commit")
-			return outcome{result: messages.VoteCommit, applied: true}
+			return outcome{result: messages.VoteCommit, applied: true}.in(StatePrepared)
 		case StatePrepared, StateCommitted:
-			return p.duplicate(log, state, outcome{result: messages.VoteCommit})
+			return duplicate(state, outcome{result: messages.VoteCommit})
 		case StateAborted:
 			reason := e.rec.reason
 			if reason == "" {
 				reason = ReasonAborted
 			}
-			return p.duplicate(log, state, outcome{result: messages.VoteAbort, reason: reason})
+			return duplicate(state, outcome{result: messages.VoteAbort, reason: reason})
 		}
 	case messages.OpCommit:
 		switch state {
@@ -272,53 +322,52 @@ func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, log *zap.Logge
 				log.Warn("commit failed; it will be retried", zap.Error(err))
 				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
 			}
-			e.finish(StateCommitted, "", time.Now())
+			e.finish(StateCommitted, "", now)
 			log.Debug("committed")
-			return outcome{result: messages.Ack, applied: true}
+			return outcome{result: messages.Ack, applied: true}.in(StateCommitted)
 		case StateCommitted:
-			return p.duplicate(log, state, outcome{result: messages.Ack})
+			return duplicate(state, outcome{result: messages.Ack})
 		case StateNone:
-			return p.reject(log, state, ReasonNoRecord)
+			return reject(state, ReasonNoRecord)
 		case StateAborted:
-			return p.reject(log, state, ReasonCommitAfterAbort)
+			return reject(state, ReasonCommitAfterAbort)
 		}
 	case messages.OpAbort:
 		switch state {
 		case StateNone:
-			e.finish(StateAborted, ReasonAbortedBeforePrepare, time.Now())
+			e.finish(StateAborted, ReasonAbortedBeforePrepare, now)
 			log.Info("abort before prepare: recorded, so a late prepare votes abort")
-			return outcome{result: messages.Ack}
+			return outcome{result: messages.Ack}.in(StateAborted)
 		case StatePrepared:
 			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Abort(ctx, tx) }); err != nil {
 				log.Warn("abort failed; it will be retried", zap.Error(err))
 				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
 			}
-			e.finish(StateAborted, ReasonAborted, time.Now())
+			e.finish(StateAborted, ReasonAborted, now)
 			log.Debug("aborted")
-			return outcome{result: messages.Ack, applied: true}
+			return outcome{result: messages.Ack, applied: true}.in(StateAborted)
 		case StateAborted:
-			return p.duplicate(log, state, outcome{result: messages.Ack})
+			return duplicate(state, outcome{result: messages.Ack})
 		case StateCommitted:
-			return p.reject(log, state, ReasonAbortAfterCommit)
+			return reject(state, ReasonAbortAfterCommit)
 		}
 	}
 	// Unreachable: DecodeCommand accepts only the three operations.
 	return outcome{result: messages.Failed, reason: "unknown operation " + string(cmd.Op), then: SettleTerm}
 }
 
-// duplicate counts and logs a command answered from the record.
-func (p *Processor) duplicate(log *zap.Logger, state State, out outcome) outcome {
-	p.duplicates.Add(1)
-	log.Debug("duplicate answered from the record", zap.Stringer("state", state), zap.String("result", string(out.result)))
-	return out
+// duplicate marks a command answered from the record, which is in state;
+// Handle counts and logs it.
+func duplicate(state State, out outcome) outcome {
+	out.duplicate = true
+	return out.in(state)
 }
 
-// reject answers a command that contradicts the record: the coordinator and
-// this participant disagree about the transaction, which needs a human.
-func (p *Processor) reject(log *zap.Logger, state State, reason string) outcome {
-	p.rejected.Add(1)
-	log.Error("rejected command that contradicts the record", zap.Stringer("state", state), zap.String("reason", reason))
-	return outcome{result: messages.Failed, reason: reason, then: SettleTerm}
+// reject answers a command that contradicts the record, which is in state:
+// the coordinator and this participant disagree about the transaction, which
+// needs a human. Handle counts and logs it.
+func reject(state State, reason string) outcome {
+	return outcome{result: messages.Failed, reason: reason, then: SettleTerm, rejected: true}.in(state)
 }
 
 // call runs one handler call with a context bounded by OpTimeout, turning a

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,7 +75,14 @@ type Config struct {
 	// InDoubtAfter is how long after voting commit, with neither commit nor
 	// abort arriving, the participant asks the coordinators for the outcome
 	// and applies it (checked every half of it); default 10s, negative never.
+	// A transaction found prepared at start is asked about InDoubtAfter after
+	// the start, with the deadline its prepare carried.
 	InDoubtAfter time.Duration
+	// Now is the clock every decision of the Processor reads: deadline
+	// checks, doubt tracking, record sweeps and the barrier's row times; nil
+	// means time.Now. A deterministic simulator sets it; the timers that
+	// pace the Runtime's own rounds stay on the wall clock.
+	Now func() time.Time
 	// Logger receives the Runtime's log lines; default none.
 	Logger *zap.Logger
 }
@@ -166,6 +172,10 @@ type Stats struct {
 	// them and InDoubtResolved the outcomes applied from the answers.
 	InDoubt                         int
 	InDoubtQueries, InDoubtResolved uint64
+	// InDoubtContradicted counts answers that contradicted the record (abort
+	// for a transaction recorded committed, commit after abort): each one
+	// took its transaction out of the doubt set and was logged once.
+	InDoubtContradicted uint64
 }
 
 // Runtime consumes one participant's commands and calls its Handler. Create it
@@ -182,8 +192,9 @@ type Runtime struct {
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once
 	janitor  chan struct{} // closed when the janitor goroutine returns
-
-	inDoubtQueries, inDoubtResolved atomic.Uint64
+	// ctx ends at Stop; it bounds the in-doubt questions.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex // guards the fields below; held by Start and Stop
 	started bool
@@ -205,7 +216,10 @@ func New(nc *nats.Conn, cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Runtime{
+		ctx:      ctx,
+		cancel:   cancel,
 		nc:       nc,
 		cfg:      cfg,
 		log:      cfg.Logger.With(zap.String("participant", cfg.Name)),
@@ -264,7 +278,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("natstx: participant %s: consuming: %w", r.cfg.Name, err)
 	}
-	if err := r.proc.loadPrepared(ctx); err != nil {
+	if err := r.proc.LoadPrepared(ctx); err != nil {
 		cc.Stop()
 		<-cc.Closed()
 		return fmt.Errorf("natstx: participant %s: %w", r.cfg.Name, err)
@@ -315,7 +329,10 @@ func (r *Runtime) waitStream(ctx context.Context, js jetstream.JetStream) (jetst
 // handed back to JetStream for another instance. Stop is safe to call more
 // than once, and before Start.
 func (r *Runtime) Stop() {
-	r.stopOnce.Do(func() { close(r.stopping) })
+	r.stopOnce.Do(func() {
+		close(r.stopping)
+		r.cancel()
+	})
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
@@ -344,11 +361,7 @@ func (r *Runtime) isStopping() bool {
 }
 
 // Stats returns the Runtime's counters.
-func (r *Runtime) Stats() Stats {
-	s := r.proc.Stats()
-	s.InDoubtQueries, s.InDoubtResolved = r.inDoubtQueries.Load(), r.inDoubtResolved.Load()
-	return s
-}
+func (r *Runtime) Stats() Stats { return r.proc.Stats() }
 
 // State returns what the Runtime records about transaction txid: with a
 // Barrier, what its database says; else StateNone if it has no record (never
@@ -384,17 +397,19 @@ func (r *Runtime) runJanitor() {
 		defer d.Stop()
 		doubts = d.C
 	}
+	ask := AskNATS(r.nc)
 	for {
 		select {
 		case <-r.stopping:
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := r.proc.now()
 			if n := r.proc.Sweep(now); n > 0 {
 				r.log.Debug("removed finished transaction records", zap.Int("count", n))
 			}
 			r.purgeBarrier(now)
 		case <-doubts:
-			r.resolveInDoubt()
+			r.proc.ResolveInDoubt(r.ctx, ask)
 		}
 	}
 }
