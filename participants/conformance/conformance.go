@@ -8,6 +8,7 @@ package conformance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"sync"
@@ -41,6 +42,8 @@ func Run(t *testing.T, start Start) {
 	t.Run("CommitRetried", func(t *testing.T) { testCommitRetried(t, start) })
 	t.Run("Malformed", func(t *testing.T) { testMalformed(t, start) })
 	t.Run("DurableRestart", func(t *testing.T) { testDurableRestart(t, start) })
+	t.Run("InDoubtResolved", func(t *testing.T) { testInDoubtResolved(t, start) })
+	t.Run("InDoubtAfterRestart", func(t *testing.T) { testInDoubtAfterRestart(t, start) })
 }
 
 // env is an embedded NATS server with the command stream and a reply
@@ -274,6 +277,153 @@ func testDurableRestart(t *testing.T, start Start) {
 	if err != nil || st != services.TxApplied {
 		t.Fatalf("inventory has tx1 %s (%v), want applied", st, err)
 	}
+	if _, err := svc.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outcomes answers in-doubt questions on messages.APIOutcome, standing in for
+// the coordinators: pending until decide is called, then the decided
+// outcome. It keeps the questions.
+type outcomes struct {
+	mu      sync.Mutex
+	outcome string
+	asked   []messages.OutcomeRequest
+}
+
+func (e *env) outcomes() *outcomes {
+	e.t.Helper()
+	o := &outcomes{outcome: messages.OutcomePending}
+	nc, err := nats.Connect(e.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	if _, err := nc.Subscribe(messages.APIOutcome, func(m *nats.Msg) {
+		var req messages.OutcomeRequest
+		_ = json.Unmarshal(m.Data, &req)
+		o.mu.Lock()
+		o.asked = append(o.asked, req)
+		resp := messages.OutcomeResponse{Outcome: o.outcome, Reason: "conformance"}
+		o.mu.Unlock()
+		data, _ := json.Marshal(resp)
+		_ = m.Respond(data)
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		e.t.Fatal(err)
+	}
+	return o
+}
+
+// decide makes every later answer outcome.
+func (o *outcomes) decide(outcome string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.outcome = outcome
+}
+
+// questions returns the questions about txid so far.
+func (o *outcomes) questions(txid string) []messages.OutcomeRequest {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var qs []messages.OutcomeRequest
+	for _, q := range o.asked {
+		if q.ID == txid {
+			qs = append(qs, q)
+		}
+	}
+	return qs
+}
+
+// waitFor polls cond until it holds, failing after wait.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", wait, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testInDoubtResolved: a transaction voted commit on whose outcome never
+// arrives is asked about, with its deadline, and the answer is applied.
+func testInDoubtResolved(t *testing.T, start Start) {
+	e := newEnv(t)
+	o := e.outcomes()
+	h := newCounter()
+	cfg := config()
+	cfg.Handler = h
+	cfg.InDoubtAfter = 50 * time.Millisecond
+	defer start(t, e.url, cfg)()
+	deadline := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	prep := e.cmd("tx1", messages.OpPrepare, 1)
+	prep.Deadline = deadline
+	e.expect(prep, messages.VoteCommit, "")
+	waitFor(t, "a question about tx1", func() bool { return len(o.questions("tx1")) > 0 })
+	if q := o.questions("tx1")[0]; q.DeadlineMs != deadline.UnixMilli() || q.Participant != name {
+		t.Fatalf("question %+v, want participant %s and deadline_ms %d", q, name, deadline.UnixMilli())
+	}
+	if n := h.n(messages.OpCommit, "tx1") + h.n(messages.OpAbort, "tx1"); n != 0 {
+		t.Fatalf("outcome applied %d times while the answer was pending", n)
+	}
+	o.decide(messages.OutcomeCommit)
+	waitFor(t, "the commit answer to be applied", func() bool { return h.n(messages.OpCommit, "tx1") == 1 })
+	// The commit command that arrives after all is a duplicate.
+	e.expect(e.cmd("tx1", messages.OpCommit, 1), messages.Ack, "")
+	if n := h.n(messages.OpCommit, "tx1"); n != 1 {
+		t.Fatalf("commit applied %d times, want 1", n)
+	}
+}
+
+// testInDoubtAfterRestart: a transaction a durable participant prepared
+// before it restarted is asked about after the restart, with the deadline
+// its prepare carried, and the answer is applied exactly once.
+func testInDoubtAfterRestart(t *testing.T, start Start) {
+	e := newEnv(t)
+	o := e.outcomes()
+	path := filepath.Join(t.TempDir(), "inventory.db")
+	open := func() (participants.Config, services.Service) {
+		svc, err := services.Open(context.Background(), "inventory", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := services.NewBarrier(context.Background(), svc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config()
+		cfg.Barrier = b
+		return cfg, svc
+	}
+	cfg, svc := open()
+	cfg.InDoubtAfter = -1 // the first process never asks
+	stop := start(t, e.url, cfg)
+	deadline := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	prep := e.cmd("tx1", messages.OpPrepare, 1)
+	prep.Payload = services.Payload("inventory", 0)
+	prep.Deadline = deadline
+	e.expect(prep, messages.VoteCommit, "")
+	stop()
+	_ = svc.DB().Close()
+
+	cfg, svc = open()
+	defer svc.DB().Close()
+	cfg.InDoubtAfter = 50 * time.Millisecond
+	defer start(t, e.url, cfg)()
+	waitFor(t, "a question about tx1 after the restart", func() bool { return len(o.questions("tx1")) > 0 })
+	if q := o.questions("tx1")[0]; q.DeadlineMs != deadline.UnixMilli() {
+		t.Fatalf("question %+v, want deadline_ms %d kept from the prepare", q, deadline.UnixMilli())
+	}
+	o.decide(messages.OutcomeCommit)
+	waitFor(t, "tx1 applied", func() bool {
+		st, err := svc.TxState(context.Background(), "tx1")
+		return err == nil && st == services.TxApplied
+	})
+	e.expect(e.cmd("tx1", messages.OpCommit, 1), messages.Ack, "")
 	if _, err := svc.Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}

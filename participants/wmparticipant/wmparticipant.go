@@ -8,8 +8,15 @@
 // Publisher that publishes a message's metadata as NATS headers, such as
 // watermill-nats' core NATS publisher (see NewReplyPublisher).
 //
+// While the router runs, Mount also gives the participant the same recovery
+// guarantee as the native Runtime: at start it loads what the Barrier holds
+// prepared (Processor.LoadPrepared), and it asks the coordinators about
+// every transaction in doubt (Processor.ResolveInDoubt), over the NATS
+// connection of a publisher from NewReplyPublisher, or the one given with
+// WithConn, or with the function given with WithAsk.
+//
 //	proc, _ := participants.NewProcessor(participants.Config{Name: "inventory", Barrier: b})
-//	sub, _ := wmparticipant.NewSubscriber(nc, "inventory", logger)
+//	sub, _ := wmparticipant.NewSubscriber(nc, "inventory", wmparticipant.Options{}, logger)
 //	pub, _ := wmparticipant.NewReplyPublisher(nc, logger)
 //	wmparticipant.Mount(router, proc, sub, pub)
 package wmparticipant
@@ -95,12 +102,24 @@ func NewSubscriber(nc *nats.Conn, name string, opts Options, logger watermill.Lo
 }
 
 // NewReplyPublisher returns a watermill publisher of replies on core NATS
-// (replies are plain NATS messages, not stream messages) over nc.
+// (replies are plain NATS messages, not stream messages) over nc. Mount
+// asks the coordinators about transactions in doubt over nc too.
 func NewReplyPublisher(nc *nats.Conn, logger watermill.LoggerAdapter) (message.Publisher, error) {
-	return wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
+	pub, err := wmnats.NewPublisherWithNatsConn(nc, wmnats.PublisherPublishConfig{
 		Marshaler: &wmnats.NATSMarshaler{},
 		JetStream: wmnats.JetStreamConfig{Disabled: true},
 	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	return replyPublisher{Publisher: pub, nc: nc}, nil
+}
+
+// replyPublisher is a reply publisher that remembers its connection, for
+// Mount to ask the coordinators over it.
+type replyPublisher struct {
+	message.Publisher
+	nc *nats.Conn
 }
 
 // subjectKey carries a command's subject in the watermill metadata.
@@ -167,8 +186,93 @@ func Handler(p *participants.Processor, pub message.Publisher) message.NoPublish
 	}
 }
 
+// MountOption configures Mount.
+type MountOption func(*mountConfig)
+
+type mountConfig struct {
+	ask participants.AskFunc
+}
+
+// WithAsk makes Mount ask about transactions in doubt with ask.
+func WithAsk(ask participants.AskFunc) MountOption {
+	return func(c *mountConfig) { c.ask = ask }
+}
+
+// WithConn makes Mount ask about transactions in doubt over nc (the
+// coordinators' queue group, participants.AskNATS).
+func WithConn(nc *nats.Conn) MountOption {
+	return func(c *mountConfig) { c.ask = participants.AskNATS(nc) }
+}
+
+// loadTimeout bounds LoadPrepared when the router starts.
+const loadTimeout = 30 * time.Second
+
 // Mount adds p's handler to router, reading the participant's commands from
-// sub (see NewSubscriber) and publishing replies with pub.
-func Mount(router *message.Router, p *participants.Processor, sub message.Subscriber, pub message.Publisher) {
-	router.AddConsumerHandler("natstx-"+p.Name(), p.Name(), sub, Handler(p, pub))
+// sub (see NewSubscriber) and publishing replies with pub, and p's recovery:
+// when the router runs, p.LoadPrepared (an error fails Run), then, until the
+// handler stops, p.ResolveInDoubt every half of p.InDoubtAfter. It asks with
+// the function of WithAsk or over the connection of WithConn; by default
+// over the connection of pub when pub came from NewReplyPublisher. With none
+// of them it cannot ask: transactions left in doubt wait for the
+// coordinator's commands.
+func Mount(router *message.Router, p *participants.Processor, sub message.Subscriber, pub message.Publisher, opts ...MountOption) {
+	var c mountConfig
+	if rp, ok := pub.(replyPublisher); ok {
+		c.ask = participants.AskNATS(rp.nc)
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	h := router.AddConsumerHandler("natstx-"+p.Name(), p.Name(), sub, Handler(p, pub))
+	router.AddPlugin(func(r *message.Router) error {
+		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+		defer cancel()
+		if err := p.LoadPrepared(ctx); err != nil {
+			return fmt.Errorf("wmparticipant: participant %s: %w", p.Name(), err)
+		}
+		if c.ask != nil && p.InDoubtAfter() > 0 {
+			go resolveWhileRunning(r, h, p, c.ask)
+		}
+		return nil
+	})
+}
+
+// resolveWhileRunning asks about the transactions in doubt every half of
+// InDoubtAfter, once the router runs, until the handler stops or the router
+// closes (if Run fails before the router runs, until Close).
+func resolveWhileRunning(r *message.Router, h *message.Handler, p *participants.Processor, ask participants.AskFunc) {
+	t := time.NewTicker(max(p.InDoubtAfter()/2, 10*time.Millisecond))
+	defer t.Stop()
+	// The handler's Stopped channel exists once the router runs.
+	for running := false; !running; {
+		select {
+		case <-r.Running():
+			running = true
+		case <-t.C:
+			if r.IsClosed() {
+				return
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := h.Stopped()
+	go func() { // stop asking as soon as the handler stops
+		select {
+		case <-stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if r.IsClosed() {
+				return
+			}
+			p.ResolveInDoubt(ctx, ask)
+		}
+	}
 }
