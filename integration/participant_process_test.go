@@ -397,3 +397,96 @@ func TestParticipantInstancesShareWork(t *testing.T) {
 	svcs["inventory"] = inv
 	r.verify(orders, svcs)
 }
+
+// TestRestartedParticipantProcessDoesNotAbortALiveTransaction (issue 9,
+// finding 2): the inventory process votes commit on a transaction with a
+// 3-minute timeout, is killed before its reply, and restarts on the same
+// database. It finds the transaction prepared in its barrier and, after its
+// in-doubt time, asks the coordinators about it while the owner still waits
+// for the payment vote (payment is not running yet). A second coordinator,
+// which does not own the transaction, answers some of those questions: it
+// must answer "pending", because the restarted participant sends the
+// deadline it kept with the prepare, and nothing may be aborted. Once
+// payment runs and votes, the transaction commits everywhere.
+func TestRestartedParticipantProcessDoesNotAbortALiveTransaction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the natstx binary")
+	}
+	r := newRig(t)
+	other, err := orchestrator.New(r.connect(), orchestrator.Config{Instance: "other",
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)).Named("other")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Stop)
+
+	dir := t.TempDir()
+	invPath := filepath.Join(dir, "inventory.db")
+	args := []string{"inventory", "--db", invPath, "--nats", r.srv.URL(), "--ack-wait", "2s", "--log-level", "error"}
+	first := startProc(t, []string{"NATSTX_CRASH_AT=after-prepare-apply:1"}, args...)
+	req := orchestrator.Request{ID: orchestrator.NewID(), Timeout: 3 * time.Minute}
+	o := order{Result: services.Result{ID: req.ID, Participants: []string{"inventory", "payment"}}, payloads: map[string][]byte{}}
+	for _, kind := range o.Participants {
+		o.payloads[kind] = services.Payload(kind, 0)
+		req.Participants = append(req.Participants, orchestrator.Participant{Name: kind, Payload: o.payloads[kind]})
+	}
+	type result struct {
+		out orchestrator.Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		out, err := r.eng.Execute(ctx, req)
+		done <- result{out, err}
+	}()
+	first.waitCrash(t)
+	startProc(t, nil, args...) // the restart: the prepare is in its barrier, its reply never went out
+
+	// The restarted participant asks after its in-doubt time (the default,
+	// 10s: `natstx participant` has no flag to shorten it), every half of
+	// it, each question to one coordinator of the queue group. Wait until
+	// the coordinator that does not own the transaction has answered one
+	// (each question has an even chance to reach it).
+	deadline := time.Now().Add(150 * time.Second)
+	for other.Stats().InDoubtQueries == 0 {
+		select {
+		case res := <-done:
+			t.Fatalf("the transaction ended (%+v, %v) before payment voted; inventory's log:\n%s", res.out, res.err, first.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other coordinator got no question within 150s (the owner answered %d)", r.eng.Stats().InDoubtQueries)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("questions: %d to the owner, %d to the other coordinator", r.eng.Stats().InDoubtQueries, other.Stats().InDoubtQueries)
+	svcs := map[string]services.Service{"payment": r.inProcess("payment", filepath.Join(dir, "payment.db"), nil)}
+	res := <-done
+	if res.err != nil || !res.out.Committed() {
+		t.Fatalf("transaction %s: %+v, %v; want committed: a restarted participant aborted a live transaction", req.ID, res.out, res.err)
+	}
+	o.Committed = true
+	inv, err := services.Open(context.Background(), "inventory", invPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inv.DB().Close()
+	svcs["inventory"] = inv
+	r.verify([]order{o}, svcs)
+}
+
+// connect returns a new connection to the rig's server, closed at cleanup.
+func (r *rig) connect() *nats.Conn {
+	r.t.Helper()
+	nc, err := nats.Connect(r.srv.URL())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(nc.Close)
+	return nc
+}
