@@ -27,7 +27,13 @@
 // business change, and answers every duplicate from them. See
 // docs/PARTICIPANTS.md.
 //
-// Processor is the transport-free core (decode, record, handler, answer);
-// Runtime feeds it from JetStream and package wmparticipant from a watermill
-// Router. Package conformance is the suite every such transport passes.
+// A participant that voted commit and hears no outcome is in doubt: it asks
+// the coordinators how the transaction ended, with the transaction's deadline
+// (kept in the barrier, so also after a restart), and applies the answer like
+// a command (Processor.LoadPrepared, Processor.ResolveInDoubt).
+//
+// Processor is the transport-free core (decode, record, handler, answer, the
+// transactions in doubt); Runtime feeds it from JetStream and package
+// wmparticipant from a watermill Router, and both run its in-doubt recovery.
+// Package conformance is the suite every such transport passes.
 package participants
