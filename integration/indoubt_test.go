@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants"
@@ -98,8 +100,12 @@ func (r *doubtRig) begin(eng *orchestrator.Engine, n int) []string {
 	return ids
 }
 
-// settled waits until no participant holds any transaction staged or in
-// doubt, then checks that each transaction is applied by all or by none.
+// settled waits until no participant holds any transaction in doubt and the
+// coordinators' status of each transaction (from an instance's memory, the
+// status bucket or the decision record) is final, then checks every
+// participant against that decision: each applied a committed transaction
+// and none an aborted one, and nothing is left staged. A status that stays
+// undecided counts as in doubt.
 func (r *doubtRig) settled(ids []string) sim.Report {
 	r.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -116,12 +122,38 @@ func (r *doubtRig) settled(ids []string) sim.Report {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	nc := r.connect()
 	var results []sim.Result
 	for _, id := range ids {
-		committed := r.services[r.names[0]].Committed(id)
-		results = append(results, sim.Result{ID: id, Participants: r.names, Decided: true, Committed: committed})
+		st := r.finalStatus(nc, id)
+		final := st.State == orchestrator.Committed.String() || st.State == orchestrator.Aborted.String()
+		if !final {
+			r.t.Errorf("%s: status %q (%s) is not final 30s after every participant settled", id, st.State, st.Reason)
+		}
+		results = append(results, sim.Result{ID: id, Participants: r.names, Decided: final, Committed: st.State == orchestrator.Committed.String()})
 	}
 	return sim.Check(results, r.services)
+}
+
+// finalStatus asks the coordinators for transaction id's status until it is
+// final or 30s pass, and returns the last one.
+func (r *doubtRig) finalStatus(nc *nats.Conn, id string) messages.TxStatus {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st messages.TxStatus
+		data, _ := json.Marshal(messages.StatusRequest{ID: id})
+		if m, err := nc.Request(messages.APIStatus, data, 5*time.Second); err == nil {
+			var resp messages.StatusResponse
+			if json.Unmarshal(m.Data, &resp) == nil && resp.Status != nil {
+				st = *resp.Status
+			}
+		}
+		if st.State == orchestrator.Committed.String() || st.State == orchestrator.Aborted.String() || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestInDoubtParticipantsLearnAbortAfterTheCoordinatorDiesUndecided: the
