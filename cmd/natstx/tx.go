@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -52,6 +53,10 @@ func (tc *txClient) open(name string, opts ...nats.Option) (*orchestrator.Client
 	}
 	return cl, nc.Close, nil
 }
+
+// watchReconnect is how long `tx watch` keeps trying to reconnect after it
+// lost NATS, e.g. while `natstx server` restarts.
+const watchReconnect = 10 * time.Second
 
 // errLostNATS ends `tx watch` when its connection closes for good.
 var errLostNATS = errors.New("the watch ended: lost the connection to NATS; is the server still running?")
@@ -398,11 +403,26 @@ change is one JSON object per line.`,
 				return usageError{errors.New("--for must not be negative")}
 			}
 			o.timeout = 5 * time.Second
+			since := time.Now()
+			var reconnected atomic.Bool
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			ctx, lost := context.WithCancelCause(ctx)
 			defer lost(nil)
-			cl, done, err := o.open("natstx-tx-watch", nats.ClosedHandler(func(*nats.Conn) { lost(errLostNATS) }))
+			// A server restart (seconds) does not end the watch; a server
+			// gone for longer than watchReconnect does.
+			cl, done, err := o.open("natstx-tx-watch", nats.ClosedHandler(func(*nats.Conn) { lost(errLostNATS) }),
+				nats.MaxReconnects(int(watchReconnect/(500*time.Millisecond))),
+				nats.DisconnectErrHandler(func(c *nats.Conn, _ error) {
+					if c.IsClosed() {
+						return // its own end, not a lost server
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "lost NATS; reconnecting for up to %v\n", watchReconnect)
+				}),
+				nats.ReconnectHandler(func(*nats.Conn) {
+					reconnected.Store(true)
+					fmt.Fprintln(cmd.ErrOrStderr(), "reconnected; watching")
+				}))
 			if err != nil {
 				return err
 			}
@@ -423,6 +443,9 @@ change is one JSON object per line.`,
 			for st := range ch {
 				if only != "" && st.ID != only {
 					continue
+				}
+				if reconnected.Load() && st.UpdatedAt.Before(since) {
+					continue // the watcher's restart replays what it saw before
 				}
 				if !seen.changed(st) {
 					continue // a re-send or a refresh: nothing a reader sees changed
