@@ -1,75 +1,185 @@
 package dst
 
 import (
+	"encoding/json"
 	"fmt"
-	"strings"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/participants"
 )
 
-// check runs after quiescence: it counts the transactions and records a
-// violation for each broken guarantee of DESIGN.md section 3.
+// recordState is the state a decision record's value holds ("committing",
+// "committed", "aborted"), or "" for a delete marker or an unreadable one.
+func recordState(v []byte) string {
+	var rec struct {
+		State string `json:"state"`
+	}
+	if len(v) == 0 || json.Unmarshal(v, &rec) != nil {
+		return ""
+	}
+	return rec.State
+}
+
+// statusState is the state a status entry holds.
+func statusState(v []byte) string {
+	var st messages.TxStatus
+	if len(v) == 0 || json.Unmarshal(v, &st) != nil {
+		return ""
+	}
+	return st.State
+}
+
+func finalStatus(state string) bool { return state == "committed" || state == "aborted" }
+
+// onRecordWrite checks every write to the decision bucket as it is applied:
+// never a commit record after an abort record of the same transaction, nor
+// an abort record after a commit record (in any order, at any distance in
+// time: an expired record does not make the other decision right).
+func (s *sim) onRecordWrite(w kvWrite) {
+	st := recordState(w.value)
+	if st == "committing" {
+		s.committing[w.key] = true
+	} else {
+		delete(s.committing, w.key)
+	}
+	switch st {
+	case "committing", "committed":
+		if s.everAbort[w.key] && !s.everCommit[w.key] {
+			s.violate("%s: a commit record (%s, by %s) was written after an abort record", w.key, st, w.writer)
+		}
+		s.everCommit[w.key] = true
+	case "aborted":
+		s.st.RecordedAborts++
+		s.notePremature(w)
+		if s.everCommit[w.key] && !s.everAbort[w.key] {
+			s.violate("%s: an abort record was written (by %s) after a commit record", w.key, w.writer)
+		}
+		s.everAbort[w.key] = true
+	}
+}
+
+// notePremature notes an abort recorded before the transaction's deadline
+// while the coordinator that runs it is alive (its incarnation runs, or is
+// paused within its lease) and has not decided abort itself: nobody may decide for a live owner before its
+// deadline, and a participant that restarted must not make anyone do so.
+func (s *sim) notePremature(wr kvWrite) {
+	w := s.workBy[wr.key]
+	if w == nil || w.coord == "" || w.ownerAborted || s.s.now >= w.beginAt+w.timeout {
+		return
+	}
+	for _, c := range s.coords {
+		if c.name == w.coord && c.inc == w.inc && c.g.state != gateDead && s.leases.live(c.name) != nil {
+			w.premature = fmt.Sprintf("an abort was recorded by %s at %v, before its deadline (%v at the soonest), while its coordinator %s was alive",
+				wr.writer, s.s.now, w.beginAt+w.timeout, c.name)
+		}
+	}
+}
+
+// onStatusWrite checks every write to the status bucket: a final status is
+// never replaced by the other final state; one replaced by a state that is
+// not final is counted (it must converge again, which the quiescence check
+// waits for).
+func (s *sim) onStatusWrite(w kvWrite) {
+	st := statusState(w.value)
+	if tx := s.workBy[w.key]; tx != nil && (st == "aborting" || st == "aborted") && w.writer == fmt.Sprintf("%s.%d", tx.coord, tx.inc) {
+		tx.ownerAborted = true
+	}
+	prev := s.lastStatus[w.key]
+	if finalStatus(prev) && st != prev {
+		if finalStatus(st) {
+			s.violate("%s: its status went from %s to %s (written by %s)", w.key, prev, st, w.writer)
+		} else if st != "" {
+			s.st.StatusRegressions++
+			s.tracef("%s status regressed from %s to %s (written by %s)", w.key, prev, st, w.writer)
+		}
+	}
+	s.lastStatus[w.key] = st
+	if finalStatus(st) || st == "" {
+		delete(s.notFinal, w.key)
+	} else {
+		s.notFinal[w.key] = true
+	}
+}
+
+// check runs after quiescence, on what the participants' databases, the
+// decision records and the statuses hold, for every transaction:
 //
-//   - Atomicity: every participant of a transaction ended committed, or none
-//     did (each ended aborted or never prepared).
+//   - Atomicity: every participant committed, or none did (each aborted or
+//     never prepared); the business rows agree with the barrier's records.
 //   - Nothing left prepared.
-//   - No decision reversed: a transaction with a commit record, or that a
-//     coordinator reported committed, ends committed everywhere; one only
-//     ever decided abort ends with no participant committed. (An abort
-//     recorded after a committed transaction's record was purged, for a late
-//     question, is counted in Stats.LateAbortRecords: the participant that
-//     asked has committed by then and ignores the answer.) (A participant that
-//     commits without a durable commit decision, or that goes from commit to
-//     abort, is caught as it happens, in participant.set.)
-//   - Every transaction decided: no coordinator still runs it.
+//   - No decision reversed: a transaction with a commit record ends
+//     committed everywhere; one with an abort record has no participant
+//     committed (the checks of onRecordWrite and the ledger handler catch
+//     the rest as it happens).
+//   - Every status still in the bucket is final and says what happened.
 func (s *sim) check() {
 	for _, w := range s.work {
-		s.res.Transactions++
-		var committed, aborted, none, prepared []string
+		var committed, aborted, prepared, none []string
 		for _, name := range w.parts {
-			st := pNone
-			if r := s.partBy[name].recs[w.id]; r != nil {
-				st = r.state
+			p := s.partBy[name]
+			st, err := p.check.State(s.ctx, name, w.id)
+			if err != nil {
+				s.violate("%s: reading %s's barrier: %v", w.id, name, err)
+				continue
 			}
+			row := p.ledgerState(w.id)
+			ok := true
 			switch st {
-			case pCommitted:
+			case participants.StateCommitted:
 				committed = append(committed, name)
-			case pAborted:
+				ok = row == "committed"
+			case participants.StateAborted:
 				aborted = append(aborted, name)
-			case pPrepared:
+				ok = row == ""
+			case participants.StatePrepared:
 				prepared = append(prepared, name)
+				ok = row == "staged"
 			default:
 				none = append(none, name)
+				ok = row == ""
+			}
+			if !ok {
+				s.violate("%s: %s's barrier says %s but its business row says %q", w.id, name, st, row)
 			}
 		}
 		ends := fmt.Sprintf("committed=[%s] aborted=[%s] prepared=[%s] none=[%s]",
 			joinNames(committed), joinNames(aborted), joinNames(prepared), joinNames(none))
-		allCommitted := len(committed) == len(w.parts)
+		all := len(committed) == len(w.parts)
+		if all {
+			w.outcome = outcomeCommitted
+		}
 		switch {
-		case len(committed) > 0 && !allCommitted:
+		case len(committed) > 0 && !all:
 			s.violate("%s: atomicity: mixed outcome %s", w.id, ends)
 		case len(prepared) > 0:
 			s.violate("%s: left prepared after quiescence: %s", w.id, ends)
 		}
-		if s.store.everCommit[w.id] && !allCommitted {
+		if len(prepared) > 0 {
+			w.inDoubt = true
+		}
+		if s.everCommit[w.id] && !all {
 			s.violate("%s: decision reversed: a commit decision was recorded, but %s", w.id, ends)
 		}
-		if w.clientCommitted && !allCommitted {
-			s.violate("%s: a coordinator reported it committed, but %s", w.id, ends)
+		if w.begun && w.premature != "" {
+			s.violate("%s: %s: %s", w.id, w.premature, ends)
 		}
-		if w.decidedAbort && !w.decidedCommit && len(committed) > 0 {
-			s.violate("%s: only abort was ever decided, yet %s", w.id, ends)
+		if s.everAbort[w.id] && len(committed) > 0 {
+			s.violate("%s: an abort was recorded for a transaction that committed: %s", w.id, ends)
 		}
-		for _, c := range s.coords {
-			if en := c.active[w.id]; en != nil {
-				s.violate("%s: undecided: %s still runs it in state %s", w.id, c.name, en.tx.State())
+		if en, err := s.status.get(w.id); err == nil {
+			switch st := statusState(en.Value); {
+			case !finalStatus(st):
+				w.inDoubt = true
+				s.violate("%s: its status is %q after quiescence: %s", w.id, st, ends)
+			case (st == "committed") != all:
+				s.violate("%s: its status says %s: %s", w.id, st, ends)
 			}
-		}
-		if allCommitted {
-			s.res.Committed++
-		} else {
-			s.res.Aborted++
 		}
 	}
 	if n := len(s.violations); n > 0 {
-		s.tracef("%d violations:\n%s", n, strings.Join(s.violations, "\n"))
+		s.tracef("%d violations:", n)
+		for _, v := range s.violations {
+			s.tracef("  %s", v)
+		}
 	}
 }

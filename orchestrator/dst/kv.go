@@ -41,6 +41,10 @@ type kvBucket struct {
 	keys map[string]*kvEntry
 	// hist is every write applied, in order, for the checker.
 	hist []kvWrite
+	// watch, if set, sees every write as it is applied.
+	watch func(kvWrite)
+	// blindCreate: Create ignores a live entry (a planted bug).
+	blindCreate bool
 }
 
 type kvEntry struct {
@@ -84,7 +88,11 @@ func (b *kvBucket) write(writer, op, key string, value []byte, ttl time.Duration
 		}
 	}
 	b.keys[key] = en
-	b.hist = append(b.hist, kvWrite{at: now, key: key, op: op, value: en.value, rev: b.rev, writer: writer})
+	w := kvWrite{at: now, key: key, op: op, value: en.value, rev: b.rev, writer: writer}
+	b.hist = append(b.hist, w)
+	if b.watch != nil {
+		b.watch(w)
+	}
 	return b.rev
 }
 
@@ -97,7 +105,7 @@ func (b *kvBucket) get(key string) (orchestrator.StoreEntry, error) {
 }
 
 func (b *kvBucket) create(writer, key string, value []byte, ttl time.Duration) (uint64, error) {
-	if b.live(key) != nil {
+	if b.live(key) != nil && !b.blindCreate {
 		return 0, orchestrator.ErrEntryExists
 	}
 	return b.write(writer, "create", key, value, ttl, false), nil

@@ -1,13 +1,16 @@
 package dst
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
 )
 
 // Config configures one simulated run. Zero fields take defaults; fields
@@ -32,35 +35,22 @@ type Config struct {
 	// Trace, when set, receives the trace: one line per event.
 	Trace io.Writer
 
-	// EarlyCommitAnswer answers participants in doubt as the engine's
-	// resolve did before it was fixed: commit from memory as soon as the
-	// state machine decided commit, before the commit record is durable (so
-	// before it can be refused). A known bug the simulator must keep
-	// catching; see docs/SIMULATION.md, "Findings".
-	EarlyCommitAnswer bool
-
-	// bug plants a deliberate protocol bug, for the tests that prove the
-	// checker catches one.
-	bug bug
+	// plant breaks the simulated infrastructure on purpose, for the tests
+	// that prove the checker catches what follows.
+	plant plant
 }
 
-// bug names a deliberately broken model, planted by tests.
-type bug uint8
+// plant names a deliberate break of a guarantee the engine relies on.
+type plant uint8
 
 const (
-	_ bug = iota // no bug
-	// bugCommitOnPrepare: a participant applies its change for good when it
-	// prepares, as if prepare were commit.
-	bugCommitOnPrepare
-	// bugSendBeforePersist: the driver sends commit before the commit
-	// decision is durable, and sometimes crashes before writing it.
-	bugSendBeforePersist
-	// bugVolatileParticipant: a participant keeps its records in memory only
-	// and loses them when it crashes.
-	bugVolatileParticipant
-	// bugAnswerAbortWhenUnknown: a coordinator answers abort to a participant
-	// in doubt without recording it, when it has no record.
-	bugAnswerAbortWhenUnknown
+	_ plant = iota // none
+	// plantVolatileDisk: a participant that restarts finds its database
+	// empty (its disk was lost), so it forgets what it prepared.
+	plantVolatileDisk
+	// plantBlindCreate: the decision bucket's Create writes even over a live
+	// entry (no compare-and-set), so a commit can be recorded over an abort.
+	plantBlindCreate
 )
 
 // Faults are the probabilities of each fault, each in [0, 1].
@@ -71,24 +61,33 @@ type Faults struct {
 	Duplicate float64
 	// Delay: a message is held for up to four seconds instead of a few
 	// milliseconds, so it arrives late and out of order; a timer fires up to
-	// half a second late (a busy shard, a paused process).
+	// half a second late (a busy shard, a slow process).
 	Delay float64
-	// SlowStore: a record operation takes up to two seconds (a stream leader
-	// election, a slow disk).
+	// SlowStore: a key-value operation takes up to two seconds each way (a
+	// stream leader election, a slow disk).
 	SlowStore float64
 	// PublishLost: a command is not stored by the stream (its publish failed).
 	PublishLost float64
 	// AckLost: a participant's acknowledgement of a command message is lost,
 	// so the stream redelivers it after AckWait.
 	AckLost float64
-	// CrashCoordinator: a coordinator crashes at an event it handles (before
-	// or after handling it) or between two sends of one Ready.
+	// CrashCoordinator: a coordinator process dies, at one of the engine's
+	// fault points (a draw per point reached) or at any moment (a draw per
+	// tenth of a second); it restarts 50 ms to 3 s later with nothing but
+	// the buckets.
 	CrashCoordinator float64
-	// CrashParticipant: a participant crashes at an event it handles, before
-	// or after handling it (after: its record is written, its ack is not).
+	// PauseCoordinator: a coordinator process is stopped (SIGSTOP) for a
+	// while, a draw per tenth of a second: shorter than its lease, longer
+	// than its lease, or longer than the retention; then it goes on with
+	// what it had in memory.
+	PauseCoordinator float64
+	// CrashParticipant: a participant dies before handling a command, after
+	// handling it and before its ack, before asking about a transaction in
+	// doubt or before applying the answer; it restarts 50 ms to 3 s later
+	// with its database and nothing else.
 	CrashParticipant float64
-	// StoreError: a write to the record bucket fails; half the time the write
-	// was applied and only its answer was lost.
+	// StoreError: a key-value operation fails; half the time it was applied
+	// and only its answer was lost.
 	StoreError float64
 	// LateStore: a key-value operation is applied after its caller gave up
 	// waiting (a timeout), so the caller does not know it happened.
@@ -101,11 +100,16 @@ type Faults struct {
 	// ClientAbort: the client asks to abort a transaction at a random moment
 	// (workload, not a fault).
 	ClientAbort float64
+	// LongTimeout: a transaction has a prepare timeout of 20 to 90 seconds
+	// instead of 0.3 to 2 (workload: what a participant restarting while
+	// prepared must not abort).
+	LongTimeout float64
 }
 
 func (f Faults) String() string {
-	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f crashp=%.4f storeerr=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f",
-		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.CrashParticipant, f.StoreError, f.HandlerError, f.VoteNo, f.ClientAbort)
+	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f storeerr=%.3f latestore=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f",
+		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.PauseCoordinator, f.CrashParticipant,
+		f.StoreError, f.LateStore, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout)
 }
 
 // drawFaults picks fault probabilities from the seed: each fault is off in
@@ -119,68 +123,80 @@ func drawFaults(rng *rand.Rand) Faults {
 	}
 	return Faults{
 		Drop: p(0.2), Duplicate: p(0.1), Delay: p(0.1), SlowStore: p(0.2), PublishLost: p(0.05), AckLost: p(0.1),
-		CrashCoordinator: p(0.01), CrashParticipant: p(0.01), StoreError: p(0.2), HandlerError: p(0.1),
-		VoteNo: p(0.15), ClientAbort: p(0.1),
+		CrashCoordinator: p(0.01), PauseCoordinator: p(0.03), CrashParticipant: p(0.01),
+		StoreError: p(0.1), LateStore: p(0.02), HandlerError: p(0.1),
+		VoteNo: p(0.15), ClientAbort: p(0.1), LongTimeout: p(0.1),
 	}
 }
 
-// Timing of the simulated world.
+// Timing of the simulated world, and the engine's configuration in it.
 const (
 	minPrepareTimeout = 300 * time.Millisecond
 	maxPrepareTimeout = 2 * time.Second
+	minLongTimeout    = 20 * time.Second
+	maxLongTimeout    = 90 * time.Second
 	retryBase         = 100 * time.Millisecond
 	retryMax          = 800 * time.Millisecond
 	abortSends        = 3
 	leaseTTL          = 1500 * time.Millisecond
-	scanEvery         = leaseTTL / 2 // recovery scan, as the engine's
+	retention         = 20 * time.Second // Config.Retention: statuses, committed records, memory
+	streamMaxAge      = 10 * time.Minute // the command stream's MaxAge; abort records and IDs last as long
+	inDoubtAfter      = time.Second      // participants.Config.InDoubtAfter
 	inDoubtEvery      = 500 * time.Millisecond
-	persistFirstWait  = 50 * time.Millisecond // the engine's persist retry backoff
-	persistMaxWait    = 2 * time.Second
-	healAfter         = 2 * time.Second // after the last begin, faults stop
+	askTimeout        = time.Second // a participant's wait for an in-doubt answer
+	healAfter         = 2 * time.Second
 	meanArrival       = 20 * time.Millisecond
+	chaosTick         = 100 * time.Millisecond
+	quiescenceTick    = 250 * time.Millisecond
+	statusGrace       = 10 * time.Second
+	maxEvents         = 200_000_000
 )
 
 // Stats count what happened in a run.
 type Stats struct {
-	Events           int
-	Delivered        int // command deliveries to a participant
-	Redelivered      int
-	PublishesLost    int
-	Dropped          int
-	Duplicated       int
-	Delayed          int
-	CoordCrashes     int
-	PartCrashes      int
-	StoreErrors      int
-	InDoubtQueries   int
-	InDoubtResolved  int
-	RecordedAborts   int
-	LateAbortRecords int // aborts recorded after the commit record was purged
-	CommitsRefused   int
-	Recovered        int
-	Rejected         int // commands a participant rejected as contradicting its record
-	ClientAborts     int
+	counters
+	Events            int
+	CoordCrashes      int
+	CoordPauses       int
+	PausesPastLease   int
+	PausesPastRetain  int
+	PartCrashes       int
+	InDoubtQueries    int // questions participants sent
+	InDoubtResolved   int // transactions a participant settled from an answer
+	RecordedAborts    int // abort records written
+	CommitsRefused    int // commit decisions that lost to a recorded abort (engine counter)
+	Recovered         int // commit records taken over (engine counter)
+	OrphansAborted    int // undecided transactions of dead instances aborted (engine counter)
+	ClientAborts      int
+	BeginRetries      int
+	BeginsRefused     int // begins refused as duplicates after an earlier attempt
+	Rejected          int // commands a participant rejected as contradicting its record
+	HandlerErrors     int
+	StatusRegressions int // a final status overwritten by a state that is not final
+	LeaseLapses       int // ticks at which a running instance had no live lease
 }
 
 func (s *Stats) add(o Stats) {
+	s.counters.add(o.counters)
 	s.Events += o.Events
-	s.Delivered += o.Delivered
-	s.Redelivered += o.Redelivered
-	s.PublishesLost += o.PublishesLost
-	s.Dropped += o.Dropped
-	s.Duplicated += o.Duplicated
-	s.Delayed += o.Delayed
 	s.CoordCrashes += o.CoordCrashes
+	s.CoordPauses += o.CoordPauses
+	s.PausesPastLease += o.PausesPastLease
+	s.PausesPastRetain += o.PausesPastRetain
 	s.PartCrashes += o.PartCrashes
-	s.StoreErrors += o.StoreErrors
 	s.InDoubtQueries += o.InDoubtQueries
 	s.InDoubtResolved += o.InDoubtResolved
 	s.RecordedAborts += o.RecordedAborts
-	s.LateAbortRecords += o.LateAbortRecords
 	s.CommitsRefused += o.CommitsRefused
 	s.Recovered += o.Recovered
-	s.Rejected += o.Rejected
+	s.OrphansAborted += o.OrphansAborted
 	s.ClientAborts += o.ClientAborts
+	s.BeginRetries += o.BeginRetries
+	s.BeginsRefused += o.BeginsRefused
+	s.Rejected += o.Rejected
+	s.HandlerErrors += o.HandlerErrors
+	s.StatusRegressions += o.StatusRegressions
+	s.LeaseLapses += o.LeaseLapses
 }
 
 // Result is what a run found.
@@ -189,9 +205,10 @@ type Result struct {
 	Coordinators int
 	Participants int
 	Faults       Faults
-	// Transactions begun by the workload; Committed ended committed at every
-	// participant, Aborted at none.
-	Transactions, Committed, Aborted int
+	// Transactions in the workload; Committed ended committed at every
+	// participant, Aborted at none; InDoubt are left prepared somewhere or
+	// with a status that is not final.
+	Transactions, Committed, Aborted, InDoubt int
 	// Violations describe each broken guarantee; empty when the run passed.
 	Violations []string
 	// SimTime is the simulated time the run took, HealedAt when its faults
@@ -214,308 +231,286 @@ func ReplayCommand(seed uint64, transactions int) string {
 
 // Summary is one line with the run's figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed=%d coordinators=%d participants=%d transactions=%d committed=%d aborted=%d violations=%d simtime=%v events=%d [%s]",
-		r.Seed, r.Coordinators, r.Participants, r.Transactions, r.Committed, r.Aborted, len(r.Violations), r.SimTime, r.Stats.Events, r.Faults)
-}
-
-// event is one entry of the queue: fn runs at simulated time at; seq breaks
-// ties in the order events were scheduled.
-type event struct {
-	at  time.Duration
-	seq uint64
-	fn  func()
-}
-
-// queue is a binary min-heap of events by (at, seq).
-type queue []event
-
-func (q queue) less(i, j int) bool {
-	if q[i].at != q[j].at {
-		return q[i].at < q[j].at
-	}
-	return q[i].seq < q[j].seq
-}
-
-func (q *queue) push(e event) {
-	*q = append(*q, e)
-	h := *q
-	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !h.less(i, p) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-}
-
-func (q *queue) pop() event {
-	h := *q
-	top := h[0]
-	n := len(h) - 1
-	h[0] = h[n]
-	h[n] = event{}
-	h = h[:n]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && h.less(l, m) {
-			m = l
-		}
-		if r < n && h.less(r, m) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
-	*q = h
-	return top
+	return fmt.Sprintf("seed=%d coordinators=%d participants=%d transactions=%d committed=%d aborted=%d in_doubt=%d violations=%d simtime=%v events=%d [%s]",
+		r.Seed, r.Coordinators, r.Participants, r.Transactions, r.Committed, r.Aborted, r.InDoubt, len(r.Violations), r.SimTime, r.Stats.Events, r.Faults)
 }
 
 // sim is one run's world.
 type sim struct {
-	cfg      Config
-	f        Faults
-	rng      *rand.Rand
-	now      time.Duration
-	seq      uint64
-	q        queue
-	healed   bool
-	healTime time.Duration
+	*env
+	cfg Config
+	st  Stats
 
-	coords  []*coordinator
-	parts   []*participant
-	partBy  map[string]*participant
-	coordBy map[string]*coordinator
-	store   *store
+	records, leases, ids, status *kvBucket
+	stream                       *cmdStream
+
+	coords  []*coord
+	coordBy map[string]*coord // by reply subject
+	parts   []*part
+	partBy  map[string]*part
+	// clients runs the workload's callers; it never pauses or dies.
+	clients *gate
+	cdrv    *driver
+
 	work    []*workTx
 	workBy  map[string]*workTx
+	pending int // client calls not finished
 
-	// busy counters: the run is quiescent when all are zero after healing.
-	pendingBegins, pendingStore, unacked, prepared int
-	seqMsg                                         int
+	// everCommit and everAbort: a commit or an abort record was written for
+	// the transaction (from the record bucket's writes, as they happen).
+	everCommit, everAbort map[string]bool
+	// lastStatus is each transaction's latest status state; notFinal the
+	// transactions whose latest status is not final; committing those whose
+	// decision record says committing.
+	lastStatus           map[string]string
+	notFinal, committing map[string]bool
 
-	traceBuf   bytes.Buffer
-	traceHash  uint64
-	traceLines int
-
-	res        Result
-	violations []string
+	healTime time.Duration
+	// quietSince is when everything but the statuses became quiet; 0: not.
+	quietSince time.Duration
+	quiescent  bool
+	timedOut   bool
+	ctx        context.Context
 }
 
 // Run simulates one seed and checks the guarantees.
 func Run(cfg Config) Result {
-	s := newSim(cfg)
-	s.run()
-	return s.result()
-}
-
-func newSim(cfg Config) *sim {
 	if cfg.Transactions <= 0 {
 		cfg.Transactions = 200
 	}
 	if cfg.HealLimit <= 0 {
 		cfg.HealLimit = 10 * time.Minute
 	}
-	rng := rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15))
+	draw := rand.New(rand.NewPCG(cfg.Seed, 0x51ed27))
 	if cfg.Coordinators <= 0 {
-		cfg.Coordinators = 1 + rng.IntN(3)
+		cfg.Coordinators = 1 + draw.IntN(3)
 	}
 	if cfg.Participants <= 0 {
-		cfg.Participants = 5 + rng.IntN(4)
+		cfg.Participants = 5 + draw.IntN(4)
 	}
 	cfg.Participants = max(cfg.Participants, 5) // a transaction has up to 5
-	f := drawFaults(rng)
+	f := drawFaults(draw)
 	if cfg.Faults != nil {
 		f = *cfg.Faults
 	}
 	s := &sim{
-		cfg: cfg, f: f, rng: rng,
-		partBy: map[string]*participant{}, coordBy: map[string]*coordinator{},
-		store: newStore(), workBy: map[string]*workTx{}, traceHash: fnvOffset,
+		env: newEnv(cfg.Seed, f, cfg.Trace), cfg: cfg,
+		coordBy: map[string]*coord{}, partBy: map[string]*part{}, workBy: map[string]*workTx{},
+		everCommit: map[string]bool{}, everAbort: map[string]bool{}, lastStatus: map[string]string{}, notFinal: map[string]bool{}, committing: map[string]bool{},
+		ctx: context.Background(),
 	}
-	for i := range cfg.Coordinators {
-		c := &coordinator{s: s, name: "c" + strconv.Itoa(i+1), up: true, active: map[string]*centry{}, finished: map[string]bool{}}
-		s.coords = append(s.coords, c)
-		s.coordBy[c.name] = c
-	}
-	for i := range cfg.Participants {
-		p := &participant{s: s, name: "p" + strconv.Itoa(i+1), up: true, recs: map[string]*precord{}}
-		s.parts = append(s.parts, p)
-		s.partBy[p.name] = p
-	}
-	s.res = Result{Seed: cfg.Seed, Coordinators: cfg.Coordinators, Participants: cfg.Participants, Faults: f}
-	return s
+	s.run()
+	return s.result()
 }
 
-const fnvOffset = 14695981039346656037
-
-// run plays the workload, stops the faults, and runs to quiescence.
+// run plays the workload, stops the faults, runs to quiescence, checks,
+// and ends every task.
 func (s *sim) run() {
 	s.tracef("run seed=%d coordinators=%d participants=%d transactions=%d faults=[%s]",
 		s.cfg.Seed, s.cfg.Coordinators, s.cfg.Participants, s.cfg.Transactions, s.f)
+	s.records = newBucket(s.env, orchestrator.RecordBucket, 0)
+	s.records.watch = s.onRecordWrite
+	s.records.blindCreate = s.cfg.plant == plantBlindCreate
+	s.leases = newBucket(s.env, orchestrator.LeaseBucket, leaseTTL)
+	s.ids = newBucket(s.env, "natstx_ids", 0)
+	s.status = newBucket(s.env, messages.StatusBucket, retention)
+	s.status.watch = s.onStatusWrite
+	s.stream = newStream(s.env, streamMaxAge)
+	s.clients = s.s.newGate("client")
+	s.cdrv = &driver{g: s.clients}
+	for i := range s.cfg.Participants {
+		p := s.newPart("p" + strconv.Itoa(i+1))
+		s.parts = append(s.parts, p)
+		s.partBy[p.name] = p
+	}
+	for i := range s.cfg.Coordinators {
+		c := &coord{s: s, name: "c" + strconv.Itoa(i+1)}
+		s.coords = append(s.coords, c)
+		s.coordBy[messages.ReplySubject(c.name)] = c
+		c.start()
+	}
+	s.s.afterEvent = s.pump
 	s.plan()
-	for _, c := range s.coords {
-		s.after(time.Duration(s.rng.Int64N(int64(scanEvery))), c.scanLoop)
+	s.s.at(chaosTick, s.chaos)
+	s.s.runUntil(func() bool { return s.quiescent || s.timedOut }, maxEvents)
+	if !s.quiescent && !s.timedOut {
+		s.violate("the run did not reach quiescence within %d events: %s statuses_not_final=%d", maxEvents, s.busyReport(true), s.statusesNotFinal())
 	}
-	for len(s.q) > 0 {
-		e := s.q.pop()
-		s.now = e.at
-		s.res.Stats.Events++
-		e.fn()
-		if s.healed && !s.busy() {
-			break
-		}
-		if s.healed && s.now > s.healTime+s.cfg.HealLimit {
-			s.violate("not quiescent %v after the faults stopped: %s", s.cfg.HealLimit, s.busyReport())
-			break
-		}
-	}
-	s.res.SimTime = s.now
-	s.tracef("end busy=%v", s.busy())
+	s.tracef("end quiescent=%v", s.quiescent)
 	s.check()
+	s.teardown()
 }
 
-// heal stops every fault and restarts every party that is down.
-func (s *sim) heal() {
-	s.healed = true
-	s.healTime = s.now
-	s.tracef("heal: faults off, every party restarts")
+// pump runs the queued shard work of every running engine, after each
+// event: tasks that yielded find their answers when they resume.
+func (s *sim) pump() {
 	for _, c := range s.coords {
-		if !c.up {
-			c.restart()
+		if c.eng != nil && c.g.state == gateRunning {
+			c.eng.Pump()
 		}
 	}
+}
+
+// chaos draws the coordinators' crashes and pauses every tick until the
+// faults stop.
+func (s *sim) chaos() {
+	if s.healed {
+		return
+	}
+	for _, c := range s.coords {
+		if c.g.state == gateRunning && c.started && s.leases.live(c.name) == nil {
+			s.st.LeaseLapses++
+			s.tracef("%s runs without a live lease", c.name)
+		}
+	}
+	for _, c := range s.coords {
+		switch {
+		case c.g.state != gateRunning || !c.started:
+		case s.fault(s.f.CrashCoordinator):
+			c.crash("at a random moment")
+		case s.fault(s.f.PauseCoordinator):
+			c.pause()
+		}
+	}
+	s.s.at(chaosTick, s.chaos)
+}
+
+// heal stops every fault: dead processes restart (a paused one goes on when
+// its pause ends).
+func (s *sim) heal() {
+	s.healed = true
+	s.healTime = s.s.now
+	s.tracef("heal: faults off; paused processes go on when their pause ends, dead ones restart")
 	for _, p := range s.parts {
-		if !p.up {
+		if !p.up() {
 			p.restart()
 		}
 	}
+	s.s.at(quiescenceTick, s.checkQuiescence)
 }
 
-func (s *sim) busy() bool {
-	if s.pendingBegins > 0 || s.pendingStore > 0 || s.unacked > 0 || s.prepared > 0 {
-		return true
+// checkQuiescence ends the run once nothing is left to do, or once the heal
+// limit passed. Statuses get statusGrace after everything else is quiet to
+// become final; the checker reports those that did not.
+func (s *sim) checkQuiescence() {
+	busy := s.busyReport(false)
+	notFinal := s.statusesNotFinal()
+	switch {
+	case busy == "" && notFinal == 0:
+		s.quiescent = true
+		return
+	case busy == "":
+		if s.quietSince == 0 {
+			s.quietSince = s.s.now
+		}
+		if s.s.now-s.quietSince > statusGrace {
+			s.tracef("%d statuses still not final %v after everything else was quiet", notFinal, statusGrace)
+			s.quiescent = true
+			return
+		}
+	default:
+		s.quietSince = 0
+	}
+	if s.s.now > s.healTime+s.cfg.HealLimit {
+		s.violate("not quiescent %v after the faults stopped: %s statuses_not_final=%d", s.cfg.HealLimit, s.busyReport(true), notFinal)
+		s.timedOut = true
+		return
+	}
+	s.s.at(quiescenceTick, s.checkQuiescence)
+}
+
+// busyReport says what is still going on, empty when quiescent: no client
+// call pending, every instance running with no transaction in flight, no
+// command unacknowledged, no commit record still committing, no participant
+// prepared. Unless full, it stops at the first thing found.
+func (s *sim) busyReport(full bool) string {
+	var busy []string
+	add := func(format string, args ...any) bool {
+		busy = append(busy, fmt.Sprintf(format, args...))
+		return !full
+	}
+	if s.pending > 0 && add("client_calls=%d", s.pending) {
+		return busy[0]
 	}
 	for _, c := range s.coords {
-		if len(c.active) > 0 {
-			return true
+		if c.eng == nil || !c.started || c.g.state != gateRunning {
+			if add("%s=not_running", c.name) {
+				return busy[0]
+			}
+		} else if n := c.eng.Stats().InFlight; n > 0 && add("%s_in_flight=%d", c.name, n) {
+			return busy[0]
 		}
 	}
-	return false
+	if s.stream.unacked > 0 && add("unacked_commands=%d", s.stream.unacked) {
+		return busy[0]
+	}
+	if n := len(s.committing); n > 0 && add("commit_records=%d", n) {
+		return busy[0]
+	}
+	for _, p := range s.parts {
+		if n := len(p.prepared()); n > 0 && add("%s_prepared=%d", p.name, n) {
+			return busy[0]
+		}
+	}
+	return joinNames(busy)
 }
 
-func (s *sim) busyReport() string {
-	n := 0
+// statusesNotFinal counts the live statuses that are not final.
+func (s *sim) statusesNotFinal() int {
+	for _, id := range sortedKeys(s.notFinal) {
+		if s.status.live(id) == nil {
+			delete(s.notFinal, id)
+		}
+	}
+	return len(s.notFinal)
+}
+
+// teardown ends every process and waits, bounded, for every task to end.
+func (s *sim) teardown() {
 	for _, c := range s.coords {
-		n += len(c.active)
+		c.collect()
+		if c.eng != nil {
+			c.eng.Halt()
+		}
+		c.g.kill()
 	}
-	return fmt.Sprintf("begins=%d store_ops=%d unacked_commands=%d prepared=%d active=%d",
-		s.pendingBegins, s.pendingStore, s.unacked, s.prepared, n)
-}
-
-// after schedules fn d from now.
-func (s *sim) after(d time.Duration, fn func()) {
-	s.seq++
-	s.q.push(event{at: s.now + d, seq: s.seq, fn: fn})
-}
-
-// fault draws a fault of probability p; none once the run is healed.
-func (s *sim) fault(p float64) bool {
-	if s.healed || p <= 0 {
-		return false
+	for _, p := range s.parts {
+		p.g.kill()
 	}
-	return s.rng.Float64() < p
-}
-
-// between draws a duration in [lo, hi).
-func (s *sim) between(lo, hi time.Duration) time.Duration {
-	return lo + time.Duration(s.rng.Int64N(int64(hi-lo)))
-}
-
-// latency is a message's time in flight: a few milliseconds, or with
-// probability Delay up to four seconds.
-func (s *sim) latency() time.Duration {
-	d := s.between(time.Millisecond, 20*time.Millisecond)
-	if s.fault(s.f.Delay) {
-		s.res.Stats.Delayed++
-		d += s.between(0, 4*time.Second)
+	s.clients.kill()
+	s.s.afterEvent = nil
+	s.s.runUntil(func() bool { return s.s.tasks == 0 }, 10_000_000)
+	if s.s.tasks > 0 {
+		s.violate("%d tasks did not end after their process died", s.s.tasks)
 	}
-	return d
-}
-
-// storeLatency is the time a key-value operation takes one way: a few
-// milliseconds, or with probability SlowStore up to two seconds.
-func (s *sim) storeLatency() time.Duration {
-	d := s.between(time.Millisecond, 5*time.Millisecond)
-	if s.fault(s.f.SlowStore) {
-		s.res.Stats.Delayed++
-		d += s.between(0, 2*time.Second)
-	}
-	return d
-}
-
-// timerLate is how late a timer fires: it posts into the shard's inbox, so a
-// few milliseconds, or with probability Delay up to half a second (a busy
-// shard, a paused process).
-func (s *sim) timerLate() time.Duration {
-	d := s.between(0, 3*time.Millisecond)
-	if s.fault(s.f.Delay) {
-		s.res.Stats.Delayed++
-		d += s.between(0, 500*time.Millisecond)
-	}
-	return d
-}
-
-func (s *sim) violate(format string, args ...any) {
-	v := fmt.Sprintf(format, args...)
-	s.violations = append(s.violations, v)
-	s.tracef("VIOLATION %s", v)
-}
-
-// tracef writes one trace line, prefixed with the simulated time, into the
-// hash and to Config.Trace.
-func (s *sim) tracef(format string, args ...any) {
-	b := &s.traceBuf
-	b.Reset()
-	us := s.now / time.Microsecond
-	fmt.Fprintf(b, "%d.%06d ", us/1e6, us%1e6)
-	fmt.Fprintf(b, format, args...)
-	b.WriteByte('\n')
-	for _, c := range b.Bytes() {
-		s.traceHash ^= uint64(c)
-		s.traceHash *= 1099511628211
-	}
-	s.traceLines++
-	if s.cfg.Trace != nil {
-		_, _ = s.cfg.Trace.Write(b.Bytes())
+	for _, p := range s.parts {
+		_ = p.db.Close()
 	}
 }
 
 func (s *sim) result() Result {
-	r := s.res
+	r := Result{
+		Seed: s.cfg.Seed, Coordinators: s.cfg.Coordinators, Participants: s.cfg.Participants, Faults: s.f,
+		SimTime: s.s.now, HealedAt: s.healTime, Stats: s.st,
+	}
+	r.Stats.counters = s.n
+	r.Stats.Events = s.s.events
+	r.Transactions = len(s.work)
+	for _, w := range s.work {
+		switch w.outcome {
+		case outcomeCommitted:
+			r.Committed++
+		default:
+			r.Aborted++
+		}
+		if w.inDoubt {
+			r.InDoubt++
+		}
+	}
 	r.Violations = s.violations
-	r.HealedAt = s.healTime
 	r.TraceHash = s.traceHash
 	r.TraceLines = s.traceLines
 	return r
-}
-
-// upCoordinator picks a running coordinator at random, as a queue group
-// does; nil when none runs.
-func (s *sim) upCoordinator() *coordinator {
-	var up []*coordinator
-	for _, c := range s.coords {
-		if c.up {
-			up = append(up, c)
-		}
-	}
-	if len(up) == 0 {
-		return nil
-	}
-	return up[s.rng.IntN(len(up))]
 }
 
 // sortedKeys returns m's keys in order, so that iteration is deterministic.
