@@ -18,11 +18,12 @@ demo: build
 # detector (fuzz seed corpora run as plain tests), through gotestsum (pinned
 # by go.mod's tool directive): one line per test as it ends, prefixed with its
 # package, so a long run shows where it is; a failed test's output in full;
-# and, last, the one-line summary "N passed, N failed, N skipped".
+# and, last, the one-line summary "N passed, N failed, N skipped" (failed
+# counts failed tests and packages that did not build or run).
 TEST_FORMAT ?= testname
 test: lint
 	$(GO) tool gotestsum --format $(TEST_FORMAT) --format-hide-empty-pkg \
-	  --post-run-command 'sh -c "echo $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$TESTS_FAILED failed, $$TESTS_SKIPPED skipped"' \
+	  --post-run-command 'sh -c "echo $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$((TESTS_FAILED + TESTS_ERRORS)) failed, $$TESTS_SKIPPED skipped"' \
 	  -- -race -count=1 -timeout $(TEST_TIMEOUT) $(or $(PKGS),./...)
 
 lint:
