@@ -141,7 +141,9 @@ func (p *Processor) LoadPrepared(ctx context.Context) error {
 // ResolveInDoubt asks, with ask, about every transaction in doubt for at
 // least InDoubtAfter as of Config.Now (none when InDoubtAfter is negative),
 // one question each in the order of their IDs, each with the transaction's
-// deadline when known, and applies a commit or abort answer through Handle as
+// deadline when known; one whose outcome the Barrier already holds (another
+// instance sharing the database applied it) leaves the doubt set without a
+// question. It applies a commit or abort answer through Handle as
 // if the command had arrived: the same record and handler, so a command that
 // arrives after all is a duplicate. A pending answer or an error leaves the
 // transaction in doubt, to be asked about again at a later call. An answer
@@ -159,6 +161,9 @@ func (p *Processor) ResolveInDoubt(ctx context.Context, ask AskFunc) (asked, res
 	for _, d := range p.doubt.due(p.now(), p.cfg.InDoubtAfter) {
 		if ctx.Err() != nil {
 			return asked, resolved
+		}
+		if p.decidedMeanwhile(ctx, d.id) {
+			continue
 		}
 		req := messages.OutcomeRequest{ID: d.id, Participant: p.cfg.Name}
 		if !d.deadline.IsZero() {
@@ -202,6 +207,27 @@ func (p *Processor) ResolveInDoubt(ctx context.Context, ask AskFunc) (asked, res
 		})
 	}
 	return asked, resolved
+}
+
+// decidedMeanwhile reports whether the barrier already holds an outcome for
+// txid, which another instance sharing the database applied, and then takes
+// it out of the doubt set: asking about it could only get an answer that is
+// a duplicate or, worse, a decision recorded against what happened.
+func (p *Processor) decidedMeanwhile(ctx context.Context, txid string) bool {
+	b := p.cfg.Barrier
+	if b == nil {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
+	defer cancel()
+	s, err := b.State(rctx, p.cfg.Name, txid)
+	if err != nil || s == StatePrepared {
+		return false // ask: the answer is applied through the barrier anyway
+	}
+	p.doubt.update(txid, s, time.Time{}, p.now())
+	p.log.Debug("in doubt: the barrier already holds the outcome (applied by another instance); not asking",
+		zap.String("txid", txid), zap.Stringer("state", s))
+	return true
 }
 
 // AskNATS returns an AskFunc that sends each question as a request to the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants"
@@ -206,36 +207,25 @@ func TestDuplicatePrepareAfterTheOutcomeIsNotInDoubt(t *testing.T) {
 
 // TestInDoubtAnswerThatContradictsTheRecord (issue 9, findings 6 and 7): two
 // instances share one database; the one that prepared holds the transaction
-// in doubt while the other commits it. A (wrong) abort answer to the first
-// one's question contradicts the barrier: the transaction leaves the doubt
-// set, one error line says so, and nothing keeps asking.
+// in doubt and asks, and while the question is out the other instance
+// commits it. The (wrong) abort answer contradicts the barrier: the
+// transaction leaves the doubt set, one error line says so, and nothing
+// keeps asking.
 func TestInDoubtAnswerThatContradictsTheRecord(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db database) {
 		r := newBarrierRig(t, db)
-		stub := r.coordinatorStub(pending)
 		log, logs := observed()
 		cfg := testConfig(nil, log)
 		cfg.Barrier = r.barrier(t)
 		cfg.InDoubtAfter = 50 * time.Millisecond
+		other := r.otherInstance(t)
+		var once sync.Once
+		stub := r.coordinatorStub(func(req messages.OutcomeRequest) messages.OutcomeResponse {
+			once.Do(func() { other.commit(t, req.ID) }) // while the question is out
+			return answerAbort(req)
+		})
 		rt := r.start(r.nc, cfg)
 		r.expect(r.cmd("tx1", messages.OpPrepare, 1), messages.VoteCommit, "")
-
-		// The other instance, on the same database, handles the commit.
-		other := testConfig(nil, nil)
-		other.Barrier = r.barrier(t)
-		other.InDoubtAfter = -1
-		proc, err := participants.NewProcessor(other)
-		if err != nil {
-			t.Fatal(err)
-		}
-		commit := r.cmd("tx1", messages.OpCommit, 1)
-		var got participants.Answer
-		proc.Handle(commit.Header(), nil, commit.Subject(), func(a participants.Answer) { got = a })
-		if got.Reply.Result != messages.Ack {
-			t.Fatalf("commit on the other instance: %+v", got)
-		}
-		eventually(t, "a question about tx1", func() bool { return len(stub.questions("tx1")) > 0 })
-		stub.setAnswer(answerAbort)
 		eventually(t, "tx1 to leave the doubt set", func() bool { return rt.Stats().InDoubt == 0 })
 		asked := len(stub.questions("tx1"))
 		// Twenty more in-doubt periods: nothing asks about tx1 again.
@@ -243,13 +233,7 @@ func TestInDoubtAnswerThatContradictsTheRecord(t *testing.T) {
 		if n := len(stub.questions("tx1")); n != asked {
 			t.Fatalf("asked about tx1 %d more times after it left the doubt set", n-asked)
 		}
-		var lines []string
-		for _, l := range logs.All() {
-			if l.Level >= zapcore.ErrorLevel {
-				lines = append(lines, fmt.Sprintf("%s %v", l.Message, l.ContextMap()))
-			}
-		}
-		if len(lines) != 1 || !strings.Contains(lines[0], "contradicts") {
+		if lines := errorLines(logs); len(lines) != 1 || !strings.Contains(lines[0], "contradicts") {
 			t.Fatalf("error lines %q, want exactly one about the contradiction", lines)
 		}
 		if st := rt.Stats(); st.InDoubtContradicted != 1 {
@@ -259,6 +243,87 @@ func TestInDoubtAnswerThatContradictsTheRecord(t *testing.T) {
 			t.Fatalf("tx1 %s, want committed", s)
 		}
 	})
+}
+
+// TestInDoubtNotAskedWhenAnotherInstanceDecided (issue 9, findings 6 and 7):
+// the instance that prepared holds the transaction in doubt while another
+// instance sharing the database commits it; when its in-doubt time comes
+// (on its own clock, Config.Now), it finds the outcome in the barrier and
+// asks nothing, so no coordinator can be led to record abort for a
+// committed transaction.
+func TestInDoubtNotAskedWhenAnotherInstanceDecided(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, db database) {
+		r := newBarrierRig(t, db)
+		stub := r.coordinatorStub(answerAbort) // a wrong answer, never to be asked for
+		log, logs := observed()
+		var mu sync.Mutex
+		now := time.Now()
+		cfg := testConfig(nil, log)
+		cfg.Barrier = r.barrier(t)
+		cfg.InDoubtAfter = 50 * time.Millisecond
+		cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+		rt := r.start(r.nc, cfg)
+		r.expect(r.cmd("tx1", messages.OpPrepare, 1), messages.VoteCommit, "")
+		r.otherInstance(t).commit(t, "tx1")
+		if n := rt.Stats().InDoubt; n != 1 {
+			t.Fatalf("%d in doubt before the in-doubt time, want 1", n)
+		}
+		mu.Lock()
+		now = now.Add(time.Minute) // the in-doubt time has come
+		mu.Unlock()
+		eventually(t, "tx1 to leave the doubt set", func() bool { return rt.Stats().InDoubt == 0 })
+		time.Sleep(20 * cfg.InDoubtAfter)
+		if n := len(stub.questions("tx1")); n != 0 {
+			t.Fatalf("asked %d questions about a transaction the barrier holds committed", n)
+		}
+		if lines := errorLines(logs); len(lines) != 0 {
+			t.Fatalf("error lines %q", lines)
+		}
+		if s := rt.State("tx1"); s != participants.StateCommitted {
+			t.Fatalf("tx1 %s, want committed", s)
+		}
+	})
+}
+
+// instance is a second participant instance on the rig's database, driven
+// directly through its Processor.
+type instance struct {
+	r    *barrierRig
+	proc *participants.Processor
+}
+
+func (r *barrierRig) otherInstance(t *testing.T) *instance {
+	t.Helper()
+	cfg := testConfig(nil, nil)
+	cfg.Barrier = r.barrier(t)
+	cfg.InDoubtAfter = -1
+	proc, err := participants.NewProcessor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &instance{r: r, proc: proc}
+}
+
+// commit handles a commit of txid on the instance and checks it is
+// acknowledged.
+func (i *instance) commit(t *testing.T, txid string) {
+	c := i.r.cmd(txid, messages.OpCommit, 1)
+	var got participants.Answer
+	i.proc.Handle(c.Header(), nil, c.Subject(), func(a participants.Answer) { got = a })
+	if got.Reply.Result != messages.Ack {
+		t.Errorf("commit of %s on the other instance: %+v", txid, got.Reply)
+	}
+}
+
+// errorLines returns the log lines at error level or above.
+func errorLines(logs *observer.ObservedLogs) []string {
+	var lines []string
+	for _, l := range logs.All() {
+		if l.Level >= zapcore.ErrorLevel {
+			lines = append(lines, fmt.Sprintf("%s %v", l.Message, l.ContextMap()))
+		}
+	}
+	return lines
 }
 
 // TestProcessorResolvesInDoubtOnItsOwnClock: the in-doubt contract without
