@@ -346,8 +346,15 @@ func TestBarrierRestart(t *testing.T) {
 func TestBarrierConcurrentDuplicates(t *testing.T) {
 	forEachDatabase(t, func(t *testing.T, db database) {
 		r := newBarrierRig(t, db)
-		r.startRuntime(t)
-		r.startRuntime(t)
+		for range 2 {
+			// 240 commands queue for one connection per handle: give each
+			// the default OpTimeout, so that a loaded machine (-race, other
+			// suites) does not fail a command on its wait for the database.
+			cfg := testConfig(nil, nil)
+			cfg.Barrier = r.barrier(t)
+			cfg.OpTimeout, cfg.AckWait = participants.DefaultOpTimeout, participants.DefaultAckWait
+			r.start(r.nc, cfg)
+		}
 		const n = 40
 		for _, op := range []messages.Op{messages.OpPrepare, messages.OpCommit} {
 			for i := range n {
