@@ -123,9 +123,9 @@ func drawFaults(rng *rand.Rand) Faults {
 	}
 	return Faults{
 		Drop: p(0.2), Duplicate: p(0.1), Delay: p(0.1), SlowStore: p(0.2), PublishLost: p(0.05), AckLost: p(0.1),
-		CrashCoordinator: p(0.01), PauseCoordinator: p(0.03), CrashParticipant: p(0.01),
+		CrashCoordinator: p(0.01), PauseCoordinator: p(0.03), CrashParticipant: p(0.02),
 		StoreError: p(0.1), LateStore: p(0.02), HandlerError: p(0.1),
-		VoteNo: p(0.15), ClientAbort: p(0.1), LongTimeout: p(0.1),
+		VoteNo: p(0.15), ClientAbort: p(0.1), LongTimeout: p(0.3),
 	}
 }
 
