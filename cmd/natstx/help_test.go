@@ -9,7 +9,8 @@ import (
 func TestEveryCommandHasHelpWithExamples(t *testing.T) {
 	for _, args := range [][]string{
 		{"server"}, {"nats"}, {"tx"}, {"tx", "begin"}, {"tx", "status"}, {"tx", "list"}, {"tx", "watch"},
-		{"tx", "abort"}, {"publish"}, {"bench"},
+		{"tx", "abort"}, {"publish"}, {"bench"}, {"audit"}, {"version"},
+		{"participant", "inventory"}, {"participant", "payment"}, {"participant", "shipping"}, {"participant", "sim"},
 	} {
 		stdout, stderr, code := run(t, 30*time.Second, append(args, "--help")...)
 		if code != 0 || !strings.Contains(stdout, "Examples:") || !strings.Contains(stdout, "natstx "+strings.Join(args, " ")) {
