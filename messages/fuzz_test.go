@@ -3,6 +3,7 @@ package messages_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -48,33 +49,33 @@ func FuzzDecodeCommand(f *testing.F) {
 	}
 	for _, s := range []seed{
 		// Valid commands.
-		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "1935990489123", []byte(`{"qty":2}`)},
-		{"1", "tx-1", "prepare", "orders", "2", "natstx.reply.coord-1", "", nil},
-		{"1", "TX_2", "commit", "billing", "1", "_INBOX.abc.def", "", nil},
-		{"1", "tx-3", "abort", "b", "17", "r", "1", nil},
-		{"1", strings.Repeat("t", messages.MaxNameLen), "prepare", strings.Repeat("p", messages.MaxNameLen), "1", "a.b.c", "9223372036854775807", []byte{0, 0xff}},
-		{"1", "tx-1", "prepare", "orders", "+1", "natstx.reply.coord-1", "+5", nil},
+		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "1935990489123", []byte(`{"qty":2}`)},
+		{"2", "tx-1", "prepare", "orders", "2", "natstx.reply.coord-1", "", nil},
+		{"2", "TX_2", "commit", "billing", "1", "_INBOX.abc.def", "", nil},
+		{"2", "tx-3", "abort", "b", "17", "r", "1", nil},
+		{"2", strings.Repeat("t", messages.MaxNameLen), "prepare", strings.Repeat("p", messages.MaxNameLen), "1", "a.b.c", "9223372036854775807", []byte{0, 0xff}},
+		{"2", "tx-1", "prepare", "orders", "+1", "natstx.reply.coord-1", "+5", nil},
 		// Invalid commands.
 		{"", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
 		{"1\n1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "tx.1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "tx*", "commit", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "tx 1", "abort", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"1", strings.Repeat("t", messages.MaxNameLen+1), "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "tx-1", "rollback", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "tx-1", "prepare", "\n", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "tx-1", "prepare", "orders>", "1", "natstx.reply.coord-1", "", nil},
-		{"1", "tx-1", "prepare", "orders", "0", "natstx.reply.coord-1", "", nil},
-		{"1", "tx-1", "prepare", "orders", "one", "natstx.reply.coord-1", "", nil},
-		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.*", "", nil},
-		{"1", "tx-1", "prepare", "orders", "1", "natstx..reply", "", nil},
-		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.", "", nil},
-		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "-5", nil},
-		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "0", nil},
-		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "later", nil},
-		{"1", "tx-1", "commit", "orders", "1", "natstx.reply.coord-1", "", []byte("payload")},
+		{"2", "", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{"2", "tx.1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{"2", "tx*", "commit", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{"2", "tx 1", "abort", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{"2", strings.Repeat("t", messages.MaxNameLen+1), "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{"2", "tx-1", "rollback", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{"2", "tx-1", "prepare", "\n", "1", "natstx.reply.coord-1", "", nil},
+		{"2", "tx-1", "prepare", "orders>", "1", "natstx.reply.coord-1", "", nil},
+		{"2", "tx-1", "prepare", "orders", "0", "natstx.reply.coord-1", "", nil},
+		{"2", "tx-1", "prepare", "orders", "one", "natstx.reply.coord-1", "", nil},
+		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.*", "", nil},
+		{"2", "tx-1", "prepare", "orders", "1", "natstx..reply", "", nil},
+		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.", "", nil},
+		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "-5", nil},
+		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "0", nil},
+		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "later", nil},
+		{"2", "tx-1", "commit", "orders", "1", "natstx.reply.coord-1", "", []byte("payload")},
 	} {
 		f.Add(s.version, s.txid, s.op, s.participant, s.attempt, s.replyTo, s.deadline, s.body)
 	}
@@ -94,7 +95,7 @@ func FuzzDecodeCommand(f *testing.F) {
 			checkSentinel(t, err)
 			return
 		}
-		if version != "1" {
+		if version != fmt.Sprint(messages.Version) {
 			t.Fatalf("decoded a command with %s %q", messages.HeaderVersion, version)
 		}
 		if err := c.Validate(); err != nil {
@@ -133,28 +134,28 @@ func FuzzDecodeReply(f *testing.F) {
 	long := bytes.Repeat([]byte("x"), messages.MaxReasonLen)
 	for _, s := range []seed{
 		// Valid replies.
-		{"1", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
-		{"1", "tx-1", "prepare", "orders", "vote-abort", "2", []byte("out of stock")},
-		{"1", "tx-1", "prepare", "orders", "failed", "3", []byte("zu spät — 遅すぎる 🙁")},
-		{"1", "tx-1", "commit", "orders", "ack", "1", nil},
-		{"1", "tx-1", "commit", "orders", "failed", "1", []byte("disk full")},
-		{"1", "tx-1", "abort", "orders", "ack", "9", nil},
-		{"1", "tx-1", "abort", "orders", "failed", "1", long},
+		{"2", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
+		{"2", "tx-1", "prepare", "orders", "vote-abort", "2", []byte("out of stock")},
+		{"2", "tx-1", "prepare", "orders", "failed", "3", []byte("zu spät — 遅すぎる 🙁")},
+		{"2", "tx-1", "commit", "orders", "ack", "1", nil},
+		{"2", "tx-1", "commit", "orders", "failed", "1", []byte("disk full")},
+		{"2", "tx-1", "abort", "orders", "ack", "9", nil},
+		{"2", "tx-1", "abort", "orders", "failed", "1", long},
 		// Invalid replies.
 		{"", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
-		{"2", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
-		{"1", "tx-1\ntx-1", "prepare", "orders", "vote-commit", "1", nil},
-		{"1", "tx.1", "prepare", "orders", "vote-commit", "1", nil},
-		{"1", "tx-1", "prepare", "", "vote-commit", "1", nil},
-		{"1", "tx-1", "rollback", "orders", "ack", "1", nil},
-		{"1", "tx-1", "prepare", "orders", "maybe", "1", nil},
-		{"1", "tx-1", "prepare", "orders", "ack", "1", nil},
-		{"1", "tx-1", "commit", "orders", "vote-commit", "1", nil},
-		{"1", "tx-1", "abort", "orders", "vote-abort", "1", nil},
-		{"1", "tx-1", "commit", "orders", "ack", "0", nil},
-		{"1", "tx-1", "commit", "orders", "ack", "x", nil},
-		{"1", "tx-1", "prepare", "orders", "vote-abort", "1", []byte("bad \xff")},
-		{"1", "tx-1", "prepare", "orders", "vote-abort", "1", append(long, 'x')},
+		{"1", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
+		{"2", "tx-1\ntx-1", "prepare", "orders", "vote-commit", "1", nil},
+		{"2", "tx.1", "prepare", "orders", "vote-commit", "1", nil},
+		{"2", "tx-1", "prepare", "", "vote-commit", "1", nil},
+		{"2", "tx-1", "rollback", "orders", "ack", "1", nil},
+		{"2", "tx-1", "prepare", "orders", "maybe", "1", nil},
+		{"2", "tx-1", "prepare", "orders", "ack", "1", nil},
+		{"2", "tx-1", "commit", "orders", "vote-commit", "1", nil},
+		{"2", "tx-1", "abort", "orders", "vote-abort", "1", nil},
+		{"2", "tx-1", "commit", "orders", "ack", "0", nil},
+		{"2", "tx-1", "commit", "orders", "ack", "x", nil},
+		{"2", "tx-1", "prepare", "orders", "vote-abort", "1", []byte("bad \xff")},
+		{"2", "tx-1", "prepare", "orders", "vote-abort", "1", append(long, 'x')},
 	} {
 		f.Add(s.version, s.txid, s.op, s.participant, s.result, s.attempt, s.body)
 	}
@@ -173,7 +174,7 @@ func FuzzDecodeReply(f *testing.F) {
 			checkSentinel(t, err)
 			return
 		}
-		if version != "1" {
+		if version != fmt.Sprint(messages.Version) {
 			t.Fatalf("decoded a reply with %s %q", messages.HeaderVersion, version)
 		}
 		if err := r.Validate(); err != nil {

@@ -351,7 +351,8 @@ func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "wrong version 2", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 2"}},
+		{name: "wrong version 3", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`}},
 		{name: "empty version", edit: set(messages.HeaderVersion, ""), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion}},
 		{name: "version with padding", edit: set(messages.HeaderVersion, " 1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `" 1"`}},
 		{name: "header with no values", edit: func(h map[string][]string) { h[messages.HeaderTxID] = []string{} }, sentinel: messages.ErrMalformed, mention: []string{messages.HeaderTxID, "missing"}},
@@ -453,7 +454,8 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "wrong version 2", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 2"}},
+		{name: "wrong version 3", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`}},
 		{name: "version 0", edit: set(messages.HeaderVersion, "0"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"0"`}},
 
 		{name: "attempt not a number", edit: set(messages.HeaderAttempt, "1st"), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderAttempt, `"1st"`}},
@@ -726,6 +728,45 @@ func TestOpAndResultValid(t *testing.T) {
 	for _, r := range []messages.Result{"", "ACK", "vote_commit", "nack"} {
 		if r.Valid() {
 			t.Errorf("Result(%q).Valid() = true", r)
+		}
+	}
+}
+
+func TestSagaCommandsAndRepliesRoundTrip(t *testing.T) {
+	c := messages.Command{TxID: "saga-1", Op: messages.OpAction, Participant: "payment", Attempt: 2,
+		ReplyTo: "natstx.reply.c1", Payload: []byte(`{"amount":10}`), Step: "charge"}
+	got, err := messages.DecodeCommand(c.Header(), c.Payload)
+	if err != nil || got.Step != "charge" || got.Op != messages.OpAction || string(got.Payload) != `{"amount":10}` {
+		t.Fatalf("action: %+v %v", got, err)
+	}
+	if id := c.MsgID(); !strings.Contains(id, ".charge") {
+		t.Fatalf("the message ID must name the step: %s", id)
+	}
+	r := messages.Reply{TxID: "saga-1", Op: messages.OpAction, Participant: "payment", Result: messages.Refused,
+		Attempt: 2, Reason: "insufficient funds", Step: "charge", Code: "no-funds"}
+	back, err := messages.DecodeReply(r.Header(), r.Body())
+	if err != nil || back != r {
+		t.Fatalf("reply: %+v %v", back, err)
+	}
+}
+
+func TestSagaMessagesThatBreakTheRules(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		mention string
+	}{
+		{"action without a step", messages.Command{TxID: "s", Op: messages.OpAction, Participant: "p", Attempt: 1, ReplyTo: "r"}.Validate(), "saga step"},
+		{"prepare with a step", messages.Command{TxID: "s", Op: messages.OpPrepare, Participant: "p", Attempt: 1, ReplyTo: "r", Step: "x"}.Validate(), messages.HeaderStep},
+		{"commit with a payload", messages.Command{TxID: "s", Op: messages.OpCommit, Participant: "p", Attempt: 1, ReplyTo: "r", Payload: []byte("x")}.Validate(), "payload"},
+		{"compensation refused", messages.Reply{TxID: "s", Op: messages.OpCompensate, Participant: "p", Attempt: 1, Result: messages.Refused, Step: "x"}.Validate(), "only an action"},
+		{"prepare refused", messages.Reply{TxID: "s", Op: messages.OpPrepare, Participant: "p", Attempt: 1, Result: messages.Refused}.Validate(), "vote"},
+		{"reply to an action without its step", messages.Reply{TxID: "s", Op: messages.OpAction, Participant: "p", Attempt: 1, Result: messages.Ack}.Validate(), "saga step"},
+		{"a code with a space", messages.Reply{TxID: "s", Op: messages.OpAction, Participant: "p", Attempt: 1, Result: messages.Refused, Step: "x", Code: "no funds"}.Validate(), messages.HeaderCode},
+		{"a code too long", messages.Reply{TxID: "s", Op: messages.OpAction, Participant: "p", Attempt: 1, Result: messages.Failed, Step: "x", Code: strings.Repeat("c", messages.MaxCodeLen+1)}.Validate(), "limit"},
+	} {
+		if !errors.Is(tc.err, messages.ErrMalformed) && !errors.Is(tc.err, messages.ErrInvalidName) || tc.err == nil || !strings.Contains(tc.err.Error(), tc.mention) {
+			t.Errorf("%s: got %v, want an error naming %q", tc.name, tc.err, tc.mention)
 		}
 	}
 }

@@ -8,8 +8,9 @@ import (
 )
 
 // Version is the protocol version this build speaks; it travels in
-// HeaderVersion on every message.
-const Version = 1
+// HeaderVersion on every message. Version 2 added the saga operations
+// (action, compensate), HeaderStep, HeaderCode and the result Refused.
+const Version = 2
 
 // Header names. Nats-Msg-Id is JetStream's own de-duplication header.
 const (
@@ -21,8 +22,17 @@ const (
 	HeaderAttempt     = "Natstx-Attempt"
 	HeaderReplyTo     = "Natstx-Reply-To"
 	HeaderResult      = "Natstx-Result"
-	HeaderMsgID       = "Nats-Msg-Id"
+	// HeaderStep names the saga step of an action or compensate command and
+	// of its reply; absent on two-phase commit messages.
+	HeaderStep = "Natstx-Step"
+	// HeaderCode is an optional error code on a reply (Refused or Failed),
+	// which a saga's retry policy may list as never retried.
+	HeaderCode  = "Natstx-Code"
+	HeaderMsgID = "Nats-Msg-Id"
 )
+
+// MaxCodeLen bounds HeaderCode.
+const MaxCodeLen = 64
 
 // MaxReasonLen bounds the reason text of a reply; Body cuts longer reasons
 // and decoders reject them.
@@ -38,8 +48,24 @@ const (
 	OpAbort   Op = "abort"
 )
 
+// The operations of a saga step: do it, and undo it.
+const (
+	OpAction     Op = "action"
+	OpCompensate Op = "compensate"
+)
+
 // Valid reports whether o is an operation of this protocol version.
-func (o Op) Valid() bool { return o == OpPrepare || o == OpCommit || o == OpAbort }
+func (o Op) Valid() bool { return o.TwoPhase() || o.Saga() }
+
+// TwoPhase reports whether o is an operation of two-phase commit.
+func (o Op) TwoPhase() bool { return o == OpPrepare || o == OpCommit || o == OpAbort }
+
+// Saga reports whether o is an operation of a saga step.
+func (o Op) Saga() bool { return o == OpAction || o == OpCompensate }
+
+// CarriesPayload reports whether a command of operation o may carry a
+// payload: prepare, action and compensate do.
+func (o Op) CarriesPayload() bool { return o == OpPrepare || o.Saga() }
 
 // Result is what a participant answers to a command.
 type Result string
@@ -55,13 +81,20 @@ const (
 	// Ack answers commit or abort: the outcome is applied durably.
 	Ack Result = "ack"
 	// Failed answers a command the participant could not handle this time (a
-	// malformed command, a commit that failed and will be retried); Reason says
-	// why. It never changes a transaction's outcome by itself.
+	// malformed command, a commit that failed and will be retried, a saga
+	// step's action or compensation that may succeed later); Reason says why.
+	// It never changes a transaction's outcome by itself.
 	Failed Result = "failed"
+	// Refused answers a saga action the participant will never do (a
+	// business rule: no stock, no funds); the saga compensates. Reason says
+	// why, Code may classify it.
+	Refused Result = "refused"
 )
 
 // Valid reports whether r is a result of this protocol version.
-func (r Result) Valid() bool { return r == VoteCommit || r == VoteAbort || r == Ack || r == Failed }
+func (r Result) Valid() bool {
+	return r == VoteCommit || r == VoteAbort || r == Ack || r == Failed || r == Refused
+}
 
 // Command is what a coordinator asks one participant to do for one
 // transaction.
@@ -76,9 +109,12 @@ type Command struct {
 	Attempt int
 	// ReplyTo is the subject the reply goes to.
 	ReplyTo string
-	// Payload is the participant's part of the transaction (prepare only),
-	// opaque to natstx.
+	// Payload is the participant's part of the transaction (prepare, or a
+	// saga step's action or compensation), opaque to natstx.
 	Payload []byte
+	// Step names the saga step of an action or compensate command; empty
+	// for two-phase commit.
+	Step string
 	// Sender names the coordinator incarnation that publishes the command.
 	// It only goes into the Nats-Msg-Id header (see MsgID) and is not
 	// decoded.
@@ -108,8 +144,22 @@ func (c Command) Validate() error {
 	if !c.Deadline.IsZero() && c.Deadline.UnixMilli() <= 0 {
 		return fmt.Errorf("%w: deadline %v is not after 1970-01-01", ErrMalformed, c.Deadline)
 	}
-	if c.Op != OpPrepare && len(c.Payload) > 0 {
-		return fmt.Errorf("%w: %s carries a payload; only prepare does", ErrMalformed, c.Op)
+	if !c.Op.CarriesPayload() && len(c.Payload) > 0 {
+		return fmt.Errorf("%w: %s carries a payload; only prepare, action and compensate do", ErrMalformed, c.Op)
+	}
+	return validateStep(c.Op, c.Step)
+}
+
+// validateStep checks that a saga operation names its step and a two-phase
+// commit operation names none.
+func validateStep(op Op, step string) error {
+	switch {
+	case op.Saga():
+		if err := ValidateName("saga step", step); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrMalformed, op, err)
+		}
+	case step != "":
+		return fmt.Errorf("%w: %s carries header %s; only saga operations do", ErrMalformed, op, HeaderStep)
 	}
 	return nil
 }
@@ -120,6 +170,9 @@ func (c Command) Validate() error {
 // of the previous owner's within the stream's duplicate window.
 func (c Command) MsgID() string {
 	id := MsgID(c.TxID, c.Op, c.Participant, c.Attempt)
+	if c.Step != "" {
+		id += "." + c.Step
+	}
 	if c.Sender != "" {
 		id += "." + c.Sender
 	}
@@ -139,6 +192,9 @@ func (c Command) Header() map[string][]string {
 	}
 	if !c.Deadline.IsZero() {
 		h[HeaderDeadline] = []string{strconv.FormatInt(c.Deadline.UnixMilli(), 10)}
+	}
+	if c.Step != "" {
+		h[HeaderStep] = []string{c.Step}
 	}
 	return h
 }
@@ -163,6 +219,7 @@ func DecodeCommand(h map[string][]string, body []byte) (Command, error) {
 		{HeaderAttempt, &attempt, false},
 		{HeaderReplyTo, &c.ReplyTo, false},
 		{HeaderDeadline, &deadline, true},
+		{HeaderStep, &c.Step, true},
 	} {
 		if *f.dst, err = single(h, f.name, f.optional); err != nil {
 			return c, err
@@ -193,8 +250,14 @@ type Reply struct {
 	Result      Result
 	// Attempt echoes the command's attempt, for tracing.
 	Attempt int
-	// Reason explains VoteAbort and Failed; at most MaxReasonLen bytes.
+	// Reason explains VoteAbort, Refused and Failed; at most MaxReasonLen
+	// bytes.
 	Reason string
+	// Step echoes a saga command's step; empty for two-phase commit.
+	Step string
+	// Code optionally classifies a Refused or Failed result (at most
+	// MaxCodeLen bytes of [A-Za-z0-9_-]).
+	Code string
 }
 
 // Validate checks every field of r.
@@ -212,10 +275,23 @@ func (r Reply) Validate() error {
 		return fmt.Errorf("%w: unknown result %q", ErrMalformed, r.Result)
 	}
 	switch {
-	case r.Op == OpPrepare && r.Result == Ack:
+	case r.Op == OpPrepare && (r.Result == Ack || r.Result == Refused):
 		return fmt.Errorf("%w: prepare is answered with a vote, not %q", ErrMalformed, r.Result)
 	case r.Op != OpPrepare && (r.Result == VoteCommit || r.Result == VoteAbort):
 		return fmt.Errorf("%w: %s is answered with an ack, not %q", ErrMalformed, r.Op, r.Result)
+	case r.Result == Refused && r.Op != OpAction:
+		return fmt.Errorf("%w: only an action can be refused, not %s", ErrMalformed, r.Op)
+	}
+	if err := validateStep(r.Op, r.Step); err != nil {
+		return err
+	}
+	if r.Code != "" {
+		if len(r.Code) > MaxCodeLen {
+			return fmt.Errorf("%w: %s is %d bytes long, the limit is %d", ErrMalformed, HeaderCode, len(r.Code), MaxCodeLen)
+		}
+		if err := ValidateName(HeaderCode, r.Code); err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
 	}
 	if r.Attempt < 1 {
 		return fmt.Errorf("%w: attempt %d is below 1", ErrMalformed, r.Attempt)
@@ -232,7 +308,7 @@ func (r Reply) Validate() error {
 // Header encodes r's fields as message headers; the reason travels in the
 // body (see Body).
 func (r Reply) Header() map[string][]string {
-	return map[string][]string{
+	h := map[string][]string{
 		HeaderVersion:     {versionText},
 		HeaderTxID:        {r.TxID},
 		HeaderOp:          {string(r.Op)},
@@ -240,6 +316,13 @@ func (r Reply) Header() map[string][]string {
 		HeaderResult:      {string(r.Result)},
 		HeaderAttempt:     {strconv.Itoa(r.Attempt)},
 	}
+	if r.Step != "" {
+		h[HeaderStep] = []string{r.Step}
+	}
+	if r.Code != "" {
+		h[HeaderCode] = []string{r.Code}
+	}
+	return h
 }
 
 // Body is the message body of r: its reason, cut to MaxReasonLen bytes at a
@@ -256,16 +339,19 @@ func DecodeReply(h map[string][]string, body []byte) (Reply, error) {
 	var err error
 	var op, result, attempt string
 	for _, f := range []struct {
-		name string
-		dst  *string
+		name     string
+		dst      *string
+		optional bool
 	}{
-		{HeaderTxID, &r.TxID},
-		{HeaderOp, &op},
-		{HeaderParticipant, &r.Participant},
-		{HeaderResult, &result},
-		{HeaderAttempt, &attempt},
+		{HeaderTxID, &r.TxID, false},
+		{HeaderOp, &op, false},
+		{HeaderParticipant, &r.Participant, false},
+		{HeaderResult, &result, false},
+		{HeaderAttempt, &attempt, false},
+		{HeaderStep, &r.Step, true},
+		{HeaderCode, &r.Code, true},
 	} {
-		if *f.dst, err = single(h, f.name, false); err != nil {
+		if *f.dst, err = single(h, f.name, f.optional); err != nil {
 			return r, err
 		}
 	}
