@@ -55,8 +55,14 @@ type StatusResponse struct {
 
 // TxStatus is the state of one transaction as the status bucket holds it.
 type TxStatus struct {
-	ID     string `json:"id"`
-	State  string `json:"state"` // preparing, committing, aborting, committed, aborted
+	ID string `json:"id"`
+	// Protocol is ProtocolSaga for a saga; empty (or Protocol2PC) for
+	// two-phase commit.
+	Protocol string `json:"protocol,omitempty"`
+	// State is preparing, committing, aborting, committed or aborted for
+	// two-phase commit; running, forward-stuck, compensating,
+	// compensation-stuck, completed or compensated for a saga.
+	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`
 	// TimedOut is true for an abort caused by a vote missing at the deadline.
 	TimedOut bool `json:"timed_out,omitempty"`
@@ -71,6 +77,85 @@ type TxStatus struct {
 	WaitingSince time.Time `json:"waiting_since,omitzero"`
 	StartedAt    time.Time `json:"started_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
+	// Steps are a saga's steps, in its definition's order.
+	Steps []StepStatus `json:"steps,omitempty"`
+	// Deadline is when a saga stops going forward; zero means none.
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// The protocols of TxStatus.Protocol.
+const (
+	Protocol2PC  = "2pc"
+	ProtocolSaga = "saga"
+)
+
+// StepStatus is the state of one saga step: what it waits for, how often it
+// was tried, its last error and when it is tried next.
+type StepStatus struct {
+	Name        string `json:"name"`
+	Participant string `json:"participant"`
+	// Status is pending, running, retrying, done, failed, compensating,
+	// compensation-retrying, compensated or compensated-by-hand.
+	Status string `json:"status"`
+	// Attempts and CompensationAttempts count the attempts sent.
+	Attempts             int `json:"attempts,omitempty"`
+	CompensationAttempts int `json:"compensation_attempts,omitempty"`
+	// LastError and LastCode are the step's last failure.
+	LastError string `json:"last_error,omitempty"`
+	LastCode  string `json:"last_code,omitempty"`
+	// NextRetryAt is when the next attempt goes out, while retrying.
+	NextRetryAt time.Time `json:"next_retry_at,omitzero"`
+	// Stuck is true while the step has failed beyond the stuck threshold.
+	Stuck bool `json:"stuck,omitempty"`
+	// Pivot marks the saga's point of no return.
+	Pivot bool `json:"pivot,omitempty"`
+	// Note says who resolved the step by hand, and why.
+	Note string `json:"note,omitempty"`
+}
+
+// APISagaBegin starts a saga (SagaBeginRequest -> StatusResponse). Served
+// in the queue group APIQueue.
+const APISagaBegin = "natstx.api.v1.saga.begin"
+
+// APISagaAct is the subject on which coordinator instance answers
+// SagaActRequests for the sagas it owns.
+func APISagaAct(instance string) string { return "natstx.api.v1." + instance + ".saga.act" }
+
+// SagaBeginRequest asks a coordinator to run a saga.
+type SagaBeginRequest struct {
+	// ID is the saga's ID; empty means the coordinator assigns one.
+	ID string `json:"id,omitempty"`
+	// Definition is the saga's definition in the saga file format, YAML or
+	// JSON (docs/SAGA.md).
+	Definition string `json:"definition"`
+	// TimeoutMs, when positive, is a deadline for the saga going forward, in
+	// milliseconds from its start; the definition's, when sooner, wins.
+	TimeoutMs int64 `json:"timeout_ms,omitempty"`
+	// Wait asks for the reply only once the saga has completed or been
+	// compensated (or is stuck); otherwise it comes once the saga began.
+	Wait bool `json:"wait,omitempty"`
+}
+
+// The operator actions of a SagaActRequest.
+const (
+	// SagaRetry sends the next attempt of every retrying step now.
+	SagaRetry = "retry"
+	// SagaResolve marks a stuck step resolved by hand: compensated, or,
+	// past the pivot, done.
+	SagaResolve = "resolve"
+	// SagaAbort makes a saga going forward compensate now.
+	SagaAbort = "abort"
+)
+
+// SagaActRequest is an operator action on a saga, recorded with who asked
+// and why.
+type SagaActRequest struct {
+	ID     string `json:"id"`
+	Action string `json:"action"`
+	// Step is the step a resolve is for.
+	Step string `json:"step,omitempty"`
+	Who  string `json:"who"`
+	Why  string `json:"why"`
 }
 
 // ParticipantStatus is what the coordinator knows of one participant.

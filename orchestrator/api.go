@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/saga"
 )
 
 // serveAPI subscribes the coordinator API: begin (any instance, in a queue
@@ -25,10 +26,18 @@ func (e *Engine) serveAPI() error {
 		return fmt.Errorf("natstx: subscribing to %s: %w", messages.APIAbort(e.cfg.Instance), err)
 	}
 	e.apiSubs = []*nats.Subscription{begin, abort}
+	act, err := e.nc.Subscribe(messages.APISagaAct(e.cfg.Instance), e.onSagaAct)
+	if err != nil {
+		for _, s := range e.apiSubs {
+			_ = s.Unsubscribe()
+		}
+		return fmt.Errorf("natstx: subscribing to %s: %w", messages.APISagaAct(e.cfg.Instance), err)
+	}
+	e.apiSubs = append(e.apiSubs, act)
 	for _, q := range []struct {
 		subject string
 		cb      nats.MsgHandler
-	}{{messages.APIStatus, e.onStatus}, {messages.APIOutcome, e.onOutcome}} {
+	}{{messages.APIStatus, e.onStatus}, {messages.APIOutcome, e.onOutcome}, {messages.APISagaBegin, e.onSagaBegin}} {
 		sub, err := e.nc.QueueSubscribe(q.subject, messages.APIQueue, q.cb)
 		if err != nil {
 			for _, s := range e.apiSubs {
@@ -116,4 +125,68 @@ func (e *Engine) respond(m *nats.Msg, st *messages.TxStatus, err error) {
 	if rerr := m.Respond(data); rerr != nil {
 		e.log.Warn("answering an API request failed", zap.String("subject", m.Subject), zap.Error(rerr))
 	}
+}
+
+// onSagaBegin starts a saga from a SagaBeginRequest.
+func (e *Engine) onSagaBegin(m *nats.Msg) {
+	if e.halted.Load() || e.draining.Load() {
+		if e.draining.Load() {
+			e.respond(m, nil, ErrDraining)
+		}
+		return
+	}
+	var req messages.SagaBeginRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		e.respond(m, nil, fmt.Errorf("%w: saga begin request is not valid JSON: %v", messages.ErrMalformed, err))
+		return
+	}
+	if req.TimeoutMs < 0 {
+		e.respond(m, nil, fmt.Errorf("timeout_ms %d is negative", req.TimeoutMs))
+		return
+	}
+	def, err := saga.Parse([]byte(req.Definition))
+	if err != nil {
+		e.respond(m, nil, err)
+		return
+	}
+	r := SagaRequest{ID: req.ID, Definition: def, Timeout: time.Duration(req.TimeoutMs) * time.Millisecond}
+	answer := func(rec saga.Record, err error) {
+		if err != nil {
+			e.respond(m, nil, err)
+			return
+		}
+		st := sagaStatusOf(rec, e.cfg.Instance, e.now(), e.now())
+		e.respond(m, &st, nil)
+	}
+	if !req.Wait {
+		id, err := e.BeginSaga(context.Background(), r)
+		if err != nil {
+			answer(saga.Record{}, err)
+			return
+		}
+		answer(e.SagaStatus(id))
+		return
+	}
+	e.spawn(func() { answer(e.ExecuteSaga(e.base, r)) })
+}
+
+// onSagaAct applies an operator action to a saga this instance drives.
+func (e *Engine) onSagaAct(m *nats.Msg) {
+	if e.halted.Load() {
+		return
+	}
+	var req messages.SagaActRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		e.respond(m, nil, fmt.Errorf("%w: saga action request is not valid JSON: %v", messages.ErrMalformed, err))
+		return
+	}
+	rec, err := e.ActOnSaga(req)
+	if err != nil {
+		e.respond(m, nil, err)
+		return
+	}
+	e.log.Info("operator action on a saga", zap.String("saga", req.ID), zap.String("action", req.Action),
+		zap.String("step", req.Step), zap.String("who", req.Who), zap.String("why", req.Why))
+	st := sagaStatusOf(rec, e.cfg.Instance, rec.StartedAt, e.now())
+	e.respond(m, &st, nil)
 }

@@ -6,13 +6,27 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/orchestrator/txn"
 )
+
+// sagaStates are the states a saga's status may have.
+var sagaStates = []saga.State{saga.StateRunning, saga.StateForwardStuck, saga.StateCompensating,
+	saga.StateCompensationStuck, saga.StateCompleted, saga.StateCompensated}
+
+func sagaStateNames() []string {
+	out := make([]string, len(sagaStates))
+	for i, s := range sagaStates {
+		out[i] = string(s)
+	}
+	return out
+}
 
 // Client talks to running coordinators over NATS; it needs no engine in its
 // own process. Begin and Abort are requests to the coordinator API; Status,
@@ -55,6 +69,26 @@ func (c *Client) Abort(ctx context.Context, id, reason string) (messages.TxStatu
 		return st, fmt.Errorf("natstx: transaction %s is %s; only a preparing transaction can be aborted", id, st.State)
 	}
 	return c.request(ctx, messages.APIAbort(st.Owner), messages.AbortRequest{ID: id, Reason: reason})
+}
+
+// BeginSaga asks a coordinator to run a saga. With req.Wait it returns once
+// the saga completed or was compensated; ctx must allow for that.
+func (c *Client) BeginSaga(ctx context.Context, req messages.SagaBeginRequest) (messages.TxStatus, error) {
+	return c.request(ctx, messages.APISagaBegin, req)
+}
+
+// ActOnSaga asks the coordinator that drives saga req.ID to apply an
+// operator action (retry now, resolve a step, abort), recorded with who and
+// why.
+func (c *Client) ActOnSaga(ctx context.Context, req messages.SagaActRequest) (messages.TxStatus, error) {
+	st, err := c.Status(ctx, req.ID)
+	if err != nil {
+		return st, err
+	}
+	if st.Protocol != messages.ProtocolSaga {
+		return st, fmt.Errorf("natstx: %s is not a saga", req.ID)
+	}
+	return c.request(ctx, messages.APISagaAct(st.Owner), req)
 }
 
 func (c *Client) request(ctx context.Context, subject string, body any) (messages.TxStatus, error) {
@@ -114,8 +148,8 @@ func (c *Client) Status(ctx context.Context, id string) (messages.TxStatus, erro
 // only those in the given states if any are named.
 func (c *Client) List(ctx context.Context, states ...string) ([]messages.TxStatus, error) {
 	for _, s := range states {
-		if _, err := txn.ParseState(s); err != nil {
-			return nil, err
+		if _, err := txn.ParseState(s); err != nil && !slices.Contains(sagaStates, saga.State(s)) {
+			return nil, fmt.Errorf("%w, or a saga state (%s)", err, strings.Join(sagaStateNames(), ", "))
 		}
 	}
 	kv, err := c.bucket(ctx)

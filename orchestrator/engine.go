@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/orchestrator/txn"
 )
 
@@ -211,10 +212,12 @@ func newEngine(cfg Config) *Engine {
 	e.stats.InFlight = &e.inFlight
 	for i := 0; i < cfg.Shards; i++ {
 		e.shards = append(e.shards, &shard{
-			e:        e,
-			in:       make(chan any, 1024),
-			active:   make(map[string]*entry),
-			finished: make(map[string]finishedTx),
+			e:             e,
+			in:            make(chan any, 1024),
+			active:        make(map[string]*entry),
+			finished:      make(map[string]finishedTx),
+			sagas:         make(map[string]*sagaEntry),
+			finishedSagas: make(map[string]saga.Record),
 		})
 	}
 	return e
@@ -336,6 +339,11 @@ func (e *Engine) openStores(ctx context.Context) error {
 		return err
 	}
 	e.stores.Leases = newJSStore(e.js, ls, e.stop)
+	sg, err := openSagas(ctx, e.js, e.cfg.Streams, e.cfg.Retention)
+	if err != nil {
+		return err
+	}
+	e.stores.Sagas = newJSStore(e.js, sg, e.stop)
 	return nil
 }
 
@@ -371,7 +379,7 @@ func (e *Engine) awaitOwnLease(ctx context.Context) error {
 func (e *Engine) Stop() {
 	e.stopOnce.Do(func() {
 		e.running.Store(false)
-		for _, sub := range append(e.apiSubs, e.sub) {
+		for _, sub := range append([]*nats.Subscription{e.sub}, e.apiSubs...) {
 			if sub != nil {
 				_ = sub.Unsubscribe()
 			}

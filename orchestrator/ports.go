@@ -71,6 +71,9 @@ type Stores struct {
 	// Status holds each transaction's latest status (messages.StatusBucket);
 	// nil when Config.NoStatus is set.
 	Status Store
+	// Sagas holds sagas' records (SagaBucket); nil leaves the engine
+	// without sagas (ErrNoSagas).
+	Sagas Store
 }
 
 // Commands publishes commands into the command stream.

@@ -49,7 +49,7 @@ func (e *Engine) fault(p FaultPoint, id string) bool {
 		e.halted.Store(true)
 		e.log.Warn("engine halted by the fault hook", zap.String("point", string(p)), zap.String("txid", id))
 		// A dead process's subscriptions go with its connection.
-		for _, sub := range append(e.apiSubs, e.sub) {
+		for _, sub := range append([]*nats.Subscription{e.sub}, e.apiSubs...) {
 			_ = sub.Unsubscribe()
 		}
 	}
@@ -90,6 +90,7 @@ func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
 // from before a restart) and drives them to the end.
 func (e *Engine) recoveryLoop() {
 	e.recoverCommits()
+	e.recoverSagas()
 	e.sweepOrphans(true)
 	renewEvery, scanEvery := e.cfg.LeaseTTL/3, e.cfg.LeaseTTL/2
 	nextRenew, nextScan := e.now().Add(renewEvery), e.now().Add(scanEvery)
@@ -106,6 +107,7 @@ func (e *Engine) recoveryLoop() {
 		}
 		if now := e.now(); !now.Before(nextScan) {
 			e.recoverCommits()
+			e.recoverSagas()
 			e.sweepOrphans(false)
 			nextScan = e.now().Add(scanEvery)
 		}

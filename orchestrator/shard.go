@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/orchestrator/txn"
 )
 
@@ -21,6 +22,11 @@ type shard struct {
 	active   map[string]*entry
 	finished map[string]finishedTx
 	expiry   []expiring // finished IDs, oldest first
+	// sagas are the sagas the shard drives; finishedSagas those that ended
+	// within the retention, sagaExpiry their IDs, oldest first.
+	sagas         map[string]*sagaEntry
+	finishedSagas map[string]saga.Record
+	sagaExpiry    []expiring
 
 	// queue is a simulated engine's inbox, emptied by Engine.Pump.
 	mu    sync.Mutex
@@ -140,6 +146,9 @@ func (s *shard) handle(v any) {
 	if s.e.halted.Load() {
 		return // a halted engine is a dead process: it does nothing more
 	}
+	if s.handleSaga(v) {
+		return
+	}
 	switch v := v.(type) {
 	case recoverReq:
 		s.recover(v.rec)
@@ -226,6 +235,10 @@ func (s *shard) begin(r beginReq) {
 }
 
 func (s *shard) reply(r messages.Reply) {
+	if r.Op.Saga() {
+		s.sagaReply(r)
+		return
+	}
 	en := s.active[r.TxID]
 	if en == nil {
 		if _, ok := s.finished[r.TxID]; !ok {
@@ -447,6 +460,14 @@ func (s *shard) shutdown() {
 		}
 		for _, w := range en.waiters {
 			w <- result{out: en.tx.Outcome(), err: ErrStopped}
+		}
+	}
+	for _, en := range s.sagas {
+		for _, t := range en.timers {
+			t.Stop()
+		}
+		for _, w := range en.waiters {
+			w <- sagaResult{rec: en.sg.Record(), err: ErrStopped}
 		}
 	}
 }

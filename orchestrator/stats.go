@@ -9,6 +9,7 @@ type Stats struct {
 	MalformedReplies, StrayReplies, Ignored       atomic.Int64
 	Recovered, InDoubtQueries, CommitsRefused     atomic.Int64
 	OrphansAborted, SweepsIncomplete              atomic.Int64
+	SagasCompleted, SagasCompensated, SagasStuck  atomic.Int64
 	InFlight                                      *atomic.Int64
 }
 
@@ -33,6 +34,10 @@ type StatsSnapshot struct {
 	// this one aborted; SweepsIncomplete counts sweeps for them that could not
 	// finish (done again at the next scan).
 	OrphansAborted, SweepsIncomplete int64
+	// SagasCompleted and SagasCompensated count the sagas that ended each
+	// way; SagasStuck counts the times a step was reported stuck. (Begun,
+	// Recovered and InFlight count sagas too.)
+	SagasCompleted, SagasCompensated, SagasStuck int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
 }
@@ -45,6 +50,7 @@ func (s *Stats) snapshot() StatsSnapshot {
 		MalformedReplies: s.MalformedReplies.Load(), StrayReplies: s.StrayReplies.Load(), Ignored: s.Ignored.Load(),
 		Recovered: s.Recovered.Load(), InDoubtQueries: s.InDoubtQueries.Load(), CommitsRefused: s.CommitsRefused.Load(),
 		OrphansAborted: s.OrphansAborted.Load(), SweepsIncomplete: s.SweepsIncomplete.Load(),
+		SagasCompleted: s.SagasCompleted.Load(), SagasCompensated: s.SagasCompensated.Load(), SagasStuck: s.SagasStuck.Load(),
 		InFlight: s.InFlight.Load(),
 	}
 }

@@ -1,0 +1,276 @@
+package orchestrator_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/saga"
+)
+
+// wireStep is a saga participant spoken to over the wire, as any language
+// could: it consumes its commands from the stream, answers each with what
+// answer says, and keeps the log of what it was asked.
+type wireStep struct {
+	mu     sync.Mutex
+	log    []string // "action:step" / "compensate:step", in arrival order
+	answer func(cmd messages.Command) (messages.Result, string)
+}
+
+func (w *wireStep) seen() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.log...)
+}
+
+// sagaParticipant starts a wire participant named name on the fixture; an
+// empty result from answer sends no reply.
+func (f *fixture) sagaParticipant(name string, answer func(cmd messages.Command) (messages.Result, string)) *wireStep {
+	f.t.Helper()
+	w := &wireStep{answer: answer}
+	nc := f.connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx := ctxT(f.t, 10*time.Second)
+	cons, err := js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+		Durable: messages.ConsumerName(name), FilterSubject: messages.ParticipantFilter(name), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		cmd, err := messages.DecodeCommand(m.Headers(), m.Data())
+		if err != nil {
+			_ = m.Term()
+			return
+		}
+		w.mu.Lock()
+		w.log = append(w.log, string(cmd.Op)+":"+cmd.Step)
+		w.mu.Unlock()
+		res, code := w.answer(cmd)
+		if res == "" { // no answer: the reply is lost
+			_ = m.Ack()
+			return
+		}
+		r := messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: name, Result: res, Attempt: cmd.Attempt, Step: cmd.Step, Code: code}
+		if res != messages.Ack {
+			r.Reason = fmt.Sprintf("%s %s of %s", res, cmd.Op, cmd.Step)
+		}
+		_ = nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: nats.Header(r.Header()), Data: r.Body()})
+		_ = m.Ack()
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(cc.Stop)
+	return w
+}
+
+func always(r messages.Result) func(messages.Command) (messages.Result, string) {
+	return func(messages.Command) (messages.Result, string) { return r, "" }
+}
+
+func threeSteps(participants ...string) saga.Definition {
+	d := saga.Definition{Name: "order", Timeout: 2 * time.Second,
+		Retry:        saga.RetryPolicy{InitialInterval: 20 * time.Millisecond, MaxAttempts: 3},
+		Compensation: saga.CompensationPolicy{InitialInterval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, StuckAfterAttempts: 3}}
+	for i, p := range participants {
+		d.Steps = append(d.Steps, saga.Step{Name: fmt.Sprintf("step%d", i+1), Participant: p,
+			Action: []byte("do " + p), Compensation: []byte("undo " + p)})
+	}
+	return d
+}
+
+func TestSagaCompletesStepByStep(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	a, b, c := f.sagaParticipant("a", always(messages.Ack)), f.sagaParticipant("b", always(messages.Ack)), f.sagaParticipant("c", always(messages.Ack))
+	rec, err := f.eng.ExecuteSaga(ctxT(t, 20*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b", "c")})
+	if err != nil || rec.State != saga.StateCompleted {
+		t.Fatalf("want completed, got %s %q %v", rec.State, rec.Reason, err)
+	}
+	for i, w := range []*wireStep{a, b, c} {
+		if got := w.seen(); len(got) != 1 || got[0] != fmt.Sprintf("action:step%d", i+1) {
+			t.Fatalf("participant %d saw %v", i, got)
+		}
+	}
+	st, err := newClient(t, f).Status(ctxT(t, 5*time.Second), rec.ID)
+	waitFor(t, func() bool {
+		st, err = newClient(t, f).Status(ctxT(t, 5*time.Second), rec.ID)
+		return err == nil && st.State == "completed"
+	}, "the status to say completed")
+	if st.Protocol != messages.ProtocolSaga || len(st.Steps) != 3 || st.Steps[2].Status != "done" || st.Steps[0].Participant != "a" {
+		t.Fatalf("status %+v", st)
+	}
+	if s := f.eng.Stats(); s.SagasCompleted != 1 || s.InFlight != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestSagaRefusedStepCompensatesTheOthersInReverse(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	var mu sync.Mutex
+	var order []string
+	record := func(r messages.Result) func(messages.Command) (messages.Result, string) {
+		return func(cmd messages.Command) (messages.Result, string) {
+			mu.Lock()
+			order = append(order, cmd.Participant+":"+string(cmd.Op))
+			mu.Unlock()
+			if cmd.Op == messages.OpCompensate {
+				return messages.Ack, ""
+			}
+			return r, "no-stock"
+		}
+	}
+	f.sagaParticipant("a", record(messages.Ack))
+	f.sagaParticipant("b", record(messages.Ack))
+	f.sagaParticipant("c", record(messages.Refused))
+	rec, err := f.eng.ExecuteSaga(ctxT(t, 20*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b", "c")})
+	if err != nil || rec.State != saga.StateCompensated {
+		t.Fatalf("want compensated, got %s %q %v", rec.State, rec.Reason, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := "a:action b:action c:action b:compensate a:compensate"
+	if got := strings.Join(order, " "); got != want {
+		t.Fatalf("order %q, want %q", got, want)
+	}
+	if st, _ := rec.Step("step3"); st.LastCode != "no-stock" || st.Status != saga.StepFailed {
+		t.Fatalf("the refused step: %+v", st)
+	}
+}
+
+func TestSagaStepFailingForNowIsRetriedThenDone(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	f.sagaParticipant("a", always(messages.Ack))
+	var tries sync.Map
+	f.sagaParticipant("b", func(cmd messages.Command) (messages.Result, string) {
+		if cmd.Attempt < 3 {
+			tries.Store(cmd.Attempt, true)
+			return messages.Failed, "busy"
+		}
+		return messages.Ack, ""
+	})
+	rec, err := f.eng.ExecuteSaga(ctxT(t, 20*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b")})
+	if err != nil || rec.State != saga.StateCompleted {
+		t.Fatalf("want completed, got %s %q %v", rec.State, rec.Reason, err)
+	}
+	if st, _ := rec.Step("step2"); st.Attempts != 3 || st.LastCode != "busy" {
+		t.Fatalf("step2: %+v", st)
+	}
+}
+
+// A compensation that keeps failing makes the saga visibly stuck; an
+// operator resolves the step by hand, and the saga ends compensated with
+// the note recorded.
+func TestSagaCompensationStuckThenResolvedByAnOperator(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	f.sagaParticipant("a", func(cmd messages.Command) (messages.Result, string) {
+		if cmd.Op == messages.OpCompensate {
+			return messages.Failed, "ledger-down"
+		}
+		return messages.Ack, ""
+	})
+	f.sagaParticipant("b", always(messages.Refused))
+	ctx := ctxT(t, 30*time.Second)
+	id, err := f.eng.BeginSaga(ctx, orchestrator.SagaRequest{Definition: threeSteps("a", "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, f)
+	var st messages.TxStatus
+	waitFor(t, func() bool {
+		st, err = c.Status(ctx, id)
+		return err == nil && st.State == string(saga.StateCompensationStuck)
+	}, "the saga to be compensation-stuck")
+	if !st.Steps[0].Stuck || st.Steps[0].LastCode != "ledger-down" || st.Steps[0].CompensationAttempts < 3 || st.Steps[0].NextRetryAt.IsZero() {
+		t.Fatalf("the stuck step: %+v", st.Steps[0])
+	}
+	if f.eng.Stats().SagasStuck == 0 {
+		t.Fatal("stuck not counted")
+	}
+	stuck, err := c.List(ctx, string(saga.StateCompensationStuck))
+	if err != nil || len(stuck) != 1 || stuck[0].ID != id {
+		t.Fatalf("list --state compensation-stuck: %v %v", stuck, err)
+	}
+	if _, err := c.ActOnSaga(ctx, messages.SagaActRequest{ID: id, Action: messages.SagaResolve, Step: "step1"}); err == nil {
+		t.Fatal("an action without who and why must be refused")
+	}
+	if _, err := c.ActOnSaga(ctx, messages.SagaActRequest{ID: id, Action: messages.SagaResolve, Step: "step1", Who: "alice", Why: "refunded by hand, ticket 42"}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := f.eng.WaitSaga(ctx, id)
+	if err != nil || rec.State != saga.StateCompensated {
+		t.Fatalf("want compensated, got %s %v", rec.State, err)
+	}
+	if s, _ := rec.Step("step1"); s.Status != saga.StepCompensatedByHand || !strings.Contains(s.Note, "ticket 42") {
+		t.Fatalf("step1: %+v", s)
+	}
+	if len(rec.Operator) != 1 || rec.Operator[0].Who != "alice" {
+		t.Fatalf("operator actions: %+v", rec.Operator)
+	}
+}
+
+// The coordinator dies mid-saga; another instance claims the record once
+// its lease is gone and drives the saga to its end.
+func TestSagaIsTakenOverWhenItsCoordinatorDies(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
+	f.sagaParticipant("a", always(messages.Ack))
+	var once sync.Once
+	held := make(chan struct{})
+	f.sagaParticipant("b", func(cmd messages.Command) (messages.Result, string) {
+		if cmd.ReplyTo == messages.ReplySubject("c1") {
+			once.Do(func() { close(held) })
+			return "", "" // c1 dies before b's answer reaches it
+		}
+		return messages.Ack, ""
+	})
+	id, err := f.eng.BeginSaga(ctxT(t, 5*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	f.eng.Halt()
+	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
+	waitFor(t, func() bool { r, err := c2.SagaStatus(id); return err == nil && r.State == saga.StateCompleted }, "c2 to complete the saga")
+	if c2.Stats().Recovered != 1 {
+		t.Fatalf("Recovered = %d", c2.Stats().Recovered)
+	}
+}
+
+func TestSagaBegunThroughTheAPIFromAFile(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	f.sagaParticipant("inventory", always(messages.Ack))
+	f.sagaParticipant("payment", always(messages.Ack))
+	def := `name: order
+steps:
+  - name: reserve
+    participant: inventory
+    action: {item: widget, qty: 2}
+    compensation: {item: widget, qty: 2}
+  - name: charge
+    participant: payment
+    action: {account: alice, amount: 30}
+    compensation: {account: alice, amount: 30}
+`
+	st, err := newClient(t, f).BeginSaga(ctxT(t, 20*time.Second), messages.SagaBeginRequest{ID: "order-7", Definition: def, Wait: true})
+	if err != nil || st.State != "completed" || st.ID != "order-7" || len(st.Steps) != 2 {
+		t.Fatalf("%+v %v", st, err)
+	}
+	_, err = newClient(t, f).BeginSaga(ctxT(t, 5*time.Second), messages.SagaBeginRequest{Definition: "steps:\n  - name: x\n"})
+	if err == nil || !strings.Contains(err.Error(), "participant") {
+		t.Fatalf("a definition without a participant: %v", err)
+	}
+	_, err = newClient(t, f).BeginSaga(ctxT(t, 5*time.Second), messages.SagaBeginRequest{ID: "order-7", Definition: def})
+	if err == nil || !strings.Contains(err.Error(), "duplicate") {
+		t.Fatalf("the same ID again: %v", err)
+	}
+}
