@@ -71,9 +71,13 @@ type BarrierConfig struct {
 	// Table is the barrier table's name; default natstx_barrier. NewBarrier
 	// creates it if it does not exist.
 	Table string
-	// Handler does the business work inside the Barrier's transactions;
-	// required.
+	// Handler does the two-phase commit work inside the Barrier's
+	// transactions. Set Handler, SagaHandler or both; a participant without
+	// one answers that kind's commands failed and terminates them.
 	Handler SQLHandler
+	// SagaHandler does the saga steps' work inside the Barrier's
+	// transactions.
+	SagaHandler SQLSagaHandler
 	// Before, if set, runs before each command's local transaction opens,
 	// duplicates included; an error fails the command as a handler error
 	// would. For work that must not hold the database, e.g. simulated latency.
@@ -98,6 +102,7 @@ type Barrier struct {
 	dialect Dialect
 	table   string
 	h       SQLHandler
+	sh      SQLSagaHandler
 	before  func(ctx context.Context, op messages.Op, tx Tx) error
 }
 
@@ -110,8 +115,8 @@ func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 	if cfg.DB == nil {
 		return nil, fmt.Errorf("%w: BarrierConfig.DB is nil", ErrInvalidConfig)
 	}
-	if cfg.Handler == nil {
-		return nil, fmt.Errorf("%w: BarrierConfig.Handler is nil", ErrInvalidConfig)
+	if cfg.Handler == nil && cfg.SagaHandler == nil {
+		return nil, fmt.Errorf("%w: BarrierConfig.Handler and BarrierConfig.SagaHandler are both nil; set one or both", ErrInvalidConfig)
 	}
 	if cfg.Dialect != SQLite && cfg.Dialect != Postgres {
 		return nil, fmt.Errorf("%w: BarrierConfig.Dialect %s is not SQLite or Postgres", ErrInvalidConfig, cfg.Dialect)
@@ -122,7 +127,7 @@ func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 	if err := messages.ValidateName("BarrierConfig.Table", cfg.Table); err != nil || strings.Contains(cfg.Table, "-") {
 		return nil, fmt.Errorf("%w: BarrierConfig.Table %q must be letters, digits and '_'", ErrInvalidConfig, cfg.Table)
 	}
-	b := &Barrier{db: cfg.DB, dialect: cfg.Dialect, table: cfg.Table, h: cfg.Handler, before: cfg.Before}
+	b := &Barrier{db: cfg.DB, dialect: cfg.Dialect, table: cfg.Table, h: cfg.Handler, sh: cfg.SagaHandler, before: cfg.Before}
 	ddl := `CREATE TABLE IF NOT EXISTS ` + b.table + ` (
 	participant TEXT NOT NULL,
 	txid        TEXT NOT NULL,
@@ -131,6 +136,8 @@ func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 	reason      TEXT NOT NULL,
 	at_ms       BIGINT NOT NULL,
 	deadline_ms BIGINT,
+	code        TEXT,
+	attempt     BIGINT,
 	PRIMARY KEY (participant, txid, op))`
 	if _, err := b.db.ExecContext(ctx, ddl); err != nil {
 		return nil, fmt.Errorf("%w: creating table %s: %w", ErrBarrier, b.table, err)
@@ -142,28 +149,32 @@ func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 }
 
 // migrate brings a table created by an earlier version up to date: it adds
-// the nullable deadline_ms column (rows written before it have no known
-// deadline), and the unique index that lets one transaction have a commit
+// the nullable columns deadline_ms (rows written before it have no known
+// deadline), code and attempt (saga steps' refusal codes and failed
+// attempts), and the unique index that lets one transaction have a commit
 // row or an abort row, never both. Safe to run from several processes at
 // once.
 func (b *Barrier) migrate(ctx context.Context) error {
-	hasDeadline := func() bool {
-		rs, err := b.db.QueryContext(ctx, `SELECT deadline_ms FROM `+b.table+` WHERE 1 = 0`)
-		if err != nil {
-			return false
+	for _, col := range []struct{ name, typ string }{{"deadline_ms", "BIGINT"}, {"code", "TEXT"}, {"attempt", "BIGINT"}} {
+		has := func() bool {
+			rs, err := b.db.QueryContext(ctx, `SELECT `+col.name+` FROM `+b.table+` WHERE 1 = 0`)
+			if err != nil {
+				return false
+			}
+			_ = rs.Close()
+			return true
 		}
-		_ = rs.Close()
-		return true
-	}
-	if !hasDeadline() {
-		add := `ALTER TABLE ` + b.table + ` ADD COLUMN deadline_ms BIGINT`
+		if has() {
+			continue
+		}
+		add := `ALTER TABLE ` + b.table + ` ADD COLUMN ` + col.name + ` ` + col.typ
 		if b.dialect == Postgres {
-			add = `ALTER TABLE ` + b.table + ` ADD COLUMN IF NOT EXISTS deadline_ms BIGINT`
+			add = `ALTER TABLE ` + b.table + ` ADD COLUMN IF NOT EXISTS ` + col.name + ` ` + col.typ
 		}
 		// Another process may add it at the same time: what counts is that
 		// the column exists afterwards.
-		if _, err := b.db.ExecContext(ctx, add); err != nil && !hasDeadline() {
-			return fmt.Errorf("%w: adding column deadline_ms to table %s: %w", ErrBarrier, b.table, err)
+		if _, err := b.db.ExecContext(ctx, add); err != nil && !has() {
+			return fmt.Errorf("%w: adding column %s to table %s: %w", ErrBarrier, col.name, b.table, err)
 		}
 	}
 	idx := `CREATE UNIQUE INDEX IF NOT EXISTS ` + b.table + `_outcome ON ` + b.table + ` (participant, txid) WHERE op IN ('commit', 'abort')`
@@ -331,6 +342,10 @@ type verdict struct {
 	// state is what the record says after the command, when stateKnown.
 	state      State
 	stateKnown bool
+	// code is a saga reply's code; step the saga step's state after the
+	// command.
+	code string
+	step StepState
 }
 
 // in returns v with the record's state after the command.
@@ -542,7 +557,10 @@ var ErrCompensated = errors.New("natstx: step already compensated")
 // Action runs a saga step's action fn once for (participant, txid, step), in
 // one local transaction with its record. A repeated call does nothing and
 // returns nil; a call after the step's compensation does nothing and returns
-// ErrCompensated. An error from fn rolls everything back and is returned.
+// ErrCompensated, and one after a refusal recorded by the Processor returns
+// a RefusedError. An error from fn rolls everything back and is returned.
+// The Processor's saga path (Config.Barrier with BarrierConfig.SagaHandler)
+// uses the same rows.
 func (b *Barrier) Action(ctx context.Context, participant, txid, step string, fn func(*sql.Tx) error) error {
 	op := "action:" + step
 	return b.inTx(ctx, func(dbtx *sql.Tx) error {
@@ -553,8 +571,11 @@ func (b *Barrier) Action(ctx context.Context, participant, txid, step string, fn
 				if rerr != nil {
 					return rerr
 				}
-				if rows[op].result == resultCompensatedFirst {
+				switch r := rows[op]; r.result {
+				case resultCompensatedFirst:
 					return ErrCompensated
+				case resultRefused:
+					return &RefusedError{Reason: r.reason}
 				}
 			}
 			return err
@@ -582,7 +603,7 @@ func (b *Barrier) Compensate(ctx context.Context, participant, txid, step string
 		if err != nil {
 			return err
 		}
-		if rows[action].result == resultCompensatedFirst {
+		if rows[action].result != resultDone { // compensated first, or refused
 			return nil
 		}
 		return fn(dbtx)

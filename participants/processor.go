@@ -67,6 +67,8 @@ type Processor struct {
 	lastSweep atomic.Int64 // unix nanos of the last sweep of finished records
 
 	prepares, commits, aborts atomic.Uint64
+	actions, compensations    atomic.Uint64
+	unsupported               atomic.Uint64
 	duplicates, rejected      atomic.Uint64
 	malformed, handlerErrors  atomic.Uint64
 
@@ -74,7 +76,8 @@ type Processor struct {
 }
 
 // NewProcessor returns a Processor for cfg. Only the fields about commands
-// and transactions in doubt matter to it (Name, Handler or Barrier,
+// and transactions in doubt matter to it (Name, Handler, SagaHandler or
+// Barrier,
 // OpTimeout, Retention, InDoubtAfter, Now, Logger, AfterApply).
 func NewProcessor(cfg Config) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
@@ -105,6 +108,9 @@ func (p *Processor) Stats() Stats {
 		Aborts:        p.aborts.Load(),
 		Duplicates:    p.duplicates.Load(),
 		Rejected:      p.rejected.Load(),
+		Actions:       p.actions.Load(),
+		Compensations: p.compensations.Load(),
+		Unsupported:   p.unsupported.Load(),
 		Malformed:     p.malformed.Load(),
 		HandlerErrors: p.handlerErrors.Load(),
 		Records:       p.records.len(),
@@ -172,6 +178,10 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 		respond(p.malformedAnswer(h, subject, err))
 		return
 	}
+	if cmd.Op.Saga() {
+		p.handleSaga(cmd, respond)
+		return
+	}
 	switch cmd.Op {
 	case messages.OpPrepare:
 		p.prepares.Add(1)
@@ -182,6 +192,10 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 	}
 	log := p.log.With(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.Int("attempt", cmd.Attempt))
 	tx := Tx{ID: cmd.TxID, Participant: cmd.Participant, Deadline: cmd.Deadline, Attempt: cmd.Attempt}
+	if !p.twoPhase() {
+		respond(p.unsupportedAnswer(cmd, ReasonNoTwoPhaseHandler, log))
+		return
+	}
 
 	e := p.records.lock(cmd.TxID)
 	defer p.records.unlock(cmd.TxID, e)
@@ -231,6 +245,8 @@ type outcome struct {
 	// afterKnown (not after a failure to apply it).
 	after      State
 	afterKnown bool
+	// code is a saga reply's code.
+	code string
 }
 
 // in returns o with the record's state after the command.

@@ -39,14 +39,43 @@ func (s State) String() string {
 // finished reports whether s is a final state.
 func (s State) finished() bool { return s == StateCommitted || s == StateAborted }
 
-// record is the in-memory record of one transaction.
+// record is the in-memory record of one transaction, or of one saga step
+// (under the key sagaKey).
 type record struct {
 	state State
-	// reason is the abort reason a duplicate prepare is answered with.
+	// reason is the abort reason a duplicate prepare is answered with, or
+	// the refusal reason a duplicate saga action is answered with.
 	reason string
 	// finishedAt is when the record reached a final state.
 	finishedAt time.Time
+
+	// step is a saga step's state; code the refusal's code.
+	step StepState
+	code string
+	// failedAttempt is the highest attempt of the step's action answered
+	// failed; a repeated delivery of it (or of an older one) is answered
+	// failed again without the handler.
+	failedAttempt int
 }
+
+// empty reports whether r records nothing.
+func (r record) empty() bool {
+	return r.state == StateNone && r.step == StepNone && r.failedAttempt == 0
+}
+
+// sweepable reports whether r may be forgotten once it is Retention old: a
+// finished transaction, or a saga step that is refused, compensated or only
+// failed. A done step stays: its compensation may come at any time.
+func (r record) sweepable() bool {
+	if r.step == StepDone {
+		return false
+	}
+	return r.state.finished() || r.step != StepNone || r.failedAttempt > 0
+}
+
+// sagaKey is the table key of a saga step's record; '/' is in no name, so it
+// never equals a transaction ID.
+func sagaKey(sagaID, step string) string { return sagaID + "/" + step }
 
 // entry is one transaction's lock and record.
 type entry struct {
@@ -94,20 +123,21 @@ func (t *table) unlock(txid string, e *entry) {
 	e.mu.Unlock()
 	t.mu.Lock()
 	e.refs--
-	if e.refs == 0 && e.rec.state == StateNone {
+	if e.refs == 0 && e.rec.empty() {
 		delete(t.entries, txid)
 	}
 	t.mu.Unlock()
 }
 
 // sweep removes finished records that finished at least retention before
-// now, and returns how many it removed. Prepared records stay.
+// now, and returns how many it removed. Prepared records and done saga steps
+// stay.
 func (t *table) sweep(now time.Time, retention time.Duration) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
 	for txid, e := range t.entries {
-		if e.refs == 0 && e.rec.state.finished() && now.Sub(e.rec.finishedAt) >= retention {
+		if e.refs == 0 && e.rec.sweepable() && now.Sub(e.rec.finishedAt) >= retention {
 			delete(t.entries, txid)
 			n++
 		}
@@ -127,5 +157,13 @@ func (t *table) state(txid string) State {
 	e := t.lock(txid)
 	s := e.rec.state
 	t.unlock(txid, e)
+	return s
+}
+
+// stepState returns the recorded state of the saga step under key.
+func (t *table) stepState(key string) StepState {
+	e := t.lock(key)
+	s := e.rec.step
+	t.unlock(key, e)
 	return s
 }

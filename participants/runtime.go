@@ -38,14 +38,20 @@ type Config struct {
 	// Name is the participant's name, as coordinators address it. Runtimes
 	// with the same Name share one durable consumer and split the work.
 	Name string
-	// Handler does the participant's work, with the record of each
-	// transaction kept in memory (lost on restart). Set exactly one of
-	// Handler and Barrier.
+	// Handler does the participant's two-phase commit work, with the record
+	// of each transaction kept in memory (lost on restart). Set Barrier, or
+	// Handler and/or SagaHandler.
 	Handler Handler
-	// Barrier does the participant's work through its SQLHandler, with the
-	// record of each transaction kept in the participant's database in the
-	// same local transaction as the business change: effects happen exactly
-	// once, across restarts and across instances sharing the database.
+	// SagaHandler does the participant's saga steps (action, compensate),
+	// with the record of each step kept in memory (lost on restart). A
+	// participant with only one of Handler and SagaHandler answers the other
+	// kind's commands failed, with the reason, and terminates them.
+	SagaHandler SagaHandler
+	// Barrier does the participant's work through its SQLHandler and
+	// SQLSagaHandler, with the record of each transaction and saga step kept
+	// in the participant's database in the same local transaction as the
+	// business change: effects happen exactly once, across restarts and
+	// across instances sharing the database.
 	Barrier *Barrier
 	// AfterApply, if set, is called after a command's effects are applied
 	// (durably, with a Barrier) and before its reply is published; never for
@@ -124,8 +130,8 @@ func (c Config) Validate() error {
 	if err := messages.ValidateName("participant name", c.Name); err != nil {
 		return fmt.Errorf("%w: Name: %w", ErrInvalidConfig, err)
 	}
-	if (c.Handler == nil) == (c.Barrier == nil) {
-		return fmt.Errorf("%w: set exactly one of Handler (in-memory record) and Barrier (durable record)", ErrInvalidConfig)
+	if (c.Handler == nil && c.SagaHandler == nil) == (c.Barrier == nil) {
+		return fmt.Errorf("%w: set Barrier (durable record), or Handler and/or SagaHandler (in-memory record), not both kinds", ErrInvalidConfig)
 	}
 	if c.Concurrency < 0 {
 		return fmt.Errorf("%w: Concurrency is %d, it must be positive", ErrInvalidConfig, c.Concurrency)
@@ -159,6 +165,13 @@ type Stats struct {
 	// Rejected counts commands that contradict the record (commit without
 	// prepare, commit after abort, abort after commit); they are terminated.
 	Rejected uint64
+	// Actions and Compensations count well-formed saga commands handled, by
+	// operation, duplicates included.
+	Actions, Compensations uint64
+	// Unsupported counts commands of a kind this participant does not
+	// implement (saga commands without a saga handler, two-phase commit
+	// commands without a two-phase handler); they are terminated.
+	Unsupported uint64
 	// Malformed counts commands dropped because they did not decode or were
 	// addressed to another participant.
 	Malformed uint64
