@@ -44,6 +44,13 @@ func Run(t *testing.T, start Start) {
 	t.Run("DurableRestart", func(t *testing.T) { testDurableRestart(t, start) })
 	t.Run("InDoubtResolved", func(t *testing.T) { testInDoubtResolved(t, start) })
 	t.Run("InDoubtAfterRestart", func(t *testing.T) { testInDoubtAfterRestart(t, start) })
+	t.Run("SagaActionDuplicate", func(t *testing.T) { testSagaAction(t, start) })
+	t.Run("SagaActionRefused", func(t *testing.T) { testSagaRefused(t, start) })
+	t.Run("SagaCompensation", func(t *testing.T) { testSagaCompensation(t, start) })
+	t.Run("SagaNullCompensation", func(t *testing.T) { testSagaNullCompensation(t, start) })
+	t.Run("SagaActionFailed", func(t *testing.T) { testSagaFailed(t, start) })
+	t.Run("SagaNotImplemented", func(t *testing.T) { testSagaNotImplemented(t, start) })
+	t.Run("SagaDurableRestart", func(t *testing.T) { testSagaDurableRestart(t, start) })
 }
 
 // env is an embedded NATS server with the command stream and a reply

@@ -30,6 +30,11 @@ type Faults struct {
 	// MaxLatency bounds a uniform random delay before each command, taken
 	// before the local transaction opens so it never holds the database.
 	MaxLatency time.Duration
+	// RefuseRate is the probability, in [0, 1], that a saga action is
+	// refused for good (participants.Refuse with code CodeSimulated) before
+	// touching the database, rolled after SuccessRate; 0 never. It gives a
+	// saga demo compensated sagas: a plain failure is only retried.
+	RefuseRate float64
 	// Seed seeds the dice; 0 picks a random seed.
 	Seed int64
 
@@ -42,6 +47,9 @@ type Faults struct {
 func (f *Faults) Validate() error {
 	if !(f.SuccessRate >= 0 && f.SuccessRate <= 1) {
 		return fmt.Errorf("services: Faults.SuccessRate is %v, it must be in [0, 1]", f.SuccessRate)
+	}
+	if !(f.RefuseRate >= 0 && f.RefuseRate <= 1) {
+		return fmt.Errorf("services: Faults.RefuseRate is %v, it must be in [0, 1]", f.RefuseRate)
 	}
 	if f.MaxLatency < 0 {
 		return fmt.Errorf("services: Faults.MaxLatency is %s, it must not be negative", f.MaxLatency)
@@ -123,15 +131,60 @@ func (x faulty) Abort(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) err
 	return x.h.Abort(ctx, dbtx, tx)
 }
 
-// NewBarrier returns a barrier for svc on its database, with faults (nil for
-// none) injected.
+// CodeSimulated is the code of a refusal Faults.RefuseRate injects.
+const CodeSimulated = "simulated"
+
+// refuses rolls the dice for a refusal.
+func (f *Faults) refuses() bool {
+	if f.RefuseRate == 0 {
+		return false
+	}
+	f.init()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rng.Float64() < f.RefuseRate
+}
+
+// WrapSaga returns h with failures injected: each action or compensation
+// fails with ErrSimulated (failed for now: the coordinator retries) with
+// probability 1 - SuccessRate, and an action that does not fail is refused
+// for good with probability RefuseRate, before touching the database.
+func (f *Faults) WrapSaga(h participants.SQLSagaHandler) participants.SQLSagaHandler {
+	return faultySaga{h: h, f: f}
+}
+
+type faultySaga struct {
+	h participants.SQLSagaHandler
+	f *Faults
+}
+
+func (x faultySaga) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
+	if x.f.fails() {
+		return fmt.Errorf("%w of action", ErrSimulated)
+	}
+	if x.f.refuses() {
+		return participants.Refuse(CodeSimulated, "simulated refusal")
+	}
+	return x.h.Action(ctx, dbtx, st, payload)
+}
+
+func (x faultySaga) Compensate(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
+	if x.f.fails() {
+		return fmt.Errorf("%w of compensation", ErrSimulated)
+	}
+	return x.h.Compensate(ctx, dbtx, st, payload)
+}
+
+// NewBarrier returns a barrier for svc on its database, for its two-phase
+// commit and saga handlers, with faults (nil for none) injected.
 func NewBarrier(ctx context.Context, svc Service, faults *Faults) (*participants.Barrier, error) {
-	cfg := participants.BarrierConfig{DB: svc.DB(), Dialect: participants.SQLite, Handler: svc}
+	cfg := participants.BarrierConfig{DB: svc.DB(), Dialect: participants.SQLite, Handler: svc, SagaHandler: svc}
 	if faults != nil {
 		if err := faults.Validate(); err != nil {
 			return nil, err
 		}
 		cfg.Handler = faults.Wrap(svc)
+		cfg.SagaHandler = faults.WrapSaga(svc)
 		cfg.Before = faults.Delay
 	}
 	return participants.NewBarrier(ctx, cfg)

@@ -82,6 +82,39 @@ func (s *Inventory) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.T
 	return err
 }
 
+// Action, for a saga step, takes the order's units at once (available →
+// sold, the reservation applied), or refuses (CodeOutOfStock, CodeBadPayload).
+func (s *Inventory) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
+	var o InventoryOrder
+	if err := json.Unmarshal(payload, &o); err != nil || o.Item == "" || o.Qty < 1 {
+		return participants.Refuse(CodeBadPayload, fmt.Sprintf("inventory payload %q is not {\"item\": name, \"qty\": n >= 1}", payload))
+	}
+	n, err := exec(ctx, dbtx, `UPDATE stock SET available = available - ?, sold = sold + ? WHERE item = ? AND available >= ?`, o.Qty, o.Qty, o.Item, o.Qty)
+	if err != nil {
+		return fmt.Errorf("inventory: taking stock: %w", err)
+	}
+	if n != 1 {
+		return participants.Refuse(CodeOutOfStock, fmt.Sprintf("out of stock: %d of %q", o.Qty, o.Item))
+	}
+	_, err = exec(ctx, dbtx, `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'applied')`, StepKey(st.SagaID, st.Name), o.Item, o.Qty)
+	return err
+}
+
+// Compensate, for a saga step, releases what the action took (sold →
+// available); the payload is not needed: the reservation says what.
+func (s *Inventory) Compensate(ctx context.Context, dbtx *sql.Tx, st participants.Step, _ []byte) error {
+	key := StepKey(st.SagaID, st.Name)
+	var item string
+	var qty int
+	if err := dbtx.QueryRowContext(ctx, `SELECT item, qty FROM reservations WHERE txid = ? AND state = 'applied'`, key).Scan(&item, &qty); err != nil {
+		return fmt.Errorf("inventory: reservation of %s: %w", key, err)
+	}
+	if err := one(ctx, dbtx, "inventory: stock", `UPDATE stock SET sold = sold - ?, available = available + ? WHERE item = ?`, qty, qty, item); err != nil {
+		return err
+	}
+	return one(ctx, dbtx, "inventory: reservation", `UPDATE reservations SET state = ? WHERE txid = ?`, string(TxReleased), key)
+}
+
 // Commit turns the reservation into a sale.
 func (s *Inventory) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
 	return s.finish(ctx, dbtx, tx.ID, "sold", TxApplied)

@@ -81,6 +81,45 @@ func (s *Payment) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx,
 	return err
 }
 
+// Action, for a saga step, charges the amount at once (account → merchant,
+// the hold applied), or refuses (CodeInsufficientFunds, CodeBadPayload).
+func (s *Payment) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
+	var c PaymentCharge
+	if err := json.Unmarshal(payload, &c); err != nil || c.Account == "" || c.Account == Merchant || c.Amount < 1 {
+		return participants.Refuse(CodeBadPayload, fmt.Sprintf("payment payload %q is not {\"account\": customer, \"amount\": n >= 1}", payload))
+	}
+	n, err := exec(ctx, dbtx, `UPDATE accounts SET balance = balance - ? WHERE account = ? AND balance >= ?`, c.Amount, c.Account, c.Amount)
+	if err != nil {
+		return fmt.Errorf("payment: charging: %w", err)
+	}
+	if n != 1 {
+		return participants.Refuse(CodeInsufficientFunds, fmt.Sprintf("insufficient funds: %d from %q", c.Amount, c.Account))
+	}
+	if err := one(ctx, dbtx, "payment: credit", `UPDATE accounts SET balance = balance + ? WHERE account = ?`, c.Amount, Merchant); err != nil {
+		return err
+	}
+	_, err = exec(ctx, dbtx, `INSERT INTO holds (txid, account, amount, state) VALUES (?, ?, ?, 'applied')`, StepKey(st.SagaID, st.Name), c.Account, c.Amount)
+	return err
+}
+
+// Compensate, for a saga step, refunds the amount charged (merchant →
+// account); the payload is not needed: the charge says what.
+func (s *Payment) Compensate(ctx context.Context, dbtx *sql.Tx, st participants.Step, _ []byte) error {
+	key := StepKey(st.SagaID, st.Name)
+	var account string
+	var amount int
+	if err := dbtx.QueryRowContext(ctx, `SELECT account, amount FROM holds WHERE txid = ? AND state = 'applied'`, key).Scan(&account, &amount); err != nil {
+		return fmt.Errorf("payment: charge of %s: %w", key, err)
+	}
+	if err := one(ctx, dbtx, "payment: refund from the merchant", `UPDATE accounts SET balance = balance - ? WHERE account = ? AND balance >= ?`, amount, Merchant, amount); err != nil {
+		return err
+	}
+	if err := one(ctx, dbtx, "payment: refund", `UPDATE accounts SET balance = balance + ? WHERE account = ?`, amount, account); err != nil {
+		return err
+	}
+	return one(ctx, dbtx, "payment: charge", `UPDATE holds SET state = ? WHERE txid = ?`, string(TxReleased), key)
+}
+
 // Commit captures the held amount to the merchant.
 func (s *Payment) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
 	return s.finish(ctx, dbtx, tx.ID, true)

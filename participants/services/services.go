@@ -1,9 +1,12 @@
 // Package services holds natstx's example participant services, each with
 // its own embedded SQLite database: inventory (reserve stock at prepare, take
 // it at commit, release it at abort), payment (hold funds, capture, release)
-// and shipping (book a delivery slot). Each is a participants.SQLHandler, so
-// a participants.Barrier records every command in the same local transaction
-// as the service's change, and each checks its conservation invariants.
+// and shipping (book a delivery slot). Each is a participants.SQLHandler and
+// a participants.SQLSagaHandler (a saga step's action takes the stock,
+// charges or books at once, its compensation releases, refunds or cancels),
+// so a participants.Barrier records every command in the same local
+// transaction as the service's change, and each checks its conservation
+// invariants.
 //
 // Faults wraps a service with simulated failures and latency for demos and
 // tests.
@@ -46,9 +49,11 @@ const (
 	TxNone TxState = "none"
 	// TxStaged: prepared (stock reserved, funds held, slot held).
 	TxStaged TxState = "staged"
-	// TxApplied: committed (stock sold, funds captured, slot booked).
+	// TxApplied: committed (stock sold, funds captured, slot booked), or a
+	// saga step's action done.
 	TxApplied TxState = "applied"
 	// TxReleased: aborted after a prepare; what was staged was given back.
+	// For a saga step: compensated; what the action took was given back.
 	TxReleased TxState = "released"
 )
 
@@ -56,11 +61,13 @@ const (
 // database, with its invariants.
 type Service interface {
 	participants.SQLHandler
+	participants.SQLSagaHandler
 	// Kind is the service's kind, one of Kinds.
 	Kind() string
 	// DB is the service's database.
 	DB() *sql.DB
-	// TxState reads what the service's tables say about txid.
+	// TxState reads what the service's tables say about txid (for a saga
+	// step, StepKey; see StepState).
 	TxState(ctx context.Context, txid string) (TxState, error)
 	// Check verifies the conservation invariants and returns a one-line
 	// summary with counts; an ErrInvariant error says what is broken.

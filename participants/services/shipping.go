@@ -80,6 +80,38 @@ func (s *Shipping) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx
 	return err
 }
 
+// Action, for a saga step, books a place in the slot at once (the booking
+// applied), or refuses (CodeNoCapacity, CodeBadPayload).
+func (s *Shipping) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
+	var r ShippingRequest
+	if err := json.Unmarshal(payload, &r); err != nil || r.Slot == "" {
+		return participants.Refuse(CodeBadPayload, fmt.Sprintf("shipping payload %q is not {\"slot\": name}", payload))
+	}
+	n, err := exec(ctx, dbtx, `UPDATE slots SET booked = booked + 1 WHERE slot = ? AND held + booked < capacity`, r.Slot)
+	if err != nil {
+		return fmt.Errorf("shipping: booking: %w", err)
+	}
+	if n != 1 {
+		return participants.Refuse(CodeNoCapacity, fmt.Sprintf("no free place in slot %q", r.Slot))
+	}
+	_, err = exec(ctx, dbtx, `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'applied')`, StepKey(st.SagaID, st.Name), r.Slot)
+	return err
+}
+
+// Compensate, for a saga step, cancels the booking (booked - 1); the
+// payload is not needed: the booking says what.
+func (s *Shipping) Compensate(ctx context.Context, dbtx *sql.Tx, st participants.Step, _ []byte) error {
+	key := StepKey(st.SagaID, st.Name)
+	var slot string
+	if err := dbtx.QueryRowContext(ctx, `SELECT slot FROM bookings WHERE txid = ? AND state = 'applied'`, key).Scan(&slot); err != nil {
+		return fmt.Errorf("shipping: booking of %s: %w", key, err)
+	}
+	if err := one(ctx, dbtx, "shipping: slot", `UPDATE slots SET booked = booked - 1 WHERE slot = ?`, slot); err != nil {
+		return err
+	}
+	return one(ctx, dbtx, "shipping: booking", `UPDATE bookings SET state = ? WHERE txid = ?`, string(TxReleased), key)
+}
+
 // Commit books the held place.
 func (s *Shipping) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
 	return s.finish(ctx, dbtx, tx.ID, "held = held - 1, booked = booked + 1", TxApplied)

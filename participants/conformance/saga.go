@@ -1,0 +1,195 @@
+package conformance
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/services"
+)
+
+// sagaCmd is a saga command for step of saga.
+func (e *env) sagaCmd(saga string, op messages.Op, step string, attempt int, payload string) messages.Command {
+	c := e.cmd(saga, op, attempt)
+	c.Step = step
+	if payload != "" {
+		c.Payload = []byte(payload)
+	}
+	return c
+}
+
+// expectSaga sends cmd and checks the next reply: result, reason ("*" for
+// any), code, and the step echoed.
+func (e *env) expectSaga(cmd messages.Command, result messages.Result, reason, code string) {
+	e.t.Helper()
+	e.publish(cmd.Subject(), cmd.Header(), cmd.Payload)
+	msg, err := e.replies.NextMsg(wait)
+	if err != nil {
+		e.t.Fatalf("waiting for the reply to %s %s/%s: %v", cmd.Op, cmd.TxID, cmd.Step, err)
+	}
+	rep, err := messages.DecodeReply(map[string][]string(msg.Header), msg.Data)
+	if err != nil {
+		e.t.Fatalf("decoding the reply to %s %s/%s: %v", cmd.Op, cmd.TxID, cmd.Step, err)
+	}
+	if rep.TxID != cmd.TxID || rep.Op != cmd.Op || rep.Participant != name || rep.Step != cmd.Step || rep.Attempt != cmd.Attempt ||
+		rep.Result != result || reason != "*" && rep.Reason != reason || rep.Code != code {
+		e.t.Fatalf("%s %s/%s attempt %d: got %+v, want result %q reason %q code %q", cmd.Op, cmd.TxID, cmd.Step, cmd.Attempt, rep, result, reason, code)
+	}
+}
+
+// Action refuses the payload "no" with code out-of-stock, and otherwise
+// counts; Compensate counts. Both fail when told to (failNext).
+func (c *counter) Action(_ context.Context, st participants.Step, payload []byte) error {
+	if string(payload) == "no" {
+		return participants.Refuse("out-of-stock", "out of stock")
+	}
+	return c.do(messages.OpAction, st.SagaID+"/"+st.Name)
+}
+
+// Compensate counts, or fails when told to.
+func (c *counter) Compensate(_ context.Context, st participants.Step, _ []byte) error {
+	return c.do(messages.OpCompensate, st.SagaID+"/"+st.Name)
+}
+
+// sagaConfig is config() with c as the saga handler only.
+func sagaConfig(c *counter) participants.Config {
+	cfg := config()
+	cfg.SagaHandler = c
+	return cfg
+}
+
+// testSagaAction: an action is done once; a duplicate answers the same.
+func testSagaAction(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	defer start(t, e.url, sagaConfig(h))()
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, "go"), messages.Ack, "", "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 2, "go"), messages.Ack, "", "")
+	if n := h.n(messages.OpAction, "s1/reserve"); n != 1 {
+		t.Errorf("action done %d times, want 1", n)
+	}
+	e.noMoreReplies()
+}
+
+// testSagaRefused: a refusal carries its reason and code, a duplicate gets
+// the same, and the refused action's compensation is a no-op ack.
+func testSagaRefused(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	defer start(t, e.url, sagaConfig(h))()
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, "no"), messages.Refused, "out of stock", "out-of-stock")
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 2, "no"), messages.Refused, "out of stock", "out-of-stock")
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 1, ""), messages.Ack, "*", "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 2, ""), messages.Ack, "*", "")
+	if n := h.n(messages.OpCompensate, "s1/reserve"); n != 0 {
+		t.Errorf("compensation of a refused action called the handler %d times", n)
+	}
+	e.noMoreReplies()
+}
+
+// testSagaCompensation: a compensation after the action is done once, a
+// duplicate answers the same, and no action is done after it.
+func testSagaCompensation(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	defer start(t, e.url, sagaConfig(h))()
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "charge", 1, "go"), messages.Ack, "", "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "charge", 1, "undo"), messages.Ack, "", "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "charge", 2, "undo"), messages.Ack, "", "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "charge", 2, "go"), messages.Ack, "", "")
+	if a, c := h.n(messages.OpAction, "s1/charge"), h.n(messages.OpCompensate, "s1/charge"); a != 1 || c != 1 {
+		t.Errorf("%d actions and %d compensations, want one each", a, c)
+	}
+	e.noMoreReplies()
+}
+
+// testSagaNullCompensation: a compensation before its action is answered
+// ack without the handler, and the late action is refused, never done.
+func testSagaNullCompensation(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	defer start(t, e.url, sagaConfig(h))()
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "book", 1, ""), messages.Ack, "*", "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "book", 1, "go"), messages.Refused, participants.ReasonCompensatedFirst, participants.CodeCompensatedFirst)
+	if n := h.n(messages.OpAction, "s1/book") + h.n(messages.OpCompensate, "s1/book"); n != 0 {
+		t.Errorf("handler called %d times for a step compensated before its action", n)
+	}
+	e.noMoreReplies()
+}
+
+// testSagaFailed: a failed action is answered failed and is not delivered
+// again by the transport (the coordinator retries by the step's policy);
+// the next attempt does it.
+func testSagaFailed(t *testing.T, start Start) {
+	e := newEnv(t)
+	h := newCounter()
+	defer start(t, e.url, sagaConfig(h))()
+	h.mu.Lock()
+	h.failNext[messages.OpAction] = true
+	h.mu.Unlock()
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "ship", 1, "go"), messages.Failed, "try again", "")
+	e.noMoreReplies()
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "ship", 2, "go"), messages.Ack, "", "")
+	if n := h.n(messages.OpAction, "s1/ship"); n != 1 {
+		t.Errorf("action done %d times, want 1", n)
+	}
+}
+
+// testSagaNotImplemented: a saga command to a participant without saga
+// support is answered failed with the reason and terminated.
+func testSagaNotImplemented(t *testing.T, start Start) {
+	e := newEnv(t)
+	cfg := config()
+	cfg.Handler = newCounter()
+	defer start(t, e.url, cfg)()
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, "go"), messages.Failed, participants.ReasonNoSagaHandler, "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 1, ""), messages.Failed, participants.ReasonNoSagaHandler, "")
+	e.noMoreReplies() // terminated: not delivered again
+	e.expect(e.cmd("tx1", messages.OpPrepare, 1), messages.VoteCommit, "")
+}
+
+// testSagaDurableRestart: the inventory service behind a barrier reserves
+// once, answers the duplicate after a restart, releases once, refuses an
+// order it cannot serve with its code, and keeps its invariants.
+func testSagaDurableRestart(t *testing.T, start Start) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "inventory.db")
+	open := func() (participants.Config, services.Service) {
+		svc, err := services.Open(context.Background(), "inventory", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := services.NewBarrier(context.Background(), svc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config()
+		cfg.Barrier = b
+		return cfg, svc
+	}
+	cfg, svc := open()
+	stop := start(t, e.url, cfg)
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, string(services.Payload("inventory", 0))), messages.Ack, "", "")
+	stop()
+	_ = svc.DB().Close()
+
+	cfg, svc = open()
+	defer svc.DB().Close()
+	defer start(t, e.url, cfg)()
+	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 2, string(services.Payload("inventory", 0))), messages.Ack, "", "")
+	ctx := context.Background()
+	if st, err := services.StepState(ctx, svc, "s1", "reserve"); err != nil || st != services.TxApplied {
+		t.Fatalf("inventory has s1/reserve %s (%v), want applied", st, err)
+	}
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 1, ""), messages.Ack, "", "")
+	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 2, ""), messages.Ack, "", "")
+	if st, err := services.StepState(ctx, svc, "s1", "reserve"); err != nil || st != services.TxReleased {
+		t.Fatalf("inventory has s1/reserve %s (%v), want released", st, err)
+	}
+	e.expectSaga(e.sagaCmd("s2", messages.OpAction, "reserve", 1, `{"item": "widget", "qty": 1000000000}`), messages.Refused, "*", services.CodeOutOfStock)
+	if _, err := svc.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
