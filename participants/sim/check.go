@@ -82,3 +82,71 @@ func Check(results []Result, services map[string]*Service) Report {
 	}
 	return r
 }
+
+// SagaStep is one step of a saga, for CheckSagas.
+type SagaStep struct {
+	Name        string
+	Participant string
+}
+
+// SagaResult is how the coordinator said one saga ended, for CheckSagas.
+type SagaResult struct {
+	ID    string
+	Steps []SagaStep
+	// Decided is false when the client never learned how it ended;
+	// Completed (every step done; else compensated) is meaningful only when
+	// Decided.
+	Decided   bool
+	Completed bool
+}
+
+// CheckSagas verifies, after quiescence, that a completed saga has every
+// step done by its participant, a compensated one none left done (each
+// compensated or never done), and that no service applied anything twice.
+// In the Report, Committed counts completed sagas and Aborted compensated
+// ones.
+func CheckSagas(results []SagaResult, services map[string]*Service) Report {
+	var r Report
+	problem := func(format string, args ...any) {
+		r.Violations++
+		if len(r.Problems) < 50 {
+			r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+		}
+	}
+	for _, res := range results {
+		r.Transactions++
+		switch {
+		case !res.Decided:
+			r.InDoubt++
+		case res.Completed:
+			r.Committed++
+		default:
+			r.Aborted++
+		}
+		for _, st := range res.Steps {
+			svc := services[st.Participant]
+			if svc == nil {
+				problem("saga %s: participant %s has no simulated service to check", res.ID, st.Participant)
+				continue
+			}
+			done := svc.StepDone(res.ID, st.Name)
+			switch {
+			case res.Decided && res.Completed && !done:
+				problem("saga %s completed but %s has step %s not done (compensated: %v)", res.ID, st.Participant, st.Name, svc.StepCompensated(res.ID, st.Name))
+			case res.Decided && !res.Completed && done:
+				problem("saga %s compensated but %s still has step %s done", res.ID, st.Participant, st.Name)
+			}
+		}
+	}
+	names := make([]string, 0, len(services))
+	for n := range services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if d := services[n].DoubleApplies(); d > 0 {
+			problem("%s applied %d operations twice", n, d)
+		}
+	}
+	return r
+}

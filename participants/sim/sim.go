@@ -1,6 +1,8 @@
 // Package sim is a simulated participant service for demos and tests: a
-// participants.Handler with configurable latency and failure rate that
-// records what it applied, so a test can check atomicity afterwards.
+// participants.Handler and participants.SagaHandler with configurable
+// latency and failure rate that records what it applied, so a test can
+// check atomicity afterwards (Check for two-phase commit, CheckSagas for
+// sagas).
 package sim
 
 import (
@@ -27,7 +29,16 @@ var (
 	ErrCommit = errors.New("simulated commit failure")
 	// ErrAbort is the simulated abort failure; the runtime retries.
 	ErrAbort = errors.New("simulated abort failure")
+	// ErrCompensate is the simulated compensation failure: answered failed,
+	// the coordinator retries.
+	ErrCompensate = errors.New("simulated compensation failure")
 )
+
+// CodeRefused is the code of a simulated saga action refusal.
+const CodeRefused = "simulated"
+
+// ReasonRefused is the reason of a simulated saga action refusal.
+const ReasonRefused = "simulated action refusal"
 
 // Config configures a Service.
 type Config struct {
@@ -62,9 +73,17 @@ type Service struct {
 	committed     map[string][]byte
 	aborted       map[string]bool
 	doubleApplies int
+
+	// done holds the saga steps whose action is done (and not
+	// compensated), compensated those compensated after their action.
+	done        map[string][]byte
+	compensated map[string]bool
 }
 
-var _ participants.Handler = (*Service)(nil)
+var (
+	_ participants.Handler     = (*Service)(nil)
+	_ participants.SagaHandler = (*Service)(nil)
+)
 
 // New returns a Service for cfg.
 func New(cfg Config) (*Service, error) {
@@ -100,6 +119,9 @@ func New(cfg Config) (*Service, error) {
 		staged:     make(map[string][]byte),
 		committed:  make(map[string][]byte),
 		aborted:    make(map[string]bool),
+
+		done:        make(map[string][]byte),
+		compensated: make(map[string]bool),
 	}, nil
 }
 
@@ -163,6 +185,80 @@ func (s *Service) Abort(ctx context.Context, tx participants.Tx) error {
 	return nil
 }
 
+// stepKey keys a saga step in the maps.
+func stepKey(sagaID, step string) string { return sagaID + "/" + step }
+
+// Action does a saga step's action after the simulated latency: it records
+// payload as done, or, when the dice say it fails, refuses it for good
+// (participants.Refuse with CodeRefused), as a failed prepare votes abort.
+// An Action of a step already done or compensated counts as a double apply
+// and succeeds.
+func (s *Service) Action(ctx context.Context, st participants.Step, payload []byte) error {
+	if err := s.sleep(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := stepKey(st.SagaID, st.Name)
+	if _, done := s.done[k]; done || s.compensated[k] {
+		s.doubleApplies++
+		return nil
+	}
+	if !s.succeeds() {
+		return participants.Refuse(CodeRefused, ReasonRefused)
+	}
+	s.done[k] = slices.Clone(payload)
+	return nil
+}
+
+// Compensate undoes a done saga step after the simulated latency, or fails
+// with ErrCompensate (the coordinator retries). A Compensate of a step not
+// done, or already compensated, counts as a double apply and fails: there
+// is nothing to undo.
+func (s *Service) Compensate(ctx context.Context, st participants.Step, _ []byte) error {
+	if err := s.sleep(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := stepKey(st.SagaID, st.Name)
+	if _, done := s.done[k]; !done {
+		s.doubleApplies++
+		return fmt.Errorf("sim: compensation of saga %s step %s, which is not done", st.SagaID, st.Name)
+	}
+	if !s.succeeds() {
+		return ErrCompensate
+	}
+	delete(s.done, k)
+	s.compensated[k] = true
+	return nil
+}
+
+// StepDone reports whether step of saga sagaID is done here and not
+// compensated.
+func (s *Service) StepDone(sagaID, step string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.done[stepKey(sagaID, step)]
+	return ok
+}
+
+// StepCompensated reports whether step of saga sagaID was done, then
+// compensated here.
+func (s *Service) StepCompensated(sagaID, step string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.compensated[stepKey(sagaID, step)]
+}
+
+// SagaCounts returns how many saga steps are done (and not compensated)
+// and how many were compensated.
+func (s *Service) SagaCounts() (done, compensated int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.done), len(s.compensated)
+}
+
 // Committed reports whether txid is committed here.
 func (s *Service) Committed(txid string) bool {
 	s.mu.Lock()
@@ -208,8 +304,9 @@ func (s *Service) Counts() (staged, committed, aborted int) {
 	return len(s.staged), len(s.committed), len(s.aborted)
 }
 
-// DoubleApplies counts Commits of already committed transactions and Aborts
-// of committed ones. Behind a participants.Runtime it stays 0.
+// DoubleApplies counts Commits of already committed transactions, Aborts
+// of committed ones, Actions of saga steps already done or compensated and
+// Compensates of steps not done. Behind a participants.Runtime it stays 0.
 func (s *Service) DoubleApplies() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

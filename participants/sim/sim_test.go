@@ -306,3 +306,147 @@ func TestBehindRuntime(t *testing.T) {
 		t.Errorf("stats %+v: a 0.7 success rate should have failed some calls", st)
 	}
 }
+
+// TestSagaSteps: a Service as a SagaHandler: an action is done or refused
+// by the dice (code CodeRefused), a compensation undoes a done step, and
+// repeats count as double applies.
+func TestSagaSteps(t *testing.T) {
+	ctx := context.Background()
+	ok := newService(t, sim.Config{})
+	st := participants.Step{SagaID: "s1", Name: "a", Participant: "sim", Attempt: 1}
+	if err := ok.Action(ctx, st, []byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	if !ok.StepDone("s1", "a") {
+		t.Fatal("step not done")
+	}
+	if err := ok.Compensate(ctx, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ok.StepDone("s1", "a") || !ok.StepCompensated("s1", "a") {
+		t.Fatal("step not compensated")
+	}
+	if err := ok.Compensate(ctx, st, nil); err == nil {
+		t.Fatal("second compensation succeeded")
+	}
+	if err := ok.Action(ctx, st, nil); err != nil {
+		t.Fatalf("action after compensation = %v, want success counted as a double apply", err)
+	}
+	if n := ok.DoubleApplies(); n != 2 {
+		t.Errorf("double applies %d, want 2", n)
+	}
+	never := newService(t, sim.Config{SuccessRate: sim.Rate(0)})
+	err := never.Action(ctx, st, nil)
+	var r *participants.RefusedError
+	if !errors.As(err, &r) || r.Code != sim.CodeRefused || !errors.Is(err, participants.ErrRefused) {
+		t.Fatalf("action at rate 0 = %v, want a refusal with code %s", err, sim.CodeRefused)
+	}
+	if done, comp := never.SagaCounts(); done != 0 || comp != 0 {
+		t.Fatalf("a refused action left %d done, %d compensated", done, comp)
+	}
+}
+
+// TestSagasBehindRuntime drives a flaky Service through a real Runtime the
+// way a saga coordinator would: action a, then action b; when b is refused,
+// compensate a, again after each failed answer. Every saga ends completed
+// or compensated, as CheckSagas verifies, and nothing is applied twice.
+func TestSagasBehindRuntime(t *testing.T) {
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	defer cancel()
+	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replyTo := messages.ReplySubject("test")
+	replies, err := nc.SubscribeSync(replyTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newService(t, sim.Config{SuccessRate: sim.Rate(0.7), MaxLatency: time.Millisecond, Seed: 7})
+	rt, err := participants.New(nc, participants.Config{Name: "sim", SagaHandler: s, AckWait: 2 * time.Second,
+		OpTimeout: time.Second, RetryDelay: 5 * time.Millisecond, StreamWait: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+
+	send := func(saga string, op messages.Op, step string, attempt int) {
+		c := messages.Command{TxID: saga, Op: op, Participant: "sim", Attempt: attempt, ReplyTo: replyTo, Step: step}
+		msg := &nats.Msg{Subject: c.Subject(), Header: nats.Header(c.Header())}
+		if op == messages.OpAction {
+			msg.Data = []byte(saga + "/" + step)
+		}
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 60
+	for i := range n {
+		send(fmt.Sprint("s", i), messages.OpAction, "a", 1)
+	}
+	ended := map[string]bool{} // saga -> completed
+	for len(ended) < n {
+		m, err := replies.NextMsg(wait)
+		if err != nil {
+			t.Fatalf("waiting for replies (%d sagas ended): %v", len(ended), err)
+		}
+		r, err := messages.DecodeReply(map[string][]string(m.Header), m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case r.Op == messages.OpAction && r.Step == "a" && r.Result == messages.Ack:
+			send(r.TxID, messages.OpAction, "b", 1)
+		case r.Op == messages.OpAction && r.Step == "a" && r.Result == messages.Refused:
+			ended[r.TxID] = false
+		case r.Op == messages.OpAction && r.Step == "b" && r.Result == messages.Ack:
+			ended[r.TxID] = true
+		case r.Op == messages.OpAction && r.Step == "b" && r.Result == messages.Refused:
+			send(r.TxID, messages.OpCompensate, "a", 1)
+		case r.Op == messages.OpCompensate && r.Result == messages.Failed:
+			if r.Attempt > 100 {
+				t.Fatalf("compensation of %s failed %d times", r.TxID, r.Attempt)
+			}
+			send(r.TxID, messages.OpCompensate, "a", r.Attempt+1)
+		case r.Op == messages.OpCompensate && r.Result == messages.Ack:
+			ended[r.TxID] = false
+		default:
+			t.Fatalf("unexpected reply %+v", r)
+		}
+	}
+	var results []sim.SagaResult
+	completed := 0
+	for id, ok := range ended {
+		results = append(results, sim.SagaResult{ID: id, Steps: []sim.SagaStep{{Name: "a", Participant: "sim"}, {Name: "b", Participant: "sim"}},
+			Decided: true, Completed: ok})
+		if ok {
+			completed++
+		}
+	}
+	rep := sim.CheckSagas(results, map[string]*sim.Service{"sim": s})
+	if rep.Violations != 0 || rep.Transactions != n || rep.Committed != completed {
+		t.Fatalf("%s: %v", rep, rep.Problems)
+	}
+	if completed == 0 || completed == n {
+		t.Errorf("%d of %d sagas completed; the seed should give a mix", completed, n)
+	}
+	if _, comp := s.SagaCounts(); comp == 0 {
+		t.Errorf("no step compensated; the seed should refuse some b after a was done")
+	}
+}
