@@ -67,12 +67,24 @@ func (s *sim) notePremature(wr kvWrite) {
 	if w == nil || w.coord == "" || w.ownerAborted || s.s.now >= w.beginAt+w.timeout {
 		return
 	}
+	if s.leaseLapseEnd[w.coord] > w.beginAt {
+		return // its lease lapsed meanwhile: others may take it for dead
+	}
 	for _, c := range s.coords {
 		if c.name == w.coord && c.inc == w.inc && c.g.state != gateDead && s.leases.live(c.name) != nil {
 			w.premature = fmt.Sprintf("an abort was recorded by %s at %v, before its deadline (%v at the soonest), while its coordinator %s was alive",
 				wr.writer, s.s.now, w.beginAt+w.timeout, c.name)
 		}
 	}
+}
+
+// onLeaseWrite notes when each instance's lease lapsed: a renewal that came
+// after the previous one expired.
+func (s *sim) onLeaseWrite(w kvWrite) {
+	if prev, ok := s.leaseLast[w.key]; ok && w.at-prev >= leaseTTL {
+		s.leaseLapseEnd[w.key] = w.at
+	}
+	s.leaseLast[w.key] = w.at
 }
 
 // onStatusWrite checks every write to the status bucket: a final status is

@@ -264,6 +264,9 @@ type sim struct {
 	// decision record says committing.
 	lastStatus           map[string]string
 	notFinal, committing map[string]bool
+	// leaseLast is when each instance's lease was last written;
+	// leaseLapseEnd when it was last written after it had expired.
+	leaseLast, leaseLapseEnd map[string]time.Duration
 
 	healTime time.Duration
 	// quietSince is when everything but the statuses became quiet; 0: not.
@@ -297,6 +300,7 @@ func Run(cfg Config) Result {
 		env: newEnv(cfg.Seed, f, cfg.Trace), cfg: cfg,
 		coordBy: map[string]*coord{}, partBy: map[string]*part{}, workBy: map[string]*workTx{},
 		everCommit: map[string]bool{}, everAbort: map[string]bool{}, lastStatus: map[string]string{}, notFinal: map[string]bool{}, committing: map[string]bool{},
+		leaseLast: map[string]time.Duration{}, leaseLapseEnd: map[string]time.Duration{},
 		ctx: context.Background(),
 	}
 	s.run()
@@ -312,6 +316,7 @@ func (s *sim) run() {
 	s.records.watch = s.onRecordWrite
 	s.records.blindCreate = s.cfg.plant == plantBlindCreate
 	s.leases = newBucket(s.env, orchestrator.LeaseBucket, leaseTTL)
+	s.leases.watch = s.onLeaseWrite
 	s.ids = newBucket(s.env, "natstx_ids", 0)
 	s.status = newBucket(s.env, messages.StatusBucket, retention)
 	s.status.watch = s.onStatusWrite
