@@ -1,7 +1,8 @@
 // Package participants is the participant side of natstx: a Runtime that reads
-// the commands a coordinator sends to one participant (prepare, commit, abort)
-// from the JetStream stream NATSTX_CMD, calls the service's Handler, and
-// publishes the vote or acknowledgement back to the coordinator.
+// the commands a coordinator sends to one participant (prepare, commit, abort;
+// a saga step's action and compensate) from the JetStream stream NATSTX_CMD,
+// calls the service's Handler (two-phase commit) or SagaHandler (sagas), and
+// publishes the vote, acknowledgement or refusal back to the coordinator.
 //
 // The Runtime makes every command idempotent, as two-phase commit needs: a
 // command may arrive more than once, late, or out of order. It keeps a small
@@ -26,6 +27,15 @@
 // operation, result) rows in the same local transaction as the SQLHandler's
 // business change, and answers every duplicate from them. See
 // docs/PARTICIPANTS.md.
+//
+// Saga steps follow the same barrier, per (participant, saga ID, step): a
+// duplicate action or compensation is answered from the record; a
+// compensation that arrives before its action is acknowledged without the
+// handler and the late action is refused, never done; no action runs after
+// its compensation; a refused action (Refuse, ErrRefused) needs no
+// compensation; an attempt answered failed is never done later. Sagas have
+// no in-doubt phase on the participant side: the coordinator drives every
+// step to an answer.
 //
 // A participant that voted commit and hears no outcome is in doubt: it asks
 // the coordinators how the transaction ended, with the transaction's deadline

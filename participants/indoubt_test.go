@@ -65,13 +65,6 @@ func (c *coordinatorStub) questions(txid string) []messages.OutcomeRequest {
 	return out
 }
 
-// setAnswer changes how the stub answers from now on.
-func (c *coordinatorStub) setAnswer(answer func(messages.OutcomeRequest) messages.OutcomeResponse) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.answer = answer
-}
-
 func pending(messages.OutcomeRequest) messages.OutcomeResponse {
 	return messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "still collecting votes"}
 }

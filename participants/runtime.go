@@ -381,6 +381,10 @@ func (r *Runtime) Stats() Stats { return r.proc.Stats() }
 // seen, or finished longer than Retention ago).
 func (r *Runtime) State(txid string) State { return r.proc.State(txid) }
 
+// StepState returns what the Runtime records about step of saga sagaID:
+// with a Barrier, what its database says; else what memory holds.
+func (r *Runtime) StepState(sagaID, step string) StepState { return r.proc.StepState(sagaID, step) }
+
 // purgeBarrier deletes the barrier rows of transactions finished longer than
 // BarrierRetention ago.
 func (r *Runtime) purgeBarrier(now time.Time) {

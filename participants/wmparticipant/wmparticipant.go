@@ -4,7 +4,8 @@
 // the participant's durable consumer (the same one the native Runtime uses,
 // so both kinds of instances can share the work), go through a
 // participants.Processor (the same idempotency rules, in memory or with a
-// Barrier), and the vote or acknowledgement goes back through any watermill
+// Barrier, for two-phase commit and saga steps alike), and the vote,
+// acknowledgement or refusal goes back through any watermill
 // Publisher that publishes a message's metadata as NATS headers, such as
 // watermill-nats' core NATS publisher (see NewReplyPublisher).
 //
@@ -148,8 +149,9 @@ func (unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {
 // Handler returns a watermill handler that runs each command through p and
 // publishes its reply with pub. It returns nil to acknowledge and ErrRetry
 // to have the command delivered again; a command never to be delivered again
-// (malformed, contradicting the record) is acknowledged after its Failed
-// reply.
+// (malformed, contradicting the record, of a kind the participant does not
+// implement) is acknowledged after its Failed reply, and so is a saga
+// command answered failed (the coordinator, not the transport, retries it).
 func Handler(p *participants.Processor, pub message.Publisher) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		h := make(map[string][]string, len(msg.Metadata))
