@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nuid"
 
@@ -557,5 +558,37 @@ func TestSagaOverTheRuntime(t *testing.T) {
 	e.settled()
 	if n := mem.n(messages.OpAction, "rt1", "s"); n != 1 {
 		t.Fatalf("%d actions, want 1", n)
+	}
+}
+
+// TestSagaMemoryRecordSweep: in memory, refused and compensated steps are
+// forgotten after Retention; a done step stays, for its compensation may
+// come at any time. An invalid refusal code is dropped from the reply.
+func TestSagaMemoryRecordSweep(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	cfg := testConfig(nil, nil)
+	cfg.Retention = time.Minute
+	cfg.Now = func() time.Time { return now }
+	cfg.SagaHandler = participants.SagaHandlerFuncs{ActionFunc: func(_ context.Context, _ participants.Step, payload []byte) error {
+		if string(payload) == "bad-code" {
+			return participants.Refuse("not a code!", "refused with a bad code")
+		}
+		return nil
+	}}
+	p, err := participants.NewProcessor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectSaga(t, p, sagaCmd("m1", messages.OpAction, "s", 1, "go"), messages.Ack, "", "")
+	expectSaga(t, p, sagaCmd("m2", messages.OpAction, "s", 1, "bad-code"), messages.Refused, "refused with a bad code", "")
+	expectSaga(t, p, sagaCmd("m3", messages.OpCompensate, "s", 1, ""), messages.Ack, "*", "")
+	if n := p.Sweep(now.Add(2 * time.Minute)); n != 2 {
+		t.Fatalf("swept %d records, want 2 (the refused and the compensated step)", n)
+	}
+	if s := p.StepState("m1", "s"); s != participants.StepDone {
+		t.Fatalf("done step after the sweep: %s, want done", s)
+	}
+	if st := p.Stats(); st.Records != 1 {
+		t.Fatalf("%d records in memory, want 1", st.Records)
 	}
 }
