@@ -192,6 +192,12 @@ type OutcomeRequest struct {
 	// command, in Unix milliseconds (0 if it had none). Before it, an
 	// undecided transaction is still "pending".
 	DeadlineMs int64 `json:"deadline_ms,omitempty"`
+	// AskedAtMs is when the participant asked, in Unix milliseconds (0 if it
+	// does not say). A coordinator does not record an abort for a question
+	// older than a minute (or half its retention, if less): it may have
+	// waited in a paused coordinator while the transaction committed, and
+	// is answered with an error instead; the participant asks again.
+	AskedAtMs int64 `json:"asked_at_ms,omitempty"`
 }
 
 // The outcomes an OutcomeResponse can carry.

@@ -142,6 +142,14 @@ func (c *Config) abortRetention() time.Duration {
 	return max(c.Retention, c.Streams.withDefaults().MaxAge)
 }
 
+// maxQuestionAge is the age past which an in-doubt question is not answered
+// with a new abort record (messages.OutcomeRequest.AskedAtMs): a minute, or
+// half the retention if less, and at least the lease. It assumes clocks
+// within that of each other.
+func (c *Config) maxQuestionAge() time.Duration {
+	return max(c.LeaseTTL, min(time.Minute, c.Retention/2))
+}
+
 // commitWriteGrace is how long after a transaction's deadline its owner
 // still tries to write the commit decision (the store being unavailable);
 // after that it records an abort instead, or learns that its commit got in.

@@ -133,13 +133,21 @@ type Engine struct {
 	wg         sync.WaitGroup
 	running    atomic.Bool
 	halted     atomic.Bool
-	draining   atomic.Bool
+	// leaseAt is when the lease was last written (Unix nanoseconds, engine
+	// clock); fencing is set while the engine drops what it held after its
+	// lease lapsed (see fence), and fenced tells the recovery loop to sweep.
+	leaseAt  atomic.Int64
+	fencing  atomic.Bool
+	fenced   atomic.Bool
+	draining atomic.Bool
 
 	// lastAlive is the set of live instances at the last orphan sweep, and
 	// sweepDue says a sweep found work it could not finish; only the
 	// recovery loop touches them.
 	lastAlive map[string]bool
 	sweepDue  bool
+	// sweepUntil: sweep at every scan until then (sweepWindow).
+	sweepUntil time.Time
 }
 
 // New returns an engine that will use nc. Start must be called before use.
@@ -287,6 +295,16 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.awaitOwnLease(ctx); err != nil {
 		return err
 	}
+	// Run only with a lease: without one, others would take this instance
+	// for dead and abort what it begins.
+	for e.renewLease() != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("natstx: writing the lease of %q: %w", e.cfg.Instance, ctx.Err())
+		}
+		if !e.sleep(e.cfg.LeaseTTL / 10) {
+			return ErrStopped
+		}
+	}
 	if !e.coop {
 		var err error
 		e.sub, err = e.nc.Subscribe(e.reply, e.onReply)
@@ -306,8 +324,8 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	e.renewLease()
 	e.spawn(e.recoveryLoop)
+	e.spawn(e.leaseLoop)
 	e.log.Info("coordinator started", zap.String("instance", e.cfg.Instance), zap.String("reply_subject", e.reply), zap.Int("shards", len(e.shards)))
 	return nil
 }

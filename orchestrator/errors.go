@@ -31,6 +31,11 @@ var (
 	// ErrDraining is returned by Begin and Execute on an engine that is
 	// draining before it stops: begin on another instance.
 	ErrDraining = errors.New("natstx: coordinator is draining; begin the transaction on another instance")
+	// ErrFenced is returned to callers waiting on a transaction or saga that
+	// the engine dropped because its lease lapsed (it was paused or cut off
+	// for longer than Config.LeaseTTL): another instance, or this one's
+	// recovery, finishes it; Status tells how.
+	ErrFenced = errors.New("natstx: the coordinator's lease lapsed; the transaction is finished by recovery")
 	// ErrStopped is returned by calls on an engine that is not running.
 	ErrStopped = errors.New("natstx: engine stopped")
 )

@@ -92,34 +92,80 @@ func (e *Engine) recoveryLoop() {
 	e.recoverCommits()
 	e.recoverSagas()
 	e.sweepOrphans(true)
-	renewEvery, scanEvery := e.cfg.LeaseTTL/3, e.cfg.LeaseTTL/2
-	nextRenew, nextScan := e.now().Add(renewEvery), e.now().Add(scanEvery)
 	for !e.halted.Load() {
-		if !e.sleep(max(0, min(nextRenew.Sub(e.now()), nextScan.Sub(e.now())))) {
+		if !e.sleep(e.cfg.LeaseTTL/2) || e.halted.Load() {
 			return
 		}
-		if e.halted.Load() {
-			return
-		}
-		if now := e.now(); !now.Before(nextRenew) {
-			e.renewLease()
-			nextRenew = e.now().Add(renewEvery)
-		}
-		if now := e.now(); !now.Before(nextScan) {
-			e.recoverCommits()
-			e.recoverSagas()
-			e.sweepOrphans(false)
-			nextScan = e.now().Add(scanEvery)
-		}
+		e.recoverCommits()
+		e.recoverSagas()
+		e.sweepOrphans(false)
 	}
 }
 
-func (e *Engine) renewLease() {
+// leaseLoop renews this instance's lease every third of LeaseTTL, on its
+// own so that a slow recovery scan never delays a renewal (others would
+// take this instance for dead and abort its undecided transactions).
+func (e *Engine) leaseLoop() {
+	for !e.halted.Load() {
+		if !e.sleep(e.cfg.LeaseTTL/3) || e.halted.Load() {
+			return
+		}
+		_ = e.renewLease()
+	}
+}
+
+func (e *Engine) renewLease() error {
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
 	defer cancel()
-	if _, err := e.leases.kv.Put(ctx, e.cfg.Instance, []byte(e.now().UTC().Format(time.RFC3339Nano)), 0); err != nil {
-		e.log.Warn("renewing the coordinator lease failed", zap.Error(err))
+	if e.leaseLapsed(1) {
+		// Not written for longer than the lease: if its key is gone, others
+		// may have taken this instance for dead.
+		if _, err := e.leases.kv.Get(ctx, e.cfg.Instance); errors.Is(err, ErrNoEntry) {
+			e.fence()
+		}
 	}
+	at := e.now()
+	_, err := e.leases.kv.Put(ctx, e.cfg.Instance, []byte(at.UTC().Format(time.RFC3339Nano)), 0)
+	if err != nil {
+		e.log.Warn("renewing the coordinator lease failed", zap.Error(err))
+		return err
+	}
+	if !e.fencing.Load() {
+		e.leaseAt.Store(at.UnixNano())
+	}
+	return nil
+}
+
+// leaseLapsed reports whether this instance's last lease write is older
+// than factor times LeaseTTL (the process was paused, starved, or cut off
+// from NATS): its lease may have expired, and others may have taken it for
+// dead since, taken over its commit decisions and sagas, and aborted its
+// undecided transactions.
+func (e *Engine) leaseLapsed(factor time.Duration) bool {
+	at := e.leaseAt.Load()
+	return at != 0 && e.now().Sub(time.Unix(0, at)) > factor*e.cfg.LeaseTTL
+}
+
+// fence makes an instance whose lease lapsed drop every transaction and
+// saga it holds in memory, as if it had restarted: what it knew may be
+// stale, and acting on it could write an old state over what another
+// instance decided. What is durable comes back through recovery: its own
+// commit records and sagas are claimed again, and the orphan sweep
+// finishes its undecided transactions from the records. Waiters are told
+// ErrFenced.
+func (e *Engine) fence() {
+	if !e.fencing.CompareAndSwap(false, true) {
+		return
+	}
+	e.stats.Fenced.Add(1)
+	e.log.Warn("this coordinator's lease lapsed (paused or cut off for longer than the lease); dropping what it held in memory and recovering from the records",
+		zap.Duration("since_last_lease_write", e.now().Sub(time.Unix(0, e.leaseAt.Load()))))
+	for _, s := range e.shards {
+		s.post(fenceReq{})
+	}
+	e.leaseAt.Store(e.now().UnixNano())
+	e.fenced.Store(true)
+	e.fencing.Store(false)
 }
 
 // recoverCommits claims every commit record whose owner is dead (or is this
@@ -173,8 +219,9 @@ func (e *Engine) sweepOrphans(first bool) {
 	if e.status == nil {
 		return
 	}
-	if first {
+	if first || e.fenced.Swap(false) {
 		e.sweepDue = true
+		e.sweepUntil = e.now().Add(sweepWindow)
 	}
 	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
@@ -185,12 +232,14 @@ func (e *Engine) sweepOrphans(first bool) {
 	for inst := range e.lastAlive {
 		if !alive[inst] {
 			e.sweepDue = true
+			e.sweepUntil = e.now().Add(sweepWindow)
 		}
 	}
 	e.lastAlive = alive
-	if !e.sweepDue {
+	if !e.sweepDue && e.now().After(e.sweepUntil) {
 		return
 	}
+	read := e.now()
 	entries, err := e.status.Entries(ctx)
 	if err != nil {
 		e.stats.SweepsIncomplete.Add(1)
@@ -203,8 +252,32 @@ func (e *Engine) sweepOrphans(first bool) {
 		if json.Unmarshal(kve.Value, &st) != nil || isFinal(st.State) {
 			continue
 		}
-		if alive[st.Owner] && st.Owner != e.cfg.Instance || e.knows(st.ID) {
+		if alive[st.Owner] && st.Owner != e.cfg.Instance {
 			continue
+		}
+		if known, final := e.knowsFinal(st.ID); known {
+			// Running here, or finished here: a final state this instance
+			// remembers is written again over a stale one (a dead
+			// incarnation's write that landed late).
+			if final != nil {
+				complete = complete && e.rewriteStatus(ctx, *final) == nil
+			}
+			continue
+		}
+		if st.Owner != e.cfg.Instance {
+			// The owner may have started after the leases were listed: look
+			// again before taking it for dead.
+			if ok, err := e.leases.alive(ctx, st.Owner); err != nil || ok {
+				complete = complete && err == nil
+				continue
+			}
+		}
+		if e.now().Sub(read) > e.cfg.LeaseTTL {
+			// Paused or starved since the statuses were read: they may be
+			// stale (a transaction committed, its records expired). Read
+			// them again at the next scan.
+			complete = false
+			break
 		}
 		if !e.sweepOne(ctx, st) {
 			complete = false
@@ -215,6 +288,12 @@ func (e *Engine) sweepOrphans(first bool) {
 		e.stats.SweepsIncomplete.Add(1)
 	}
 }
+
+// sweepWindow is how long after a start or an instance's death the orphan
+// sweep runs at every scan: a dead instance's asynchronous status writes
+// still in flight (at most publishAckTimeout) may land after a first sweep
+// and put an older state over the final one.
+const sweepWindow = 2 * publishAckTimeout
 
 // sweepOne finishes one orphan; false if it must be tried again.
 func (e *Engine) sweepOne(ctx context.Context, st messages.TxStatus) bool {
@@ -288,6 +367,32 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 	s.e.publishStatus(en)
 }
 
+// knowsFinal reports whether this engine runs or remembers transaction id,
+// and, if it finished here, its final status document.
+func (e *Engine) knowsFinal(id string) (bool, *messages.TxStatus) {
+	ch := make(chan result, 1)
+	r := e.call(id, statusReq{id: id, ch: ch}, ch)
+	if r.err != nil {
+		return false, nil
+	}
+	if !r.out.State.Final() {
+		return true, nil
+	}
+	st := statusOf(r.out, e.cfg.Instance, r.started, r.decided, e.now())
+	return true, &st
+}
+
+// rewriteStatus writes a final status over a status that is not final.
+func (e *Engine) rewriteStatus(ctx context.Context, final messages.TxStatus) error {
+	return e.updateStatus(ctx, final.ID, &final, func(have *messages.TxStatus) bool {
+		if isFinal(have.State) {
+			return false
+		}
+		*have = final
+		return true
+	})
+}
+
 // knows reports whether this engine runs or remembers transaction id.
 func (e *Engine) knows(id string) bool {
 	ch := make(chan result, 1)
@@ -358,6 +463,7 @@ func (e *Engine) onOutcome(m *nats.Msg) {
 // does not know the deadline) its coordinator is dead.
 func (e *Engine) Resolve(ctx context.Context, req messages.OutcomeRequest) messages.OutcomeResponse {
 	e.stats.InDoubtQueries.Add(1)
+	received := e.now()
 	ch := make(chan result, 1)
 	if r := e.call(req.ID, statusReq{id: req.ID, ch: ch}, ch); r.err == nil {
 		switch {
@@ -410,6 +516,16 @@ func (e *Engine) Resolve(ctx context.Context, req messages.OutcomeRequest) messa
 			}
 		}
 		why = "its coordinator " + st.Owner + " died before deciding (presumed abort, now recorded)"
+	}
+	if req.AskedAtMs > 0 && e.now().Sub(time.UnixMilli(req.AskedAtMs)) > e.cfg.maxQuestionAge() {
+		return messages.OutcomeResponse{Error: fmt.Sprintf("the question was asked %v ago: too old to record an abort on; ask again",
+			e.now().Sub(time.UnixMilli(req.AskedAtMs)).Round(time.Millisecond))}
+	}
+	if e.now().Sub(received) > e.cfg.LeaseTTL {
+		// This instance was paused (or starved) while answering: what it
+		// read may be stale by now (the transaction may have committed and
+		// its records expired). The participant asks again.
+		return messages.OutcomeResponse{Error: "the question went stale while this coordinator answered it; ask again"}
 	}
 	state, err := e.records.recordAbort(ctx, req.ID)
 	switch {

@@ -120,6 +120,27 @@ func (s *shard) post(v any) bool {
 	}
 }
 
+// fenceReq makes a shard drop everything it holds (Engine.fence).
+type fenceReq struct{}
+
+// dropAll forgets every transaction and saga the shard drives; their
+// waiters get ErrFenced.
+func (s *shard) dropAll() {
+	for id, en := range s.active {
+		for _, t := range en.timers {
+			t.Stop()
+		}
+		for _, w := range en.waiters {
+			w <- result{out: en.tx.Outcome(), err: ErrFenced}
+		}
+		delete(s.active, id)
+		s.e.inFlight.Add(-1)
+	}
+	for id, en := range s.sagas {
+		s.dropSaga(id, en, ErrFenced)
+	}
+}
+
 // take empties a simulated engine's inbox.
 func (s *shard) take() []any {
 	s.mu.Lock()
@@ -145,6 +166,17 @@ func (s *shard) loop() {
 func (s *shard) handle(v any) {
 	if s.e.halted.Load() {
 		return // a halted engine is a dead process: it does nothing more
+	}
+	if _, ok := v.(fenceReq); ok {
+		s.dropAll()
+		return
+	}
+	if s.e.leaseLapsed(2) {
+		// Paused for twice the lease: it has surely expired, and whatever
+		// this event would act on may be stale. Drop it all first (the
+		// fence posts a fenceReq to every shard, this one included).
+		s.e.fence()
+		s.dropAll()
 	}
 	if s.handleSaga(v) {
 		return

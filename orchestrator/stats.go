@@ -10,6 +10,7 @@ type Stats struct {
 	Recovered, InDoubtQueries, CommitsRefused     atomic.Int64
 	OrphansAborted, SweepsIncomplete              atomic.Int64
 	SagasCompleted, SagasCompensated, SagasStuck  atomic.Int64
+	Fenced                                        atomic.Int64
 	InFlight                                      *atomic.Int64
 }
 
@@ -38,6 +39,9 @@ type StatsSnapshot struct {
 	// way; SagasStuck counts the times a step was reported stuck. (Begun,
 	// Recovered and InFlight count sagas too.)
 	SagasCompleted, SagasCompensated, SagasStuck int64
+	// Fenced counts the times this instance found its lease lapsed and
+	// dropped what it held in memory.
+	Fenced int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
 }
@@ -51,6 +55,7 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Recovered: s.Recovered.Load(), InDoubtQueries: s.InDoubtQueries.Load(), CommitsRefused: s.CommitsRefused.Load(),
 		OrphansAborted: s.OrphansAborted.Load(), SweepsIncomplete: s.SweepsIncomplete.Load(),
 		SagasCompleted: s.SagasCompleted.Load(), SagasCompensated: s.SagasCompensated.Load(), SagasStuck: s.SagasStuck.Load(),
+		Fenced:   s.Fenced.Load(),
 		InFlight: s.InFlight.Load(),
 	}
 }

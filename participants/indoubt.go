@@ -165,7 +165,7 @@ func (p *Processor) ResolveInDoubt(ctx context.Context, ask AskFunc) (asked, res
 		if p.decidedMeanwhile(ctx, d.id) {
 			continue
 		}
-		req := messages.OutcomeRequest{ID: d.id, Participant: p.cfg.Name}
+		req := messages.OutcomeRequest{ID: d.id, Participant: p.cfg.Name, AskedAtMs: p.now().UnixMilli()}
 		if !d.deadline.IsZero() {
 			req.DeadlineMs = d.deadline.UnixMilli()
 		}

@@ -84,7 +84,7 @@ func faultsHappened(t *testing.T, st Stats) {
 		"redeliveries": st.Redelivered, "lost publishes": st.PublishesLost, "dropped messages": st.Dropped,
 		"duplicated messages": st.Duplicated, "delayed messages": st.Delayed, "coordinator crashes": st.CoordCrashes,
 		"pauses past the lease": st.PausesPastLease, "pauses past the retention": st.PausesPastRetain,
-		"participant crashes": st.PartCrashes, "in-doubt questions": st.InDoubtQueries, "in-doubt answers": st.InDoubtResolved,
+		"participant crashes": st.PartCrashes, "participant pauses": st.PartPauses, "in-doubt questions": st.InDoubtQueries, "in-doubt answers": st.InDoubtResolved,
 		"recorded aborts": st.RecordedAborts, "recovered commits": st.Recovered, "orphans aborted": st.OrphansAborted,
 		"client aborts": st.ClientAborts, "handler errors": st.HandlerErrors,
 	} {
@@ -98,12 +98,12 @@ func faultsHappened(t *testing.T, st Stats) {
 func statsLine(st Stats) string {
 	return fmt.Sprintf("events=%d store_ops=%d store_errors=%d store_lost_answers=%d store_late=%d publishes_lost=%d duplicate_msg_ids=%d "+
 		"deliveries=%d redeliveries=%d expired_commands=%d dropped=%d duplicated=%d delayed=%d "+
-		"coordinator_crashes=%d pauses=%d pauses_past_lease=%d pauses_past_retention=%d participant_crashes=%d "+
+		"coordinator_crashes=%d pauses=%d pauses_past_lease=%d pauses_past_retention=%d participant_crashes=%d participant_pauses=%d "+
 		"in_doubt_queries=%d in_doubt_answers=%d recorded_aborts=%d commits_refused=%d recovered=%d orphans_aborted=%d "+
 		"client_aborts=%d begin_retries=%d begins_refused=%d rejected=%d handler_errors=%d status_regressions=%d lease_lapses=%d",
 		st.Events, st.StoreOps, st.StoreErrors, st.StoreLostAnswers, st.StoreLate, st.PublishesLost, st.DuplicateMsgIDs,
 		st.Delivered, st.Redelivered, st.ExpiredCommands, st.Dropped, st.Duplicated, st.Delayed,
-		st.CoordCrashes, st.CoordPauses, st.PausesPastLease, st.PausesPastRetain, st.PartCrashes,
+		st.CoordCrashes, st.CoordPauses, st.PausesPastLease, st.PausesPastRetain, st.PartCrashes, st.PartPauses,
 		st.InDoubtQueries, st.InDoubtResolved, st.RecordedAborts, st.CommitsRefused, st.Recovered, st.OrphansAborted,
 		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.Rejected, st.HandlerErrors, st.StatusRegressions, st.LeaseLapses)
 }

@@ -139,16 +139,42 @@ func (p *part) deliver(m *streamMsg) (participants.Settle, bool) {
 	if !p.up() {
 		return 0, false
 	}
+	if p.g.state == gatePaused {
+		// The stopped process holds the message: it handles it when it goes
+		// on (its late ack is not counted), and the stream redelivers it
+		// after AckWait meanwhile.
+		p.g.run(func() {
+			if p.up() {
+				s.tracef("%s goes on with %s", p.name, m)
+				p.handle(m)
+			}
+		})
+		return 0, false
+	}
 	if s.fault(s.f.CrashParticipant) {
 		p.crash("before handling " + m.String())
 		return 0, false
 	}
+	a, ok := p.handle(m)
+	if !ok {
+		return participants.SettleNak, true
+	}
+	if s.fault(s.f.CrashParticipant) {
+		p.crash("after handling " + m.String() + ", before settling it")
+		return 0, false
+	}
+	return a.Settle, true
+}
+
+// handle runs one command through the Processor and sends its reply.
+func (p *part) handle(m *streamMsg) (participants.Answer, bool) {
+	s := p.s
 	var a participants.Answer
 	answered := false
 	p.proc.Handle(m.header, m.cmd.Payload, m.cmd.Subject(), func(ans participants.Answer) { a, answered = ans, true })
 	if !answered {
 		s.violate("%s: Handle did not answer %s", p.name, m)
-		return participants.SettleNak, true
+		return a, false
 	}
 	s.tracef("deliver %s -> %s %s settle=%s", m, a.Reply.Result, a.Reply.Reason, a.Settle)
 	if a.Reply.Result == messages.Failed && a.Settle == participants.SettleTerm {
@@ -157,11 +183,25 @@ func (p *part) deliver(m *streamMsg) (participants.Settle, bool) {
 	if a.ReplyTo != "" {
 		s.reply(a.Reply, a.ReplyTo)
 	}
-	if s.fault(s.f.CrashParticipant) {
-		p.crash("after handling " + m.String() + ", before settling it")
-		return 0, false
-	}
-	return a.Settle, true
+	return a, true
+}
+
+// pause stops the process (SIGSTOP) for up to five seconds: the commands
+// delivered meanwhile wait in it (and are redelivered after AckWait), its
+// in-doubt loop waits.
+func (p *part) pause() {
+	s := p.s
+	s.st.PartPauses++
+	d := s.between(50*time.Millisecond, 5*time.Second)
+	s.tracef("%s PAUSE for %v", p.name, d)
+	g := p.g
+	g.pause()
+	s.s.at(d, func() {
+		if p.g == g && g.state == gatePaused {
+			s.tracef("%s resumes", p.name)
+			g.resumeGate()
+		}
+	})
 }
 
 // ask sends one in-doubt question to the coordinators' queue group and waits

@@ -81,6 +81,10 @@ type Faults struct {
 	// than its lease, or longer than the retention; then it goes on with
 	// what it had in memory.
 	PauseCoordinator float64
+	// PauseParticipant: a participant process is stopped (SIGSTOP) for up to
+	// five seconds, a draw per tenth of a second; the commands delivered to
+	// it meanwhile wait in it and are redelivered after AckWait.
+	PauseParticipant float64
 	// CrashParticipant: a participant dies before handling a command, after
 	// handling it and before its ack, before asking about a transaction in
 	// doubt or before applying the answer; it restarts 50 ms to 3 s later
@@ -107,8 +111,8 @@ type Faults struct {
 }
 
 func (f Faults) String() string {
-	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f storeerr=%.3f latestore=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f",
-		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.PauseCoordinator, f.CrashParticipant,
+	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f",
+		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.PauseCoordinator, f.CrashParticipant, f.PauseParticipant,
 		f.StoreError, f.LateStore, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout)
 }
 
@@ -126,6 +130,7 @@ func drawFaults(rng *rand.Rand) Faults {
 		CrashCoordinator: p(0.01), PauseCoordinator: p(0.03), CrashParticipant: p(0.02),
 		StoreError: p(0.1), LateStore: p(0.02), HandlerError: p(0.1),
 		VoteNo: p(0.15), ClientAbort: p(0.1), LongTimeout: p(0.3),
+		PauseParticipant: p(0.01),
 	}
 }
 
@@ -161,6 +166,7 @@ type Stats struct {
 	PausesPastLease   int
 	PausesPastRetain  int
 	PartCrashes       int
+	PartPauses        int
 	InDoubtQueries    int // questions participants sent
 	InDoubtResolved   int // transactions a participant settled from an answer
 	RecordedAborts    int // abort records written
@@ -184,6 +190,7 @@ func (s *Stats) add(o Stats) {
 	s.PausesPastLease += o.PausesPastLease
 	s.PausesPastRetain += o.PausesPastRetain
 	s.PartCrashes += o.PartCrashes
+	s.PartPauses += o.PartPauses
 	s.InDoubtQueries += o.InDoubtQueries
 	s.InDoubtResolved += o.InDoubtResolved
 	s.RecordedAborts += o.RecordedAborts
@@ -375,6 +382,11 @@ func (s *sim) chaos() {
 			c.crash("at a random moment")
 		case s.fault(s.f.PauseCoordinator):
 			c.pause()
+		}
+	}
+	for _, p := range s.parts {
+		if p.g.state == gateRunning && s.fault(s.f.PauseParticipant) {
+			p.pause()
 		}
 	}
 	s.s.at(chaosTick, s.chaos)
