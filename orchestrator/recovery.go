@@ -127,7 +127,7 @@ func (e *Engine) renewLease() error {
 	at := e.now()
 	_, err := e.leases.kv.Put(ctx, e.cfg.Instance, []byte(at.UTC().Format(time.RFC3339Nano)), 0)
 	if err != nil {
-		e.log.Warn("renewing the coordinator lease failed", zap.Error(err))
+		e.warnUnlessStopping("renewing the coordinator lease failed", zap.Error(err))
 		return err
 	}
 	if !e.fencing.Load() {
@@ -177,7 +177,7 @@ func (e *Engine) recoverCommits() {
 	defer cancel()
 	recs, err := e.records.commits(ctx)
 	if err != nil {
-		e.log.Warn("listing commit records for recovery failed", zap.Error(err))
+		e.warnUnlessStopping("listing commit records for recovery failed", zap.Error(err))
 		return
 	}
 	alive := map[string]bool{}
@@ -243,7 +243,7 @@ func (e *Engine) sweepOrphans(first bool) {
 	entries, err := e.status.Entries(ctx)
 	if err != nil {
 		e.stats.SweepsIncomplete.Add(1)
-		e.log.Warn("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(err))
+		e.warnUnlessStopping("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(err))
 		return
 	}
 	complete := true
@@ -589,4 +589,13 @@ func (e *Engine) onStatus(m *nats.Msg) {
 		}
 		e.respond(m, nil, fmt.Errorf("%w: %s", ErrUnknownTx, req.ID))
 	})
+}
+
+// warnUnlessStopping logs a failed background call at warn level, unless
+// it failed because the engine is stopping (its context was cancelled).
+func (e *Engine) warnUnlessStopping(msg string, fields ...zap.Field) {
+	if e.base.Err() != nil {
+		return
+	}
+	e.log.Warn(msg, fields...)
 }

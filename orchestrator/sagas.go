@@ -636,7 +636,7 @@ func (e *Engine) recoverSagas() {
 	defer cancel()
 	entries, err := e.stores.Sagas.Entries(ctx)
 	if err != nil {
-		e.log.Warn("listing saga records for recovery failed", zap.Error(err))
+		e.warnUnlessStopping("listing saga records for recovery failed", zap.Error(err))
 		return
 	}
 	alive := map[string]bool{}
