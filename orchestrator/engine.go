@@ -26,7 +26,7 @@ const IDBucket = "natstx_ids"
 // openIDs declares IDBucket; its entries expire with the bucket's MaxAge.
 func openIDs(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl time.Duration) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      IDBucket,
 		Description: "natstx transaction IDs chosen by callers, begun once",
 		History:     1,
@@ -34,10 +34,6 @@ func openIDs(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl t
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", IDBucket, err)
-	}
-	return kv, nil
 }
 
 // claimID records that transaction id is begun, by a create: ErrDuplicateTx
@@ -506,15 +502,16 @@ func (e *Engine) statusDoc(id string) (messages.TxStatus, error) {
 // call hands req to id's shard and waits for its answer on ch, or for the
 // engine to stop.
 func (e *Engine) call(id string, req any, ch chan result) result {
-	if !e.shardOf(id).post(req) {
-		return result{out: Outcome{ID: id}, err: ErrStopped}
-	}
-	return e.recv(id, ch)
+	return callShard(e, id, req, ch, result{out: Outcome{ID: id}, err: ErrStopped})
 }
 
-// recv waits for a shard's answer on ch, or for the engine to stop. A
-// simulated engine yields to the simulator, which runs the shards.
-func (e *Engine) recv(id string, ch chan result) result {
+// callShard hands req to id's shard and waits for its answer on ch; if the
+// engine stops first, it returns stopped. A simulated engine yields to the
+// simulator, which runs the shards.
+func callShard[T any](e *Engine, id string, req any, ch chan T, stopped T) T {
+	if !e.shardOf(id).post(req) {
+		return stopped
+	}
 	for e.coop {
 		select {
 		case r := <-ch:
@@ -522,14 +519,14 @@ func (e *Engine) recv(id string, ch chan result) result {
 		default:
 		}
 		if !e.sleep(0) {
-			return result{out: Outcome{ID: id}, err: ErrStopped}
+			return stopped
 		}
 	}
 	select {
 	case r := <-ch:
 		return r
 	case <-e.stop:
-		return result{out: Outcome{ID: id}, err: ErrStopped}
+		return stopped
 	}
 }
 

@@ -56,7 +56,7 @@ type recordStore struct {
 // see the expiry.
 func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, retention time.Duration) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:         RecordBucket,
 		Description:    "natstx transaction decisions",
 		History:        1,
@@ -64,10 +64,6 @@ func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, r
 		Replicas:       o.Replicas,
 		LimitMarkerTTL: retention,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", RecordBucket, err)
-	}
-	return kv, nil
 }
 
 // decide makes a commit decision durable with a create: a compare-and-set on

@@ -63,7 +63,7 @@ type leases struct {
 
 func openLeases(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl time.Duration) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      LeaseBucket,
 		Description: "natstx live coordinator instances",
 		History:     1,
@@ -71,10 +71,6 @@ func openLeases(ctx context.Context, js jetstream.JetStream, o StreamOptions, tt
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", LeaseBucket, err)
-	}
-	return kv, nil
 }
 
 func (l *leases) alive(ctx context.Context, instance string) (bool, error) {

@@ -104,7 +104,7 @@ type (
 // openSagas declares SagaBucket.
 func openSagas(ctx context.Context, js jetstream.JetStream, o StreamOptions, retention time.Duration) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:         SagaBucket,
 		Description:    "natstx saga records",
 		History:        1,
@@ -112,10 +112,6 @@ func openSagas(ctx context.Context, js jetstream.JetStream, o StreamOptions, ret
 		Replicas:       o.Replicas,
 		LimitMarkerTTL: retention,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", SagaBucket, err)
-	}
-	return kv, nil
 }
 
 // BeginSaga starts a saga and returns its ID at once; SagaStatus and
@@ -252,25 +248,7 @@ func (e *Engine) ActOnSaga(req messages.SagaActRequest) (saga.Record, error) {
 
 // callSaga hands req to id's shard and waits for its answer on ch.
 func (e *Engine) callSaga(id string, req any, ch chan sagaResult) sagaResult {
-	if !e.shardOf(id).post(req) {
-		return sagaResult{rec: saga.Record{ID: id}, err: ErrStopped}
-	}
-	for e.coop {
-		select {
-		case r := <-ch:
-			return r
-		default:
-		}
-		if !e.sleep(0) {
-			return sagaResult{rec: saga.Record{ID: id}, err: ErrStopped}
-		}
-	}
-	select {
-	case r := <-ch:
-		return r
-	case <-e.stop:
-		return sagaResult{rec: saga.Record{ID: id}, err: ErrStopped}
-	}
+	return callShard(e, id, req, ch, sagaResult{rec: saga.Record{ID: id}, err: ErrStopped})
 }
 
 // handleSaga handles the shard events of sagas; false if v is not one.

@@ -20,7 +20,7 @@ import (
 // with the bucket's MaxAge: they are for people and tools, not for recovery.
 func openStatusBucket(ctx context.Context, js jetstream.JetStream, o StreamOptions, retention time.Duration, maxBytes int64) (jetstream.KeyValue, error) {
 	o = o.withDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      messages.StatusBucket,
 		Description: "natstx transaction status, latest per transaction",
 		History:     1,
@@ -30,7 +30,7 @@ func openStatusBucket(ctx context.Context, js jetstream.JetStream, o StreamOptio
 		Replicas:    o.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", messages.StatusBucket, err)
+		return nil, err
 	}
 	// A key-value bucket refuses writes once full; statuses are a view, so
 	// the oldest make room for new ones instead.

@@ -57,3 +57,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	return nil
 }
+
+// openBucket creates or updates a key-value bucket; its error names it.
+func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
