@@ -425,7 +425,9 @@ func TestRestartedParticipantProcessDoesNotAbortALiveTransaction(t *testing.T) {
 
 	dir := t.TempDir()
 	invPath := filepath.Join(dir, "inventory.db")
-	args := []string{"inventory", "--db", invPath, "--nats", r.srv.URL(), "--ack-wait", "2s", "--log-level", "error"}
+	// --in-doubt-after 300ms: the restarted process asks about the
+	// transaction within a second instead of after the default 10s.
+	args := []string{"inventory", "--db", invPath, "--nats", r.srv.URL(), "--ack-wait", "2s", "--in-doubt-after", "300ms", "--log-level", "error"}
 	first := startProc(t, []string{"NATSTX_CRASH_AT=after-prepare-apply:1"}, args...)
 	req := orchestrator.Request{ID: orchestrator.NewID(), Timeout: 3 * time.Minute}
 	o := order{Result: services.Result{ID: req.ID, Participants: []string{"inventory", "payment"}}, payloads: map[string][]byte{}}
@@ -447,9 +449,9 @@ func TestRestartedParticipantProcessDoesNotAbortALiveTransaction(t *testing.T) {
 	first.waitCrash(t)
 	startProc(t, nil, args...) // the restart: the prepare is in its barrier, its reply never went out
 
-	// The restarted participant asks after its in-doubt time (the default,
-	// 10s: `natstx participant` has no flag to shorten it), every half of
-	// it, each question to one coordinator of the queue group. Wait until
+	// The restarted participant asks after its in-doubt time
+	// (--in-doubt-after), every half of it, each question to one
+	// coordinator of the queue group. Wait until
 	// the coordinator that does not own the transaction has answered one
 	// (each question has an even chance to reach it).
 	deadline := time.Now().Add(150 * time.Second)

@@ -190,7 +190,7 @@ func startSim(t *testing.T, url string, cfg sim.Config) *sim.Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := participants.New(nc, participants.Config{Name: cfg.Name, Handler: svc, StreamWait: 10 * time.Second})
+	rt, err := participants.New(nc, participants.Config{Name: cfg.Name, Handler: svc, SagaHandler: svc, StreamWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

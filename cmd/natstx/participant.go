@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -22,7 +23,8 @@ import (
 
 // envCrashAt names the fault-injection variable of `natstx participant`:
 // "after-<op>-apply:<n>" kills the process (SIGKILL) right after the n-th
-// <op> (prepare, commit or abort) is applied and before its reply is sent.
+// <op> (prepare, commit, abort, or a saga step's action or compensate) is
+// applied and before its reply is sent.
 const envCrashAt = "NATSTX_CRASH_AT"
 
 type participantOptions struct {
@@ -34,6 +36,7 @@ type participantOptions struct {
 	connectWait time.Duration
 	concurrency int
 	ackWait     time.Duration
+	inDoubt     time.Duration
 	logLevel    string
 }
 
@@ -49,9 +52,16 @@ or aborted) in their own SQLite database, so a process that restarts finishes
 what it started and never applies a command twice. Several processes with the
 same name share the work.
 
+Every participant serves both protocols: two-phase commit (prepare, commit,
+abort) and saga steps (action, compensate).
+
+A participant that voted commit and hears neither commit nor abort for
+--in-doubt-after asks the coordinators for the outcome and applies it.
+
 Fault injection for tests: ` + envCrashAt + `=after-prepare-apply:N (or
-after-commit-apply:N, after-abort-apply:N) kills the process with SIGKILL right
-after the N-th such command is applied, before its reply is sent.`,
+after-commit-apply:N, after-abort-apply:N, and for saga steps
+after-action-apply:N, after-compensate-apply:N) kills the process with SIGKILL
+right after the N-th such command is applied, before its reply is sent.`,
 		Example: `  natstx participant inventory --db inventory.db --nats nats://127.0.0.1:4222
   natstx participant payment --db payment.db --success-rate 0.9
   natstx participant sim --name loyalty --success-rate 0.95`,
@@ -63,6 +73,7 @@ after the N-th such command is applied, before its reply is sent.`,
 	f.DurationVar(&o.latencyMax, "latency-max", 0, "each command waits a uniform random time up to this before it runs")
 	f.IntVar(&o.concurrency, "concurrency", participants.DefaultConcurrency, "commands handled at once")
 	f.DurationVar(&o.ackWait, "ack-wait", participants.DefaultAckWait, "how long a command handed to a process that died waits before another gets it")
+	f.DurationVar(&o.inDoubt, "in-doubt-after", participants.DefaultInDoubtAfter, "after voting commit, ask the coordinators for the outcome when none came for this long (negative: never)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level on stderr (debug, info, warn, error)")
 	for _, kind := range services.Kinds {
 		var db, name string
@@ -90,10 +101,13 @@ after the N-th such command is applied, before its reply is sent.`,
 		Long: `sim runs a simulated participant named --name: it accepts any payload (or
 none), keeps its record in memory, and fails each operation with probability
 1 - --success-rate (a failed prepare votes abort; a failed commit or abort is
-retried), after a random delay up to --latency-max. It forgets everything when
-it stops: use it to try the protocol, not to keep data.`,
+retried; a failed saga action or compensation is answered "failed for now"
+and retried), after a random delay up to --latency-max. It serves two-phase
+commit and saga steps alike. It forgets everything when it stops: use it to
+try the protocols, not to keep data.`,
 		Example: `  natstx participant sim --name loyalty --success-rate 0.9
-  natstx tx begin -p loyalty='{"points":30}'`,
+  natstx tx begin -p loyalty='{"points":30}'
+  natstx tx begin --saga --step grant=loyalty:'{"points":30}':'{"points":30}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.name == "" {
@@ -163,7 +177,7 @@ func crashAt(spec string) (func(messages.Command), error) {
 	n, err := strconv.Atoi(count)
 	op := messages.Op(strings.TrimSuffix(strings.TrimPrefix(point, "after-"), "-apply"))
 	if !ok || err != nil || n < 1 || !op.Valid() || point != "after-"+string(op)+"-apply" {
-		return nil, usageError{fmt.Errorf("%s=%q: want after-prepare-apply:N, after-commit-apply:N or after-abort-apply:N with N >= 1", envCrashAt, spec)}
+		return nil, usageError{fmt.Errorf("%s=%q: want after-prepare-apply:N, after-commit-apply:N, after-abort-apply:N, after-action-apply:N or after-compensate-apply:N with N >= 1", envCrashAt, spec)}
 	}
 	var mu sync.Mutex
 	seen := 0
@@ -200,13 +214,16 @@ func runParticipant(ctx context.Context, kind string, o participantOptions) erro
 		return err
 	}
 	cfg := participants.Config{Name: o.name, Concurrency: o.concurrency, AckWait: o.ackWait,
-		OpTimeout: min(participants.DefaultOpTimeout, o.ackWait/2), AfterApply: crash, Logger: log}
+		OpTimeout: min(participants.DefaultOpTimeout, o.ackWait/2), InDoubtAfter: o.inDoubt, AfterApply: crash, Logger: log}
+	if o.inDoubt == 0 {
+		return usageError{errors.New("--in-doubt-after must not be 0: give a duration, or a negative one for never")}
+	}
 	if kind == "sim" {
 		svc, err := sim.New(sim.Config{Name: o.name, SuccessRate: sim.Rate(o.successRate), MaxLatency: max(o.latencyMax, time.Nanosecond)})
 		if err != nil {
 			return usageError{err}
 		}
-		cfg.Handler = svc
+		cfg.Handler, cfg.SagaHandler = svc, svc
 	} else {
 		svc, err := services.Open(ctx, kind, o.db)
 		if err != nil {

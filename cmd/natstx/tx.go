@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -64,11 +65,14 @@ var errLostNATS = errors.New("the watch ended: lost the connection to NATS; is t
 func newTx() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tx",
-		Short: "Begin, inspect, watch and abort transactions on running coordinators",
+		Short: "Begin, inspect, watch and abort transactions and sagas on running coordinators",
 		Long: `tx talks to the coordinators ('natstx server') on a NATS server: begin asks one
-of them to run a transaction; status, list and watch read the natstx_status
-bucket every coordinator writes each transaction's state to; abort asks the
-transaction's coordinator to abort it while it is still preparing.
+of them to run a transaction (or, with --saga, a saga); status, list and watch
+read the natstx_status bucket every coordinator writes each transaction's
+state to; abort asks the transaction's coordinator to abort it while it is
+still preparing (a saga: to compensate it while it goes forward); retry and
+resolve are the operator's actions on a saga (retry now, resolve a stuck
+step by hand).
 
 Exit codes: 0 success (for begin: committed, or begun with --async); 1 the
 transaction aborted, is unknown, or NATS or the coordinator cannot be reached;
@@ -77,9 +81,11 @@ transaction aborted, is unknown, or NATS or the coordinator cannot be reached;
   natstx tx status 4FQ3ZKcJmgxA6pJnS0QhZQ
   natstx tx list --state preparing --state committing
   natstx tx watch --json
-  natstx tx abort 4FQ3ZKcJmgxA6pJnS0QhZQ --reason "operator: stuck order"`,
+  natstx tx abort 4FQ3ZKcJmgxA6pJnS0QhZQ --reason "operator: stuck order"
+  natstx tx list --state compensation-stuck
+  natstx tx resolve order-7 --step charge --note "refunded by hand"`,
 	}
-	c.AddCommand(newTxBegin(), newTxStatus(), newTxList(), newTxWatch(), newTxAbort())
+	c.AddCommand(newTxBegin(), newTxStatus(), newTxList(), newTxWatch(), newTxAbort(), newTxRetry(), newTxResolve())
 	groupCommand(c)
 	return c
 }
@@ -103,13 +109,16 @@ type beginOptions struct {
 	id           string
 	prepare      time.Duration
 	async        bool
+	saga         bool
+	steps        []string
+	deadline     time.Duration
 }
 
 func newTxBegin() *cobra.Command {
 	var o beginOptions
 	c := &cobra.Command{
 		Use:   "begin",
-		Short: "Begin a transaction and wait for its outcome (or not, with --async)",
+		Short: "Begin a transaction or a saga and wait for its outcome (or not, with --async)",
 		Long: `begin asks a coordinator to run one transaction across the participants named
 with --participant NAME=PAYLOAD (repeat it; NAME=@FILE reads the payload from
 a file; NAME alone sends none) or listed in a JSON or YAML --file:
@@ -131,13 +140,31 @@ anything, or none.
 It waits for the outcome, up to --timeout, and prints it; with --async it
 prints the transaction as begun and returns at once. Exit code 0 when it
 committed (or began, with --async), 1 when it aborted or no outcome came in
-time (the transaction goes on: see 'natstx tx status ID').`,
+time (the transaction goes on: see 'natstx tx status ID').
+
+With --saga it begins a saga instead (docs/SAGA.md): steps, each an action at
+one participant and its compensation, run in order; when one fails for good,
+those done are compensated, last first. The steps come from a saga --file
+(YAML or JSON: name, order, deadline, timeout, retry, compensation, steps) or
+from --step NAME=PARTICIPANT[:ACTION[:COMPENSATION]] flags, in order, where
+ACTION and COMPENSATION are JSON values (or @FILE) and the policies take their
+defaults. --deadline bounds the saga going forward. It waits until the saga
+completed, was compensated, or is stuck (exit code 0 only when completed).`,
 		Example: `  natstx tx begin -p inventory='{"item":"widget","qty":1}' -p payment='{"account":"alice","amount":10}'
   natstx tx begin --file order.yaml --json
   natstx tx begin --id order-42 -p inventory=@item.json -p shipping='{"slot":"mon"}' --async
-  natstx tx begin -p loyalty --prepare-timeout 2s`,
+  natstx tx begin -p loyalty --prepare-timeout 2s
+  natstx tx begin --saga --file configs/saga-order.yaml
+  natstx tx begin --saga --step reserve=inventory:'{"item":"widget","qty":1}':'{"item":"widget","qty":1}' \
+                         --step charge=payment:'{"account":"alice","amount":10}':'{"account":"alice","amount":10}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.saga {
+				return runSagaBegin(cmd, o)
+			}
+			if len(o.steps) > 0 || o.deadline != 0 {
+				return usageError{errors.New("--step and --deadline are for sagas: add --saga")}
+			}
 			req, err := o.request()
 			if err != nil {
 				return err
@@ -152,6 +179,9 @@ time (the transaction goes on: see 'natstx tx status ID').`,
 	f.StringVar(&o.id, "id", "", "transaction ID (default: a new unique one)")
 	f.DurationVar(&o.prepare, "prepare-timeout", 0, "prepare timeout of this transaction (default: the coordinator's)")
 	f.BoolVar(&o.async, "async", false, "return as soon as the transaction has begun")
+	f.BoolVar(&o.saga, "saga", false, "run a saga: steps from --step or a saga --file (docs/SAGA.md)")
+	f.StringArrayVar(&o.steps, "step", nil, "saga step NAME=PARTICIPANT[:ACTION-JSON[:COMPENSATION-JSON]] (JSON or @FILE); repeat, in order")
+	f.DurationVar(&o.deadline, "deadline", 0, "saga: stop going forward (and compensate) this long after the start; the file's, when sooner, wins")
 	return c
 }
 
@@ -318,15 +348,17 @@ func newTxList() *cobra.Command {
 		Long: `list prints every transaction the natstx_status bucket holds (running ones, and
 finished ones within the coordinators' retention), oldest first; --state keeps
 only those in the given states (repeat it, or separate with commas):
-` + strings.Join(txStates, ", ") + `.`,
+` + strings.Join(txStates, ", ") + ` for two-phase commit;
+` + strings.Join(sagaStates, ", ") + ` for sagas.`,
 		Example: `  natstx tx list
   natstx tx list --state preparing,committing
-  natstx tx list --state aborted --json`,
+  natstx tx list --state aborted --json
+  natstx tx list --state compensation-stuck`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, s := range states {
-				if _, err := txn.ParseState(s); err != nil {
-					return usageError{fmt.Errorf("--state %q: want one of %s", s, strings.Join(txStates, ", "))}
+				if _, err := txn.ParseState(s); err != nil && !slices.Contains(sagaStates, s) {
+					return usageError{fmt.Errorf("--state %q: want one of %s (two-phase commit) or %s (sagas)", s, strings.Join(txStates, ", "), strings.Join(sagaStates, ", "))}
 				}
 			}
 			cl, done, err := o.open("natstx-tx-list")
@@ -359,6 +391,13 @@ only those in the given states (repeat it, or separate with commas):
 				for i, p := range st.Participants {
 					names[i] = p.Name
 				}
+				if st.Protocol == messages.ProtocolSaga {
+					// A saga's steps, each at its participant.
+					names = names[:0]
+					for _, s := range st.Steps {
+						names = append(names, s.Name+"@"+s.Participant)
+					}
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", st.ID, st.State, st.StartedAt.Local().Format(time.DateTime), strings.Join(names, ","), st.Reason)
 			}
 			return tw.Flush()
@@ -367,7 +406,7 @@ only those in the given states (repeat it, or separate with commas):
 	o.flags(c, 5*time.Second, "how long to wait for NATS to answer")
 	c.Flags().StringSliceVar(&states, "state", nil, "only transactions in these states")
 	_ = c.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return txStates, cobra.ShellCompDirectiveNoFileComp
+		return append(slices.Clone(txStates), sagaStates...), cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
@@ -480,16 +519,19 @@ change is one JSON object per line.`,
 
 func newTxAbort() *cobra.Command {
 	var (
-		o      txClient
-		reason string
+		o           txClient
+		reason, who string
 	)
 	c := &cobra.Command{
 		Use:   "abort ID",
-		Short: "Abort a transaction that is still preparing",
+		Short: "Abort a transaction that is still preparing, or compensate a saga going forward",
 		Long: `abort asks the coordinator that owns transaction ID to abort it. Only a
 transaction still preparing can be aborted: once the commit decision is
-recorded it will commit, whatever happens. Exit code 1 when the transaction is
-unknown, already decided, or its coordinator does not answer.`,
+recorded it will commit, whatever happens. A saga still going forward, and not
+past its pivot, compensates now (the abort is recorded with --who and
+--reason). Exit code 1 when the transaction is unknown, already decided (a
+saga: finished, compensating or past its pivot), or its coordinator does not
+answer.`,
 		Example: `  natstx tx abort 4FQ3ZKcJmgxA6pJnS0QhZQ
   natstx tx abort order-42 --reason "customer cancelled" --json`,
 		Args: cobra.ExactArgs(1),
@@ -504,6 +546,14 @@ unknown, already decided, or its coordinator does not answer.`,
 			defer done()
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
+			if cur, err := cl.Status(ctx, args[0]); err == nil && cur.Protocol == messages.ProtocolSaga {
+				// A saga going forward compensates now.
+				st, err := sagaAct(ctx, cl, cur, messages.SagaActRequest{ID: args[0], Action: messages.SagaAbort, Who: who, Why: reason})
+				if err != nil {
+					return err
+				}
+				return printStatus(cmd.OutOrStdout(), st, o.jsonOut)
+			}
 			st, err := cl.Abort(ctx, args[0], reason)
 			switch {
 			case errors.Is(err, orchestrator.ErrUnknownTx):
@@ -518,6 +568,7 @@ unknown, already decided, or its coordinator does not answer.`,
 	}
 	o.flags(c, 5*time.Second, "how long to wait for the coordinator to answer")
 	c.Flags().StringVar(&reason, "reason", "aborted by an operator", "why, recorded as the transaction's abort reason")
+	c.Flags().StringVar(&who, "who", defaultWho(), "saga: who aborts, recorded with the action")
 	return c
 }
 
@@ -525,6 +576,9 @@ unknown, already decided, or its coordinator does not answer.`,
 func printStatus(out io.Writer, st messages.TxStatus, jsonOut bool) error {
 	if jsonOut {
 		return json.NewEncoder(out).Encode(st)
+	}
+	if st.Protocol == messages.ProtocolSaga {
+		return printSagaStatus(out, st)
 	}
 	head := fmt.Sprintf("tx %s %s", st.ID, st.State)
 	if !st.StartedAt.IsZero() && !st.UpdatedAt.IsZero() {
@@ -565,6 +619,9 @@ func (f *changeFilter) changed(st messages.TxStatus) bool {
 	for _, p := range st.Participants {
 		key += fmt.Sprintf(" %s=%s/%v/%s", p.Name, p.Vote, p.Acked, p.Reason)
 	}
+	for _, s := range st.Steps {
+		key += fmt.Sprintf(" %s=%s/%v", s.Name, s.Status, s.Stuck)
+	}
 	if f.last == nil || len(f.last) >= maxWatched {
 		f.last = make(map[string]string)
 	}
@@ -582,6 +639,12 @@ func watchLine(st messages.TxStatus) string {
 		parts[i] = p.Name + "=" + p.Vote
 		if p.Acked {
 			parts[i] += "+ack"
+		}
+	}
+	if st.Protocol == messages.ProtocolSaga {
+		parts = parts[:0]
+		for _, s := range st.Steps {
+			parts = append(parts, s.Name+"="+s.Status)
 		}
 	}
 	line := fmt.Sprintf("%s %s %s [%s]", st.UpdatedAt.Local().Format("15:04:05.000"), st.ID, st.State, strings.Join(parts, " "))
