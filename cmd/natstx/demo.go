@@ -37,6 +37,8 @@ type demoOptions struct {
 	quiet        bool
 	logLevel     string
 	quiesceLimit time.Duration
+	saga         bool
+	refuseRate   float64
 }
 
 var demoServices = []string{"inventory", "payment", "shipping"}
@@ -54,10 +56,19 @@ injector that fails each operation with some probability and waits a random
 delay. It runs transactions concurrently, prints one line per transaction and
 a summary, then checks on the services' databases that every transaction was
 applied by all services or by none, and that stock and funds are conserved.
-It exits 1 on any violation.`,
+It exits 1 on any violation.
+
+With --saga it runs the same orders as sagas instead (docs/SAGA.md): reserve
+stock, charge payment, book shipping, each compensated by releasing it. Each
+saga action fails for now (retried) as above, and is refused for good with
+probability --refuse-rate, which compensates the steps done. The summary has
+the same keys: committed counts completed sagas, aborted compensated ones; the
+check is that a completed saga has every step applied, a compensated one none,
+and the same conservation invariants.`,
 		Example: `  natstx demo
   natstx demo --count 2000 --concurrency 200 --quiet
-  natstx demo --success-rates 1,1,0.5 --timeout 300ms --json`,
+  natstx demo --success-rates 1,1,0.5 --timeout 300ms --json
+  natstx demo --saga --count 200 --refuse-rate 0.1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -70,13 +81,21 @@ It exits 1 on any violation.`,
 			if o.timeout <= 0 || o.latencyMax < 0 {
 				return usageError{fmt.Errorf("--timeout must be positive and --latency-max not negative")}
 			}
+			if !(o.refuseRate >= 0 && o.refuseRate <= 1) {
+				return usageError{fmt.Errorf("--refuse-rate must be a probability from 0 to 1 (got %v)", o.refuseRate)}
+			}
+			if cmd.Flags().Changed("refuse-rate") && !o.saga {
+				return usageError{fmt.Errorf("--refuse-rate is for sagas: add --saga")}
+			}
 			return runDemo(cmd.Context(), o, cmd.OutOrStdout())
 		},
 	}
 	f := c.Flags()
 	f.IntVar(&o.count, "count", 300, "number of transactions")
 	f.IntVar(&o.concurrency, "concurrency", 50, "transactions in flight at once")
-	f.DurationVar(&o.timeout, "timeout", time.Second, "prepare timeout: votes missing after it abort the transaction")
+	f.DurationVar(&o.timeout, "timeout", time.Second, "prepare timeout: votes missing after it abort the transaction (--saga: each attempt's timeout)")
+	f.BoolVar(&o.saga, "saga", false, "run the orders as sagas (reserve, charge, ship, compensated on failure) instead of two-phase commit")
+	f.Float64Var(&o.refuseRate, "refuse-rate", 0.05, "--saga: probability that a saga action is refused for good (its saga is compensated)")
 	f.StringVar(&rates, "success-rates", "0.95,0.9,0.9", "success rate of inventory, payment and shipping (probability each operation succeeds)")
 	f.DurationVar(&o.latencyMax, "latency-max", 100*time.Millisecond, "each simulated operation takes a uniform random time up to this")
 	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated failures (0: random)")
@@ -183,7 +202,11 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 			return err
 		}
 		defer svc.DB().Close()
-		b, err := services.NewBarrier(ctx, svc, &services.Faults{SuccessRate: o.rates[i], MaxLatency: o.latencyMax, Seed: seed})
+		faults := &services.Faults{SuccessRate: o.rates[i], MaxLatency: o.latencyMax, Seed: seed}
+		if o.saga {
+			faults.RefuseRate = o.refuseRate
+		}
+		b, err := services.NewBarrier(ctx, svc, faults)
 		if err != nil {
 			return err
 		}
@@ -198,20 +221,42 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 		svcs[name] = svc
 	}
 
-	if !o.jsonOut {
-		fmt.Fprintf(out, "natstx demo: %d transactions, %d at once, across %s (success rates %v, latency up to %v, prepare timeout %v)\n",
-			o.count, o.concurrency, strings.Join(demoServices, ", "), o.rates, o.latencyMax, o.timeout)
+	var (
+		rep        sim.Report
+		invariants []string
+		latencies  []time.Duration
+		elapsed    time.Duration
+	)
+	// quiesce waits for every commit and abort to be acknowledged, every
+	// saga to end (or the limit).
+	quiesce := func() {
+		deadline := time.Now().Add(o.quiesceLimit)
+		for eng.Stats().InFlight > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
-	results, latencies, elapsed := runTransactions(ctx, eng, o, out)
-
-	// Quiescence: every commit and abort acknowledged (or given up on).
-	deadline := time.Now().Add(o.quiesceLimit)
-	for eng.Stats().InFlight > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	rep, invariants, err := checkDemo(ctx, results, svcs)
-	if err != nil {
-		return err
+	if o.saga {
+		if !o.jsonOut {
+			fmt.Fprintf(out, "natstx demo: %d sagas (reserve, charge, ship), %d at once, across %s (success rates %v, refuse rate %v, latency up to %v, attempt timeout %v)\n",
+				o.count, o.concurrency, strings.Join(demoServices, ", "), o.rates, o.refuseRate, o.latencyMax, o.timeout)
+		}
+		sr := runSagas(ctx, eng, o, out)
+		quiesce()
+		latencies, elapsed = sr.latencies, sr.elapsed
+		if rep, invariants, err = checkSagaDemo(ctx, sr, svcs); err != nil {
+			return err
+		}
+	} else {
+		if !o.jsonOut {
+			fmt.Fprintf(out, "natstx demo: %d transactions, %d at once, across %s (success rates %v, latency up to %v, prepare timeout %v)\n",
+				o.count, o.concurrency, strings.Join(demoServices, ", "), o.rates, o.latencyMax, o.timeout)
+		}
+		var results []sim.Result
+		results, latencies, elapsed = runTransactions(ctx, eng, o, out)
+		quiesce()
+		if rep, invariants, err = checkDemo(ctx, results, svcs); err != nil {
+			return err
+		}
 	}
 	s := demoSummary{
 		Transactions: rep.Transactions, Committed: rep.Committed, Aborted: rep.Aborted,

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/natstx/natstx/participants/sim"
+)
+
+func TestDemoSagaJSONReportsCompletedAndCompensatedSagas(t *testing.T) {
+	stdout, stderr, code := run(t, 3*time.Minute, "demo", "--saga", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var s map[string]any
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, stdout)
+	}
+	// The keys of the two-phase commit demo, all of them.
+	var plain map[string]any
+	out2pc, _, _ := run(t, 2*time.Minute, "demo", "--json", "--count", "20")
+	if err := json.Unmarshal([]byte(out2pc), &plain); err != nil {
+		t.Fatalf("2pc demo: %v\n%s", err, out2pc)
+	}
+	for k := range plain {
+		if k == "problems" {
+			continue
+		}
+		if _, ok := s[k]; !ok {
+			t.Fatalf("the saga demo lacks key %q of the 2pc demo: %s", k, stdout)
+		}
+	}
+	t.Logf("demo --saga: %s", strings.TrimSpace(stdout))
+	if s["violations"].(float64) != 0 || s["in_doubt"].(float64) != 0 {
+		t.Fatalf("violations: %s", stdout)
+	}
+	if s["committed"].(float64) == 0 || s["aborted"].(float64) == 0 {
+		t.Fatalf("want both completed and compensated sagas at the default settings: %s", stdout)
+	}
+	if s["committed"].(float64)+s["aborted"].(float64) != s["transactions"].(float64) {
+		t.Fatalf("completed + compensated != sagas: %s", stdout)
+	}
+}
+
+func TestParseStepFlag(t *testing.T) {
+	for _, c := range []struct {
+		in                 string
+		name, participant  string
+		action, compensate string
+		err                string
+	}{
+		{in: "a=inv", name: "a", participant: "inv"},
+		{in: `a=inv:{"x":"1:2"}`, name: "a", participant: "inv", action: `{"x":"1:2"}`},
+		{in: `a=inv:{"x":1}:{"y":"a:b"}`, name: "a", participant: "inv", action: `{"x":1}`, compensate: `{"y":"a:b"}`},
+		{in: `a=inv:"text":7`, name: "a", participant: "inv", action: `"text"`, compensate: `7`},
+		{in: "a", err: "no '='"},
+		{in: "a=", err: "participant"},
+		{in: "a=inv:{", err: "action is not a JSON value"},
+		{in: `a=inv:{"x":1}x`, err: "unexpected"},
+		{in: `a=inv:1:2:3`, err: "unexpected"},
+	} {
+		st, err := parseStepFlag(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: err %v, want %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.in, err)
+			continue
+		}
+		got := []string{st.Name, st.Participant, string(st.Action), string(st.Compensation)}
+		if want := []string{c.name, c.participant, c.action, c.compensate}; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %q, want %q", c.in, got, want)
+		}
+	}
+}
+
+func TestTxSagaBeginStatusListRetryResolveAbort(t *testing.T) {
+	_, url := startServer(t)
+	loyalty := startSim(t, url, sim.Config{Name: "loyalty"})
+
+	// Steps by flags: completed, each step applied.
+	stdout, stderr, code := run(t, 30*time.Second, "tx", "begin", "--nats", url, "--saga", "--id", "saga-1",
+		"--step", `grant=loyalty:{"points":5}:{"points":5}`, "--step", `note=loyalty:"hello: world"`)
+	if code != 0 || !strings.HasPrefix(stdout, "saga saga-1 completed") || !strings.Contains(stdout, "grant  loyalty  done  attempts 1") {
+		t.Fatalf("begin: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !loyalty.StepDone("saga-1", "grant") || !loyalty.StepDone("saga-1", "note") {
+		t.Fatal("saga-1 reported completed but its steps are not done at loyalty")
+	}
+
+	// A saga file whose second step has no participant running: the
+	// compensation of that step never answers, the saga is stuck, visibly.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "stuck.yaml")
+	if err := os.WriteFile(file, []byte(`name: stuck
+timeout: 200ms
+retry: {max_attempts: 1}
+compensation: {initial_interval: 100ms, max_interval: 1s, stuck_after_attempts: 2}
+steps:
+  - {name: grant, participant: loyalty, action: {points: 1}, compensation: {points: 1}}
+  - {name: pick, participant: warehouse, action: {bin: 7}, compensation: {bin: 7}}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code = run(t, 30*time.Second, "tx", "begin", "--nats", url, "--saga", "--id", "saga-2", "--file", file, "--json")
+	st := decodeStatus(t, stdout)
+	if code != 1 || st.State != "compensation-stuck" || len(st.Steps) != 2 || !st.Steps[1].Stuck || st.Steps[1].CompensationAttempts < 2 ||
+		st.Steps[1].LastError == "" || !strings.Contains(stderr, "saga saga-2 is compensation-stuck") {
+		t.Fatalf("stuck saga: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	stdout = wantExit(t, 0, "saga-2", "tx", "list", "--nats", url, "--state", "compensation-stuck")
+	if !strings.Contains(stdout, "saga-2  compensation-stuck") || strings.Contains(stdout, "saga-1") {
+		t.Fatalf("list --state compensation-stuck:\n%s", stdout)
+	}
+	stdout = wantExit(t, 0, "saga saga-2", "tx", "status", "--nats", url, "saga-2")
+	if !strings.Contains(stdout, "STUCK") || !strings.Contains(stdout, "last error") {
+		t.Fatalf("status of a stuck saga:\n%s", stdout)
+	}
+	wantExit(t, 0, "saga saga-2", "tx", "retry", "--nats", url, "saga-2", "--who", "ops", "--why", "warehouse is back")
+	wantExit(t, 1, `saga saga-2 has no step "pack" (steps: grant, pick)`, "tx", "resolve", "--nats", url, "saga-2", "--step", "pack", "--note", "x")
+	wantExit(t, 2, "--note", "tx", "resolve", "--nats", url, "saga-2", "--step", "pick")
+	wantExit(t, 0, "compensated by hand, by ops: bin 7 put back", "tx", "resolve", "--nats", url, "saga-2", "--step", "pick", "--note", "bin 7 put back", "--who", "ops")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		stdout, _, _ = run(t, 30*time.Second, "tx", "status", "--nats", url, "saga-2", "--json")
+		if st = decodeStatus(t, stdout); st.State == "compensated" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("saga-2 not compensated after the resolve: %s", stdout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Steps[1].Status != "compensated-by-hand" || !loyalty.StepCompensated("saga-2", "grant") {
+		t.Fatalf("after the resolve: %s", stdout)
+	}
+	wantExit(t, 1, "saga saga-2 already finished: it is compensated; nothing to retry", "tx", "retry", "--nats", url, "saga-2")
+
+	// abort: a saga going forward compensates; a 2PC transaction is not a
+	// saga for retry.
+	wantExit(t, 0, "saga saga-3 running", "tx", "begin", "--nats", url, "--saga", "--id", "saga-3", "--async",
+		"--step", `grant=loyalty:{"points":2}:{"points":2}`, "--step", `pick=warehouse:{"bin":1}`)
+	wantExit(t, 0, "aborted by ops: customer cancelled", "tx", "abort", "--nats", url, "saga-3", "--who", "ops", "--reason", "customer cancelled")
+	wantExit(t, 0, "tx tx-1 committed", "tx", "begin", "--nats", url, "--id", "tx-1", "-p", "loyalty")
+	wantExit(t, 1, "tx-1 is a two-phase commit transaction (committed), not a saga", "tx", "retry", "--nats", url, "tx-1")
+	wantExit(t, 1, "no saga nope", "tx", "retry", "--nats", url, "nope")
+	wantExit(t, 2, "--step and --deadline are for sagas", "tx", "begin", "--nats", url, "--step", "a=b")
+	wantExit(t, 2, "--participant is for two-phase commit", "tx", "begin", "--nats", url, "--saga", "-p", "a")
+	wantExit(t, 2, `step "b" depends on "c", which is not a step`, "tx", "begin", "--nats", url, "--saga", "--file", writeFile(t, dir, "bad.json",
+		`{"name":"x","order":"graph","steps":[{"name":"b","participant":"p","depends_on":["c"]}]}`))
+	wantExit(t, 2, `--state "stuck"`, "tx", "list", "--nats", url, "--state", "stuck")
+}
+
+// writeFile writes text to dir/name and returns its path.
+func writeFile(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
