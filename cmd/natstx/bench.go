@@ -129,7 +129,15 @@ Participants: by default bench starts --participant-count simulated
 participants (each operation takes --latency-min to --latency-max and fails
 with probability --failure-rate; a failed prepare votes abort, a failed commit
 or abort is retried) and, after the run, checks atomicity against what they
-applied. With --participants NAME,... it drives participants already running
+applied.
+
+Protocol: --protocol 2pc (the default) runs two-phase commit transactions;
+--protocol saga runs sagas of one step per participant, in order (the payload
+as action and compensation, --prepare-timeout as each attempt's timeout), on
+the same participants: a failed action is refused for good and its saga
+compensated, a failed compensation retried. Then committed counts completed
+sagas, aborted compensated ones, and the check is that a completed saga has
+every step done and a compensated one none (participants/sim.CheckSagas). With --participants NAME,... it drives participants already running
 on that NATS instead (e.g. 'natstx participant sim'); atomicity is then not
 checked here (violations: null).
 
@@ -143,7 +151,8 @@ transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 		Example: `  natstx bench
   natstx bench --participant-count 5 --duration 20s --concurrency 128 --json
   natstx bench --count 10000 --rate 2000 --latency-max 5ms --failure-rate 0.01
-  natstx bench --nats nats://127.0.0.1:4222 --participants inventory,payment --duration 10s`,
+  natstx bench --nats nats://127.0.0.1:4222 --participants inventory,payment --duration 10s
+  natstx bench --protocol saga -n 3 --count 5000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(cmd); err != nil {
@@ -154,7 +163,7 @@ transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 	}
 	f := c.Flags()
 	f.StringVar(&o.natsURL, "nats", "", "URL of the NATS server to use; empty starts an embedded one")
-	f.StringVar(&o.protocol, "protocol", "2pc", "protocol to run: 2pc (saga is not implemented yet)")
+	f.StringVar(&o.protocol, "protocol", "2pc", "protocol to run: 2pc, or saga (one step per participant, in order)")
 	f.IntVarP(&o.participantCount, "participant-count", "n", 3, "simulated participants per transaction, started by bench")
 	f.StringSliceVar(&o.participants, "participants", nil, "drive these running participants instead of simulated ones (NAME,NAME,...)")
 	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to run (unless --count is given)")
@@ -176,19 +185,17 @@ transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"2pc"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"2pc", "saga"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
 
 func (o *benchOptions) validate(cmd *cobra.Command) error {
 	f := cmd.Flags()
-	switch strings.ToLower(o.protocol) {
-	case "2pc":
-	case "saga":
-		return usageError{errors.New("--protocol saga: natstx does not implement sagas yet; use --protocol 2pc")}
+	switch o.protocol = strings.ToLower(o.protocol); o.protocol {
+	case "2pc", "saga":
 	default:
-		return usageError{fmt.Errorf("--protocol %q: the only protocol is 2pc", o.protocol)}
+		return usageError{fmt.Errorf("--protocol %q: want 2pc or saga", o.protocol)}
 	}
 	if f.Changed("count") && f.Changed("duration") {
 		return usageError{errors.New("give --count or --duration, not both")}
@@ -253,7 +260,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	defer stop()
 	out := cmd.OutOrStdout()
 
-	s := benchSummary{Protocol: "2pc", NATS: o.natsURL, Coordinator: "bench"}
+	s := benchSummary{Protocol: o.protocol, NATS: o.natsURL, Coordinator: "bench"}
 	url := o.natsURL
 	if url == "" {
 		srv, err := embedded.Start(embedded.Config{})
@@ -290,6 +297,9 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		}
 		defer eng.Stop()
 		run, stats = engineExec(eng), eng.Stats
+		if o.protocol == "saga" {
+			run = engineSagaExec(eng, o.prepareTimeout)
+		}
 	} else {
 		// A server runs on that NATS: drive it as a user would.
 		cl, err := orchestrator.NewClient(nc)
@@ -298,6 +308,9 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		}
 		s.Coordinator = "api"
 		run = clientExec(nc, cl, o.prepareTimeout, cut)
+		if o.protocol == "saga" {
+			run = clientSagaExec(nc, cl, o.prepareTimeout, cut)
+		}
 	}
 
 	names := o.participants
@@ -336,7 +349,10 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		if s.Coordinator == "api" {
 			coord = "the coordinators running there (API)"
 		}
-		fmt.Fprintf(out, "natstx bench: 2pc, %d %s, %s, %s, NATS %s, %s\n", len(names), who, span, load, s.NATS, coord)
+		if o.protocol == "saga" {
+			span = strings.Replace(span, "transactions", "sagas", 1)
+		}
+		fmt.Fprintf(out, "natstx bench: %s, %d %s, %s, %s, NATS %s, %s\n", o.protocol, len(names), who, span, load, s.NATS, coord)
 	}
 	bar := newBenchBar(o, out)
 	r := runLoad(ctx, run, o, names, bar)
@@ -370,6 +386,9 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	}
 	if s.Simulated {
 		rep := sim.Check(r.results, services)
+		if o.protocol == "saga" {
+			rep = sim.CheckSagas(sagaResults(r.results), services)
+		}
 		s.Committed, s.Aborted, s.InDoubt = rep.Committed, rep.Aborted, rep.InDoubt
 		s.Violations, s.Problems = &rep.Violations, rep.Problems
 	} else {
@@ -515,7 +534,7 @@ func startSimParticipant(ctx context.Context, url, name string, o benchOptions, 
 	if err != nil {
 		return nil, nil, err
 	}
-	rt, err := participants.New(nc, participants.Config{Name: name, Handler: svc, Concurrency: max(256, 2*o.concurrency), Logger: log.Named(name)})
+	rt, err := participants.New(nc, participants.Config{Name: name, Handler: svc, SagaHandler: svc, Concurrency: max(256, 2*o.concurrency), Logger: log.Named(name)})
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

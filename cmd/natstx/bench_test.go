@@ -93,8 +93,7 @@ func TestBenchWrongInput(t *testing.T) {
 		want string
 		args []string
 	}{
-		{"natstx does not implement sagas yet; use --protocol 2pc", []string{"bench", "--protocol", "saga"}},
-		{"--protocol \"3pc\": the only protocol is 2pc", []string{"bench", "--protocol", "3pc"}},
+		{"--protocol \"3pc\": want 2pc or saga", []string{"bench", "--protocol", "3pc"}},
 		{"give --count or --duration, not both", []string{"bench", "--count", "5", "--duration", "1s"}},
 		{"give --concurrency (closed loop) or --rate (open loop), not both", []string{"bench", "--rate", "5", "--concurrency", "2"}},
 		{"--failure-rate must be a probability", []string{"bench", "--failure-rate", "1.5"}},

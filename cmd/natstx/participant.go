@@ -101,8 +101,8 @@ right after the N-th such command is applied, before its reply is sent.`,
 		Long: `sim runs a simulated participant named --name: it accepts any payload (or
 none), keeps its record in memory, and fails each operation with probability
 1 - --success-rate (a failed prepare votes abort; a failed commit or abort is
-retried; a failed saga action or compensation is answered "failed for now"
-and retried), after a random delay up to --latency-max. It serves two-phase
+retried; a failed saga action is refused for good, so its saga compensates;
+a failed compensation is retried), after a random delay up to --latency-max. It serves two-phase
 commit and saga steps alike. It forgets everything when it stops: use it to
 try the protocols, not to keep data.`,
 		Example: `  natstx participant sim --name loyalty --success-rate 0.9

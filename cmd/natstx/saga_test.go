@@ -168,3 +168,38 @@ func writeFile(t *testing.T, dir, name, text string) string {
 	}
 	return p
 }
+
+func TestBenchSagaOwnParticipantsJSON(t *testing.T) {
+	stdout, stderr, code := run(t, 2*time.Minute, "bench", "--protocol", "saga", "-n", "3", "--count", "300", "--jetstream-msgs", "1000", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var s map[string]any
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, stdout)
+	}
+	for _, k := range []string{"participants", "transactions", "committed", "aborted", "in_doubt", "timeouts", "seconds", "txn_per_sec",
+		"mean_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "jetstream_msgs", "jetstream_msgs_per_sec", "jetstream_publish_errors"} {
+		if _, ok := s[k].(float64); !ok {
+			t.Fatalf("key %q missing or not a number in %s", k, stdout)
+		}
+	}
+	t.Logf("bench --protocol saga: %s", strings.TrimSpace(stdout))
+	if s["protocol"] != "saga" || s["transactions"].(float64) != 300 || s["committed"].(float64) != 300 || s["violations"].(float64) != 0 ||
+		s["coordinator"] != "bench" || s["cut_short"] != false {
+		t.Fatalf("no failures configured: want 300 completed sagas, 0 violations: %s", stdout)
+	}
+
+	// With failures, some sagas are compensated, none violates.
+	stdout, stderr, code = run(t, 2*time.Minute, "bench", "--protocol", "saga", "-n", "2", "--count", "200", "--failure-rate", "0.2", "--seed", "7", "--jetstream-msgs", "0", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s["committed"].(float64) == 0 || s["aborted"].(float64) == 0 || s["violations"].(float64) != 0 || s["committed"].(float64)+s["aborted"].(float64) != 200 {
+		t.Fatalf("failure rate 0.2: want completed and compensated sagas adding up to 200, no violation: %s", stdout)
+	}
+	wantExit(t, 2, `--protocol "3pc": want 2pc or saga`, "bench", "--protocol", "3pc")
+}
