@@ -129,23 +129,30 @@ func serviceHelp(kind string) string {
 	head := "runs the example " + kind + ` service: a participant that keeps its data and its
 barrier (what it prepared, committed, aborted) in the SQLite file --db,
 created and seeded if missing. A restarted process finishes what it started
-and never applies a command twice.
+and never applies a command twice. The saga action takes the prepare's
+payload, as does its compensation. A payload of the wrong shape is refused
+naming the field at fault (a saga action with code bad-payload).
 
 `
 	switch kind {
 	case "inventory":
 		return kind + " " + head + fmt.Sprintf(`Prepare payload (JSON): {"item": NAME, "qty": N}, N >= 1
   prepare  reserves qty units of item (refused: "out of stock" when fewer
-           are available, or the item does not exist)
+           are available; "no item" naming the items when it does not exist)
   commit   sells the reserved units; abort returns them to stock
+  action   (saga) sells the units at once (refused with code out-of-stock,
+           for too few units or no such item); compensate returns them
 Seed data: items %s, %d units each.
 Invariant checked by the demo: available + reserved + sold = total per item.`,
 			strings.Join(services.InventoryItems, ", "), services.InventoryStock)
 	case "payment":
 		return kind + " " + head + fmt.Sprintf(`Prepare payload (JSON): {"account": NAME, "amount": N}, N >= 1
   prepare  holds amount on the account (refused: "insufficient funds" when
-           its balance is lower, or the account does not exist)
+           its balance is lower; "no account" naming the accounts when it
+           does not exist)
   commit   moves the held amount to the account %q; abort releases it
+  action   (saga) charges at once (refused with code insufficient-funds, for
+           a low balance or no such account); compensate refunds
 Seed data: accounts %s, with a balance of %d each;
 %q starts at 0 and cannot be charged.
 Invariant checked by the demo: balances + held = the funds seeded.`,
@@ -153,8 +160,10 @@ Invariant checked by the demo: balances + held = the funds seeded.`,
 	case "shipping":
 		return kind + " " + head + fmt.Sprintf(`Prepare payload (JSON): {"slot": NAME}
   prepare  holds one delivery in the slot (refused: "no free place" when the
-           slot is full, or does not exist)
+           slot is full; "no slot" naming the slots when it does not exist)
   commit   books the held delivery; abort frees it
+  action   (saga) books at once (refused with code no-capacity, for a full
+           slot or no such slot); compensate cancels
 Seed data: slots %s, %d deliveries each.
 Invariant checked by the demo: held + booked <= capacity per slot.`,
 			strings.Join(services.ShippingSlots, ", "), services.ShippingCapacity)

@@ -68,14 +68,17 @@ func (*Inventory) Payload(i int) []byte {
 // Prepare reserves the order's units, or refuses when too few are available.
 func (s *Inventory) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, payload []byte) error {
 	var o InventoryOrder
-	if err := json.Unmarshal(payload, &o); err != nil || o.Item == "" || o.Qty < 1 {
-		return fmt.Errorf("%w: inventory payload %q is not {\"item\": name, \"qty\": n >= 1}", ErrRefused, payload)
+	if p := inventoryProblem(payload, &o); p != "" {
+		return fmt.Errorf("%w: %s", ErrRefused, shapeError("inventory", payload, inventoryShape, p))
 	}
 	n, err := exec(ctx, dbtx, `UPDATE stock SET available = available - ?, reserved = reserved + ? WHERE item = ? AND available >= ?`, o.Qty, o.Qty, o.Item, o.Qty)
 	if err != nil {
 		return fmt.Errorf("inventory: reserving: %w", err)
 	}
 	if n != 1 {
+		if msg, err := unknownKey(ctx, dbtx, "stock", "item", "item", o.Item, ""); err != nil || msg != "" {
+			return cmpErr(err, fmt.Errorf("%w: %s", ErrRefused, msg))
+		}
 		return fmt.Errorf("%w: out of stock: %d of %q", ErrRefused, o.Qty, o.Item)
 	}
 	_, err = exec(ctx, dbtx, `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'staged')`, tx.ID, o.Item, o.Qty)
@@ -83,17 +86,22 @@ func (s *Inventory) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.T
 }
 
 // Action, for a saga step, takes the order's units at once (available →
-// sold, the reservation applied), or refuses (CodeOutOfStock, CodeBadPayload).
+// sold, the reservation applied), or refuses: CodeOutOfStock when too few
+// units are available or the item does not exist (the reason says which),
+// CodeBadPayload naming the field at fault.
 func (s *Inventory) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
 	var o InventoryOrder
-	if err := json.Unmarshal(payload, &o); err != nil || o.Item == "" || o.Qty < 1 {
-		return participants.Refuse(CodeBadPayload, fmt.Sprintf("inventory payload %q is not {\"item\": name, \"qty\": n >= 1}", payload))
+	if p := inventoryProblem(payload, &o); p != "" {
+		return participants.Refuse(CodeBadPayload, shapeError("inventory", payload, inventoryShape, p))
 	}
 	n, err := exec(ctx, dbtx, `UPDATE stock SET available = available - ?, sold = sold + ? WHERE item = ? AND available >= ?`, o.Qty, o.Qty, o.Item, o.Qty)
 	if err != nil {
 		return fmt.Errorf("inventory: taking stock: %w", err)
 	}
 	if n != 1 {
+		if msg, err := unknownKey(ctx, dbtx, "stock", "item", "item", o.Item, ""); err != nil || msg != "" {
+			return cmpErr(err, participants.Refuse(CodeOutOfStock, msg)) // an unknown key is refused with the same code
+		}
 		return participants.Refuse(CodeOutOfStock, fmt.Sprintf("out of stock: %d of %q", o.Qty, o.Item))
 	}
 	_, err = exec(ctx, dbtx, `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'applied')`, StepKey(st.SagaID, st.Name), o.Item, o.Qty)

@@ -67,14 +67,17 @@ func (*Payment) Payload(i int) []byte {
 // Prepare holds the amount, or refuses on insufficient funds.
 func (s *Payment) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, payload []byte) error {
 	var c PaymentCharge
-	if err := json.Unmarshal(payload, &c); err != nil || c.Account == "" || c.Account == Merchant || c.Amount < 1 {
-		return fmt.Errorf("%w: payment payload %q is not {\"account\": customer, \"amount\": n >= 1}", ErrRefused, payload)
+	if p := paymentProblem(payload, &c); p != "" {
+		return fmt.Errorf("%w: %s", ErrRefused, shapeError("payment", payload, paymentShape, p))
 	}
 	n, err := exec(ctx, dbtx, `UPDATE accounts SET balance = balance - ?, held = held + ? WHERE account = ? AND balance >= ?`, c.Amount, c.Amount, c.Account, c.Amount)
 	if err != nil {
 		return fmt.Errorf("payment: holding: %w", err)
 	}
 	if n != 1 {
+		if msg, err := unknownKey(ctx, dbtx, "accounts", "account", "account", c.Account, Merchant); err != nil || msg != "" {
+			return cmpErr(err, fmt.Errorf("%w: %s", ErrRefused, msg))
+		}
 		return fmt.Errorf("%w: insufficient funds: %d from %q", ErrRefused, c.Amount, c.Account)
 	}
 	_, err = exec(ctx, dbtx, `INSERT INTO holds (txid, account, amount, state) VALUES (?, ?, ?, 'staged')`, tx.ID, c.Account, c.Amount)
@@ -82,17 +85,22 @@ func (s *Payment) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx,
 }
 
 // Action, for a saga step, charges the amount at once (account → merchant,
-// the hold applied), or refuses (CodeInsufficientFunds, CodeBadPayload).
+// the hold applied), or refuses: CodeInsufficientFunds when the balance is
+// too low or the account does not exist (the reason says which),
+// CodeBadPayload naming the field at fault.
 func (s *Payment) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
 	var c PaymentCharge
-	if err := json.Unmarshal(payload, &c); err != nil || c.Account == "" || c.Account == Merchant || c.Amount < 1 {
-		return participants.Refuse(CodeBadPayload, fmt.Sprintf("payment payload %q is not {\"account\": customer, \"amount\": n >= 1}", payload))
+	if p := paymentProblem(payload, &c); p != "" {
+		return participants.Refuse(CodeBadPayload, shapeError("payment", payload, paymentShape, p))
 	}
 	n, err := exec(ctx, dbtx, `UPDATE accounts SET balance = balance - ? WHERE account = ? AND balance >= ?`, c.Amount, c.Account, c.Amount)
 	if err != nil {
 		return fmt.Errorf("payment: charging: %w", err)
 	}
 	if n != 1 {
+		if msg, err := unknownKey(ctx, dbtx, "accounts", "account", "account", c.Account, Merchant); err != nil || msg != "" {
+			return cmpErr(err, participants.Refuse(CodeInsufficientFunds, msg)) // an unknown key is refused with the same code
+		}
 		return participants.Refuse(CodeInsufficientFunds, fmt.Sprintf("insufficient funds: %d from %q", c.Amount, c.Account))
 	}
 	if err := one(ctx, dbtx, "payment: credit", `UPDATE accounts SET balance = balance + ? WHERE account = ?`, c.Amount, Merchant); err != nil {

@@ -66,14 +66,17 @@ func (*Shipping) Payload(i int) []byte {
 // Prepare holds a place in the slot, or refuses when it is full.
 func (s *Shipping) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, payload []byte) error {
 	var r ShippingRequest
-	if err := json.Unmarshal(payload, &r); err != nil || r.Slot == "" {
-		return fmt.Errorf("%w: shipping payload %q is not {\"slot\": name}", ErrRefused, payload)
+	if p := shippingProblem(payload, &r); p != "" {
+		return fmt.Errorf("%w: %s", ErrRefused, shapeError("shipping", payload, shippingShape, p))
 	}
 	n, err := exec(ctx, dbtx, `UPDATE slots SET held = held + 1 WHERE slot = ? AND held + booked < capacity`, r.Slot)
 	if err != nil {
 		return fmt.Errorf("shipping: holding: %w", err)
 	}
 	if n != 1 {
+		if msg, err := unknownKey(ctx, dbtx, "slots", "slot", "slot", r.Slot, ""); err != nil || msg != "" {
+			return cmpErr(err, fmt.Errorf("%w: %s", ErrRefused, msg))
+		}
 		return fmt.Errorf("%w: no free place in slot %q", ErrRefused, r.Slot)
 	}
 	_, err = exec(ctx, dbtx, `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'staged')`, tx.ID, r.Slot)
@@ -81,17 +84,21 @@ func (s *Shipping) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx
 }
 
 // Action, for a saga step, books a place in the slot at once (the booking
-// applied), or refuses (CodeNoCapacity, CodeBadPayload).
+// applied), or refuses: CodeNoCapacity when the slot is full or does not
+// exist (the reason says which), CodeBadPayload naming the field at fault.
 func (s *Shipping) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step, payload []byte) error {
 	var r ShippingRequest
-	if err := json.Unmarshal(payload, &r); err != nil || r.Slot == "" {
-		return participants.Refuse(CodeBadPayload, fmt.Sprintf("shipping payload %q is not {\"slot\": name}", payload))
+	if p := shippingProblem(payload, &r); p != "" {
+		return participants.Refuse(CodeBadPayload, shapeError("shipping", payload, shippingShape, p))
 	}
 	n, err := exec(ctx, dbtx, `UPDATE slots SET booked = booked + 1 WHERE slot = ? AND held + booked < capacity`, r.Slot)
 	if err != nil {
 		return fmt.Errorf("shipping: booking: %w", err)
 	}
 	if n != 1 {
+		if msg, err := unknownKey(ctx, dbtx, "slots", "slot", "slot", r.Slot, ""); err != nil || msg != "" {
+			return cmpErr(err, participants.Refuse(CodeNoCapacity, msg)) // an unknown key is refused with the same code
+		}
 		return participants.Refuse(CodeNoCapacity, fmt.Sprintf("no free place in slot %q", r.Slot))
 	}
 	_, err = exec(ctx, dbtx, `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'applied')`, StepKey(st.SagaID, st.Name), r.Slot)
