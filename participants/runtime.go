@@ -286,6 +286,13 @@ func (r *Runtime) Start(ctx context.Context) error {
 		jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			// A server that shuts down (a restart) ends the pull; the
+			// connection reconnects and the pulls resume on their own: not
+			// a warning. Any other error is.
+			if errors.Is(err, jetstream.ErrServerShutdown) || r.nc.IsReconnecting() {
+				r.log.Info("consuming commands paused while the connection reconnects", zap.Error(err))
+				return
+			}
 			r.log.Warn("consuming commands", zap.Error(err))
 		}))
 	if err != nil {
