@@ -2,7 +2,11 @@ package dst
 
 import (
 	"fmt"
+	"strings"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
@@ -53,7 +57,11 @@ func (c *coord) start() {
 	c.started, c.collected = false, false
 	writer := fmt.Sprintf("%s.%d", c.name, c.inc)
 	inc := c.inc
-	eng, err := orchestrator.NewSimulated(engineConfig(c.name, func(p orchestrator.FaultPoint, txid string) bool { return c.hook(inc, p, txid) }),
+	cfg := engineConfig(c.name, func(p orchestrator.FaultPoint, txid string) bool { return c.hook(inc, p, txid) })
+	if s.cfg.EngineLog {
+		cfg.Logger = s.engineLogger(writer)
+	}
+	eng, err := orchestrator.NewSimulated(cfg,
 		orchestrator.Ports{
 			Stores: orchestrator.Stores{
 				Records: s.records.view(c.g, writer),
@@ -83,6 +91,26 @@ func (c *coord) start() {
 		c.started = true
 		s.tracef("%s started", c.name)
 	})
+}
+
+// engineLogger writes an engine's log lines into the trace, without their
+// time (the trace line has the simulated one).
+func (s *sim) engineLogger(writer string) *zap.Logger {
+	enc := zap.NewDevelopmentEncoderConfig()
+	enc.TimeKey, enc.CallerKey, enc.StacktraceKey = "", "", ""
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(traceWriter{s.env, writer}), zapcore.DebugLevel)
+	return zap.New(core)
+}
+
+// traceWriter turns written lines into trace lines.
+type traceWriter struct {
+	e    *env
+	name string
+}
+
+func (w traceWriter) Write(b []byte) (int, error) {
+	w.e.tracef("%s log %s", w.name, strings.TrimRight(string(b), "\n"))
+	return len(b), nil
 }
 
 // hook is the engine's FaultHook: a crash at a fault point, with probability

@@ -19,6 +19,7 @@ var (
 	flagTx    = flag.Int("dst.tx", 100, "transactions per seed")
 	flagTrace = flag.String("dst.trace", "", "with -dst.seed: write the run's trace to this file")
 	flagCoord = flag.Int("dst.coordinators", 0, "coordinator instances per run (0: 1 to 3, from the seed)")
+	flagLog   = flag.Bool("dst.log", false, "with -dst.seed: add the engines' own log lines to the trace")
 )
 
 // raceDetector: the tests run under the race detector (race_test.go).
@@ -31,7 +32,7 @@ var raceDetector bool
 func TestSimulation(t *testing.T) {
 	if *flagSeed != 0 {
 		var trace bytes.Buffer
-		r := Run(Config{Seed: *flagSeed, Transactions: *flagTx, Coordinators: *flagCoord, Trace: &trace})
+		r := Run(Config{Seed: *flagSeed, Transactions: *flagTx, Coordinators: *flagCoord, Trace: &trace, EngineLog: *flagLog})
 		if *flagTrace != "" {
 			if err := os.WriteFile(*flagTrace, trace.Bytes(), 0o644); err != nil {
 				t.Fatal(err)

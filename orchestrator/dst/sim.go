@@ -34,6 +34,8 @@ type Config struct {
 	HealLimit time.Duration
 	// Trace, when set, receives the trace: one line per event.
 	Trace io.Writer
+	// EngineLog adds the engines' own log lines (debug level) to the trace.
+	EngineLog bool
 
 	// plant breaks the simulated infrastructure on purpose, for the tests
 	// that prove the checker catches what follows.
