@@ -86,7 +86,7 @@ func TestMistypedSubcommandsAreSuggested(t *testing.T) {
 		{[]string{"tx", "stauts", "abc"}, "did you mean status?"},
 		{[]string{"serverr"}, `unknown command "serverr" for "natstx"; did you mean server?`},
 		{[]string{"participant", "inventry", "--db", "x.db"}, "did you mean inventory?"},
-		{[]string{"tx"}, "tx needs a subcommand: abort, begin, list, status, watch"},
+		{[]string{"tx"}, "tx needs a subcommand: abort, begin, list, resolve, retry, status, watch"},
 	} {
 		_, stderr, code := run(t, 30*time.Second, c.args...)
 		if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/saga"
 )
 
 func TestServerServesAndShutsDownOnSIGTERM(t *testing.T) {
@@ -168,11 +169,25 @@ func TestExampleConfigsLoad(t *testing.T) {
 	}
 	top, _ := filepath.Glob(filepath.Join("..", "..", "configs", "*.yaml"))
 	files = append(files, top...)
-	if len(files) < 5 {
-		t.Fatalf("configs/ has %d YAML files, want single, external and three cluster nodes: %v", len(files), files)
+	if len(files) < 6 {
+		t.Fatalf("configs/ has %d YAML files, want single, external, three cluster nodes and saga-order: %v", len(files), files)
 	}
 	names := map[string]bool{}
+	sagas := 0
 	for _, f := range files {
+		if strings.HasPrefix(filepath.Base(f), "saga-") {
+			// A saga file for 'tx begin --saga --file', not a server
+			// config: it must parse as a saga.
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := saga.Parse(data); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+			sagas++
+			continue
+		}
 		m := printed(t, nil, "server", "--config", f)
 		if strings.Contains(f, "cluster") {
 			if m["cluster-name"] == "" || m["replicas"] != "3" || len(m["routes"].([]any)) != 2 {
@@ -183,6 +198,9 @@ func TestExampleConfigsLoad(t *testing.T) {
 	}
 	if len(names) != 3 {
 		t.Errorf("cluster nodes need three distinct server names, got %v", names)
+	}
+	if sagas == 0 {
+		t.Errorf("configs/ has no saga example (saga-*.yaml): %v", files)
 	}
 }
 
