@@ -36,12 +36,34 @@ func openIDs(ctx context.Context, js jetstream.JetStream, o StreamOptions, ttl t
 	})
 }
 
+// newSender starts a new incarnation name for the commands' Nats-Msg-Id.
+func (e *Engine) newSender() {
+	s := fmt.Sprintf("%s-%x", e.cfg.Instance, e.now().UnixNano())
+	e.sender.Store(&s)
+}
+
 // claimID records that transaction id is begun, by a create: ErrDuplicateTx
 // if it was begun before (on any instance, within Config.abortRetention).
+// The entry names this claim, so that a create whose answer was lost and is
+// retried finds its own claim rather than a duplicate.
 func (e *Engine) claimID(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := e.stores.IDs.Create(ctx, id, []byte(e.cfg.Instance), 0)
+	claim := []byte(fmt.Sprintf("%s/%d", *e.sender.Load(), e.claims.Add(1)))
+	var err error
+	for try := 0; try < 3; try++ {
+		if _, err = e.stores.IDs.Create(ctx, id, claim, 0); err == nil || errors.Is(err, ErrEntryExists) {
+			break
+		}
+		if have, gerr := e.stores.IDs.Get(ctx, id); gerr == nil && string(have.Value) == string(claim) {
+			return nil // applied; only its answer was lost
+		}
+	}
+	if errors.Is(err, ErrEntryExists) {
+		if have, gerr := e.stores.IDs.Get(ctx, id); gerr == nil && string(have.Value) == string(claim) {
+			return nil
+		}
+	}
 	switch {
 	case errors.Is(err, ErrEntryExists):
 		ch := make(chan result, 1)
@@ -104,8 +126,11 @@ type Engine struct {
 	// coop: a simulated engine (NewSimulated); its shards run when the
 	// simulator pumps them, and its waits yield to the simulator.
 	coop bool
-	// sender goes into every command's Nats-Msg-Id: this incarnation.
-	sender string
+	// sender goes into every command's Nats-Msg-Id: this incarnation (a new
+	// one after each fence, whose re-sends count attempts from 1 again).
+	sender atomic.Pointer[string]
+	// claims numbers the IDs this engine claims (claimID).
+	claims atomic.Uint64
 
 	records *recordStore
 	leases  *leases
@@ -287,7 +312,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.records = &recordStore{kv: e.stores.Records, instance: e.cfg.Instance, now: e.now,
 		retention: e.cfg.Retention, abortTTL: e.cfg.abortRetention()}
 	e.leases = &leases{kv: e.stores.Leases}
-	e.sender = fmt.Sprintf("%s-%x", e.cfg.Instance, e.now().UnixNano())
+	e.newSender()
 	if err := e.awaitOwnLease(ctx); err != nil {
 		return err
 	}
@@ -667,7 +692,7 @@ func (e *Engine) publish(id string, deadline time.Time, s txn.Send) {
 	if s.Attempt > 1 {
 		e.stats.Resends.Add(1)
 	}
-	cmd.Sender = e.sender
+	cmd.Sender = *e.sender.Load()
 	if err := e.cmds.Publish(cmd); err != nil {
 		e.stats.PublishErrors.Add(1)
 		e.log.Warn("publishing a command failed; the retry timer re-sends it", zap.String("txid", id),

@@ -113,7 +113,7 @@ func (e *Engine) leaseLoop() {
 func (e *Engine) renewLease() error {
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
 	defer cancel()
-	if e.leaseLapsed(1) {
+	if e.leaseLapsed() {
 		// Not written for longer than the lease: if its key is gone, others
 		// may have taken this instance for dead.
 		if _, err := e.leases.kv.Get(ctx, e.cfg.Instance); errors.Is(err, ErrNoEntry) {
@@ -132,14 +132,14 @@ func (e *Engine) renewLease() error {
 	return nil
 }
 
-// leaseLapsed reports whether this instance's last lease write is older
-// than factor times LeaseTTL (the process was paused, starved, or cut off
-// from NATS): its lease may have expired, and others may have taken it for
-// dead since, taken over its commit decisions and sagas, and aborted its
-// undecided transactions.
-func (e *Engine) leaseLapsed(factor time.Duration) bool {
+// leaseLapsed reports whether this instance's last lease write known to be
+// stored is older than LeaseTTL (the process was paused, starved, or cut
+// off from NATS): its lease may have expired, and others may have taken it
+// for dead since, taken over its commit decisions and sagas, and aborted
+// its undecided transactions.
+func (e *Engine) leaseLapsed() bool {
 	at := e.leaseAt.Load()
-	return at != 0 && e.now().Sub(time.Unix(0, at)) > factor*e.cfg.LeaseTTL
+	return at != 0 && e.now().Sub(time.Unix(0, at)) > e.cfg.LeaseTTL
 }
 
 // fence makes an instance whose lease lapsed drop every transaction and
@@ -159,6 +159,7 @@ func (e *Engine) fence() {
 	for _, s := range e.shards {
 		s.post(fenceReq{})
 	}
+	e.newSender() // what recovery sends again must not look like a duplicate
 	e.leaseAt.Store(e.now().UnixNano())
 	e.fenced.Store(true)
 	e.fencing.Store(false)

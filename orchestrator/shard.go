@@ -171,13 +171,6 @@ func (s *shard) handle(v any) {
 		s.dropAll()
 		return
 	}
-	if s.e.leaseLapsed(2) {
-		// Paused for twice the lease: it has surely expired, and whatever
-		// this event would act on may be stale. Drop it all first (the
-		// fence posts a fenceReq to every shard, this one included).
-		s.e.fence()
-		s.dropAll()
-	}
 	if s.handleSaga(v) {
 		return
 	}

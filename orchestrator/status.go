@@ -131,7 +131,10 @@ func (e *Engine) refreshStatus(en *entry) {
 	e.spawn(func() {
 		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
-		if err := e.updateStatus(ctx, doc.ID, &doc, func(have *messages.TxStatus) bool {
+		// Never create an absent status here: the refresh may come after a
+		// pause, when the transaction's status has expired and another
+		// instance has finished it.
+		if err := e.updateStatus(ctx, doc.ID, nil, func(have *messages.TxStatus) bool {
 			if have.Owner != doc.Owner || isFinal(have.State) {
 				return false
 			}
