@@ -203,3 +203,23 @@ func TestBenchSagaOwnParticipantsJSON(t *testing.T) {
 	}
 	wantExit(t, 2, `--protocol "3pc": want 2pc or saga`, "bench", "--protocol", "3pc")
 }
+
+func TestCrashAtNamesSagaPoints(t *testing.T) {
+	for _, ok := range []string{"after-prepare-apply:1", "after-commit-apply:2", "after-abort-apply:3", "after-action-apply:1", "after-compensate-apply:4"} {
+		if f, err := crashAt(ok); err != nil || f == nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"after-action-apply:0", "after-refund-apply:1", "action:1", "after-action-apply"} {
+		if _, err := crashAt(bad); err == nil || !strings.Contains(err.Error(), "after-compensate-apply:N") {
+			t.Errorf("%s: err %v, want one naming the crash points", bad, err)
+		}
+	}
+	wantExit(t, 2, "--in-doubt-after must not be 0", "participant", "sim", "--name", "x", "--in-doubt-after", "0", "--nats", deadURL(t))
+	stdout, _, _ := run(t, 30*time.Second, "participant", "--help")
+	for _, want := range []string{"after-action-apply:N", "after-compensate-apply:N", "--in-doubt-after"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("participant --help lacks %q", want)
+		}
+	}
+}
