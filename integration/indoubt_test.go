@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,7 +126,12 @@ func (r *doubtRig) settled(ids []string) sim.Report {
 	nc := r.connect()
 	var results []sim.Result
 	for _, id := range ids {
-		st := r.finalStatus(nc, id)
+		st, unknown := r.finalStatus(nc, id)
+		if unknown && !r.seenAnywhere(id) {
+			// Its begin reached no coordinator (it was killed or not up):
+			// no status, no record, and no participant heard of it.
+			continue
+		}
 		final := st.State == orchestrator.Committed.String() || st.State == orchestrator.Aborted.String()
 		if !final {
 			r.t.Errorf("%s: status %q (%s) is not final 30s after every participant settled", id, st.State, st.Reason)
@@ -136,24 +142,39 @@ func (r *doubtRig) settled(ids []string) sim.Report {
 }
 
 // finalStatus asks the coordinators for transaction id's status until it is
-// final or 30s pass, and returns the last one.
-func (r *doubtRig) finalStatus(nc *nats.Conn, id string) messages.TxStatus {
+// final or 30s pass, and returns the last one; unknown reports that the
+// coordinators know nothing of it (no status, no record).
+func (r *doubtRig) finalStatus(nc *nats.Conn, id string) (st messages.TxStatus, unknown bool) {
 	r.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var st messages.TxStatus
+		st = messages.TxStatus{}
 		data, _ := json.Marshal(messages.StatusRequest{ID: id})
 		if m, err := nc.Request(messages.APIStatus, data, 5*time.Second); err == nil {
 			var resp messages.StatusResponse
-			if json.Unmarshal(m.Data, &resp) == nil && resp.Status != nil {
-				st = *resp.Status
+			if json.Unmarshal(m.Data, &resp) == nil {
+				if resp.Status != nil {
+					st = *resp.Status
+				} else if strings.Contains(resp.Error, "unknown transaction") {
+					return st, true
+				}
 			}
 		}
 		if st.State == orchestrator.Committed.String() || st.State == orchestrator.Aborted.String() || time.Now().After(deadline) {
-			return st
+			return st, false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// seenAnywhere reports whether any participant has a record of id.
+func (r *doubtRig) seenAnywhere(id string) bool {
+	for _, n := range r.names {
+		if r.runtimes[n].State(id) != participants.StateNone {
+			return true
+		}
+	}
+	return false
 }
 
 // TestInDoubtParticipantsLearnAbortAfterTheCoordinatorDiesUndecided: the
