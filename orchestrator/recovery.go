@@ -252,6 +252,10 @@ func (e *Engine) sweepOrphans(first bool) {
 		if alive[st.Owner] && st.Owner != e.cfg.Instance {
 			continue
 		}
+		if st.Protocol == messages.ProtocolSaga {
+			complete = e.sweepSaga(ctx, st) && complete
+			continue
+		}
 		if known, final := e.knowsFinal(st.ID); known {
 			// Running here, or finished here: a final state this instance
 			// remembers is written again over a stale one (a dead

@@ -671,3 +671,34 @@ func (s *shard) recoverSaga(doc sagaDoc, rev uint64) {
 	s.e.inFlight.Add(1)
 	s.sagaApply(id, en, sg.Start(s.e.now()))
 }
+
+// sweepSaga makes the status of a saga that is not final agree with its
+// record: a saga this instance drives or remembers is left to it (a
+// remembered final state is written again over a stale one); a record that
+// is final has its status rewritten from it (the final status write was lost
+// with its coordinator); an unfinished one is claimed and driven by
+// recoverSagas. False if it must be tried again.
+func (e *Engine) sweepSaga(ctx context.Context, st messages.TxStatus) bool {
+	ch := make(chan sagaResult, 1)
+	if r := e.callSaga(st.ID, sagaStatusReq{id: st.ID, ch: ch}, ch); r.err == nil {
+		if r.rec.State.Final() {
+			return e.rewriteStatus(ctx, sagaStatusOf(r.rec, e.cfg.Instance, r.rec.StartedAt, e.now())) == nil
+		}
+		return true
+	}
+	if e.stores.Sagas == nil {
+		return true
+	}
+	kve, err := e.stores.Sagas.Get(ctx, st.ID)
+	if errors.Is(err, ErrNoEntry) {
+		return true // expired with the retention, like its status will
+	}
+	if err != nil {
+		return false
+	}
+	var doc sagaDoc
+	if err := json.Unmarshal(kve.Value, &doc); err != nil || !doc.Record.State.Final() {
+		return true
+	}
+	return e.rewriteStatus(ctx, sagaStatusOf(doc.Record, doc.Owner, doc.Record.StartedAt, e.now())) == nil
+}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/orchestrator/txn"
 )
 
@@ -211,7 +212,12 @@ func (e *Engine) markCommitted(ctx context.Context, id string) error {
 	})
 }
 
-func isFinal(state string) bool { return state == Committed.String() || state == Aborted.String() }
+// isFinal reports whether a status's state is final, for two-phase
+// transactions and sagas alike.
+func isFinal(state string) bool {
+	return state == Committed.String() || state == Aborted.String() ||
+		state == string(saga.StateCompleted) || state == string(saga.StateCompensated)
+}
 
 // onPublishError logs a failed asynchronous publish of a command: its
 // transaction's retry timer sends it again. (Final statuses are retried by
