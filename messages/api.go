@@ -132,7 +132,8 @@ type SagaBeginRequest struct {
 	// milliseconds from its start; the definition's, when sooner, wins.
 	TimeoutMs int64 `json:"timeout_ms,omitempty"`
 	// Wait asks for the reply only once the saga has completed or been
-	// compensated (or is stuck); otherwise it comes once the saga began.
+	// compensated (a stuck saga keeps the request waiting until it times
+	// out); otherwise it comes once the saga began.
 	Wait bool `json:"wait,omitempty"`
 }
 
