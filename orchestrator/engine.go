@@ -60,7 +60,14 @@ func (e *Engine) claimID(ctx context.Context, id string) error {
 		}
 	}
 	if errors.Is(err, ErrEntryExists) {
-		if have, gerr := e.stores.IDs.Get(ctx, id); gerr == nil && string(have.Value) == string(claim) {
+		// Ours (an earlier try applied, its answer lost) or another begin's:
+		// only the entry tells, so an unreadable one is a failure to retry,
+		// not a duplicate.
+		have, gerr := e.stores.IDs.Get(ctx, id)
+		switch {
+		case gerr != nil:
+			return fmt.Errorf("natstx: transaction ID %s is claimed, and the claim cannot be read to tell whose it is: %w; try again", id, gerr)
+		case string(have.Value) == string(claim):
 			return nil
 		}
 	}
