@@ -25,7 +25,10 @@ func TestRecordBucketsStayBounded(t *testing.T) {
 		n = 5_000
 	}
 	const retention = 2 * time.Second
-	c := startCluster(t, orchestrator.Config{Retention: retention},
+	// Abort records (of participants in doubt) last the longer of the
+	// retention and the command stream's MaxAge: a short MaxAge makes that
+	// bound observable here too.
+	c := startCluster(t, orchestrator.Config{Retention: retention, Streams: orchestrator.StreamOptions{MaxAge: 10 * time.Second}},
 		serviceSpec{"inventory", 0.9, time.Nanosecond})
 	start := time.Now()
 	results, _ := c.load(n, 500, 5*time.Second)
@@ -50,7 +53,7 @@ func TestRecordBucketsStayBounded(t *testing.T) {
 		}
 		return info.State.Msgs
 	}
-	deadline := time.Now().Add(retention + 30*time.Second)
+	deadline := time.Now().Add(10*time.Second + 30*time.Second)
 	for {
 		records, statuses := count(orchestrator.RecordBucket), count(messages.StatusBucket)
 		if records == 0 && statuses == 0 {

@@ -44,7 +44,7 @@ func CommandStreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		MaxAge:      o.MaxAge,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  min(2*time.Minute, o.MaxAge), // the server refuses a window over MaxAge
 		Discard:     jetstream.DiscardOld,
 	}
 }

@@ -465,13 +465,13 @@ func cutReason(ctx context.Context) string {
 
 // execFunc runs one transaction to its outcome: decided is false when the
 // outcome never came; timedOut when it aborted for a missing vote.
-type execFunc func(ctx context.Context, req orchestrator.Request) (decided, committed, timedOut bool)
+type execFunc func(ctx context.Context, req orchestrator.Request) (id string, decided, committed, timedOut bool)
 
 // engineExec runs transactions on bench's own engine.
 func engineExec(eng *orchestrator.Engine) execFunc {
-	return func(ctx context.Context, req orchestrator.Request) (bool, bool, bool) {
+	return func(ctx context.Context, req orchestrator.Request) (string, bool, bool, bool) {
 		out, err := eng.Execute(ctx, req)
-		return err == nil && out.State.Decided(), out.Committed(), out.TimedOut
+		return out.ID, err == nil && out.State.Decided(), out.Committed(), out.TimedOut
 	}
 }
 
@@ -479,7 +479,7 @@ func engineExec(eng *orchestrator.Engine) execFunc {
 // coordinator of the queue group takes each; no coordinator at all cuts the
 // run short.
 func clientExec(nc *nats.Conn, cl *orchestrator.Client, prepare time.Duration, cut context.CancelCauseFunc) execFunc {
-	return func(ctx context.Context, req orchestrator.Request) (bool, bool, bool) {
+	return func(ctx context.Context, req orchestrator.Request) (string, bool, bool, bool) {
 		breq := messages.BeginRequest{ID: req.ID, TimeoutMs: prepare.Milliseconds(), Wait: true}
 		for _, p := range req.Participants {
 			breq.Participants = append(breq.Participants, messages.ParticipantSpec{Name: p.Name, Payload: p.Payload})
@@ -492,15 +492,15 @@ func clientExec(nc *nats.Conn, cl *orchestrator.Client, prepare time.Duration, c
 			cut(errBenchLostNATS) // before the handler may have run
 		}
 		if err != nil {
-			return false, false, false
+			return "", false, false, false
 		}
 		switch st.State {
 		case txn.Committed.String():
-			return true, true, false
+			return st.ID, true, true, false
 		case txn.Aborting.String(), txn.Aborted.String():
-			return true, false, st.TimedOut
+			return st.ID, true, false, st.TimedOut
 		}
-		return false, false, false // committing: the commit phase outlived ctx
+		return st.ID, false, false, false // committing: the commit phase outlived ctx
 	}
 }
 
@@ -579,12 +579,17 @@ func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, 
 		payload[i] = 'x'
 	}
 	one := func(scheduled time.Time) {
-		req := orchestrator.Request{ID: orchestrator.NewID()}
+		// The coordinator assigns the ID: an ID the caller chooses costs a
+		// write that claims it in the whole cluster.
+		var req orchestrator.Request
 		for _, n := range names {
 			req.Participants = append(req.Participants, orchestrator.Participant{Name: n, Payload: payload})
 		}
 		tctx, cancel := context.WithTimeout(ctx, o.prepareTimeout+o.quiesce)
-		decided, committed, timedOut := run(tctx, req)
+		id, decided, committed, timedOut := run(tctx, req)
+		if id == "" {
+			id = "unbegun-" + orchestrator.NewID() // failed before it had an ID
+		}
 		cancel()
 		if ctx.Err() != nil && !decided {
 			return // cut short: this one does not count
@@ -593,7 +598,7 @@ func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, 
 			timeouts.Add(1)
 		}
 		took := time.Since(scheduled)
-		res := sim.Result{ID: req.ID, Participants: names, Decided: decided, Committed: committed}
+		res := sim.Result{ID: id, Participants: names, Decided: decided, Committed: committed}
 		mu.Lock()
 		results = append(results, res)
 		_ = hist.RecordValue(max(took.Microseconds(), 1))

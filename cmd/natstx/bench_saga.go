@@ -34,19 +34,19 @@ func benchSaga(req orchestrator.Request, timeout time.Duration) saga.Definition 
 // engineSagaExec runs sagas on bench's own engine: decided when the saga
 // ended, committed when it completed.
 func engineSagaExec(eng *orchestrator.Engine, timeout time.Duration) execFunc {
-	return func(ctx context.Context, req orchestrator.Request) (bool, bool, bool) {
+	return func(ctx context.Context, req orchestrator.Request) (string, bool, bool, bool) {
 		rec, err := eng.ExecuteSaga(ctx, orchestrator.SagaRequest{ID: req.ID, Definition: benchSaga(req, timeout)})
-		return err == nil && rec.State.Final(), rec.State == saga.StateCompleted, false
+		return rec.ID, err == nil && rec.State.Final(), rec.State == saga.StateCompleted, false
 	}
 }
 
 // clientSagaExec runs sagas through the coordinator API; no coordinator at
 // all cuts the run short.
 func clientSagaExec(nc *nats.Conn, cl *orchestrator.Client, timeout time.Duration, cut context.CancelCauseFunc) execFunc {
-	return func(ctx context.Context, req orchestrator.Request) (bool, bool, bool) {
+	return func(ctx context.Context, req orchestrator.Request) (string, bool, bool, bool) {
 		def, err := json.Marshal(sagaFileOf(benchSaga(req, timeout)))
 		if err != nil {
-			return false, false, false
+			return "", false, false, false
 		}
 		st, err := cl.BeginSaga(ctx, messages.SagaBeginRequest{ID: req.ID, Definition: string(def), Wait: true})
 		switch {
@@ -56,10 +56,10 @@ func clientSagaExec(nc *nats.Conn, cl *orchestrator.Client, timeout time.Duratio
 			cut(errBenchLostNATS)
 		}
 		if err != nil {
-			return false, false, false
+			return "", false, false, false
 		}
 		s := saga.State(st.State)
-		return s.Final(), s == saga.StateCompleted, false
+		return st.ID, s.Final(), s == saga.StateCompleted, false
 	}
 }
 
