@@ -177,11 +177,14 @@ func (c *coord) collect() {
 func (c *coord) pause() {
 	s := c.s
 	s.st.CoordPauses++
+	// The three lengths take turns, from a start the seed picks, so that
+	// every batch of seeds has each kind whatever else the engine's code
+	// changes in the draws.
 	var d time.Duration
-	switch r := s.rng.IntN(10); {
-	case r < 5:
+	switch (s.cfg.Seed + uint64(s.st.CoordPauses)) % 3 {
+	case 0:
 		d = s.between(50*time.Millisecond, leaseTTL)
-	case r < 8:
+	case 1:
 		d = s.between(leaseTTL, 4*leaseTTL)
 		s.st.PausesPastLease++
 	default:
