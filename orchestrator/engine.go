@@ -164,10 +164,12 @@ type Engine struct {
 	// leaseAt is when the lease was last written (Unix nanoseconds, engine
 	// clock); fencing is set while the engine drops what it held after its
 	// lease lapsed (see fence), and fenced tells the recovery loop to sweep.
-	leaseAt  atomic.Int64
-	fencing  atomic.Bool
-	fenced   atomic.Bool
-	draining atomic.Bool
+	leaseAt atomic.Int64
+	fencing atomic.Bool
+	fenced  atomic.Bool
+	// publishTrouble: an asynchronous publish failed since the last sweep.
+	publishTrouble atomic.Bool
+	draining       atomic.Bool
 
 	// lastAlive is the set of live instances at the last orphan sweep, and
 	// sweepDue says a sweep found work it could not finish; only the

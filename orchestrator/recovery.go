@@ -216,7 +216,7 @@ func (e *Engine) sweepOrphans(first bool) {
 	if e.status == nil {
 		return
 	}
-	if first || e.fenced.Swap(false) {
+	if first || e.fenced.Swap(false) || e.publishTrouble.Swap(false) {
 		e.sweepDue = true
 		e.sweepUntil = e.now().Add(sweepWindow)
 	}

@@ -97,6 +97,7 @@ func (e *Engine) publishStatus(en *entry) {
 // retryFinalStatus writes a final status again until it is stored, or the
 // engine stops.
 func (e *Engine) retryFinalStatus(id string, data []byte, err error) {
+	e.publishTrouble.Store(true)
 	e.stats.PublishErrors.Add(1)
 	e.log.Warn("writing a final status failed; retrying", zap.String("txid", id), zap.Error(err))
 	if e.halted.Load() || e.base.Err() != nil {
@@ -222,6 +223,13 @@ func isFinal(state string) bool {
 // onPublishError logs a failed asynchronous publish of a command: its
 // transaction's retry timer sends it again. (Final statuses are retried by
 // publishStatus's own error callback.)
+//
+// Any failed asynchronous publish also makes the orphan sweep run for a
+// while (sweepWindow), including over this instance's own statuses: a
+// stream leader lost with writes in flight can apply an older status after
+// a newer one, and the sweep writes the final state this instance
+// remembers over it.
 func (e *Engine) onPublishError(_ jetstream.JetStream, m *nats.Msg, err error) {
+	e.publishTrouble.Store(true)
 	e.log.Debug("asynchronous publish failed; what it carried is sent again later", zap.String("subject", m.Subject), zap.Error(err))
 }
