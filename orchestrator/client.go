@@ -188,7 +188,16 @@ func (c *Client) Watch(ctx context.Context) (<-chan messages.TxStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+	// Start right after the bucket's last write, by sequence: a watch that
+	// only asks for new writes can miss the first ones when its consumer is
+	// recreated (an ordered consumer that lost a heartbeat) before anything
+	// was delivered.
+	stream, err := c.js.Stream(ctx, "KV_"+messages.StatusBucket)
+	if err != nil {
+		return nil, err
+	}
+	from := stream.CachedInfo().State.LastSeq + 1
+	w, err := kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(from), jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
