@@ -373,12 +373,18 @@ func checkDemo(ctx context.Context, results []sim.Result, svcs map[string]servic
 		return rep, nil, err
 	}
 	rep.Violations, rep.Problems = n, problems
+	lines, err := checkInvariants(ctx, &rep, svcs)
+	return rep, lines, err
+}
+
+// checkInvariants checks the services' conservation invariants and counts a
+// broken one in rep as a violation; it returns each service's summary line.
+func checkInvariants(ctx context.Context, rep *sim.Report, svcs map[string]services.Service) ([]string, error) {
 	lines, err := services.CheckAll(ctx, svcs)
 	if errors.Is(err, services.ErrInvariant) {
 		rep.Violations++
 		rep.Problems = append(rep.Problems, err.Error())
-	} else if err != nil {
-		return rep, lines, err
+		return lines, nil
 	}
-	return rep, lines, nil
+	return lines, err
 }

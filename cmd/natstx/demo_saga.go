@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -115,12 +114,6 @@ func checkSagaDemo(ctx context.Context, sr demoSagaReport, svcs map[string]servi
 		return rep, nil, err
 	}
 	rep.Violations, rep.Problems = n, problems
-	lines, err := services.CheckAll(ctx, svcs)
-	if errors.Is(err, services.ErrInvariant) {
-		rep.Violations++
-		rep.Problems = append(rep.Problems, err.Error())
-	} else if err != nil {
-		return rep, lines, err
-	}
-	return rep, lines, nil
+	lines, err := checkInvariants(ctx, &rep, svcs)
+	return rep, lines, err
 }
