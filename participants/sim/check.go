@@ -37,22 +37,9 @@ func (r Report) String() string {
 // participant names to the simulated services behind them.
 func Check(results []Result, services map[string]*Service) Report {
 	var r Report
-	problem := func(format string, args ...any) {
-		r.Violations++
-		if len(r.Problems) < 50 {
-			r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
-		}
-	}
+	problem := r.problem
 	for _, res := range results {
-		r.Transactions++
-		switch {
-		case !res.Decided:
-			r.InDoubt++
-		case res.Committed:
-			r.Committed++
-		default:
-			r.Aborted++
-		}
+		r.count(res.Decided, res.Committed)
 		for _, name := range res.Participants {
 			svc := services[name]
 			if svc == nil {
@@ -107,22 +94,9 @@ type SagaResult struct {
 // ones.
 func CheckSagas(results []SagaResult, services map[string]*Service) Report {
 	var r Report
-	problem := func(format string, args ...any) {
-		r.Violations++
-		if len(r.Problems) < 50 {
-			r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
-		}
-	}
+	problem := r.problem
 	for _, res := range results {
-		r.Transactions++
-		switch {
-		case !res.Decided:
-			r.InDoubt++
-		case res.Completed:
-			r.Committed++
-		default:
-			r.Aborted++
-		}
+		r.count(res.Decided, res.Completed)
 		for _, st := range res.Steps {
 			svc := services[st.Participant]
 			if svc == nil {
@@ -149,4 +123,25 @@ func CheckSagas(results []SagaResult, services map[string]*Service) Report {
 		}
 	}
 	return r
+}
+
+// problem counts a violation and keeps its description (the first 50).
+func (r *Report) problem(format string, args ...any) {
+	r.Violations++
+	if len(r.Problems) < 50 {
+		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// count counts one transaction or saga by how it ended.
+func (r *Report) count(decided, committed bool) {
+	r.Transactions++
+	switch {
+	case !decided:
+		r.InDoubt++
+	case committed:
+		r.Committed++
+	default:
+		r.Aborted++
+	}
 }
