@@ -25,7 +25,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 		serviceSpec{"inventory", 0.9, 20 * time.Millisecond},
 		serviceSpec{"payment", 0.9, 20 * time.Millisecond},
 	)
-	reply := messages.ReplySubject(c.eng.Instance())
+	reply := messages.ReplySubject(c.eng.Instance(), "inventory")
 	valid := func(mut func(h nats.Header)) *nats.Msg {
 		r := messages.Reply{TxID: "tx1", Op: messages.OpPrepare, Participant: "inventory", Result: messages.VoteCommit, Attempt: 1}
 		h := nats.Header(r.Header())
@@ -50,6 +50,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 		{"control characters in a header", valid(func(h nats.Header) { h.Set(messages.HeaderParticipant, "inv\x01entory") })},
 		{"unknown result", valid(func(h nats.Header) { h.Set(messages.HeaderResult, "maybe") })},
 		{"oversized reason", &nats.Msg{Subject: reply, Header: valid(func(nats.Header) {}).Header, Data: []byte(strings.Repeat("x", messages.MaxReasonLen+1))}},
+		{"a vote in another participant's name", valid(func(h nats.Header) { h.Set(messages.HeaderParticipant, "payment") })},
 	}
 	for _, m := range malformed {
 		if err := c.nc.PublishMsg(m.msg); err != nil {
@@ -65,7 +66,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 		{"forged ack from a stranger", messages.Reply{TxID: live.ID, Op: messages.OpCommit, Participant: "mallory", Result: messages.Ack, Attempt: 1}},
 	}
 	for _, w := range wellFormedButWrong {
-		if err := c.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header(w.r.Header())}); err != nil {
+		if err := c.nc.PublishMsg(&nats.Msg{Subject: messages.ReplySubject(c.eng.Instance(), w.r.Participant), Header: nats.Header(w.r.Header())}); err != nil {
 			t.Fatalf("%s: %v", w.kind, err)
 		}
 	}

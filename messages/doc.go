@@ -10,8 +10,11 @@
 // # Subjects
 //
 //	natstx.cmd.<participant>.<txid>   commands, stored in the JetStream stream NATSTX_CMD
-//	natstx.reply.<coordinator>        votes and acknowledgements, plain NATS
+//	natstx.reply.<coordinator>.<participant>   votes and acknowledgements, plain NATS
 //
 // A command's reply subject travels in the Natstx-Reply-To header, because the
 // reply field of a publish into a stream is where JetStream sends its PubAck.
+// The participant's name in the reply subject lets NATS permissions allow a
+// participant to reply only as itself; a coordinator drops a reply whose
+// subject and Natstx-Participant header disagree.
 package messages

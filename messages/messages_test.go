@@ -22,7 +22,7 @@ func validCommand() messages.Command {
 		Participant: "orders",
 		Deadline:    time.Date(2031, time.May, 6, 7, 8, 9, 123_000_000, time.UTC),
 		Attempt:     1,
-		ReplyTo:     messages.ReplySubject("coord-1"),
+		ReplyTo:     messages.ReplySubject("coord-1", "orders"),
 		Payload:     []byte(`{"sku":"A-1","qty":2}`),
 	}
 }
@@ -351,8 +351,9 @@ func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 2"}},
-		{name: "wrong version 3", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 3"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 3"}},
+		{name: "wrong version 4", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`}},
 		{name: "empty version", edit: set(messages.HeaderVersion, ""), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion}},
 		{name: "version with padding", edit: set(messages.HeaderVersion, " 1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `" 1"`}},
 		{name: "header with no values", edit: func(h map[string][]string) { h[messages.HeaderTxID] = []string{} }, sentinel: messages.ErrMalformed, mention: []string{messages.HeaderTxID, "missing"}},
@@ -454,8 +455,9 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 2"}},
-		{name: "wrong version 3", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 3"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 3"}},
+		{name: "wrong version 4", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`}},
 		{name: "version 0", edit: set(messages.HeaderVersion, "0"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"0"`}},
 
 		{name: "attempt not a number", edit: set(messages.HeaderAttempt, "1st"), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderAttempt, `"1st"`}},
@@ -656,7 +658,8 @@ func TestSubjectHelpers(t *testing.T) {
 		{"CommandSubject", messages.CommandSubject("orders", "tx-1"), "natstx.cmd.orders.tx-1"},
 		{"Command.Subject", c.Subject(), "natstx.cmd.orders.tx-0001"},
 		{"ParticipantFilter", messages.ParticipantFilter("orders"), "natstx.cmd.orders.>"},
-		{"ReplySubject", messages.ReplySubject("coord-1"), "natstx.reply.coord-1"},
+		{"ReplySubject", messages.ReplySubject("coord-1", "orders"), "natstx.reply.coord-1.orders"},
+		{"ReplyFilter", messages.ReplyFilter("coord-1"), "natstx.reply.coord-1.*"},
 		{"ConsumerName", messages.ConsumerName("orders"), "natstx-orders"},
 		{"CommandSubjects", messages.CommandSubjects, "natstx.cmd.>"},
 	} {
@@ -703,9 +706,38 @@ func TestCommandSubjectsFallUnderTheRightFilters(t *testing.T) {
 
 func TestReplySubjectIsAValidReplyTo(t *testing.T) {
 	c := validCommand()
-	c.ReplyTo = messages.ReplySubject(strings.Repeat("i", messages.MaxNameLen))
+	c.ReplyTo = messages.ReplySubject(strings.Repeat("i", messages.MaxNameLen), strings.Repeat("p", messages.MaxNameLen))
 	if err := c.Validate(); err != nil {
 		t.Errorf("command replying to %q: %v", c.ReplyTo, err)
+	}
+}
+
+func TestReplySubjectNamesItsParticipantUnderTheInstancesFilter(t *testing.T) {
+	subject := messages.ReplySubject("coord-1", "orders")
+	if !subjectMatches(messages.ReplyFilter("coord-1"), subject) || subjectMatches(messages.ReplyFilter("coord-2"), subject) {
+		t.Errorf("%q under the wrong filters", subject)
+	}
+	inst, p, ok := messages.ParseReplySubject(subject)
+	if !ok || inst != "coord-1" || p != "orders" {
+		t.Errorf("ParseReplySubject(%q) = %q, %q, %v", subject, inst, p, ok)
+	}
+	for _, bad := range []string{"natstx.reply.coord-1", "natstx.reply.coord-1.orders.x", "natstx.reply..orders", "natstx.reply.coord-1.", "other.coord-1.orders", ""} {
+		if _, _, ok := messages.ParseReplySubject(bad); ok {
+			t.Errorf("ParseReplySubject(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCheckReplySubjectRejectsAReplyInAnotherParticipantsName(t *testing.T) {
+	r := messages.Reply{TxID: "tx-1", Op: messages.OpPrepare, Participant: "orders", Result: messages.VoteCommit, Attempt: 1}
+	if err := messages.CheckReplySubject(messages.ReplySubject("c1", "orders"), r); err != nil {
+		t.Errorf("own subject: %v", err)
+	}
+	for _, subject := range []string{messages.ReplySubject("c1", "billing"), "natstx.reply.c1"} {
+		err := messages.CheckReplySubject(subject, r)
+		if !errors.Is(err, messages.ErrMalformed) {
+			t.Errorf("reply of orders on %q: %v, want ErrMalformed", subject, err)
+		}
 	}
 }
 

@@ -9,8 +9,10 @@ import (
 
 // Version is the protocol version this build speaks; it travels in
 // HeaderVersion on every message. Version 2 added the saga operations
-// (action, compensate), HeaderStep, HeaderCode and the result Refused.
-const Version = 2
+// (action, compensate), HeaderStep, HeaderCode and the result Refused;
+// version 3 gave each participant its own reply subject
+// (natstx.reply.<instance>.<participant>, see ReplySubject).
+const Version = 3
 
 // Header names. Nats-Msg-Id is JetStream's own de-duplication header.
 const (

@@ -9,7 +9,7 @@ import (
 const (
 	// CommandPrefix starts every command subject.
 	CommandPrefix = "natstx.cmd"
-	// ReplyPrefix starts every coordinator's reply subject.
+	// ReplyPrefix starts every reply subject: natstx.reply.<instance>.<participant>.
 	ReplyPrefix = "natstx.reply"
 	// CommandStream is the JetStream stream that stores commands until a
 	// participant has handled them.
@@ -34,9 +34,46 @@ func ParticipantFilter(participant string) string {
 	return CommandPrefix + "." + participant + ".>"
 }
 
-// ReplySubject is the subject on which coordinator instance expects replies.
-func ReplySubject(instance string) string {
-	return ReplyPrefix + "." + instance
+// ReplySubject is the subject on which coordinator instance expects the
+// replies of one participant. Naming the participant in the subject lets NATS
+// permissions pin a participant to its own replies (publish allowed on
+// natstx.reply.*.<name> only); the coordinator drops a reply whose subject
+// and Natstx-Participant header disagree (CheckReplySubject).
+func ReplySubject(instance, participant string) string {
+	return ReplyPrefix + "." + instance + "." + participant
+}
+
+// ReplyFilter is the subject filter of every reply to coordinator instance.
+func ReplyFilter(instance string) string {
+	return ReplyPrefix + "." + instance + ".*"
+}
+
+// ParseReplySubject splits a reply subject into its instance and participant;
+// ok is false when subject is not of the form ReplySubject gives.
+func ParseReplySubject(subject string) (instance, participant string, ok bool) {
+	rest, found := strings.CutPrefix(subject, ReplyPrefix+".")
+	if !found {
+		return "", "", false
+	}
+	instance, participant, found = strings.Cut(rest, ".")
+	if !found || instance == "" || participant == "" || strings.Contains(participant, ".") {
+		return "", "", false
+	}
+	return instance, participant, true
+}
+
+// CheckReplySubject checks that reply r came on the reply subject of the
+// participant it names: a reply published by one participant in the name of
+// another is malformed.
+func CheckReplySubject(subject string, r Reply) error {
+	_, p, ok := ParseReplySubject(subject)
+	if !ok {
+		return fmt.Errorf("%w: reply subject %q is not %s.<instance>.<participant>", ErrMalformed, subject, ReplyPrefix)
+	}
+	if p != r.Participant {
+		return fmt.Errorf("%w: reply in the name of participant %q came on the reply subject of participant %q", ErrMalformed, r.Participant, p)
+	}
+	return nil
 }
 
 // ConsumerName is the durable JetStream consumer shared by every instance of

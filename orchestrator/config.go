@@ -14,7 +14,7 @@ import (
 // Config configures an Engine. Zero fields take the defaults listed.
 type Config struct {
 	// Instance names this coordinator; its replies arrive on
-	// natstx.reply.<Instance>. Default: a random unique name.
+	// natstx.reply.<Instance>.<participant>. Default: a random unique name.
 	Instance string
 	// PrepareTimeout is how long a transaction waits for every vote before it
 	// aborts, unless the request or its context says less. Default 5s.

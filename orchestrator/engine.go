@@ -143,7 +143,7 @@ type Engine struct {
 	leases  *leases
 	status  Store // nil with Config.NoStatus
 	log     *zap.Logger
-	reply   string
+	replies string // the subject filter of this instance's replies
 	shards  []*shard
 	sub     *nats.Subscription
 	apiSubs []*nats.Subscription
@@ -245,7 +245,7 @@ func NewSimulated(cfg Config, p Ports) (*Engine, error) {
 }
 
 func newEngine(cfg Config) *Engine {
-	e := &Engine{cfg: cfg, log: cfg.Logger, reply: messages.ReplySubject(cfg.Instance), stop: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: cfg.Logger, replies: messages.ReplyFilter(cfg.Instance), stop: make(chan struct{})}
 	e.base, e.cancelBase = context.WithCancel(context.Background())
 	e.stats.InFlight = &e.inFlight
 	for i := 0; i < cfg.Shards; i++ {
@@ -337,9 +337,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	if !e.coop {
 		var err error
-		e.sub, err = e.nc.Subscribe(e.reply, e.onReply)
+		e.sub, err = e.nc.Subscribe(e.replies, e.onReply)
 		if err != nil {
-			return fmt.Errorf("natstx: subscribing to %s: %w", e.reply, err)
+			return fmt.Errorf("natstx: subscribing to %s: %w", e.replies, err)
 		}
 		_ = e.sub.SetPendingLimits(-1, 256<<20)
 		for _, s := range e.shards {
@@ -356,7 +356,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.spawn(e.recoveryLoop)
 	e.spawn(e.leaseLoop)
-	e.log.Info("coordinator started", zap.String("instance", e.cfg.Instance), zap.String("reply_subject", e.reply), zap.Int("shards", len(e.shards)))
+	e.log.Info("coordinator started", zap.String("instance", e.cfg.Instance), zap.String("reply_subject", e.replies), zap.Int("shards", len(e.shards)))
 	return nil
 }
 
@@ -671,6 +671,9 @@ func (e *Engine) onReply(m *nats.Msg) {
 		return
 	}
 	r, err := messages.DecodeReply(m.Header, m.Data)
+	if err == nil {
+		err = messages.CheckReplySubject(m.Subject, r)
+	}
 	if err != nil {
 		e.stats.MalformedReplies.Add(1)
 		e.log.Warn("malformed reply dropped", zap.String("subject", m.Subject), zap.Error(err))
@@ -693,7 +696,7 @@ func (e *Engine) publish(id string, deadline time.Time, s txn.Send) {
 	}
 	cmd := messages.Command{
 		TxID: id, Op: s.Op, Participant: s.Participant, Attempt: s.Attempt,
-		ReplyTo: e.reply, Payload: s.Payload,
+		ReplyTo: messages.ReplySubject(e.cfg.Instance, s.Participant), Payload: s.Payload,
 	}
 	if s.Op == messages.OpPrepare {
 		cmd.Deadline = deadline

@@ -271,7 +271,7 @@ func TestExpiredDeadlineIsRejected(t *testing.T) {
 func TestMalformedRepliesAreDroppedAndServiceGoesOn(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	f.participant("a", yes)
-	subject := messages.ReplySubject(f.eng.Instance())
+	subject := messages.ReplySubject(f.eng.Instance(), "a")
 	bad := []*nats.Msg{
 		{Subject: subject, Data: []byte("not the protocol at all")},
 		{Subject: subject, Header: nats.Header{messages.HeaderVersion: {"99"}}},
@@ -298,6 +298,28 @@ func TestMalformedRepliesAreDroppedAndServiceGoesOn(t *testing.T) {
 		"malformed and stray replies to be counted")
 }
 
+func TestAVoteInAnotherParticipantsNameIsDroppedAsMalformed(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	release := make(chan struct{})
+	f.participant("a", holding(release, errors.New("refused")))
+	f.participant("b", yes)
+	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a", "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b (or whoever may publish on b's reply subject) votes commit for a.
+	forged := messages.Reply{TxID: id, Op: messages.OpPrepare, Participant: "a", Result: messages.VoteCommit, Attempt: 1}
+	if err := f.nc.PublishMsg(&nats.Msg{Subject: messages.ReplySubject(f.eng.Instance(), "b"), Header: nats.Header(forged.Header())}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return f.eng.Stats().MalformedReplies >= 1 }, "the vote on b's subject in a's name to be dropped")
+	close(release)
+	out, err := f.eng.Wait(ctxT(t, 10*time.Second), id)
+	if err != nil || out.Committed() {
+		t.Fatalf("want abort from a's own refusal; got %s %v", out.State, err)
+	}
+}
+
 func TestForgedVoteFromNonParticipantIsIgnored(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	release := make(chan struct{})
@@ -307,7 +329,7 @@ func TestForgedVoteFromNonParticipantIsIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged := messages.Reply{TxID: id, Op: messages.OpPrepare, Participant: "mallory", Result: messages.VoteCommit, Attempt: 1}
-	if err := f.nc.PublishMsg(&nats.Msg{Subject: messages.ReplySubject(f.eng.Instance()), Header: nats.Header(forged.Header())}); err != nil {
+	if err := f.nc.PublishMsg(&nats.Msg{Subject: messages.ReplySubject(f.eng.Instance(), "mallory"), Header: nats.Header(forged.Header())}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return f.eng.Stats().Ignored >= 1 }, "the forged vote to be ignored")

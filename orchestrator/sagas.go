@@ -537,7 +537,7 @@ func (e *Engine) publishSaga(snd saga.Send) {
 	}
 	cmd := messages.Command{
 		TxID: snd.Saga, Op: messages.Op(snd.Op), Participant: snd.Participant, Attempt: snd.Attempt,
-		ReplyTo: e.reply, Payload: snd.Payload, Step: snd.Step, Deadline: snd.Deadline, Sender: *e.sender.Load(),
+		ReplyTo: messages.ReplySubject(e.cfg.Instance, snd.Participant), Payload: snd.Payload, Step: snd.Step, Deadline: snd.Deadline, Sender: *e.sender.Load(),
 	}
 	if snd.Attempt > 1 {
 		e.stats.Resends.Add(1)

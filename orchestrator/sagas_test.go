@@ -227,7 +227,7 @@ func TestSagaIsTakenOverWhenItsCoordinatorDies(t *testing.T) {
 	var once sync.Once
 	held := make(chan struct{})
 	f.sagaParticipant("b", func(cmd messages.Command) (messages.Result, string) {
-		if cmd.ReplyTo == messages.ReplySubject("c1") {
+		if cmd.ReplyTo == messages.ReplySubject("c1", "b") {
 			once.Do(func() { close(held) })
 			return "", "" // c1 dies before b's answer reaches it
 		}

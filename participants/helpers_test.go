@@ -30,12 +30,12 @@ const svc = "svc"
 // env is an embedded NATS server with the command stream, a connection, and a
 // subscription on the reply subject commands name.
 type env struct {
-	t       *testing.T
-	srv     *embedded.Server
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	replyTo string
-	replies *nats.Subscription
+	t           *testing.T
+	srv         *embedded.Server
+	nc          *nats.Conn
+	js          jetstream.JetStream
+	replyFilter string // every reply subject the tests' commands name
+	replies     *nats.Subscription
 }
 
 func newEnv(t *testing.T, withStream bool) *env {
@@ -45,14 +45,14 @@ func newEnv(t *testing.T, withStream bool) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	e := &env{t: t, srv: srv, nc: e2connect(t, srv), replyTo: messages.ReplySubject("test")}
+	e := &env{t: t, srv: srv, nc: e2connect(t, srv), replyFilter: messages.ReplyFilter("test")}
 	if e.js, err = jetstream.New(e.nc); err != nil {
 		t.Fatal(err)
 	}
 	if withStream {
 		e.ensureStreams()
 	}
-	if e.replies, err = e.nc.SubscribeSync(e.replyTo); err != nil {
+	if e.replies, err = e.nc.SubscribeSync(e.replyFilter); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -107,7 +107,7 @@ func (e *env) start(nc *nats.Conn, cfg participants.Config) *participants.Runtim
 }
 
 func (e *env) cmd(txid string, op messages.Op, attempt int) messages.Command {
-	return messages.Command{TxID: txid, Op: op, Participant: svc, Attempt: attempt, ReplyTo: e.replyTo}
+	return messages.Command{TxID: txid, Op: op, Participant: svc, Attempt: attempt, ReplyTo: messages.ReplySubject("test", svc)}
 }
 
 // send publishes cmd into the command stream.

@@ -190,7 +190,7 @@ func (p *Processor) ResolveInDoubt(ctx context.Context, ask AskFunc) (asked, res
 			continue
 		}
 		log.Info("in doubt: applying the outcome the coordinator gave", zap.String("op", string(op)), zap.String("reason", resp.Reason))
-		cmd := messages.Command{TxID: d.id, Op: op, Participant: p.cfg.Name, Attempt: 1, ReplyTo: messages.ReplySubject("in-doubt")}
+		cmd := messages.Command{TxID: d.id, Op: op, Participant: p.cfg.Name, Attempt: 1, ReplyTo: messages.ReplySubject("in-doubt", p.cfg.Name)}
 		p.handle(cmd.Header(), nil, "", true, func(a Answer) {
 			switch {
 			case a.Reply.Result == messages.Ack:

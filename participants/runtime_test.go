@@ -318,7 +318,7 @@ func TestMalformedCommands(t *testing.T) {
 	h3.Del(messages.HeaderAttempt)
 	e.publish(&nats.Msg{Subject: messages.CommandSubject(svc, "m3"), Header: h3})
 	// Addressed to another participant, on this participant's subject.
-	h4 := nats.Header(messages.Command{TxID: "m4", Op: messages.OpPrepare, Participant: "other", Attempt: 1, ReplyTo: e.replyTo}.Header())
+	h4 := nats.Header(messages.Command{TxID: "m4", Op: messages.OpPrepare, Participant: "other", Attempt: 1, ReplyTo: messages.ReplySubject("test", svc)}.Header())
 	e.publish(&nats.Msg{Subject: messages.CommandSubject(svc, "m4"), Header: h4})
 	// Transaction ID that does not match the subject.
 	e.publish(&nats.Msg{Subject: messages.CommandSubject(svc, "m5"), Header: good("m6")})

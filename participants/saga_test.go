@@ -224,7 +224,7 @@ func forEachSagaKind(t *testing.T, f func(t *testing.T, k sagaKind)) {
 
 // sagaCmd is a saga command to svc.
 func sagaCmd(saga string, op messages.Op, step string, attempt int, payload string) messages.Command {
-	c := messages.Command{TxID: saga, Op: op, Participant: svc, Attempt: attempt, ReplyTo: messages.ReplySubject("test"), Step: step}
+	c := messages.Command{TxID: saga, Op: op, Participant: svc, Attempt: attempt, ReplyTo: messages.ReplySubject("test", svc), Step: step}
 	if payload != "" {
 		c.Payload = []byte(payload)
 	}
@@ -453,7 +453,7 @@ func TestSagaCommandOfAKindNotImplemented(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, op := range []messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort} {
-		c := messages.Command{TxID: "x2", Op: op, Participant: svc, Attempt: 1, ReplyTo: messages.ReplySubject("test")}
+		c := messages.Command{TxID: "x2", Op: op, Participant: svc, Attempt: 1, ReplyTo: messages.ReplySubject("test", svc)}
 		a := handle(t, sagaOnly, c)
 		if a.Reply.Result != messages.Failed || a.Reply.Reason != participants.ReasonNoTwoPhaseHandler || a.Settle != participants.SettleTerm {
 			t.Errorf("%s to a saga-only participant: %+v settle %s", op, a.Reply, a.Settle)
@@ -545,7 +545,6 @@ func TestSagaOverTheRuntime(t *testing.T) {
 	e.start(e.nc, cfg)
 	mem.failNext(messages.OpAction, participants.WithCode("busy", errors.New("try later")))
 	c := sagaCmd("rt1", messages.OpAction, "s", 1, "go")
-	c.ReplyTo = e.replyTo
 	e.send(c)
 	if r := e.next(); r.Result != messages.Failed || r.Step != "s" || r.Code != "busy" || r.Reason != "try later" {
 		t.Fatalf("failed action: %+v", r)

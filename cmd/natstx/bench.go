@@ -748,7 +748,7 @@ func measureJetStream(ctx context.Context, nc *nats.Conn, o benchOptions) (jsRat
 		_ = js.DeleteStream(dctx, name)
 	}()
 	payload := make([]byte, o.payloadSize)
-	cmd := messages.Command{Op: messages.OpPrepare, Participant: "bench", Attempt: 1, ReplyTo: messages.ReplySubject("bench"),
+	cmd := messages.Command{Op: messages.OpPrepare, Participant: "bench", Attempt: 1, ReplyTo: messages.ReplySubject("bench", "bench"),
 		Deadline: time.Now().Add(time.Minute), Payload: payload}
 	msgs := make([]*nats.Msg, o.jsMsgs)
 	for i := range msgs {

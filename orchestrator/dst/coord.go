@@ -228,7 +228,8 @@ func (s *sim) pickCoord() *coord {
 // reply carries a participant's reply to the instance its command named, on
 // plain NATS.
 func (s *sim) reply(r messages.Reply, replyTo string) {
-	c := s.coordBy[replyTo]
+	inst, _, _ := messages.ParseReplySubject(replyTo)
+	c := s.coordBy[inst]
 	if c == nil {
 		return
 	}

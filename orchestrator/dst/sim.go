@@ -254,7 +254,7 @@ type sim struct {
 	stream                       *cmdStream
 
 	coords  []*coord
-	coordBy map[string]*coord // by reply subject
+	coordBy map[string]*coord // by instance name
 	parts   []*part
 	partBy  map[string]*part
 	// clients runs the workload's callers; it never pauses or dies.
@@ -340,7 +340,7 @@ func (s *sim) run() {
 	for i := range s.cfg.Coordinators {
 		c := &coord{s: s, name: "c" + strconv.Itoa(i+1)}
 		s.coords = append(s.coords, c)
-		s.coordBy[messages.ReplySubject(c.name)] = c
+		s.coordBy[c.name] = c
 		c.start()
 	}
 	s.s.afterEvent = s.pump

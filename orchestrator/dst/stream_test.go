@@ -21,7 +21,7 @@ func (t *scriptTarget) deliver(m *streamMsg) (participants.Settle, bool) {
 }
 
 func testCommand(attempt int) messages.Command {
-	return messages.Command{TxID: "tx1", Op: messages.OpCommit, Participant: "p1", Attempt: attempt, ReplyTo: messages.ReplySubject("c1")}
+	return messages.Command{TxID: "tx1", Op: messages.OpCommit, Participant: "p1", Attempt: attempt, ReplyTo: messages.ReplySubject("c1", "p1")}
 }
 
 func TestStreamRedeliversUntilAcknowledged(t *testing.T) {

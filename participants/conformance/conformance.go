@@ -83,7 +83,7 @@ func newEnv(t *testing.T) *env {
 	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sub, err := nc.SubscribeSync(messages.ReplySubject("conformance"))
+	sub, err := nc.SubscribeSync(messages.ReplyFilter("conformance"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) cmd(txid string, op messages.Op, attempt int) messages.Command {
-	return messages.Command{TxID: txid, Op: op, Participant: name, Attempt: attempt, ReplyTo: messages.ReplySubject("conformance")}
+	return messages.Command{TxID: txid, Op: op, Participant: name, Attempt: attempt, ReplyTo: messages.ReplySubject("conformance", name)}
 }
 
 func (e *env) publish(subject string, h map[string][]string, body []byte) {

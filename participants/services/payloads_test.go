@@ -46,7 +46,7 @@ func TestRefusalsSayWhatWasWrong(t *testing.T) {
 				continue
 			}
 			// Two-phase commit: prepare votes abort with the reason.
-			cmd := messages.Command{TxID: "tx" + string(rune('a'+i)), Op: messages.OpPrepare, Participant: kind, Attempt: 1, ReplyTo: messages.ReplySubject("t"), Payload: []byte(c.payload)}
+			cmd := messages.Command{TxID: "tx" + string(rune('a'+i)), Op: messages.OpPrepare, Participant: kind, Attempt: 1, ReplyTo: messages.ReplySubject("t", kind), Payload: []byte(c.payload)}
 			var rep messages.Reply
 			p.Handle(cmd.Header(), cmd.Payload, cmd.Subject(), func(a participants.Answer) { rep = a.Reply })
 			if rep.Result != messages.VoteAbort || !strings.Contains(rep.Reason, c.want) {

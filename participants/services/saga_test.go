@@ -28,7 +28,7 @@ func proc(t *testing.T, svc services.Service, faults *services.Faults) *particip
 // run sends one saga command through p and returns its reply.
 func run(t *testing.T, p *participants.Processor, saga string, op messages.Op, step string, attempt int, payload []byte) messages.Reply {
 	t.Helper()
-	c := messages.Command{TxID: saga, Op: op, Participant: p.Name(), Attempt: attempt, ReplyTo: messages.ReplySubject("t"), Step: step, Payload: payload}
+	c := messages.Command{TxID: saga, Op: op, Participant: p.Name(), Attempt: attempt, ReplyTo: messages.ReplySubject("t", p.Name()), Step: step, Payload: payload}
 	var rep messages.Reply
 	p.Handle(c.Header(), c.Payload, c.Subject(), func(a participants.Answer) { rep = a.Reply })
 	return rep

@@ -223,7 +223,7 @@ func TestBehindRuntime(t *testing.T) {
 	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	replyTo := messages.ReplySubject("test")
+	replyTo := messages.ReplySubject("test", "sim")
 	replies, err := nc.SubscribeSync(replyTo)
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +370,7 @@ func TestSagasBehindRuntime(t *testing.T) {
 	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	replyTo := messages.ReplySubject("test")
+	replyTo := messages.ReplySubject("test", "sim")
 	replies, err := nc.SubscribeSync(replyTo)
 	if err != nil {
 		t.Fatal(err)
