@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/participants"
 )
 
@@ -29,7 +30,17 @@ func statusState(v []byte) string {
 	return st.State
 }
 
-func finalStatus(state string) bool { return state == "committed" || state == "aborted" }
+// finalStatus: a transaction's or a saga's status that is final.
+func finalStatus(state string) bool {
+	switch saga.State(state) {
+	case "committed", "aborted", saga.StateCompleted, saga.StateCompensated:
+		return true
+	}
+	return false
+}
+
+// stuckStatus: a saga's status that says it is visibly stuck.
+func stuckStatus(state string) bool { return saga.State(state).Stuck() }
 
 // onRecordWrite checks every write to the decision bucket as it is applied:
 // never a commit record after an abort record of the same transaction, nor
@@ -106,7 +117,7 @@ func (s *sim) onStatusWrite(w kvWrite) {
 		}
 	}
 	s.lastStatus[w.key] = st
-	if finalStatus(st) || st == "" {
+	if finalStatus(st) || stuckStatus(st) || st == "" {
 		delete(s.notFinal, w.key)
 	} else {
 		s.notFinal[w.key] = true

@@ -68,6 +68,7 @@ func (c *coord) start() {
 				Leases:  s.leases.view(c.g, writer),
 				IDs:     s.ids.view(c.g, writer),
 				Status:  s.status.view(c.g, writer),
+				Sagas:   s.sagas.view(c.g, writer),
 			},
 			Commands: s.stream.publisher(c.g, writer),
 			Driver:   c.drv,

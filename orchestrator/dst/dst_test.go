@@ -59,6 +59,11 @@ func TestSimulation(t *testing.T) {
 		total.Committed += r.Committed
 		total.Aborted += r.Aborted
 		total.InDoubt += r.InDoubt
+		total.Sagas += r.Sagas
+		total.SagasCompleted += r.SagasCompleted
+		total.SagasCompensated += r.SagasCompensated
+		total.SagasStuck += r.SagasStuck
+		total.SagasNotStarted += r.SagasNotStarted
 		total.Violations = append(total.Violations, r.Violations...)
 		total.Stats.add(r.Stats)
 		total.SimTime += r.SimTime
@@ -67,9 +72,9 @@ func TestSimulation(t *testing.T) {
 			report(t, r)
 		}
 	}
-	t.Logf("seeds=%d (%d..%d) transactions=%d committed=%d aborted=%d in_doubt=%d violations=%d failed_seeds=%v",
+	t.Logf("seeds=%d (%d..%d) transactions=%d committed=%d aborted=%d in_doubt=%d %s violations=%d failed_seeds=%v",
 		len(results), *flagFirst, *flagFirst+uint64(seeds)-1, total.Transactions, total.Committed, total.Aborted,
-		total.InDoubt, len(total.Violations), failed)
+		total.InDoubt, total.sagaCounts(), len(total.Violations), failed)
 	t.Logf("simulated=%v wall=%v %s", total.SimTime.Round(time.Second), time.Since(start).Round(time.Millisecond), statsLine(total.Stats))
 	if seeds >= 16 {
 		faultsHappened(t, total.Stats)
@@ -88,6 +93,8 @@ func faultsHappened(t *testing.T, st Stats) {
 		"participant crashes": st.PartCrashes, "participant pauses": st.PartPauses, "in-doubt questions": st.InDoubtQueries, "in-doubt answers": st.InDoubtResolved,
 		"recorded aborts": st.RecordedAborts, "recovered commits": st.Recovered, "orphans aborted": st.OrphansAborted,
 		"client aborts": st.ClientAborts, "handler errors": st.HandlerErrors,
+		"saga step retries": st.SagaRetries, "saga compensation retries": st.SagaCompRetries, "stuck saga steps": st.SagaStuckSteps,
+		"saga takeovers": st.SagaTakeovers, "saga aborts": st.SagaAborts, "operator actions": st.OperatorActions,
 	} {
 		if n == 0 {
 			t.Errorf("no %s in the batch", name)
@@ -101,12 +108,14 @@ func statsLine(st Stats) string {
 		"deliveries=%d redeliveries=%d expired_commands=%d dropped=%d duplicated=%d delayed=%d "+
 		"coordinator_crashes=%d pauses=%d pauses_past_lease=%d pauses_past_retention=%d participant_crashes=%d participant_pauses=%d "+
 		"in_doubt_queries=%d in_doubt_answers=%d recorded_aborts=%d commits_refused=%d recovered=%d orphans_aborted=%d "+
-		"client_aborts=%d begin_retries=%d begins_refused=%d rejected=%d handler_errors=%d status_regressions=%d lease_lapses=%d",
+		"client_aborts=%d begin_retries=%d begins_refused=%d rejected=%d handler_errors=%d status_regressions=%d lease_lapses=%d "+
+		"saga_retries=%d saga_comp_retries=%d saga_stuck_steps=%d saga_takeovers=%d saga_aborts=%d operator_actions=%d",
 		st.Events, st.StoreOps, st.StoreErrors, st.StoreLostAnswers, st.StoreLate, st.PublishesLost, st.DuplicateMsgIDs,
 		st.Delivered, st.Redelivered, st.ExpiredCommands, st.Dropped, st.Duplicated, st.Delayed,
 		st.CoordCrashes, st.CoordPauses, st.PausesPastLease, st.PausesPastRetain, st.PartCrashes, st.PartPauses,
 		st.InDoubtQueries, st.InDoubtResolved, st.RecordedAborts, st.CommitsRefused, st.Recovered, st.OrphansAborted,
-		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.Rejected, st.HandlerErrors, st.StatusRegressions, st.LeaseLapses)
+		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.Rejected, st.HandlerErrors, st.StatusRegressions, st.LeaseLapses,
+		st.SagaRetries, st.SagaCompRetries, st.SagaStuckSteps, st.SagaTakeovers, st.SagaAborts, st.OperatorActions)
 }
 
 // report fails t with a run's violations, its seed and how to replay it.
@@ -195,13 +204,15 @@ func TestSameSeedSameTrace(t *testing.T) {
 	}
 }
 
-// TestNoFaults: without faults, no-votes or client aborts, every
-// transaction commits, and the counts add up; with every vote no, none
-// does.
+// TestNoFaults: without faults, no-votes, client aborts or failing saga
+// steps, every transaction commits and every saga completes, and the counts
+// add up; with every vote no, no transaction commits; with every saga
+// action refused, every saga is compensated.
 func TestNoFaults(t *testing.T) {
 	for _, coords := range []int{1, 3} {
 		r := Run(Config{Seed: 7, Transactions: 100, Coordinators: coords, Faults: &Faults{}})
-		if r.Failed() || r.Transactions != 100 || r.Committed != 100 || r.Aborted != 0 || r.InDoubt != 0 {
+		if r.Failed() || r.Transactions != 100 || r.Committed != 100 || r.Aborted != 0 || r.InDoubt != 0 ||
+			r.Sagas != 25 || r.SagasCompleted != 25 {
 			t.Fatalf("%d coordinators: %s %q", coords, r.Summary(), r.Violations)
 		}
 		if st := r.Stats; st.CoordCrashes+st.PartCrashes+st.Dropped+st.InDoubtQueries+st.CoordPauses > 0 {
@@ -211,5 +222,12 @@ func TestNoFaults(t *testing.T) {
 	r := Run(Config{Seed: 7, Transactions: 100, Faults: &Faults{VoteNo: 1}})
 	if r.Failed() || r.Committed != 0 || r.Aborted != 100 {
 		t.Fatalf("all votes no: %s %q", r.Summary(), r.Violations)
+	}
+	r = Run(Config{Seed: 7, Transactions: 20, Sagas: 50, Faults: &Faults{SagaRefuse: 1}})
+	if r.Failed() || r.Sagas != 50 || r.SagasCompensated+r.SagasCompleted != 50 || r.SagasCompensated == 0 || r.SagasStuck+r.SagasNotStarted != 0 {
+		t.Fatalf("every saga action before a pivot refused: %s %q", r.Summary(), r.Violations)
+	}
+	if r.Stats.SagaRetries+r.Stats.SagaCompRetries+r.Stats.SagaStuckSteps+r.Stats.OperatorActions > 0 {
+		t.Fatalf("saga retries or stuck steps in a run where no step fails for now: %s", statsLine(r.Stats))
 	}
 }

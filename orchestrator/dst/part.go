@@ -51,11 +51,13 @@ func (p *part) openDB() {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	if _, err := db.Exec(`CREATE TABLE ledger (txid TEXT PRIMARY KEY, state TEXT NOT NULL)`); err != nil {
-		panic(fmt.Sprintf("dst: creating %s's ledger: %v", p.name, err))
+	for _, ddl := range []string{`CREATE TABLE ledger (txid TEXT PRIMARY KEY, state TEXT NOT NULL)`, sagaLedgerTable} {
+		if _, err := db.Exec(ddl); err != nil {
+			panic(fmt.Sprintf("dst: creating %s's ledgers: %v", p.name, err))
+		}
 	}
 	p.db = db
-	if p.check, err = participants.NewBarrier(p.s.ctx, participants.BarrierConfig{DB: db, Handler: ledger{p}}); err != nil {
+	if p.check, err = participants.NewBarrier(p.s.ctx, participants.BarrierConfig{DB: db, Handler: ledger{p}, SagaHandler: sagaLedger{p}}); err != nil {
 		panic(fmt.Sprintf("dst: %s's barrier: %v", p.name, err))
 	}
 }
@@ -67,7 +69,7 @@ func (p *part) start() {
 	p.inc++
 	p.g = s.s.newGate(p.name)
 	p.drv = &driver{g: p.g}
-	b, err := participants.NewBarrier(s.ctx, participants.BarrierConfig{DB: p.db, Handler: ledger{p}})
+	b, err := participants.NewBarrier(s.ctx, participants.BarrierConfig{DB: p.db, Handler: ledger{p}, SagaHandler: sagaLedger{p}})
 	if err == nil {
 		p.proc, err = participants.NewProcessor(participants.Config{
 			Name: p.name, Barrier: b, Now: p.drv.Now, InDoubtAfter: inDoubtAfter,
@@ -171,10 +173,19 @@ func (p *part) handle(m *streamMsg) (participants.Answer, bool) {
 	s := p.s
 	var a participants.Answer
 	answered := false
-	p.proc.Handle(m.header, m.cmd.Payload, m.cmd.Subject(), func(ans participants.Answer) { a, answered = ans, true })
+	if s.cfg.plant == plantBlindCompensation && m.cmd.Op == messages.OpCompensate {
+		a, answered = p.blindCompensation(m), true
+	} else {
+		p.proc.Handle(m.header, m.cmd.Payload, m.cmd.Subject(), func(ans participants.Answer) { a, answered = ans, true })
+	}
 	if !answered {
 		s.violate("%s: Handle did not answer %s", p.name, m)
 		return a, false
+	}
+	if key := sagaKey(m.cmd.TxID, m.cmd.Step); m.cmd.Op == messages.OpCompensate && a.Reply.Result == messages.Ack {
+		if _, ok := s.compAcked[key]; !ok {
+			s.compAcked[key] = s.s.now
+		}
 	}
 	s.tracef("deliver %s -> %s %s settle=%s", m, a.Reply.Result, a.Reply.Reason, a.Settle)
 	if a.Reply.Result == messages.Failed && a.Settle == participants.SettleTerm {

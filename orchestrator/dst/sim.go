@@ -20,6 +20,9 @@ type Config struct {
 	Seed uint64
 	// Transactions is how many transactions the workload begins. Default 200.
 	Transactions int
+	// Sagas is how many sagas the workload begins among the transactions.
+	// Default: a quarter of Transactions; negative: none.
+	Sagas int
 	// Coordinators is the number of coordinator instances. Default: 1 to 3,
 	// from the seed.
 	Coordinators int
@@ -53,6 +56,10 @@ const (
 	// plantBlindCreate: the decision bucket's Create writes even over a live
 	// entry (no compare-and-set), so a commit can be recorded over an abort.
 	plantBlindCreate
+	// plantBlindCompensation: a participant runs a saga compensation itself,
+	// without its barrier, and answers it done, so a late action is still
+	// done after it.
+	plantBlindCompensation
 )
 
 // Faults are the probabilities of each fault, each in [0, 1].
@@ -110,12 +117,22 @@ type Faults struct {
 	// instead of 0.3 to 2 (workload: what a participant restarting while
 	// prepared must not abort).
 	LongTimeout float64
+	// SagaRefuse: a saga step's action before the pivot is refused for good
+	// (workload).
+	SagaRefuse float64
+	// SagaFail: a saga step's action fails for now one to a few times (or
+	// with a non-retryable code), or its compensation fails a few times, or
+	// long enough to be stuck before it recovers (workload).
+	SagaFail float64
+	// SagaBroken: a saga step's compensation fails until an operator acts
+	// (workload).
+	SagaBroken float64
 }
 
 func (f Faults) String() string {
-	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f",
+	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f sagarefuse=%.3f sagafail=%.3f sagabroken=%.3f",
 		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.PauseCoordinator, f.CrashParticipant, f.PauseParticipant,
-		f.StoreError, f.LateStore, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout)
+		f.StoreError, f.LateStore, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout, f.SagaRefuse, f.SagaFail, f.SagaBroken)
 }
 
 // drawFaults picks fault probabilities from the seed: each fault is off in
@@ -133,6 +150,7 @@ func drawFaults(rng *rand.Rand) Faults {
 		StoreError: p(0.1), LateStore: p(0.02), HandlerError: p(0.1),
 		VoteNo: p(0.15), ClientAbort: p(0.1), LongTimeout: p(0.3),
 		PauseParticipant: p(0.01),
+		SagaRefuse:       p(0.1), SagaFail: p(0.3), SagaBroken: p(0.1),
 	}
 }
 
@@ -182,6 +200,12 @@ type Stats struct {
 	HandlerErrors     int
 	StatusRegressions int // a final status overwritten by a state that is not final
 	LeaseLapses       int // ticks at which a running instance had no live lease
+	SagaRetries       int // saga action attempts after the first (from the records)
+	SagaCompRetries   int // saga compensation attempts after the first
+	SagaStuckSteps    int // steps a record newly marked stuck
+	SagaTakeovers     int // saga records whose owner changed (another instance took them over)
+	SagaAborts        int // saga aborts of clients the engine accepted
+	OperatorActions   int // operator actions (retry now, resolve by hand) the engine accepted
 }
 
 func (s *Stats) add(o Stats) {
@@ -206,6 +230,12 @@ func (s *Stats) add(o Stats) {
 	s.HandlerErrors += o.HandlerErrors
 	s.StatusRegressions += o.StatusRegressions
 	s.LeaseLapses += o.LeaseLapses
+	s.SagaRetries += o.SagaRetries
+	s.SagaCompRetries += o.SagaCompRetries
+	s.SagaStuckSteps += o.SagaStuckSteps
+	s.SagaTakeovers += o.SagaTakeovers
+	s.SagaAborts += o.SagaAborts
+	s.OperatorActions += o.OperatorActions
 }
 
 // Result is what a run found.
@@ -218,6 +248,11 @@ type Result struct {
 	// participant, Aborted at none; InDoubt are left prepared somewhere or
 	// with a status that is not final.
 	Transactions, Committed, Aborted, InDoubt int
+	// Sagas in the workload; each ended completed, compensated, visibly
+	// stuck (compensation-stuck, or forward-stuck past its pivot), or never
+	// started (no record was ever written: its begin was lost with its
+	// coordinator, or refused).
+	Sagas, SagasCompleted, SagasCompensated, SagasStuck, SagasNotStarted int
 	// Violations describe each broken guarantee; empty when the run passed.
 	Violations []string
 	// SimTime is the simulated time the run took, HealedAt when its faults
@@ -240,8 +275,14 @@ func ReplayCommand(seed uint64, transactions int) string {
 
 // Summary is one line with the run's figures.
 func (r Result) Summary() string {
-	return fmt.Sprintf("seed=%d coordinators=%d participants=%d transactions=%d committed=%d aborted=%d in_doubt=%d violations=%d simtime=%v events=%d [%s]",
-		r.Seed, r.Coordinators, r.Participants, r.Transactions, r.Committed, r.Aborted, r.InDoubt, len(r.Violations), r.SimTime, r.Stats.Events, r.Faults)
+	return fmt.Sprintf("seed=%d coordinators=%d participants=%d transactions=%d committed=%d aborted=%d in_doubt=%d %s violations=%d simtime=%v events=%d [%s]",
+		r.Seed, r.Coordinators, r.Participants, r.Transactions, r.Committed, r.Aborted, r.InDoubt, r.sagaCounts(), len(r.Violations), r.SimTime, r.Stats.Events, r.Faults)
+}
+
+// sagaCounts is the sagas' figures.
+func (r Result) sagaCounts() string {
+	return fmt.Sprintf("sagas=%d completed=%d compensated=%d stuck=%d not_started=%d",
+		r.Sagas, r.SagasCompleted, r.SagasCompensated, r.SagasStuck, r.SagasNotStarted)
 }
 
 // sim is one run's world.
@@ -250,8 +291,8 @@ type sim struct {
 	cfg Config
 	st  Stats
 
-	records, leases, ids, status *kvBucket
-	stream                       *cmdStream
+	records, leases, ids, status, sagas *kvBucket
+	stream                              *cmdStream
 
 	coords  []*coord
 	coordBy map[string]*coord // by instance name
@@ -261,9 +302,17 @@ type sim struct {
 	clients *gate
 	cdrv    *driver
 
-	work    []*workTx
-	workBy  map[string]*workTx
-	pending int // client calls not finished
+	work   []*workTx
+	workBy map[string]*workTx
+	// sagaList and sagaBy are the saga workload.
+	sagaList []*workSaga
+	sagaBy   map[string]*workSaga
+	// sagaActionCalls and sagaCompCalls count the calls of each (saga,
+	// step)'s action and compensation handlers; compAcked is when a
+	// participant first answered a step's compensation done.
+	sagaActionCalls, sagaCompCalls map[string]int
+	compAcked                      map[string]time.Duration
+	pending                        int // client calls not finished
 
 	// everCommit and everAbort: a commit or an abort record was written for
 	// the transaction (from the record bucket's writes, as they happen).
@@ -286,10 +335,18 @@ type sim struct {
 }
 
 // Run simulates one seed and checks the guarantees.
-func Run(cfg Config) Result {
+func Run(cfg Config) Result { return runSim(cfg).result() }
+
+// runSim simulates one seed, checks the guarantees, and returns the world
+// as the run left it.
+func runSim(cfg Config) *sim {
 	if cfg.Transactions <= 0 {
 		cfg.Transactions = 200
 	}
+	if cfg.Sagas == 0 {
+		cfg.Sagas = cfg.Transactions / 4
+	}
+	cfg.Sagas = max(cfg.Sagas, 0)
 	if cfg.HealLimit <= 0 {
 		cfg.HealLimit = 10 * time.Minute
 	}
@@ -308,19 +365,20 @@ func Run(cfg Config) Result {
 	s := &sim{
 		env: newEnv(cfg.Seed, f, cfg.Trace), cfg: cfg,
 		coordBy: map[string]*coord{}, partBy: map[string]*part{}, workBy: map[string]*workTx{},
+		sagaBy: map[string]*workSaga{}, sagaActionCalls: map[string]int{}, sagaCompCalls: map[string]int{}, compAcked: map[string]time.Duration{},
 		everCommit: map[string]bool{}, everAbort: map[string]bool{}, lastStatus: map[string]string{}, notFinal: map[string]bool{}, committing: map[string]bool{},
 		leaseLast: map[string]time.Duration{}, leaseLapseEnd: map[string]time.Duration{},
 		ctx: context.Background(),
 	}
 	s.run()
-	return s.result()
+	return s
 }
 
 // run plays the workload, stops the faults, runs to quiescence, checks,
 // and ends every task.
 func (s *sim) run() {
-	s.tracef("run seed=%d coordinators=%d participants=%d transactions=%d faults=[%s]",
-		s.cfg.Seed, s.cfg.Coordinators, s.cfg.Participants, s.cfg.Transactions, s.f)
+	s.tracef("run seed=%d coordinators=%d participants=%d transactions=%d sagas=%d faults=[%s]",
+		s.cfg.Seed, s.cfg.Coordinators, s.cfg.Participants, s.cfg.Transactions, s.cfg.Sagas, s.f)
 	s.records = newBucket(s.env, orchestrator.RecordBucket, 0)
 	s.records.watch = s.onRecordWrite
 	s.records.blindCreate = s.cfg.plant == plantBlindCreate
@@ -329,6 +387,8 @@ func (s *sim) run() {
 	s.ids = newBucket(s.env, "natstx_ids", 0)
 	s.status = newBucket(s.env, messages.StatusBucket, retention)
 	s.status.watch = s.onStatusWrite
+	s.sagas = newBucket(s.env, orchestrator.SagaBucket, 0)
+	s.sagas.watch = s.onSagaWrite
 	s.stream = newStream(s.env, streamMaxAge)
 	s.clients = s.s.newGate("client")
 	s.cdrv = &driver{g: s.clients}
@@ -346,11 +406,13 @@ func (s *sim) run() {
 	s.s.afterEvent = s.pump
 	s.plan()
 	s.s.at(chaosTick, s.chaos)
+	s.s.at(operatorEvery, s.operate)
 	s.s.runUntil(func() bool { return s.quiescent || s.timedOut }, maxEvents)
 	if !s.quiescent && !s.timedOut {
 		s.violate("the run did not reach quiescence within %d events: %s statuses_not_final=%d", maxEvents, s.busyReport(true), s.statusesNotFinal())
 	}
 	s.tracef("end quiescent=%v", s.quiescent)
+	s.checkSagas()
 	s.check()
 	s.teardown()
 }
@@ -410,12 +472,15 @@ func (s *sim) heal() {
 
 // checkQuiescence ends the run once nothing is left to do, or once the heal
 // limit passed. Statuses get statusGrace after everything else is quiet to
-// become final; the checker reports those that did not.
+// become final, and stuck sagas as long to recover (or be resolved by the
+// operator); the checker reports the statuses that did not, and counts the
+// sagas still stuck.
 func (s *sim) checkQuiescence() {
 	busy := s.busyReport(false)
 	notFinal := s.statusesNotFinal()
+	stuck, _ := s.stuckSagas()
 	switch {
-	case busy == "" && notFinal == 0:
+	case busy == "" && notFinal == 0 && len(stuck) == 0:
 		s.quiescent = true
 		return
 	case busy == "":
@@ -423,7 +488,7 @@ func (s *sim) checkQuiescence() {
 			s.quietSince = s.s.now
 		}
 		if s.s.now-s.quietSince > statusGrace {
-			s.tracef("%d statuses still not final %v after everything else was quiet", notFinal, statusGrace)
+			s.tracef("%d statuses still not final and %d sagas still stuck %v after everything else was quiet", notFinal, len(stuck), statusGrace)
 			s.quiescent = true
 			return
 		}
@@ -439,9 +504,11 @@ func (s *sim) checkQuiescence() {
 }
 
 // busyReport says what is still going on, empty when quiescent: no client
-// call pending, every instance running with no transaction in flight, no
-// command unacknowledged, no commit record still committing, no participant
-// prepared. Unless full, it stops at the first thing found.
+// call pending, every instance running with no transaction or saga in
+// flight but the stuck sagas it owns, no command unacknowledged but those of
+// stuck sagas, no saga neither final nor stuck, no commit record still
+// committing, no participant prepared. Unless full, it stops at the first
+// thing found.
 func (s *sim) busyReport(full bool) string {
 	var busy []string
 	add := func(format string, args ...any) bool {
@@ -451,16 +518,20 @@ func (s *sim) busyReport(full bool) string {
 	if s.pending > 0 && add("client_calls=%d", s.pending) {
 		return busy[0]
 	}
+	stuck, owned := s.stuckSagas()
 	for _, c := range s.coords {
 		if c.eng == nil || !c.started || c.g.state != gateRunning {
 			if add("%s=not_running", c.name) {
 				return busy[0]
 			}
-		} else if n := c.eng.Stats().InFlight; n > 0 && add("%s_in_flight=%d", c.name, n) {
+		} else if n := c.eng.Stats().InFlight; n != int64(owned[c.name]) && add("%s_in_flight=%d(stuck_sagas=%d)", c.name, n, owned[c.name]) {
 			return busy[0]
 		}
 	}
-	if s.stream.unacked > 0 && add("unacked_commands=%d", s.stream.unacked) {
+	if n := s.stream.unackedBut(stuck); n > 0 && add("unacked_commands=%d", n) {
+		return busy[0]
+	}
+	if n := s.sagasBusy(); n > 0 && add("sagas_going=%d", n) {
 		return busy[0]
 	}
 	if n := len(s.committing); n > 0 && add("commit_records=%d", n) {
@@ -515,6 +586,19 @@ func (s *sim) result() Result {
 	r.Stats.counters = s.n
 	r.Stats.Events = s.s.events
 	r.Transactions = len(s.work)
+	r.Sagas = len(s.sagaList)
+	for _, w := range s.sagaList {
+		switch w.outcome {
+		case sagaCompleted:
+			r.SagasCompleted++
+		case sagaCompensated:
+			r.SagasCompensated++
+		case sagaStuck:
+			r.SagasStuck++
+		case sagaNotStarted:
+			r.SagasNotStarted++
+		}
+	}
 	for _, w := range s.work {
 		switch w.outcome {
 		case outcomeCommitted:

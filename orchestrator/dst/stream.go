@@ -36,6 +36,9 @@ type streamMsg struct {
 }
 
 func (m *streamMsg) String() string {
+	if m.cmd.Step != "" {
+		return fmt.Sprintf("%s %s->%s %s:%s#%d msg=%d", m.cmd.TxID, m.cmd.ReplyTo, m.cmd.Participant, m.cmd.Op, m.cmd.Step, m.cmd.Attempt, m.seq)
+	}
 	return fmt.Sprintf("%s %s->%s %s#%d msg=%d", m.cmd.TxID, m.cmd.ReplyTo, m.cmd.Participant, m.cmd.Op, m.cmd.Attempt, m.seq)
 }
 
@@ -56,8 +59,9 @@ type cmdStream struct {
 	seenQ   []seenID                 // the same, oldest first, for pruning
 	targets map[string]cmdTarget
 	// unacked counts stored commands neither acknowledged, terminated nor
-	// expired.
-	unacked int
+	// expired; unackedBy the same per transaction or saga ID.
+	unacked   int
+	unackedBy map[string]int
 }
 
 type seenID struct {
@@ -66,7 +70,26 @@ type seenID struct {
 }
 
 func newStream(e *env, maxAge time.Duration) *cmdStream {
-	return &cmdStream{e: e, maxAge: maxAge, seen: map[string]time.Duration{}, targets: map[string]cmdTarget{}}
+	return &cmdStream{e: e, maxAge: maxAge, seen: map[string]time.Duration{}, targets: map[string]cmdTarget{}, unackedBy: map[string]int{}}
+}
+
+// settled counts m as neither acknowledged, terminated nor expired any more.
+func (st *cmdStream) settled(m *streamMsg) {
+	m.done = true
+	st.unacked--
+	if st.unackedBy[m.cmd.TxID]--; st.unackedBy[m.cmd.TxID] <= 0 {
+		delete(st.unackedBy, m.cmd.TxID)
+	}
+}
+
+// unackedBut counts the unacknowledged commands but those of the IDs in
+// except.
+func (st *cmdStream) unackedBut(except map[string]bool) int {
+	n := st.unacked
+	for id := range except {
+		n -= st.unackedBy[id]
+	}
+	return n
 }
 
 // consume attaches participant name's consumer to t.
@@ -134,6 +157,7 @@ func (st *cmdStream) store(cmd messages.Command, hdr map[string][]string) {
 	st.seq++
 	m := &streamMsg{seq: st.seq, cmd: cmd, header: hdr, storedAt: now}
 	st.unacked++
+	st.unackedBy[cmd.TxID]++
 	e.tracef("stored %s", m)
 	e.s.at(e.latency(), func() { st.deliver(m) })
 }
@@ -145,8 +169,7 @@ func (st *cmdStream) deliver(m *streamMsg) {
 	}
 	e := st.e
 	if st.maxAge > 0 && e.s.now-m.storedAt >= st.maxAge {
-		m.done = true
-		st.unacked--
+		st.settled(m)
 		e.n.ExpiredCommands++
 		e.tracef("expired %s (MaxAge)", m)
 		return
@@ -178,7 +201,6 @@ func (st *cmdStream) deliver(m *streamMsg) {
 			redeliver(ackWait)
 			return
 		}
-		m.done = true
-		st.unacked--
+		st.settled(m)
 	}
 }

@@ -70,6 +70,7 @@ func (s *sim) plan() {
 			s.s.at(at+s.between(0, w.timeout*3/2), func() { s.clientAbort(w) })
 		}
 	}
+	s.planSagas(at)
 	s.s.at(at+healAfter, s.heal)
 }
 
