@@ -393,15 +393,33 @@ func (s *shard) sagaApply(id string, en *sagaEntry, rd saga.Ready) {
 
 // persistSaga writes a saga's record by compare-and-set on the key's
 // revision (a create for its first), retrying failures until it is written,
-// found written by another instance, or the engine stops.
+// found written by another instance, found gone, or the engine stops.
+//
+// Only a final record expires (with the retention), so a record found gone
+// was finished by another instance that took the saga over: the write is
+// lost. For the same reason the first record is not created once the
+// retention has passed since the saga started (the process was paused, or
+// the store unavailable, that long): an earlier attempt whose answer was
+// lost may have got in, been taken over and finished, and expired since,
+// and a create now would run the saga again from its start. If such an
+// attempt got in and the saga is not finished, the recovery loop drives
+// its record.
 func (s *shard) persistSaga(id string, doc sagaDoc, rev uint64) {
 	data, err := json.Marshal(doc)
 	if err != nil {
 		s.e.log.Error("a saga record cannot be encoded", zap.String("saga", id), zap.Error(err))
 		return
 	}
+	lost := func(why string) {
+		s.e.log.Warn("a saga record is not written: "+why, zap.String("saga", id), zap.Uint64("revision", doc.Record.Revision))
+		s.post(sagaPersistedEvent{id: id, lost: true})
+	}
 	wait := 50 * time.Millisecond
 	for !s.e.halted.Load() {
+		if rev == 0 && s.e.now().Sub(doc.Record.StartedAt) > s.e.cfg.Retention {
+			lost("its first record was not written within the retention of its start")
+			return
+		}
 		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
 		var newRev uint64
 		if rev == 0 {
@@ -421,6 +439,10 @@ func (s *shard) persistSaga(id string, doc sagaDoc, rev uint64) {
 					s.post(sagaPersistedEvent{id: id, lost: true})
 					return
 				}
+			} else if errors.Is(err, ErrNoEntry) {
+				cancel()
+				lost("the record is gone: another instance finished the saga and its final record expired")
+				return
 			}
 		}
 		cancel()
