@@ -42,6 +42,16 @@ func finalStatus(state string) bool {
 // stuckStatus: a saga's status that says it is visibly stuck.
 func stuckStatus(state string) bool { return saga.State(state).Stuck() }
 
+// settledStatus: a status that needs no more convergence: final, or a
+// saga's stuck status while its latest record is stuck too.
+func (s *sim) settledStatus(id, state string) bool {
+	if finalStatus(state) || state == "" {
+		return true
+	}
+	w := s.sagaBy[id]
+	return stuckStatus(state) && w != nil && w.rec() != nil && w.rec().State == saga.State(state)
+}
+
 // onRecordWrite checks every write to the decision bucket as it is applied:
 // never a commit record after an abort record of the same transaction, nor
 // an abort record after a commit record (in any order, at any distance in
@@ -117,7 +127,7 @@ func (s *sim) onStatusWrite(w kvWrite) {
 		}
 	}
 	s.lastStatus[w.key] = st
-	if finalStatus(st) || stuckStatus(st) || st == "" {
+	if finalStatus(st) || st == "" {
 		delete(s.notFinal, w.key)
 	} else {
 		s.notFinal[w.key] = true

@@ -109,13 +109,13 @@ func statsLine(st Stats) string {
 		"coordinator_crashes=%d pauses=%d pauses_past_lease=%d pauses_past_retention=%d participant_crashes=%d participant_pauses=%d "+
 		"in_doubt_queries=%d in_doubt_answers=%d recorded_aborts=%d commits_refused=%d recovered=%d orphans_aborted=%d "+
 		"client_aborts=%d begin_retries=%d begins_refused=%d rejected=%d handler_errors=%d status_regressions=%d lease_lapses=%d "+
-		"saga_retries=%d saga_comp_retries=%d saga_stuck_steps=%d saga_takeovers=%d saga_aborts=%d operator_actions=%d",
+		"saga_retries=%d saga_comp_retries=%d saga_stuck_steps=%d saga_takeovers=%d saga_aborts=%d operator_actions=%d saga_stale_statuses=%d",
 		st.Events, st.StoreOps, st.StoreErrors, st.StoreLostAnswers, st.StoreLate, st.PublishesLost, st.DuplicateMsgIDs,
 		st.Delivered, st.Redelivered, st.ExpiredCommands, st.Dropped, st.Duplicated, st.Delayed,
 		st.CoordCrashes, st.CoordPauses, st.PausesPastLease, st.PausesPastRetain, st.PartCrashes, st.PartPauses,
 		st.InDoubtQueries, st.InDoubtResolved, st.RecordedAborts, st.CommitsRefused, st.Recovered, st.OrphansAborted,
 		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.Rejected, st.HandlerErrors, st.StatusRegressions, st.LeaseLapses,
-		st.SagaRetries, st.SagaCompRetries, st.SagaStuckSteps, st.SagaTakeovers, st.SagaAborts, st.OperatorActions)
+		st.SagaRetries, st.SagaCompRetries, st.SagaStuckSteps, st.SagaTakeovers, st.SagaAborts, st.OperatorActions, st.SagaStaleStatuses)
 }
 
 // report fails t with a run's violations, its seed and how to replay it.

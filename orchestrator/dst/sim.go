@@ -206,6 +206,7 @@ type Stats struct {
 	SagaTakeovers     int // saga records whose owner changed (another instance took them over)
 	SagaAborts        int // saga aborts of clients the engine accepted
 	OperatorActions   int // operator actions (retry now, resolve by hand) the engine accepted
+	SagaStaleStatuses int // saga statuses left contradicting a final record that expired (see checkSagas)
 }
 
 func (s *Stats) add(o Stats) {
@@ -236,6 +237,7 @@ func (s *Stats) add(o Stats) {
 	s.SagaTakeovers += o.SagaTakeovers
 	s.SagaAborts += o.SagaAborts
 	s.OperatorActions += o.OperatorActions
+	s.SagaStaleStatuses += o.SagaStaleStatuses
 }
 
 // Result is what a run found.
@@ -545,14 +547,20 @@ func (s *sim) busyReport(full bool) string {
 	return joinNames(busy)
 }
 
-// statusesNotFinal counts the live statuses that are not final.
+// statusesNotFinal counts the live statuses that are not final (a saga's
+// stuck status is, while its record is stuck too).
 func (s *sim) statusesNotFinal() int {
+	n := 0
 	for _, id := range sortedKeys(s.notFinal) {
-		if s.status.live(id) == nil {
+		en := s.status.live(id)
+		switch {
+		case en == nil:
 			delete(s.notFinal, id)
+		case !s.settledStatus(id, statusState(en.value)):
+			n++
 		}
 	}
-	return len(s.notFinal)
+	return n
 }
 
 // teardown ends every process and waits, bounded, for every task to end.
