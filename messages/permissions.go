@@ -1,0 +1,151 @@
+package messages
+
+// NATS subject permissions of natstx's identities. A secure deployment puts
+// every natstx identity in one NATS account with JetStream enabled and gives
+// each user the permissions its role returns here; `natstx auth init` renders
+// them into user JWTs. docs/SECURITY.md explains each entry.
+//
+// Everything not allowed is denied: the Deny lists only restate, for the
+// reader and as a second line of defence, what a role must never do.
+
+// Role is the kind of a natstx identity.
+type Role string
+
+// The roles of natstx identities.
+const (
+	// RoleCoordinator runs `natstx server`: it declares the stream and
+	// buckets, publishes commands and writes every bucket.
+	RoleCoordinator Role = "coordinator"
+	// RoleOperator runs the CLI's client commands (tx begin, status, list,
+	// watch, abort, saga actions, audit): it uses the coordinator API and
+	// reads the status bucket.
+	RoleOperator Role = "operator"
+	// RoleParticipant is one participant name: it reads its own commands and
+	// replies as itself.
+	RoleParticipant Role = "participant"
+)
+
+// InboxRoot starts the reply inboxes of every identity but the coordinator's.
+// Each identity gets its own prefix under it (OperatorInbox,
+// ParticipantInbox) and may subscribe only there, so that no identity reads
+// another's replies (the replies to a participant's pull requests are its
+// commands). A client sets its prefix with nats.CustomInboxPrefix.
+const InboxRoot = "_INBOX_natstx"
+
+// OperatorInbox is the inbox prefix of the operator identity.
+func OperatorInbox() string { return InboxRoot + ".operator" }
+
+// ParticipantInbox is the inbox prefix of participant name.
+func ParticipantInbox(name string) string { return InboxRoot + ".participant." + name }
+
+// Permissions are the subjects one identity may publish and subscribe to.
+type Permissions struct {
+	// PublishAllow and SubscribeAllow are the only subjects allowed.
+	PublishAllow, SubscribeAllow []string
+	// PublishDeny and SubscribeDeny are denied even where an allow matches.
+	PublishDeny, SubscribeDeny []string
+	// AllowResponses lets the identity publish one reply to the reply
+	// subject of each request it received, whatever that subject is.
+	AllowResponses bool
+}
+
+// The JetStream API and its subjects, as the permissions name them.
+const (
+	jsAPI = "$JS.API"
+	jsAck = "$JS.ACK"
+	jsFC  = "$JS.FC"
+	kvPfx = "$KV"
+)
+
+// StatusStream is the JetStream stream behind StatusBucket.
+const StatusStream = "KV_" + StatusBucket
+
+// PermissionsFor returns the permissions of role; name is the participant's
+// name for RoleParticipant and ignored otherwise. It returns false for an
+// unknown role or an invalid participant name.
+func PermissionsFor(role Role, name string) (Permissions, bool) {
+	switch role {
+	case RoleCoordinator:
+		return CoordinatorPermissions(), true
+	case RoleOperator:
+		return OperatorPermissions(), true
+	case RoleParticipant:
+		if ValidateName("participant name", name) != nil {
+			return Permissions{}, false
+		}
+		return ParticipantPermissions(name), true
+	}
+	return Permissions{}, false
+}
+
+// CoordinatorPermissions are the coordinator's: everything natstx does in
+// its account. It declares and writes the stream and buckets, publishes
+// commands, serves the API, receives every reply, and answers requests
+// (whose inboxes it may publish to).
+func CoordinatorPermissions() Permissions {
+	return Permissions{
+		PublishAllow: []string{
+			"natstx.>",
+			jsAPI + ".>", jsAck + ".>", jsFC + ".>",
+			kvPfx + ".>",
+			"_INBOX.>", InboxRoot + ".>",
+		},
+		SubscribeAllow: []string{"natstx.>", "_INBOX.>", InboxRoot + ".>"},
+	}
+}
+
+// OperatorPermissions are the operator's: the coordinator API (begin,
+// abort, status, saga actions), audits of participants, and reading the
+// status bucket (a key, a watch). It publishes no command, no reply, and
+// no bucket write, and reads neither the command stream nor the other
+// buckets.
+func OperatorPermissions() Permissions {
+	s := StatusStream
+	return Permissions{
+		PublishAllow: []string{
+			"natstx.api.v1.>",
+			"natstx.audit.*",
+			jsAPI + ".INFO",
+			jsAPI + ".STREAM.INFO." + s,
+			jsAPI + ".STREAM.MSG.GET." + s,
+			jsAPI + ".DIRECT.GET." + s,
+			jsAPI + ".DIRECT.GET." + s + ".>",
+			jsAPI + ".CONSUMER.CREATE." + s + ".>",
+			jsAPI + ".CONSUMER.INFO." + s + ".*",
+			jsAPI + ".CONSUMER.DELETE." + s + ".*",
+			jsAPI + ".CONSUMER.MSG.NEXT." + s + ".*",
+			jsAck + "." + s + ".>",
+			jsFC + "." + s + ".>",
+		},
+		PublishDeny: []string{
+			CommandPrefix + ".>", ReplyPrefix + ".>", kvPfx + ".>",
+		},
+		SubscribeAllow: []string{OperatorInbox() + ".>"},
+		SubscribeDeny:  []string{CommandPrefix + ".>", ReplyPrefix + ".>"},
+	}
+}
+
+// ParticipantPermissions are participant name's: create (or update) and
+// read only its own durable consumer, whose filter is its own commands;
+// acknowledge them; reply on its own reply subject; ask the coordinators
+// about a transaction in doubt; and answer audits addressed to it.
+func ParticipantPermissions(name string) Permissions {
+	cons := ConsumerName(name)
+	return Permissions{
+		PublishAllow: []string{
+			ReplyPrefix + ".*." + name,
+			APIOutcome,
+			jsAPI + ".STREAM.INFO." + CommandStream,
+			jsAPI + ".CONSUMER.CREATE." + CommandStream + "." + cons + "." + ParticipantFilter(name),
+			jsAPI + ".CONSUMER.INFO." + CommandStream + "." + cons,
+			jsAPI + ".CONSUMER.MSG.NEXT." + CommandStream + "." + cons,
+			jsAck + "." + CommandStream + "." + cons + ".>",
+		},
+		PublishDeny: []string{
+			CommandPrefix + ".>", kvPfx + ".>",
+		},
+		SubscribeAllow: []string{AuditSubject(name), ParticipantInbox(name) + ".>"},
+		SubscribeDeny:  []string{CommandPrefix + ".>", ReplyPrefix + ".>"},
+		AllowResponses: true,
+	}
+}
