@@ -91,6 +91,7 @@ func isUsageError(err error) bool {
 }
 
 func newRoot() *cobra.Command {
+	var conn connOptions
 	root := &cobra.Command{
 		Use:   "natstx",
 		Short: "Two-phase commit across services, over NATS JetStream",
@@ -111,16 +112,24 @@ Exit codes:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyConfig(cmd)
+			if err := applyConfig(cmd); err != nil {
+				return err
+			}
+			if err := conn.validate(); err != nil {
+				return err
+			}
+			setConnOptions(conn)
+			return nil
 		},
 	}
 	root.PersistentFlags().String("config", "", "YAML file of settings, keys named as the flags (default $"+envConfig+")")
+	addConnFlags(root.PersistentFlags(), &conn)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newDemo())
 	root.AddCommand(newServer(), newNATS(), newTx(), newPublish(), newBench())
-	root.AddCommand(newParticipant(), newAudit(), newVersion())
+	root.AddCommand(newParticipant(), newAudit(), newVersion(), newAuth())
 	root.SuggestionsMinimumDistance = 2
 	return root
 }

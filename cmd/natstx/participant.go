@@ -243,7 +243,7 @@ func runParticipant(ctx context.Context, kind string, o participantOptions) erro
 			return err
 		}
 	}
-	nc, err := connectDaemon(ctx, o.nats, "natstx-participant-"+o.name, o.connectWait)
+	nc, err := connectDaemon(ctx, o.nats, "natstx-participant-"+o.name, messages.ParticipantInbox(o.name), o.connectWait)
 	if err != nil {
 		return err
 	}
@@ -257,7 +257,7 @@ func runParticipant(ctx context.Context, kind string, o participantOptions) erro
 	if err := rt.Start(ctx); err != nil {
 		return err
 	}
-	log.Info("participant ready", zap.String("kind", kind), zap.String("name", o.name), zap.String("db", o.db), zap.String("nats", o.nats))
+	log.Info("participant ready", zap.String("kind", kind), zap.String("name", o.name), zap.String("db", o.db), zap.String("nats", redactURL(o.nats)))
 	fmt.Fprintf(os.Stdout, "participant %s (%s) ready\n", o.name, kind)
 	<-ctx.Done()
 	rt.Stop()

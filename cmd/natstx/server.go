@@ -33,6 +33,9 @@ type embeddedOptions struct {
 	clusterListen string
 	routes        []string
 	logs          bool
+	natsConfig    string
+	tls           embedded.TLSConfig
+	clusterTLS    embedded.TLSConfig
 }
 
 func addEmbeddedFlags(f *pflag.FlagSet, o *embeddedOptions) {
@@ -43,6 +46,14 @@ func addEmbeddedFlags(f *pflag.FlagSet, o *embeddedOptions) {
 	f.StringVar(&o.clusterListen, "cluster-listen", "", "HOST:PORT this node listens on for cluster routes")
 	f.StringSliceVar(&o.routes, "routes", nil, "route URLs of the other cluster nodes, e.g. nats://127.0.0.1:6223")
 	f.BoolVar(&o.logs, "nats-logs", false, "print the embedded NATS server's own log lines on stderr")
+	f.StringVar(&o.natsConfig, "nats-config", "", "NATS server configuration file the embedded server loads first: the accounts and users of 'natstx auth init'")
+	f.StringVar(&o.tls.Cert, "nats-tls-cert", "", "certificate (PEM) of the embedded server: clients must then connect with TLS")
+	f.StringVar(&o.tls.Key, "nats-tls-key", "", "private key (PEM) of --nats-tls-cert")
+	f.StringVar(&o.tls.CA, "nats-tls-ca", "", "CA (PEM) of the client certificates, with --nats-tls-verify")
+	f.BoolVar(&o.tls.Verify, "nats-tls-verify", false, "require every client to present a certificate signed by --nats-tls-ca")
+	f.StringVar(&o.clusterTLS.Cert, "cluster-tls-cert", "", "certificate (PEM) of this node on cluster routes; routes then use TLS both ways")
+	f.StringVar(&o.clusterTLS.Key, "cluster-tls-key", "", "private key (PEM) of --cluster-tls-cert")
+	f.StringVar(&o.clusterTLS.CA, "cluster-tls-ca", "", "CA (PEM) that signed every node's --cluster-tls-cert")
 }
 
 // config turns the flags into an embedded.Config.
@@ -54,7 +65,14 @@ func (o embeddedOptions) config() (embedded.Config, error) {
 	if o.dataDir == "" {
 		return embedded.Config{}, usageError{errors.New("--data-dir is empty; name a directory for JetStream's files")}
 	}
-	cfg := embedded.Config{Host: host, Port: port, DataDir: o.dataDir, Name: o.serverName, Logs: o.logs}
+	cfg := embedded.Config{Host: host, Port: port, DataDir: o.dataDir, Name: o.serverName, Logs: o.logs, ConfigFile: o.natsConfig}
+	if o.tls != (embedded.TLSConfig{}) {
+		if o.tls.Cert == "" || o.tls.Key == "" || (o.tls.Verify && o.tls.CA == "") {
+			return embedded.Config{}, usageError{errors.New("TLS for clients needs --nats-tls-cert and --nats-tls-key (and --nats-tls-ca with --nats-tls-verify)")}
+		}
+		t := o.tls
+		cfg.TLS = &t
+	}
 	clustered := o.clusterName != "" || o.clusterListen != "" || len(o.routes) > 0
 	if clustered {
 		if o.clusterName == "" || o.clusterListen == "" {
@@ -65,6 +83,15 @@ func (o embeddedOptions) config() (embedded.Config, error) {
 			return embedded.Config{}, err
 		}
 		cfg.Cluster = &embedded.ClusterConfig{Name: o.clusterName, Host: chost, Port: cport, Routes: o.routes}
+		if o.clusterTLS != (embedded.TLSConfig{}) {
+			if o.clusterTLS.Cert == "" || o.clusterTLS.Key == "" || o.clusterTLS.CA == "" {
+				return embedded.Config{}, usageError{errors.New("TLS on routes needs --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca")}
+			}
+			t := o.clusterTLS
+			cfg.Cluster.TLS = &t
+		}
+	} else if o.clusterTLS != (embedded.TLSConfig{}) {
+		return embedded.Config{}, usageError{errors.New("--cluster-tls-* need a cluster (--cluster-name, --cluster-listen, --routes)")}
 	}
 	return cfg, nil
 }
@@ -102,6 +129,9 @@ func printConfig(cmd *cobra.Command, out io.Writer) error {
 			return
 		}
 		m[f.Name] = f.Value.String()
+		if secretFlags[f.Name] && f.Value.String() != "" {
+			m[f.Name] = "xxxxx (set)"
+		}
 	})
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -186,6 +216,7 @@ type serverOptions struct {
 	retention      time.Duration
 	leaseTTL       time.Duration
 	maxInFlight    int
+	maxPayload     int
 	replicas       int
 	drainTimeout   time.Duration
 	startTimeout   time.Duration
@@ -226,6 +257,9 @@ Transactions still running then stay in the stream and buckets.`,
 			if o.prepareTimeout <= 0 || o.retention <= 0 || o.leaseTTL <= 0 || o.drainTimeout < 0 || o.startTimeout <= 0 {
 				return usageError{errors.New("--prepare-timeout, --retention, --lease-ttl and --start-timeout must be positive, --drain-timeout not negative")}
 			}
+			if o.maxPayload < 1 {
+				return usageError{fmt.Errorf("--max-payload must be at least 1 byte (got %d)", o.maxPayload)}
+			}
 			if o.maxInFlight < 1 || o.replicas < 1 || o.replicas > 5 {
 				return usageError{fmt.Errorf("--max-in-flight must be at least 1 and --replicas from 1 to 5 (got %d and %d)", o.maxInFlight, o.replicas)}
 			}
@@ -240,6 +274,7 @@ Transactions still running then stay in the stream and buckets.`,
 	f.DurationVar(&o.prepareTimeout, "prepare-timeout", 5*time.Second, "how long a transaction waits for its votes before it aborts, unless its request says less")
 	f.DurationVar(&o.retention, "retention", defaultRetention, "how long a finished transaction's outcome and status stay readable (tx status, tx list, audit)")
 	f.IntVar(&o.maxInFlight, "max-in-flight", 100_000, "transactions running at once; more are refused")
+	f.IntVar(&o.maxPayload, "max-payload", 256<<10, "largest payload, in bytes, one participant may receive in a transaction or saga step; larger requests are refused")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the command stream and buckets: 1 on one server, 3 on a 3-node cluster")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
 	f.DurationVar(&o.startTimeout, "start-timeout", time.Minute, "how long to wait for JetStream (a cluster forming) at start-up")
@@ -273,12 +308,12 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 	// A daemon keeps reconnecting while an external server restarts. Its own
 	// stop closes the connection, which is no disconnect to warn about.
 	var stopping atomic.Bool
-	nc, err := connect(url, "natstx-server", nats.MaxReconnects(-1),
+	nc, err := connectAs(url, "natstx-server", "", nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			if stopping.Load() || c.IsClosed() {
 				return
 			}
-			log.Warn("disconnected from NATS; reconnecting", zap.String("nats", url), zap.Error(err))
+			log.Warn("disconnected from NATS; reconnecting", zap.String("nats", redactURL(url)), zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("reconnected to NATS", zap.String("nats", nc.ConnectedUrlRedacted()))
@@ -294,7 +329,7 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "natstx server: coordinator %s ready on %s (%s); Ctrl-C stops it\n", eng.Instance(), url, where)
+	fmt.Fprintf(out, "natstx server: coordinator %s ready on %s (%s); Ctrl-C stops it\n", eng.Instance(), redactURL(url), where)
 	<-ctx.Done()
 
 	// Drain: let transactions in flight finish, up to the limit; a second
@@ -364,7 +399,7 @@ func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.L
 	}
 	cfg := orchestrator.Config{
 		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention, LeaseTTL: o.leaseTTL,
-		MaxInFlight: o.maxInFlight, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
+		MaxInFlight: o.maxInFlight, MaxPayload: o.maxPayload, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
 		Logger: log.Named("coordinator"), FaultHook: hook,
 	}
 	if _, err := orchestrator.New(nc, cfg); err != nil {

@@ -5,6 +5,7 @@
 package embedded
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -40,6 +41,37 @@ type Config struct {
 	StartTimeout time.Duration
 	// Logs turns on the NATS server's own log lines (to standard error).
 	Logs bool
+	// ConfigFile, if set, is a NATS server configuration file loaded first,
+	// e.g. the operator and accounts `natstx auth init` writes. The fields
+	// of Config override its listen address and JetStream store, and, when
+	// set, its server name, payload limit, cluster and TLS; everything else
+	// in it (authorization, limits) applies as written.
+	ConfigFile string
+	// TLS, if set, makes clients connect over TLS with this certificate.
+	TLS *TLSConfig
+}
+
+// TLSConfig names the PEM files of one TLS listener.
+type TLSConfig struct {
+	// Cert and Key are the server's certificate and private key.
+	Cert, Key string
+	// CA is the certificate authority that signed the peers' certificates;
+	// required when Verify is set, and for routes.
+	CA string
+	// Verify requires a client certificate signed by CA. Routes always
+	// verify.
+	Verify bool
+}
+
+// options builds the nats-server TLS configuration of t.
+func (t *TLSConfig) options(verify bool) (*tls.Config, error) {
+	if t.Cert == "" || t.Key == "" {
+		return nil, errors.New("a TLS listener needs a certificate and its key")
+	}
+	if verify && t.CA == "" {
+		return nil, errors.New("verifying peers' certificates needs the CA that signed them")
+	}
+	return server.GenTLSConfig(&server.TLSConfigOpts{CertFile: t.Cert, KeyFile: t.Key, CaFile: t.CA, Verify: verify, Timeout: 2})
 }
 
 // ClusterConfig joins a server to a cluster over route connections.
@@ -51,6 +83,9 @@ type ClusterConfig struct {
 	Port int
 	// Routes are the route URLs of the other nodes, e.g. nats://127.0.0.1:6223.
 	Routes []string
+	// TLS, if set, encrypts the routes; each node presents its certificate
+	// and verifies the others' against TLS.CA.
+	TLS *TLSConfig
 }
 
 // Server is a running embedded NATS server.
@@ -112,18 +147,46 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	opts := &server.Options{
-		ServerName: cfg.Name,
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   s.dataDir,
-		MaxPayload: cfg.MaxPayload,
-		NoSigs:     true,
-		NoLog:      !cfg.Logs,
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		fromFile, err := server.ProcessConfigFile(cfg.ConfigFile)
+		if err != nil {
+			s.cleanup()
+			return nil, fmt.Errorf("embedded nats: configuration file %s: %w", cfg.ConfigFile, err)
+		}
+		opts = fromFile
+	}
+	if cfg.Name != "" {
+		opts.ServerName = cfg.Name
+	}
+	opts.Host, opts.Port = host, port
+	opts.JetStream, opts.StoreDir = true, s.dataDir
+	if cfg.MaxPayload != 0 || cfg.ConfigFile == "" {
+		opts.MaxPayload = cfg.MaxPayload
+	}
+	opts.NoSigs, opts.NoLog = true, !cfg.Logs
+	if cfg.TLS != nil {
+		tc, err := cfg.TLS.options(cfg.TLS.Verify)
+		if err != nil {
+			s.cleanup()
+			return nil, fmt.Errorf("embedded nats: client TLS: %w", err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.TLS.Verify, 2
 	}
 	if cfg.Cluster != nil {
-		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Cluster.Host, Port: cfg.Cluster.Port}
+		keep := opts.Cluster // TLS and authorization from the file, if any
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Cluster.Host, Port: cfg.Cluster.Port,
+			TLSConfig: keep.TLSConfig, TLSTimeout: keep.TLSTimeout, TLSMap: keep.TLSMap,
+			Username: keep.Username, Password: keep.Password}
+		if cfg.Cluster.TLS != nil {
+			tc, err := cfg.Cluster.TLS.options(true)
+			if err != nil {
+				s.cleanup()
+				return nil, fmt.Errorf("embedded nats: route TLS: %w", err)
+			}
+			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
+		}
+		opts.Routes = nil
 		if opts.ServerName == "" {
 			opts.ServerName = "natstx-" + strconv.Itoa(cfg.Cluster.Port)
 		}
