@@ -37,6 +37,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeReply -fuzztime $(FUZZTIME)
+	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME)
 
 # Go benchmarks of the engine end to end over embedded NATS.
 bench:

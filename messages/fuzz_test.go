@@ -43,39 +43,40 @@ func checkSingleValues(t *testing.T, h map[string][]string) {
 }
 
 func FuzzDecodeCommand(f *testing.F) {
+	v := fmt.Sprint(messages.Version)
 	type seed struct {
 		version, txid, op, participant, attempt, replyTo, deadline string
 		body                                                       []byte
 	}
 	for _, s := range []seed{
 		// Valid commands.
-		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "1935990489123", []byte(`{"qty":2}`)},
-		{"2", "tx-1", "prepare", "orders", "2", "natstx.reply.coord-1", "", nil},
-		{"2", "TX_2", "commit", "billing", "1", "_INBOX.abc.def", "", nil},
-		{"2", "tx-3", "abort", "b", "17", "r", "1", nil},
-		{"2", strings.Repeat("t", messages.MaxNameLen), "prepare", strings.Repeat("p", messages.MaxNameLen), "1", "a.b.c", "9223372036854775807", []byte{0, 0xff}},
-		{"2", "tx-1", "prepare", "orders", "+1", "natstx.reply.coord-1", "+5", nil},
+		{v, "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "1935990489123", []byte(`{"qty":2}`)},
+		{v, "tx-1", "prepare", "orders", "2", "natstx.reply.coord-1", "", nil},
+		{v, "TX_2", "commit", "billing", "1", "_INBOX.abc.def", "", nil},
+		{v, "tx-3", "abort", "b", "17", "r", "1", nil},
+		{v, strings.Repeat("t", messages.MaxNameLen), "prepare", strings.Repeat("p", messages.MaxNameLen), "1", "a.b.c", "9223372036854775807", []byte{0, 0xff}},
+		{v, "tx-1", "prepare", "orders", "+1", "natstx.reply.coord-1", "+5", nil},
 		// Invalid commands.
 		{"", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
 		{"1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
 		{"1\n1", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx.1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx*", "commit", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx 1", "abort", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", strings.Repeat("t", messages.MaxNameLen+1), "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx-1", "rollback", "orders", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx-1", "prepare", "\n", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx-1", "prepare", "orders>", "1", "natstx.reply.coord-1", "", nil},
-		{"2", "tx-1", "prepare", "orders", "0", "natstx.reply.coord-1", "", nil},
-		{"2", "tx-1", "prepare", "orders", "one", "natstx.reply.coord-1", "", nil},
-		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.*", "", nil},
-		{"2", "tx-1", "prepare", "orders", "1", "natstx..reply", "", nil},
-		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.", "", nil},
-		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "-5", nil},
-		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "0", nil},
-		{"2", "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "later", nil},
-		{"2", "tx-1", "commit", "orders", "1", "natstx.reply.coord-1", "", []byte("payload")},
+		{v, "", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{v, "tx.1", "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{v, "tx*", "commit", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{v, "tx 1", "abort", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{v, strings.Repeat("t", messages.MaxNameLen+1), "prepare", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{v, "tx-1", "rollback", "orders", "1", "natstx.reply.coord-1", "", nil},
+		{v, "tx-1", "prepare", "\n", "1", "natstx.reply.coord-1", "", nil},
+		{v, "tx-1", "prepare", "orders>", "1", "natstx.reply.coord-1", "", nil},
+		{v, "tx-1", "prepare", "orders", "0", "natstx.reply.coord-1", "", nil},
+		{v, "tx-1", "prepare", "orders", "one", "natstx.reply.coord-1", "", nil},
+		{v, "tx-1", "prepare", "orders", "1", "natstx.reply.*", "", nil},
+		{v, "tx-1", "prepare", "orders", "1", "natstx..reply", "", nil},
+		{v, "tx-1", "prepare", "orders", "1", "natstx.reply.", "", nil},
+		{v, "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "-5", nil},
+		{v, "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "0", nil},
+		{v, "tx-1", "prepare", "orders", "1", "natstx.reply.coord-1", "later", nil},
+		{v, "tx-1", "commit", "orders", "1", "natstx.reply.coord-1", "", []byte("payload")},
 	} {
 		f.Add(s.version, s.txid, s.op, s.participant, s.attempt, s.replyTo, s.deadline, s.body)
 	}
@@ -127,6 +128,7 @@ func FuzzDecodeCommand(f *testing.F) {
 }
 
 func FuzzDecodeReply(f *testing.F) {
+	v := fmt.Sprint(messages.Version)
 	type seed struct {
 		version, txid, op, participant, result, attempt string
 		body                                            []byte
@@ -134,28 +136,28 @@ func FuzzDecodeReply(f *testing.F) {
 	long := bytes.Repeat([]byte("x"), messages.MaxReasonLen)
 	for _, s := range []seed{
 		// Valid replies.
-		{"2", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
-		{"2", "tx-1", "prepare", "orders", "vote-abort", "2", []byte("out of stock")},
-		{"2", "tx-1", "prepare", "orders", "failed", "3", []byte("zu spät — 遅すぎる 🙁")},
-		{"2", "tx-1", "commit", "orders", "ack", "1", nil},
-		{"2", "tx-1", "commit", "orders", "failed", "1", []byte("disk full")},
-		{"2", "tx-1", "abort", "orders", "ack", "9", nil},
-		{"2", "tx-1", "abort", "orders", "failed", "1", long},
+		{v, "tx-1", "prepare", "orders", "vote-commit", "1", nil},
+		{v, "tx-1", "prepare", "orders", "vote-abort", "2", []byte("out of stock")},
+		{v, "tx-1", "prepare", "orders", "failed", "3", []byte("zu spät — 遅すぎる 🙁")},
+		{v, "tx-1", "commit", "orders", "ack", "1", nil},
+		{v, "tx-1", "commit", "orders", "failed", "1", []byte("disk full")},
+		{v, "tx-1", "abort", "orders", "ack", "9", nil},
+		{v, "tx-1", "abort", "orders", "failed", "1", long},
 		// Invalid replies.
 		{"", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
 		{"1", "tx-1", "prepare", "orders", "vote-commit", "1", nil},
-		{"2", "tx-1\ntx-1", "prepare", "orders", "vote-commit", "1", nil},
-		{"2", "tx.1", "prepare", "orders", "vote-commit", "1", nil},
-		{"2", "tx-1", "prepare", "", "vote-commit", "1", nil},
-		{"2", "tx-1", "rollback", "orders", "ack", "1", nil},
-		{"2", "tx-1", "prepare", "orders", "maybe", "1", nil},
-		{"2", "tx-1", "prepare", "orders", "ack", "1", nil},
-		{"2", "tx-1", "commit", "orders", "vote-commit", "1", nil},
-		{"2", "tx-1", "abort", "orders", "vote-abort", "1", nil},
-		{"2", "tx-1", "commit", "orders", "ack", "0", nil},
-		{"2", "tx-1", "commit", "orders", "ack", "x", nil},
-		{"2", "tx-1", "prepare", "orders", "vote-abort", "1", []byte("bad \xff")},
-		{"2", "tx-1", "prepare", "orders", "vote-abort", "1", append(long, 'x')},
+		{v, "tx-1\ntx-1", "prepare", "orders", "vote-commit", "1", nil},
+		{v, "tx.1", "prepare", "orders", "vote-commit", "1", nil},
+		{v, "tx-1", "prepare", "", "vote-commit", "1", nil},
+		{v, "tx-1", "rollback", "orders", "ack", "1", nil},
+		{v, "tx-1", "prepare", "orders", "maybe", "1", nil},
+		{v, "tx-1", "prepare", "orders", "ack", "1", nil},
+		{v, "tx-1", "commit", "orders", "vote-commit", "1", nil},
+		{v, "tx-1", "abort", "orders", "vote-abort", "1", nil},
+		{v, "tx-1", "commit", "orders", "ack", "0", nil},
+		{v, "tx-1", "commit", "orders", "ack", "x", nil},
+		{v, "tx-1", "prepare", "orders", "vote-abort", "1", []byte("bad \xff")},
+		{v, "tx-1", "prepare", "orders", "vote-abort", "1", append(long, 'x')},
 	} {
 		f.Add(s.version, s.txid, s.op, s.participant, s.result, s.attempt, s.body)
 	}
@@ -195,6 +197,37 @@ func FuzzDecodeReply(f *testing.F) {
 		}
 		if r2 != r {
 			t.Fatalf("round trip changed the reply: %+v, want %+v", r2, r)
+		}
+	})
+}
+
+// FuzzDecodeBatch: DecodeBatch never panics, fails only with the package's
+// errors, and decodes exactly the number of items the header announces.
+func FuzzDecodeBatch(f *testing.F) {
+	cmd := messages.Command{TxID: "tx-1", Op: messages.OpPrepare, Participant: "orders", Attempt: 1, ReplyTo: "natstx.reply.c1.orders", Payload: []byte("{}")}
+	cmd2 := cmd
+	cmd2.TxID, cmd2.Payload = "tx-2", nil
+	h, body, err := messages.EncodeCommandBatch("orders", "m1", []messages.Command{cmd, cmd2})
+	if err != nil {
+		f.Fatal(err)
+	}
+	v := fmt.Sprint(messages.Version)
+	f.Add(v, h[messages.HeaderBatch][0], body)
+	f.Add(v, "1", []byte("0 0\r\n"))
+	f.Add(v, "2", []byte("0 0\r\n"))
+	f.Add(v, "1", []byte("5 1\r\nA: b\r\nx"))
+	f.Add(v, "1", []byte("99999999999999999999 0\r\n"))
+	f.Add(v, "1", []byte("-1 0\r\n"))
+	f.Add(v, "0", []byte(nil))
+	f.Add("3", "1", []byte("0 0\r\n"))
+	f.Fuzz(func(t *testing.T, version, count string, body []byte) {
+		items, err := messages.DecodeBatch(fuzzHeader(map[string]string{messages.HeaderVersion: version, messages.HeaderBatch: count}), body)
+		if err != nil {
+			checkSentinel(t, err)
+			return
+		}
+		if fmt.Sprint(len(items)) != count {
+			t.Fatalf("decoded %d items, %s says %s", len(items), messages.HeaderBatch, count)
 		}
 	})
 }

@@ -351,9 +351,10 @@ func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 3"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 3"}},
-		{name: "wrong version 4", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 4"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 4"}},
+		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 4"}},
+		{name: "wrong version 5", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`}},
 		{name: "empty version", edit: set(messages.HeaderVersion, ""), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion}},
 		{name: "version with padding", edit: set(messages.HeaderVersion, " 1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `" 1"`}},
 		{name: "header with no values", edit: func(h map[string][]string) { h[messages.HeaderTxID] = []string{} }, sentinel: messages.ErrMalformed, mention: []string{messages.HeaderTxID, "missing"}},
@@ -455,9 +456,10 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 3"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 3"}},
-		{name: "wrong version 4", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 4"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 4"}},
+		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 4"}},
+		{name: "wrong version 5", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`}},
 		{name: "version 0", edit: set(messages.HeaderVersion, "0"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"0"`}},
 
 		{name: "attempt not a number", edit: set(messages.HeaderAttempt, "1st"), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderAttempt, `"1st"`}},

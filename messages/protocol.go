@@ -11,8 +11,9 @@ import (
 // HeaderVersion on every message. Version 2 added the saga operations
 // (action, compensate), HeaderStep, HeaderCode and the result Refused;
 // version 3 gave each participant its own reply subject
-// (natstx.reply.<instance>.<participant>, see ReplySubject).
-const Version = 3
+// (natstx.reply.<instance>.<participant>, see ReplySubject); version 4 added
+// batches of commands and of replies (HeaderBatch, see batch.go).
+const Version = 4
 
 // Header names. Nats-Msg-Id is JetStream's own de-duplication header.
 const (

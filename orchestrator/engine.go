@@ -205,7 +205,7 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.js = js
-	e.cmds = jsCommands{js: js}
+	e.cmds = newJSCommands(js, e.stop, &e.stats, e.onCommandsLost)
 	return e, nil
 }
 
@@ -665,18 +665,45 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 	return b, nil
 }
 
-// onReply decodes a reply and routes it to its transaction's shard.
+// onCommandsLost counts and logs commands that waited for a batch whose
+// publish failed at once; their transactions' retry timers send them again.
+func (e *Engine) onCommandsLost(cmds []messages.Command, err error) {
+	e.stats.PublishErrors.Add(int64(len(cmds)))
+	e.log.Warn("publishing a batch of commands failed; the retry timers re-send them", zap.String("participant", cmds[0].Participant),
+		zap.Int("commands", len(cmds)), zap.String("first_txid", cmds[0].TxID), zap.Error(err))
+}
+
+// onReply decodes a reply, or each reply of a batch, and routes it to its
+// transaction's shard.
 func (e *Engine) onReply(m *nats.Msg) {
 	if e.halted.Load() {
 		return
 	}
-	r, err := messages.DecodeReply(m.Header, m.Data)
+	if !messages.IsBatch(m.Header) {
+		e.routeReply(m.Subject, m.Header, m.Data)
+		return
+	}
+	items, err := messages.DecodeBatch(m.Header, m.Data)
+	if err != nil {
+		e.stats.MalformedReplies.Add(1)
+		e.log.Warn("malformed reply batch dropped", zap.String("subject", m.Subject), zap.Error(err))
+		return
+	}
+	for _, it := range items {
+		e.routeReply(m.Subject, it.Header, it.Body)
+	}
+}
+
+// routeReply decodes one reply that came on subject and routes it to its
+// transaction's shard, or counts and logs it as malformed.
+func (e *Engine) routeReply(subject string, h map[string][]string, body []byte) {
+	r, err := messages.DecodeReply(h, body)
 	if err == nil {
-		err = messages.CheckReplySubject(m.Subject, r)
+		err = messages.CheckReplySubject(subject, r)
 	}
 	if err != nil {
 		e.stats.MalformedReplies.Add(1)
-		e.log.Warn("malformed reply dropped", zap.String("subject", m.Subject), zap.Error(err))
+		e.log.Warn("malformed reply dropped", zap.String("subject", subject), zap.Error(err))
 		return
 	}
 	e.shardOf(r.TxID).post(replyEvent{r})

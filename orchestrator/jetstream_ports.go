@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/natstx/natstx/messages"
 )
@@ -133,12 +134,124 @@ func stopWatch(w jetstream.KeyWatcher) {
 }
 
 // jsCommands publishes commands into the command stream without waiting for
-// their acknowledgement.
-type jsCommands struct{ js jetstream.JetStream }
+// their acknowledgement, coalescing them under load: while
+// publishesPerParticipant publishes to one participant await their PubAck,
+// its further commands wait, and the next publish carries all that waited
+// (up to messages.MaxBatch, batchBytes) as one batch message. An idle
+// participant's command goes out at once, alone, so light load pays no
+// latency for it; heavy load gets fewer, larger messages, one broker write
+// and one consumer acknowledgement for many commands. A command that is
+// never stored (a failed publish, or the engine stopping with commands
+// waiting) is re-sent by its transaction's retry timer, as before.
+type jsCommands struct {
+	js   jetstream.JetStream
+	stop <-chan struct{}
+	// stats counts the batches.
+	stats *Stats
+	// onError reports waiting commands whose publish failed at once (the
+	// first command of a publish gets the error from Publish; a failure
+	// after the publish went out goes to the JetStream context's
+	// asynchronous error handler).
+	onError func(cmds []messages.Command, err error)
 
-func (c jsCommands) Publish(cmd messages.Command) error {
-	_, err := c.js.PublishMsgAsync(&nats.Msg{Subject: cmd.Subject(), Header: nats.Header(cmd.Header()), Data: cmd.Payload})
-	return err
+	mu     sync.Mutex
+	queues map[string]*commandQueue
+}
+
+// commandQueue is what waits to be published to one participant.
+type commandQueue struct {
+	waiting  []messages.Command
+	inFlight int
+}
+
+// publishesPerParticipant bounds the publishes to one participant awaiting
+// their PubAck; batchBytes bounds a batch's payloads (a command with a larger
+// payload goes alone), well under NATS's default 1 MiB message limit.
+const (
+	publishesPerParticipant = 4
+	batchBytes              = 256 << 10
+)
+
+func newJSCommands(js jetstream.JetStream, stop <-chan struct{}, stats *Stats, onError func([]messages.Command, error)) *jsCommands {
+	return &jsCommands{js: js, stop: stop, stats: stats, onError: onError, queues: map[string]*commandQueue{}}
+}
+
+func (c *jsCommands) Publish(cmd messages.Command) error {
+	c.mu.Lock()
+	q := c.queues[cmd.Participant]
+	if q == nil {
+		q = &commandQueue{}
+		c.queues[cmd.Participant] = q
+	}
+	if q.inFlight >= publishesPerParticipant {
+		q.waiting = append(q.waiting, cmd)
+		c.mu.Unlock()
+		return nil
+	}
+	q.inFlight++
+	c.mu.Unlock()
+	return c.send(cmd.Participant, []messages.Command{cmd})
+}
+
+// send publishes cmds (one plain command message, or one batch) and, once
+// its PubAck or failure is in, what waited meanwhile.
+func (c *jsCommands) send(participant string, cmds []messages.Command) error {
+	msg := &nats.Msg{Subject: cmds[0].Subject(), Header: nats.Header(cmds[0].Header()), Data: cmds[0].Payload}
+	if len(cmds) > 1 {
+		id := nuid.Next()
+		h, body, err := messages.EncodeCommandBatch(participant, cmds[0].Sender+"."+id, cmds)
+		if err != nil {
+			c.sent(participant)
+			return err
+		}
+		msg = &nats.Msg{Subject: messages.BatchSubject(participant, id), Header: nats.Header(h), Data: body}
+		c.stats.Batches.Add(1)
+		c.stats.Batched.Add(int64(len(cmds)))
+	}
+	paf, err := c.js.PublishMsgAsync(msg)
+	if err != nil {
+		c.sent(participant)
+		return err
+	}
+	go func() {
+		select {
+		case <-paf.Ok():
+		case <-paf.Err(): // reported by the JetStream context's error handler
+		case <-c.stop:
+			return
+		}
+		c.sent(participant)
+	}()
+	return nil
+}
+
+// sent ends one publish to participant and sends what waited for it.
+func (c *jsCommands) sent(participant string) {
+	c.mu.Lock()
+	q := c.queues[participant]
+	q.inFlight--
+	if len(q.waiting) == 0 {
+		if q.inFlight == 0 {
+			delete(c.queues, participant)
+		}
+		c.mu.Unlock()
+		return
+	}
+	n, size := 0, 0
+	for n < len(q.waiting) && n < messages.MaxBatch && (n == 0 || size+len(q.waiting[n].Payload) <= batchBytes) {
+		size += len(q.waiting[n].Payload)
+		n++
+	}
+	cmds := q.waiting[:n:n]
+	q.waiting = q.waiting[n:]
+	if len(q.waiting) == 0 {
+		q.waiting = nil
+	}
+	q.inFlight++
+	c.mu.Unlock()
+	if err := c.send(participant, cmds); err != nil {
+		c.onError(cmds, err)
+	}
 }
 
 // wallClock is the Driver of a running process: the wall clock, timers and

@@ -11,6 +11,7 @@ type Stats struct {
 	OrphansAborted, SweepsIncomplete              atomic.Int64
 	SagasCompleted, SagasCompensated, SagasStuck  atomic.Int64
 	Fenced                                        atomic.Int64
+	Batches, Batched                              atomic.Int64
 	InFlight                                      *atomic.Int64
 }
 
@@ -42,6 +43,9 @@ type StatsSnapshot struct {
 	// Fenced counts the times this instance found its lease lapsed and
 	// dropped what it held in memory.
 	Fenced int64
+	// Batches counts the command messages that carried more than one
+	// command (published under load, see jsCommands), Batched the commands they carried.
+	Batches, Batched int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
 }
@@ -55,7 +59,8 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Recovered: s.Recovered.Load(), InDoubtQueries: s.InDoubtQueries.Load(), CommitsRefused: s.CommitsRefused.Load(),
 		OrphansAborted: s.OrphansAborted.Load(), SweepsIncomplete: s.SweepsIncomplete.Load(),
 		SagasCompleted: s.SagasCompleted.Load(), SagasCompensated: s.SagasCompensated.Load(), SagasStuck: s.SagasStuck.Load(),
-		Fenced:   s.Fenced.Load(),
+		Fenced:  s.Fenced.Load(),
+		Batches: s.Batches.Load(), Batched: s.Batched.Load(),
 		InFlight: s.InFlight.Load(),
 	}
 }

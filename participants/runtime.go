@@ -445,6 +445,15 @@ func (r *Runtime) onMessage(msg jetstream.Msg) {
 		r.handBack(msg)
 		return
 	}
+	if messages.IsBatch(msg.Headers()) {
+		// Its commands take the handler slots one by one.
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.processBatch(msg)
+		}()
+		return
+	}
 	select {
 	case <-r.stopping:
 		r.handBack(msg)
@@ -490,6 +499,38 @@ func (r *Runtime) process(msg jetstream.Msg) {
 }
 
 // dispose acknowledges, naks or terminates a command message.
+// processBatch handles a batch message with Processor.HandleBatch, each
+// command taking a handler slot, publishes the replies and settles the
+// message once; a Stop midway hands the whole batch back.
+func (r *Runtime) processBatch(msg jetstream.Msg) {
+	ba := r.proc.HandleBatch(map[string][]string(msg.Headers()), msg.Data(), msg.Subject(), func(f func()) bool {
+		select {
+		case <-r.stopping:
+			return false
+		case r.sem <- struct{}{}:
+		}
+		go func() {
+			defer func() { <-r.sem }()
+			f()
+		}()
+		return true
+	})
+	if ba.Stopped {
+		r.handBack(msg)
+		return
+	}
+	settle := ba.Settle
+	for _, m := range ba.Replies {
+		if err := r.nc.PublishMsg(&nats.Msg{Subject: m.Subject, Header: nats.Header(m.Header), Data: m.Body}); err != nil {
+			r.log.Warn("publishing replies; the command batch will be delivered again", zap.String("reply_to", m.Subject), zap.Error(err))
+			if settle == SettleAck {
+				settle = SettleNak
+			}
+		}
+	}
+	r.dispose(msg, settle, r.log)
+}
+
 func (r *Runtime) dispose(msg jetstream.Msg, s Settle, log *zap.Logger) {
 	var err error
 	switch s {

@@ -167,6 +167,9 @@ func Handler(p *participants.Processor, pub message.Publisher) message.NoPublish
 				h[k] = append([]string{v}, h[k]...)
 			}
 		}
+		if messages.IsBatch(h) {
+			return handleBatch(p, pub, h, msg.Payload, subject)
+		}
 		var settle participants.Settle
 		p.Handle(h, msg.Payload, subject, func(a participants.Answer) {
 			settle = a.Settle
@@ -186,6 +189,30 @@ func Handler(p *participants.Processor, pub message.Publisher) message.NoPublish
 		}
 		return nil
 	}
+}
+
+// handleBatch handles a batch of commands (Processor.HandleBatch, each
+// command in a goroutine of its own), publishes the replies and returns what
+// settles the message, as Handler does for one command.
+func handleBatch(p *participants.Processor, pub message.Publisher, h map[string][]string, body []byte, subject string) error {
+	ba := p.HandleBatch(h, body, subject, func(f func()) bool {
+		go f()
+		return true
+	})
+	settle := ba.Settle
+	for _, m := range ba.Replies {
+		out := message.NewMessage(watermill.NewUUID(), m.Body)
+		for k, v := range m.Header {
+			out.Metadata.Set(k, v[0])
+		}
+		if err := pub.Publish(m.Subject, out); err != nil && settle == participants.SettleAck {
+			settle = participants.SettleNak
+		}
+	}
+	if settle == participants.SettleNak {
+		return ErrRetry
+	}
+	return nil
 }
 
 // MountOption configures Mount.

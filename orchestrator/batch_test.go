@@ -1,0 +1,46 @@
+package orchestrator_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natstx/natstx/orchestrator"
+)
+
+// TestABurstOfTransactionsTravelsInBatchesAndAllCommit begins a burst of
+// transactions at once: the commands for each participant pile up behind
+// the publishes awaiting their PubAck and go out as batch messages, the
+// participants answer with reply batches, and every transaction commits.
+func TestABurstOfTransactionsTravelsInBatchesAndAllCommit(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	for _, n := range []string{"a", "b", "c"} {
+		f.participant(n, yes)
+	}
+	const burst = 600
+	ctx := ctxT(t, 60*time.Second)
+	var wg sync.WaitGroup
+	outs := make([]orchestrator.Outcome, burst)
+	errs := make([]error, burst)
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = f.eng.Execute(ctx, orchestrator.Request{Participants: parts("a", "b", "c"), Timeout: 30 * time.Second})
+		}()
+	}
+	wg.Wait()
+	for i := range burst {
+		if errs[i] != nil || !outs[i].Committed() {
+			t.Fatalf("transaction %d: %s %v", i, outs[i].State, errs[i])
+		}
+	}
+	st := f.eng.Stats()
+	t.Logf("%d transactions: %d batch messages carried %d commands (of %d)", burst, st.Batches, st.Batched, 6*burst)
+	if st.Batches == 0 || st.Batched < 2*st.Batches {
+		t.Fatalf("no batching under a burst of %d transactions: %+v", burst, st)
+	}
+	if st.MalformedReplies != 0 || st.Committed != burst {
+		t.Fatalf("stats %+v", st)
+	}
+}
