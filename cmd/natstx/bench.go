@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,8 @@ type benchOptions struct {
 	noProgress       bool
 	jsonOut          bool
 	logLevel         string
+	cpuProfile       string
+	memProfile       string
 }
 
 // benchSummary is what bench reports; --json prints it as one object.
@@ -184,6 +187,8 @@ transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
+	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the load phase (bench's whole process: embedded NATS, coordinator, participants, load) to this file, for go tool pprof")
+	f.StringVar(&o.memProfile, "mem-profile", "", "write an allocation profile of the load phase to this file, for go tool pprof")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"2pc", "saga"}, cobra.ShellCompDirectiveNoFileComp
 	})
@@ -355,7 +360,14 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		fmt.Fprintf(out, "natstx bench: %s, %d %s, %s, %s, NATS %s, %s\n", o.protocol, len(names), who, span, load, s.NATS, coord)
 	}
 	bar := newBenchBar(o, out)
+	stopProfiles, err := startProfiles(o.cpuProfile, o.memProfile)
+	if err != nil {
+		return err
+	}
 	r := runLoad(ctx, run, o, names, bar)
+	if err := stopProfiles(); err != nil {
+		return err
+	}
 	if bar != nil {
 		_ = bar.Finish() // and clears it
 	}
@@ -446,6 +458,44 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		return fmt.Errorf("%d transactions never reported an outcome within --prepare-timeout plus --quiesce-timeout", s.InDoubt)
 	}
 	return nil
+}
+
+// startProfiles starts a CPU profile into cpuFile and sets the allocation
+// sampling for memFile (either may be empty); the function it returns stops
+// the CPU profile and writes the allocation profile.
+func startProfiles(cpuFile, memFile string) (func() error, error) {
+	var cpu *os.File
+	if cpuFile != "" {
+		f, err := os.Create(cpuFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cpu-profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("--cpu-profile: %w", err)
+		}
+		cpu = f
+	}
+	return func() error {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				return fmt.Errorf("--cpu-profile: %w", err)
+			}
+		}
+		if memFile == "" {
+			return nil
+		}
+		f, err := os.Create(memFile)
+		if err != nil {
+			return fmt.Errorf("--mem-profile: %w", err)
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("--mem-profile: %w", err)
+		}
+		return f.Close()
+	}, nil
 }
 
 // errBenchLostNATS cuts a bench run short when its connection to NATS
