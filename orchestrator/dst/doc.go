@@ -35,6 +35,13 @@
 //     retention, and go on with stale memory.
 //   - Participant processes that die and restart with their database and
 //     nothing else.
+//   - Sagas among the transactions (saga_work.go): the engine's saga code
+//     over a simulated saga bucket, the participants' saga path on their
+//     barriers, steps refused, failing for now, compensations failing or
+//     stuck, a simulated operator (Engine.ActOnSaga); after the run each
+//     saga must have ended completed, compensated or visibly stuck, and no
+//     compensation may have taken effect before its action was answered or
+//     timed out (saga_check.go).
 //
 // After the workload, faults stop, every process runs again, and the run
 // goes on to quiescence; then Run checks the guarantees on what the
