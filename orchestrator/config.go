@@ -61,9 +61,17 @@ type Config struct {
 	// status, outcome): for an engine used only in its own process, e.g. a
 	// benchmark, on a NATS shared with coordinators that serve users.
 	NoAPI bool
-	// NoStatus turns off the status bucket writes (three asynchronous puts per
-	// transaction) that Client.Status, List and Watch read.
+	// NoStatus turns off the status bucket writes that Client.Status, List
+	// and Watch read.
 	NoStatus bool
+	// StatusLinger is how long a transaction's intermediate status
+	// (committing, aborting) waits before it is written: a transaction that
+	// ends within it writes only its begin status and its final one (two
+	// asynchronous puts instead of three). The begin and final statuses are
+	// written at once: the orphan sweep finds a dead instance's undecided
+	// transactions by the first, and users expect the last as soon as the
+	// outcome is known. Default 100ms; negative writes each change at once.
+	StatusLinger time.Duration
 	// Logger receives the engine's logs; default none.
 	Logger *zap.Logger
 }
@@ -78,6 +86,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.PrepareTimeout, 5*time.Second)
+	def(&c.StatusLinger, 100*time.Millisecond)
 	def(&c.RetryBase, 500*time.Millisecond)
 	def(&c.RetryMax, 5*time.Second)
 	def(&c.Retention, time.Hour)

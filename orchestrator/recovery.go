@@ -365,7 +365,7 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 	s.active[st.ID] = en
 	s.e.inFlight.Add(1)
 	s.apply(en, tx.Start())
-	s.e.publishStatus(en)
+	s.queueStatus(en)
 }
 
 // knowsFinal reports whether this engine runs or remembers transaction id,
@@ -421,7 +421,7 @@ func (s *shard) recover(rec decisionRecord) {
 	s.e.stats.Recovered.Add(1)
 	s.e.inFlight.Add(1)
 	s.apply(en, tx.Start())
-	s.e.publishStatus(en)
+	s.queueStatus(en)
 }
 
 // onOutcome answers a participant in doubt. The answer is final unless it is

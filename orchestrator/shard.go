@@ -28,6 +28,12 @@ type shard struct {
 	finishedSagas map[string]saga.Record
 	sagaExpiry    []expiring
 
+	// statuses are the transactions whose status changed since the last
+	// status write (Config.StatusLinger), in the order they first changed;
+	// statusFlush is set while a write of them is scheduled.
+	statuses    []*entry
+	statusFlush bool
+
 	// queue is a simulated engine's inbox, emptied by Engine.Pump.
 	mu    sync.Mutex
 	queue []any
@@ -55,6 +61,8 @@ type entry struct {
 	// persisted: they wait until it is durable.
 	held       *txn.Ready
 	persisting bool
+	// statusQueued: the shard's statuses list holds it.
+	statusQueued bool
 }
 
 type result struct {
@@ -126,6 +134,10 @@ type fenceReq struct{}
 // dropAll forgets every transaction and saga the shard drives; their
 // waiters get ErrFenced.
 func (s *shard) dropAll() {
+	for _, en := range s.statuses {
+		en.statusQueued = false // a fenced instance writes no more statuses
+	}
+	s.statuses = nil
 	for id, en := range s.active {
 		for _, t := range en.timers {
 			t.Stop()
@@ -214,6 +226,8 @@ func (s *shard) handle(v any) {
 		v.ch <- result{out: en.tx.Outcome()}
 	case replyEvent:
 		s.reply(v.r)
+	case statusFlushEvent:
+		s.flushStatuses()
 	case timerEvent:
 		if en := s.active[v.id]; en != nil {
 			s.step(en, txn.Event{Kind: txn.EventTimer, Timer: v.tm})
@@ -232,7 +246,7 @@ func (s *shard) handle(v any) {
 			if s.e.fault(PointCommitDurable, v.id) {
 				return
 			}
-			s.e.publishStatus(en) // committing, now that it is durable
+			s.queueStatus(en) // committing, now that it is durable
 			s.effects(en, rd)
 		}
 	}
@@ -255,6 +269,8 @@ func (s *shard) begin(r beginReq) {
 	s.e.stats.Begun.Add(1)
 	r.ch <- result{}
 	s.apply(r.en, r.en.tx.Start())
+	// Written at once, not lingered: the orphan sweep finds a dead
+	// instance's undecided transactions by their status.
 	s.e.publishStatus(r.en)
 	s.e.fault(PointPrepareSent, id)
 }
@@ -388,7 +404,7 @@ func (s *shard) decided(en *entry) {
 	if out.State != Committing {
 		// A commit's status is written once its record is durable: a status
 		// that says committing always means the commit will happen.
-		s.e.publishStatus(en)
+		s.queueStatus(en)
 	}
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
 	if out.State == Aborting {
@@ -427,7 +443,7 @@ func (s *shard) done(en *entry) {
 		s.e.stats.Aborted.Add(1)
 	}
 	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", s.e.now().Sub(en.started)))
-	s.e.publishStatus(en)
+	s.queueStatus(en)
 	s.notify(en, true)
 	s.remember(out, en.started, en.decidedAt)
 }
@@ -479,6 +495,7 @@ func (s *shard) lookup(id string) result {
 
 // shutdown stops every timer and tells every waiter the engine stopped.
 func (s *shard) shutdown() {
+	s.flushStatuses() // what changed last is written on the way out
 	for _, en := range s.active {
 		for _, t := range en.timers {
 			t.Stop()

@@ -73,6 +73,44 @@ func statusOf(out Outcome, owner string, started, decided, updated time.Time) me
 	return st
 }
 
+// statusFlushEvent has a shard write the statuses that changed (Config.StatusLinger).
+type statusFlushEvent struct{}
+
+// queueStatus writes en's status: a final one at once, an intermediate one
+// once Config.StatusLinger has passed (unless it is final by then, and so
+// written already), or at once when that is negative.
+func (s *shard) queueStatus(en *entry) {
+	if s.e.status == nil {
+		return
+	}
+	if s.e.cfg.StatusLinger < 0 || en.tx.State().Final() {
+		s.e.publishStatus(en)
+		return
+	}
+	if !en.statusQueued {
+		en.statusQueued = true
+		s.statuses = append(s.statuses, en)
+	}
+	if !s.statusFlush {
+		s.statusFlush = true
+		s.e.drv.AfterFunc(s.e.cfg.StatusLinger, func() { s.post(statusFlushEvent{}) })
+	}
+}
+
+// flushStatuses writes the latest status of each transaction queued,
+// unless it is final (written when it became so).
+func (s *shard) flushStatuses() {
+	s.statusFlush = false
+	for i, en := range s.statuses {
+		en.statusQueued = false
+		if !en.tx.State().Final() {
+			s.e.publishStatus(en)
+		}
+		s.statuses[i] = nil
+	}
+	s.statuses = s.statuses[:0]
+}
+
 // publishStatus writes en's status to the status bucket without waiting: a
 // put on the bucket's subject, ordered after the earlier ones of this
 // engine, so the latest state wins. A final status, a transaction's last, is
