@@ -184,6 +184,9 @@ func Start(cfg Config) (*Server, error) {
 				s.cleanup()
 				return nil, fmt.Errorf("embedded nats: route TLS: %w", err)
 			}
+			// A node is both server and client of routes, as nats-server
+			// sets up a cluster's tls block: strict verification both ways.
+			tc.ClientAuth, tc.RootCAs = tls.RequireAndVerifyClientCert, tc.ClientCAs
 			opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
 		}
 		opts.Routes = nil
