@@ -16,9 +16,9 @@ import (
 // left standing, a barrier and a business row that disagree. The same seeds
 // without it report none of them.
 func TestSagaPlantedBugIsCaught(t *testing.T) {
-	seeds := 12
+	seeds, sagas := 12, 40
 	if raceDetector {
-		seeds = 4
+		seeds, sagas = 3, 25
 	}
 	faults := Faults{Drop: 0.1, Delay: 0.1, SlowStore: 0.1, CrashParticipant: 0.01, StoreError: 0.02, PauseParticipant: 0.01,
 		SagaRefuse: 0.1, SagaFail: 0.2, SagaBroken: 0.05}
@@ -26,7 +26,7 @@ func TestSagaPlantedBugIsCaught(t *testing.T) {
 	run := func(p plant) (failed int, example string) {
 		results := runConfigs(seeds, func(i int) Config {
 			f := faults
-			return Config{Seed: uint64(i + 1), Transactions: 40, Sagas: 40, Coordinators: 2, Faults: &f, HealLimit: time.Minute, plant: p}
+			return Config{Seed: uint64(i + 1), Transactions: sagas, Sagas: sagas, Coordinators: 2, Faults: &f, HealLimit: time.Minute, plant: p}
 		})
 		for _, r := range results {
 			hit := false
