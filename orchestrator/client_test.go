@@ -9,6 +9,7 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/participants"
 )
 
 func newClient(t *testing.T, f *fixture) *orchestrator.Client {
@@ -177,5 +178,53 @@ func TestStatusSaysWhoItWaitsForAndSinceWhen(t *testing.T) {
 	}
 	if got.State != "preparing" || len(got.Waiting) != 1 || got.Waiting[0] != "ghost" || got.WaitingSince.Before(before.Add(-time.Second)) {
 		t.Fatalf("want preparing, waiting for ghost since the start; got %+v", got)
+	}
+}
+
+// TestStatusLingerKeepsAFastTransactionsDecisionOutOfTheBucket: with a
+// StatusLinger longer than the transaction, its committing status is never
+// written (its begin and final statuses are); with a negative one every
+// change is.
+func TestStatusLingerKeepsAFastTransactionsDecisionOutOfTheBucket(t *testing.T) {
+	for _, tc := range []struct {
+		linger time.Duration
+		want   string
+	}{
+		{time.Hour, "preparing,committed"},
+		{-1, "preparing,committing,committed"},
+	} {
+		f := newFixture(t, orchestrator.Config{StatusLinger: tc.linger})
+		// A slow commit: the transaction is committing for 300ms, long
+		// enough for any watcher to see that status if it is written.
+		f.participant("a", participants.HandlerFuncs{CommitFunc: func(context.Context, participants.Tx) error {
+			time.Sleep(300 * time.Millisecond)
+			return nil
+		}})
+		c := newClient(t, f)
+		ctx, cancel := context.WithCancel(context.Background())
+		updates, err := c.Watch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := f.eng.Execute(ctxT(t, 10*time.Second), orchestrator.Request{Participants: parts("a")})
+		if err != nil || !out.Committed() {
+			t.Fatalf("linger %v: %s %v", tc.linger, out.State, err)
+		}
+		var states []string
+		deadline := time.After(10 * time.Second)
+		for len(states) == 0 || states[len(states)-1] != "committed" {
+			select {
+			case u := <-updates:
+				if u.ID == out.ID {
+					states = append(states, u.State)
+				}
+			case <-deadline:
+				t.Fatalf("linger %v: watch saw only %v", tc.linger, states)
+			}
+		}
+		cancel()
+		if got := strings.Join(states, ","); got != tc.want {
+			t.Errorf("linger %v: the bucket held %s, want %s", tc.linger, got, tc.want)
+		}
 	}
 }

@@ -58,6 +58,7 @@ type benchOptions struct {
 	logLevel         string
 	cpuProfile       string
 	memProfile       string
+	sync             string
 }
 
 // benchSummary is what bench reports; --json prints it as one object.
@@ -67,8 +68,11 @@ type benchSummary struct {
 	Names        []string `json:"participant_names"`
 	// Simulated is true when bench ran its own simulated participants, and so
 	// could check atomicity against what they applied.
-	Simulated    bool    `json:"simulated"`
-	NATS         string  `json:"nats"`
+	Simulated bool   `json:"simulated"`
+	NATS      string `json:"nats"`
+	// Sync is the embedded server's sync mode ("interval" or "always"), or
+	// "server" when bench uses a NATS server it did not start.
+	Sync         string  `json:"sync"`
 	Concurrency  int     `json:"concurrency,omitempty"`
 	OfferedRate  float64 `json:"offered_rate,omitempty"`
 	Transactions int     `json:"transactions"`
@@ -187,6 +191,7 @@ transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
+	f.StringVar(&o.sync, "sync", "interval", "the embedded server's disk sync: interval (JetStream's default, fsync every 2 minutes) or always (fsync before each write is acknowledged); not with --nats")
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the load phase (bench's whole process: embedded NATS, coordinator, participants, load) to this file, for go tool pprof")
 	f.StringVar(&o.memProfile, "mem-profile", "", "write an allocation profile of the load phase to this file, for go tool pprof")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -201,6 +206,12 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 	case "2pc", "saga":
 	default:
 		return usageError{fmt.Errorf("--protocol %q: want 2pc or saga", o.protocol)}
+	}
+	if _, err := embedded.ParseSyncMode(o.sync); err != nil {
+		return usageError{fmt.Errorf("--sync: %w", err)}
+	}
+	if f.Changed("sync") && o.natsURL != "" {
+		return usageError{errors.New("--sync sets the embedded server's disk sync; with --nats, the server there decides (its jetstream sync_interval)")}
 	}
 	if f.Changed("count") && f.Changed("duration") {
 		return usageError{errors.New("give --count or --duration, not both")}
@@ -265,10 +276,12 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	defer stop()
 	out := cmd.OutOrStdout()
 
-	s := benchSummary{Protocol: o.protocol, NATS: o.natsURL, Coordinator: "bench"}
+	s := benchSummary{Protocol: o.protocol, NATS: o.natsURL, Coordinator: "bench", Sync: "server"}
 	url := o.natsURL
 	if url == "" {
-		srv, err := embedded.Start(embedded.Config{})
+		mode, _ := embedded.ParseSyncMode(o.sync) // checked by validate
+		s.Sync = string(mode)
+		srv, err := embedded.Start(embedded.Config{Sync: mode})
 		if err != nil {
 			return err
 		}
@@ -357,7 +370,11 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		if o.protocol == "saga" {
 			span = strings.Replace(span, "transactions", "sagas", 1)
 		}
-		fmt.Fprintf(out, "natstx bench: %s, %d %s, %s, %s, NATS %s, %s\n", o.protocol, len(names), who, span, load, s.NATS, coord)
+		nats := "NATS " + s.NATS
+		if s.Sync != "server" {
+			nats += " (sync " + s.Sync + ")"
+		}
+		fmt.Fprintf(out, "natstx bench: %s, %d %s, %s, %s, %s, %s\n", o.protocol, len(names), who, span, load, nats, coord)
 	}
 	bar := newBenchBar(o, out)
 	stopProfiles, err := startProfiles(o.cpuProfile, o.memProfile)

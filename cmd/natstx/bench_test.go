@@ -104,3 +104,22 @@ func TestBenchWrongInput(t *testing.T) {
 		wantExit(t, 2, c.want, c.args...)
 	}
 }
+
+func TestBenchSyncAlwaysRunsAndSaysSo(t *testing.T) {
+	stdout, stderr, code := run(t, 2*time.Minute, "bench", "--count", "100", "-n", "2", "--sync", "always", "--jetstream-msgs", "1000", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	s := benchJSON(t, stdout)
+	if s["sync"] != "always" || s["committed"].(float64) != 100 || s["violations"].(float64) != 0 {
+		t.Fatalf("--sync always: %s", stdout)
+	}
+	stdout, _, code = run(t, time.Minute, "bench", "--count", "10", "--jetstream-msgs", "0", "--json")
+	if code != 0 || benchJSON(t, stdout)["sync"] != "interval" {
+		t.Fatalf("default sync: exit %d %s", code, stdout)
+	}
+	_, stderr, code = run(t, time.Minute, "bench", "--sync", "sometimes")
+	if code != 2 || !strings.Contains(stderr, `"sometimes"`) || !strings.Contains(stderr, "always") {
+		t.Fatalf("bad --sync: exit %d, stderr %s", code, stderr)
+	}
+}

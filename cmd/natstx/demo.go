@@ -39,6 +39,7 @@ type demoOptions struct {
 	quiesceLimit time.Duration
 	saga         bool
 	refuseRate   float64
+	sync         string
 }
 
 var demoServices = []string{"inventory", "payment", "shipping"}
@@ -100,6 +101,7 @@ and the same conservation invariants.`,
 	f.DurationVar(&o.latencyMax, "latency-max", 100*time.Millisecond, "each simulated operation takes a uniform random time up to this")
 	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated failures (0: random)")
 	f.StringVar(&o.dataDir, "data-dir", "", "directory of the services' SQLite files (default: a temporary directory, removed afterwards)")
+	f.StringVar(&o.sync, "sync", "interval", "the embedded server's disk sync: interval (JetStream's default, fsync every 2 minutes) or always (fsync before each write is acknowledged)")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.BoolVar(&o.quiet, "quiet", false, "no line per transaction")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
@@ -162,7 +164,11 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	defer func() { _ = log.Sync() }()
 
-	srv, err := embedded.Start(embedded.Config{})
+	mode, err := embedded.ParseSyncMode(o.sync)
+	if err != nil {
+		return usageError{fmt.Errorf("--sync: %w", err)}
+	}
+	srv, err := embedded.Start(embedded.Config{Sync: mode})
 	if err != nil {
 		return err
 	}

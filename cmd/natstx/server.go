@@ -34,6 +34,7 @@ type embeddedOptions struct {
 	routes        []string
 	logs          bool
 	natsConfig    string
+	sync          string
 	tls           embedded.TLSConfig
 	clusterTLS    embedded.TLSConfig
 }
@@ -46,6 +47,7 @@ func addEmbeddedFlags(f *pflag.FlagSet, o *embeddedOptions) {
 	f.StringVar(&o.clusterListen, "cluster-listen", "", "HOST:PORT this node listens on for cluster routes")
 	f.StringSliceVar(&o.routes, "routes", nil, "route URLs of the other cluster nodes, e.g. nats://127.0.0.1:6223")
 	f.BoolVar(&o.logs, "nats-logs", false, "print the embedded NATS server's own log lines on stderr")
+	f.StringVar(&o.sync, "sync", "interval", "when the embedded server flushes JetStream's files to disk: interval (JetStream's default, every 2 minutes: a process crash loses nothing, a machine crash or power loss on a single node may lose the last interval's writes) or always (fsync before each write is acknowledged)")
 	f.StringVar(&o.natsConfig, "nats-config", "", "NATS server configuration file the embedded server loads first: the accounts and users of 'natstx auth init'")
 	f.StringVar(&o.tls.Cert, "nats-tls-cert", "", "certificate (PEM) of the embedded server: clients must then connect with TLS")
 	f.StringVar(&o.tls.Key, "nats-tls-key", "", "private key (PEM) of --nats-tls-cert")
@@ -65,7 +67,11 @@ func (o embeddedOptions) config() (embedded.Config, error) {
 	if o.dataDir == "" {
 		return embedded.Config{}, usageError{errors.New("--data-dir is empty; name a directory for JetStream's files")}
 	}
-	cfg := embedded.Config{Host: host, Port: port, DataDir: o.dataDir, Name: o.serverName, Logs: o.logs, ConfigFile: o.natsConfig}
+	mode, err := embedded.ParseSyncMode(o.sync)
+	if err != nil {
+		return embedded.Config{}, usageError{fmt.Errorf("--sync: %w", err)}
+	}
+	cfg := embedded.Config{Host: host, Port: port, DataDir: o.dataDir, Name: o.serverName, Logs: o.logs, ConfigFile: o.natsConfig, Sync: mode}
 	if o.tls != (embedded.TLSConfig{}) {
 		if o.tls.Cert == "" || o.tls.Key == "" || (o.tls.Verify && o.tls.CA == "") {
 			return embedded.Config{}, usageError{errors.New("TLS for clients needs --nats-tls-cert and --nats-tls-key (and --nats-tls-ca with --nats-tls-verify)")}
@@ -190,7 +196,7 @@ every client command can then use it. It stops on Ctrl-C (SIGINT) or SIGTERM.`,
 				return err
 			}
 			defer srv.Stop()
-			fmt.Fprintf(cmd.OutOrStdout(), "natstx nats: NATS with JetStream listening on %s, data in %s; Ctrl-C stops it\n", srv.URL(), srv.DataDir())
+			fmt.Fprintf(cmd.OutOrStdout(), "natstx nats: NATS with JetStream listening on %s, data in %s, sync %s; Ctrl-C stops it\n", srv.URL(), srv.DataDir(), o.sync)
 			<-ctx.Done()
 			fmt.Fprintln(cmd.OutOrStdout(), "natstx nats: stopping")
 			return nil
@@ -219,6 +225,7 @@ type serverOptions struct {
 	maxPayload     int
 	replicas       int
 	drainTimeout   time.Duration
+	statusLinger   time.Duration
 	startTimeout   time.Duration
 	logLevel       string
 	printConfig    bool
@@ -276,6 +283,7 @@ Transactions still running then stay in the stream and buckets.`,
 	f.IntVar(&o.maxInFlight, "max-in-flight", 100_000, "transactions running at once; more are refused")
 	f.IntVar(&o.maxPayload, "max-payload", 256<<10, "largest payload, in bytes, one participant may receive in a transaction or saga step; larger requests are refused")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the command stream and buckets: 1 on one server, 3 on a 3-node cluster")
+	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's intermediate status (committing, aborting) waits before it is written to the status bucket; a transaction that ends sooner writes only its begin and final status (0: write every change at once)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
 	f.DurationVar(&o.startTimeout, "start-timeout", time.Minute, "how long to wait for JetStream (a cluster forming) at start-up")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level on stderr (debug, info, warn, error)")
@@ -303,7 +311,7 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 			srv.Stop()
 			log.Info("embedded NATS server stopped")
 		}()
-		url, where = srv.URL(), "embedded NATS, JetStream in "+srv.DataDir()
+		url, where = srv.URL(), "embedded NATS, JetStream in "+srv.DataDir()+", sync "+o.embedded.sync
 	}
 	// A daemon keeps reconnecting while an external server restarts. Its own
 	// stop closes the connection, which is no disconnect to warn about.
@@ -400,7 +408,10 @@ func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.L
 	cfg := orchestrator.Config{
 		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention, LeaseTTL: o.leaseTTL,
 		MaxInFlight: o.maxInFlight, MaxPayload: o.maxPayload, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
-		Logger: log.Named("coordinator"), FaultHook: hook,
+		Logger: log.Named("coordinator"), FaultHook: hook, StatusLinger: o.statusLinger,
+	}
+	if o.statusLinger <= 0 {
+		cfg.StatusLinger = -1 // at once
 	}
 	if _, err := orchestrator.New(nc, cfg); err != nil {
 		return nil, usageError{err}

@@ -22,7 +22,9 @@ func decodeStatus(t *testing.T, stdout string) messages.TxStatus {
 }
 
 func TestTxBeginStatusListWatchAbort(t *testing.T) {
-	_, url := startServer(t)
+	// --status-linger 0: every state change is written, so the watcher sees
+	// the decision too (by default a fast transaction's is not).
+	_, url := startServer(t, "--status-linger", "0")
 	inventory := startSim(t, url, sim.Config{Name: "inventory"})
 	payment := startSim(t, url, sim.Config{Name: "payment"})
 	refuser := startSim(t, url, sim.Config{Name: "refuser", SuccessRate: sim.Rate(0)})

@@ -49,6 +49,31 @@ type Config struct {
 	ConfigFile string
 	// TLS, if set, makes clients connect over TLS with this certificate.
 	TLS *TLSConfig
+	// Sync is when JetStream flushes its files to disk: SyncInterval (the
+	// default, JetStream's own: every 2 minutes, so a machine crash or power
+	// loss can lose the writes of the last interval, a process crash none)
+	// or SyncAlways (an fsync before each write is acknowledged).
+	Sync SyncMode
+}
+
+// SyncMode says when JetStream flushes its files to disk.
+type SyncMode string
+
+// The sync modes.
+const (
+	SyncInterval SyncMode = "interval"
+	SyncAlways   SyncMode = "always"
+)
+
+// ParseSyncMode reads "interval" or "always" ("" means interval).
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch SyncMode(s) {
+	case "", SyncInterval:
+		return SyncInterval, nil
+	case SyncAlways:
+		return SyncAlways, nil
+	}
+	return "", fmt.Errorf("sync mode %q: use %q (JetStream's default: fsync every 2 minutes) or %q (fsync before each write is acknowledged)", s, SyncInterval, SyncAlways)
 }
 
 // TLSConfig names the PEM files of one TLS listener.
@@ -161,6 +186,15 @@ func Start(cfg Config) (*Server, error) {
 	}
 	opts.Host, opts.Port = host, port
 	opts.JetStream, opts.StoreDir = true, s.dataDir
+	switch cfg.Sync {
+	case SyncAlways:
+		opts.SyncAlways = true
+	case "", SyncInterval:
+	default:
+		s.cleanup()
+		_, err := ParseSyncMode(string(cfg.Sync))
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
 	if cfg.MaxPayload != 0 || cfg.ConfigFile == "" {
 		opts.MaxPayload = cfg.MaxPayload
 	}

@@ -88,3 +88,23 @@ func TestDataDirInUseIsRefusedNamingTheHolder(t *testing.T) {
 	}
 	b.Stop()
 }
+
+func TestSyncModeReachesJetStream(t *testing.T) {
+	for _, mode := range []SyncMode{"", SyncInterval, SyncAlways} {
+		s, err := Start(Config{Sync: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.NATS().JetStreamConfig().SyncAlways
+		s.Stop()
+		if got != (mode == SyncAlways) {
+			t.Errorf("sync %q: JetStream SyncAlways = %v", mode, got)
+		}
+	}
+	if _, err := Start(Config{Sync: "sometimes"}); err == nil || !strings.Contains(err.Error(), `"sometimes"`) {
+		t.Errorf("unknown sync mode: %v", err)
+	}
+	if m, err := ParseSyncMode("always"); err != nil || m != SyncAlways {
+		t.Errorf("ParseSyncMode(always) = %q, %v", m, err)
+	}
+}
