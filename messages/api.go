@@ -169,6 +169,9 @@ type ParticipantStatus struct {
 	Acked bool `json:"acked"`
 	// Sends counts the commands sent to it in the current phase.
 	Sends int `json:"sends"`
+	// Rejected is why the first reply from it that could not be read was
+	// rejected (a participant that answers but is not understood).
+	Rejected string `json:"rejected,omitempty"`
 }
 
 // The coordinator API subjects served in the queue group APIQueue.

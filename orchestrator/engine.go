@@ -685,8 +685,7 @@ func (e *Engine) onReply(m *nats.Msg) {
 	}
 	items, err := messages.DecodeBatch(m.Header, m.Data)
 	if err != nil {
-		e.stats.MalformedReplies.Add(1)
-		e.log.Warn("malformed reply batch dropped", zap.String("subject", m.Subject), zap.Error(err))
+		e.rejectReply(m.Subject, nil, err)
 		return
 	}
 	for _, it := range items {
@@ -702,11 +701,32 @@ func (e *Engine) routeReply(subject string, h map[string][]string, body []byte) 
 		err = messages.CheckReplySubject(subject, r)
 	}
 	if err != nil {
-		e.stats.MalformedReplies.Add(1)
-		e.log.Warn("malformed reply dropped", zap.String("subject", subject), zap.Error(err))
+		e.rejectReply(subject, h, err)
 		return
 	}
 	e.shardOf(r.TxID).post(replyEvent{r})
+}
+
+// rejectReply counts and logs a reply that could not be read, per
+// participant its subject names, and tells the transaction its headers name
+// (if any), so that a missing vote's timeout says the participant answered
+// but was not understood.
+func (e *Engine) rejectReply(subject string, h map[string][]string, err error) {
+	e.stats.MalformedReplies.Add(1)
+	_, participant, ok := messages.ParseReplySubject(subject)
+	if !ok {
+		e.log.Warn("malformed reply dropped", zap.String("subject", subject), zap.Error(err))
+		return
+	}
+	e.stats.rejected(participant)
+	var txid string
+	if vs := h[messages.HeaderTxID]; len(vs) == 1 && messages.ValidateName("transaction ID", vs[0]) == nil {
+		txid = vs[0]
+	}
+	e.log.Warn("malformed reply dropped", zap.String("subject", subject), zap.String("participant", participant), zap.String("txid", txid), zap.Error(err))
+	if txid != "" {
+		e.shardOf(txid).post(rejectedEvent{id: txid, participant: participant, err: err})
+	}
 }
 
 func (e *Engine) shardOf(id string) *shard {

@@ -74,6 +74,13 @@ type result struct {
 	err        error
 }
 
+// rejectedEvent: a reply about transaction id on participant's reply
+// subject could not be read.
+type rejectedEvent struct {
+	id, participant string
+	err             error
+}
+
 type (
 	beginReq struct {
 		en *entry
@@ -228,6 +235,10 @@ func (s *shard) handle(v any) {
 		s.reply(v.r)
 	case statusFlushEvent:
 		s.flushStatuses()
+	case rejectedEvent:
+		if en := s.active[v.id]; en != nil {
+			s.step(en, txn.Event{Kind: txn.EventRejected, Participant: v.participant, Reason: v.err.Error()})
+		}
 	case timerEvent:
 		if en := s.active[v.id]; en != nil {
 			s.step(en, txn.Event{Kind: txn.EventTimer, Timer: v.tm})

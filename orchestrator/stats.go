@@ -1,6 +1,9 @@
 package orchestrator
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Stats are the engine's counters.
 type Stats struct {
@@ -13,6 +16,31 @@ type Stats struct {
 	Fenced                                        atomic.Int64
 	Batches, Batched                              atomic.Int64
 	InFlight                                      *atomic.Int64
+
+	mu         sync.Mutex
+	rejectedBy map[string]int64
+}
+
+// maxRejectedNames bounds the participant names rejected replies are
+// counted by (a reply subject can name anything); the rest count under
+// OtherParticipants.
+const maxRejectedNames = 1024
+
+// OtherParticipants is the key of StatsSnapshot.RejectedReplies that counts
+// the rejected replies of names past the first 1,024.
+const OtherParticipants = "(others)"
+
+// rejected counts a rejected reply on participant's reply subject.
+func (s *Stats) rejected(participant string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rejectedBy == nil {
+		s.rejectedBy = make(map[string]int64)
+	}
+	if _, known := s.rejectedBy[participant]; !known && len(s.rejectedBy) >= maxRejectedNames {
+		participant = OtherParticipants
+	}
+	s.rejectedBy[participant]++
 }
 
 // StatsSnapshot is a copy of the counters at one moment.
@@ -48,10 +76,13 @@ type StatsSnapshot struct {
 	Batches, Batched int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
+	// RejectedReplies counts, per participant named by the reply subject,
+	// the replies that could not be read (part of MalformedReplies).
+	RejectedReplies map[string]int64
 }
 
 func (s *Stats) snapshot() StatsSnapshot {
-	return StatsSnapshot{
+	snap := StatsSnapshot{
 		Begun: s.Begun.Load(), Committed: s.Committed.Load(), Aborted: s.Aborted.Load(),
 		Timeouts: s.Timeouts.Load(), Rejected: s.Rejected.Load(),
 		Resends: s.Resends.Load(), PublishErrors: s.PublishErrors.Load(), PersistErrors: s.PersistErrors.Load(),
@@ -63,4 +94,13 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Batches: s.Batches.Load(), Batched: s.Batched.Load(),
 		InFlight: s.InFlight.Load(),
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.rejectedBy) > 0 {
+		snap.RejectedReplies = make(map[string]int64, len(s.rejectedBy))
+		for k, v := range s.rejectedBy {
+			snap.RejectedReplies[k] = v
+		}
+	}
+	return snap
 }

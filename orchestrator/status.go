@@ -60,7 +60,7 @@ func statusOf(out Outcome, owner string, started, decided, updated time.Time) me
 		st.WaitingSince = decided.UTC()
 	}
 	for i, p := range out.Participants {
-		st.Participants[i] = messages.ParticipantStatus{Name: p.Name, Vote: p.Vote.String(), Reason: p.Reason, Acked: p.Acked, Sends: p.Sends}
+		st.Participants[i] = messages.ParticipantStatus{Name: p.Name, Vote: p.Vote.String(), Reason: p.Reason, Acked: p.Acked, Sends: p.Sends, Rejected: p.Rejected}
 		switch {
 		case out.State.Final():
 		case out.State == Preparing && p.Vote == txn.VotePending, out.State.Decided() && !p.Acked:

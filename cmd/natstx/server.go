@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -360,12 +361,32 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 	left := eng.Stats().InFlight
 	stopping.Store(true)
 	eng.Stop()
+	printRejectedReplies(out, eng.Stats().RejectedReplies)
 	if left > 0 {
 		fmt.Fprintf(out, "natstx server: coordinator stopped with %d transactions in flight; they stay in the stream and buckets\n", left)
 	} else {
 		fmt.Fprintln(out, "natstx server: coordinator stopped, no transaction in flight")
 	}
 	return nil
+}
+
+// printRejectedReplies prints, per participant, how many of its replies
+// could not be read (a participant in another language speaking the protocol
+// wrongly), if any were.
+func printRejectedReplies(out io.Writer, by map[string]int64) {
+	if len(by) == 0 {
+		return
+	}
+	names := make([]string, 0, len(by))
+	for n := range by {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %d", n, by[n])
+	}
+	fmt.Fprintf(out, "natstx server: replies rejected as malformed, by participant: %s (the log says why)\n", strings.Join(parts, ", "))
 }
 
 // probeJetStream declares the command stream, retrying every 2s, until

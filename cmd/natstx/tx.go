@@ -598,7 +598,11 @@ func printStatus(out io.Writer, st messages.TxStatus, jsonOut bool) error {
 		if p.Acked {
 			acked = "acked"
 		}
-		fmt.Fprintf(tw, "  %s\tvote %s\t%s\tsends %d\t%s\n", p.Name, p.Vote, acked, p.Sends, p.Reason)
+		reason := p.Reason
+		if p.Rejected != "" {
+			reason = strings.TrimSpace(reason + " [replies rejected: " + p.Rejected + "]")
+		}
+		fmt.Fprintf(tw, "  %s\tvote %s\t%s\tsends %d\t%s\n", p.Name, p.Vote, acked, p.Sends, reason)
 	}
 	return tw.Flush()
 }

@@ -201,6 +201,11 @@ const (
 	// commit record is not durable, so no participant has heard commit: the
 	// transaction aborts instead.
 	EventCommitRefused
+	// EventRejected says a reply from Participant (named by the subject it
+	// came on) could not be read: Reason is why. It changes nothing but the
+	// reason given if that participant's vote is still missing at the
+	// deadline: it answered, but nothing it said could be counted.
+	EventRejected
 )
 
 // Event is one input to Step.
@@ -223,6 +228,9 @@ type PartResult struct {
 	Acked bool
 	// Sends counts the commands sent to it in the current phase.
 	Sends int
+	// Rejected is why the first of its replies that could not be read was
+	// rejected; empty if none was.
+	Rejected string
 }
 
 // Outcome is a snapshot of a transaction: its state, why, and each
@@ -342,6 +350,15 @@ func (t *Tx) Step(ev Event) Ready {
 		return t.onAck(ev)
 	case EventFailed:
 		return t.onFailed(ev)
+	case EventRejected:
+		i, ok := t.index[ev.Participant]
+		if !ok {
+			return Ready{Ignored: fmt.Sprintf("a rejected reply from %q, which is not a participant", ev.Participant)}
+		}
+		if t.parts[i].Rejected == "" {
+			t.parts[i].Rejected = orUnknown(ev.Reason)
+		}
+		return Ready{}
 	case EventTimer:
 		return t.onTimer(ev.Timer)
 	case EventCommitRefused:
@@ -425,15 +442,25 @@ func (t *Tx) onFailed(ev Event) Ready {
 func (t *Tx) onTimer(tm Timer) Ready {
 	switch {
 	case tm.Kind == TimerPrepare && tm == t.prepare && t.state == Preparing:
-		var missing []string
+		var missing, rejected []string
 		for _, p := range t.parts {
-			if p.Vote == VotePending {
+			switch {
+			case p.Vote != VotePending:
+			case p.Rejected != "":
+				rejected = append(rejected, fmt.Sprintf("%s answered, but its replies were rejected: %s", p.Name, p.Rejected))
+			default:
 				missing = append(missing, p.Name)
 			}
 		}
+		var why []string
+		if len(missing) > 0 {
+			why = append(why, fmt.Sprintf("no vote from %s within %v (is a participant of that name running?)", strings.Join(missing, ", "), t.spec.PrepareTimeout))
+		}
+		if len(rejected) > 0 {
+			why = append(why, fmt.Sprintf("no valid vote within %v: %s", t.spec.PrepareTimeout, strings.Join(rejected, "; ")))
+		}
 		t.timedOut = true
-		return t.decide(false, fmt.Sprintf("timeout: no vote from %s within %v (is a participant of that name running?)",
-			strings.Join(missing, ", "), t.spec.PrepareTimeout))
+		return t.decide(false, "timeout: "+strings.Join(why, "; "))
 	case tm.Kind == TimerResend && tm == t.resend:
 		return t.resendDue()
 	}

@@ -336,6 +336,30 @@ func TestAbortOnPrepareTimeout(t *testing.T) {
 	}
 }
 
+// TestATimeoutNamesAParticipantWhoseRepliesWereRejected: a participant
+// that answered, but only with replies that could not be read, is named as
+// such in the timeout reason, with the first rejection; one that said
+// nothing keeps the usual reason; a rejection after a valid vote changes
+// nothing.
+func TestATimeoutNamesAParticipantWhoseRepliesWereRejected(t *testing.T) {
+	h, _ := begin(t, testSpec("a", "b", "c"))
+	h.step(Event{Kind: EventRejected, Participant: "b", Reason: `natstx: malformed message: header "Natstx-Version" is "1.0"`})
+	h.step(Event{Kind: EventRejected, Participant: "b", Reason: "a later one"})
+	h.vote("c", true, "")
+	h.step(Event{Kind: EventRejected, Participant: "c", Reason: "after its vote"})
+	if rd := h.step(Event{Kind: EventRejected, Participant: "mallory", Reason: "x"}); rd.Ignored == "" {
+		t.Fatalf("a rejection for a non-participant was not ignored: %+v", rd)
+	}
+	h.fire(TimerPrepare)
+	want := `timeout: no vote from a within 2s (is a participant of that name running?); no valid vote within 2s: b answered, but its replies were rejected: natstx: malformed message: header "Natstx-Version" is "1.0"`
+	if o := h.tx.Outcome(); o.Reason != want || o.State != Aborting {
+		t.Fatalf("reason %q\nwant   %q", o.Reason, want)
+	}
+	if o := h.tx.Outcome(); o.Participants[1].Rejected == "" || o.Participants[0].Rejected != "" {
+		t.Fatalf("participants %+v", o.Participants)
+	}
+}
+
 func TestOperatorAbort(t *testing.T) {
 	t.Run("while preparing", func(t *testing.T) {
 		h, _ := begin(t, testSpec("a", "b", "c"))

@@ -1,0 +1,76 @@
+package orchestrator_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+)
+
+// TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason: a
+// participant that answers every command, but with a reply the coordinator
+// cannot read (a version "1.0"), gets a timeout reason that says it answered
+// and why its replies were rejected, in the status too; the rejections are
+// counted by participant.
+func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{PrepareTimeout: time.Second})
+	f.participant("good", yes)
+	js, err := jetstream.New(f.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cons, err := js.CreateOrUpdateConsumer(ctxT(t, 5*time.Second), messages.CommandStream, jetstream.ConsumerConfig{
+		Durable: messages.ConsumerName("sloppy"), FilterSubject: messages.ParticipantFilter("sloppy"), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		cmd, err := messages.DecodeCommand(map[string][]string(m.Headers()), m.Data())
+		if err != nil {
+			_ = m.Term()
+			return
+		}
+		r := messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: cmd.Participant, Result: messages.VoteCommit, Attempt: cmd.Attempt}
+		if cmd.Op != messages.OpPrepare {
+			r.Result = messages.Ack
+		}
+		h := nats.Header(r.Header())
+		h.Set(messages.HeaderVersion, "1.0")
+		_ = f.nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: h})
+		_ = m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+
+	out, err := f.eng.Execute(ctx, orchestrator.Request{Participants: parts("good", "sloppy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Committed() || !out.TimedOut || !strings.Contains(out.Reason, "sloppy answered, but its replies were rejected") || !strings.Contains(out.Reason, `"1.0"`) {
+		t.Fatalf("outcome %s %q: want a timeout naming sloppy's rejected replies and why", out.State, out.Reason)
+	}
+	if strings.Contains(out.Reason, "is a participant of that name running") {
+		t.Fatalf("reason %q says sloppy may not be running; it answered", out.Reason)
+	}
+	st := f.eng.Stats()
+	if st.RejectedReplies["sloppy"] < 1 || st.RejectedReplies["good"] != 0 {
+		t.Fatalf("rejected replies by participant: %v", st.RejectedReplies)
+	}
+	c := newClient(t, f)
+	waitFor(t, func() bool {
+		s, err := c.Status(ctxT(t, 5*time.Second), out.ID)
+		// aborting: sloppy's acks of abort are rejected too, so it is re-sent.
+		return err == nil && (s.State == "aborting" || s.State == "aborted") && len(s.Participants) == 2 && strings.Contains(s.Participants[1].Rejected, `"1.0"`)
+	}, "the status to show sloppy's rejected replies")
+}
