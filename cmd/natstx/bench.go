@@ -187,7 +187,7 @@ transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 	f.IntVar(&o.jsMsgs, "jetstream-msgs", 100_000, "messages of the raw JetStream publish measurement")
 	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated participants (0: random)")
 	f.DurationVar(&o.quiesce, "quiesce-timeout", 30*time.Second, "how long to wait for commits and aborts to be acknowledged before checking")
-	f.BoolVar(&o.noStatus, "no-status", false, "bench's own coordinator skips its status bucket writes (three per transaction; tx status/list/watch read them); not with --nats")
+	f.BoolVar(&o.noStatus, "no-status", false, "bench's own coordinator skips its status bucket writes (two or three per transaction; tx status/list/watch read them); not with --nats")
 	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
