@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+'use strict';
+// The example JavaScript participant: the seed's Service class (service.js),
+// wrapped by one adapter (adapter.js), served by the SDK on NATS JetStream.
+//
+//   node examples/participant.js --name js-service --store js-service.jsonl \
+//     --nats nats://127.0.0.1:4222 --success-rate 0.9
+//
+// It prints "participant NAME (js) ready" on standard output once it
+// consumes, logs JSON lines on standard error, and on SIGINT or SIGTERM
+// finishes the commands in flight, then exits 0.
+//
+// Fault injection for tests: --drop-reply-rate R drops each reply with
+// probability R (the command is still acknowledged, as when a reply is lost
+// on the way), so the coordinator must re-send and the SDK answer the
+// duplicate from its record.
+
+const { parseArgs } = require('node:util');
+const { connect } = require('@nats-io/transport-node');
+const { Participant, FileStore } = require('../src');
+const { ServiceAdapter } = require('./adapter');
+
+const LEVELS = { debug: 0, info: 1, warn: 2, error: 3 };
+
+/**
+ * A logger writing JSON lines on standard error from level on.
+ * @param {string} level debug, info, warn or error
+ * @param {string} name
+ */
+function jsonLogger(level, name) {
+  const min = LEVELS[level] ?? LEVELS.info;
+  const out = {};
+  for (const [lvl, n] of Object.entries(LEVELS)) {
+    out[lvl] = n < min ? () => {} : (msg, fields) => {
+      process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, participant: name, msg, ...fields }) + '\n');
+    };
+  }
+  return out;
+}
+
+async function main() {
+  const { values: o } = parseArgs({
+    options: {
+      name: { type: 'string', default: 'js-service' },
+      nats: { type: 'string', default: process.env.NATSTX_NATS || 'nats://127.0.0.1:4222' },
+      store: { type: 'string' },
+      'success-rate': { type: 'string', default: '1' },
+      'drop-reply-rate': { type: 'string', default: '0' },
+      'in-doubt-after': { type: 'string', default: '10000' },
+      'ack-wait': { type: 'string', default: '30000' },
+      'op-timeout': { type: 'string', default: '10000' },
+      'retry-delay': { type: 'string', default: '200' },
+      'log-level': { type: 'string', default: 'info' },
+    },
+  });
+  const num = (k) => {
+    const v = Number(o[k]);
+    if (!Number.isFinite(v)) throw new Error(`--${k} ${o[k]} is not a number`);
+    return v;
+  };
+  const log = jsonLogger(o['log-level'], o.name);
+  const dropRate = num('drop-reply-rate');
+  const nc = await connect({ servers: o.nats.split(','), name: `natstx-js-${o.name}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const store = await FileStore.open(o.store || `${o.name}.jsonl`);
+  const adapter = new ServiceAdapter(o.name, num('success-rate'), { info: (m) => log.info(m), warn: (m) => log.warn(m) });
+  const p = new Participant(nc, {
+    name: o.name,
+    handler: adapter,
+    store,
+    logger: log,
+    inDoubtAfter: num('in-doubt-after'),
+    ackWait: num('ack-wait'),
+    opTimeout: num('op-timeout'),
+    retryDelay: num('retry-delay'),
+    dropReply: dropRate > 0 ? () => Math.random() < dropRate : undefined,
+  });
+  await p.start();
+  process.stdout.write(`participant ${o.name} (js) ready\n`);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await p.stop();
+    await nc.drain();
+    const s = p.stats();
+    process.stderr.write(`participant ${o.name} stopped: ${s.prepares} prepares, ${s.commits} commits, ${s.aborts} aborts, ${s.duplicates} duplicates, ${s.rejected} rejected, ${adapter.lost} commits without staged data\n`);
+    process.exit(0);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+main().catch((e) => {
+  process.stderr.write(`natstx js participant: ${e && e.stack ? e.stack : e}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,32 @@
+'use strict';
+// natstx participant SDK for Node.js. See docs/PARTICIPANTS.md ("JavaScript
+// participants") and README.md beside this file.
+
+const protocol = require('./protocol');
+const batch = require('./batch');
+const errors = require('./errors');
+const { FileStore } = require('./store');
+const { Processor, Settle, State, StepState, Defaults, silentLogger } = require('./processor');
+const { Participant } = require('./runtime');
+
+module.exports = {
+  Participant,
+  Processor,
+  FileStore,
+  Settle,
+  State,
+  StepState,
+  Defaults,
+  silentLogger,
+  refuse: errors.refuse,
+  withCode: errors.withCode,
+  RefusedError: errors.RefusedError,
+  CodedError: errors.CodedError,
+  Reason: errors.Reason,
+  InvalidConfigError: errors.InvalidConfigError,
+  StreamMissingError: errors.StreamMissingError,
+  StoppedError: errors.StoppedError,
+  StartedError: errors.StartedError,
+  protocol,
+  batch,
+};

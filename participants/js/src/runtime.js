@@ -1,0 +1,422 @@
+'use strict';
+// Participant: consumes one participant's commands from the durable
+// JetStream consumer natstx-<name> on stream NATSTX_CMD (the same consumer,
+// with the same settings, as the Go runtime's participants/runtime.go, so Go
+// and JavaScript instances of one participant can share it), hands them to a
+// Processor, publishes the replies, settles the messages, answers audits,
+// resolves transactions in doubt, and stops gracefully.
+
+const { headers: natsHeaders, NoRespondersError } = require('@nats-io/transport-node');
+const { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, JetStreamApiError } = require('@nats-io/jetstream');
+
+const P = require('./protocol');
+const { isBatch } = require('./batch');
+const { Processor, Settle, withDefaults } = require('./processor');
+const { StreamMissingError, StoppedError, StartedError, errorText } = require('./errors');
+
+/** How long one pull request waits, and how often the server shows it is alive (Go pullExpiry, pullHeartbeat). */
+const PULL_EXPIRY_MS = 5000;
+const PULL_HEARTBEAT_MS = 2000;
+/** Most transactions one audit request may ask about. */
+const MAX_AUDIT_IDS = 10_000;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Converts a record of header values to NATS headers, names kept exactly.
+ * @param {Record<string,string[]>} rec
+ */
+function toHeaders(rec) {
+  const h = natsHeaders();
+  for (const [k, vs] of Object.entries(rec)) for (const v of vs) h.append(k, v);
+  return h;
+}
+
+/**
+ * A participant runtime. Create it with new Participant(nc, config), then
+ * start(); stop() ends it. It runs once.
+ *
+ * config:
+ * - name: the participant's name, as coordinators address it (required).
+ * - handler: { prepare(tx, payload, {signal}), commit(tx, {signal}), abort(tx, {signal}) },
+ *   each async; resolving succeeds (prepare: votes commit), throwing fails
+ *   (prepare: votes abort with the error's message as the reason; commit,
+ *   abort: the command is delivered again after retryDelay).
+ * - sagaHandler: { action(step, payload, {signal}), compensate(step, payload, {signal}) }
+ *   (optional); throw refuse(code, reason) to refuse an action for good.
+ * - store: an open FileStore, the durable record (required).
+ * - concurrency (256), ackWait (30000 ms), opTimeout (10000 ms), retention
+ *   (24 h, how long finished records answer duplicates), retryDelay (200 ms),
+ *   streamWait (30000 ms), inDoubtAfter (10000 ms; negative never).
+ * - logger: { debug, info, warn, error }(message, fields); default silent.
+ * - afterApply(cmd): called after a command's effect is recorded, before its
+ *   reply (fault injection).
+ * - dropReply(reply): for fault injection: return true to not publish this
+ *   reply, as if it were lost on the way (the message is still settled).
+ * - now(): the clock of decisions, Unix ms; default Date.now.
+ */
+class Participant {
+  /**
+   * @param {import('@nats-io/transport-node').NatsConnection} nc
+   * @param {object} config see the class description
+   */
+  constructor(nc, config) {
+    this.cfg = withDefaults(config);
+    this.nc = nc;
+    this.log = this.cfg.logger;
+    this.proc = new Processor(this.cfg);
+    this.started = false;
+    this.stopping = false;
+    this.stopped = null;
+    this.inflight = new Set();
+    this.slots = 0;
+    this.waiting = [];
+    this.timers = [];
+    this.resolving = null;
+  }
+
+  /** @returns {string} the participant's name */
+  get name() {
+    return this.cfg.name;
+  }
+
+  /** @returns {object} the counters (see Processor.stats) */
+  stats() {
+    return this.proc.stats();
+  }
+
+  /**
+   * @param {string} txid
+   * @returns {string} what the record says of txid: none, prepared, committed or aborted
+   */
+  state(txid) {
+    return this.proc.state(txid);
+  }
+
+  /**
+   * @param {string} sagaId
+   * @param {string} step
+   * @returns {string} what the record says of a saga step
+   */
+  stepState(sagaId, step) {
+    return this.proc.stepState(sagaId, step);
+  }
+
+  /**
+   * Waits up to streamWait for the command stream (the coordinator declares
+   * it), creates or updates the durable consumer, starts consuming, answers
+   * audits and starts the janitor (record sweeps, in-doubt questions).
+   * @returns {Promise<void>}
+   */
+  async start() {
+    if (this.stopping) throw new StoppedError();
+    if (this.started) throw new StartedError();
+    this.started = true;
+    const jsm = await jetstreamManager(this.nc);
+    await this.waitStream(jsm);
+    const durable = P.consumerName(this.cfg.name);
+    await this.createOrUpdateConsumer(jsm, durable);
+    if (this.stopping) throw new StoppedError();
+    const consumer = await jetstream(this.nc).consumers.get(P.COMMAND_STREAM, durable);
+    this.messages = await consumer.consume({
+      max_messages: this.cfg.concurrency,
+      expires: PULL_EXPIRY_MS,
+      idle_heartbeat: PULL_HEARTBEAT_MS,
+      callback: (m) => this.onMessage(m),
+    });
+    this.watchStatus(this.messages);
+    this.proc.loadPrepared();
+    this.audit = this.nc.subscribe(P.auditSubject(this.cfg.name), {
+      queue: P.AUDIT_QUEUE,
+      callback: (err, m) => {
+        if (!err) this.answerAudit(m);
+      },
+    });
+    const sweepEvery = Math.min(Math.max(this.cfg.retention / 2, 10), 60_000);
+    this.timers.push(setInterval(() => {
+      this.proc.sweep().then((n) => {
+        if (n > 0) this.log.debug('removed finished transaction records', { count: n });
+      }, (e) => this.log.warn('sweeping finished records failed', { error: errorText(e) }));
+    }, sweepEvery));
+    if (this.cfg.inDoubtAfter > 0) {
+      this.timers.push(setInterval(() => this.resolveRound(), Math.max(this.cfg.inDoubtAfter / 2, 10)));
+    }
+    this.log.info('participant started', { concurrency: this.cfg.concurrency });
+  }
+
+  /**
+   * @private Creates the durable consumer, or updates it to these settings
+   * (Go's CreateOrUpdateConsumer; nats.js exposes create and update).
+   */
+  async createOrUpdateConsumer(jsm, durable) {
+    const cfg = {
+      description: `natstx commands for participant ${this.cfg.name}`,
+      filter_subject: P.participantFilter(this.cfg.name),
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: this.cfg.ackWait * 1e6,
+      max_ack_pending: 2 * this.cfg.concurrency,
+      deliver_policy: DeliverPolicy.All,
+    };
+    const exists = async () => {
+      try {
+        await jsm.consumers.info(P.COMMAND_STREAM, durable);
+        return true;
+      } catch (e) {
+        if (e instanceof JetStreamApiError && e.status === 404) return false;
+        throw e;
+      }
+    };
+    if (!(await exists())) {
+      try {
+        await jsm.consumers.add(P.COMMAND_STREAM, { durable_name: durable, ...cfg });
+        return;
+      } catch (e) {
+        // Another instance created it meanwhile: update it below.
+        if (!(await exists())) throw e;
+      }
+    }
+    const changes = { ...cfg };
+    delete changes.deliver_policy; // fixed at creation
+    delete changes.ack_policy;
+    await jsm.consumers.update(P.COMMAND_STREAM, durable, changes);
+  }
+
+  /** @private Polls for the command stream until it exists or streamWait passes. */
+  async waitStream(jsm) {
+    const end = Date.now() + this.cfg.streamWait;
+    let last = null;
+    for (;;) {
+      try {
+        await jsm.streams.info(P.COMMAND_STREAM);
+        return;
+      } catch (e) {
+        last = e;
+      }
+      if (this.stopping) throw new StoppedError();
+      if (Date.now() >= end) {
+        throw new StreamMissingError(`participant ${this.cfg.name}: stream ${P.COMMAND_STREAM} did not appear within ${this.cfg.streamWait}ms; start the natstx coordinator, which declares it (last error: ${errorText(last)})`);
+      }
+      await sleep(Math.min(250, this.cfg.streamWait));
+    }
+  }
+
+  /** @private Logs the consumer's notifications that matter. */
+  async watchStatus(messages) {
+    try {
+      for await (const s of messages.status()) {
+        if (s.type === 'heartbeats_missed' || s.type === 'consumer_not_found' || s.type === 'stream_not_found' || s.type === 'consumer_deleted') {
+          this.log.warn('consuming commands', { status: s.type, data: s.count ?? s.name ?? undefined });
+        }
+      }
+    } catch {
+      // the iterator ends when consuming stops
+    }
+  }
+
+  /** @private Runs one in-doubt round unless one is running. */
+  resolveRound() {
+    if (this.resolving || this.stopping) return;
+    this.resolving = this.proc.resolveInDoubt((req, timeout) => this.ask(req, timeout), () => this.stopping)
+      .catch((e) => this.log.warn('in doubt: round failed', { error: errorText(e) }))
+      .finally(() => { this.resolving = null; });
+  }
+
+  /** @private Asks the coordinators' queue group how a transaction ended. */
+  async ask(req, timeout) {
+    let m;
+    try {
+      m = await this.nc.request(P.API_OUTCOME, JSON.stringify(req), { timeout });
+    } catch (e) {
+      if (e instanceof NoRespondersError || (e && e.cause instanceof NoRespondersError)) throw new Error('no coordinator is running');
+      throw e;
+    }
+    let resp;
+    try {
+      resp = m.json();
+    } catch (e) {
+      throw new Error(`unreadable answer: ${errorText(e)}`);
+    }
+    if (resp.error) throw new Error(resp.error);
+    return resp;
+  }
+
+  /** @private Answers one audit request (Go serveAudit). */
+  answerAudit(m) {
+    const resp = { participant: this.cfg.name };
+    let req;
+    try {
+      req = JSON.parse(Buffer.from(m.data).toString('utf8')) ?? {};
+      if (typeof req !== 'object' || Array.isArray(req) || (req.ids !== undefined && req.ids !== null && !Array.isArray(req.ids))) {
+        throw new Error('ids is not a list');
+      }
+    } catch (e) {
+      resp.error = `audit request is not valid JSON: ${errorText(e)}`;
+    }
+    const ids = (req && req.ids) || [];
+    if (!resp.error && ids.length > MAX_AUDIT_IDS) {
+      resp.error = `audit request asks about ${ids.length} transactions; the limit is ${MAX_AUDIT_IDS}`;
+    }
+    if (!resp.error) {
+      resp.states = {};
+      for (const id of ids) {
+        try {
+          P.validateName('transaction ID', id);
+        } catch {
+          continue;
+        }
+        resp.states[id] = this.proc.state(id);
+      }
+    } else {
+      this.log.warn('bad audit request', { error: resp.error });
+    }
+    m.respond(JSON.stringify(resp));
+  }
+
+  /** @private Takes a handler slot; resolves to its release, or null when stopping. */
+  acquire() {
+    if (this.stopping) return Promise.resolve(null);
+    if (this.slots < this.cfg.concurrency) {
+      this.slots++;
+      return Promise.resolve(() => this.release());
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** @private */
+  release() {
+    const next = this.waiting.shift();
+    if (next) next(() => this.release());
+    else this.slots--;
+  }
+
+  /** @private Tracks a promise of work in flight until it settles. */
+  track(p) {
+    this.inflight.add(p);
+    p.finally(() => this.inflight.delete(p));
+  }
+
+  /** @private The consume callback: never runs handler work itself. */
+  onMessage(msg) {
+    if (this.stopping) {
+      this.handBack(msg);
+      return;
+    }
+    const h = msg.headers ? msg.headers.toRecord() : {};
+    if (isBatch(h)) {
+      this.track(this.processBatch(msg, h));
+      return;
+    }
+    this.track((async () => {
+      const release = await this.acquire();
+      if (!release) {
+        this.handBack(msg);
+        return;
+      }
+      try {
+        await this.process(msg, h);
+      } finally {
+        release();
+      }
+    })().catch((e) => this.log.error('handling a command failed', { subject: msg.subject, error: errorText(e) })));
+  }
+
+  /** @private Hands a message received during stop back to JetStream, for another instance now. */
+  handBack(msg) {
+    try {
+      msg.nak();
+    } catch (e) {
+      this.log.debug('handing a command back', { subject: msg.subject, error: errorText(e) });
+    }
+  }
+
+  /** @private Publishes one reply message; returns false if it could not. */
+  publish(subject, header, body, reply) {
+    if (reply && this.cfg.dropReply && this.cfg.dropReply(reply)) {
+      this.log.info('fault injection: reply dropped', { txid: reply.txid, op: reply.op, result: reply.result });
+      return true;
+    }
+    try {
+      this.nc.publish(subject, body, { headers: toHeaders(header) });
+      return true;
+    } catch (e) {
+      this.log.warn('publishing reply; the command will be delivered again', { reply_to: subject, error: errorText(e) });
+      return false;
+    }
+  }
+
+  /** @private Handles one command message end to end. */
+  async process(msg, h) {
+    await this.proc.handle(h, msg.data, msg.subject, (a) => {
+      let settle = a.settle;
+      if (a.replyTo && a.reply) {
+        if (!this.publish(a.replyTo, P.replyHeader(a.reply), P.replyBody(a.reply), a.reply) && settle === Settle.ACK) settle = Settle.NAK;
+      }
+      this.dispose(msg, settle);
+    });
+  }
+
+  /** @private Handles a batch message: each command takes a slot; one settle for the message. */
+  async processBatch(msg, h) {
+    try {
+      const ba = await this.proc.handleBatch(h, msg.data, msg.subject, () => this.acquire());
+      if (ba.stopped) {
+        this.handBack(msg);
+        return;
+      }
+      let settle = ba.settle;
+      for (const m of ba.replies) {
+        // A dropped reply batch is lost whole, as a lost message would be.
+        const probe = m.header[P.Header.BATCH] ? null : { txid: m.header[P.Header.TXID][0], op: m.header[P.Header.OP][0], result: m.header[P.Header.RESULT][0] };
+        const ok = probe ? this.publish(m.subject, m.header, m.body, probe)
+          : this.publish(m.subject, m.header, m.body, { batch: true, txid: '', op: '', result: '' });
+        if (!ok && settle === Settle.ACK) settle = Settle.NAK;
+      }
+      this.dispose(msg, settle);
+    } catch (e) {
+      this.log.error('handling a command batch failed', { subject: msg.subject, error: errorText(e) });
+    }
+  }
+
+  /** @private Acknowledges, naks (after retryDelay) or terminates a message. */
+  dispose(msg, settle) {
+    try {
+      if (settle === Settle.ACK) msg.ack();
+      else if (settle === Settle.NAK) msg.nak(this.cfg.retryDelay);
+      else msg.term();
+    } catch (e) {
+      this.log.warn('settling the command message', { subject: msg.subject, error: errorText(e) });
+    }
+  }
+
+  /**
+   * Stops consuming, waits for every in-flight handler call to finish and
+   * reply, stops the janitor and closes the record. Messages received while
+   * stopping are handed back to JetStream. Safe to call more than once, and
+   * before start. The NATS connection stays open: it is the caller's.
+   * @returns {Promise<void>}
+   */
+  stop() {
+    if (!this.stopped) this.stopped = this.doStop();
+    return this.stopped;
+  }
+
+  /** @private */
+  async doStop() {
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    for (const w of this.waiting.splice(0)) w(null);
+    if (this.audit) this.audit.unsubscribe();
+    if (this.messages) await this.messages.close();
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    if (this.resolving) await this.resolving;
+    try {
+      await this.nc.flush();
+    } catch {
+      // the connection is closed: nothing left to flush
+    }
+    await this.cfg.store.close();
+    if (this.started) this.log.info('participant stopped');
+  }
+}
+
+module.exports = { Participant, toHeaders, PULL_EXPIRY_MS, PULL_HEARTBEAT_MS, MAX_AUDIT_IDS };
