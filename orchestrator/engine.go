@@ -354,6 +354,17 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if !e.coop {
+		// Once Start returns, the server has the reply and API
+		// subscriptions: a request right after it finds a responder.
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := e.nc.FlushWithContext(fctx)
+		cancel()
+		if err != nil {
+			e.Stop()
+			return fmt.Errorf("natstx: registering the coordinator's subscriptions with NATS: %w", err)
+		}
+	}
 	e.spawn(e.recoveryLoop)
 	e.spawn(e.leaseLoop)
 	e.log.Info("coordinator started", zap.String("instance", e.cfg.Instance), zap.String("reply_subject", e.replies), zap.Int("shards", len(e.shards)))
