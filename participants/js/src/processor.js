@@ -99,7 +99,7 @@ class Processor {
     this.lastSweep = this.now();
     this.counters = {
       prepares: 0, commits: 0, aborts: 0, duplicates: 0, rejected: 0, actions: 0, compensations: 0,
-      unsupported: 0, malformed: 0, handlerErrors: 0, inDoubtQueries: 0, inDoubtResolved: 0, inDoubtContradicted: 0,
+      unsupported: 0, malformed: 0, handlerErrors: 0, batches: 0, inDoubtQueries: 0, inDoubtResolved: 0, inDoubtContradicted: 0,
     };
   }
 
@@ -557,6 +557,7 @@ class Processor {
    */
   async handleBatch(h, body, subject, acquire) {
     let items;
+    this.counters.batches++;
     try {
       items = decodeBatch(h, body);
       const to = P.first(h, P.Header.PARTICIPANT);

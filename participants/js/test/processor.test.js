@@ -1,0 +1,275 @@
+'use strict';
+// The idempotency rules, batches, in-doubt resolution and sagas of the
+// Processor, with a real durable record, without NATS.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const fs = require('node:fs');
+const { Processor, FileStore, Settle, refuse, withCode, Reason, batch } = require('../src');
+const P = require('../src/protocol');
+const { tempDir } = require('./helpers');
+
+const NAME = 'pay';
+
+/** A handler that records its calls and fails as told. */
+function recordingHandler() {
+  const h = {
+    calls: [],
+    fail: {},
+    async prepare(tx, payload) { h.calls.push(['prepare', tx.id, payload ? payload.toString() : undefined]); if (h.fail.prepare) throw new Error(h.fail.prepare); },
+    async commit(tx) { h.calls.push(['commit', tx.id]); if (h.fail.commit) { h.fail.commit--; throw new Error('disk full'); } },
+    async abort(tx) { h.calls.push(['abort', tx.id]); if (h.fail.abort) { h.fail.abort--; throw new Error('busy'); } },
+  };
+  return h;
+}
+
+async function rig(t, { file, now, handler = recordingHandler(), sagaHandler, inDoubtAfter } = {}) {
+  const f = file || path.join(tempDir(), 'rec.jsonl');
+  const store = await FileStore.open(f);
+  t.after(() => store.close());
+  const proc = new Processor({ name: NAME, handler, sagaHandler, store, now, inDoubtAfter });
+  const send = async (op, txid, { attempt = 1, payload = null, deadline = null, step = '', subject } = {}) => {
+    const c = { txid, op, participant: NAME, attempt, replyTo: `natstx.reply.c1.${NAME}`, deadline, step, payload: payload && Buffer.from(payload) };
+    let ans;
+    await proc.handle(P.commandHeader(c), c.payload, subject ?? (step ? '' : P.commandSubject(NAME, txid)), (a) => { ans = a; });
+    return ans;
+  };
+  return { proc, store, file: f, handler, send };
+}
+
+const brief = (a) => [a.reply && a.reply.result, a.settle, a.reply && a.reply.reason];
+
+test('prepare, duplicate prepare, commit, duplicate commit', async (t) => {
+  const r = await rig(t);
+  assert.deepEqual(brief(await r.send('prepare', 't1', { payload: 'x' })), ['vote-commit', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 't1', { attempt: 2, payload: 'x' })), ['vote-commit', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('commit', 't1')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('commit', 't1', { attempt: 2 })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 't1', { attempt: 3 })), ['vote-commit', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 't1', 'x'], ['commit', 't1']]);
+  assert.equal(r.proc.state('t1'), 'committed');
+  const s = r.proc.stats();
+  assert.equal(s.duplicates, 3);
+  assert.equal(s.prepares, 3);
+});
+
+test('a prepare voted abort gives the same vote again without the handler; its abort is a duplicate', async (t) => {
+  const r = await rig(t);
+  r.handler.fail.prepare = 'no stock';
+  assert.deepEqual(brief(await r.send('prepare', 't1')), ['vote-abort', Settle.ACK, 'no stock']);
+  r.handler.fail.prepare = '';
+  assert.deepEqual(brief(await r.send('prepare', 't1', { attempt: 2 })), ['vote-abort', Settle.ACK, 'no stock']);
+  assert.deepEqual(brief(await r.send('abort', 't1')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 't1', undefined]]);
+});
+
+test('abort before prepare makes a late prepare vote abort; abort is idempotent', async (t) => {
+  const r = await rig(t);
+  assert.deepEqual(brief(await r.send('abort', 't1')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 't1')), ['vote-abort', Settle.ACK, Reason.ABORTED_BEFORE_PREPARE]);
+  assert.deepEqual(brief(await r.send('abort', 't1', { attempt: 2 })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, []);
+  // prepared, then aborted: the handler's abort runs once; a duplicate
+  // prepare votes abort with the coordinator's reason.
+  await r.send('prepare', 't2');
+  assert.deepEqual(brief(await r.send('abort', 't2')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('abort', 't2')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 't2', { attempt: 2 })), ['vote-abort', Settle.ACK, Reason.ABORTED]);
+  assert.deepEqual(r.handler.calls, [['prepare', 't2', undefined], ['abort', 't2']]);
+});
+
+test('commands that contradict the record are answered failed and terminated', async (t) => {
+  const r = await rig(t);
+  assert.deepEqual(brief(await r.send('commit', 'never')), ['failed', Settle.TERM, Reason.NO_RECORD]);
+  await r.send('abort', 'ab');
+  assert.deepEqual(brief(await r.send('commit', 'ab')), ['failed', Settle.TERM, Reason.COMMIT_AFTER_ABORT]);
+  await r.send('prepare', 'co');
+  await r.send('commit', 'co');
+  assert.deepEqual(brief(await r.send('abort', 'co')), ['failed', Settle.TERM, Reason.ABORT_AFTER_COMMIT]);
+  assert.equal(r.proc.stats().rejected, 3);
+  assert.equal(r.proc.state('never'), 'none');
+});
+
+test('a prepare at or after its deadline votes abort without the handler', async (t) => {
+  let clock = 1_000_000;
+  const r = await rig(t, { now: () => clock });
+  assert.deepEqual(brief(await r.send('prepare', 't1', { deadline: clock })), ['vote-abort', Settle.ACK, Reason.DEADLINE_PASSED]);
+  assert.deepEqual(brief(await r.send('prepare', 't2', { deadline: clock + 1 })), ['vote-commit', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 't2', undefined]]);
+});
+
+test('a failed commit or abort is delivered again (nak) until it succeeds', async (t) => {
+  const r = await rig(t);
+  await r.send('prepare', 't1');
+  r.handler.fail.commit = 2;
+  assert.deepEqual(brief(await r.send('commit', 't1')), ['failed', Settle.NAK, 'disk full']);
+  assert.deepEqual(brief(await r.send('commit', 't1')), ['failed', Settle.NAK, 'disk full']);
+  assert.equal(r.proc.state('t1'), 'prepared');
+  assert.deepEqual(brief(await r.send('commit', 't1')), ['ack', Settle.ACK, '']);
+  await r.send('prepare', 't2');
+  r.handler.fail.abort = 1;
+  assert.deepEqual(brief(await r.send('abort', 't2')), ['failed', Settle.NAK, 'busy']);
+  assert.deepEqual(brief(await r.send('abort', 't2')), ['ack', Settle.ACK, '']);
+  assert.equal(r.proc.stats().handlerErrors, 3);
+});
+
+test('malformed commands: answered failed when they say where, always terminated', async (t) => {
+  const r = await rig(t);
+  let ans;
+  const h = P.commandHeader({ txid: 't1', op: 'prepare', participant: 'other', attempt: 1, replyTo: 'natstx.reply.c1.pay', deadline: null, step: '' });
+  await r.proc.handle(h, null, '', (a) => { ans = a; });
+  assert.equal(ans.reply.result, 'failed');
+  assert.equal(ans.settle, Settle.TERM);
+  assert.match(ans.reply.reason, /command for participant "other" reached participant "pay"/);
+  assert.equal(ans.replyTo, 'natstx.reply.c1.pay');
+  // on the wrong subject
+  ans = await r.send('prepare', 't1', { subject: 'natstx.cmd.pay.t2' });
+  assert.deepEqual([ans.reply.result, ans.settle], ['failed', Settle.TERM]);
+  assert.match(ans.reply.reason, /arrived on subject/);
+  // no reply subject: no reply
+  const h2 = { ...h, [P.Header.REPLY_TO]: undefined };
+  delete h2[P.Header.REPLY_TO];
+  await r.proc.handle(h2, null, '', (a) => { ans = a; });
+  assert.deepEqual([ans.replyTo, ans.settle], ['', Settle.TERM]);
+  assert.equal(r.proc.stats().malformed, 3);
+  assert.deepEqual(r.handler.calls, []);
+});
+
+test('the record survives a restart: duplicates answered from it, prepared ones in doubt', async (t) => {
+  const first = await rig(t);
+  await first.send('prepare', 'p1', { deadline: 9_000_000_000_000 });
+  await first.send('prepare', 'c1');
+  await first.send('commit', 'c1');
+  await first.send('abort', 'a1');
+  await first.store.close();
+  // a torn last line, as a crash mid-write leaves it, is dropped
+  fs.appendFileSync(first.file, '{"k":"zz","v":{"sta');
+  const handler = recordingHandler();
+  const again = await rig(t, { file: first.file, handler });
+  assert.equal(again.proc.loadPrepared(), 1);
+  assert.deepEqual(again.proc.inDoubt(), ['p1']);
+  assert.deepEqual(brief(await again.send('prepare', 'p1')), ['vote-commit', Settle.ACK, '']);
+  assert.deepEqual(brief(await again.send('commit', 'c1')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await again.send('prepare', 'a1')), ['vote-abort', Settle.ACK, Reason.ABORTED_BEFORE_PREPARE]);
+  assert.deepEqual(handler.calls, []);
+  assert.deepEqual(brief(await again.send('commit', 'p1')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(handler.calls, [['commit', 'p1']]);
+  assert.deepEqual(again.proc.inDoubt(), []);
+});
+
+test('in doubt: asks after inDoubtAfter with the deadline, applies commit and abort, keeps pending', async (t) => {
+  let clock = 5_000_000;
+  const r = await rig(t, { now: () => clock, inDoubtAfter: 1000 });
+  for (const id of ['d-commit', 'd-abort', 'd-pending', 'd-error']) await r.send('prepare', id, { deadline: clock + 500 });
+  const asked = [];
+  const answers = { 'd-commit': { outcome: 'commit' }, 'd-abort': { outcome: 'abort', reason: 'timed out' }, 'd-pending': { outcome: 'pending' } };
+  const ask = async (req, timeout) => {
+    asked.push(req);
+    assert.ok(timeout >= 1000);
+    if (!answers[req.id]) throw new Error('no coordinator is running');
+    return answers[req.id];
+  };
+  assert.deepEqual(await r.proc.resolveInDoubt(ask), { asked: 0, resolved: 0 }); // not in doubt long enough
+  clock += 1000;
+  assert.deepEqual(await r.proc.resolveInDoubt(ask), { asked: 4, resolved: 2 });
+  assert.deepEqual(asked.map((q) => q.id), ['d-abort', 'd-commit', 'd-error', 'd-pending']);
+  assert.deepEqual(asked[0], { id: 'd-abort', participant: NAME, asked_at_ms: clock, deadline_ms: 5_000_500 });
+  assert.equal(r.proc.state('d-commit'), 'committed');
+  assert.equal(r.proc.state('d-abort'), 'aborted');
+  assert.deepEqual(r.proc.inDoubt().sort(), ['d-error', 'd-pending']);
+  // a command that arrives after all is a duplicate
+  assert.deepEqual(brief(await r.send('commit', 'd-commit')), ['ack', Settle.ACK, '']);
+  // an answer that contradicts the record takes it out of the doubt set
+  await r.send('abort', 'x');
+  r.proc.doubt.set('x', { id: 'x', deadline: null, since: 0 });
+  answers.x = { outcome: 'commit' };
+  await r.proc.resolveInDoubt(ask);
+  assert.equal(r.proc.stats().inDoubtContradicted, 1);
+  assert.ok(!r.proc.inDoubt().includes('x'));
+  assert.equal(r.proc.stats().rejected, 0);
+});
+
+test('a batch: each command as if alone, replies grouped by subject in order', async (t) => {
+  const r = await rig(t);
+  await r.send('prepare', 'old');
+  const mk = (txid, op, replyTo, payload = null) => ({ txid, op, participant: NAME, attempt: 1, replyTo, deadline: null, step: '', payload });
+  const cmds = [mk('b1', 'prepare', 'natstx.reply.c1.pay', Buffer.from('1')), mk('b2', 'prepare', 'natstx.reply.c1.pay'), mk('old', 'commit', 'natstx.reply.c2.pay'), mk('nope', 'commit', 'natstx.reply.c2.pay')];
+  const m = batch.encodeCommandBatch(NAME, 'id1', cmds);
+  const acquire = async () => () => {};
+  const ba = await r.proc.handleBatch(m.header, m.body, batch.batchSubject(NAME, 'id1'), acquire);
+  assert.equal(ba.settle, Settle.ACK);
+  assert.equal(ba.replies.length, 2);
+  assert.equal(ba.replies[0].subject, 'natstx.reply.c1.pay');
+  const items = batch.decodeBatch(ba.replies[0].header, ba.replies[0].body).map((it) => P.decodeReply(it.header, it.body));
+  assert.deepEqual(items.map((x) => [x.txid, x.result]), [['b1', 'vote-commit'], ['b2', 'vote-commit']]);
+  const items2 = batch.decodeBatch(ba.replies[1].header, ba.replies[1].body).map((it) => P.decodeReply(it.header, it.body));
+  assert.deepEqual(items2.map((x) => [x.txid, x.result, x.reason]), [['old', 'ack', ''], ['nope', 'failed', Reason.NO_RECORD]]);
+  // any nak makes the batch delivered again; a batch for another participant is terminated
+  await r.send('prepare', 'n1');
+  r.handler.fail.commit = 1;
+  const m2 = batch.encodeCommandBatch(NAME, 'id2', [mk('n1', 'commit', 'natstx.reply.c1.pay')]);
+  const ba2 = await r.proc.handleBatch(m2.header, m2.body, batch.batchSubject(NAME, 'id2'), acquire);
+  assert.equal(ba2.settle, Settle.NAK);
+  assert.equal(ba2.replies[0].header[P.Header.RESULT][0], 'failed'); // one reply goes alone, not as a batch
+  const ba3 = await r.proc.handleBatch(m2.header, m2.body, batch.batchSubject('other', 'id2'), acquire);
+  assert.deepEqual(ba3, { replies: [], settle: Settle.TERM, stopped: false });
+  // stopping midway hands the batch back
+  const ba4 = await r.proc.handleBatch(m.header, m.body, '', async () => null);
+  assert.equal(ba4.stopped, true);
+});
+
+test('saga steps: action once, refusal kept, compensation only after the action, null compensation', async (t) => {
+  const calls = [];
+  const sagaHandler = {
+    async action(st, payload) {
+      calls.push(['action', st.sagaId, st.name, st.attempt]);
+      if (payload && payload.toString() === 'refuse') throw refuse('out-of-stock', 'no widgets');
+      if (payload && payload.toString() === 'fail') throw withCode('busy', new Error('try later'));
+    },
+    async compensate(st) { calls.push(['compensate', st.sagaId, st.name]); },
+  };
+  const r = await rig(t, { sagaHandler });
+  const s = async (op, id, step, opts = {}) => brief(await r.send(op, id, { step, ...opts }));
+  assert.deepEqual(await s('action', 's1', 'a'), ['ack', Settle.ACK, '']);
+  assert.deepEqual(await s('action', 's1', 'a', { attempt: 2 }), ['ack', Settle.ACK, '']);
+  assert.deepEqual(await s('compensate', 's1', 'a'), ['ack', Settle.ACK, '']);
+  assert.deepEqual(await s('compensate', 's1', 'a'), ['ack', Settle.ACK, '']);
+  assert.deepEqual(await s('action', 's2', 'a', { payload: 'refuse' }), ['refused', Settle.ACK, 'no widgets']);
+  const again = await r.send('action', 's2', { step: 'a', attempt: 2 });
+  assert.deepEqual([again.reply.result, again.reply.code], ['refused', 'out-of-stock']);
+  assert.deepEqual(await s('compensate', 's3', 'a'), ['ack', Settle.ACK, 'null compensation: the action was never done']);
+  const late = await r.send('action', 's3', { step: 'a' });
+  assert.deepEqual([late.reply.result, late.reply.code], ['refused', 'compensated-first']);
+  const f = await r.send('action', 's4', { step: 'a', payload: 'fail' });
+  assert.deepEqual([f.reply.result, f.reply.code, f.settle], ['failed', 'busy', Settle.ACK]);
+  assert.deepEqual(await s('action', 's4', 'a'), ['failed', Settle.ACK, Reason.ATTEMPT_FAILED]);
+  assert.deepEqual(await s('action', 's4', 'a', { attempt: 2 }), ['ack', Settle.ACK, '']);
+  assert.deepEqual(calls, [
+    ['action', 's1', 'a', 1], ['compensate', 's1', 'a'], ['action', 's2', 'a', 1], ['action', 's4', 'a', 1], ['action', 's4', 'a', 2],
+  ]);
+  assert.equal(r.proc.stepState('s1', 'a'), 'compensated');
+  assert.equal(r.proc.stepState('s4', 'a'), 'done');
+  // a participant without a two-phase handler terminates prepare
+  const sagaOnly = new Processor({ name: NAME, sagaHandler, store: r.store });
+  let ans;
+  const h = P.commandHeader({ txid: 'z', op: 'prepare', participant: NAME, attempt: 1, replyTo: 'natstx.reply.c.pay', deadline: null, step: '' });
+  await sagaOnly.handle(h, null, '', (a) => { ans = a; });
+  assert.deepEqual(brief(ans), ['failed', Settle.TERM, Reason.NO_TWO_PHASE_HANDLER]);
+});
+
+test('finished records are swept after retention; prepared ones stay', async (t) => {
+  let clock = 1_000_000;
+  const f = path.join(tempDir(), 'rec.jsonl');
+  const store = await FileStore.open(f);
+  t.after(() => store.close());
+  const proc = new Processor({ name: NAME, handler: recordingHandler(), store, now: () => clock, retention: 1000 });
+  const send = (op, txid) => proc.handle(P.commandHeader({ txid, op, participant: NAME, attempt: 1, replyTo: 'natstx.reply.c.pay', deadline: null, step: '' }), null, '', () => {});
+  await send('prepare', 'p');
+  await send('abort', 'a');
+  clock += 999;
+  assert.equal(await proc.sweep(), 0);
+  clock += 1;
+  assert.equal(await proc.sweep(), 1);
+  assert.equal(proc.state('a'), 'none');
+  assert.equal(proc.state('p'), 'prepared');
+});

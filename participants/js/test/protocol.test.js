@@ -1,0 +1,101 @@
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const P = require('../src/protocol');
+const B = require('../src/batch');
+
+const H = P.Header;
+function cmdHeaders(over = {}) {
+  const h = {
+    [H.VERSION]: ['4'], [H.TXID]: ['tx-1'], [H.OP]: ['prepare'], [H.PARTICIPANT]: ['pay'],
+    [H.ATTEMPT]: ['2'], [H.REPLY_TO]: ['natstx.reply.c1.pay'], [H.DEADLINE]: ['1700000000000'],
+  };
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) delete h[k];
+    else h[k] = v;
+  }
+  return h;
+}
+
+test('decodeCommand reads every field of a well-formed command', () => {
+  const c = P.decodeCommand(cmdHeaders(), Buffer.from('{"x":1}'));
+  assert.deepEqual(c, {
+    txid: 'tx-1', op: 'prepare', participant: 'pay', attempt: 2, replyTo: 'natstx.reply.c1.pay',
+    deadline: 1700000000000, step: '', payload: Buffer.from('{"x":1}'),
+  });
+  assert.equal(P.decodeCommand(cmdHeaders({ [H.DEADLINE]: undefined }), null).deadline, null);
+});
+
+test('decodeCommand rejects what the Go decoder rejects', () => {
+  const bad = [
+    [{ [H.VERSION]: ['3'] }, P.VersionError, /Natstx-Version is "3"/],
+    [{ [H.VERSION]: undefined }, P.MalformedError, /header Natstx-Version is missing/],
+    [{ [H.TXID]: undefined }, P.MalformedError, /header Natstx-Txid is missing/],
+    [{ [H.TXID]: ['a', 'a'] }, P.MalformedError, /appears 2 times/],
+    [{ [H.DEADLINE]: ['1', '2'] }, P.MalformedError, /Natstx-Deadline appears 2 times/],
+    [{ 'natstx-txid': ['tx-1'], [H.TXID]: undefined }, P.MalformedError, /Natstx-Txid is missing/], // names are case-sensitive
+    [{ [H.ATTEMPT]: ['x'] }, P.MalformedError, /is not a number/],
+    [{ [H.ATTEMPT]: ['0'] }, P.MalformedError, /attempt 0 is below 1/],
+    [{ [H.DEADLINE]: ['-5'] }, P.MalformedError, /not a positive Unix time/],
+    [{ [H.OP]: ['explode'] }, P.MalformedError, /unknown operation/],
+    [{ [H.TXID]: ['a.b'] }, P.InvalidNameError, /use only letters/],
+    [{ [H.REPLY_TO]: ['natstx.reply.*'] }, P.MalformedError, /reply subject/],
+    [{ [H.REPLY_TO]: ['natstx..x'] }, P.MalformedError, /empty token/],
+    [{ [H.STEP]: ['s1'] }, P.MalformedError, /only saga operations do/],
+    [{ [H.OP]: ['action'] }, P.MalformedError, /saga step is empty/],
+  ];
+  for (const [over, type, re] of bad) {
+    assert.throws(() => P.decodeCommand(cmdHeaders(over), null), (e) => e instanceof type && re.test(e.message), JSON.stringify(over));
+  }
+  assert.throws(() => P.decodeCommand(cmdHeaders({ [H.OP]: ['commit'] }), Buffer.from('x')), /commit carries a payload/);
+  assert.equal(P.decodeCommand(cmdHeaders({ [H.OP]: ['action'], [H.STEP]: ['reserve'] }), null).step, 'reserve');
+});
+
+test('reply headers and body are those of the Go Reply', () => {
+  const r = { txid: 't', op: 'action', participant: 'p', result: 'refused', attempt: 3, reason: 'é'.repeat(600), step: 's', code: 'no-stock' };
+  assert.deepEqual(P.replyHeader(r), {
+    'Natstx-Version': ['4'], 'Natstx-Txid': ['t'], 'Natstx-Op': ['action'], 'Natstx-Participant': ['p'],
+    'Natstx-Result': ['refused'], 'Natstx-Attempt': ['3'], 'Natstx-Step': ['s'], 'Natstx-Code': ['no-stock'],
+  });
+  const body = P.replyBody(r);
+  assert.equal(body.length, 1024); // 512 two-byte characters, none split
+  assert.equal(body.toString('utf8'), 'é'.repeat(512));
+  assert.equal(P.truncate('aé', 2), 'a');
+  assert.equal(P.validCode('bad code'), '');
+  assert.equal(P.validCode('x'.repeat(65)), '');
+  assert.equal(P.validCode('ok-1'), 'ok-1');
+});
+
+test('a batch encodes as the Go framing and decodes back', () => {
+  const cmds = [
+    { txid: 'a', op: 'prepare', participant: 'pay', attempt: 1, replyTo: 'natstx.reply.c.pay', deadline: 5, step: '', payload: Buffer.from('{}') },
+    { txid: 'b', op: 'commit', participant: 'pay', attempt: 2, replyTo: 'natstx.reply.c.pay', deadline: null, step: '', payload: null },
+  ];
+  const m = B.encodeCommandBatch('pay', 'batch-1', cmds);
+  assert.deepEqual(m.header, { 'Natstx-Participant': ['pay'], 'Nats-Msg-Id': ['batch-1'], 'Natstx-Version': ['4'], 'Natstx-Batch': ['2'] });
+  // The first item exactly as messages.EncodeCommandBatch writes it: header
+  // lines sorted by name, no Nats-Msg-Id inside.
+  const head1 = 'Natstx-Attempt: 1\r\nNatstx-Deadline: 5\r\nNatstx-Op: prepare\r\nNatstx-Participant: pay\r\n'
+    + 'Natstx-Reply-To: natstx.reply.c.pay\r\nNatstx-Txid: a\r\nNatstx-Version: 4\r\n';
+  assert.ok(m.body.toString().startsWith(`${head1.length} 2\r\n${head1}{}`));
+  const items = B.decodeBatch(m.header, m.body);
+  assert.equal(items.length, 2);
+  assert.deepEqual(P.decodeCommand(items[0].header, items[0].body), cmds[0]);
+  assert.deepEqual(P.decodeCommand(items[1].header, items[1].body), cmds[1]);
+
+  const bad = [
+    [{ ...m.header, 'Natstx-Batch': ['3'] }, m.body, /batch item 3 of 3/],
+    [{ ...m.header, 'Natstx-Batch': ['1'] }, m.body, /bytes after the 1 items/],
+    [{ ...m.header, 'Natstx-Batch': ['0'] }, m.body, /not a count from 1 to 256/],
+    [m.header, Buffer.from('5 0\r\nabc'), /not two lengths/],
+    [m.header, Buffer.concat([Buffer.from('4 0\r\nab\r\n')]), /not "Name: value"/],
+  ];
+  for (const [h, body, re] of bad) assert.throws(() => B.decodeBatch(h, body), re);
+
+  const rb = B.encodeReplyBatch([{ txid: 'a', op: 'prepare', participant: 'pay', result: 'vote-commit', attempt: 1 }, { txid: 'b', op: 'commit', participant: 'pay', result: 'ack', attempt: 2 }]);
+  const ri = B.decodeBatch(rb.header, rb.body);
+  assert.equal(P.decodeReply(ri[1].header, ri[1].body).result, 'ack');
+  assert.equal(B.batchParticipant('natstx.cmd.pay.batch.x1'), 'pay');
+  assert.equal(B.batchParticipant('natstx.cmd.pay.tx1'), null);
+  assert.equal(B.batchParticipant('natstx.cmd.pay.batch.x.y'), null);
+});
