@@ -83,7 +83,7 @@ async function main() {
     await p.stop();
     await nc.drain();
     const s = p.stats();
-    process.stderr.write(`participant ${o.name} stopped: ${s.prepares} prepares, ${s.commits} commits, ${s.aborts} aborts, ${s.duplicates} duplicates, ${s.rejected} rejected, ${adapter.lost} commits without staged data\n`);
+    process.stderr.write(`participant ${o.name} stopped: ${s.prepares} prepares, ${s.commits} commits, ${s.aborts} aborts, ${s.duplicates} duplicates, ${s.rejected} rejected, ${s.batches} batches, ${s.droppedReplies} replies dropped, ${adapter.lost} commits without staged data\n`);
     process.exit(0);
   };
   process.on('SIGINT', stop);

@@ -73,6 +73,7 @@ class Participant {
     this.waiting = [];
     this.timers = [];
     this.resolving = null;
+    this.droppedReplies = 0;
   }
 
   /** @returns {string} the participant's name */
@@ -80,9 +81,9 @@ class Participant {
     return this.cfg.name;
   }
 
-  /** @returns {object} the counters (see Processor.stats) */
+  /** @returns {object} the counters (see Processor.stats), and droppedReplies (fault injection) */
   stats() {
-    return this.proc.stats();
+    return { ...this.proc.stats(), droppedReplies: this.droppedReplies };
   }
 
   /**
@@ -332,6 +333,7 @@ class Participant {
   /** @private Publishes one reply message; returns false if it could not. */
   publish(subject, header, body, reply) {
     if (reply && this.cfg.dropReply && this.cfg.dropReply(reply)) {
+      this.droppedReplies++;
       this.log.info('fault injection: reply dropped', { txid: reply.txid, op: reply.op, result: reply.result });
       return true;
     }
