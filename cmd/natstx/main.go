@@ -130,6 +130,7 @@ Exit codes:
 	root.AddCommand(newDemo())
 	root.AddCommand(newServer(), newNATS(), newTx(), newPublish(), newBench())
 	root.AddCommand(newParticipant(), newAudit(), newVersion(), newAuth())
+	root.AddCommand(newConformance())
 	root.SuggestionsMinimumDistance = 2
 	return root
 }

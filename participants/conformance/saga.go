@@ -60,19 +60,6 @@ func sagaConfig(c *counter) participants.Config {
 	return cfg
 }
 
-// testSagaAction: an action is done once; a duplicate answers the same.
-func testSagaAction(t *testing.T, start Start) {
-	e := newEnv(t)
-	h := newCounter()
-	defer start(t, e.url, sagaConfig(h))()
-	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, "go"), messages.Ack, "", "")
-	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 2, "go"), messages.Ack, "", "")
-	if n := h.n(messages.OpAction, "s1/reserve"); n != 1 {
-		t.Errorf("action done %d times, want 1", n)
-	}
-	e.noMoreReplies()
-}
-
 // testSagaRefused: a refusal carries its reason and code, a duplicate gets
 // the same, and the refused action's compensation is a no-op ack.
 func testSagaRefused(t *testing.T, start Start) {
@@ -85,36 +72,6 @@ func testSagaRefused(t *testing.T, start Start) {
 	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 2, ""), messages.Ack, "*", "")
 	if n := h.n(messages.OpCompensate, "s1/reserve"); n != 0 {
 		t.Errorf("compensation of a refused action called the handler %d times", n)
-	}
-	e.noMoreReplies()
-}
-
-// testSagaCompensation: a compensation after the action is done once, a
-// duplicate answers the same, and no action is done after it.
-func testSagaCompensation(t *testing.T, start Start) {
-	e := newEnv(t)
-	h := newCounter()
-	defer start(t, e.url, sagaConfig(h))()
-	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "charge", 1, "go"), messages.Ack, "", "")
-	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "charge", 1, "undo"), messages.Ack, "", "")
-	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "charge", 2, "undo"), messages.Ack, "", "")
-	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "charge", 2, "go"), messages.Ack, "", "")
-	if a, c := h.n(messages.OpAction, "s1/charge"), h.n(messages.OpCompensate, "s1/charge"); a != 1 || c != 1 {
-		t.Errorf("%d actions and %d compensations, want one each", a, c)
-	}
-	e.noMoreReplies()
-}
-
-// testSagaNullCompensation: a compensation before its action is answered
-// ack without the handler, and the late action is refused, never done.
-func testSagaNullCompensation(t *testing.T, start Start) {
-	e := newEnv(t)
-	h := newCounter()
-	defer start(t, e.url, sagaConfig(h))()
-	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "book", 1, ""), messages.Ack, "*", "")
-	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "book", 1, "go"), messages.Refused, participants.ReasonCompensatedFirst, participants.CodeCompensatedFirst)
-	if n := h.n(messages.OpAction, "s1/book") + h.n(messages.OpCompensate, "s1/book"); n != 0 {
-		t.Errorf("handler called %d times for a step compensated before its action", n)
 	}
 	e.noMoreReplies()
 }
