@@ -21,10 +21,19 @@ demo: build
 # and, last, the one-line summary "N passed, N failed, N skipped" (failed
 # counts failed tests and packages that did not build or run).
 TEST_FORMAT ?= testname
-test: lint
+test: lint test-js
 	$(GO) tool gotestsum --format $(TEST_FORMAT) --format-hide-empty-pkg \
 	  --post-run-command 'sh -c "echo $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$((TESTS_FAILED + TESTS_ERRORS)) failed, $$TESTS_SKIPPED skipped"' \
 	  -- -race -count=1 -timeout $(TEST_TIMEOUT) $(or $(PKGS),./...)
+
+# The JavaScript participant SDK (participants/js): its npm packages from the
+# committed package-lock.json, then its own tests (node's test runner, against
+# a natstx binary built from this tree). Node.js 20 or later.
+NPM ?= npm
+.PHONY: test-js
+test-js:
+	$(NPM) ci --prefix participants/js --no-audit --no-fund
+	$(NPM) test --prefix participants/js
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
