@@ -201,11 +201,19 @@ class Processor {
     const old = [];
     for (const [k, r] of this.store.entries()) {
       if (this.locks.has(k) || !sweepable(r)) continue;
-      if (now - (r.finishedAt || 0) >= this.cfg.retention) old.push(k);
+      if (now - (r.finishedAt || 0) >= this.cfg.retention) old.push([k, r]);
     }
-    for (const k of old) await this.store.delete(k);
+    let n = 0;
+    for (const [k, r] of old) {
+      // Checked again: a command may have changed the record meanwhile (a
+      // failed saga action done at a later attempt); a change enqueued after
+      // this delete is written after it.
+      if (this.locks.has(k) || this.store.get(k) !== r) continue;
+      await this.store.delete(k);
+      n++;
+    }
     await this.store.compactIfWorth();
-    return old.length;
+    return n;
   }
 
   /** @private */
