@@ -3,6 +3,9 @@ package orchestrator_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -40,5 +43,52 @@ func BenchmarkExecute(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "txn/s")
 		})
+	}
+}
+
+// BenchmarkInFlightHeap measures the heap that in-flight transactions hold:
+// it begins b.N transactions of 3 participants that are not running (their
+// prepares wait in the stream, the transactions wait for votes), and reports
+// the live heap after a GC, less the heap before, per transaction. The
+// embedded NATS server runs in the same process, so the figure includes what
+// it keeps per stored command; `go test -memprofile` with `go tool pprof
+// -sample_index=inuse_space` splits the two.
+func BenchmarkInFlightHeap(b *testing.B) {
+	// No re-send and no timeout during the measurement: the stream holds
+	// three prepares per transaction, the status bucket one status.
+	f := newFixture(b, orchestrator.Config{PrepareTimeout: time.Hour, RetryBase: time.Hour, RetryMax: time.Hour, StatusLinger: time.Hour})
+	req := parts("absent-1", "absent-2", "absent-3")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := f.eng.Begin(context.Background(), orchestrator.Request{Participants: req}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	for f.eng.Stats().Begun < int64(b.N) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the PubAcks and status writes settle
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "heap-B/in-flight-txn")
+	if path := os.Getenv("NATSTX_HEAP_PROFILE"); path != "" {
+		// The heap as it is now, with every transaction in flight: go tool
+		// pprof -sample_index=inuse_space splits the engine's share from the
+		// server's.
+		out, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer out.Close()
+		if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if got := f.eng.Stats().InFlight; got != int64(b.N) {
+		b.Fatalf("%d in flight, want %d", got, b.N)
 	}
 }
