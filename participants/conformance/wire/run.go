@@ -54,7 +54,6 @@ type Env struct {
 	p     *Probe
 	c     Case
 	notes []string
-	seq   int
 }
 
 // stop ends a case early: failed, or skipped.
