@@ -253,3 +253,35 @@ func mustNatstx(t *testing.T) string {
 	}
 	return bin
 }
+
+// TestJSParticipantPassesConformance runs `natstx conformance` against the
+// JavaScript example participant, as against any participant in another
+// language: every two-phase case must pass (the example wraps the seed's
+// Service class, which has no saga steps; it cannot be restarted by the
+// command, so the crash case is skipped with a note).
+func TestJSParticipantPassesConformance(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not on PATH: the JavaScript participant SDK (participants/js) needs Node.js 20 or later")
+	}
+	dir := t.TempDir()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", freePorts(t, 1)[0])
+	startNatstx(t, nil, "server", "--nats-listen", strings.TrimPrefix(url, "nats://"), "--data-dir", filepath.Join(dir, "data"),
+		"--instance", "coord-conf", "--log-level", "warn")
+	startJSParticipant(t, node, "--name", "js-conf", "--nats", url, "--store", filepath.Join(dir, "js-conf.jsonl"),
+		"--success-rate", "1", "--in-doubt-after", "1000", "--log-level", "warn")
+	bin, err := buildNatstx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "conformance", "--participant", "js-conf", "--nats", url, "--sagas=false", "--in-doubt-wait", "20s").CombinedOutput()
+	t.Logf("natstx conformance --participant js-conf:\n%s", out)
+	if err != nil {
+		t.Fatalf("conformance against the JavaScript example: %v", err)
+	}
+	if !regexp.MustCompile(`conformance: \d+ passed, 0 failed`).Match(out) {
+		t.Fatalf("no passing summary line in the output")
+	}
+}
