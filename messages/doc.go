@@ -9,7 +9,8 @@
 //
 // # Subjects
 //
-//	natstx.cmd.<participant>.<txid>   commands, stored in the JetStream stream NATSTX_CMD
+//	natstx.cmd.<participant>.<txid>            commands, stored in the JetStream stream NATSTX_CMD
+//	natstx.cmd.<participant>.batch.<id>        a batch of commands for one participant (batch.go)
 //	natstx.reply.<coordinator>.<participant>   votes and acknowledgements, plain NATS
 //
 // A command's reply subject travels in the Natstx-Reply-To header, because the
