@@ -13,12 +13,17 @@ import (
 // MaxAuditIDs bounds the transactions one audit request may ask about.
 const MaxAuditIDs = 10_000
 
-// serveAudit answers audit requests on messages.AuditSubject(name): the
-// local state of each transaction asked about, from the barrier or the
-// in-memory record.
-func (r *Runtime) serveAudit() (*nats.Subscription, error) {
-	return r.nc.QueueSubscribe(messages.AuditSubject(r.cfg.Name), messages.AuditQueue, func(m *nats.Msg) {
-		resp := messages.AuditResponse{Participant: r.cfg.Name}
+// serveAudit answers audit requests for the runtime's participant.
+func (r *Runtime) serveAudit() (*nats.Subscription, error) { return ServeAudit(r.nc, r.proc) }
+
+// ServeAudit answers audit requests on messages.AuditSubject(p.Name()) over
+// nc, in the queue group messages.AuditQueue: the local state of each
+// transaction asked about, from p's barrier or in-memory record. Runtime
+// serves it itself; another transport (the watermill adapter) calls it, and
+// unsubscribes the subscription when it stops.
+func ServeAudit(nc *nats.Conn, p *Processor) (*nats.Subscription, error) {
+	return nc.QueueSubscribe(messages.AuditSubject(p.Name()), messages.AuditQueue, func(m *nats.Msg) {
+		resp := messages.AuditResponse{Participant: p.Name()}
 		var req messages.AuditRequest
 		switch err := json.Unmarshal(m.Data, &req); {
 		case err != nil:
@@ -31,11 +36,11 @@ func (r *Runtime) serveAudit() (*nats.Subscription, error) {
 				if messages.ValidateName("transaction ID", id) != nil {
 					continue
 				}
-				resp.States[id] = r.proc.State(id).String()
+				resp.States[id] = p.State(id).String()
 			}
 		}
 		if resp.Error != "" {
-			r.log.Warn("bad audit request", zap.String("error", resp.Error))
+			p.log.Warn("bad audit request", zap.String("error", resp.Error))
 		}
 		data, _ := json.Marshal(resp)
 		_ = m.Respond(data)

@@ -220,6 +220,7 @@ type MountOption func(*mountConfig)
 
 type mountConfig struct {
 	ask participants.AskFunc
+	nc  *nats.Conn // answers audits, when known
 }
 
 // WithAsk makes Mount ask about transactions in doubt with ask.
@@ -228,9 +229,10 @@ func WithAsk(ask participants.AskFunc) MountOption {
 }
 
 // WithConn makes Mount ask about transactions in doubt over nc (the
-// coordinators' queue group, participants.AskNATS).
+// coordinators' queue group, participants.AskNATS) and answer audits
+// (participants.ServeAudit) on it.
 func WithConn(nc *nats.Conn) MountOption {
-	return func(c *mountConfig) { c.ask = participants.AskNATS(nc) }
+	return func(c *mountConfig) { c.ask, c.nc = participants.AskNATS(nc), nc }
 }
 
 // loadTimeout bounds LoadPrepared when the router starts.
@@ -243,11 +245,12 @@ const loadTimeout = 30 * time.Second
 // the function of WithAsk or over the connection of WithConn; by default
 // over the connection of pub when pub came from NewReplyPublisher. With none
 // of them it cannot ask: transactions left in doubt wait for the
-// coordinator's commands.
+// coordinator's commands. On the same connection (WithConn's, or pub's) it
+// answers audits (natstx audit) while the handler runs.
 func Mount(router *message.Router, p *participants.Processor, sub message.Subscriber, pub message.Publisher, opts ...MountOption) {
 	var c mountConfig
 	if rp, ok := pub.(replyPublisher); ok {
-		c.ask = participants.AskNATS(rp.nc)
+		c.ask, c.nc = participants.AskNATS(rp.nc), rp.nc
 	}
 	for _, o := range opts {
 		o(&c)
@@ -262,8 +265,41 @@ func Mount(router *message.Router, p *participants.Processor, sub message.Subscr
 		if c.ask != nil && p.InDoubtAfter() > 0 {
 			go resolveWhileRunning(r, h, p, c.ask)
 		}
+		if c.nc != nil {
+			audit, err := participants.ServeAudit(c.nc, p)
+			if err != nil {
+				return fmt.Errorf("wmparticipant: participant %s: serving audits: %w", p.Name(), err)
+			}
+			go func() {
+				// Once the router runs, the handler's Stopped channel
+				// exists: answer audits until it closes, or the router does.
+				select {
+				case <-r.Running():
+					<-h.Stopped()
+				case <-closed(r):
+				}
+				_ = audit.Unsubscribe()
+			}()
+		}
 		return nil
 	})
+}
+
+// closed returns a channel closed once r is closed (polled: a router that
+// never runs has no other signal).
+func closed(r *message.Router) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for range t.C {
+			if r.IsClosed() {
+				close(ch)
+				return
+			}
+		}
+	}()
+	return ch
 }
 
 // resolveWhileRunning asks about the transactions in doubt every half of
