@@ -51,7 +51,7 @@ func (e *Engine) serveAPI() error {
 }
 
 func (e *Engine) onBegin(m *nats.Msg) {
-	if e.halted.Load() {
+	if e.halted.Load() || !e.beginAllowed(m) {
 		return
 	}
 	var req messages.BeginRequest
@@ -128,11 +128,25 @@ func (e *Engine) respond(m *nats.Msg, st *messages.TxStatus, err error) {
 }
 
 // onSagaBegin starts a saga from a SagaBeginRequest.
+// beginAllowed takes a token of Config.MaxBeginRate for a begin request, or
+// answers it ErrRateLimited (counted in Stats.Rejected) and returns false.
+func (e *Engine) beginAllowed(m *nats.Msg) bool {
+	if e.beginLimit == nil || e.beginLimit.Allow() {
+		return true
+	}
+	e.stats.Rejected.Add(1)
+	e.respond(m, nil, fmt.Errorf("%w: this coordinator accepts at most %g begins a second through its API (natstx server --max-begin-rate); retry later", ErrRateLimited, e.cfg.MaxBeginRate))
+	return false
+}
+
 func (e *Engine) onSagaBegin(m *nats.Msg) {
 	if e.halted.Load() || e.draining.Load() {
 		if e.draining.Load() {
 			e.respond(m, nil, ErrDraining)
 		}
+		return
+	}
+	if !e.beginAllowed(m) {
 		return
 	}
 	var req messages.SagaBeginRequest

@@ -228,3 +228,37 @@ func TestStatusLingerKeepsAFastTransactionsDecisionOutOfTheBucket(t *testing.T) 
 		}
 	}
 }
+
+// TestAPIBeginsBeyondTheRateAreRefusedClearly: with MaxBeginRate 5, a burst
+// of 30 begins through the API gets at most the burst and what the rate
+// refills accepted, the rest refused with ErrRateLimited's message, and the
+// accepted ones run; a bad rate is refused by Validate.
+func TestAPIBeginsBeyondTheRateAreRefusedClearly(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{MaxBeginRate: 5})
+	f.participant("a", yes)
+	c := newClient(t, f)
+	start := time.Now()
+	accepted, refused := 0, 0
+	for range 30 {
+		_, err := c.Begin(ctxT(t, 5*time.Second), messages.BeginRequest{Participants: specs("a")})
+		switch {
+		case err == nil:
+			accepted++
+		case strings.Contains(err.Error(), "begin rate limit reached") && strings.Contains(err.Error(), "--max-begin-rate"):
+			refused++
+		default:
+			t.Fatalf("begin: %v", err)
+		}
+	}
+	elapsed := time.Since(start).Seconds()
+	t.Logf("30 begins in %.2fs: %d accepted, %d refused", elapsed, accepted, refused)
+	if refused == 0 || float64(accepted) > 5+5*elapsed+1 || accepted < 5 {
+		t.Fatalf("%d accepted and %d refused in %.2fs at 5 a second (burst 5)", accepted, refused, elapsed)
+	}
+	if st := f.eng.Stats(); st.Rejected != int64(refused) {
+		t.Fatalf("Stats.Rejected %d, want %d", st.Rejected, refused)
+	}
+	if _, err := orchestrator.New(f.nc, orchestrator.Config{MaxBeginRate: -1}); err == nil || !strings.Contains(err.Error(), "MaxBeginRate") {
+		t.Fatalf("a negative rate: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"time"
 
@@ -61,6 +62,14 @@ type Config struct {
 	// status, outcome): for an engine used only in its own process, e.g. a
 	// benchmark, on a NATS shared with coordinators that serve users.
 	NoAPI bool
+	// MaxBeginRate bounds the begins a second this instance accepts through
+	// the coordinator API (transactions and sagas), with bursts of up to one
+	// second's worth; beyond it a begin is answered ErrRateLimited. The API
+	// does not say who asks, but with the identities of natstx auth only the
+	// operator identity may begin, so this is the operator's begin rate (per
+	// coordinator instance; the API's queue group spreads begins over them).
+	// Begin and Execute called in process are not limited. 0: no limit.
+	MaxBeginRate float64
 	// NoStatus turns off the status bucket writes that Client.Status, List
 	// and Watch read.
 	NoStatus bool
@@ -122,6 +131,9 @@ func (c *Config) Validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("natstx: Config.%s is %v; it must be positive", d.name, d.v)
 		}
+	}
+	if c.MaxBeginRate < 0 || math.IsNaN(c.MaxBeginRate) || math.IsInf(c.MaxBeginRate, 0) {
+		return fmt.Errorf("natstx: Config.MaxBeginRate is %v; it must be a positive number of begins a second, or 0 for no limit", c.MaxBeginRate)
 	}
 	if c.MaxStatusBytes < 0 {
 		return fmt.Errorf("natstx: Config.MaxStatusBytes is %d; it must be positive", c.MaxStatusBytes)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/saga"
@@ -144,6 +146,8 @@ type Engine struct {
 	status  Store // nil with Config.NoStatus
 	log     *zap.Logger
 	replies string // the subject filter of this instance's replies
+	// beginLimit enforces Config.MaxBeginRate on API begins; nil: none.
+	beginLimit *rate.Limiter
 	shards  []*shard
 	sub     *nats.Subscription
 	apiSubs []*nats.Subscription
@@ -247,6 +251,9 @@ func NewSimulated(cfg Config, p Ports) (*Engine, error) {
 func newEngine(cfg Config) *Engine {
 	e := &Engine{cfg: cfg, log: cfg.Logger, replies: messages.ReplyFilter(cfg.Instance), stop: make(chan struct{})}
 	e.base, e.cancelBase = context.WithCancel(context.Background())
+	if cfg.MaxBeginRate > 0 {
+		e.beginLimit = rate.NewLimiter(rate.Limit(cfg.MaxBeginRate), max(1, int(math.Ceil(cfg.MaxBeginRate))))
+	}
 	e.stats.InFlight = &e.inFlight
 	for i := 0; i < cfg.Shards; i++ {
 		e.shards = append(e.shards, &shard{

@@ -25,6 +25,9 @@ var (
 	// ErrOverloaded is returned by Begin when Config.MaxInFlight transactions
 	// are already running.
 	ErrOverloaded = errors.New("natstx: too many transactions in flight")
+	// ErrRateLimited answers a begin through the coordinator API beyond
+	// Config.MaxBeginRate.
+	ErrRateLimited = errors.New("natstx: begin rate limit reached")
 	// ErrUnknownTx is returned by Wait and Status for an ID this engine neither
 	// runs nor remembers.
 	ErrUnknownTx = errors.New("natstx: unknown transaction")

@@ -227,6 +227,7 @@ type serverOptions struct {
 	replicas       int
 	drainTimeout   time.Duration
 	statusLinger   time.Duration
+	maxBeginRate   float64
 	startTimeout   time.Duration
 	logLevel       string
 	printConfig    bool
@@ -284,6 +285,7 @@ Transactions still running then stay in the stream and buckets.`,
 	f.IntVar(&o.maxInFlight, "max-in-flight", 100_000, "transactions running at once; more are refused")
 	f.IntVar(&o.maxPayload, "max-payload", 256<<10, "largest payload, in bytes, one participant may receive in a transaction or saga step; larger requests are refused")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the command stream and buckets: 1 on one server, 3 on a 3-node cluster")
+	f.Float64Var(&o.maxBeginRate, "max-begin-rate", 0, "the most begins a second this coordinator accepts through its API (tx begin, bench --nats, clients), bursts up to one second's worth; beyond it a begin is refused with a clear error (0: no limit)")
 	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's intermediate status (committing, aborting) waits before it is written to the status bucket; a transaction that ends sooner writes only its begin and final status (0: write every change at once)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
 	f.DurationVar(&o.startTimeout, "start-timeout", time.Minute, "how long to wait for JetStream (a cluster forming) at start-up")
@@ -429,7 +431,7 @@ func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.L
 	cfg := orchestrator.Config{
 		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention, LeaseTTL: o.leaseTTL,
 		MaxInFlight: o.maxInFlight, MaxPayload: o.maxPayload, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
-		Logger: log.Named("coordinator"), FaultHook: hook, StatusLinger: o.statusLinger,
+		Logger: log.Named("coordinator"), FaultHook: hook, StatusLinger: o.statusLinger, MaxBeginRate: o.maxBeginRate,
 	}
 	if o.statusLinger <= 0 {
 		cfg.StatusLinger = -1 // at once
