@@ -148,9 +148,9 @@ type Engine struct {
 	replies string // the subject filter of this instance's replies
 	// beginLimit enforces Config.MaxBeginRate on API begins; nil: none.
 	beginLimit *rate.Limiter
-	shards  []*shard
-	sub     *nats.Subscription
-	apiSubs []*nats.Subscription
+	shards     []*shard
+	sub        *nats.Subscription
+	apiSubs    []*nats.Subscription
 
 	inFlight atomic.Int64
 	stats    Stats
