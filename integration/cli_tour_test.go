@@ -347,6 +347,22 @@ func (sh shell) waitFor(d *daemon, want string, limit time.Duration) {
 	}
 }
 
+// waitForStdout waits until the daemon printed a line on standard output.
+func (sh shell) waitForStdout(d *daemon, limit time.Duration) {
+	sh.t.Helper()
+	deadline := time.Now().Add(limit)
+	for len(lines(d.stdout())) == 0 {
+		select {
+		case <-d.done:
+			sh.t.Fatalf("%s exited (%d) before printing on stdout:\n%s", d.line, d.code, d.output())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			sh.t.Fatalf("%s printed nothing on stdout within %v:\n%s", d.line, limit, d.output())
+		}
+	}
+}
+
 // stop sends sig and waits for the exit code.
 func (d *daemon) stop(t *testing.T, sig syscall.Signal, limit time.Duration) int {
 	t.Helper()
@@ -691,6 +707,9 @@ func runCLIDoc(t *testing.T, bin string) {
 			}
 		case strings.HasPrefix(c.line, "natstx participant "):
 			d := client.start(line, "ready")
+			// "ready" may first show in a log line on stderr ("already"):
+			// the ready line itself is on stdout.
+			client.waitForStdout(d, 60*time.Second)
 			if len(c.output) > 0 && !matchOutput(c.output[:1], lines(d.stdout())[:1]) {
 				t.Fatalf("$ %s: shown %q, got %q", c.line, c.output[0], d.output())
 			}
