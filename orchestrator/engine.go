@@ -485,6 +485,25 @@ func (e *Engine) Drain(ctx context.Context) error {
 	return nil
 }
 
+// Ready reports whether the engine takes transactions now: started and not
+// stopped, not draining, connected to NATS, and its lease renewed within
+// Config.LeaseTTL (its stream and buckets exist: Start declared them). For
+// readiness probes: natstx server's /readyz.
+func (e *Engine) Ready() error {
+	switch {
+	case !e.running.Load() || e.halted.Load():
+		return errors.New("natstx: the coordinator is not running")
+	case e.draining.Load():
+		return errors.New("natstx: the coordinator is draining before it stops")
+	case e.nc != nil && !e.nc.IsConnected():
+		return errors.New("natstx: the coordinator is not connected to NATS")
+	}
+	if at := e.leaseAt.Load(); at == 0 || e.now().Sub(time.Unix(0, at)) > e.cfg.LeaseTTL {
+		return errors.New("natstx: the coordinator's lease has not been renewed within its TTL")
+	}
+	return nil
+}
+
 // Instance is the engine's instance name.
 func (e *Engine) Instance() string { return e.cfg.Instance }
 

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/metrics"
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/services"
 	"github.com/natstx/natstx/participants/sim"
@@ -38,6 +39,7 @@ type participantOptions struct {
 	ackWait     time.Duration
 	inDoubt     time.Duration
 	logLevel    string
+	metrics     metricsOptions
 }
 
 func newParticipant() *cobra.Command {
@@ -75,6 +77,7 @@ right after the N-th such command is applied, before its reply is sent.`,
 	f.DurationVar(&o.ackWait, "ack-wait", participants.DefaultAckWait, "how long a command handed to a process that died waits before another gets it")
 	f.DurationVar(&o.inDoubt, "in-doubt-after", participants.DefaultInDoubtAfter, "after voting commit, ask the coordinators for the outcome when none came for this long (negative: never)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level on stderr (debug, info, warn, error)")
+	addMetricsFlags(f, &o.metrics)
 	for _, kind := range services.Kinds {
 		var db, name string
 		sc := &cobra.Command{
@@ -257,6 +260,18 @@ func runParticipant(ctx context.Context, kind string, o participantOptions) erro
 	if err := rt.Start(ctx); err != nil {
 		return err
 	}
+	ready := func() error {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		return nil
+	}
+	stopMetrics, err := serveMetrics(o.metrics, ready, log, metrics.NewParticipantCollector(rt))
+	if err != nil {
+		rt.Stop()
+		return err
+	}
+	defer stopMetrics()
 	log.Info("participant ready", zap.String("kind", kind), zap.String("name", o.name), zap.String("db", o.db), zap.String("nats", redactURL(o.nats)))
 	fmt.Fprintf(os.Stdout, "participant %s (%s) ready\n", o.name, kind)
 	<-ctx.Done()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
+	"github.com/natstx/natstx/orchestrator/metrics"
 )
 
 // embeddedOptions are the flags of the embedded NATS server, shared by
@@ -228,6 +229,7 @@ type serverOptions struct {
 	drainTimeout   time.Duration
 	statusLinger   time.Duration
 	maxBeginRate   float64
+	metrics        metricsOptions
 	startTimeout   time.Duration
 	logLevel       string
 	printConfig    bool
@@ -285,6 +287,7 @@ Transactions still running then stay in the stream and buckets.`,
 	f.IntVar(&o.maxInFlight, "max-in-flight", 100_000, "transactions running at once; more are refused")
 	f.IntVar(&o.maxPayload, "max-payload", 256<<10, "largest payload, in bytes, one participant may receive in a transaction or saga step; larger requests are refused")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the command stream and buckets: 1 on one server, 3 on a 3-node cluster")
+	addMetricsFlags(f, &o.metrics)
 	f.Float64Var(&o.maxBeginRate, "max-begin-rate", 0, "the most begins a second this coordinator accepts through its API (tx begin, bench --nats, clients), bursts up to one second's worth; beyond it a begin is refused with a clear error (0: no limit)")
 	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's intermediate status (committing, aborting) waits before it is written to the status bucket; a transaction that ends sooner writes only its begin and final status (0: write every change at once)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
@@ -340,6 +343,12 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := serveMetrics(o.metrics, eng.Ready, log, metrics.NewEngineCollector(eng))
+	if err != nil {
+		eng.Stop()
+		return err
+	}
+	defer stopMetrics()
 	fmt.Fprintf(out, "natstx server: coordinator %s ready on %s (%s); Ctrl-C stops it\n", eng.Instance(), redactURL(url), where)
 	<-ctx.Done()
 
