@@ -194,12 +194,15 @@ func TestStatusLingerKeepsAFastTransactionsDecisionOutOfTheBucket(t *testing.T) 
 		{-1, "preparing,committing,committed"},
 	} {
 		f := newFixture(t, orchestrator.Config{StatusLinger: tc.linger})
-		// A slow commit: the transaction is committing for 300ms, long
-		// enough for any watcher to see that status if it is written.
-		f.participant("a", participants.HandlerFuncs{CommitFunc: func(context.Context, participants.Tx) error {
-			time.Sleep(300 * time.Millisecond)
-			return nil
-		}})
+		// A slow prepare and a slow commit: the transaction is preparing,
+		// then committing, for 300ms each, long enough for any watcher to
+		// see each status that is written (the bucket keeps only the
+		// latest one per transaction).
+		slow := func() { time.Sleep(300 * time.Millisecond) }
+		f.participant("a", participants.HandlerFuncs{
+			PrepareFunc: func(context.Context, participants.Tx, []byte) error { slow(); return nil },
+			CommitFunc:  func(context.Context, participants.Tx) error { slow(); return nil },
+		})
 		c := newClient(t, f)
 		ctx, cancel := context.WithCancel(context.Background())
 		updates, err := c.Watch(ctx)

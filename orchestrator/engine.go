@@ -485,6 +485,39 @@ func (e *Engine) Drain(ctx context.Context) error {
 	return nil
 }
 
+// OldestInFlight is how long the oldest transaction or saga this instance
+// runs has been running; 0 when none runs (or the engine does not). It asks
+// every shard, each within a second (a shard that does not answer in time
+// is left out): the stall alarm natstx_oldest_in_flight_seconds reads it.
+func (e *Engine) OldestInFlight() time.Duration {
+	if e.coop || !e.running.Load() {
+		return 0
+	}
+	var oldest time.Time
+	for _, s := range e.shards {
+		ch := make(chan time.Time, 1)
+		if !s.post(oldestReq{ch: ch}) {
+			return 0
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case at := <-ch:
+			if !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+				oldest = at
+			}
+		case <-t.C:
+		case <-e.stop:
+			t.Stop()
+			return 0
+		}
+		t.Stop()
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return e.now().Sub(oldest)
+}
+
 // Ready reports whether the engine takes transactions now: started and not
 // stopped, not draining, connected to NATS, and its lease renewed within
 // Config.LeaseTTL (its stream and buckets exist: Start declared them). For

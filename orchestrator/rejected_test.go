@@ -74,3 +74,40 @@ func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.
 		return err == nil && (s.State == "aborting" || s.State == "aborted") && len(s.Participants) == 2 && strings.Contains(s.Participants[1].Rejected, `"1.0"`)
 	}, "the status to show sloppy's rejected replies")
 }
+
+// TestOldestInFlightAndPhaseLatencies: a transaction held at prepare shows
+// as the oldest in flight for as long as it is held; once it ends nothing
+// is in flight, and each phase's histogram counted it once, its decide
+// phase no shorter than the hold.
+func TestOldestInFlightAndPhaseLatencies(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	release := make(chan struct{})
+	f.participant("slow", holding(release, nil))
+	if got := f.eng.OldestInFlight(); got != 0 {
+		t.Fatalf("nothing runs, oldest %v", got)
+	}
+	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("slow")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hold = 300 * time.Millisecond
+	time.Sleep(hold)
+	if got := f.eng.OldestInFlight(); got < hold {
+		t.Fatalf("held for %v, oldest in flight %v", hold, got)
+	}
+	close(release)
+	if out, err := f.eng.Wait(ctxT(t, 10*time.Second), id); err != nil || !out.Committed() {
+		t.Fatalf("%s %v", out.State, err)
+	}
+	waitFor(t, func() bool { return f.eng.Stats().InFlight == 0 }, "the transaction to end")
+	if got := f.eng.OldestInFlight(); got != 0 {
+		t.Fatalf("nothing runs, oldest %v", got)
+	}
+	st := f.eng.Stats()
+	if st.DecideLatency.Count != 1 || st.CompleteLatency.Count != 1 || st.DecideLatency.Sum < hold.Seconds() {
+		t.Fatalf("decide %+v, complete %+v", st.DecideLatency, st.CompleteLatency)
+	}
+	if last := st.DecideLatency.Cumulative[len(st.DecideLatency.Cumulative)-1]; last != 1 {
+		t.Fatalf("the decide histogram's last bucket holds %d, want 1", last)
+	}
+}

@@ -94,7 +94,10 @@ type (
 		id string
 		ch chan result
 	}
-	abortReq struct {
+	// oldestReq asks a shard when its oldest running transaction or saga
+	// began (zero: none).
+	oldestReq struct{ ch chan time.Time }
+	abortReq  struct {
 		id, reason string
 		ch         chan result
 	}
@@ -217,6 +220,19 @@ func (s *shard) handle(v any) {
 		} else {
 			v.ch <- s.lookup(v.id)
 		}
+	case oldestReq:
+		var oldest time.Time
+		for _, en := range s.active {
+			if oldest.IsZero() || en.started.Before(oldest) {
+				oldest = en.started
+			}
+		}
+		for _, en := range s.sagas {
+			if st := en.started; !st.IsZero() && (oldest.IsZero() || st.Before(oldest)) {
+				oldest = st
+			}
+		}
+		v.ch <- oldest
 	case statusReq:
 		if en := s.active[v.id]; en != nil {
 			v.ch <- result{out: en.tx.Outcome(), started: en.started, decided: en.decidedAt, persisting: en.persisting}
@@ -411,6 +427,7 @@ func (s *shard) persist(rec txn.Record, deadline time.Time) {
 
 func (s *shard) decided(en *entry) {
 	en.decidedAt = s.e.now()
+	s.e.stats.decide.observe(en.decidedAt.Sub(en.started))
 	out := en.tx.Outcome()
 	if out.State != Committing {
 		// A commit's status is written once its record is durable: a status
@@ -447,6 +464,9 @@ func (s *shard) done(en *entry) {
 	}
 	delete(s.active, id)
 	s.e.inFlight.Add(-1)
+	if !en.decidedAt.IsZero() {
+		s.e.stats.complete.observe(s.e.now().Sub(en.decidedAt))
+	}
 	if out.State == Committed {
 		s.e.stats.Committed.Add(1)
 		s.e.spawn(func() { s.finishRecord(id) })

@@ -3,7 +3,52 @@ package orchestrator
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
+
+// LatencyBuckets are the upper bounds, in seconds, of the phase latency
+// histograms (StatsSnapshot.DecideLatency, CompleteLatency).
+var LatencyBuckets = []float64{0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60}
+
+// latency counts durations into LatencyBuckets (and one more for the rest).
+type latency struct {
+	counts [16]atomic.Uint64 // len(LatencyBuckets)+1
+	sumNs  atomic.Int64
+}
+
+func (l *latency) observe(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	s, i := d.Seconds(), 0
+	for i < len(LatencyBuckets) && s > LatencyBuckets[i] {
+		i++
+	}
+	l.counts[i].Add(1)
+	l.sumNs.Add(int64(d))
+}
+
+func (l *latency) snapshot() Histogram {
+	h := Histogram{Buckets: LatencyBuckets, Cumulative: make([]uint64, len(LatencyBuckets))}
+	var n uint64
+	for i := range LatencyBuckets {
+		n += l.counts[i].Load()
+		h.Cumulative[i] = n
+	}
+	h.Count = n + l.counts[len(LatencyBuckets)].Load()
+	h.Sum = time.Duration(l.sumNs.Load()).Seconds()
+	return h
+}
+
+// Histogram is a snapshot of a latency histogram: Cumulative[i] durations
+// were at most Buckets[i] seconds; Count is every observation, Sum their
+// total in seconds.
+type Histogram struct {
+	Buckets    []float64
+	Cumulative []uint64
+	Count      uint64
+	Sum        float64
+}
 
 // Stats are the engine's counters.
 type Stats struct {
@@ -19,6 +64,8 @@ type Stats struct {
 
 	mu         sync.Mutex
 	rejectedBy map[string]int64
+
+	decide, complete latency
 }
 
 // maxRejectedNames bounds the participant names rejected replies are
@@ -79,6 +126,11 @@ type StatsSnapshot struct {
 	// RejectedReplies counts, per participant named by the reply subject,
 	// the replies that could not be read (part of MalformedReplies).
 	RejectedReplies map[string]int64
+	// DecideLatency is the time from a transaction's begin to its decision
+	// (votes collected, or a timeout or refusal); CompleteLatency from the
+	// decision to the last acknowledgement (a commit's including its
+	// decision write).
+	DecideLatency, CompleteLatency Histogram
 }
 
 func (s *Stats) snapshot() StatsSnapshot {
@@ -94,6 +146,7 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Batches: s.Batches.Load(), Batched: s.Batched.Load(),
 		InFlight: s.InFlight.Load(),
 	}
+	snap.DecideLatency, snap.CompleteLatency = s.decide.snapshot(), s.complete.snapshot()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.rejectedBy) > 0 {

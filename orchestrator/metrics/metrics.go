@@ -39,10 +39,14 @@ type engineCollector struct {
 	eng      *orchestrator.Engine
 	metrics  []metric
 	rejected *prometheus.Desc
+	phase    *prometheus.Desc
+	oldest   *prometheus.Desc
 }
 
 // NewEngineCollector returns a collector of eng's counters: transactions
-// and sagas begun, ended by outcome, timed out and in flight; re-sends,
+// and sagas begun, ended by outcome, timed out and in flight; the decide
+// and complete phase latency histograms; the age of the oldest transaction
+// in flight (the stall alarm); re-sends,
 // publish and decision-write errors; rejected, stray and ignored replies;
 // recovery and sweep actions; command batches.
 func NewEngineCollector(eng *orchestrator.Engine) prometheus.Collector {
@@ -79,6 +83,8 @@ func NewEngineCollector(eng *orchestrator.Engine) prometheus.Collector {
 				value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.InFlight) }},
 		},
 		rejected: desc("replies_rejected_total", "Replies that could not be read, by the participant their subject names.", "participant"),
+		phase:    desc("phase_seconds", "Time a transaction spent in a phase: decide (begin to decision), complete (decision to the last acknowledgement).", "phase"),
+		oldest:   desc("oldest_in_flight_seconds", "How long the oldest transaction or saga still running here has been running (0: none): alarm on it to catch a stall."),
 	}
 }
 
@@ -91,6 +97,8 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		}
 	}
 	ch <- c.rejected
+	ch <- c.phase
+	ch <- c.oldest
 }
 
 func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
@@ -105,6 +113,14 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	for p, n := range s.RejectedReplies {
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), p)
 	}
+	for phase, h := range map[string]orchestrator.Histogram{"decide": s.DecideLatency, "complete": s.CompleteLatency} {
+		buckets := make(map[float64]uint64, len(h.Buckets))
+		for i, b := range h.Buckets {
+			buckets[b] = h.Cumulative[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(c.phase, h.Count, h.Sum, buckets, phase)
+	}
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, c.eng.OldestInFlight().Seconds())
 }
 
 // participantCollector collects a participant runtime's Stats.
