@@ -58,6 +58,11 @@ type sagaEntry struct {
 	// and timers wait for it, and queue the events that came meanwhile.
 	persisting bool
 	held       *saga.Ready
+	// persistGen counts the entry's record writes: the answer of a write is
+	// applied only to the entry and the write it was made for (a write of
+	// an entry dropped since, by a fence, must not release the held sends of
+	// the entry that recovered the saga after it).
+	persistGen uint64
 	queue      []saga.Event
 	timers     []Timer
 	waiters    []chan sagaResult
@@ -76,7 +81,10 @@ type (
 		ch chan sagaResult
 	}
 	sagaPersistedEvent struct {
-		id  string
+		id string
+		// en and gen name the entry and the write this answers.
+		en  *sagaEntry
+		gen uint64
 		rev uint64
 		// lost: another instance wrote the record since: it drives the saga.
 		lost bool
@@ -266,8 +274,8 @@ func (s *shard) handleSaga(v any) bool {
 		s.sagaApply(v.id, v.en, v.en.sg.Start(s.e.now()))
 	case sagaPersistedEvent:
 		en := s.sagas[v.id]
-		if en == nil || !en.persisting {
-			return true
+		if en == nil || en != v.en || !en.persisting || en.persistGen != v.gen {
+			return true // the answer of a write made for an entry dropped since
 		}
 		if v.lost {
 			s.e.log.Warn("another instance wrote this saga's record; it drives the saga now", zap.String("saga", v.id))
@@ -386,9 +394,10 @@ func (s *shard) sagaApply(id string, en *sagaEntry, rd saga.Ready) {
 		return
 	}
 	en.persisting, en.held = true, &rd
+	en.persistGen++
 	doc := sagaDoc{Owner: s.e.cfg.Instance, Record: *rd.Persist}
-	rev := en.kvRev
-	s.e.spawn(func() { s.persistSaga(id, doc, rev) })
+	rev, gen := en.kvRev, en.persistGen
+	s.e.spawn(func() { s.persistSaga(id, en, gen, doc, rev) })
 }
 
 // persistSaga writes a saga's record by compare-and-set on the key's
@@ -404,7 +413,7 @@ func (s *shard) sagaApply(id string, en *sagaEntry, rd saga.Ready) {
 // and a create now would run the saga again from its start. If such an
 // attempt got in and the saga is not finished, the recovery loop drives
 // its record.
-func (s *shard) persistSaga(id string, doc sagaDoc, rev uint64) {
+func (s *shard) persistSaga(id string, en *sagaEntry, gen uint64, doc sagaDoc, rev uint64) {
 	data, err := json.Marshal(doc)
 	if err != nil {
 		s.e.log.Error("a saga record cannot be encoded", zap.String("saga", id), zap.Error(err))
@@ -412,7 +421,7 @@ func (s *shard) persistSaga(id string, doc sagaDoc, rev uint64) {
 	}
 	lost := func(why string) {
 		s.e.log.Warn("a saga record is not written: "+why, zap.String("saga", id), zap.Uint64("revision", doc.Record.Revision))
-		s.post(sagaPersistedEvent{id: id, lost: true})
+		s.post(sagaPersistedEvent{id: id, en: en, gen: gen, lost: true})
 	}
 	wait := 50 * time.Millisecond
 	for !s.e.halted.Load() {
@@ -436,7 +445,7 @@ func (s *shard) persistSaga(id string, doc sagaDoc, rev uint64) {
 					newRev = have.Revision
 				} else {
 					cancel()
-					s.post(sagaPersistedEvent{id: id, lost: true})
+					s.post(sagaPersistedEvent{id: id, en: en, gen: gen, lost: true})
 					return
 				}
 			} else if errors.Is(err, ErrNoEntry) {
@@ -447,7 +456,7 @@ func (s *shard) persistSaga(id string, doc sagaDoc, rev uint64) {
 		}
 		cancel()
 		if err == nil {
-			s.post(sagaPersistedEvent{id: id, rev: newRev})
+			s.post(sagaPersistedEvent{id: id, en: en, gen: gen, rev: newRev})
 			return
 		}
 		if s.e.base.Err() != nil {
