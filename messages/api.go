@@ -44,6 +44,8 @@ type ParticipantSpec struct {
 type AbortRequest struct {
 	ID     string `json:"id"`
 	Reason string `json:"reason,omitempty"`
+	// Who names the operator or tool that asks, for the history.
+	Who string `json:"who,omitempty"`
 }
 
 // StatusResponse answers an API request: the transaction's status, or an
@@ -81,7 +83,50 @@ type TxStatus struct {
 	Steps []StepStatus `json:"steps,omitempty"`
 	// Deadline is when a saga stops going forward; zero means none.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// History is what happened to the transaction, oldest first: at most
+	// MaxHistory events, the first and the latest ones; HistoryDropped
+	// counts those left out between them.
+	History        []TxEvent `json:"history,omitempty"`
+	HistoryDropped int       `json:"history_dropped,omitempty"`
 }
+
+// MaxHistory bounds TxStatus.History.
+const MaxHistory = 64
+
+// TxEvent is one event of a transaction's history.
+type TxEvent struct {
+	At time.Time `json:"at"`
+	// Event is one of the Event* names.
+	Event string `json:"event"`
+	// Participant is the participant the event is about, if one.
+	Participant string `json:"participant,omitempty"`
+	// Step is the saga step the event is about, if one.
+	Step string `json:"step,omitempty"`
+	// Attempt is the send a command event is about (1 the first).
+	Attempt int `json:"attempt,omitempty"`
+	// Detail says more: a vote's result, a reason, an error.
+	Detail string `json:"detail,omitempty"`
+	// By names who caused the event: the coordinator instance, or the
+	// operator of an operator action.
+	By string `json:"by,omitempty"`
+}
+
+// The events of a TxEvent.
+const (
+	EventBegun     = "begun"     // the transaction or saga began (By: its coordinator)
+	EventSent      = "sent"      // a command went out (Detail: its operation)
+	EventResent    = "resent"    // a command went out again, for want of an answer
+	EventVote      = "vote"      // a participant voted (Detail: yes, or no and why)
+	EventAck       = "ack"       // a participant acknowledged the decision
+	EventFailed    = "failed"    // a participant answered failed (Detail: why)
+	EventRejected  = "rejected"  // a participant's reply could not be read
+	EventTimeout   = "timeout"   // the deadline passed without every vote
+	EventDecided   = "decided"   // the decision was recorded (Detail: commit or abort, and why)
+	EventRecovered = "recovered" // another instance took the transaction over (By)
+	EventOperator  = "operator"  // an operator acted (By: who; Detail: the action and why)
+	EventStep      = "step"      // a saga step changed state (Detail: its new status)
+	EventEnded     = "ended"     // the transaction reached its final state (Detail: which)
+)
 
 // The protocols of TxStatus.Protocol.
 const (

@@ -57,6 +57,8 @@ func diffCommand(got, want messages.Command) string {
 		return fmt.Sprintf("ReplyTo = %q, want %q", got.ReplyTo, want.ReplyTo)
 	case !bytes.Equal(got.Payload, want.Payload):
 		return fmt.Sprintf("Payload = %q, want %q", got.Payload, want.Payload)
+	case got.TraceParent != want.TraceParent || got.TraceState != want.TraceState:
+		return fmt.Sprintf("trace context = %q %q, want %q %q", got.TraceParent, got.TraceState, want.TraceParent, want.TraceState)
 	}
 	return ""
 }
@@ -93,6 +95,9 @@ func TestCommandRoundTrip(t *testing.T) {
 	binaryPayload := validCommand()
 	binaryPayload.Payload = []byte{0x00, 0xff, '\r', '\n', 0x80}
 
+	traced := validCommand()
+	traced.TraceParent, traced.TraceState = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "natstx=1,vendor=x"
+
 	maxNames := validCommand()
 	maxNames.TxID = strings.Repeat("t", messages.MaxNameLen)
 	maxNames.Participant = strings.Repeat("P_-9", messages.MaxNameLen/4)
@@ -108,6 +113,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		{"commit without deadline", commit},
 		{"abort", abort},
 		{"names at the length limit", maxNames},
+		{"with a trace context", traced},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cmd.Validate(); err != nil {
@@ -119,6 +125,38 @@ func TestCommandRoundTrip(t *testing.T) {
 			}
 			if d := diffCommand(got, tc.cmd); d != "" {
 				t.Error(d)
+			}
+		})
+	}
+}
+
+// A broken trace context is dropped (the participant starts a new trace),
+// never a reason to refuse the command.
+func TestCommandDropsABrokenTraceContext(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(map[string][]string)
+	}{
+		{"traceparent repeated", func(h map[string][]string) { h[messages.HeaderTraceParent] = []string{"a", "b"} }},
+		{"traceparent too long", func(h map[string][]string) {
+			h[messages.HeaderTraceParent] = []string{strings.Repeat("0", messages.MaxTraceHeaderLen+1)}
+		}},
+		{"tracestate without traceparent", func(h map[string][]string) {
+			delete(h, messages.HeaderTraceParent)
+			h[messages.HeaderTraceState] = []string{"a=b"}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validCommand()
+			c.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+			h := c.Header()
+			tc.edit(h)
+			got, err := messages.DecodeCommand(h, c.Payload)
+			if err != nil {
+				t.Fatalf("DecodeCommand: %v", err)
+			}
+			if got.TraceParent != "" || got.TraceState != "" {
+				t.Errorf("trace context = %q %q, want it dropped", got.TraceParent, got.TraceState)
 			}
 		})
 	}
@@ -351,10 +389,11 @@ func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 4"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 4"}},
-		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 4"}},
-		{name: "wrong version 5", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 5"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 5"}},
+		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 5"}},
+		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 5"}},
+		{name: "wrong version 6", edit: set(messages.HeaderVersion, "6"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"6"`}},
 		{name: "empty version", edit: set(messages.HeaderVersion, ""), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion}},
 		{name: "version with padding", edit: set(messages.HeaderVersion, " 1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `" 1"`}},
 		{name: "header with no values", edit: func(h map[string][]string) { h[messages.HeaderTxID] = []string{} }, sentinel: messages.ErrMalformed, mention: []string{messages.HeaderTxID, "missing"}},
@@ -456,10 +495,11 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 4"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 4"}},
-		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 4"}},
-		{name: "wrong version 5", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 5"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 5"}},
+		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 5"}},
+		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 5"}},
+		{name: "wrong version 6", edit: set(messages.HeaderVersion, "6"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"6"`}},
 		{name: "version 0", edit: set(messages.HeaderVersion, "0"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"0"`}},
 
 		{name: "attempt not a number", edit: set(messages.HeaderAttempt, "1st"), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderAttempt, `"1st"`}},

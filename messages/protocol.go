@@ -12,8 +12,10 @@ import (
 // (action, compensate), HeaderStep, HeaderCode and the result Refused;
 // version 3 gave each participant its own reply subject
 // (natstx.reply.<instance>.<participant>, see ReplySubject); version 4 added
-// batches of commands and of replies (HeaderBatch, see batch.go).
-const Version = 4
+// batches of commands and of replies (HeaderBatch, see batch.go); version 5
+// added the W3C trace context of a command (HeaderTraceParent,
+// HeaderTraceState).
+const Version = 5
 
 // Header names. Nats-Msg-Id is JetStream's own de-duplication header.
 const (
@@ -32,7 +34,17 @@ const (
 	// which a saga's retry policy may list as never retried.
 	HeaderCode  = "Natstx-Code"
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderTraceParent and HeaderTraceState carry a command's W3C trace
+	// context (https://www.w3.org/TR/trace-context/), spelled as the W3C
+	// spells them; optional. A participant continues the trace around its
+	// handler; a malformed value only starts a new trace.
+	HeaderTraceParent = "traceparent"
+	HeaderTraceState  = "tracestate"
 )
+
+// MaxTraceHeaderLen bounds HeaderTraceParent and HeaderTraceState (the W3C
+// limit of tracestate); a longer value is dropped, not an error.
+const MaxTraceHeaderLen = 512
 
 // MaxCodeLen bounds HeaderCode.
 const MaxCodeLen = 64
@@ -122,6 +134,10 @@ type Command struct {
 	// It only goes into the Nats-Msg-Id header (see MsgID) and is not
 	// decoded.
 	Sender string
+	// TraceParent and TraceState are the W3C trace context of the
+	// coordinator's span for this command (HeaderTraceParent,
+	// HeaderTraceState); empty when tracing is off.
+	TraceParent, TraceState string
 }
 
 // Subject is the subject this command is published on.
@@ -199,6 +215,12 @@ func (c Command) Header() map[string][]string {
 	if c.Step != "" {
 		h[HeaderStep] = []string{c.Step}
 	}
+	if c.TraceParent != "" {
+		h[HeaderTraceParent] = []string{c.TraceParent}
+		if c.TraceState != "" {
+			h[HeaderTraceState] = []string{c.TraceState}
+		}
+	}
 	return h
 }
 
@@ -241,6 +263,10 @@ func DecodeCommand(h map[string][]string, body []byte) (Command, error) {
 	}
 	if len(body) > 0 {
 		c.Payload = body
+	}
+	c.TraceParent, c.TraceState = traceHeader(h, HeaderTraceParent), traceHeader(h, HeaderTraceState)
+	if c.TraceParent == "" {
+		c.TraceState = ""
 	}
 	return c, c.Validate()
 }
@@ -435,4 +461,14 @@ func validateSubject(what, s string) error {
 		return fmt.Errorf("%w: %s %q ends with '.'", ErrMalformed, what, s)
 	}
 	return nil
+}
+
+// traceHeader returns the one value of trace header name, or "" when it is
+// absent, repeated or longer than MaxTraceHeaderLen: a broken trace context
+// starts a new trace, it does not fail the command.
+func traceHeader(h map[string][]string, name string) string {
+	if v := h[name]; len(v) == 1 && len(v[0]) <= MaxTraceHeaderLen {
+		return v[0]
+	}
+	return ""
 }

@@ -1,11 +1,11 @@
 'use strict';
-// The natstx wire protocol, version 4, as the Go package messages defines it
+// The natstx wire protocol, version 5, as the Go package messages defines it
 // (messages/protocol.go, messages/subjects.go): header names, operations,
 // results, subjects, and the decoding and validation rules of commands and
 // replies. Header names are case-sensitive and each appears at most once.
 
 /** Protocol version this SDK speaks; it travels in Natstx-Version. */
-const VERSION = 4;
+const VERSION = 5;
 const VERSION_TEXT = String(VERSION);
 
 /** Header names (case-sensitive). */
@@ -219,7 +219,7 @@ function first(h, name) {
 }
 
 /**
- * Checks the Natstx-Version header: present once, and "4".
+ * Checks the Natstx-Version header: present once, and "5".
  * @param {Record<string,string[]>} h
  */
 function checkVersion(h) {

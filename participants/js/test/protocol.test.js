@@ -7,7 +7,7 @@ const B = require('../src/batch');
 const H = P.Header;
 function cmdHeaders(over = {}) {
   const h = {
-    [H.VERSION]: ['4'], [H.TXID]: ['tx-1'], [H.OP]: ['prepare'], [H.PARTICIPANT]: ['pay'],
+    [H.VERSION]: ['5'], [H.TXID]: ['tx-1'], [H.OP]: ['prepare'], [H.PARTICIPANT]: ['pay'],
     [H.ATTEMPT]: ['2'], [H.REPLY_TO]: ['natstx.reply.c1.pay'], [H.DEADLINE]: ['1700000000000'],
   };
   for (const [k, v] of Object.entries(over)) {
@@ -28,7 +28,7 @@ test('decodeCommand reads every field of a well-formed command', () => {
 
 test('decodeCommand rejects what the Go decoder rejects', () => {
   const bad = [
-    [{ [H.VERSION]: ['3'] }, P.VersionError, /Natstx-Version is "3"/],
+    [{ [H.VERSION]: ['4'] }, P.VersionError, /Natstx-Version is "4"/],
     [{ [H.VERSION]: undefined }, P.MalformedError, /header Natstx-Version is missing/],
     [{ [H.TXID]: undefined }, P.MalformedError, /header Natstx-Txid is missing/],
     [{ [H.TXID]: ['a', 'a'] }, P.MalformedError, /appears 2 times/],
@@ -54,7 +54,7 @@ test('decodeCommand rejects what the Go decoder rejects', () => {
 test('reply headers and body are those of the Go Reply', () => {
   const r = { txid: 't', op: 'action', participant: 'p', result: 'refused', attempt: 3, reason: 'é'.repeat(600), step: 's', code: 'no-stock' };
   assert.deepEqual(P.replyHeader(r), {
-    'Natstx-Version': ['4'], 'Natstx-Txid': ['t'], 'Natstx-Op': ['action'], 'Natstx-Participant': ['p'],
+    'Natstx-Version': ['5'], 'Natstx-Txid': ['t'], 'Natstx-Op': ['action'], 'Natstx-Participant': ['p'],
     'Natstx-Result': ['refused'], 'Natstx-Attempt': ['3'], 'Natstx-Step': ['s'], 'Natstx-Code': ['no-stock'],
   });
   const body = P.replyBody(r);
@@ -72,11 +72,11 @@ test('a batch encodes as the Go framing and decodes back', () => {
     { txid: 'b', op: 'commit', participant: 'pay', attempt: 2, replyTo: 'natstx.reply.c.pay', deadline: null, step: '', payload: null },
   ];
   const m = B.encodeCommandBatch('pay', 'batch-1', cmds);
-  assert.deepEqual(m.header, { 'Natstx-Participant': ['pay'], 'Nats-Msg-Id': ['batch-1'], 'Natstx-Version': ['4'], 'Natstx-Batch': ['2'] });
+  assert.deepEqual(m.header, { 'Natstx-Participant': ['pay'], 'Nats-Msg-Id': ['batch-1'], 'Natstx-Version': ['5'], 'Natstx-Batch': ['2'] });
   // The first item exactly as messages.EncodeCommandBatch writes it: header
   // lines sorted by name, no Nats-Msg-Id inside.
   const head1 = 'Natstx-Attempt: 1\r\nNatstx-Deadline: 5\r\nNatstx-Op: prepare\r\nNatstx-Participant: pay\r\n'
-    + 'Natstx-Reply-To: natstx.reply.c.pay\r\nNatstx-Txid: a\r\nNatstx-Version: 4\r\n';
+    + 'Natstx-Reply-To: natstx.reply.c.pay\r\nNatstx-Txid: a\r\nNatstx-Version: 5\r\n';
   assert.ok(m.body.toString().startsWith(`${head1.length} 2\r\n${head1}{}`));
   const items = B.decodeBatch(m.header, m.body);
   assert.equal(items.length, 2);
