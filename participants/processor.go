@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
@@ -73,18 +74,26 @@ type Processor struct {
 	malformed, handlerErrors  atomic.Uint64
 
 	inDoubtQueries, inDoubtResolved, inDoubtContradicted atomic.Uint64
+
+	latency  [len(commandOps)]latency
+	outcomes [numOutcomes]atomic.Uint64
+
+	tracer trace.Tracer // nil: tracing is off
 }
 
 // NewProcessor returns a Processor for cfg. Only the fields about commands
 // and transactions in doubt matter to it (Name, Handler, SagaHandler or
-// Barrier,
-// OpTimeout, Retention, InDoubtAfter, Now, Logger, AfterApply).
+// Barrier, OpTimeout, Retention, InDoubtAfter, Now, Logger, AfterApply,
+// TracerProvider).
 func NewProcessor(cfg Config) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
 	p := &Processor{cfg: cfg, log: cfg.Logger.With(zap.String("participant", cfg.Name)), records: newTable()}
+	if cfg.TracerProvider != nil {
+		p.tracer = cfg.TracerProvider.Tracer(TracerName)
+	}
 	p.lastSweep.Store(p.now().UnixNano())
 	return p, nil
 }
@@ -102,7 +111,7 @@ func (p *Processor) Name() string { return p.cfg.Name }
 
 // Stats returns the Processor's counters.
 func (p *Processor) Stats() Stats {
-	return Stats{
+	s := Stats{
 		Prepares:      p.prepares.Load(),
 		Commits:       p.commits.Load(),
 		Aborts:        p.aborts.Load(),
@@ -119,7 +128,17 @@ func (p *Processor) Stats() Stats {
 		InDoubtQueries:      p.inDoubtQueries.Load(),
 		InDoubtResolved:     p.inDoubtResolved.Load(),
 		InDoubtContradicted: p.inDoubtContradicted.Load(),
+
+		Latency:  make(map[messages.Op]Histogram, len(commandOps)),
+		Outcomes: make(map[string]uint64, numOutcomes),
 	}
+	for i, op := range commandOps {
+		s.Latency[op] = p.latency[i].snapshot()
+	}
+	for i, name := range outcomeNames {
+		s.Outcomes[name] = p.outcomes[i].Load()
+	}
+	return s
 }
 
 // State returns what is recorded about transaction txid: from the Barrier
@@ -178,8 +197,9 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 		respond(p.malformedAnswer(h, subject, err))
 		return
 	}
+	hd := p.begin(cmd, inDoubt)
 	if cmd.Op.Saga() {
-		p.handleSaga(cmd, respond)
+		p.handleSaga(hd, cmd, respond)
 		return
 	}
 	switch cmd.Op {
@@ -193,7 +213,7 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 	log := p.log.With(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.Int("attempt", cmd.Attempt))
 	tx := Tx{ID: cmd.TxID, Participant: cmd.Participant, Deadline: cmd.Deadline, Attempt: cmd.Attempt}
 	if !p.twoPhase() {
-		respond(p.unsupportedAnswer(cmd, ReasonNoTwoPhaseHandler, log))
+		p.answer(hd, cmd, -1, outcome{}, p.unsupportedAnswer(cmd, ReasonNoTwoPhaseHandler, log), respond)
 		return
 	}
 
@@ -202,12 +222,15 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 	var out outcome
 	now := p.now()
 	if p.cfg.Barrier != nil {
-		out = p.decideDurable(cmd, tx, now, log)
+		out = p.decideDurable(hd.ctx, cmd, tx, now, log)
 	} else {
-		out = p.decide(e, cmd, tx, now, log)
+		out = p.decide(hd.ctx, e, cmd, tx, now, log)
 	}
+	kind := outcomeOf(cmd, out)
 	switch {
-	case out.rejected && !inDoubt:
+	case out.rejected && inDoubt:
+		kind = -1 // ResolveInDoubt counts it as contradicted
+	case out.rejected:
 		p.rejected.Add(1)
 		log.Error("rejected command that contradicts the record", zap.Stringer("state", out.after), zap.String("reason", out.reason))
 	case out.duplicate:
@@ -220,14 +243,14 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 	if out.afterKnown {
 		p.doubt.update(cmd.TxID, out.after, cmd.Deadline, now)
 	}
-	respond(Answer{
+	p.answer(hd, cmd, kind, out, Answer{
 		ReplyTo: cmd.ReplyTo,
 		Reply: messages.Reply{
 			TxID: cmd.TxID, Op: cmd.Op, Participant: p.cfg.Name, Result: out.result,
 			Attempt: cmd.Attempt, Reason: messages.Truncate(out.reason, messages.MaxReasonLen),
 		},
 		Settle: out.then,
-	})
+	}, respond)
 }
 
 // outcome is the answer to one well-formed command.
@@ -256,11 +279,12 @@ func (o outcome) in(s State) outcome {
 }
 
 // decideDurable answers one command through the Barrier.
-func (p *Processor) decideDurable(cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
+func (p *Processor) decideDurable(ctx context.Context, cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
 	b := p.cfg.Barrier
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.OpTimeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
 	defer cancel()
-	call := func(f func(context.Context) error) error { return p.call(log, f) }
+	call := func(f func(context.Context) error) error { return p.call(parent, log, f) }
 	var v verdict
 	var err error
 	switch cmd.Op {
@@ -297,9 +321,9 @@ func (p *Processor) decideDurable(cmd messages.Command, tx Tx, now time.Time, lo
 }
 
 // decide applies the idempotency rules to one command with the in-memory
-// record, calling the Handler when they say so, and updates the record. The
-// caller holds e's lock.
-func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
+// record, calling the Handler (with a context made from ctx) when they say
+// so, and updates the record. The caller holds e's lock.
+func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
 	state := e.rec.state
 	switch cmd.Op {
 	case messages.OpPrepare:
@@ -310,7 +334,7 @@ func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, now time.Time,
 				log.Info("voted abort: deadline passed", zap.Time("deadline", tx.Deadline))
 				return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
 			}
-			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) }); err != nil {
+			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) }); err != nil {
 				reason := err.Error()
 				if reason == "" {
 					reason = ReasonPrepareFailed
@@ -334,7 +358,7 @@ func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, now time.Time,
 	case messages.OpCommit:
 		switch state {
 		case StatePrepared:
-			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
+			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
 				log.Warn("commit failed; it will be retried", zap.Error(err))
 				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
 			}
@@ -355,7 +379,7 @@ func (p *Processor) decide(e *entry, cmd messages.Command, tx Tx, now time.Time,
 			log.Info("abort before prepare: recorded, so a late prepare votes abort")
 			return outcome{result: messages.Ack}.in(StateAborted)
 		case StatePrepared:
-			if err := p.call(log, func(ctx context.Context) error { return p.cfg.Handler.Abort(ctx, tx) }); err != nil {
+			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Abort(ctx, tx) }); err != nil {
 				log.Warn("abort failed; it will be retried", zap.Error(err))
 				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
 			}
@@ -386,10 +410,11 @@ func reject(state State, reason string) outcome {
 	return outcome{result: messages.Failed, reason: reason, then: SettleTerm, rejected: true}.in(state)
 }
 
-// call runs one handler call with a context bounded by OpTimeout, turning a
-// panic into an error.
-func (p *Processor) call(log *zap.Logger, f func(context.Context) error) (err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.OpTimeout)
+// call runs one handler call with a context made from ctx (which carries the
+// command's span, if any) and bounded by OpTimeout, turning a panic into an
+// error.
+func (p *Processor) call(ctx context.Context, log *zap.Logger, f func(context.Context) error) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {

@@ -53,7 +53,7 @@ func (p *Processor) StepState(sagaID, step string) StepState {
 // answer, so nothing is tracked for later questions. A failed answer is
 // settled SettleAck: the coordinator, not the transport, retries by the
 // step's policy, and an attempt answered failed must never be done later.
-func (p *Processor) handleSaga(cmd messages.Command, respond func(Answer)) {
+func (p *Processor) handleSaga(hd handling, cmd messages.Command, respond func(Answer)) {
 	if cmd.Op == messages.OpAction {
 		p.actions.Add(1)
 	} else {
@@ -61,7 +61,7 @@ func (p *Processor) handleSaga(cmd messages.Command, respond func(Answer)) {
 	}
 	log := p.log.With(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.String("step", cmd.Step), zap.Int("attempt", cmd.Attempt))
 	if !p.sagas() {
-		respond(p.unsupportedAnswer(cmd, ReasonNoSagaHandler, log))
+		p.answer(hd, cmd, -1, outcome{}, p.unsupportedAnswer(cmd, ReasonNoSagaHandler, log), respond)
 		return
 	}
 	st := Step{SagaID: cmd.TxID, Name: cmd.Step, Participant: cmd.Participant, Attempt: cmd.Attempt, Deadline: cmd.Deadline}
@@ -71,9 +71,9 @@ func (p *Processor) handleSaga(cmd messages.Command, respond func(Answer)) {
 	now := p.now()
 	var out outcome
 	if p.cfg.Barrier != nil {
-		out = p.decideSagaDurable(cmd, st, now, log)
+		out = p.decideSagaDurable(hd.ctx, cmd, st, now, log)
 	} else {
-		out = p.decideSaga(e, cmd, st, now, log)
+		out = p.decideSaga(hd.ctx, e, cmd, st, now, log)
 	}
 	if out.duplicate {
 		p.duplicates.Add(1)
@@ -90,15 +90,16 @@ func (p *Processor) handleSaga(cmd messages.Command, respond func(Answer)) {
 			Reason: messages.Truncate(out.reason, messages.MaxReasonLen), Step: cmd.Step, Code: validCode(out.code),
 		}
 	}
-	respond(a)
+	p.answer(hd, cmd, outcomeOf(cmd, out), out, a, respond)
 }
 
 // decideSagaDurable answers one saga command through the Barrier.
-func (p *Processor) decideSagaDurable(cmd messages.Command, st Step, now time.Time, log *zap.Logger) outcome {
+func (p *Processor) decideSagaDurable(ctx context.Context, cmd messages.Command, st Step, now time.Time, log *zap.Logger) outcome {
 	b := p.cfg.Barrier
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.OpTimeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
 	defer cancel()
-	call := func(f func(context.Context) error) error { return p.call(log, f) }
+	call := func(f func(context.Context) error) error { return p.call(parent, log, f) }
 	var v verdict
 	var err error
 	if cmd.Op == messages.OpAction {
@@ -111,7 +112,7 @@ func (p *Processor) decideSagaDurable(cmd messages.Command, st Step, now time.Ti
 		// nothing (the coordinator's attempt times out: unknown) and have
 		// the command delivered again, to be answered from the record.
 		log.Warn("barrier failed; no answer, the command will be delivered again", zap.Error(err))
-		return outcome{then: SettleNak}
+		return outcome{then: SettleNak, reason: "no answer: the barrier failed; delivered again: " + err.Error()}
 	}
 	out := outcome{result: v.result, reason: v.reason, code: v.code, then: SettleAck, duplicate: v.duplicate, applied: v.applied}
 	p.logSaga(log, out, v.handlerErr)
@@ -132,24 +133,24 @@ func (p *Processor) logSaga(log *zap.Logger, out outcome, handlerErr error) {
 }
 
 // decideSaga applies the barrier's saga rules to one command with the
-// in-memory record, calling the SagaHandler when they say so. The caller
-// holds e's lock.
-func (p *Processor) decideSaga(e *entry, cmd messages.Command, st Step, now time.Time, log *zap.Logger) outcome {
+// in-memory record, calling the SagaHandler (with a context made from ctx)
+// when they say so. The caller holds e's lock.
+func (p *Processor) decideSaga(ctx context.Context, e *entry, cmd messages.Command, st Step, now time.Time, log *zap.Logger) outcome {
 	r := &e.rec
 	finish := func(s StepState, reason, code string) {
 		r.step, r.reason, r.code, r.finishedAt = s, reason, code, now
 	}
 	var out outcome
 	if cmd.Op == messages.OpAction {
-		out = p.sagaAction(r, st, cmd.Payload, finish, now, log)
+		out = p.sagaAction(ctx, r, st, cmd.Payload, finish, now, log)
 	} else {
-		out = p.sagaCompensate(r, st, cmd.Payload, finish, log)
+		out = p.sagaCompensate(ctx, r, st, cmd.Payload, finish, log)
 	}
 	p.logSaga(log, out, nil)
 	return out
 }
 
-func (p *Processor) sagaAction(r *record, st Step, payload []byte, finish func(StepState, string, string), now time.Time, log *zap.Logger) outcome {
+func (p *Processor) sagaAction(ctx context.Context, r *record, st Step, payload []byte, finish func(StepState, string, string), now time.Time, log *zap.Logger) outcome {
 	switch r.step {
 	case StepDone, StepCompensated:
 		return outcome{result: messages.Ack, duplicate: true}
@@ -161,7 +162,7 @@ func (p *Processor) sagaAction(r *record, st Step, payload []byte, finish func(S
 	if st.Attempt <= r.failedAttempt {
 		return outcome{result: messages.Failed, reason: ReasonAttemptFailed, duplicate: true}
 	}
-	err := p.call(log, func(ctx context.Context) error { return p.cfg.SagaHandler.Action(ctx, st, payload) })
+	err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.SagaHandler.Action(ctx, st, payload) })
 	if err == nil {
 		finish(StepDone, "", "")
 		return outcome{result: messages.Ack, applied: true}
@@ -175,7 +176,7 @@ func (p *Processor) sagaAction(r *record, st Step, payload []byte, finish func(S
 	return outcome{result: messages.Failed, reason: orText(err.Error(), ReasonActionFailed), code: ErrorCode(err)}
 }
 
-func (p *Processor) sagaCompensate(r *record, st Step, payload []byte, finish func(StepState, string, string), log *zap.Logger) outcome {
+func (p *Processor) sagaCompensate(ctx context.Context, r *record, st Step, payload []byte, finish func(StepState, string, string), log *zap.Logger) outcome {
 	switch r.step {
 	case StepNone:
 		finish(StepCompensatedFirst, "", "")
@@ -186,7 +187,7 @@ func (p *Processor) sagaCompensate(r *record, st Step, payload []byte, finish fu
 	case StepCompensated, StepCompensatedFirst:
 		return outcome{result: messages.Ack, duplicate: true}
 	}
-	if err := p.call(log, func(ctx context.Context) error { return p.cfg.SagaHandler.Compensate(ctx, st, payload) }); err != nil {
+	if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.SagaHandler.Compensate(ctx, st, payload) }); err != nil {
 		v := compensationFailed(err)
 		return outcome{result: v.result, reason: v.reason, code: v.code}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
@@ -91,6 +92,14 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives the Runtime's log lines; default none.
 	Logger *zap.Logger
+	// TracerProvider, if set, traces every well-formed command: a span
+	// (SpanKindConsumer, named SpanPrefix and the operation, with the Attr*
+	// attributes) around the record's decision and the handler call, whose
+	// parent is the trace context the command carries (a new trace when it
+	// carries none), and whose context is the handler's. A duplicate
+	// answered from the record gets one too, marked AttrDuplicate. Nil:
+	// no tracing, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -189,6 +198,19 @@ type Stats struct {
 	// for a transaction recorded committed, commit after abort): each one
 	// took its transaction out of the doubt set and was logged once.
 	InDoubtContradicted uint64
+	// Latency is, by operation (prepare, commit, abort, action,
+	// compensate: every one is present), the time from a well-formed
+	// command's decoding to its answer, the record and the handler
+	// included, duplicates included; the buckets are LatencyBuckets.
+	Latency map[messages.Op]Histogram
+	// Outcomes counts the well-formed commands by what the record made of
+	// them, keyed by the Outcome* names (every one is present): prepared,
+	// voted no, committed, aborted, done, refused, compensated, failed (to
+	// be retried), duplicate (answered from the record) and rejected.
+	// Commands of a kind the participant does not implement are not
+	// counted here (Unsupported), nor in-doubt answers that contradict the
+	// record (InDoubtContradicted).
+	Outcomes map[string]uint64
 }
 
 // Runtime consumes one participant's commands and calls its Handler. Create it
