@@ -103,7 +103,11 @@ func (e *Engine) onAbort(m *nats.Msg) {
 	if reason == "" {
 		reason = "aborted by an operator"
 	}
-	_, err := e.Abort(req.ID, reason)
+	who := req.Who
+	if who == "" {
+		who = "an operator (unnamed)"
+	}
+	_, err := e.AbortAs(req.ID, who, reason)
 	if err != nil {
 		e.respond(m, nil, err)
 		return

@@ -578,9 +578,13 @@ func (e *Engine) Wait(ctx context.Context, id string) (Outcome, error) {
 // Abort asks to abort transaction id; it has an effect only while the
 // transaction is preparing, and reports whether the transaction is now
 // aborting or aborted (by this call or an earlier decision).
-func (e *Engine) Abort(id, reason string) (bool, error) {
+func (e *Engine) Abort(id, reason string) (bool, error) { return e.AbortAs(id, "", reason) }
+
+// AbortAs is Abort asked by an operator, who, whose action and reason the
+// transaction's history records.
+func (e *Engine) AbortAs(id, who, reason string) (bool, error) {
 	ch := make(chan result, 1)
-	r := e.call(id, abortReq{id: id, reason: reason, ch: ch}, ch)
+	r := e.call(id, abortReq{id: id, reason: reason, who: who, ch: ch}, ch)
 	if r.err != nil {
 		return false, r.err
 	}
@@ -722,6 +726,11 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 	}
 	b := begun{id: req.ID}
 	r := beginReq{en: &entry{tx: tx, deadline: now.Add(timeout), started: now}, ch: make(chan result, 1)}
+	names := make([]string, len(req.Participants))
+	for i, p := range req.Participants {
+		names[i] = p.Name
+	}
+	e.noteBegun(&r.en.hist, names)
 	if wait {
 		b.waiter = make(chan result, 1)
 		r.en.waiters = append(r.en.waiters, b.waiter)

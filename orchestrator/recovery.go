@@ -199,7 +199,7 @@ func (e *Engine) recoverCommits() {
 			continue // finished, or claimed by another instance first
 		}
 		e.log.Info("recovering a commit decision", zap.String("txid", rec.ID), zap.String("previous_owner", rec.Owner))
-		e.shardOf(rec.ID).post(recoverReq{rec: claimed})
+		e.shardOf(rec.ID).post(recoverReq{rec: claimed, prior: e.priorStatus(ctx, rec.ID)})
 	}
 }
 
@@ -362,6 +362,7 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 		return
 	}
 	en := &entry{tx: tx, started: st.StartedAt, decidedAt: s.e.now(), timers: make(map[txn.TimerKind]Timer, 2)}
+	s.e.noteTaken(&en.hist, &st, "undecided transaction (abort recorded)")
 	s.active[st.ID] = en
 	s.e.inFlight.Add(1)
 	s.apply(en, tx.Start())
@@ -389,6 +390,10 @@ func (e *Engine) rewriteStatus(ctx context.Context, final messages.TxStatus) err
 		if isFinal(have.State) {
 			return false
 		}
+		if len(final.History) == 0 {
+			final.History, final.HistoryDropped = have.History, have.HistoryDropped
+			addToStatus(&final, messages.TxEvent{At: e.now().UTC(), Event: messages.EventEnded, By: e.cfg.Instance, Detail: final.State})
+		}
 		*have = final
 		return true
 	})
@@ -402,7 +407,7 @@ func (e *Engine) knows(id string) bool {
 }
 
 // recover starts driving a claimed commit record in this shard.
-func (s *shard) recover(rec decisionRecord) {
+func (s *shard) recover(rec decisionRecord, prior *messages.TxStatus) {
 	if _, ok := s.active[rec.ID]; ok {
 		return
 	}
@@ -417,6 +422,7 @@ func (s *shard) recover(rec decisionRecord) {
 		return
 	}
 	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]Timer, 2)}
+	s.e.noteTaken(&en.hist, prior, "commit decision")
 	s.active[rec.ID] = en
 	s.e.stats.Recovered.Add(1)
 	s.e.inFlight.Add(1)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,6 +67,8 @@ type sagaEntry struct {
 	queue      []saga.Event
 	timers     []Timer
 	waiters    []chan sagaResult
+	// hist is what happened to it (TxStatus.History).
+	hist history
 }
 
 type sagaResult struct {
@@ -106,6 +109,8 @@ type (
 	sagaRecoverReq struct {
 		doc sagaDoc
 		rev uint64
+		// prior is the saga's status before the takeover, if any.
+		prior *messages.TxStatus
 	}
 )
 
@@ -171,7 +176,15 @@ func (e *Engine) BeginSaga(ctx context.Context, req SagaRequest) (string, error)
 		}
 	}
 	ch := make(chan sagaResult, 1)
-	r := e.callSaga(req.ID, sagaBeginReq{id: req.ID, en: &sagaEntry{sg: sg, started: now}, ch: ch}, ch)
+	en := &sagaEntry{sg: sg, started: now}
+	names := make([]string, 0, len(req.Definition.Steps))
+	for _, st := range req.Definition.Steps {
+		if !slices.Contains(names, st.Participant) {
+			names = append(names, st.Participant)
+		}
+	}
+	e.noteBegun(&en.hist, names)
+	r := e.callSaga(req.ID, sagaBeginReq{id: req.ID, en: en, ch: ch}, ch)
 	if r.err != nil {
 		if errors.Is(r.err, ErrStopped) {
 			e.inFlight.Add(-1)
@@ -289,7 +302,7 @@ func (s *shard) handleSaga(v any) bool {
 		for !en.persisting && len(en.queue) > 0 && s.sagas[v.id] == en {
 			ev := en.queue[0]
 			en.queue = en.queue[1:]
-			s.sagaApply(v.id, en, en.sg.Step(ev))
+			s.sagaFeed(v.id, en, ev)
 		}
 	case sagaTimerEvent:
 		if en := s.sagas[v.id]; en != nil {
@@ -316,6 +329,7 @@ func (s *shard) handleSaga(v any) bool {
 			v.ch <- sagaResult{rec: en.sg.Record(), err: fmt.Errorf("natstx: saga %s: %s", v.id, rd.Ignored)}
 			return true
 		}
+		s.e.noteSagaEvent(&en.hist, en.sg, v.ev)
 		s.sagaApply(v.id, en, rd)
 		v.ch <- sagaResult{rec: en.sg.Record(), owner: s.e.cfg.Instance}
 	case sagaStatusReq:
@@ -329,7 +343,7 @@ func (s *shard) handleSaga(v any) bool {
 		}
 		v.ch <- s.lookupSaga(v.id)
 	case sagaRecoverReq:
-		s.recoverSaga(v.doc, v.rev)
+		s.recoverSaga(v.doc, v.rev, v.prior)
 	default:
 		return false
 	}
@@ -358,7 +372,17 @@ func (s *shard) sagaStep(id string, en *sagaEntry, ev saga.Event) {
 		en.queue = append(en.queue, ev)
 		return
 	}
-	s.sagaApply(id, en, en.sg.Step(ev))
+	s.sagaFeed(id, en, ev)
+}
+
+// sagaFeed feeds ev to a saga whose record is not being written, and
+// records in its history what an accepted event tells.
+func (s *shard) sagaFeed(id string, en *sagaEntry, ev saga.Event) {
+	rd := en.sg.Step(ev)
+	if rd.Ignored == "" {
+		s.e.noteSagaEvent(&en.hist, en.sg, ev)
+	}
+	s.sagaApply(id, en, rd)
 }
 
 // sagaReply feeds a reply to its saga.
@@ -475,6 +499,7 @@ func (s *shard) persistSaga(id string, en *sagaEntry, gen uint64, doc sagaDoc, r
 // durable, reports stuck steps, and finishes a saga that is done.
 func (s *shard) sagaEffects(id string, en *sagaEntry, rd saga.Ready) {
 	for _, snd := range rd.Send {
+		s.e.noteSend(&en.hist, snd.Participant, snd.Step, messages.Op(snd.Op), snd.Attempt)
 		s.e.publishSaga(snd)
 	}
 	for _, tr := range rd.Timers {
@@ -495,7 +520,10 @@ func (s *shard) sagaEffects(id string, en *sagaEntry, rd saga.Ready) {
 			zap.Int("attempts", st.Attempts), zap.Int("compensation_attempts", st.CompensationAttempts),
 			zap.String("last_error", st.LastError), zap.Time("next_retry_at", st.NextRetryAt))
 	}
-	s.e.publishSagaStatus(rec, en.started)
+	if rd.Done {
+		s.e.noteEnded(&en.hist, string(rec.State))
+	}
+	s.e.publishSagaStatus(rec, en.started, &en.hist)
 	if rd.Done {
 		s.finishSaga(id, en, rec)
 	}
@@ -620,11 +648,13 @@ func sagaStatusOf(rec saga.Record, owner string, started, now time.Time) message
 
 // publishSagaStatus writes a saga's status without waiting; a final one is
 // retried until stored.
-func (e *Engine) publishSagaStatus(rec saga.Record, started time.Time) {
+func (e *Engine) publishSagaStatus(rec saga.Record, started time.Time, h *history) {
 	if e.status == nil || e.halted.Load() {
 		return
 	}
-	data, err := json.Marshal(sagaStatusOf(rec, e.cfg.Instance, started, e.now()))
+	st := sagaStatusOf(rec, e.cfg.Instance, started, e.now())
+	st.History, st.HistoryDropped = h.events, h.dropped // encoded here, on the loop
+	data, err := json.Marshal(st)
 	if err != nil {
 		return
 	}
@@ -681,12 +711,12 @@ func (e *Engine) recoverSagas() {
 			continue // changed since, or claimed by another instance first
 		}
 		e.log.Info("recovering a saga", zap.String("saga", doc.Record.ID), zap.String("previous_owner", prev), zap.String("state", string(doc.Record.State)))
-		e.shardOf(doc.Record.ID).post(sagaRecoverReq{doc: doc, rev: rev})
+		e.shardOf(doc.Record.ID).post(sagaRecoverReq{doc: doc, rev: rev, prior: e.priorStatus(ctx, doc.Record.ID)})
 	}
 }
 
 // recoverSaga starts driving a claimed saga in this shard.
-func (s *shard) recoverSaga(doc sagaDoc, rev uint64) {
+func (s *shard) recoverSaga(doc sagaDoc, rev uint64, prior *messages.TxStatus) {
 	id := doc.Record.ID
 	if _, ok := s.sagas[id]; ok {
 		return
@@ -697,6 +727,7 @@ func (s *shard) recoverSaga(doc sagaDoc, rev uint64) {
 		return
 	}
 	en := &sagaEntry{sg: sg, started: doc.Record.StartedAt, kvRev: rev}
+	s.e.noteTaken(&en.hist, prior, "saga")
 	s.sagas[id] = en
 	s.e.stats.Recovered.Add(1)
 	s.e.inFlight.Add(1)

@@ -63,6 +63,8 @@ type entry struct {
 	persisting bool
 	// statusQueued: the shard's statuses list holds it.
 	statusQueued bool
+	// hist is what happened to it (TxStatus.History).
+	hist history
 }
 
 type result struct {
@@ -99,7 +101,9 @@ type (
 	oldestReq struct{ ch chan time.Time }
 	abortReq  struct {
 		id, reason string
-		ch         chan result
+		// who names the operator who asked; empty for a caller that gave up.
+		who string
+		ch  chan result
 	}
 	replyEvent struct{ r messages.Reply }
 	timerEvent struct {
@@ -111,7 +115,11 @@ type (
 		id   string
 		late bool // the write was given up past the deadline
 	}
-	recoverReq struct{ rec decisionRecord }
+	recoverReq struct {
+		rec decisionRecord
+		// prior is the transaction's status before the takeover, if any.
+		prior *messages.TxStatus
+	}
 	orphanReq  struct{ st messages.TxStatus }
 )
 
@@ -198,7 +206,7 @@ func (s *shard) handle(v any) {
 	}
 	switch v := v.(type) {
 	case recoverReq:
-		s.recover(v.rec)
+		s.recover(v.rec, v.prior)
 	case orphanReq:
 		s.abortOrphan(v.st)
 	case refusedEvent:
@@ -245,7 +253,7 @@ func (s *shard) handle(v any) {
 			v.ch <- s.lookup(v.id)
 			return
 		}
-		s.step(en, txn.Event{Kind: txn.EventAbort, Reason: v.reason})
+		s.stepBy(en, txn.Event{Kind: txn.EventAbort, Reason: v.reason}, v.who)
 		v.ch <- result{out: en.tx.Outcome()}
 	case replyEvent:
 		s.reply(v.r)
@@ -273,6 +281,7 @@ func (s *shard) handle(v any) {
 			if s.e.fault(PointCommitDurable, v.id) {
 				return
 			}
+			s.e.noteDecided(&en.hist, en.tx.Outcome())
 			s.queueStatus(en) // committing, now that it is durable
 			s.effects(en, rd)
 		}
@@ -339,8 +348,16 @@ func (s *shard) reply(r messages.Reply) {
 	}
 }
 
-func (s *shard) step(en *entry, ev txn.Event) {
-	s.apply(en, en.tx.Step(ev))
+func (s *shard) step(en *entry, ev txn.Event) { s.stepBy(en, ev, "") }
+
+// stepBy feeds ev to en's state machine and records in its history what
+// an accepted event tells; who names the operator of an abort.
+func (s *shard) stepBy(en *entry, ev txn.Event, who string) {
+	rd := en.tx.Step(ev)
+	if rd.Ignored == "" && (ev.Kind != txn.EventAbort || who != "") {
+		s.e.noteTxEvent(&en.hist, ev, who)
+	}
+	s.apply(en, rd)
 }
 
 // apply carries out a Ready: persist first, then send, then arm timers.
@@ -367,6 +384,7 @@ func (s *shard) apply(en *entry, rd txn.Ready) {
 func (s *shard) effects(en *entry, rd txn.Ready) {
 	id := en.tx.ID()
 	for _, snd := range rd.Send {
+		s.e.noteSend(&en.hist, snd.Participant, "", snd.Op, snd.Attempt)
 		s.e.publish(id, en.deadline, snd)
 	}
 	for _, tr := range rd.Timers {
@@ -432,6 +450,7 @@ func (s *shard) decided(en *entry) {
 	if out.State != Committing {
 		// A commit's status is written once its record is durable: a status
 		// that says committing always means the commit will happen.
+		s.e.noteDecided(&en.hist, out)
 		s.queueStatus(en)
 	}
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
@@ -474,6 +493,7 @@ func (s *shard) done(en *entry) {
 		s.e.stats.Aborted.Add(1)
 	}
 	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", s.e.now().Sub(en.started)))
+	s.e.noteEnded(&en.hist, out.State.String())
 	s.queueStatus(en)
 	s.notify(en, true)
 	s.remember(out, en.started, en.decidedAt)

@@ -120,7 +120,9 @@ func (e *Engine) publishStatus(en *entry) {
 	if e.status == nil || e.halted.Load() {
 		return
 	}
-	data, err := json.Marshal(statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now()))
+	st := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now())
+	st.History, st.HistoryDropped = en.hist.events, en.hist.dropped // encoded here, on the loop
+	data, err := json.Marshal(st)
 	if err != nil {
 		return
 	}
@@ -168,6 +170,7 @@ func (e *Engine) refreshStatus(en *entry) {
 		return
 	}
 	doc := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now())
+	en.hist.into(&doc)
 	e.spawn(func() {
 		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
 		defer cancel()
@@ -226,12 +229,14 @@ func (e *Engine) markAborted(ctx context.Context, id, reason string) error {
 		return nil
 	}
 	now := e.now().UTC()
-	absent := &messages.TxStatus{ID: id, State: Aborted.String(), Reason: reason, Owner: e.cfg.Instance, UpdatedAt: now}
+	ended := messages.TxEvent{At: now, Event: messages.EventEnded, By: e.cfg.Instance, Detail: Aborted.String() + ": " + reason}
+	absent := &messages.TxStatus{ID: id, State: Aborted.String(), Reason: reason, Owner: e.cfg.Instance, UpdatedAt: now, History: []messages.TxEvent{ended}}
 	return e.updateStatus(ctx, id, absent, func(st *messages.TxStatus) bool {
 		if isFinal(st.State) {
 			return false
 		}
 		st.State, st.Reason, st.Waiting, st.WaitingSince, st.UpdatedAt = Aborted.String(), reason, nil, time.Time{}, now
+		addToStatus(st, ended)
 		return true
 	})
 }
@@ -244,6 +249,7 @@ func (e *Engine) markCommitted(ctx context.Context, id string) error {
 			return false
 		}
 		st.State, st.Waiting, st.WaitingSince, st.UpdatedAt = Committed.String(), nil, time.Time{}, e.now().UTC()
+		addToStatus(st, messages.TxEvent{At: st.UpdatedAt, Event: messages.EventEnded, By: e.cfg.Instance, Detail: Committed.String()})
 		for i := range st.Participants {
 			st.Participants[i].Acked = true
 		}

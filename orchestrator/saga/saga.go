@@ -230,6 +230,16 @@ func (s *Saga) State() State { return s.rec.State }
 // step, their attempts, last errors and next retries.
 func (s *Saga) Record() Record { return s.rec.clone() }
 
+// Participant returns the participant of step name ("" if there is none).
+func (s *Saga) Participant(step string) string {
+	for _, st := range s.rec.Definition.Steps {
+		if st.Name == step {
+			return st.Participant
+		}
+	}
+	return ""
+}
+
 // Start returns the first work, at now. A new saga persists its first
 // record and sends the actions of the steps that depend on nothing; a
 // recovered one re-sends what was out and re-arms its timers (see Recover).
