@@ -120,7 +120,7 @@ type (
 		// prior is the transaction's status before the takeover, if any.
 		prior *messages.TxStatus
 	}
-	orphanReq  struct{ st messages.TxStatus }
+	orphanReq struct{ st messages.TxStatus }
 )
 
 // post hands v to the loop; false means the engine stopped. A request that
