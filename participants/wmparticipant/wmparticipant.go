@@ -16,6 +16,11 @@
 // connection of a publisher from NewReplyPublisher, or the one given with
 // WithConn, or with the function given with WithAsk.
 //
+// Tracing is the Processor's: with participants.Config.TracerProvider set,
+// each command runs in a span that continues the W3C trace context the
+// command carries (the coordinator's span), and the participant's handler
+// gets that span in its context, exactly as on the native Runtime.
+//
 //	proc, _ := participants.NewProcessor(participants.Config{Name: "inventory", Barrier: b})
 //	sub, _ := wmparticipant.NewSubscriber(nc, "inventory", wmparticipant.Options{}, logger)
 //	pub, _ := wmparticipant.NewReplyPublisher(nc, logger)
