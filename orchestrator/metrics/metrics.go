@@ -123,27 +123,42 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, c.eng.OldestInFlight().Seconds())
 }
 
+// ParticipantStats is what a participant collector reads: a
+// participants.Runtime, or the participants.Processor of another transport
+// (package wmparticipant).
+type ParticipantStats interface {
+	Name() string
+	Stats() participants.Stats
+}
+
 // participantCollector collects a participant runtime's Stats.
 type participantCollector struct {
-	rt   *participants.Runtime
-	cmds *prometheus.Desc
+	rt       ParticipantStats
+	cmds     *prometheus.Desc
+	latency  *prometheus.Desc
+	outcomes *prometheus.Desc
 	// the others, by name
 	counters map[string]*prometheus.Desc
 	gauges   map[string]*prometheus.Desc
 }
 
 // NewParticipantCollector returns a collector of rt's counters, labelled
-// with its participant name: commands handled by operation, duplicates
-// answered from the record, rejected, unsupported and malformed commands,
-// handler errors, records held, and transactions in doubt.
-func NewParticipantCollector(rt *participants.Runtime) prometheus.Collector {
+// with its participant name: commands handled by operation, with their
+// latency histograms (natstx_participant_command_seconds{op}); what the
+// record made of them (natstx_participant_barrier_outcomes_total{outcome}:
+// the participants.Outcome* names); duplicates answered from the record,
+// rejected, unsupported and malformed commands, handler errors, records
+// held, and transactions in doubt.
+func NewParticipantCollector(rt ParticipantStats) prometheus.Collector {
 	l := prometheus.Labels{"participant": rt.Name()}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("natstx_participant_"+name, help, labels, l)
 	}
 	return &participantCollector{
-		rt:   rt,
-		cmds: d("commands_total", "Well-formed commands handled, duplicates included, by operation.", "op"),
+		rt:       rt,
+		cmds:     d("commands_total", "Well-formed commands handled, duplicates included, by operation.", "op"),
+		latency:  d("command_seconds", "Time from a well-formed command's arrival to its answer, the record and the handler included, by operation.", "op"),
+		outcomes: d("barrier_outcomes_total", "Well-formed commands by what the record made of them: prepared, voted-no, committed, aborted, done, refused, compensated, failed, duplicate, rejected.", "outcome"),
 		counters: map[string]*prometheus.Desc{
 			"duplicates":          d("duplicates_total", "Commands answered from the record without calling the handler."),
 			"rejected":            d("rejected_total", "Commands that contradicted the record (terminated)."),
@@ -163,6 +178,8 @@ func NewParticipantCollector(rt *participants.Runtime) prometheus.Collector {
 
 func (c *participantCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.cmds
+	ch <- c.latency
+	ch <- c.outcomes
 	for _, d := range c.counters {
 		ch <- d
 	}
@@ -175,6 +192,16 @@ func (c *participantCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.rt.Stats()
 	for op, n := range map[string]uint64{"prepare": s.Prepares, "commit": s.Commits, "abort": s.Aborts, "action": s.Actions, "compensate": s.Compensations} {
 		ch <- prometheus.MustNewConstMetric(c.cmds, prometheus.CounterValue, float64(n), op)
+	}
+	for op, h := range s.Latency {
+		buckets := make(map[float64]uint64, len(h.Buckets))
+		for i, b := range h.Buckets {
+			buckets[b] = h.Cumulative[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(c.latency, h.Count, h.Sum, buckets, string(op))
+	}
+	for outcome, n := range s.Outcomes {
+		ch <- prometheus.MustNewConstMetric(c.outcomes, prometheus.CounterValue, float64(n), outcome)
 	}
 	for name, n := range map[string]uint64{"duplicates": s.Duplicates, "rejected": s.Rejected, "unsupported": s.Unsupported, "malformed": s.Malformed,
 		"handler_errors": s.HandlerErrors, "in_doubt_questions": s.InDoubtQueries, "in_doubt_resolved": s.InDoubtResolved, "in_doubt_contradict": s.InDoubtContradicted} {
