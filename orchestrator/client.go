@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/saga"
@@ -53,7 +54,9 @@ var ErrNoCoordinator = errors.New("natstx: no coordinator answered (is `natstx s
 
 // Begin asks a coordinator to run a transaction. With req.Wait it returns
 // the outcome; ctx must then allow for the prepare timeout and the commit
-// phase.
+// phase. The trace context of ctx (an OpenTelemetry span, if any) travels in
+// the request's W3C headers, for the coordinator to continue the trace;
+// so it does for every request of the Client.
 func (c *Client) Begin(ctx context.Context, req messages.BeginRequest) (messages.TxStatus, error) {
 	return c.request(ctx, messages.APIBegin, req)
 }
@@ -61,6 +64,12 @@ func (c *Client) Begin(ctx context.Context, req messages.BeginRequest) (messages
 // Abort asks the coordinator that owns transaction id to abort it. It fails
 // if the transaction already decided, naming the decision.
 func (c *Client) Abort(ctx context.Context, id, reason string) (messages.TxStatus, error) {
+	return c.AbortAs(ctx, id, reason, "")
+}
+
+// AbortAs is Abort, naming who asks (an operator or a tool) for the
+// transaction's history.
+func (c *Client) AbortAs(ctx context.Context, id, reason, who string) (messages.TxStatus, error) {
 	st, err := c.Status(ctx, id)
 	if err != nil {
 		return st, err
@@ -68,7 +77,7 @@ func (c *Client) Abort(ctx context.Context, id, reason string) (messages.TxStatu
 	if st.State != txn.Preparing.String() {
 		return st, fmt.Errorf("natstx: transaction %s is %s; only a preparing transaction can be aborted", id, st.State)
 	}
-	return c.request(ctx, messages.APIAbort(st.Owner), messages.AbortRequest{ID: id, Reason: reason})
+	return c.request(ctx, messages.APIAbort(st.Owner), messages.AbortRequest{ID: id, Reason: reason, Who: who})
 }
 
 // BeginSaga asks a coordinator to run a saga. With req.Wait it returns once
@@ -96,7 +105,10 @@ func (c *Client) request(ctx context.Context, subject string, body any) (message
 	if err != nil {
 		return messages.TxStatus{}, err
 	}
-	m, err := c.nc.RequestWithContext(ctx, subject, data)
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	injectTrace(ctx, msg.Header)
+	m, err := c.nc.RequestMsgWithContext(ctx, msg)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return messages.TxStatus{}, ErrNoCoordinator
 	}
@@ -114,6 +126,19 @@ func (c *Client) request(ctx context.Context, subject string, body any) (message
 		return messages.TxStatus{}, fmt.Errorf("natstx: answer on %s has neither status nor error", subject)
 	}
 	return *resp.Status, nil
+}
+
+// injectTrace puts the W3C trace context of ctx's span, if it has one, in
+// h (messages.HeaderTraceParent, HeaderTraceState), whatever propagator is
+// set globally.
+func injectTrace(ctx context.Context, h nats.Header) {
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	for _, k := range []string{messages.HeaderTraceParent, messages.HeaderTraceState} {
+		if v := carrier.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
 }
 
 func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {

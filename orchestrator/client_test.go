@@ -2,10 +2,14 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
@@ -263,5 +267,97 @@ func TestAPIBeginsBeyondTheRateAreRefusedClearly(t *testing.T) {
 	}
 	if _, err := orchestrator.New(f.nc, orchestrator.Config{MaxBeginRate: -1}); err == nil || !strings.Contains(err.Error(), "MaxBeginRate") {
 		t.Fatalf("a negative rate: %v", err)
+	}
+}
+
+// TestClientRequestsCarryTheCallersTraceContext: Begin, BeginSaga, AbortAs
+// and ActOnSaga send the W3C trace context of their ctx's span in the
+// request headers (traceparent, tracestate), and nothing without a span;
+// AbortAs sends who asks.
+func TestClientRequestsCarryTheCallersTraceContext(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	release := make(chan struct{})
+	f.participant("a", holding(release, nil))
+	t.Cleanup(func() { close(release) })
+	c := newClient(t, f)
+	// A second subscriber on the API subjects sees each request the
+	// coordinator gets.
+	spy, err := f.nc.SubscribeSync("natstx.api.v1.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	traced := func(n byte) (context.Context, string) {
+		ts, err := trace.ParseTraceState("vendor=x" + string('0'+n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{0x4b, n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, SpanID: trace.SpanID{0x0a, n, 1, 2, 3, 4, 5, 6},
+			TraceFlags: trace.FlagsSampled, TraceState: ts,
+		})
+		return trace.ContextWithSpanContext(ctxT(t, 10*time.Second), sc),
+			"00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"
+	}
+	// next returns the next request the spy saw on subject.
+	next := func(subject string) *nats.Msg {
+		t.Helper()
+		for range 16 {
+			m, err := spy.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("waiting for a request on %s: %v", subject, err)
+			}
+			if m.Subject == subject {
+				return m
+			}
+		}
+		t.Fatalf("no request on %s among the next 16", subject)
+		return nil
+	}
+	check := func(what string, m *nats.Msg, traceparent string, n byte) {
+		t.Helper()
+		if got := m.Header.Values(messages.HeaderTraceParent); len(got) != 1 || got[0] != traceparent {
+			t.Errorf("%s: traceparent %q, want %q", what, got, traceparent)
+		}
+		if got := m.Header.Get(messages.HeaderTraceState); got != "vendor=x"+string('0'+n) {
+			t.Errorf("%s: tracestate %q", what, got)
+		}
+	}
+
+	ctx, tp := traced(1)
+	st, err := c.Begin(ctx, messages.BeginRequest{Participants: specs("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("begin", next(messages.APIBegin), tp, 1)
+	waitFor(t, func() bool { _, err := c.Status(ctxT(t, 5*time.Second), st.ID); return err == nil }, "the status to be written")
+	ctx, tp = traced(2)
+	if _, err := c.AbortAs(ctx, st.ID, "operator says no", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	m := next(messages.APIAbort(st.Owner))
+	check("abort", m, tp, 2)
+	var req messages.AbortRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil || req.Who != "alice" || req.Reason != "operator says no" {
+		t.Errorf("abort request %s (%v), want who alice", m.Data, err)
+	}
+
+	ctx, tp = traced(3)
+	def := `{"name":"t","steps":[{"name":"s","participant":"a","action":{}}]}`
+	sst, err := c.BeginSaga(ctx, messages.SagaBeginRequest{ID: "traced-saga", Definition: def})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("saga begin", next(messages.APISagaBegin), tp, 3)
+	waitFor(t, func() bool { _, err := c.Status(ctxT(t, 5*time.Second), sst.ID); return err == nil }, "the saga's status to be written")
+	ctx, tp = traced(4)
+	// Whatever the coordinator answers, the request went out traced.
+	_, _ = c.ActOnSaga(ctx, messages.SagaActRequest{ID: sst.ID, Action: messages.SagaRetry, Who: "alice", Why: "now"})
+	check("saga act", next(messages.APISagaAct(sst.Owner)), tp, 4)
+
+	if _, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a")}); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(messages.APIBegin); m.Header.Get(messages.HeaderTraceParent) != "" || m.Header.Get(messages.HeaderTraceState) != "" {
+		t.Errorf("begin without a span sent trace headers %v", m.Header)
 	}
 }
