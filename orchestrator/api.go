@@ -67,8 +67,9 @@ func (e *Engine) onBegin(m *nats.Msg) {
 		e.respond(m, nil, fmt.Errorf("timeout_ms %d is negative", req.TimeoutMs))
 		return
 	}
+	// The caller's trace, if its request carries one, continues here.
 	if !req.Wait {
-		id, err := e.Begin(context.Background(), r)
+		id, err := e.Begin(traceContextOf(context.Background(), m.Header), r)
 		if err != nil {
 			e.respond(m, nil, err)
 			return
@@ -80,7 +81,7 @@ func (e *Engine) onBegin(m *nats.Msg) {
 	// Waiting may take the whole prepare timeout and a commit phase: answer
 	// from a goroutine, so the subscription keeps serving others.
 	e.spawn(func() {
-		out, err := e.Execute(e.base, r) // ends when the engine stops
+		out, err := e.Execute(traceContextOf(e.base, m.Header), r) // ends when the engine stops
 		if err != nil {
 			e.respond(m, nil, err)
 			return
@@ -177,7 +178,7 @@ func (e *Engine) onSagaBegin(m *nats.Msg) {
 		e.respond(m, &st, nil)
 	}
 	if !req.Wait {
-		id, err := e.BeginSaga(context.Background(), r)
+		id, err := e.BeginSaga(traceContextOf(context.Background(), m.Header), r)
 		if err != nil {
 			answer(saga.Record{}, err)
 			return
@@ -185,7 +186,7 @@ func (e *Engine) onSagaBegin(m *nats.Msg) {
 		answer(e.SagaStatus(id))
 		return
 	}
-	e.spawn(func() { answer(e.ExecuteSaga(e.base, r)) })
+	e.spawn(func() { answer(e.ExecuteSaga(traceContextOf(e.base, m.Header), r)) })
 }
 
 // onSagaAct applies an operator action to a saga this instance drives.

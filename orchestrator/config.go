@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
@@ -83,6 +84,12 @@ type Config struct {
 	StatusLinger time.Duration
 	// Logger receives the engine's logs; default none.
 	Logger *zap.Logger
+	// TracerProvider, when set, makes the engine trace (OpenTelemetry): a
+	// span per transaction and saga (a child of the caller's, from the
+	// context given to Begin or the API request's W3C headers), one per
+	// phase, and one per command, whose context each command carries to
+	// its participant. Nil: no tracing, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -145,7 +147,8 @@ type Engine struct {
 	leases  *leases
 	status  Store // nil with Config.NoStatus
 	log     *zap.Logger
-	replies string // the subject filter of this instance's replies
+	tracer  trace.Tracer // nil: tracing is off
+	replies string       // the subject filter of this instance's replies
 	// beginLimit enforces Config.MaxBeginRate on API begins; nil: none.
 	beginLimit *rate.Limiter
 	shards     []*shard
@@ -255,6 +258,9 @@ func newEngine(cfg Config) *Engine {
 		e.beginLimit = rate.NewLimiter(rate.Limit(cfg.MaxBeginRate), max(1, int(math.Ceil(cfg.MaxBeginRate))))
 	}
 	e.stats.InFlight = &e.inFlight
+	if cfg.TracerProvider != nil {
+		e.tracer = cfg.TracerProvider.Tracer(TracerName)
+	}
 	for i := 0; i < cfg.Shards; i++ {
 		e.shards = append(e.shards, &shard{
 			e:             e,
@@ -731,6 +737,8 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 		names[i] = p.Name
 	}
 	e.noteBegun(&r.en.hist, names)
+	r.en.trace = e.startTrace(ctx, "natstx.transaction", req.ID, messages.Protocol2PC, false, attribute.StringSlice("natstx.participants", names))
+	r.en.trace.enterPhase("prepare")
 	if wait {
 		b.waiter = make(chan result, 1)
 		r.en.waiters = append(r.en.waiters, b.waiter)
@@ -739,6 +747,7 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 		if errors.Is(res.err, ErrStopped) {
 			e.inFlight.Add(-1)
 		}
+		r.en.trace.end("not begun", res.err.Error())
 		return begun{}, res.err
 	}
 	return b, nil
@@ -816,13 +825,14 @@ func (e *Engine) shardOf(id string) *shard {
 
 // publish sends one command into the stream without waiting for its PubAck;
 // a command that is not stored is re-sent by the transaction's retry timer.
-func (e *Engine) publish(id string, deadline time.Time, s txn.Send) {
+func (e *Engine) publish(id string, deadline time.Time, s txn.Send, traceparent, tracestate string) {
 	if e.halted.Load() {
 		return
 	}
 	cmd := messages.Command{
 		TxID: id, Op: s.Op, Participant: s.Participant, Attempt: s.Attempt,
 		ReplyTo: messages.ReplySubject(e.cfg.Instance, s.Participant), Payload: s.Payload,
+		TraceParent: traceparent, TraceState: tracestate,
 	}
 	if s.Op == messages.OpPrepare {
 		cmd.Deadline = deadline

@@ -363,6 +363,8 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 	}
 	en := &entry{tx: tx, started: st.StartedAt, decidedAt: s.e.now(), timers: make(map[txn.TimerKind]Timer, 2)}
 	s.e.noteTaken(&en.hist, &st, "undecided transaction (abort recorded)")
+	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", st.ID, messages.Protocol2PC, true)
+	en.trace.enterPhase("abort")
 	s.active[st.ID] = en
 	s.e.inFlight.Add(1)
 	s.apply(en, tx.Start())
@@ -423,6 +425,8 @@ func (s *shard) recover(rec decisionRecord, prior *messages.TxStatus) {
 	}
 	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]Timer, 2)}
 	s.e.noteTaken(&en.hist, prior, "commit decision")
+	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", rec.ID, messages.Protocol2PC, true)
+	en.trace.enterPhase("commit")
 	s.active[rec.ID] = en
 	s.e.stats.Recovered.Add(1)
 	s.e.inFlight.Add(1)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
@@ -69,6 +70,8 @@ type sagaEntry struct {
 	waiters    []chan sagaResult
 	// hist is what happened to it (TxStatus.History).
 	hist history
+	// trace is its spans; nil when tracing is off.
+	trace *txTrace
 }
 
 type sagaResult struct {
@@ -184,11 +187,14 @@ func (e *Engine) BeginSaga(ctx context.Context, req SagaRequest) (string, error)
 		}
 	}
 	e.noteBegun(&en.hist, names)
+	en.trace = e.startTrace(ctx, "natstx.saga", req.ID, messages.ProtocolSaga, false, attribute.StringSlice("natstx.participants", names))
+	en.trace.enterPhase("forward")
 	r := e.callSaga(req.ID, sagaBeginReq{id: req.ID, en: en, ch: ch}, ch)
 	if r.err != nil {
 		if errors.Is(r.err, ErrStopped) {
 			e.inFlight.Add(-1)
 		}
+		en.trace.end("not begun", r.err.Error())
 		return req.ID, r.err
 	}
 	return req.ID, nil
@@ -381,6 +387,9 @@ func (s *shard) sagaFeed(id string, en *sagaEntry, ev saga.Event) {
 	rd := en.sg.Step(ev)
 	if rd.Ignored == "" {
 		s.e.noteSagaEvent(&en.hist, en.sg, ev)
+		if ev.Kind == saga.EventReply {
+			en.trace.answered(en.sg.Participant(ev.Step), ev.Step, string(ev.Result), ev.Reason, ev.Result != saga.ResultDone)
+		}
 	}
 	s.sagaApply(id, en, rd)
 }
@@ -500,7 +509,11 @@ func (s *shard) persistSaga(id string, en *sagaEntry, gen uint64, doc sagaDoc, r
 func (s *shard) sagaEffects(id string, en *sagaEntry, rd saga.Ready) {
 	for _, snd := range rd.Send {
 		s.e.noteSend(&en.hist, snd.Participant, snd.Step, messages.Op(snd.Op), snd.Attempt)
-		s.e.publishSaga(snd)
+		if snd.Op == saga.OpCompensate {
+			en.trace.enterPhase("compensate")
+		}
+		tp, ts := en.trace.command(snd.Participant, snd.Step, messages.Op(snd.Op), snd.Attempt)
+		s.e.publishSaga(snd, tp, ts)
 	}
 	for _, tr := range rd.Timers {
 		tm := tr.Timer
@@ -537,6 +550,11 @@ func (s *shard) finishSaga(id string, en *sagaEntry, rec saga.Record) {
 	delete(s.sagas, id)
 	s.e.inFlight.Add(-1)
 	if rec.State == saga.StateCompleted {
+		en.trace.end(string(rec.State), "")
+	} else {
+		en.trace.end(string(rec.State), rec.Reason)
+	}
+	if rec.State == saga.StateCompleted {
 		s.e.stats.SagasCompleted.Add(1)
 	} else {
 		s.e.stats.SagasCompensated.Add(1)
@@ -568,6 +586,7 @@ func (s *shard) dropSaga(id string, en *sagaEntry, err error) {
 	for _, w := range en.waiters {
 		w <- sagaResult{rec: en.sg.Record(), err: err}
 	}
+	en.trace.end("dropped", err.Error())
 }
 
 // expireSaga rewrites a finished saga's record with a TTL of the
@@ -590,13 +609,14 @@ func (e *Engine) expireSaga(id string, doc sagaDoc) {
 }
 
 // publishSaga sends one saga command.
-func (e *Engine) publishSaga(snd saga.Send) {
+func (e *Engine) publishSaga(snd saga.Send, traceparent, tracestate string) {
 	if e.halted.Load() {
 		return
 	}
 	cmd := messages.Command{
 		TxID: snd.Saga, Op: messages.Op(snd.Op), Participant: snd.Participant, Attempt: snd.Attempt,
 		ReplyTo: messages.ReplySubject(e.cfg.Instance, snd.Participant), Payload: snd.Payload, Step: snd.Step, Deadline: snd.Deadline, Sender: *e.sender.Load(),
+		TraceParent: traceparent, TraceState: tracestate,
 	}
 	if snd.Attempt > 1 {
 		e.stats.Resends.Add(1)
@@ -728,6 +748,12 @@ func (s *shard) recoverSaga(doc sagaDoc, rev uint64, prior *messages.TxStatus) {
 	}
 	en := &sagaEntry{sg: sg, started: doc.Record.StartedAt, kvRev: rev}
 	s.e.noteTaken(&en.hist, prior, "saga")
+	en.trace = s.e.startTrace(context.Background(), "natstx.saga", id, messages.ProtocolSaga, true)
+	if doc.Record.State == saga.StateRunning || doc.Record.State == saga.StateForwardStuck {
+		en.trace.enterPhase("forward")
+	} else {
+		en.trace.enterPhase("compensate")
+	}
 	s.sagas[id] = en
 	s.e.stats.Recovered.Add(1)
 	s.e.inFlight.Add(1)

@@ -65,6 +65,8 @@ type entry struct {
 	statusQueued bool
 	// hist is what happened to it (TxStatus.History).
 	hist history
+	// trace is its spans; nil when tracing is off.
+	trace *txTrace
 }
 
 type result struct {
@@ -163,6 +165,7 @@ func (s *shard) dropAll() {
 		for _, w := range en.waiters {
 			w <- result{out: en.tx.Outcome(), err: ErrFenced}
 		}
+		en.trace.end("dropped", ErrFenced.Error())
 		delete(s.active, id)
 		s.e.inFlight.Add(-1)
 	}
@@ -282,6 +285,7 @@ func (s *shard) handle(v any) {
 				return
 			}
 			s.e.noteDecided(&en.hist, en.tx.Outcome())
+			en.trace.enterPhase("commit")
 			s.queueStatus(en) // committing, now that it is durable
 			s.effects(en, rd)
 		}
@@ -354,8 +358,22 @@ func (s *shard) step(en *entry, ev txn.Event) { s.stepBy(en, ev, "") }
 // an accepted event tells; who names the operator of an abort.
 func (s *shard) stepBy(en *entry, ev txn.Event, who string) {
 	rd := en.tx.Step(ev)
-	if rd.Ignored == "" && (ev.Kind != txn.EventAbort || who != "") {
-		s.e.noteTxEvent(&en.hist, ev, who)
+	if rd.Ignored == "" {
+		if ev.Kind != txn.EventAbort || who != "" {
+			s.e.noteTxEvent(&en.hist, ev, who)
+		}
+		switch ev.Kind {
+		case txn.EventVote:
+			result := messages.VoteCommit
+			if !ev.Yes {
+				result = messages.VoteAbort
+			}
+			en.trace.answered(ev.Participant, "", string(result), ev.Reason, false)
+		case txn.EventAck:
+			en.trace.answered(ev.Participant, "", string(messages.Ack), "", false)
+		case txn.EventFailed:
+			en.trace.answered(ev.Participant, "", string(messages.Failed), ev.Reason, true)
+		}
 	}
 	s.apply(en, rd)
 }
@@ -385,7 +403,8 @@ func (s *shard) effects(en *entry, rd txn.Ready) {
 	id := en.tx.ID()
 	for _, snd := range rd.Send {
 		s.e.noteSend(&en.hist, snd.Participant, "", snd.Op, snd.Attempt)
-		s.e.publish(id, en.deadline, snd)
+		tp, ts := en.trace.command(snd.Participant, "", snd.Op, snd.Attempt)
+		s.e.publish(id, en.deadline, snd, tp, ts)
 	}
 	for _, tr := range rd.Timers {
 		if old := en.timers[tr.Timer.Kind]; old != nil {
@@ -451,7 +470,10 @@ func (s *shard) decided(en *entry) {
 		// A commit's status is written once its record is durable: a status
 		// that says committing always means the commit will happen.
 		s.e.noteDecided(&en.hist, out)
+		en.trace.enterPhase("abort")
 		s.queueStatus(en)
+	} else {
+		en.trace.enterPhase("decision") // the commit record's write
 	}
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
 	if out.State == Aborting {
@@ -494,6 +516,11 @@ func (s *shard) done(en *entry) {
 	}
 	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", s.e.now().Sub(en.started)))
 	s.e.noteEnded(&en.hist, out.State.String())
+	if out.State == Committed {
+		en.trace.end(out.State.String(), "")
+	} else {
+		en.trace.end(out.State.String(), out.Reason)
+	}
 	s.queueStatus(en)
 	s.notify(en, true)
 	s.remember(out, en.started, en.decidedAt)
@@ -554,6 +581,7 @@ func (s *shard) shutdown() {
 		for _, w := range en.waiters {
 			w <- result{out: en.tx.Outcome(), err: ErrStopped}
 		}
+		en.trace.end("unfinished here", ErrStopped.Error())
 	}
 	for _, en := range s.sagas {
 		for _, t := range en.timers {

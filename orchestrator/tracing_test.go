@@ -1,0 +1,192 @@
+package orchestrator_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/saga"
+	"github.com/natstx/natstx/participants"
+)
+
+// spanTree prints spans as "name (attempt) <- parent name", for messages.
+func spanTree(spans tracetest.SpanStubs) string {
+	names := map[trace.SpanID]string{}
+	for _, s := range spans {
+		names[s.SpanContext.SpanID()] = s.Name
+	}
+	var b strings.Builder
+	for _, s := range spans {
+		fmt.Fprintf(&b, "\n  %s %v <- %s (links %d)", s.Name, attrs(s), names[s.Parent.SpanID()], len(s.Links))
+	}
+	return b.String()
+}
+
+func attrs(s tracetest.SpanStub) map[string]string {
+	m := map[string]string{}
+	for _, a := range s.Attributes {
+		m[string(a.Key)] = a.Value.String()
+	}
+	return m
+}
+
+// The engine's spans of one transaction form one trace under the caller's
+// span: the transaction, its phases, and a span per command whose context
+// the command carries; a prepare sent again is a new span linked to the
+// one before.
+func TestEngineTracesATransactionUnderTheCallersSpan(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	f := newFixture(t, orchestrator.Config{TracerProvider: tp, RetryBase: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond})
+	f.participant("a", yes)
+	// The trace context of each command to slow, as published.
+	var mu sync.Mutex
+	var carried []string
+	seen := func() int { mu.Lock(); defer mu.Unlock(); return len(carried) }
+	sub, err := f.nc.Subscribe("natstx.cmd.slow.>", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		carried = append(carried, m.Header.Get(messages.HeaderTraceParent))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// slow answers its prepare only once it has been sent three times.
+	f.participant("slow", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
+		deadline := time.Now().Add(5 * time.Second)
+		for seen() < 3 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	}})
+
+	ctx, caller := tp.Tracer("test").Start(ctxT(t, 20*time.Second), "checkout")
+	out, err := f.eng.Execute(ctx, orchestrator.Request{Participants: parts("a", "slow")})
+	caller.End()
+	if err != nil || out.State != orchestrator.Committed {
+		t.Fatalf("%v %v", out.State, err)
+	}
+	spans := exp.GetSpans()
+	byName := map[string][]tracetest.SpanStub{}
+	for _, s := range spans {
+		if s.SpanContext.TraceID() != caller.SpanContext().TraceID() {
+			t.Errorf("span %s is in another trace", s.Name)
+		}
+		byName[s.Name] = append(byName[s.Name], s)
+	}
+	tree := spanTree(spans)
+	root := byName["natstx.transaction"]
+	if len(root) != 1 || root[0].Parent.SpanID() != caller.SpanContext().SpanID() {
+		t.Fatalf("want one transaction span under the caller's:%s", tree)
+	}
+	if a := attrs(root[0]); a["natstx.txid"] != out.ID || a["natstx.state"] != "committed" {
+		t.Errorf("transaction span attributes %v", a)
+	}
+	for _, phase := range []string{"prepare", "decision", "commit"} {
+		p := byName["natstx.phase."+phase]
+		if len(p) != 1 || p[0].Parent.SpanID() != root[0].SpanContext.SpanID() {
+			t.Errorf("want one %s phase under the transaction:%s", phase, tree)
+		}
+	}
+	var prepares []tracetest.SpanStub
+	for _, s := range byName["natstx.command.prepare"] {
+		if attrs(s)["natstx.participant"] == "slow" {
+			prepares = append(prepares, s)
+		}
+	}
+	if len(prepares) < 3 {
+		t.Fatalf("%d prepare spans for slow, want 3 or more:%s", len(prepares), tree)
+	}
+	ids := map[trace.SpanID]bool{}
+	for _, s := range prepares {
+		ids[s.SpanContext.SpanID()] = true
+	}
+	for _, s := range byName["natstx.command.commit"] {
+		ids[s.SpanContext.SpanID()] = true
+	}
+	mu.Lock()
+	for _, tp := range carried {
+		// 00-<trace id>-<span id>-<flags>
+		parts := strings.Split(tp, "-")
+		if len(parts) != 4 || parts[1] != caller.SpanContext().TraceID().String() {
+			t.Errorf("a command carries traceparent %q, not of the caller's trace", tp)
+			continue
+		}
+		if id, err := trace.SpanIDFromHex(parts[2]); err != nil || !ids[id] {
+			t.Errorf("a command carries span %s, which is none of slow's command spans", parts[2])
+		}
+	}
+	if len(carried) < len(prepares) {
+		t.Errorf("%d commands to slow seen, %d prepare spans", len(carried), len(prepares))
+	}
+	mu.Unlock()
+	for _, s := range prepares {
+		attempt := attrs(s)["natstx.attempt"]
+		if attempt == "1" {
+			if len(s.Links) != 0 {
+				t.Errorf("the first prepare links to %d spans", len(s.Links))
+			}
+			continue
+		}
+		if len(s.Links) != 1 {
+			t.Errorf("prepare attempt %s has %d links, want 1 (the attempt before)", attempt, len(s.Links))
+			continue
+		}
+		if _, ok := ids[s.Links[0].SpanContext.SpanID()]; !ok {
+			t.Errorf("prepare attempt %s links to a span that is not a prepare of slow", attempt)
+		}
+	}
+	if n := len(byName["natstx.command.commit"]); n != 2 {
+		t.Errorf("%d commit command spans, want 2:%s", n, tree)
+	}
+}
+
+// A saga's spans: the saga, its forward and compensate phases, and a span
+// per step command with the step named.
+func TestEngineTracesASagaAndItsCompensation(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	f := newFixture(t, orchestrator.Config{TracerProvider: tp})
+	f.sagaParticipant("a", always(messages.Ack))
+	f.sagaParticipant("b", always(messages.Refused))
+	rec, err := f.eng.ExecuteSaga(ctxT(t, 20*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b")})
+	if err != nil || rec.State != saga.StateCompensated {
+		t.Fatalf("%s %v", rec.State, err)
+	}
+	spans := exp.GetSpans()
+	tree := spanTree(spans)
+	count := map[string]int{}
+	var root tracetest.SpanStub
+	for _, s := range spans {
+		count[s.Name]++
+		if s.Name == "natstx.saga" {
+			root = s
+		}
+	}
+	if count["natstx.saga"] != 1 || count["natstx.phase.forward"] != 1 || count["natstx.phase.compensate"] != 1 ||
+		count["natstx.command.action"] != 2 || count["natstx.command.compensate"] != 1 {
+		t.Fatalf("spans %v:%s", count, tree)
+	}
+	if a := attrs(root); a["natstx.state"] != string(saga.StateCompensated) || !strings.Contains(a["natstx.reason"], "step2") {
+		t.Errorf("saga span attributes %v", a)
+	}
+	for _, s := range spans {
+		if strings.HasPrefix(s.Name, "natstx.command.") && attrs(s)["natstx.step"] == "" {
+			t.Errorf("command span without its step: %v", attrs(s))
+		}
+	}
+}
