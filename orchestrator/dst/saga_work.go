@@ -1,7 +1,6 @@
 package dst
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -50,10 +49,9 @@ type workSaga struct {
 	id     string
 	def    saga.Definition
 	policy opPolicy
-	// coord is the instance whose BeginSaga accepted it (or the last asked).
-	coord   string
-	begun   bool
-	refused bool
+	// clientBegin: coord is the instance whose BeginSaga accepted it (or
+	// the last one asked).
+	clientBegin
 	// doc is the latest record written to the saga bucket; nil before the
 	// first. writes counts them.
 	doc    *sagaDoc
@@ -233,43 +231,13 @@ func orSequential(o saga.Order) saga.Order {
 }
 
 // beginSaga begins w through a random subscribed instance, with the caller's
-// ID; the client retries (the same ID, any instance) while the call fails,
-// until one accepts it or refuses it as a duplicate.
+// ID, retrying as beginRetrying says.
 func (s *sim) beginSaga(w *workSaga) {
-	s.cdrv.Go(func() {
-		defer func() { s.pending-- }()
-		req := orchestrator.SagaRequest{ID: w.id, Definition: w.def}
-		for attempt := 0; attempt < 2000; attempt++ {
-			if attempt > 0 {
-				s.st.BeginRetries++
-				if !s.cdrv.Sleep(100*time.Millisecond, nil) {
-					return
-				}
-			}
-			c := s.pickCoord()
-			if c == nil {
-				continue
-			}
-			w.coord = c.name
-			_, err := c.eng.BeginSaga(s.ctx, req)
-			switch {
-			case err == nil:
-				w.begun = true
-				s.tracef("%s %s saga begun %s", c.name, w.id, w.describe())
-				return
-			case errors.Is(err, orchestrator.ErrDuplicateTx):
-				if attempt == 0 {
-					s.violate("%s: a fresh saga ID was refused as a duplicate by %s: %v", w.id, c.name, err)
-				}
-				w.refused = true
-				s.st.BeginsRefused++
-				s.tracef("%s %s saga begin refused: %v", c.name, w.id, err)
-				return
-			}
-			s.tracef("%s %s saga begin failed: %v; the client tries again", c.name, w.id, err)
-		}
-		s.violate("%s: no instance accepted or refused the saga in 2000 attempts", w.id)
-	})
+	req := orchestrator.SagaRequest{ID: w.id, Definition: w.def}
+	s.beginRetrying(w.id, "saga ", &w.clientBegin, func(c *coord) error {
+		_, err := c.eng.BeginSaga(s.ctx, req)
+		return err
+	}, w.describe)
 }
 
 // sagaDriver returns the subscribed instance that drives w by its latest

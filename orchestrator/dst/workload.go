@@ -16,24 +16,21 @@ type workTx struct {
 	parts   []string
 	votes   map[string]bool // each participant's vote
 	timeout time.Duration
-	// coord is the instance whose Begin accepted it (or the last one
-	// asked), inc its incarnation, beginAt when that call started: the
-	// transaction's deadline is no sooner than beginAt+timeout.
-	coord   string
+	// clientBegin: coord is the instance whose Begin accepted it (or the
+	// last one asked); inc is that instance's incarnation, beginAt when
+	// that call started: the transaction's deadline is no sooner than
+	// beginAt+timeout.
+	clientBegin
 	inc     int
 	beginAt time.Duration
-	begun   bool
 	// ownerAborted: the incarnation that runs it wrote an aborting or
 	// aborted status (it decided abort itself).
 	ownerAborted bool
 	// premature: an abort was recorded before beginAt+timeout while the
 	// incarnation of coord asked was alive (checked if that Begin succeeded).
 	premature string
-	// refused: a retried Begin was refused as a duplicate (an earlier attempt
-	// claimed the ID).
-	refused bool
-	outcome outcomeKind
-	inDoubt bool
+	outcome   outcomeKind
+	inDoubt   bool
 }
 
 type outcomeKind uint8
@@ -74,22 +71,49 @@ func (s *sim) plan() {
 	s.s.at(at+healAfter, s.heal)
 }
 
-// begin begins w through a random subscribed instance, with the caller's ID;
-// the client retries (the same ID, any instance) while the call fails,
-// until one accepts it or refuses it as a duplicate.
+// begin begins w through a random subscribed instance, with the caller's ID,
+// retrying as beginRetrying says.
 func (s *sim) begin(w *workTx) {
+	req := orchestrator.Request{ID: w.id, Timeout: w.timeout}
+	var desc []string
+	for _, name := range w.parts {
+		vote := "yes"
+		if !w.votes[name] {
+			vote = "no"
+		}
+		req.Participants = append(req.Participants, orchestrator.Participant{Name: name, Payload: []byte(vote)})
+		desc = append(desc, name+":"+vote)
+	}
+	s.beginRetrying(w.id, "", &w.clientBegin, func(c *coord) error {
+		w.inc, w.beginAt, w.premature, w.ownerAborted = c.inc, s.s.now, "", false
+		_, err := c.eng.Begin(s.ctx, req)
+		return err
+	}, func() string {
+		return fmt.Sprintf("participants=%s timeout=%v", strings.Join(desc, ","), w.timeout)
+	})
+}
+
+// clientBegin is what the client learns as it begins a transaction or a
+// saga (beginRetrying).
+type clientBegin struct {
+	// coord is the instance whose begin accepted it (or the last one asked).
+	coord string
+	begun bool
+	// refused: a retried begin was refused as a duplicate (an earlier
+	// attempt claimed the ID).
+	refused bool
+}
+
+// beginRetrying begins the transaction or saga id through a random
+// subscribed instance, with the caller's ID; the client retries (the same
+// ID, any instance) while the call fails, until one accepts it or refuses it
+// as a duplicate, and notes in b what it learns. kind names it in the trace
+// and the violations ("" for a transaction, "saga " for a saga); call asks
+// c, already noted as b.coord, to begin it; describe says in the trace what
+// was begun.
+func (s *sim) beginRetrying(id, kind string, b *clientBegin, call func(c *coord) error, describe func() string) {
 	s.cdrv.Go(func() {
 		defer func() { s.pending-- }()
-		req := orchestrator.Request{ID: w.id, Timeout: w.timeout}
-		var desc []string
-		for _, name := range w.parts {
-			vote := "yes"
-			if !w.votes[name] {
-				vote = "no"
-			}
-			req.Participants = append(req.Participants, orchestrator.Participant{Name: name, Payload: []byte(vote)})
-			desc = append(desc, name+":"+vote)
-		}
 		for attempt := 0; attempt < 2000; attempt++ {
 			if attempt > 0 {
 				s.st.BeginRetries++
@@ -101,25 +125,25 @@ func (s *sim) begin(w *workTx) {
 			if c == nil {
 				continue
 			}
-			w.coord, w.inc, w.beginAt, w.premature, w.ownerAborted = c.name, c.inc, s.s.now, "", false
-			_, err := c.eng.Begin(s.ctx, req)
+			b.coord = c.name
+			err := call(c)
 			switch {
 			case err == nil:
-				w.begun = true
-				s.tracef("%s %s begun participants=%s timeout=%v", c.name, w.id, strings.Join(desc, ","), w.timeout)
+				b.begun = true
+				s.tracef("%s %s %sbegun %s", c.name, id, kind, describe())
 				return
 			case errors.Is(err, orchestrator.ErrDuplicateTx):
 				if attempt == 0 {
-					s.violate("%s: a fresh ID was refused as a duplicate by %s: %v", w.id, c.name, err)
+					s.violate("%s: a fresh %sID was refused as a duplicate by %s: %v", id, kind, c.name, err)
 				}
-				w.refused = true
+				b.refused = true
 				s.st.BeginsRefused++
-				s.tracef("%s %s begin refused: %v", c.name, w.id, err)
+				s.tracef("%s %s %sbegin refused: %v", c.name, id, kind, err)
 				return
 			}
-			s.tracef("%s %s begin failed: %v; the client tries again", c.name, w.id, err)
+			s.tracef("%s %s %sbegin failed: %v; the client tries again", c.name, id, kind, err)
 		}
-		s.violate("%s: no instance accepted or refused it in 2000 attempts", w.id)
+		s.violate("%s: no instance accepted or refused its %sbegin in 2000 attempts", id, kind)
 	})
 }
 
