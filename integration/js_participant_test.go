@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -42,40 +41,8 @@ func startJSParticipant(t *testing.T, node string, args ...string) *proc {
 		}
 	}
 	cmd := exec.Command(node, append([]string{filepath.Join(jsSDK, "examples", "participant.js")}, args...)...)
-	p := &proc{cmd: cmd, stderr: &lockedWriter{}, done: make(chan error, 1)}
-	cmd.Stderr = p.stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sent := false
-		for sc.Scan() { // the seed's Service logs every call on stdout: keep reading
-			if !sent && strings.Contains(sc.Text(), "(js) ready") {
-				ready <- true
-				sent = true
-			}
-		}
-		if !sent {
-			ready <- false
-		}
-		p.done <- cmd.Wait()
-	}()
-	t.Cleanup(p.kill)
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatalf("the JavaScript participant exited before it was ready: %s", p.stderr)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the JavaScript participant was not ready after 30s: %s", p.stderr)
-	}
-	return p
+	// The seed's Service logs every call on stdout: startReady reads it all.
+	return startReady(t, cmd, "(js) ready", "the JavaScript participant")
 }
 
 // TestJSParticipant runs a real `natstx server`, the JavaScript example

@@ -65,6 +65,16 @@ func startNatstx(t *testing.T, env []string, args ...string) *proc {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	return startReady(t, cmd, "ready", fmt.Sprintf("natstx %v", args))
+}
+
+// startReady starts cmd, collecting its standard error, and waits (30s at
+// most) for a line of its standard output that contains marker; it reads the
+// rest of that output until the process ends (a child that logs on standard
+// output must not block). what names the process in failures. Cleanup
+// kills it.
+func startReady(t *testing.T, cmd *exec.Cmd, marker, what string) *proc {
+	t.Helper()
 	p := &proc{cmd: cmd, stderr: &lockedWriter{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -79,7 +89,7 @@ func startNatstx(t *testing.T, env []string, args ...string) *proc {
 		sc := bufio.NewScanner(stdout)
 		sent := false
 		for sc.Scan() {
-			if !sent && strings.Contains(sc.Text(), "ready") {
+			if !sent && strings.Contains(sc.Text(), marker) {
 				ready <- true
 				sent = true
 			}
@@ -89,14 +99,14 @@ func startNatstx(t *testing.T, env []string, args ...string) *proc {
 		}
 		p.done <- cmd.Wait()
 	}()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(p.kill)
 	select {
 	case ok := <-ready:
 		if !ok {
-			t.Fatalf("natstx %v exited before it was ready: %s", args, p.stderr)
+			t.Fatalf("%s exited before it was ready: %s", what, p.stderr)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("natstx %v not ready after 30s: %s", args, p.stderr)
+		t.Fatalf("%s was not ready after 30s: %s", what, p.stderr)
 	}
 	return p
 }
