@@ -731,7 +731,7 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 		}
 	}
 	b := begun{id: req.ID}
-	r := beginReq{en: &entry{tx: tx, deadline: now.Add(timeout), started: now}, ch: make(chan result, 1)}
+	r := beginReq{en: &entry{tx: tx, deadline: now.Add(timeout), started: now, abortCause: -1}, ch: make(chan result, 1)}
 	names := make([]string, len(req.Participants))
 	for i, p := range req.Participants {
 		names[i] = p.Name

@@ -361,7 +361,7 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 		s.e.log.Error("an orphan transaction cannot be aborted", zap.String("txid", st.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: st.StartedAt, decidedAt: s.e.now(), timers: make(map[txn.TimerKind]Timer, 2)}
+	en := &entry{tx: tx, started: st.StartedAt, decidedAt: s.e.now(), timers: make(map[txn.TimerKind]Timer, 2), abortCause: causeOrphan}
 	s.e.noteTaken(&en.hist, &st, "undecided transaction (abort recorded)")
 	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", st.ID, messages.Protocol2PC, true)
 	en.trace.enterPhase("abort")
@@ -423,7 +423,7 @@ func (s *shard) recover(rec decisionRecord, prior *messages.TxStatus) {
 		s.e.log.Error("a commit record cannot be recovered", zap.String("txid", rec.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]Timer, 2)}
+	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]Timer, 2), abortCause: -1}
 	s.e.noteTaken(&en.hist, prior, "commit decision")
 	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", rec.ID, messages.Protocol2PC, true)
 	en.trace.enterPhase("commit")

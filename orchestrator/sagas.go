@@ -289,6 +289,7 @@ func (s *shard) handleSaga(v any) bool {
 		}
 		s.sagas[v.id] = v.en
 		s.e.stats.Begun.Add(1)
+		s.e.stats.SagasBegun.Add(1)
 		v.ch <- sagaResult{rec: v.en.sg.Record(), owner: s.e.cfg.Instance}
 		s.sagaApply(v.id, v.en, v.en.sg.Start(s.e.now()))
 	case sagaPersistedEvent:
@@ -549,6 +550,7 @@ func (s *shard) finishSaga(id string, en *sagaEntry, rec saga.Record) {
 	}
 	delete(s.sagas, id)
 	s.e.inFlight.Add(-1)
+	s.e.stats.sagas.observe(s.e.now().Sub(en.started))
 	if rec.State == saga.StateCompleted {
 		en.trace.end(string(rec.State), "")
 	} else {

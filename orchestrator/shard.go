@@ -67,6 +67,11 @@ type entry struct {
 	hist history
 	// trace is its spans; nil when tracing is off.
 	trace *txTrace
+	// abortCause is why it aborts (an index of AbortCauses), once known;
+	// -1 before.
+	abortCause int
+	// writeStart is when its commit decision's write began.
+	writeStart time.Time
 }
 
 type result struct {
@@ -216,6 +221,7 @@ func (s *shard) handle(v any) {
 		if en := s.active[v.id]; en != nil && en.persisting {
 			en.persisting, en.held = false, nil
 			s.e.stats.CommitsRefused.Add(1)
+			en.abortCause = causeRefused
 			reason := "an abort was recorded first for a participant in doubt"
 			if v.late {
 				reason = "the commit decision could not be written within a minute of the deadline; abort recorded"
@@ -281,6 +287,7 @@ func (s *shard) handle(v any) {
 			en.persisting = false
 			rd := *en.held
 			en.held = nil
+			s.e.stats.write.observe(s.e.now().Sub(en.writeStart))
 			if s.e.fault(PointCommitDurable, v.id) {
 				return
 			}
@@ -362,6 +369,12 @@ func (s *shard) stepBy(en *entry, ev txn.Event, who string) {
 		if ev.Kind != txn.EventAbort || who != "" {
 			s.e.noteTxEvent(&en.hist, ev, who)
 		}
+		if ev.Kind == txn.EventAbort && rd.Decided && en.abortCause < 0 {
+			en.abortCause = causeCaller
+			if who != "" {
+				en.abortCause = causeOperator
+			}
+		}
 		switch ev.Kind {
 		case txn.EventVote:
 			result := messages.VoteCommit
@@ -390,6 +403,7 @@ func (s *shard) apply(en *entry, rd txn.Ready) {
 	}
 	if rd.Persist != nil {
 		en.persisting, en.held = true, &rd
+		en.writeStart = s.e.now()
 		rec, deadline := *rd.Persist, en.deadline
 		s.e.spawn(func() { s.persist(rec, deadline) })
 		return
@@ -480,6 +494,12 @@ func (s *shard) decided(en *entry) {
 		if out.TimedOut {
 			s.e.stats.Timeouts.Add(1)
 		}
+		if en.abortCause < 0 {
+			en.abortCause = causeVote
+			if out.TimedOut {
+				en.abortCause = causeTimeout
+			}
+		}
 		s.notify(en, false)
 	}
 }
@@ -513,6 +533,9 @@ func (s *shard) done(en *entry) {
 		s.e.spawn(func() { s.finishRecord(id) })
 	} else {
 		s.e.stats.Aborted.Add(1)
+		if en.abortCause >= 0 {
+			s.e.stats.abortedBy[en.abortCause].Add(1)
+		}
 	}
 	s.e.log.Debug("finished", zap.String("txid", id), zap.Stringer("state", out.State), zap.Duration("took", s.e.now().Sub(en.started)))
 	s.e.noteEnded(&en.hist, out.State.String())

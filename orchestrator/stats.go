@@ -60,13 +60,34 @@ type Stats struct {
 	SagasCompleted, SagasCompensated, SagasStuck  atomic.Int64
 	Fenced                                        atomic.Int64
 	Batches, Batched                              atomic.Int64
+	SagasBegun                                    atomic.Int64
 	InFlight                                      *atomic.Int64
 
 	mu         sync.Mutex
 	rejectedBy map[string]int64
 
-	decide, complete latency
+	// abortedBy counts aborted transactions by AbortCauses.
+	abortedBy [len(AbortCauses)]atomic.Int64
+
+	decide, complete, write, sagas latency
 }
+
+// AbortCauses are the classes of StatsSnapshot.AbortedBy: a participant
+// voted no; a vote was missing at the deadline; an operator aborted it; its
+// caller gave up (its context ended while preparing); the commit decision
+// lost to an abort recorded first; its coordinator died undecided and
+// another instance aborted it.
+var AbortCauses = [...]string{"vote", "timeout", "operator", "caller", "refused", "orphan"}
+
+// The indexes of AbortCauses.
+const (
+	causeVote = iota
+	causeTimeout
+	causeOperator
+	causeCaller
+	causeRefused
+	causeOrphan
+)
 
 // maxRejectedNames bounds the participant names rejected replies are
 // counted by (a reply subject can name anything); the rest count under
@@ -121,6 +142,11 @@ type StatsSnapshot struct {
 	// Batches counts the command messages that carried more than one
 	// command (published under load, see jsCommands), Batched the commands they carried.
 	Batches, Batched int64
+	// SagasBegun counts the sagas among Begun.
+	SagasBegun int64
+	// AbortedBy counts the aborted transactions (two-phase) by cause, the
+	// names of AbortCauses.
+	AbortedBy map[string]int64
 	// InFlight is the number of transactions running now.
 	InFlight int64
 	// RejectedReplies counts, per participant named by the reply subject,
@@ -129,8 +155,11 @@ type StatsSnapshot struct {
 	// DecideLatency is the time from a transaction's begin to its decision
 	// (votes collected, or a timeout or refusal); CompleteLatency from the
 	// decision to the last acknowledgement (a commit's including its
-	// decision write).
-	DecideLatency, CompleteLatency Histogram
+	// decision write); WriteLatency the commit decision's write alone.
+	DecideLatency, CompleteLatency, WriteLatency Histogram
+	// SagaLatency is the time from a saga's begin to its end (completed or
+	// compensated).
+	SagaLatency Histogram
 }
 
 func (s *Stats) snapshot() StatsSnapshot {
@@ -144,9 +173,14 @@ func (s *Stats) snapshot() StatsSnapshot {
 		SagasCompleted: s.SagasCompleted.Load(), SagasCompensated: s.SagasCompensated.Load(), SagasStuck: s.SagasStuck.Load(),
 		Fenced:  s.Fenced.Load(),
 		Batches: s.Batches.Load(), Batched: s.Batched.Load(),
-		InFlight: s.InFlight.Load(),
+		InFlight: s.InFlight.Load(), SagasBegun: s.SagasBegun.Load(),
+		AbortedBy: make(map[string]int64, len(AbortCauses)),
+	}
+	for i, c := range AbortCauses {
+		snap.AbortedBy[c] = s.abortedBy[i].Load()
 	}
 	snap.DecideLatency, snap.CompleteLatency = s.decide.snapshot(), s.complete.snapshot()
+	snap.WriteLatency, snap.SagaLatency = s.write.snapshot(), s.sagas.snapshot()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.rejectedBy) > 0 {
