@@ -53,6 +53,9 @@ func (e *Engine) event(kind string) messages.TxEvent {
 
 // noteBegun records that a transaction began here.
 func (e *Engine) noteBegun(h *history, participants []string) {
+	// Room for a run without trouble: begun, decided and ended, and a
+	// send, an answer, a decision sent and its ack per participant.
+	h.events = make([]messages.TxEvent, 0, min(3+4*len(participants), messages.MaxHistory))
 	ev := e.event(messages.EventBegun)
 	ev.By, ev.Detail = e.cfg.Instance, "participants: "+strings.Join(participants, ", ")
 	h.add(ev)
