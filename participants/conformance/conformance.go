@@ -16,11 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
-	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/services"
 )
@@ -51,41 +48,22 @@ func Run(t *testing.T, start Start) {
 	t.Run("SagaDurableRestart", func(t *testing.T) { testSagaDurableRestart(t, start) })
 }
 
-// env is an embedded NATS server with the command stream and a reply
+// env is an embedded NATS server with the command stream (NATS) and a reply
 // subscription.
 type env struct {
-	t       *testing.T
-	url     string
-	js      jetstream.JetStream
+	t *testing.T
+	*NATS
 	replies *nats.Subscription
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
+	n := StartNATS(t)
+	sub, err := n.Conn.SubscribeSync(messages.ReplyFilter("conformance"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := nc.SubscribeSync(messages.ReplyFilter("conformance"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, url: srv.URL(), js: js, replies: sub}
+	return &env{t: t, NATS: n, replies: sub}
 }
 
 func (e *env) cmd(txid string, op messages.Op, attempt int) messages.Command {
@@ -96,7 +74,7 @@ func (e *env) publish(subject string, h map[string][]string, body []byte) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if _, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: nats.Header(h), Data: body}); err != nil {
+	if _, err := e.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: nats.Header(h), Data: body}); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -111,17 +89,24 @@ func (e *env) expect(cmd messages.Command, result messages.Result, reason string
 // next checks the next reply; reason "*" accepts any.
 func (e *env) next(txid string, op messages.Op, result messages.Result, reason string) {
 	e.t.Helper()
-	msg, err := e.replies.NextMsg(wait)
-	if err != nil {
-		e.t.Fatalf("waiting for the reply to %s %s: %v", op, txid, err)
-	}
-	rep, err := messages.DecodeReply(map[string][]string(msg.Header), msg.Data)
-	if err != nil {
-		e.t.Fatalf("decoding the reply to %s %s: %v", op, txid, err)
-	}
+	rep := e.reply(string(op) + " " + txid)
 	if rep.TxID != txid || rep.Op != op || rep.Participant != name || rep.Result != result || reason != "*" && rep.Reason != reason {
 		e.t.Fatalf("%s %s: got %+v, want result %q reason %q", op, txid, rep, result, reason)
 	}
+}
+
+// reply returns the next reply, to what (the command, for failures).
+func (e *env) reply(what string) messages.Reply {
+	e.t.Helper()
+	msg, err := e.replies.NextMsg(wait)
+	if err != nil {
+		e.t.Fatalf("waiting for the reply to %s: %v", what, err)
+	}
+	rep, err := messages.DecodeReply(map[string][]string(msg.Header), msg.Data)
+	if err != nil {
+		e.t.Fatalf("decoding the reply to %s: %v", what, err)
+	}
+	return rep
 }
 
 // noMoreReplies checks that nothing else is answered for a short while.
@@ -174,12 +159,29 @@ func config() participants.Config {
 	return participants.Config{Name: name, AckWait: 2 * time.Second, OpTimeout: time.Second, RetryDelay: 20 * time.Millisecond, StreamWait: wait}
 }
 
+// inventory opens the inventory service's database at path and returns it
+// with config() behind its barrier.
+func inventory(t *testing.T, path string) (participants.Config, services.Service) {
+	t.Helper()
+	svc, err := services.Open(context.Background(), "inventory", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := services.NewBarrier(context.Background(), svc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config()
+	cfg.Barrier = b
+	return cfg, svc
+}
+
 func testCommitRetried(t *testing.T, start Start) {
 	e := newEnv(t)
 	h := newCounter()
 	cfg := config()
 	cfg.Handler = h
-	defer start(t, e.url, cfg)()
+	defer start(t, e.URL, cfg)()
 	e.expect(e.cmd("tx1", messages.OpPrepare, 1), messages.VoteCommit, "")
 	h.mu.Lock()
 	h.failNext[messages.OpCommit] = true
@@ -195,30 +197,17 @@ func testCommitRetried(t *testing.T, start Start) {
 func testDurableRestart(t *testing.T, start Start) {
 	e := newEnv(t)
 	path := filepath.Join(t.TempDir(), "inventory.db")
-	open := func() (participants.Config, services.Service) {
-		svc, err := services.Open(context.Background(), "inventory", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := services.NewBarrier(context.Background(), svc, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := config()
-		cfg.Barrier = b
-		return cfg, svc
-	}
-	cfg, svc := open()
-	stop := start(t, e.url, cfg)
+	cfg, svc := inventory(t, path)
+	stop := start(t, e.URL, cfg)
 	prep := e.cmd("tx1", messages.OpPrepare, 1)
 	prep.Payload = services.Payload("inventory", 0)
 	e.expect(prep, messages.VoteCommit, "")
 	stop()
 	_ = svc.DB().Close()
 
-	cfg, svc = open()
+	cfg, svc = inventory(t, path)
 	defer svc.DB().Close()
-	defer start(t, e.url, cfg)()
+	defer start(t, e.URL, cfg)()
 	prep.Attempt = 2
 	e.expect(prep, messages.VoteCommit, "")
 	e.expect(e.cmd("tx1", messages.OpCommit, 1), messages.Ack, "")
@@ -244,11 +233,7 @@ type outcomes struct {
 func (e *env) outcomes() *outcomes {
 	e.t.Helper()
 	o := &outcomes{outcome: messages.OutcomePending}
-	nc, err := nats.Connect(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(nc.Close)
+	nc := e.Connect(e.t)
 	if _, err := nc.Subscribe(messages.APIOutcome, func(m *nats.Msg) {
 		var req messages.OutcomeRequest
 		_ = json.Unmarshal(m.Data, &req)
@@ -306,22 +291,9 @@ func testInDoubtAfterRestart(t *testing.T, start Start) {
 	e := newEnv(t)
 	o := e.outcomes()
 	path := filepath.Join(t.TempDir(), "inventory.db")
-	open := func() (participants.Config, services.Service) {
-		svc, err := services.Open(context.Background(), "inventory", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := services.NewBarrier(context.Background(), svc, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := config()
-		cfg.Barrier = b
-		return cfg, svc
-	}
-	cfg, svc := open()
+	cfg, svc := inventory(t, path)
 	cfg.InDoubtAfter = -1 // the first process never asks
-	stop := start(t, e.url, cfg)
+	stop := start(t, e.URL, cfg)
 	deadline := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	prep := e.cmd("tx1", messages.OpPrepare, 1)
 	prep.Payload = services.Payload("inventory", 0)
@@ -330,10 +302,10 @@ func testInDoubtAfterRestart(t *testing.T, start Start) {
 	stop()
 	_ = svc.DB().Close()
 
-	cfg, svc = open()
+	cfg, svc = inventory(t, path)
 	defer svc.DB().Close()
 	cfg.InDoubtAfter = 50 * time.Millisecond
-	defer start(t, e.url, cfg)()
+	defer start(t, e.URL, cfg)()
 	waitFor(t, "a question about tx1 after the restart", func() bool { return len(o.questions("tx1")) > 0 })
 	if q := o.questions("tx1")[0]; q.DeadlineMs != deadline.UnixMilli() {
 		t.Fatalf("question %+v, want deadline_ms %d kept from the prepare", q, deadline.UnixMilli())

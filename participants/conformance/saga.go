@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -25,14 +26,7 @@ func (e *env) sagaCmd(saga string, op messages.Op, step string, attempt int, pay
 func (e *env) expectSaga(cmd messages.Command, result messages.Result, reason, code string) {
 	e.t.Helper()
 	e.publish(cmd.Subject(), cmd.Header(), cmd.Payload)
-	msg, err := e.replies.NextMsg(wait)
-	if err != nil {
-		e.t.Fatalf("waiting for the reply to %s %s/%s: %v", cmd.Op, cmd.TxID, cmd.Step, err)
-	}
-	rep, err := messages.DecodeReply(map[string][]string(msg.Header), msg.Data)
-	if err != nil {
-		e.t.Fatalf("decoding the reply to %s %s/%s: %v", cmd.Op, cmd.TxID, cmd.Step, err)
-	}
+	rep := e.reply(fmt.Sprintf("%s %s/%s", cmd.Op, cmd.TxID, cmd.Step))
 	if rep.TxID != cmd.TxID || rep.Op != cmd.Op || rep.Participant != name || rep.Step != cmd.Step || rep.Attempt != cmd.Attempt ||
 		rep.Result != result || reason != "*" && rep.Reason != reason || rep.Code != code {
 		e.t.Fatalf("%s %s/%s attempt %d: got %+v, want result %q reason %q code %q", cmd.Op, cmd.TxID, cmd.Step, cmd.Attempt, rep, result, reason, code)
@@ -65,7 +59,7 @@ func sagaConfig(c *counter) participants.Config {
 func testSagaRefused(t *testing.T, start Start) {
 	e := newEnv(t)
 	h := newCounter()
-	defer start(t, e.url, sagaConfig(h))()
+	defer start(t, e.URL, sagaConfig(h))()
 	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, "no"), messages.Refused, "out of stock", "out-of-stock")
 	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 2, "no"), messages.Refused, "out of stock", "out-of-stock")
 	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 1, ""), messages.Ack, "*", "")
@@ -82,7 +76,7 @@ func testSagaRefused(t *testing.T, start Start) {
 func testSagaFailed(t *testing.T, start Start) {
 	e := newEnv(t)
 	h := newCounter()
-	defer start(t, e.url, sagaConfig(h))()
+	defer start(t, e.URL, sagaConfig(h))()
 	h.mu.Lock()
 	h.failNext[messages.OpAction] = true
 	h.mu.Unlock()
@@ -100,7 +94,7 @@ func testSagaNotImplemented(t *testing.T, start Start) {
 	e := newEnv(t)
 	cfg := config()
 	cfg.Handler = newCounter()
-	defer start(t, e.url, cfg)()
+	defer start(t, e.URL, cfg)()
 	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, "go"), messages.Failed, participants.ReasonNoSagaHandler, "")
 	e.expectSaga(e.sagaCmd("s1", messages.OpCompensate, "reserve", 1, ""), messages.Failed, participants.ReasonNoSagaHandler, "")
 	e.noMoreReplies() // terminated: not delivered again
@@ -113,28 +107,15 @@ func testSagaNotImplemented(t *testing.T, start Start) {
 func testSagaDurableRestart(t *testing.T, start Start) {
 	e := newEnv(t)
 	path := filepath.Join(t.TempDir(), "inventory.db")
-	open := func() (participants.Config, services.Service) {
-		svc, err := services.Open(context.Background(), "inventory", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := services.NewBarrier(context.Background(), svc, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := config()
-		cfg.Barrier = b
-		return cfg, svc
-	}
-	cfg, svc := open()
-	stop := start(t, e.url, cfg)
+	cfg, svc := inventory(t, path)
+	stop := start(t, e.URL, cfg)
 	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 1, string(services.Payload("inventory", 0))), messages.Ack, "", "")
 	stop()
 	_ = svc.DB().Close()
 
-	cfg, svc = open()
+	cfg, svc = inventory(t, path)
 	defer svc.DB().Close()
-	defer start(t, e.url, cfg)()
+	defer start(t, e.URL, cfg)()
 	e.expectSaga(e.sagaCmd("s1", messages.OpAction, "reserve", 2, string(services.Payload("inventory", 0))), messages.Ack, "", "")
 	ctx := context.Background()
 	if st, err := services.StepState(ctx, svc, "s1", "reserve"); err != nil || st != services.TxApplied {

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/conformance/wire"
@@ -20,13 +18,8 @@ import (
 // probe starts a wire.Probe against the participant of e.
 func (e *env) probe(calls func(messages.Op, string) int, crash wire.Crasher, payload []byte) *wire.Probe {
 	e.t.Helper()
-	nc, err := nats.Connect(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(nc.Close)
 	p := &wire.Probe{
-		Conn: nc, Participant: name, Payload: payload, ActionPayload: []byte("go"),
+		Conn: e.Connect(e.t), Participant: name, Payload: payload, ActionPayload: []byte("go"),
 		Wait: wait, InDoubtWait: wait, CrashWait: wait, Quiet: 300 * time.Millisecond,
 		Calls: calls, Crash: crash,
 	}
@@ -66,7 +59,7 @@ func testWire(t *testing.T, start Start) {
 	cfg := config()
 	cfg.Handler, cfg.SagaHandler = h, h
 	cfg.InDoubtAfter = 50 * time.Millisecond
-	defer start(t, e.url, cfg)()
+	defer start(t, e.URL, cfg)()
 	p := e.probe(h.n, nil, []byte("go"))
 	for _, c := range wire.Cases() {
 		if c.Name != "crash-redelivery" {
@@ -82,22 +75,13 @@ func testWire(t *testing.T, start Start) {
 // inventory then holds the reservation sold once.
 func testWireCrash(t *testing.T, start Start) {
 	e := newEnv(t)
-	svc, err := services.Open(context.Background(), "inventory", filepath.Join(t.TempDir(), "inventory.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, svc := inventory(t, filepath.Join(t.TempDir(), "inventory.db"))
 	defer svc.DB().Close()
-	b, err := services.NewBarrier(context.Background(), svc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr := &crasher{t: t, url: e.url, start: start}
-	cfg := config()
-	cfg.Barrier = b
+	cr := &crasher{t: t, url: e.URL, start: start}
 	cfg.InDoubtAfter = -1
 	cfg.AfterApply = cr.afterApply
 	cr.cfg = cfg
-	cr.stop = start(t, e.url, cfg)
+	cr.stop = start(t, e.URL, cfg)
 	defer func() { cr.stop() }()
 	p := e.probe(nil, cr, services.Payload("inventory", 0))
 	for _, c := range wire.Cases() {
