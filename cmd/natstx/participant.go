@@ -60,6 +60,11 @@ abort) and saga steps (action, compensate).
 A participant that voted commit and hears neither commit nor abort for
 --in-doubt-after asks the coordinators for the outcome and applies it.
 
+Tracing: with the standard OpenTelemetry variables set (OTEL_EXPORTER_OTLP_ENDPOINT,
+or OTEL_TRACES_EXPORTER=otlp; OTLP over HTTP), each command is handled in a
+span that continues the coordinator's trace; service.name is
+natstx-participant-NAME unless OTEL_SERVICE_NAME says otherwise.
+
 Fault injection for tests: ` + envCrashAt + `=after-prepare-apply:N (or
 after-commit-apply:N, after-abort-apply:N, and for saga steps
 after-action-apply:N, after-compensate-apply:N) kills the process with SIGKILL
@@ -225,11 +230,18 @@ func runParticipant(ctx context.Context, kind string, o participantOptions) erro
 	if err != nil {
 		return err
 	}
-	cfg := participants.Config{Name: o.name, Concurrency: o.concurrency, AckWait: o.ackWait,
-		OpTimeout: min(participants.DefaultOpTimeout, o.ackWait/2), InDoubtAfter: o.inDoubt, AfterApply: crash, Logger: log}
 	if o.inDoubt == 0 {
 		return usageError{errors.New("--in-doubt-after must not be 0: give a duration, or a negative one for never")}
 	}
+	// Tracing (OTEL_* variables) flushes last: after the runtime stopped.
+	tp, stopTracing, err := startTracing(ctx, "natstx-participant-"+o.name, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	cfg := participants.Config{Name: o.name, Concurrency: o.concurrency, AckWait: o.ackWait,
+		OpTimeout: min(participants.DefaultOpTimeout, o.ackWait/2), InDoubtAfter: o.inDoubt, AfterApply: crash, Logger: log,
+		TracerProvider: tp}
 	if kind == "sim" {
 		svc, err := sim.New(sim.Config{Name: o.name, SuccessRate: sim.Rate(o.successRate), MaxLatency: max(o.latencyMax, time.Nanosecond)})
 		if err != nil {

@@ -158,13 +158,17 @@ func runSagaBegin(cmd *cobra.Command, o beginOptions) error {
 	// The saga begins without Wait: a coordinator's wait ends only when the
 	// saga completed or was compensated, while begin must also return when
 	// it is stuck; so begin follows its status here instead.
+	traced, err := withTraceParent(cmd.Context(), o.traceparent)
+	if err != nil {
+		return err
+	}
 	req := messages.SagaBeginRequest{ID: id, Definition: def, TimeoutMs: o.deadline.Milliseconds()}
 	cl, done, err := o.open("natstx-tx-begin")
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+	ctx, cancel := context.WithTimeout(traced, o.timeout)
 	defer cancel()
 	st, err := cl.BeginSaga(ctx, req)
 	if err == nil && !o.async {

@@ -112,6 +112,7 @@ type beginOptions struct {
 	saga         bool
 	steps        []string
 	deadline     time.Duration
+	traceparent  string
 }
 
 func newTxBegin() *cobra.Command {
@@ -149,11 +150,17 @@ those done are compensated, last first. The steps come from a saga --file
 from --step NAME=PARTICIPANT[:ACTION[:COMPENSATION]] flags, in order, where
 ACTION and COMPENSATION are JSON values (or @FILE) and the policies take their
 defaults. --deadline bounds the saga going forward. It waits until the saga
-completed, was compensated, or is stuck (exit code 0 only when completed).`,
+completed, was compensated, or is stuck (exit code 0 only when completed).
+
+--traceparent makes the transaction (or saga) part of the caller's trace:
+the coordinator continues the W3C trace context given (the value of a
+traceparent header, 00-TRACEID-SPANID-FLAGS), and so do the participants
+when they trace (OTEL_* variables, see docs/OPERATIONS.md).`,
 		Example: `  natstx tx begin -p inventory='{"item":"widget","qty":1}' -p payment='{"account":"alice","amount":10}'
   natstx tx begin --file order.yaml --json
   natstx tx begin --id order-42 -p inventory=@item.json -p shipping='{"slot":"mon"}' --async
   natstx tx begin -p loyalty --prepare-timeout 2s
+  natstx tx begin -p loyalty --traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
   natstx tx begin --saga --file configs/saga-order.yaml
   natstx tx begin --saga --step reserve=inventory:'{"item":"widget","qty":1}':'{"item":"widget","qty":1}' \
                          --step charge=payment:'{"account":"alice","amount":10}':'{"account":"alice","amount":10}'`,
@@ -182,6 +189,7 @@ completed, was compensated, or is stuck (exit code 0 only when completed).`,
 	f.BoolVar(&o.saga, "saga", false, "run a saga: steps from --step or a saga --file (docs/SAGA.md)")
 	f.StringArrayVar(&o.steps, "step", nil, "saga step NAME=PARTICIPANT[:ACTION-JSON[:COMPENSATION-JSON]] (JSON or @FILE); repeat, in order")
 	f.DurationVar(&o.deadline, "deadline", 0, "saga: stop going forward (and compensate) this long after the start; the file's, when sooner, wins")
+	f.StringVar(&o.traceparent, "traceparent", "", "W3C trace context (00-TRACEID-SPANID-FLAGS) the coordinator continues: the transaction joins the caller's trace")
 	return c
 }
 
@@ -270,12 +278,16 @@ func (o beginOptions) request() (messages.BeginRequest, error) {
 }
 
 func runTxBegin(cmd *cobra.Command, o beginOptions, req messages.BeginRequest) error {
+	traced, err := withTraceParent(cmd.Context(), o.traceparent)
+	if err != nil {
+		return err
+	}
 	cl, done, err := o.open("natstx-tx-begin")
 	if err != nil {
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+	ctx, cancel := context.WithTimeout(traced, o.timeout)
 	defer cancel()
 	st, err := cl.Begin(ctx, req)
 	if err != nil {
@@ -554,7 +566,7 @@ answer.`,
 				}
 				return printStatus(cmd.OutOrStdout(), st, o.jsonOut)
 			}
-			st, err := cl.Abort(ctx, args[0], reason)
+			st, err := cl.AbortAs(ctx, args[0], reason, who)
 			switch {
 			case errors.Is(err, orchestrator.ErrUnknownTx):
 				return fmt.Errorf("no transaction %s on this NATS: it never began here, or it finished longer ago than the coordinator's --retention", args[0])
@@ -568,7 +580,7 @@ answer.`,
 	}
 	o.flags(c, 5*time.Second, "how long to wait for the coordinator to answer")
 	c.Flags().StringVar(&reason, "reason", "aborted by an operator", "why, recorded as the transaction's abort reason")
-	c.Flags().StringVar(&who, "who", defaultWho(), "saga: who aborts, recorded with the action")
+	c.Flags().StringVar(&who, "who", defaultWho(), "who aborts, recorded with the abort")
 	return c
 }
 
