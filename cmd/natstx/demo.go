@@ -40,6 +40,9 @@ type demoOptions struct {
 	saga         bool
 	refuseRate   float64
 	sync         string
+	ui           bool
+	uiListen     string
+	uiFallback   bool // --ui-listen was not given: another port if its default is taken
 }
 
 var demoServices = []string{"inventory", "payment", "shipping"}
@@ -59,6 +62,10 @@ a summary, then checks on the services' databases that every transaction was
 applied by all services or by none, and that stock and funds are conserved.
 It exits 1 on any violation.
 
+With --ui it also serves the web console on loopback (--ui-listen, printed
+at the start) and, after the run and its checks, keeps the coordinator, the
+services and the console up until Ctrl-C, to look around in the console.
+
 With --saga it runs the same orders as sagas instead (docs/SAGA.md): reserve
 stock, charge payment, book shipping, each compensated by releasing it. Each
 saga action fails for now (retried) as above, and is refused for good with
@@ -69,7 +76,8 @@ and the same conservation invariants.`,
 		Example: `  natstx demo
   natstx demo --count 2000 --concurrency 200 --quiet
   natstx demo --success-rates 1,1,0.5 --timeout 300ms --json
-  natstx demo --saga --count 200 --refuse-rate 0.1`,
+  natstx demo --saga --count 200 --refuse-rate 0.1
+  natstx demo --ui`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -87,6 +95,9 @@ and the same conservation invariants.`,
 			}
 			if cmd.Flags().Changed("refuse-rate") && !o.saga {
 				return usageError{fmt.Errorf("--refuse-rate is for sagas: add --saga")}
+			}
+			if err := o.checkUI(cmd.Flags().Changed("ui-listen")); err != nil {
+				return err
 			}
 			return runDemo(cmd.Context(), o, cmd.OutOrStdout())
 		},
@@ -106,6 +117,8 @@ and the same conservation invariants.`,
 	f.BoolVar(&o.quiet, "quiet", false, "no line per transaction")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
 	f.DurationVar(&o.quiesceLimit, "quiesce-timeout", 30*time.Second, "how long to wait for commits and aborts to be acknowledged before checking")
+	f.BoolVar(&o.ui, "ui", false, "serve the web console on --ui-listen during the run, and keep everything up after it until Ctrl-C")
+	f.StringVar(&o.uiListen, "ui-listen", defaultDemoUI, "--ui: loopback HOST:PORT of the web console (if the default port is taken, any free one)")
 	return c
 }
 
@@ -187,6 +200,16 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 		return err
 	}
 	defer eng.Stop()
+	var consoleURL string
+	if o.ui {
+		u, stopConsole, err := startDemoConsole(o, nc, eng, log)
+		if err != nil {
+			return err
+		}
+		defer stopConsole()
+		consoleURL = u
+		fmt.Fprintf(demoNotes(o, out), "natstx demo: %s\n", consoleLine(consoleURL, false))
+	}
 
 	dir := o.dataDir
 	if dir == "" {
@@ -291,10 +314,14 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 		fmt.Fprintf(out, "atomicity: %d transactions, %d committed, %d aborted, %d violations\n",
 			rep.Transactions, rep.Committed, rep.Aborted, rep.Violations)
 	}
+	var failed error
 	if rep.Violations > 0 || rep.InDoubt > 0 {
-		return fmt.Errorf("atomicity check failed: %d violations, %d in doubt", rep.Violations, rep.InDoubt)
+		failed = fmt.Errorf("atomicity check failed: %d violations, %d in doubt", rep.Violations, rep.InDoubt)
 	}
-	return nil
+	if o.ui {
+		waitInConsole(ctx, o, out, consoleURL)
+	}
+	return failed
 }
 
 // runTransactions runs o.count transactions, o.concurrency at a time, and

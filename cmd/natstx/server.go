@@ -230,6 +230,7 @@ type serverOptions struct {
 	statusLinger   time.Duration
 	maxBeginRate   float64
 	metrics        metricsOptions
+	console        consoleOptions
 	startTimeout   time.Duration
 	logLevel       string
 	printConfig    bool
@@ -248,6 +249,11 @@ By default it embeds a NATS server with JetStream on --data-dir, listening on
 --nats-listen; with --nats URL it uses an external server or cluster instead.
 Several coordinators may share one NATS: each has its own --instance name.
 
+With --ui-listen it also serves the web console (docs/OPERATIONS.md): a live
+list of transactions and sagas, a page per transaction, a dashboard, and
+operator actions. It is off by default; on an address other than loopback it
+needs a token (--ui-token or NATSTX_UI_TOKEN).
+
 Settings come from flags, then NATSTX_* environment variables (NATSTX_DATA_DIR
 for --data-dir), then the YAML file named by --config or NATSTX_CONFIG, whose
 keys are the flag names (see configs/), then the defaults.
@@ -259,6 +265,8 @@ Transactions still running then stay in the stream and buckets.`,
   natstx server --nats-listen 127.0.0.1:14222 --data-dir /var/lib/natstx
   natstx server --nats nats://10.0.0.5:4222 --instance coord-2
   natstx server --config configs/single.yaml --print-config
+  natstx server --ui-listen 127.0.0.1:8080
+  NATSTX_UI_TOKEN=$(openssl rand -hex 16) natstx server --ui-listen 0.0.0.0:8080
   NATSTX_PREPARE_TIMEOUT=2s natstx server`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -274,6 +282,9 @@ Transactions still running then stay in the stream and buckets.`,
 			if o.maxInFlight < 1 || o.replicas < 1 || o.replicas > 5 {
 				return usageError{fmt.Errorf("--max-in-flight must be at least 1 and --replicas from 1 to 5 (got %d and %d)", o.maxInFlight, o.replicas)}
 			}
+			if err := o.console.check(); err != nil {
+				return err
+			}
 			return runServer(cmd, o)
 		},
 	}
@@ -288,6 +299,7 @@ Transactions still running then stay in the stream and buckets.`,
 	f.IntVar(&o.maxPayload, "max-payload", 256<<10, "largest payload, in bytes, one participant may receive in a transaction or saga step; larger requests are refused")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the command stream and buckets: 1 on one server, 3 on a 3-node cluster")
 	addMetricsFlags(f, &o.metrics)
+	addConsoleFlags(f, &o.console)
 	f.Float64Var(&o.maxBeginRate, "max-begin-rate", 0, "the most begins a second this coordinator accepts through its API (tx begin, bench --nats, clients), bursts up to one second's worth; beyond it a begin is refused with a clear error (0: no limit)")
 	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's intermediate status (committing, aborting) waits before it is written to the status bucket; a transaction that ends sooner writes only its begin and final status (0: write every change at once)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
@@ -349,7 +361,20 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 		return err
 	}
 	defer stopMetrics()
+	consoleURL := ""
+	if o.console.listen != "" {
+		u, stopConsole, err := startConsole(o.console, nc, eng, log)
+		if err != nil {
+			eng.Stop()
+			return err
+		}
+		defer stopConsole()
+		consoleURL = u
+	}
 	fmt.Fprintf(out, "natstx server: coordinator %s ready on %s (%s); Ctrl-C stops it\n", eng.Instance(), redactURL(url), where)
+	if consoleURL != "" {
+		fmt.Fprintf(out, "natstx server: %s\n", consoleLine(consoleURL, o.console.token != ""))
+	}
 	<-ctx.Done()
 
 	// Drain: let transactions in flight finish, up to the limit; a second

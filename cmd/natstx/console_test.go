@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/natstx/natstx/participants/sim"
+)
+
+var updateScreenshots = flag.Bool("update-screenshots", false, "write the web console's screenshots to docs/console-list.png and docs/console-detail.png")
+
+// browserPath finds Chromium (or Chrome). Without one the test is skipped,
+// unless NATSTX_REQUIRE_BROWSER is set (as in CI), where it fails.
+func browserPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("NATSTX_REQUIRE_BROWSER") != "" {
+		t.Fatal("no chromium on PATH, and NATSTX_REQUIRE_BROWSER is set: install it (Debian: apt-get install chromium)")
+	}
+	t.Skip("no chromium on PATH (Debian: apt-get install chromium); set NATSTX_REQUIRE_BROWSER=1 to fail instead")
+	return ""
+}
+
+// browser starts headless Chromium for the test and returns its tab's
+// context, ended at the test's end or after limit. JavaScript exceptions in
+// the pages fail the test.
+func browser(t *testing.T, limit time.Duration) context.Context {
+	t.Helper()
+	path := browserPath(t)
+	dir, err := os.MkdirTemp("", "natstx-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.UserDataDir(dir), chromedp.WindowSize(1280, 860))
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	tctx, tcancel := context.WithTimeout(actx, limit)
+	ctx, cancel := chromedp.NewContext(tctx)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		cancel()
+		tcancel()
+		acancel()
+		t.Fatalf("starting %s: %v", path, err)
+	}
+	var mu sync.Mutex
+	var exceptions []string
+	thrown := chromedp.Events(ctx, runtime.ExceptionThrown)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev, err := range thrown {
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			exceptions = append(exceptions, ev.ExceptionDetails.Text+" "+fmt.Sprint(ev.ExceptionDetails.Exception))
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		tcancel()
+		acancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range exceptions {
+			t.Errorf("JavaScript exception in the console: %s", e)
+		}
+		// Chromium's helper processes may still write in its directory
+		// for a moment after it stopped.
+		for i := 0; i < 50; i++ {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("could not remove %s", dir)
+	})
+	return ctx
+}
+
+// waitJS waits, up to limit, until the JavaScript expression is true in the
+// page; what says what for the failure.
+func waitJS(t *testing.T, ctx context.Context, limit time.Duration, what, expr string) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if _, err := chromedp.Run(wctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
+		html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main") ? document.querySelector("main").innerText : document.body.innerText`))
+		t.Fatalf("%s: %v; the page shows:\n%s", what, err, html)
+	}
+}
+
+// textOf returns the text of the element matching css.
+func textOf(t *testing.T, ctx context.Context, css string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(css)))
+	if err != nil {
+		t.Fatalf("text of %s: %v", css, err)
+	}
+	return s
+}
+
+// screenshot writes the page as PNG to the test's directory, and to docs/
+// with -update-screenshots.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	dirs := []string{t.TempDir()}
+	if *updateScreenshots {
+		dirs = append(dirs, filepath.Join("..", "..", "docs"))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot %s", p)
+	}
+}
+
+// rowState is the JavaScript for the state of transaction id's row in the
+// list.
+func rowState(id string) string {
+	return fmt.Sprintf(`(document.querySelector('#tx-rows tr[data-id=%q]') || {dataset: {}}).dataset.state`, id)
+}
+
+// TestConsoleInABrowser drives the web console of `natstx server
+// --ui-listen` in headless Chromium, on a real server with real
+// participants: the list shows a committed and an aborted transaction; the
+// unfinished filter finds the one stuck on a participant that is not
+// running; its page names that participant and how long it has waited; the
+// confirmed abort decides it, and once that participant is back and has
+// acknowledged, the list shows it aborted.
+func TestConsoleInABrowser(t *testing.T) {
+	ctx := browser(t, 3*time.Minute)
+	p, url := startServer(t, "--ui-listen", "127.0.0.1:0")
+	line := p.waitLine(t, "web console on", 10*time.Second)
+	base := regexp.MustCompile(`http://127\.0\.0\.1:\d+/`).FindString(line)
+	if base == "" {
+		t.Fatalf("no console URL in %q", line)
+	}
+	startSim(t, url, sim.Config{Name: "inventory"})
+	startSim(t, url, sim.Config{Name: "payment"})
+	startSim(t, url, sim.Config{Name: "fraud-check", SuccessRate: sim.Rate(0)})
+	wantExit(t, 0, "tx order-1 committed", "tx", "begin", "--nats", url, "--id", "order-1", "-p", `inventory={"item":"widget","qty":2}`, "-p", `payment={"account":"alice","amount":30}`)
+	wantExit(t, 0, "tx order-2 committed", "tx", "begin", "--nats", url, "--id", "order-2", "-p", `inventory={"item":"gadget","qty":1}`, "-p", `payment={"account":"bob","amount":12}`)
+	wantExit(t, 1, "transaction order-3 aborted", "tx", "begin", "--nats", url, "--id", "order-3", "-p", `payment={"account":"carol","amount":99}`, "-p", `fraud-check={"account":"carol"}`)
+	// warehouse runs nowhere: its prepare is never answered, and the
+	// transaction waits for it up to its 10-minute prepare timeout.
+	wantExit(t, 0, "tx order-4 preparing", "tx", "begin", "--nats", url, "--async", "--id", "order-4", "--prepare-timeout", "10m", "-p", `inventory={"item":"gizmo","qty":1}`, "-p", `warehouse={"slot":"mon"}`)
+
+	// The list shows each with its state.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 860), chromedp.Navigate(base)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 20*time.Second, "the list shows order-1 committed, order-3 aborted and order-4 preparing",
+		rowState("order-1")+` === "committed" && `+rowState("order-3")+` === "aborted" && `+rowState("order-4")+` === "preparing"`)
+	if r := textOf(t, ctx, `#tx-rows tr[data-id="order-3"] td.reason`); !strings.Contains(r, "fraud-check") {
+		t.Errorf("order-3's reason in the list is %q; want it to name fraud-check", r)
+	}
+	if w := textOf(t, ctx, `#tx-rows tr[data-id="order-4"] td.waiting-on`); !strings.Contains(w, "warehouse") {
+		t.Errorf("order-4 waits on %q in the list; want warehouse", w)
+	}
+	screenshot(t, ctx, "console-list.png")
+
+	// The unfinished filter leaves only order-4.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("f-unfinished"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 20*time.Second, "the unfinished filter shows order-4 alone",
+		`(() => { const ids = [...document.querySelectorAll("#tx-rows tr[data-id]")].map(r => r.dataset.id); return ids.length === 1 && ids[0] === "order-4"; })()`)
+	if u, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.search`)); err != nil || u != "?unfinished=1" {
+		t.Errorf("the filter is not in the page's URL: %q %v", u, err)
+	}
+
+	// Its page names the participant it waits for and how long it waited.
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`#tx-rows tr[data-id="order-4"] a`))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 20*time.Second, "order-4's page says it waits for warehouse",
+		`!!document.getElementById("waiting-on") && document.getElementById("waiting-on").textContent === "warehouse"`)
+	waiting := textOf(t, ctx, "#waiting-for")
+	if !regexp.MustCompile(`^waiting \d+(ms|s|m\d\ds)$`).MatchString(waiting) {
+		t.Errorf("the wait shows as %q; want e.g. \"waiting 12s\"", waiting)
+	}
+	if v := textOf(t, ctx, `#participants tr[data-participant="warehouse"] td:nth-child(2)`); v != "pending" {
+		t.Errorf("warehouse's vote shows as %q; want pending", v)
+	}
+	if v := textOf(t, ctx, `#participants tr[data-participant="inventory"] td:nth-child(2)`); v != "yes" {
+		t.Errorf("inventory's vote shows as %q; want yes", v)
+	}
+	history, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("history").classList.contains("hidden") ? document.getElementById("history-empty").textContent : document.querySelectorAll("#history tbody tr").length + " events"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("order-4's history: %s", history)
+	screenshot(t, ctx, "console-detail.png")
+
+	// The abort asks for confirmation, then ends the transaction.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("action-abort")), chromedp.WaitVisible(chromedp.ID("confirm-why"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.ID("confirm-who"), "test-operator"),
+		chromedp.SendKeys(chromedp.ID("confirm-why"), "warehouse is down"),
+		chromedp.Click(chromedp.ID("confirm-ok"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 20*time.Second, "the abort is confirmed",
+		`!document.getElementById("action-result").classList.contains("hidden")`)
+	// Decided: it is aborting, and waits for warehouse to acknowledge the
+	// abort. warehouse comes back, answers its commands, and it is over.
+	waitJS(t, ctx, 20*time.Second, "order-4's page shows it aborting",
+		`document.querySelector("#tx-state .state") && ["aborting", "aborted"].includes(document.querySelector("#tx-state .state").dataset.state)`)
+	startSim(t, url, sim.Config{Name: "warehouse"})
+	waitJS(t, ctx, 30*time.Second, "order-4's page shows it aborted",
+		`document.querySelector("#tx-state .state") && document.querySelector("#tx-state .state").dataset.state === "aborted"`)
+	if r := textOf(t, ctx, "#tx-reason"); !strings.Contains(r, "warehouse is down") {
+		t.Errorf("order-4's reason is %q; want the operator's why", r)
+	}
+	if by := textOf(t, ctx, `#history tr[data-event="operator"] td:last-child`); by != "test-operator" {
+		t.Errorf("the operator event of order-4's history is by %q; want test-operator", by)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 20*time.Second, "the list shows order-4 aborted", rowState("order-4")+` === "aborted"`)
+	out := wantExit(t, 0, "tx order-4 aborted", "tx", "status", "--nats", url, "order-4")
+	t.Logf("tx status order-4:\n%s", out)
+}
+
+// TestConsoleTokenAndLoopback: natstx server refuses a console on an
+// address other than loopback without a token; with NATSTX_UI_TOKEN, every
+// request needs it, and /login?token= signs a browser in with a cookie.
+func TestConsoleTokenAndLoopback(t *testing.T) {
+	wantExit(t, 2, "not a loopback address", "server", "--nats", deadURL(t), "--ui-listen", "0.0.0.0:0")
+	wantExit(t, 2, "at least 16", "server", "--nats", deadURL(t), "--ui-listen", "127.0.0.1:0", "--ui-token", "short")
+	wantExit(t, 2, "--ui-token needs --ui-listen", "server", "--nats", deadURL(t), "--ui-token", "0123456789abcdef0123")
+
+	token := "0123456789abcdef0123456789abcdef"
+	port := freePort(t)
+	p := startProc(t, []string{"NATSTX_UI_TOKEN=" + token}, "server", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--data-dir", t.TempDir(), "--log-level", "warn", "--ui-listen", "0.0.0.0:0")
+	line := p.waitLine(t, "web console on", 30*time.Second)
+	if !strings.Contains(line, "sign in at") {
+		t.Errorf("the console line %q does not say it asks for a token", line)
+	}
+	m := regexp.MustCompile(`:(\d+)/`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no port in %q", line)
+	}
+	base := "http://127.0.0.1:" + m[1]
+	noRedirect := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(path string, h map[string]string) (int, string, *http.Response) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp
+	}
+	if code, body, _ := get("/api/tx", nil); code != http.StatusUnauthorized || !strings.Contains(body, "token") {
+		t.Errorf("no token: %d %s", code, body)
+	}
+	if code, _, _ := get("/api/tx", map[string]string{"Authorization": "Bearer " + token + "x"}); code != http.StatusUnauthorized {
+		t.Errorf("wrong token: %d", code)
+	}
+	if code, body, _ := get("/api/tx", map[string]string{"Authorization": "Bearer " + token}); code != http.StatusOK || !strings.Contains(body, `"transactions"`) {
+		t.Errorf("right token: %d %s", code, body)
+	}
+	code, _, resp := get("/login?token="+token, nil)
+	if code != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("login: %d, cookies %v", code, resp.Cookies())
+	}
+	ck := resp.Cookies()[0]
+	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || strings.Contains(ck.Value, token) {
+		t.Errorf("the login cookie %+v is not HttpOnly and SameSite=Strict, or holds the token", ck)
+	}
+	if code, _, _ := get("/api/stats", map[string]string{"Cookie": ck.Name + "=" + ck.Value}); code != http.StatusOK {
+		t.Errorf("with the login cookie: %d", code)
+	}
+	if code, _, resp := get("/", nil); code != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Errorf("a page without the token: %d to %q; want a redirect to /login", code, resp.Header.Get("Location"))
+	}
+}
+
+// TestDemoKeepsTheConsoleUpUntilCtrlC: natstx demo --ui serves the console
+// on loopback during the run, keeps it up after, with the run's
+// transactions and counters, and stops on SIGINT.
+func TestDemoKeepsTheConsoleUpUntilCtrlC(t *testing.T) {
+	wantExit(t, 2, "loopback only", "demo", "--ui", "--ui-listen", "0.0.0.0:0")
+	wantExit(t, 2, "--ui-listen needs --ui", "demo", "--ui-listen", "127.0.0.1:0")
+	p := startProc(t, nil, "demo", "--ui", "--ui-listen", "127.0.0.1:0", "--count", "5", "--concurrency", "5", "--success-rates", "1,1,1", "--latency-max", "1ms")
+	line := p.waitLine(t, "web console on", 60*time.Second)
+	base := regexp.MustCompile(`http://127\.0\.0\.1:\d+/`).FindString(line)
+	if base == "" {
+		t.Fatalf("no console URL in %q", line)
+	}
+	p.waitLine(t, "atomicity: 5 transactions, 5 committed", 60*time.Second)
+	p.waitLine(t, "stay up until Ctrl-C", 10*time.Second)
+	code, body := scrape(t, base+"api/tx?state=committed")
+	if code != http.StatusOK || !strings.Contains(body, `"matched":5`) {
+		t.Errorf("the demo's console lists: %d %s", code, body)
+	}
+	code, body = scrape(t, base+"api/stats")
+	if code != http.StatusOK || !strings.Contains(body, `"begun":5`) {
+		t.Errorf("the demo's console counts: %d %s", code, body)
+	}
+	if code := p.stop(t, syscall.SIGINT, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGINT; stdout:\n%s\nstderr:\n%s", code, p.out(), p.stderr.String())
+	}
+}
