@@ -42,6 +42,12 @@
 // (kept in the barrier, so also after a restart), and applies the answer like
 // a command (Processor.LoadPrepared, Processor.ResolveInDoubt).
 //
+// With Config.TracerProvider set (OpenTelemetry), each command runs in a
+// span that continues the coordinator's W3C trace context, carried by the
+// command's traceparent and tracestate headers; the handler's context
+// carries that span. Stats adds command latency by operation and counts by
+// what the record made of each command (the Outcome* names).
+//
 // Processor is the transport-free core (decode, record, handler, answer, the
 // transactions in doubt); Runtime feeds it from JetStream and package
 // wmparticipant from a watermill Router, and both run its in-doubt recovery.
