@@ -8,16 +8,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natstx/natstx/messages"
-	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/conformance"
 )
 
 // wait bounds every wait of these tests.
@@ -61,25 +59,10 @@ func (h *handlerSpans) of(id string) []trace.SpanContext {
 // consumer span, child of the sent span, and the handler's context carries
 // it; a command without one gets the root span of a new trace.
 func TestTheWatermillAdapterContinuesTheTrace(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := conformance.StartNATS(t)
+	nc, js := n.Conn, n.JS
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	replies, err := nc.SubscribeSync(messages.ReplyFilter("test"))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +73,7 @@ func TestTheWatermillAdapterContinuesTheTrace(t *testing.T) {
 	defer func() { _ = tp.Shutdown(context.Background()) }()
 	hs := &handlerSpans{got: map[string][]trace.SpanContext{}}
 	const name = "traced"
-	stop := start(t, srv.URL(), participants.Config{
+	stop := start(t, n.URL, participants.Config{
 		Name: name, TracerProvider: tp,
 		Handler: participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, tx participants.Tx, _ []byte) error {
 			return hs.record(ctx, tx.ID)
