@@ -22,7 +22,7 @@ import (
 	"github.com/natstx/natstx/participants/sim"
 )
 
-var updateScreenshots = flag.Bool("update-screenshots", false, "write the web console's screenshots to docs/console-list.png and docs/console-detail.png")
+var updateScreenshots = flag.Bool("update-screenshots", false, "write the web console's screenshots to docs/console-list.png, console-detail.png and console-dashboard.png")
 
 // browserPath finds Chromium (or Chrome). Without one the test is skipped,
 // unless NATSTX_REQUIRE_BROWSER is set (as in CI), where it fails.
@@ -155,7 +155,7 @@ func rowState(id string) string {
 // unfinished filter finds the one stuck on a participant that is not
 // running; its page names that participant and how long it has waited; the
 // confirmed abort decides it, and once that participant is back and has
-// acknowledged, the list shows it aborted.
+// acknowledged, the list shows it aborted; the dashboard counts them all.
 func TestConsoleInABrowser(t *testing.T) {
 	ctx := browser(t, 3*time.Minute)
 	p, url := startServer(t, "--ui-listen", "127.0.0.1:0")
@@ -252,6 +252,18 @@ func TestConsoleInABrowser(t *testing.T) {
 	waitJS(t, ctx, 20*time.Second, "the list shows order-4 aborted", rowState("order-4")+` === "aborted"`)
 	out := wantExit(t, 0, "tx order-4 aborted", "tx", "status", "--nats", url, "order-4")
 	t.Logf("tx status order-4:\n%s", out)
+
+	// The dashboard shows the coordinator's counters and draws its charts
+	// from a few snapshots.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"dashboard")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 20*time.Second, "the dashboard counts 4 begun, 2 committed, 2 aborted and draws its lines",
+		`(() => { const v = (k) => (document.querySelector('[data-stat="' + k + '"] .v') || {}).textContent;
+			return v("begun") === "4" && v("committed") === "2" && v("aborted") === "2" &&
+				document.querySelectorAll("#chart-inflight path.line").length === 1 &&
+				document.querySelectorAll("#chart-decide-hist rect.bar").length > 0; })()`)
+	screenshot(t, ctx, "console-dashboard.png")
 }
 
 // TestConsoleTokenAndLoopback: natstx server refuses a console on an

@@ -33,7 +33,7 @@
 		box.replaceChildren();
 		const all = series.flatMap((s) => s.points);
 		if (all.length < 2) {
-			box.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "collecting data..."));
+			box.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, snaps.length < 3 ? "collecting data..." : "nothing to show in this window"));
 			return;
 		}
 		const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(...all.map((p) => p[0]));
@@ -49,7 +49,7 @@
 		}
 		box.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
 		box.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
-		box.append(svg("text", { x: L, y: H - 6 }, "-" + duration(t1 - t0)));
+		if (t1 > t0) box.append(svg("text", { x: L, y: H - 6 }, "-" + duration(t1 - t0)));
 		box.append(svg("text", { x: W - R, y: H - 6, "text-anchor": "end" }, "now"));
 		const legend = svg("g", { class: "legend" });
 		let lx = L + 4;
