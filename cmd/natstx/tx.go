@@ -309,15 +309,23 @@ func runTxBegin(cmd *cobra.Command, o beginOptions, req messages.BeginRequest) e
 }
 
 func newTxStatus() *cobra.Command {
-	var o txClient
+	var (
+		o       txClient
+		history bool
+	)
 	c := &cobra.Command{
 		Use:   "status ID",
 		Short: "Show a transaction's state, reason and each participant's vote",
 		Long: `status prints what the natstx_status bucket holds for transaction ID: its state,
 the reason of an abort, its coordinator, and each participant's vote and
-acknowledgement. Exit code 1 when no status is held for ID: it never began on
-this NATS, or it finished longer ago than the coordinator's --retention.`,
+acknowledgement. With --history, also what happened to it, event by event:
+begun, each command sent and re-sent, each vote, ack and failure, the
+decision and why, timeouts, operator actions (who and why), takeovers by
+another coordinator, the end (the first 16 and the latest events, 64 at
+most). Exit code 1 when no status is held for ID: it never began on this
+NATS, or it finished longer ago than the coordinator's --retention.`,
 		Example: `  natstx tx status 4FQ3ZKcJmgxA6pJnS0QhZQ
+  natstx tx status order-42 --history
   natstx tx status order-42 --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -338,11 +346,48 @@ this NATS, or it finished longer ago than the coordinator's --retention.`,
 			if err != nil {
 				return err
 			}
-			return printStatus(cmd.OutOrStdout(), st, o.jsonOut)
+			if !history {
+				st.History, st.HistoryDropped = nil, 0
+			}
+			if err := printStatus(cmd.OutOrStdout(), st, o.jsonOut); err != nil || o.jsonOut || !history {
+				return err
+			}
+			return printHistory(cmd.OutOrStdout(), st)
 		},
 	}
 	o.flags(c, 5*time.Second, "how long to wait for NATS to answer")
+	c.Flags().BoolVar(&history, "history", false, "also print the transaction's event history (with --json: include it)")
 	return c
+}
+
+// printHistory prints st's event history, one event a line, each at its
+// time since the first.
+func printHistory(out io.Writer, st messages.TxStatus) error {
+	if len(st.History) == 0 {
+		_, err := fmt.Fprintln(out, "  no history recorded")
+		return err
+	}
+	fmt.Fprintf(out, "  history (%d events):\n", len(st.History)+st.HistoryDropped)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	first := st.History[0].At
+	for i, ev := range st.History {
+		if i == 16 && st.HistoryDropped > 0 {
+			fmt.Fprintf(tw, "    ...\t(%d events left out)\t\t\n", st.HistoryDropped)
+		}
+		who := ev.Participant
+		if ev.Step != "" {
+			who += " " + ev.Step
+		}
+		detail := ev.Detail
+		if ev.Attempt > 0 {
+			detail += fmt.Sprintf(" #%d", ev.Attempt)
+		}
+		if ev.By != "" {
+			detail += " (by " + ev.By + ")"
+		}
+		fmt.Fprintf(tw, "    +%s\t%s\t%s\t%s\n", ev.At.Sub(first).Round(100*time.Microsecond), ev.Event, who, detail)
+	}
+	return tw.Flush()
 }
 
 var txStates = []string{

@@ -98,9 +98,24 @@ func TestTxBeginStatusListWatchAbort(t *testing.T) {
 	// not voted; the operator aborts it.
 	wantExit(t, 0, "tx order-3 preparing", "tx", "begin", "--nats", url, "--id", "order-3", "-p", "inventory", "-p", "ghost", "--async", "--prepare-timeout", "60s")
 	wantExit(t, 0, "tx order-3 preparing", "tx", "status", "order-3", "--nats", url)
-	stdout = wantExit(t, 0, "", "tx", "abort", "order-3", "--nats", url, "--reason", "test abort", "--json")
+	stdout = wantExit(t, 0, "", "tx", "abort", "order-3", "--nats", url, "--reason", "test abort", "--who", "alice", "--json")
 	if st := decodeStatus(t, stdout); (st.State != "aborting" && st.State != "aborted") || !strings.Contains(st.Reason, "test abort") {
 		t.Fatalf("abort --json: %+v", st)
+	}
+	// Its history: begun, the prepares sent, inventory's vote, the
+	// operator's abort (by alice) and the decision it made.
+	stdout = wantExit(t, 0, "history (", "tx", "status", "order-3", "--nats", url, "--history")
+	for _, want := range []string{"begun", "sent      inventory  prepare #1", "vote      inventory  yes", "operator", "abort: test abort (by alice)", "decided"} {
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("status --history lacks %q:\n%s", want, stdout)
+		}
+	}
+	if plain := wantExit(t, 0, "tx order-3", "tx", "status", "order-3", "--nats", url); strings.Contains(plain, "history") {
+		t.Fatalf("status without --history prints it:\n%s", plain)
+	}
+	stdout = wantExit(t, 0, "", "tx", "status", "order-3", "--nats", url, "--history", "--json")
+	if st := decodeStatus(t, stdout); len(st.History) < 5 || st.History[0].Event != messages.EventBegun {
+		t.Fatalf("status --history --json: %+v", st.History)
 	}
 	wantExit(t, 1, "only a preparing transaction can be aborted", "tx", "abort", "order-3", "--nats", url)
 	wantExit(t, 1, "only a preparing transaction can be aborted", "tx", "abort", "order-1", "--nats", url)
