@@ -490,7 +490,7 @@ func (s *shard) decided(en *entry) {
 		en.trace.enterPhase("decision") // the commit record's write
 	}
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))
-	if out.State == Aborting {
+	if out.State == Aborting || out.State == Aborted { // aborted at once: no one to tell
 		if out.TimedOut {
 			s.e.stats.Timeouts.Add(1)
 		}

@@ -45,7 +45,7 @@ func TestServerAndParticipantServeMetrics(t *testing.T) {
 		t.Fatalf("server /readyz: %d %q", code, body)
 	}
 	_, body := scrape(t, "http://"+serverMetrics+"/metrics")
-	for _, want := range []string{"natstx_transactions_begun_total 1", `natstx_transactions_ended_total{outcome="committed"} 1`, "natstx_transactions_in_flight 0"} {
+	for _, want := range []string{`natstx_transactions_begun_total{protocol="2pc"} 1`, `natstx_transactions_ended_total{outcome="committed"} 1`, "natstx_transactions_in_flight 0"} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("server /metrics lacks %q", want)
 		}

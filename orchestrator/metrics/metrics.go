@@ -39,6 +39,7 @@ type engineCollector struct {
 	eng      *orchestrator.Engine
 	metrics  []metric
 	rejected *prometheus.Desc
+	aborted  *prometheus.Desc
 	phase    *prometheus.Desc
 	oldest   *prometheus.Desc
 }
@@ -55,10 +56,12 @@ func NewEngineCollector(eng *orchestrator.Engine) prometheus.Collector {
 	c := func(name, help string, v func(orchestrator.StatsSnapshot) int64) metric {
 		return metric{desc: desc(name, help), kind: prometheus.CounterValue, value: func(s orchestrator.StatsSnapshot) float64 { return float64(v(s)) }}
 	}
+	begun := desc("transactions_begun_total", "Transactions begun here (recovered ones not included), by protocol: 2pc or saga.", "protocol")
 	return &engineCollector{
 		eng: eng,
 		metrics: []metric{
-			c("transactions_begun_total", "Transactions and sagas begun (recovered ones not included).", func(s orchestrator.StatsSnapshot) int64 { return s.Begun }),
+			{desc: begun, kind: prometheus.CounterValue, label: "2pc", value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.Begun - s.SagasBegun) }},
+			{desc: begun, kind: prometheus.CounterValue, label: "saga", value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.SagasBegun) }},
 			{desc: ended, kind: prometheus.CounterValue, label: "committed", value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.Committed) }},
 			{desc: ended, kind: prometheus.CounterValue, label: "aborted", value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.Aborted) }},
 			c("transactions_timed_out_total", "Transactions aborted because a vote was missing at the deadline.", func(s orchestrator.StatsSnapshot) int64 { return s.Timeouts }),
@@ -83,7 +86,8 @@ func NewEngineCollector(eng *orchestrator.Engine) prometheus.Collector {
 				value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.InFlight) }},
 		},
 		rejected: desc("replies_rejected_total", "Replies that could not be read, by the participant their subject names.", "participant"),
-		phase:    desc("phase_seconds", "Time a transaction spent in a phase: decide (begin to decision), complete (decision to the last acknowledgement).", "phase"),
+		aborted:  desc("transactions_aborted_total", "Two-phase transactions that ended aborted, by cause: vote (a participant voted no), timeout (a vote missing at the deadline), operator, caller (its context ended), refused (an abort was recorded first), orphan (its coordinator died undecided).", "cause"),
+		phase:    desc("phase_seconds", "Time spent in a phase: decide (a transaction's begin to its decision), write (the commit decision's write), complete (decision to the last acknowledgement), saga (a saga's begin to its end).", "phase"),
 		oldest:   desc("oldest_in_flight_seconds", "How long the oldest transaction or saga still running here has been running (0: none): alarm on it to catch a stall."),
 	}
 }
@@ -97,6 +101,7 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		}
 	}
 	ch <- c.rejected
+	ch <- c.aborted
 	ch <- c.phase
 	ch <- c.oldest
 }
@@ -113,7 +118,10 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	for p, n := range s.RejectedReplies {
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), p)
 	}
-	for phase, h := range map[string]orchestrator.Histogram{"decide": s.DecideLatency, "complete": s.CompleteLatency} {
+	for cause, n := range s.AbortedBy {
+		ch <- prometheus.MustNewConstMetric(c.aborted, prometheus.CounterValue, float64(n), cause)
+	}
+	for phase, h := range map[string]orchestrator.Histogram{"decide": s.DecideLatency, "complete": s.CompleteLatency, "write": s.WriteLatency, "saga": s.SagaLatency} {
 		buckets := make(map[float64]uint64, len(h.Buckets))
 		for i, b := range h.Buckets {
 			buckets[b] = h.Cumulative[i]

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/orchestrator/metrics"
+	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/participants"
 )
 
@@ -90,7 +93,10 @@ func TestMetricsCountWhatTheEngineAndTheParticipantsDid(t *testing.T) {
 		t.Fatalf("/metrics: %d", code)
 	}
 	for _, want := range []string{
-		"natstx_transactions_begun_total 2",
+		`natstx_transactions_begun_total{protocol="2pc"} 2`,
+		`natstx_transactions_begun_total{protocol="saga"} 0`,
+		`natstx_transactions_aborted_total{cause="vote"} 1`,
+		`natstx_phase_seconds_count{phase="write"} 1`,
 		`natstx_transactions_ended_total{outcome="committed"} 1`,
 		`natstx_transactions_ended_total{outcome="aborted"} 1`,
 		"natstx_transactions_in_flight 0",
@@ -106,7 +112,7 @@ func TestMetricsCountWhatTheEngineAndTheParticipantsDid(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if strings.Contains(body, "natstx_transactions_begun_total 0") {
+	if strings.Contains(body, `natstx_transactions_begun_total{protocol="2pc"} 0`) {
 		t.Errorf("a counter reads 0")
 	}
 	if code, body := get(t, web.URL+"/healthz"); code != http.StatusOK || body != "ok\n" {
@@ -119,4 +125,154 @@ func TestMetricsCountWhatTheEngineAndTheParticipantsDid(t *testing.T) {
 	if code, body := get(t, web.URL+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not running") {
 		t.Fatalf("/readyz after Stop: %d %q", code, body)
 	}
+}
+
+// scrape reads /metrics into a map from each sample's name and labels, as
+// the exposition format writes them, to its value.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	code, body := get(t, url+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("/metrics line %q: %v", line, err)
+		}
+		m[line[:i]] = v
+	}
+	return m
+}
+
+// Scraped while transactions are still running, the counters add up:
+// begun = committed + aborted + in flight, for transactions and for sagas,
+// and the stall alarm shows the oldest one's age; scraped again once they
+// ended, in flight is 0 and they are counted by outcome.
+func TestMetricsScrapedDuringARunAddUp(t *testing.T) {
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	eng, err := orchestrator.New(nc, orchestrator.Config{PrepareTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Stop()
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free()
+	rt, err := participants.New(nc, participants.Config{Name: "stock", Handler: participants.HandlerFuncs{
+		PrepareFunc: func(ctx context.Context, _ participants.Tx, p []byte) error {
+			switch string(p) {
+			case "no":
+				return errors.New("out of stock")
+			case "hold":
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		}}, SagaHandler: participants.SagaHandlerFuncs{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+	reg := metrics.NewRegistry(metrics.NewEngineCollector(eng), metrics.NewParticipantCollector(rt))
+	web := httptest.NewServer(metrics.Handler(reg, eng.Ready, false))
+	defer web.Close()
+
+	run := func(payload string) {
+		if _, err := eng.Execute(ctx, orchestrator.Request{Participants: []orchestrator.Participant{{Name: "stock", Payload: []byte(payload)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		run("yes")
+	}
+	for range 3 {
+		run("no")
+	}
+	def, err := saga.Parse([]byte("steps:\n  - name: reserve\n    participant: stock\n    action: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.ExecuteSaga(ctx, orchestrator.SagaRequest{Definition: def}); err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	for range 4 {
+		id, err := eng.Begin(ctx, orchestrator.Request{Participants: []orchestrator.Participant{{Name: "stock", Payload: []byte("hold")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, id)
+	}
+	time.Sleep(50 * time.Millisecond) // so that the oldest has an age
+
+	m := scrape(t, web.URL)
+	begun := m[`natstx_transactions_begun_total{protocol="2pc"}`] + m[`natstx_transactions_begun_total{protocol="saga"}`]
+	ended := m[`natstx_transactions_ended_total{outcome="committed"}`] + m[`natstx_transactions_ended_total{outcome="aborted"}`] +
+		m[`natstx_sagas_ended_total{outcome="completed"}`] + m[`natstx_sagas_ended_total{outcome="compensated"}`]
+	inFlight := m["natstx_transactions_in_flight"]
+	t.Logf("during the run: begun %g, ended %g, in flight %g", begun, ended, inFlight)
+	if begun != 13 || inFlight != 4 || begun != ended+inFlight {
+		t.Errorf("begun %g, ended %g, in flight %g: want 13 = 9 + 4", begun, ended, inFlight)
+	}
+	if m[`natstx_transactions_ended_total{outcome="committed"}`] != 5 || m[`natstx_transactions_aborted_total{cause="vote"}`] != 3 ||
+		m[`natstx_sagas_ended_total{outcome="completed"}`] != 1 {
+		t.Errorf("outcomes: %v", natstxOnly(m))
+	}
+	if m["natstx_oldest_in_flight_seconds"] < 0.05 {
+		t.Errorf("natstx_oldest_in_flight_seconds = %g with 4 transactions held for 50ms", m["natstx_oldest_in_flight_seconds"])
+	}
+
+	free()
+	for _, id := range held {
+		if _, err := eng.Wait(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for eng.Stats().InFlight != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	m = scrape(t, web.URL)
+	if m["natstx_transactions_in_flight"] != 0 || m[`natstx_transactions_ended_total{outcome="committed"}`] != 9 ||
+		m[`natstx_transactions_begun_total{protocol="2pc"}`] != 12 || m[`natstx_transactions_begun_total{protocol="saga"}`] != 1 ||
+		m["natstx_oldest_in_flight_seconds"] != 0 || m[`natstx_phase_seconds_count{phase="saga"}`] != 1 {
+		t.Errorf("after the run: %v", natstxOnly(m))
+	}
+}
+
+// natstxOnly keeps the engine's own samples of m, for messages.
+func natstxOnly(m map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, "natstx_") && !strings.HasPrefix(k, "natstx_participant_") && !strings.Contains(k, "_bucket") {
+			out[k] = v
+		}
+	}
+	return out
 }
