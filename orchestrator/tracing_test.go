@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,5 +189,106 @@ func TestEngineTracesASagaAndItsCompensation(t *testing.T) {
 		if strings.HasPrefix(s.Name, "natstx.command.") && attrs(s)["natstx.step"] == "" {
 			t.Errorf("command span without its step: %v", attrs(s))
 		}
+	}
+}
+
+// One trace spans the caller, the coordinator and every participant of a
+// transaction: each participant's span of each command it handled is a
+// child of the coordinator's span of that command; the prepares sent again
+// to a slow participant are linked spans, and its span of the one it
+// answered is the child of that attempt's.
+func TestOneTraceSpansTheCoordinatorAndEveryParticipant(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	f := newFixture(t, orchestrator.Config{TracerProvider: tp, RetryBase: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond})
+	var prepares atomic.Int32
+	start := func(name string, h participants.Handler) {
+		rt, err := participants.New(f.nc, participants.Config{Name: name, Handler: h, TracerProvider: tp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Start(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rt.Stop)
+	}
+	start("inventory", yes)
+	start("payment", yes)
+	// slow's first prepare takes long enough for the engine to send it twice
+	// more.
+	start("slow", participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, _ participants.Tx, _ []byte) error {
+		if prepares.Add(1) == 1 {
+			deadline := time.Now().Add(5 * time.Second)
+			for f.eng.Stats().Resends < 4 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		return nil
+	}})
+	ctx, caller := tp.Tracer("test").Start(ctxT(t, 20*time.Second), "checkout")
+	out, err := f.eng.Execute(ctx, orchestrator.Request{Participants: parts("inventory", "payment", "slow")})
+	caller.End()
+	if err != nil || out.State != orchestrator.Committed {
+		t.Fatalf("%v %v", out.State, err)
+	}
+	// The participants end their spans once their reply is out: wait for
+	// the commits' spans of all three.
+	participantSpans := func() (spans tracetest.SpanStubs) {
+		for _, s := range exp.GetSpans() {
+			if strings.HasPrefix(s.Name, "natstx.participant ") {
+				spans = append(spans, s)
+			}
+		}
+		return spans
+	}
+	waitFor(t, func() bool {
+		n := 0
+		for _, s := range participantSpans() {
+			if s.Name == "natstx.participant commit" {
+				n++
+			}
+		}
+		return n == 3
+	}, "each participant's span of its commit")
+	spans := exp.GetSpans()
+	tree := spanTree(spans)
+	byID := map[trace.SpanID]tracetest.SpanStub{}
+	for _, s := range spans {
+		byID[s.SpanContext.SpanID()] = s
+		if s.SpanContext.TraceID() != caller.SpanContext().TraceID() {
+			t.Errorf("span %s %v is in another trace:%s", s.Name, attrs(s), tree)
+		}
+	}
+	handled := map[string]bool{}
+	for _, s := range participantSpans() {
+		a := attrs(s)
+		parent, ok := byID[s.Parent.SpanID()]
+		if !ok || parent.Name != "natstx.command."+a["natstx.op"] || attrs(parent)["natstx.participant"] != a["natstx.participant"] ||
+			attrs(parent)["natstx.attempt"] != a["natstx.attempt"] {
+			t.Errorf("participant span %s %v is not the child of the coordinator's span of its command:%s", s.Name, a, tree)
+		}
+		if s.SpanKind != trace.SpanKindConsumer {
+			t.Errorf("participant span %s is of kind %v", s.Name, s.SpanKind)
+		}
+		handled[a["natstx.participant"]+" "+a["natstx.op"]] = true
+	}
+	for _, p := range []string{"inventory", "payment", "slow"} {
+		if !handled[p+" prepare"] || !handled[p+" commit"] {
+			t.Errorf("no span of %s's prepare and commit:%s", p, tree)
+		}
+	}
+	// slow's prepares: attempt 1, then attempts linked to the one before.
+	linked := 0
+	for _, s := range spans {
+		if s.Name == "natstx.command.prepare" && attrs(s)["natstx.participant"] == "slow" && attrs(s)["natstx.attempt"] != "1" {
+			if len(s.Links) != 1 || byID[s.Links[0].SpanContext.SpanID()].Name != "natstx.command.prepare" {
+				t.Errorf("prepare attempt %s to slow is not linked to the attempt before:%s", attrs(s)["natstx.attempt"], tree)
+			}
+			linked++
+		}
+	}
+	if linked < 2 {
+		t.Errorf("%d re-sent prepares to slow, want 2 or more:%s", linked, tree)
 	}
 }

@@ -192,7 +192,12 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 	}
 	defer nc.Close()
 
-	eng, err := orchestrator.New(nc, orchestrator.Config{PrepareTimeout: o.timeout, Logger: log.Named("coordinator")})
+	tp, stopTracing, err := startTracing(ctx, "natstx-demo", log)
+	if err != nil {
+		return err // a usage error, naming the variable
+	}
+	defer stopTracing()
+	eng, err := orchestrator.New(nc, orchestrator.Config{PrepareTimeout: o.timeout, Logger: log.Named("coordinator"), TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -239,7 +244,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		rt, err := participants.New(nc, participants.Config{Name: name, Barrier: b, Concurrency: 2 * o.concurrency, RetryDelay: 20 * time.Millisecond, Logger: log.Named(name)})
+		rt, err := participants.New(nc, participants.Config{Name: name, Barrier: b, Concurrency: 2 * o.concurrency, RetryDelay: 20 * time.Millisecond, Logger: log.Named(name), TracerProvider: tp})
 		if err != nil {
 			return err
 		}

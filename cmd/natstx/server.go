@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
@@ -351,7 +352,14 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 		return err
 	}
 	defer nc.Close()
-	eng, err := startEngine(ctx, nc, o, log)
+	// Tracing (the OTEL_* variables) starts first, so that its spans are
+	// flushed after the engine stopped.
+	tp, stopTracing, err := startTracing(ctx, "natstx-server", log)
+	if err != nil {
+		return err // a usage error, naming the variable
+	}
+	defer stopTracing()
+	eng, err := startEngine(ctx, nc, o, tp, log)
 	if err != nil {
 		return err
 	}
@@ -457,7 +465,7 @@ func probeJetStream(ctx context.Context, nc *nats.Conn, o serverOptions, log *za
 // JetStream leader election and once enough nodes are up for --replicas. A
 // start that fails for want of JetStream is retried with a new engine until
 // --start-timeout.
-func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.Logger) (*orchestrator.Engine, error) {
+func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, tp trace.TracerProvider, log *zap.Logger) (*orchestrator.Engine, error) {
 	hook, err := faultHookFromEnv()
 	if err != nil {
 		return nil, err
@@ -466,6 +474,7 @@ func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, log *zap.L
 		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention, LeaseTTL: o.leaseTTL,
 		MaxInFlight: o.maxInFlight, MaxPayload: o.maxPayload, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
 		Logger: log.Named("coordinator"), FaultHook: hook, StatusLinger: o.statusLinger, MaxBeginRate: o.maxBeginRate,
+		TracerProvider: tp,
 	}
 	if o.statusLinger <= 0 {
 		cfg.StatusLinger = -1 // at once
