@@ -27,6 +27,45 @@ type cluster struct {
 	services map[string]*sim.Service
 }
 
+// startNATS starts an embedded NATS server configured by cfg and connects
+// to it; the connection closes and the server stops when t ends.
+func startNATS(t *testing.T, cfg embedded.Config) (*embedded.Server, *nats.Conn) {
+	t.Helper()
+	srv, err := embedded.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv, connect(t, srv.URL())
+}
+
+// connect connects to the NATS server at url with opts; the connection
+// closes when t ends.
+func connect(t *testing.T, url string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// startEngine starts a coordinator engine configured by cfg on nc (Start
+// bounded by ctx); it stops when t ends.
+func startEngine(t *testing.T, ctx context.Context, nc *nats.Conn, cfg orchestrator.Config) *orchestrator.Engine {
+	t.Helper()
+	eng, err := orchestrator.New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Stop)
+	return eng
+}
+
 type serviceSpec struct {
 	name       string
 	rate       float64
@@ -47,25 +86,13 @@ func startClusterOn(t *testing.T, srvCfg embedded.Config, cfg orchestrator.Confi
 	}
 	c := &cluster{t: t, srv: srv, services: map[string]*sim.Service{}}
 	t.Cleanup(func() { c.srv.Stop() }) // the server running at the end, if a test restarted it
-	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := connect(t, srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if cfg.Logger == nil {
 		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("coordinator")
 	}
-	eng, err := orchestrator.New(nc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Stop)
-	c.nc, c.eng = nc, eng
+	c.nc, c.eng = nc, startEngine(t, ctx, nc, cfg)
 	for i, s := range specs {
 		svc, err := sim.New(sim.Config{Name: s.name, SuccessRate: sim.Rate(s.rate), MaxLatency: s.maxLatency, Seed: int64(1000 + i)})
 		if err != nil {

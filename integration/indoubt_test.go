@@ -60,27 +60,12 @@ func newDoubtRig(t *testing.T, names ...string) *doubtRig {
 	return r
 }
 
-func (r *doubtRig) connect() *nats.Conn {
-	nc, err := nats.Connect(r.srv.URL())
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(nc.Close)
-	return nc
-}
+func (r *doubtRig) connect() *nats.Conn { return connect(r.t, r.srv.URL()) }
 
 func (r *doubtRig) coordinator(cfg orchestrator.Config) *orchestrator.Engine {
 	cfg.LeaseTTL = 600 * time.Millisecond
 	cfg.Logger = zaptest.NewLogger(r.t, zaptest.Level(zap.ErrorLevel)).Named(cfg.Instance)
-	eng, err := orchestrator.New(r.connect(), cfg)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if err := eng.Start(context.Background()); err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(eng.Stop)
-	return eng
+	return startEngine(r.t, context.Background(), r.connect(), cfg)
 }
 
 // begin starts n transactions over every participant on eng and returns

@@ -45,6 +45,22 @@ func startJSParticipant(t *testing.T, node string, args ...string) *proc {
 	return startReady(t, cmd, "(js) ready", "the JavaScript participant")
 }
 
+// startJSServer finds node, skipping t without it, and starts `natstx
+// server` as instance on a free port, its data in dir, with extra flags; it
+// returns node's path and the server's NATS URL.
+func startJSServer(t *testing.T, dir, instance string, extra ...string) (node, url string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not on PATH: the JavaScript participant SDK (participants/js) needs Node.js 20 or later")
+	}
+	url = fmt.Sprintf("nats://127.0.0.1:%d", freePorts(t, 1)[0])
+	args := []string{"server", "--nats-listen", strings.TrimPrefix(url, "nats://"), "--data-dir", filepath.Join(dir, "data"),
+		"--instance", instance, "--log-level", "warn"}
+	startNatstx(t, nil, append(args, extra...)...)
+	return node, url
+}
+
 // TestJSParticipant runs a real `natstx server`, the JavaScript example
 // participant (success rate 0.85, so some prepares vote abort and some
 // commits fail and are retried; a quarter of its replies dropped, so the
@@ -54,14 +70,8 @@ func startJSParticipant(t *testing.T, node string, args ...string) *proc {
 // both, and checks with `natstx audit` that every one committed or aborted
 // at both participants alike: 0 violations, none in doubt.
 func TestJSParticipant(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not on PATH: the JavaScript participant SDK (participants/js) needs Node.js 20 or later")
-	}
 	dir := t.TempDir()
-	url := fmt.Sprintf("nats://127.0.0.1:%d", freePorts(t, 1)[0])
-	startNatstx(t, nil, "server", "--nats-listen", strings.TrimPrefix(url, "nats://"), "--data-dir", filepath.Join(dir, "data"),
-		"--instance", "coord-js", "--prepare-timeout", "10s", "--log-level", "warn")
+	node, url := startJSServer(t, dir, "coord-js", "--prepare-timeout", "10s")
 
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -227,14 +237,8 @@ func mustNatstx(t *testing.T) string {
 // Service class, which has no saga steps; it cannot be restarted by the
 // command, so the crash case is skipped with a note).
 func TestJSParticipantPassesConformance(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not on PATH: the JavaScript participant SDK (participants/js) needs Node.js 20 or later")
-	}
 	dir := t.TempDir()
-	url := fmt.Sprintf("nats://127.0.0.1:%d", freePorts(t, 1)[0])
-	startNatstx(t, nil, "server", "--nats-listen", strings.TrimPrefix(url, "nats://"), "--data-dir", filepath.Join(dir, "data"),
-		"--instance", "coord-conf", "--log-level", "warn")
+	node, url := startJSServer(t, dir, "coord-conf")
 	startJSParticipant(t, node, "--name", "js-conf", "--nats", url, "--store", filepath.Join(dir, "js-conf.jsonl"),
 		"--success-rate", "1", "--in-doubt-after", "1000", "--log-level", "warn")
 	bin, err := buildNatstx()

@@ -176,29 +176,13 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	eng, err := orchestrator.New(nc, orchestrator.Config{
+	srv, nc := startNATS(t, embedded.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	eng := startEngine(t, ctx, nc, orchestrator.Config{
 		PrepareTimeout: 20 * time.Second, RetryBase: 100 * time.Millisecond, RetryMax: time.Second,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)).Named("coordinator"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Stop)
 	return &rig{t: t, srv: srv, nc: nc, eng: eng}
 }
 
@@ -423,15 +407,8 @@ func TestRestartedParticipantProcessDoesNotAbortALiveTransaction(t *testing.T) {
 		t.Skip("builds and runs the natstx binary")
 	}
 	r := newRig(t)
-	other, err := orchestrator.New(r.connect(), orchestrator.Config{Instance: "other",
+	other := startEngine(t, context.Background(), r.connect(), orchestrator.Config{Instance: "other",
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)).Named("other")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := other.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(other.Stop)
 
 	dir := t.TempDir()
 	invPath := filepath.Join(dir, "inventory.db")
@@ -495,10 +472,5 @@ func TestRestartedParticipantProcessDoesNotAbortALiveTransaction(t *testing.T) {
 // connect returns a new connection to the rig's server, closed at cleanup.
 func (r *rig) connect() *nats.Conn {
 	r.t.Helper()
-	nc, err := nats.Connect(r.srv.URL())
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(nc.Close)
-	return nc
+	return connect(r.t, r.srv.URL())
 }

@@ -69,16 +69,7 @@ func newSagaRig(t *testing.T, partArgs ...string) (*sagaRig, *proc) {
 	if testing.Short() {
 		t.Skip("builds and runs the natstx binary")
 	}
-	srv, err := embedded.Start(embedded.Config{Host: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	srv, nc := startNATS(t, embedded.Config{Host: "127.0.0.1"})
 	client, err := orchestrator.NewClient(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -26,27 +25,11 @@ import (
 // compensated (each step released or never done), and every service's
 // conservation invariants must hold.
 func TestSagasOnTheExampleServices(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	_, nc := startNATS(t, embedded.Config{})
 	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
-	eng, err := orchestrator.New(nc, orchestrator.Config{Logger: log.Named("coordinator")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Stop)
+	eng := startEngine(t, ctx, nc, orchestrator.Config{Logger: log.Named("coordinator")})
 
 	kinds := []string{"inventory", "payment", "shipping"}
 	svcs := map[string]services.Service{}
