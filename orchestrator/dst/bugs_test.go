@@ -39,37 +39,45 @@ func TestPlantedBugsAreCaught(t *testing.T) {
 		{"decision bucket without compare-and-set", plantBlindCreate, pausing, 3, []string{"after an abort record", "atomicity: mixed outcome"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			run := func(p plant) (failed int, example string) {
-				results := runConfigs(seeds, func(i int) Config {
-					f := tc.faults
-					return Config{Seed: uint64(i + 1), Transactions: 100, Coordinators: tc.coordinators, Faults: &f, HealLimit: 20 * time.Second, plant: p}
-				})
-				for _, r := range results {
-					hit := false
-					for _, v := range r.Violations {
-						for _, w := range tc.want {
-							if strings.Contains(v, w) {
-								hit = true
-								if example == "" {
-									example = v
-								}
-							}
-						}
-					}
-					if hit {
-						failed++
-					}
-				}
-				return failed, example
-			}
-			if n, example := run(0); n > 0 {
-				t.Fatalf("without the planted bug, %d of %d seeds already show one of %q, e.g. %s", n, seeds, tc.want, example)
-			}
-			n, example := run(tc.plant)
-			if n == 0 {
-				t.Fatalf("planted bug not caught: none of %d seeds shows one of %q", seeds, tc.want)
-			}
-			t.Logf("caught in %d of %d seeds, e.g. %s", n, seeds, example)
+			wantCaught(t, seeds, tc.plant, tc.want, func(i int, p plant) Config {
+				f := tc.faults
+				return Config{Seed: uint64(i + 1), Transactions: 100, Coordinators: tc.coordinators, Faults: &f, HealLimit: 20 * time.Second, plant: p}
+			})
 		})
 	}
+}
+
+// wantCaught runs seeds seeds, the i-th configured by cfg(i, plant), first
+// without a plant, then with p: without it, no run may report a violation
+// of one of the kinds want names; with it, one at least must.
+func wantCaught(t *testing.T, seeds int, p plant, want []string, cfg func(i int, p plant) Config) {
+	t.Helper()
+	run := func(p plant) (failed int, example string) {
+		results := runConfigs(seeds, func(i int) Config { return cfg(i, p) })
+		for _, r := range results {
+			hit := false
+			for _, v := range r.Violations {
+				for _, w := range want {
+					if strings.Contains(v, w) {
+						hit = true
+						if example == "" {
+							example = v
+						}
+					}
+				}
+			}
+			if hit {
+				failed++
+			}
+		}
+		return failed, example
+	}
+	if n, example := run(0); n > 0 {
+		t.Fatalf("without the planted bug, %d of %d seeds already show one of %q, e.g. %s", n, seeds, want, example)
+	}
+	n, example := run(p)
+	if n == 0 {
+		t.Fatalf("planted bug not caught: none of %d seeds shows one of %q", seeds, want)
+	}
+	t.Logf("caught in %d of %d seeds, e.g. %s", n, seeds, example)
 }

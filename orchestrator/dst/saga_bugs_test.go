@@ -23,37 +23,10 @@ func TestSagaPlantedBugIsCaught(t *testing.T) {
 	faults := Faults{Drop: 0.1, Delay: 0.1, SlowStore: 0.1, CrashParticipant: 0.01, StoreError: 0.02, PauseParticipant: 0.01,
 		SagaRefuse: 0.1, SagaFail: 0.2, SagaBroken: 0.05}
 	want := []string{"after its compensation was answered", "was never compensated", "the barrier says", "without a done, uncompensated action"}
-	run := func(p plant) (failed int, example string) {
-		results := runConfigs(seeds, func(i int) Config {
-			f := faults
-			return Config{Seed: uint64(i + 1), Transactions: sagas, Sagas: sagas, Coordinators: 2, Faults: &f, HealLimit: time.Minute, plant: p}
-		})
-		for _, r := range results {
-			hit := false
-			for _, v := range r.Violations {
-				for _, w := range want {
-					if strings.Contains(v, w) {
-						hit = true
-						if example == "" {
-							example = v
-						}
-					}
-				}
-			}
-			if hit {
-				failed++
-			}
-		}
-		return failed, example
-	}
-	if n, example := run(0); n > 0 {
-		t.Fatalf("without the planted bug, %d of %d seeds already show one of %q, e.g. %s", n, seeds, want, example)
-	}
-	n, example := run(plantBlindCompensation)
-	if n == 0 {
-		t.Fatalf("planted bug not caught: none of %d seeds shows one of %q", seeds, want)
-	}
-	t.Logf("caught in %d of %d seeds, e.g. %s", n, seeds, example)
+	wantCaught(t, seeds, plantBlindCompensation, want, func(i int, p plant) Config {
+		f := faults
+		return Config{Seed: uint64(i + 1), Transactions: sagas, Sagas: sagas, Coordinators: 2, Faults: &f, HealLimit: time.Minute, plant: p}
+	})
 }
 
 // TestSagaCheckCatchesBadStates runs the end-of-run saga check on
