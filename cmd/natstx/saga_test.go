@@ -124,7 +124,17 @@ steps:
 	if !strings.Contains(stdout, "STUCK") || !strings.Contains(stdout, "last error") {
 		t.Fatalf("status of a stuck saga:\n%s", stdout)
 	}
-	wantExit(t, 0, "saga saga-2", "tx", "retry", "--nats", url, "saga-2", "--who", "ops", "--why", "warehouse is back")
+	// The stuck step alternates between an attempt out (nothing to retry
+	// now: exit 1 saying so) and waiting for its back-off (retried at once).
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stdout, stderr, code := run(t, 30*time.Second, "tx", "retry", "--nats", url, "saga-2", "--who", "ops", "--why", "warehouse is back")
+		if code == 0 && strings.Contains(stdout, "saga saga-2") {
+			break
+		}
+		if code != 1 || !strings.Contains(stderr, "no step is waiting to retry") || time.Now().After(deadline) {
+			t.Fatalf("tx retry: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+	}
 	wantExit(t, 1, `saga saga-2 has no step "pack" (steps: grant, pick)`, "tx", "resolve", "--nats", url, "saga-2", "--step", "pack", "--note", "x")
 	wantExit(t, 2, "--note", "tx", "resolve", "--nats", url, "saga-2", "--step", "pick")
 	wantExit(t, 0, "compensated by hand, by ops: bin 7 put back", "tx", "resolve", "--nats", url, "saga-2", "--step", "pick", "--note", "bin 7 put back", "--who", "ops")
