@@ -14,41 +14,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
-	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/conformance"
 	"github.com/natstx/natstx/participants/conformance/wire"
 	"github.com/natstx/natstx/participants/services"
 	"github.com/natstx/natstx/participants/sim"
 	"github.com/natstx/natstx/participants/wmparticipant"
 )
-
-// conformanceNATS starts an embedded NATS server on 127.0.0.1 with the
-// command stream, and no coordinator: the conformance command answers the
-// participants' in-doubt questions itself.
-func conformanceNATS(t *testing.T) string {
-	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return srv.URL()
-}
 
 // caseLines returns the verdict of each case in the command's text output.
 func caseLines(out string) map[string]string {
@@ -81,7 +53,7 @@ func wantVerdicts(t *testing.T, out string, want map[string]string) {
 // against `natstx participant sim` as a process: everything passes but the
 // crash case, skipped without --start.
 func TestConformanceCommandPassesForTheGoRuntime(t *testing.T) {
-	url := conformanceNATS(t)
+	url := conformance.StartNATS(t).URL
 	p := startProc(t, nil, "participant", "sim", "--name", "loyalty", "--nats", url, "--in-doubt-after", "1s", "--log-level", "warn")
 	p.waitLine(t, "ready", 30*time.Second)
 	stdout, stderr, code := run(t, 3*time.Minute, "conformance", "--participant", "loyalty", "--nats", url, "--in-doubt-wait", "20s")
@@ -100,7 +72,7 @@ func TestConformanceCommandPassesForTheGoRuntime(t *testing.T) {
 // the crash case kills it with NATSTX_CRASH_AT between applying and
 // replying, and restarts it.
 func TestConformanceCommandCrashesTheInventoryService(t *testing.T) {
-	url := conformanceNATS(t)
+	url := conformance.StartNATS(t).URL
 	start := strings.Join([]string{natstxBin, "participant", "inventory", "--db", filepath.Join(t.TempDir(), "inventory.db"),
 		"--nats", url, "--ack-wait", "2s", "--in-doubt-after", "1s", "--log-level", "warn"}, " ")
 	stdout, stderr, code := run(t, 4*time.Minute, "conformance", "--participant", "inventory", "--nats", url,
@@ -119,7 +91,7 @@ func TestConformanceCommandCrashesTheInventoryService(t *testing.T) {
 // against a participant mounted on a watermill Router. The adapter does not
 // serve the audit API: that case is skipped, and the others note it.
 func TestConformanceCommandPassesForTheWatermillAdapter(t *testing.T) {
-	url := conformanceNATS(t)
+	url := conformance.StartNATS(t).URL
 	svc, err := sim.New(sim.Config{Name: "points", MaxLatency: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +207,7 @@ func startBroken(t *testing.T, url, name string) {
 // TestConformanceCommandFailsABrokenParticipant shows the command naming
 // the cases a participant that gets idempotency wrong fails, and exiting 1.
 func TestConformanceCommandFailsABrokenParticipant(t *testing.T) {
-	url := conformanceNATS(t)
+	url := conformance.StartNATS(t).URL
 	startBroken(t, url, "broken")
 	stdout, stderr, code := run(t, 3*time.Minute, "conformance", "--participant", "broken", "--nats", url, "--in-doubt-wait", "2s", "--timeout", "3s")
 	t.Logf("natstx conformance --participant broken:\n%s\nstderr: %s", stdout, stderr)
@@ -279,6 +251,6 @@ func TestConformanceCommandUsage(t *testing.T) {
 	wantExit(t, 2, "--participant", "conformance", "--participant", "a.b")
 	wantExit(t, 2, "no case matches", "conformance", "--participant", "x", "--run", "nothing-like-this")
 	wantExit(t, 1, "cannot reach NATS", "conformance", "--participant", "x", "--nats", deadURL(t))
-	url := conformanceNATS(t)
+	url := conformance.StartNATS(t).URL
 	wantExit(t, 1, "has no durable consumer natstx-nobody", "conformance", "--participant", "nobody", "--nats", url, "--timeout", "1s")
 }
