@@ -294,22 +294,7 @@ func TestHistoryOfASagaWithARetryAndAnOperator(t *testing.T) {
 // A saga taken over by another instance keeps the history its first
 // coordinator wrote, and says who took it over from whom.
 func TestHistorySurvivesASagaTakeover(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
-	f.sagaParticipant("a", always(messages.Ack))
-	var once sync.Once
-	held := make(chan struct{})
-	f.sagaParticipant("b", func(cmd messages.Command) (messages.Result, string) {
-		if cmd.ReplyTo == messages.ReplySubject("c1", "b") {
-			once.Do(func() { close(held) })
-			return "", "" // c1 dies before b's answer reaches it
-		}
-		return messages.Ack, ""
-	})
-	id, err := f.eng.BeginSaga(ctxT(t, 5*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-held
+	f, id := sagaOwnerAboutToDie(t)
 	c := newClient(t, f)
 	// c1's status of step 2 sent is written before it dies.
 	waitFor(t, func() bool {

@@ -223,9 +223,11 @@ func TestSagaCompensationStuckThenResolvedByAnOperator(t *testing.T) {
 	}
 }
 
-// The coordinator dies mid-saga; another instance claims the record once
-// its lease is gone and drives the saga to its end.
-func TestSagaIsTakenOverWhenItsCoordinatorDies(t *testing.T) {
+// sagaOwnerAboutToDie begins a saga of steps at a and b on coordinator
+// c1 and returns once b got its action, whose answer c1 never sees (b
+// answers only the other instances): c1 is to die now, and another instance
+// to take the saga over.
+func sagaOwnerAboutToDie(t *testing.T) (*fixture, string) {
 	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
 	f.sagaParticipant("a", always(messages.Ack))
 	var once sync.Once
@@ -242,6 +244,13 @@ func TestSagaIsTakenOverWhenItsCoordinatorDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-held
+	return f, id
+}
+
+// The coordinator dies mid-saga; another instance claims the record once
+// its lease is gone and drives the saga to its end.
+func TestSagaIsTakenOverWhenItsCoordinatorDies(t *testing.T) {
+	f, id := sagaOwnerAboutToDie(t)
 	f.eng.Halt()
 	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
 	waitFor(t, func() bool { r, err := c2.SagaStatus(id); return err == nil && r.State == saga.StateCompleted }, "c2 to complete the saga")

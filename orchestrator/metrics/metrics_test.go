@@ -43,39 +43,8 @@ func get(t *testing.T, url string) (int, string) {
 // over HTTP: the counters say what happened, labelled by outcome and by
 // participant; /healthz answers, /readyz follows the engine.
 func TestMetricsCountWhatTheEngineAndTheParticipantsDid(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	eng, err := orchestrator.New(nc, orchestrator.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rt, err := participants.New(nc, participants.Config{Name: "stock", Handler: participants.HandlerFuncs{
-		PrepareFunc: func(_ context.Context, _ participants.Tx, p []byte) error {
-			if string(p) == "no" {
-				return errors.New("out of stock")
-			}
-			return nil
-		}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	sk := startStock(t, orchestrator.Config{}, nil)
+	ctx, eng, rt := sk.ctx, sk.eng, sk.rt
 	reg := metrics.NewRegistry(metrics.NewEngineCollector(eng), metrics.NewParticipantCollector(rt))
 	web := httptest.NewServer(metrics.Handler(reg, eng.Ready, false))
 	defer web.Close()
@@ -155,50 +124,12 @@ func scrape(t *testing.T, url string) map[string]float64 {
 // and the stall alarm shows the oldest one's age; scraped again once they
 // ended, in flight is 0 and they are counted by outcome.
 func TestMetricsScrapedDuringARunAddUp(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	eng, err := orchestrator.New(nc, orchestrator.Config{PrepareTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Stop()
 	release := make(chan struct{})
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
 	defer free()
-	rt, err := participants.New(nc, participants.Config{Name: "stock", Handler: participants.HandlerFuncs{
-		PrepareFunc: func(ctx context.Context, _ participants.Tx, p []byte) error {
-			switch string(p) {
-			case "no":
-				return errors.New("out of stock")
-			case "hold":
-				select {
-				case <-release:
-				case <-ctx.Done():
-				}
-			}
-			return nil
-		}}, SagaHandler: participants.SagaHandlerFuncs{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	sk := startStock(t, orchestrator.Config{PrepareTimeout: time.Minute}, release)
+	ctx, eng, rt := sk.ctx, sk.eng, sk.rt
 	reg := metrics.NewRegistry(metrics.NewEngineCollector(eng), metrics.NewParticipantCollector(rt))
 	web := httptest.NewServer(metrics.Handler(reg, eng.Ready, false))
 	defer web.Close()
@@ -275,4 +206,61 @@ func natstxOnly(m map[string]float64) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// stock is a coordinator and a participant "stock" on a real embedded NATS
+// server: stock's prepare votes no on the payload "no", and holds on "hold"
+// until release is closed; its saga steps succeed.
+type stock struct {
+	ctx context.Context
+	nc  *nats.Conn
+	eng *orchestrator.Engine
+	rt  *participants.Runtime
+}
+
+// startStock starts a stock for t, with cfg; everything stops when t ends
+// (release is closed first).
+func startStock(t *testing.T, cfg orchestrator.Config, release chan struct{}) stock {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	eng, err := orchestrator.New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Stop)
+	rt, err := participants.New(nc, participants.Config{Name: "stock", Handler: participants.HandlerFuncs{
+		PrepareFunc: func(ctx context.Context, _ participants.Tx, p []byte) error {
+			switch string(p) {
+			case "no":
+				return errors.New("out of stock")
+			case "hold":
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		}}, SagaHandler: participants.SagaHandlerFuncs{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Stop)
+	return stock{ctx: ctx, nc: nc, eng: eng, rt: rt}
 }

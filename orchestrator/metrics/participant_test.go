@@ -1,8 +1,6 @@
 package metrics_test
 
 import (
-	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/orchestrator/metrics"
 	"github.com/natstx/natstx/participants"
 )
@@ -27,40 +24,8 @@ import (
 // histograms count each operation's commands and the barrier outcomes
 // count what the record made of them, as the participant's Stats say.
 func TestParticipantLatencyAndOutcomesMatchARealRun(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	eng, err := orchestrator.New(nc, orchestrator.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Stop()
-	rt, err := participants.New(nc, participants.Config{Name: "stock", Handler: participants.HandlerFuncs{
-		PrepareFunc: func(_ context.Context, _ participants.Tx, p []byte) error {
-			if string(p) == "no" {
-				return errors.New("out of stock")
-			}
-			return nil
-		}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	sk := startStock(t, orchestrator.Config{}, nil)
+	ctx, nc, eng, rt := sk.ctx, sk.nc, sk.eng, sk.rt
 	web := httptest.NewServer(metrics.Handler(metrics.NewRegistry(metrics.NewParticipantCollector(rt)), eng.Ready, false))
 	defer web.Close()
 
