@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/saga"
@@ -46,16 +47,17 @@ func addToStatus(st *messages.TxStatus, ev messages.TxEvent) {
 	st.History, st.HistoryDropped = h.events, h.dropped
 }
 
-// event returns a history event of kind at now.
+// event returns a history event of kind at now (to the microsecond: the
+// history is written with every status, so it is kept short).
 func (e *Engine) event(kind string) messages.TxEvent {
-	return messages.TxEvent{At: e.now().UTC(), Event: kind}
+	return messages.TxEvent{At: e.now().UTC().Truncate(time.Microsecond), Event: kind}
 }
 
 // noteBegun records that a transaction began here.
 func (e *Engine) noteBegun(h *history, participants []string) {
-	// Room for a run without trouble: begun, decided and ended, and a
-	// send, an answer, a decision sent and its ack per participant.
-	h.events = make([]messages.TxEvent, 0, min(3+4*len(participants), messages.MaxHistory))
+	// Room for a run without trouble: begun, the prepares sent, decided,
+	// the decision sent and ended, and a vote and an ack per participant.
+	h.events = make([]messages.TxEvent, 0, min(5+2*len(participants), messages.MaxHistory))
 	ev := e.event(messages.EventBegun)
 	ev.By, ev.Detail = e.cfg.Instance, "participants: "+strings.Join(participants, ", ")
 	h.add(ev)
@@ -78,6 +80,39 @@ func (e *Engine) noteTaken(h *history, prior *messages.TxStatus, what string) {
 		}
 	}
 	h.add(ev)
+}
+
+// noteSends records the commands of one step of a two-phase transaction:
+// the first sends of an operation as one event naming its participants
+// (one participant: its name in Participant), each re-send as its own.
+func (e *Engine) noteSends(h *history, sends []txn.Send) {
+	var first []string
+	var op messages.Op
+	flush := func() {
+		switch len(first) {
+		case 0:
+			return
+		case 1:
+			e.noteSend(h, first[0], "", op, 1)
+		default:
+			ev := e.event(messages.EventSent)
+			ev.Attempt, ev.Detail = 1, string(op)+" to "+strings.Join(first, ", ")
+			h.add(ev)
+		}
+		first = first[:0]
+	}
+	for _, snd := range sends {
+		if snd.Attempt > 1 {
+			e.noteSend(h, snd.Participant, "", snd.Op, snd.Attempt)
+			continue
+		}
+		if snd.Op != op {
+			flush()
+			op = snd.Op
+		}
+		first = append(first, snd.Participant)
+	}
+	flush()
 }
 
 // noteSend records a command sent (or sent again).

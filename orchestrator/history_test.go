@@ -52,8 +52,8 @@ func finalStatus(t *testing.T, c *orchestrator.Client, id string) messages.TxSta
 }
 
 // A committed transaction's status tells its whole story in order: begun,
-// each prepare sent and each vote, the decision, each commit sent and each
-// ack, the end; times never go backwards.
+// the prepares sent (one event naming the participants), each vote, the
+// decision, the commits sent, each ack, the end; times never go backwards.
 func TestHistoryOfACommittedTransaction(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{Instance: "c1"})
 	f.participant("a", yes)
@@ -66,10 +66,10 @@ func TestHistoryOfACommittedTransaction(t *testing.T) {
 	h := st.History
 	want := []struct{ kind, participant, detail string }{
 		{messages.EventBegun, "", "participants: a, b"},
-		{messages.EventSent, "a", "prepare"}, {messages.EventSent, "b", "prepare"},
+		{messages.EventSent, "", "prepare to a, b"},
 		{messages.EventVote, "a", "yes"}, {messages.EventVote, "b", "yes"},
 		{messages.EventDecided, "", "commit"},
-		{messages.EventSent, "a", "commit"}, {messages.EventSent, "b", "commit"},
+		{messages.EventSent, "", "commit to a, b"},
 		{messages.EventAck, "a", "commit"}, {messages.EventAck, "b", "commit"},
 		{messages.EventEnded, "", "committed"},
 	}
@@ -100,9 +100,10 @@ func TestHistoryOfACommittedTransaction(t *testing.T) {
 		return -1
 	}
 	decided := pos(messages.EventDecided, "", "commit")
+	prepared, committed := pos(messages.EventSent, "", "prepare to"), pos(messages.EventSent, "", "commit to")
 	for _, p := range []string{"a", "b"} {
-		if !(pos(messages.EventSent, p, "prepare") < pos(messages.EventVote, p, "yes") && pos(messages.EventVote, p, "yes") < decided &&
-			decided < pos(messages.EventSent, p, "commit") && pos(messages.EventSent, p, "commit") < pos(messages.EventAck, p, "commit")) {
+		if !(prepared < pos(messages.EventVote, p, "yes") && pos(messages.EventVote, p, "yes") < decided &&
+			decided < committed && committed < pos(messages.EventAck, p, "commit")) {
 			t.Errorf("events of %s out of order:%s", p, events(h))
 		}
 	}

@@ -245,8 +245,16 @@ func (e *Engine) sweepOrphans(first bool) {
 	}
 	complete := true
 	for _, kve := range entries {
+		// Most statuses are final: read their state alone first, not their
+		// participants and history.
+		var head struct {
+			State string `json:"state"`
+		}
+		if json.Unmarshal(kve.Value, &head) != nil || isFinal(head.State) {
+			continue
+		}
 		var st messages.TxStatus
-		if json.Unmarshal(kve.Value, &st) != nil || isFinal(st.State) {
+		if json.Unmarshal(kve.Value, &st) != nil {
 			continue
 		}
 		if alive[st.Owner] && st.Owner != e.cfg.Instance {

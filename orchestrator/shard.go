@@ -415,8 +415,10 @@ func (s *shard) apply(en *entry, rd txn.Ready) {
 // durable.
 func (s *shard) effects(en *entry, rd txn.Ready) {
 	id := en.tx.ID()
+	if len(rd.Send) > 0 {
+		s.e.noteSends(&en.hist, rd.Send)
+	}
 	for _, snd := range rd.Send {
-		s.e.noteSend(&en.hist, snd.Participant, "", snd.Op, snd.Attempt)
 		tp, ts := en.trace.command(snd.Participant, "", snd.Op, snd.Attempt)
 		s.e.publish(id, en.deadline, snd, tp, ts)
 	}

@@ -105,7 +105,7 @@ func TestTxBeginStatusListWatchAbort(t *testing.T) {
 	// Its history: begun, the prepares sent, inventory's vote, the
 	// operator's abort (by alice) and the decision it made.
 	stdout = wantExit(t, 0, "history (", "tx", "status", "order-3", "--nats", url, "--history")
-	for _, want := range []string{"begun", "sent      inventory  prepare #1", "vote      inventory  yes", "operator", "abort: test abort (by alice)", "decided"} {
+	for _, want := range []string{"begun", "prepare to inventory, ghost #1", "vote      inventory  yes", "operator", "abort: test abort (by alice)", "decided"} {
 		if !strings.Contains(stdout, want) {
 			t.Fatalf("status --history lacks %q:\n%s", want, stdout)
 		}
