@@ -77,7 +77,10 @@ type sagaEntry struct {
 type sagaResult struct {
 	rec   saga.Record
 	owner string
-	err   error
+	// running: the saga is driven here, and rec is its state in memory,
+	// which may be ahead of its durable record (a write in flight).
+	running bool
+	err     error
 }
 
 type (
@@ -345,7 +348,7 @@ func (s *shard) handleSaga(v any) bool {
 				en.waiters = append(en.waiters, v.ch)
 				return true
 			}
-			v.ch <- sagaResult{rec: en.sg.Record(), owner: s.e.cfg.Instance}
+			v.ch <- sagaResult{rec: en.sg.Record(), owner: s.e.cfg.Instance, running: true}
 			return true
 		}
 		v.ch <- s.lookupSaga(v.id)
@@ -764,14 +767,18 @@ func (s *shard) recoverSaga(doc sagaDoc, rev uint64, prior *messages.TxStatus) {
 
 // sweepSaga makes the status of a saga that is not final agree with its
 // record: a saga this instance drives or remembers is left to it (a
-// remembered final state is written again over a stale one); a record that
+// remembered final state, durable, is written again over a stale one); a record that
 // is final has its status rewritten from it (the final status write was lost
 // with its coordinator); an unfinished one is claimed and driven by
 // recoverSagas. False if it must be tried again.
 func (e *Engine) sweepSaga(ctx context.Context, st messages.TxStatus) bool {
 	ch := make(chan sagaResult, 1)
 	if r := e.callSaga(st.ID, sagaStatusReq{id: st.ID, ch: ch}, ch); r.err == nil {
-		if r.rec.State.Final() {
+		// Only a saga that finished here has a durable final record: one
+		// still driven here may be final in memory with its record's write
+		// in flight, and lost (another instance took it over meanwhile).
+		// Its entry writes its final status once the record is durable.
+		if !r.running && r.rec.State.Final() {
 			return e.rewriteStatus(ctx, sagaStatusOf(r.rec, e.cfg.Instance, r.rec.StartedAt, e.now())) == nil
 		}
 		return true
