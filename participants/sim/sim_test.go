@@ -10,13 +10,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/natstx/natstx/messages"
-	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/conformance"
 	"github.com/natstx/natstx/participants/sim"
 )
 
@@ -204,25 +202,10 @@ func TestDoubleApplies(t *testing.T) {
 // nothing (the runtime retries failed commits and aborts). Every transaction
 // ends applied exactly as decided, and nothing is applied twice.
 func TestBehindRuntime(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := conformance.StartNATS(t)
+	nc, js := srv.Conn, srv.JS
 	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
 	defer cancel()
-	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	replyTo := messages.ReplySubject("test", "sim")
 	replies, err := nc.SubscribeSync(replyTo)
 	if err != nil {
@@ -351,25 +334,10 @@ func TestSagaSteps(t *testing.T) {
 // compensate a, again after each failed answer. Every saga ends completed
 // or compensated, as CheckSagas verifies, and nothing is applied twice.
 func TestSagasBehindRuntime(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := conformance.StartNATS(t)
+	nc, js := srv.Conn, srv.JS
 	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
 	defer cancel()
-	if err := orchestrator.EnsureStreams(ctx, js, orchestrator.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	replyTo := messages.ReplySubject("test", "sim")
 	replies, err := nc.SubscribeSync(replyTo)
 	if err != nil {
