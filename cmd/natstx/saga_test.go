@@ -116,9 +116,20 @@ steps:
 		st.Steps[1].LastError == "" || !strings.Contains(stderr, "saga saga-2 is compensation-stuck") {
 		t.Fatalf("stuck saga: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	stdout = wantExit(t, 0, "saga-2", "tx", "list", "--nats", url, "--state", "compensation-stuck")
-	if !strings.Contains(stdout, "saga-2  compensation-stuck") || strings.Contains(stdout, "saga-1") {
-		t.Fatalf("list --state compensation-stuck:\n%s", stdout)
+	// tx status answers from the coordinator's memory; tx list reads the
+	// status bucket, which the coordinator writes without waiting: the
+	// stuck state reaches it a write later.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stdout, stderr, code := run(t, 30*time.Second, "tx", "list", "--nats", url, "--state", "compensation-stuck")
+		if code == 0 && strings.Contains(stdout, "saga-2  compensation-stuck") {
+			if strings.Contains(stdout, "saga-1") {
+				t.Fatalf("list --state compensation-stuck shows the completed saga-1:\n%s", stdout)
+			}
+			break
+		}
+		if code != 0 || time.Now().After(deadline) {
+			t.Fatalf("list --state compensation-stuck: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
 	}
 	stdout = wantExit(t, 0, "saga saga-2", "tx", "status", "--nats", url, "saga-2")
 	if !strings.Contains(stdout, "STUCK") || !strings.Contains(stdout, "last error") {
