@@ -201,9 +201,15 @@ func TestSagaCompensationStuckThenResolvedByAnOperator(t *testing.T) {
 	if f.eng.Stats().SagasStuck == 0 {
 		t.Fatal("stuck not counted")
 	}
-	stuck, err := c.List(ctx, string(saga.StateCompensationStuck))
-	if err != nil || len(stuck) != 1 || stuck[0].ID != id {
-		t.Fatalf("list --state compensation-stuck: %v %v", stuck, err)
+	// The list reads the status bucket, written without waiting: the stuck
+	// state reaches it a write after Status answers it from memory.
+	var stuck []messages.TxStatus
+	waitFor(t, func() bool {
+		stuck, err = c.List(ctx, string(saga.StateCompensationStuck))
+		return err == nil && len(stuck) > 0
+	}, "the stuck saga in the status list")
+	if len(stuck) != 1 || stuck[0].ID != id {
+		t.Fatalf("list --state compensation-stuck: %v", stuck)
 	}
 	if _, err := c.ActOnSaga(ctx, messages.SagaActRequest{ID: id, Action: messages.SagaResolve, Step: "step1"}); err == nil {
 		t.Fatal("an action without who and why must be refused")
