@@ -359,10 +359,20 @@ func actionsOf(st messages.TxStatus) (actions, resolvable []string) {
 	return actions, resolvable
 }
 
-func (c *Console) apiDetail(w http.ResponseWriter, r *http.Request) {
+// withStatus is how apiDetail and apiAct begin. It checks the transaction
+// ID of r's path (400 if it is no valid name), runs check, the handler's
+// own checks of r (nil for none; it answers what it refuses and returns
+// false), then reads the ID's status within the console's timeout
+// (answered as writeSourceError does if that fails) and hands it to then,
+// with that timeout's context.
+func (c *Console) withStatus(w http.ResponseWriter, r *http.Request, check func() bool,
+	then func(ctx context.Context, id string, st messages.TxStatus)) {
 	id := r.PathValue("id")
 	if err := messages.ValidateName("transaction ID", id); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if check != nil && !check() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), c.cfg.Timeout)
@@ -372,10 +382,16 @@ func (c *Console) apiDetail(w http.ResponseWriter, r *http.Request) {
 		writeSourceError(w, err)
 		return
 	}
-	now := time.Now()
-	resp := detailResponse{Now: now.UTC(), Status: st, Summary: summarize(st, now, c.cfg.StuckAfter), StuckAfterMs: c.cfg.StuckAfter.Milliseconds()}
-	resp.Actions, resp.Resolvable = actionsOf(st)
-	writeJSON(w, http.StatusOK, resp)
+	then(ctx, id, st)
+}
+
+func (c *Console) apiDetail(w http.ResponseWriter, r *http.Request) {
+	c.withStatus(w, r, nil, func(_ context.Context, _ string, st messages.TxStatus) {
+		now := time.Now()
+		resp := detailResponse{Now: now.UTC(), Status: st, Summary: summarize(st, now, c.cfg.StuckAfter), StuckAfterMs: c.cfg.StuckAfter.Milliseconds()}
+		resp.Actions, resp.Resolvable = actionsOf(st)
+		writeJSON(w, http.StatusOK, resp)
+	})
 }
 
 // The actions of POST /api/tx/ID/ACTION.
@@ -406,49 +422,58 @@ const (
 )
 
 func (c *Console) apiAct(w http.ResponseWriter, r *http.Request) {
-	id, action := r.PathValue("id"), r.PathValue("action")
-	if err := messages.ValidateName("transaction ID", id); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
+	action := r.PathValue("action")
+	var req ActionRequest
+	c.withStatus(w, r, func() bool {
+		var ok bool
+		req, ok = readAction(w, r, action)
+		return ok
+	}, func(ctx context.Context, id string, st messages.TxStatus) {
+		c.act(ctx, w, id, action, req, st)
+	})
+}
+
+// readAction checks action and reads the body of a POST
+// /api/tx/ID/ACTION; it answers what it refuses and returns false.
+func readAction(w http.ResponseWriter, r *http.Request, action string) (ActionRequest, bool) {
+	var req ActionRequest
 	if action != actionAbort && action != actionRetry && action != actionResolve {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no action %q: the actions are abort, retry and resolve", action))
-		return
+		return req, false
 	}
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		writeError(w, http.StatusUnsupportedMediaType, "the body must be JSON (Content-Type: application/json): {\"who\": ..., \"why\": ...}")
-		return
+		return req, false
 	}
-	var req ActionRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "unreadable action request: "+err.Error()+"; send {\"who\": ..., \"why\": ...}")
-		return
+		return req, false
 	}
 	req.Who, req.Why, req.Step = strings.TrimSpace(req.Who), strings.TrimSpace(req.Why), strings.TrimSpace(req.Step)
 	switch {
 	case req.Who == "" || req.Why == "":
 		writeError(w, http.StatusBadRequest, "an action needs who asks and why (both are recorded): {\"who\": ..., \"why\": ...}")
-		return
+		return req, false
 	case utf8.RuneCountInString(req.Who) > maxWho || utf8.RuneCountInString(req.Why) > maxWhy:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("who is limited to %d characters and why to %d", maxWho, maxWhy))
-		return
+		return req, false
 	case action == actionResolve && req.Step == "":
 		writeError(w, http.StatusBadRequest, "resolve needs the step to resolve: {\"step\": ...}")
-		return
+		return req, false
 	case action != actionResolve && req.Step != "":
 		writeError(w, http.StatusBadRequest, "only resolve takes a step")
-		return
+		return req, false
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), c.cfg.Timeout)
-	defer cancel()
-	st, err := c.cfg.Source.Status(ctx, id)
-	if err != nil {
-		writeSourceError(w, err)
-		return
-	}
+	return req, true
+}
+
+// act sends the operator's action req on transaction id, whose status is
+// st, and answers the status after it.
+func (c *Console) act(ctx context.Context, w http.ResponseWriter, id, action string, req ActionRequest, st messages.TxStatus) {
 	var msg string
+	var err error
 	switch {
 	case isSaga(st):
 		st, err = c.cfg.Source.ActOnSaga(ctx, messages.SagaActRequest{ID: id, Action: action, Step: req.Step, Who: req.Who, Why: req.Why})

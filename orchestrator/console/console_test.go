@@ -304,6 +304,12 @@ func TestAPIListsFiltersShowsAndAborts(t *testing.T) {
 	if code, m := post(t, ts.URL+"/api/tx/nope/abort", body); code != http.StatusNotFound {
 		t.Errorf("abort of an unknown transaction: %d %v", code, m)
 	}
+	// The ID is checked first, before the action and the body.
+	for _, u := range []string{"/api/tx/bad.id/abort", "/api/tx/bad.id/commit"} {
+		if code, m := post(t, ts.URL+u, `{}`); code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(m["error"]), "transaction ID") {
+			t.Errorf("POST %s: %d %v, want 400 about the transaction ID", u, code, m)
+		}
+	}
 	if st, _ := c.client.Status(ctx, "stuck-1"); st.State != "preparing" {
 		t.Fatalf("a refused request changed stuck-1: %s", st.State)
 	}
