@@ -14,71 +14,43 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/console"
-	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/conformance"
 )
 
 // coordinator is a real embedded NATS server, a real engine on it, and a
 // client on the same connection, as natstx server runs them.
 type coordinator struct {
 	t      *testing.T
-	nc     *nats.Conn
+	nats   *conformance.NATS
 	eng    *orchestrator.Engine
 	client *orchestrator.Client
 }
 
 func startCoordinator(t *testing.T) *coordinator {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	eng, err := orchestrator.New(nc, orchestrator.Config{
+	n := conformance.StartNATS(t)
+	eng := n.StartEngine(t, orchestrator.Config{
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), StatusLinger: -1,
 	})
+	client, err := orchestrator.NewClient(n.Conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Stop)
-	client, err := orchestrator.NewClient(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &coordinator{t: t, nc: nc, eng: eng, client: client}
+	return &coordinator{t: t, nats: n, eng: eng, client: client}
 }
 
 // participant runs a participants.Runtime named name on the coordinator's
 // NATS.
 func (c *coordinator) participant(name string, h participants.Handler, sh participants.SagaHandler) {
 	c.t.Helper()
-	rt, err := participants.New(c.nc, participants.Config{Name: name, Handler: h, SagaHandler: sh})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := rt.Start(ctx); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(rt.Stop)
+	c.nats.StartRuntime(c.t, participants.Config{Name: name, Handler: h, SagaHandler: sh})
 }
 
 // console serves a console over the coordinator with cfg (its Source,

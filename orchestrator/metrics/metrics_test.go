@@ -16,10 +16,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/orchestrator/metrics"
 	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/conformance"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -222,27 +222,11 @@ type stock struct {
 // (release is closed first).
 func startStock(t *testing.T, cfg orchestrator.Config, release chan struct{}) stock {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	n := conformance.StartNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	eng, err := orchestrator.New(nc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Stop)
-	rt, err := participants.New(nc, participants.Config{Name: "stock", Handler: participants.HandlerFuncs{
+	eng := n.StartEngine(t, cfg)
+	rt := n.StartRuntime(t, participants.Config{Name: "stock", Handler: participants.HandlerFuncs{
 		PrepareFunc: func(ctx context.Context, _ participants.Tx, p []byte) error {
 			switch string(p) {
 			case "no":
@@ -255,12 +239,5 @@ func startStock(t *testing.T, cfg orchestrator.Config, release chan struct{}) st
 			}
 			return nil
 		}}, SagaHandler: participants.SagaHandlerFuncs{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Stop)
-	return stock{ctx: ctx, nc: nc, eng: eng, rt: rt}
+	return stock{ctx: ctx, nc: n.Conn, eng: eng, rt: rt}
 }
