@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/nats-io/nuid"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/conformance"
 )
 
 // newTracing returns a tracer provider that exports every span, as it
@@ -29,53 +29,19 @@ func newTracing(t *testing.T) (*sdktrace.TracerProvider, *tracetest.InMemoryExpo
 	return tp, exp
 }
 
-// remote is the trace context of a coordinator's span, n telling them
-// apart: the span context and its traceparent header.
-func remote(n byte) (trace.SpanContext, string) {
-	sc := trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID:    trace.TraceID{0x4b, 0xf9, n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13},
-		SpanID:     trace.SpanID{0x0a, n, 1, 2, 3, 4, 5, 6},
-		TraceFlags: trace.FlagsSampled,
-		Remote:     true,
-	})
-	return sc, fmt.Sprintf("00-%s-%s-01", sc.TraceID(), sc.SpanID())
-}
-
-// spanContexts records the span context of each handler call's context,
-// by "op txid[/step]".
-type spanContexts struct {
-	mu  sync.Mutex
-	got map[string][]trace.SpanContext
-}
-
-func (s *spanContexts) record(ctx context.Context, key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.got == nil {
-		s.got = map[string][]trace.SpanContext{}
-	}
-	s.got[key] = append(s.got[key], trace.SpanContextFromContext(ctx))
-}
-
-func (s *spanContexts) of(key string) []trace.SpanContext {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.got[key]
-}
-
 // tracingHandler is a Handler that records its contexts' span contexts;
 // a prepare with payload "no" votes abort.
-func tracingHandler(sc *spanContexts) participants.HandlerFuncs {
+func tracingHandler(sc *conformance.HandlerSpans) participants.HandlerFuncs {
 	return participants.HandlerFuncs{
 		PrepareFunc: func(ctx context.Context, tx participants.Tx, payload []byte) error {
-			sc.record(ctx, "prepare "+tx.ID)
+			sc.Record(ctx, "prepare "+tx.ID)
 			if string(payload) == "no" {
 				return errors.New("out of stock")
 			}
 			return nil
 		},
 		CommitFunc: func(ctx context.Context, tx participants.Tx) error {
-			sc.record(ctx, "commit "+tx.ID)
+			sc.Record(ctx, "commit "+tx.ID)
 			return nil
 		},
 	}
@@ -154,17 +120,17 @@ func checkChild(t *testing.T, s tracetest.SpanStub, op messages.Op, parent trace
 func TestACommandsTraceContextIsContinuedAroundItsHandler(t *testing.T) {
 	e := newEnv(t, true)
 	tp, exp := newTracing(t)
-	var sc spanContexts
+	var sc conformance.HandlerSpans
 	cfg := testConfig(tracingHandler(&sc), nil)
 	cfg.TracerProvider = tp
 	e.start(e.nc, cfg)
 
-	parent, tparent := remote(1)
+	parent, tparent := conformance.RemoteSpan(1)
 	c := e.cmd("traced", messages.OpPrepare, 1)
 	c.TraceParent, c.TraceState = tparent, "vendor=opaque"
 	e.expect(c, messages.VoteCommit, "")
 	s := waitSpans(t, exp, 1)[0]
-	checkChild(t, s, messages.OpPrepare, parent, sc.of("prepare traced"))
+	checkChild(t, s, messages.OpPrepare, parent, sc.Of("prepare traced"))
 	a := attrs(s)
 	if a[participants.AttrTxID].AsString() != "traced" || a[participants.AttrAttempt].AsInt64() != 1 ||
 		a[participants.AttrResult].AsString() != string(messages.VoteCommit) || a[participants.AttrOutcome].AsString() != participants.OutcomePrepared {
@@ -177,7 +143,7 @@ func TestACommandsTraceContextIsContinuedAroundItsHandler(t *testing.T) {
 		t.Errorf("a vote commit's span has status %v", s.Status)
 	}
 
-	parent2, tparent2 := remote(2)
+	parent2, tparent2 := conformance.RemoteSpan(2)
 	c.Attempt, c.TraceParent, c.TraceState = 2, tparent2, ""
 	e.expect(c, messages.VoteCommit, "")
 	dup := spanOf(t, waitSpans(t, exp, 2), messages.OpPrepare, "traced", "", 2)
@@ -185,16 +151,16 @@ func TestACommandsTraceContextIsContinuedAroundItsHandler(t *testing.T) {
 	if a := attrs(dup); !a[participants.AttrDuplicate].AsBool() || a[participants.AttrOutcome].AsString() != participants.OutcomeDuplicate {
 		t.Errorf("duplicate's span attributes %v", dup.Attributes)
 	}
-	if n := len(sc.of("prepare traced")); n != 1 {
+	if n := len(sc.Of("prepare traced")); n != 1 {
 		t.Errorf("%d prepare calls, want 1", n)
 	}
 
-	parent3, tparent3 := remote(3)
+	parent3, tparent3 := conformance.RemoteSpan(3)
 	no := e.cmd("refused", messages.OpPrepare, 1)
 	no.Payload, no.TraceParent = []byte("no"), tparent3
 	e.expect(no, messages.VoteAbort, "out of stock")
 	s = spanOf(t, waitSpans(t, exp, 3), messages.OpPrepare, "refused", "", 1)
-	checkChild(t, s, messages.OpPrepare, parent3, sc.of("prepare refused"))
+	checkChild(t, s, messages.OpPrepare, parent3, sc.Of("prepare refused"))
 	if s.Status.Code != codes.Error || s.Status.Description != "out of stock" || attrs(s)[participants.AttrOutcome].AsString() != participants.OutcomeVotedNo {
 		t.Errorf("vote abort's span: status %v, attributes %v", s.Status, s.Attributes)
 	}
@@ -206,7 +172,7 @@ func TestACommandsTraceContextIsContinuedAroundItsHandler(t *testing.T) {
 func TestACommandWithoutTraceContextStartsATrace(t *testing.T) {
 	e := newEnv(t, true)
 	tp, exp := newTracing(t)
-	var sc spanContexts
+	var sc conformance.HandlerSpans
 	cfg := testConfig(tracingHandler(&sc), nil)
 	cfg.TracerProvider = tp
 	e.start(e.nc, cfg)
@@ -221,7 +187,7 @@ func TestACommandWithoutTraceContextStartsATrace(t *testing.T) {
 		if s.Parent.IsValid() || !s.SpanContext.IsValid() {
 			t.Errorf("%s: span %s has parent %v, want a root span", txid, s.SpanContext.SpanID(), s.Parent)
 		}
-		if h := sc.of("prepare " + txid); len(h) != 1 || h[0].SpanID() != s.SpanContext.SpanID() {
+		if h := sc.Of("prepare " + txid); len(h) != 1 || h[0].SpanID() != s.SpanContext.SpanID() {
 			t.Errorf("%s: the handler's context carried %v, want span %s", txid, h, s.SpanContext.SpanID())
 		}
 	}
@@ -231,13 +197,13 @@ func TestACommandWithoutTraceContextStartsATrace(t *testing.T) {
 // context carries no span, not even the command's remote one.
 func TestNoTracerProviderNoSpan(t *testing.T) {
 	e := newEnv(t, true)
-	var sc spanContexts
+	var sc conformance.HandlerSpans
 	e.start(e.nc, testConfig(tracingHandler(&sc), nil))
-	_, tparent := remote(4)
+	_, tparent := conformance.RemoteSpan(4)
 	c := e.cmd("untraced", messages.OpPrepare, 1)
 	c.TraceParent = tparent
 	e.expect(c, messages.VoteCommit, "")
-	if h := sc.of("prepare untraced"); len(h) != 1 || h[0].IsValid() {
+	if h := sc.Of("prepare untraced"); len(h) != 1 || h[0].IsValid() {
 		t.Fatalf("the handler's contexts carried %v, want one call with no span", h)
 	}
 }
@@ -248,7 +214,7 @@ func TestNoTracerProviderNoSpan(t *testing.T) {
 func TestEachCommandOfABatchContinuesItsOwnTrace(t *testing.T) {
 	e := newEnv(t, true)
 	tp, exp := newTracing(t)
-	var sc spanContexts
+	var sc conformance.HandlerSpans
 	cfg := testConfig(tracingHandler(&sc), nil)
 	cfg.TracerProvider = tp
 	e.start(e.nc, cfg)
@@ -256,7 +222,7 @@ func TestEachCommandOfABatchContinuesItsOwnTrace(t *testing.T) {
 	parents := map[string]trace.SpanContext{}
 	var cmds []messages.Command
 	for i, txid := range []string{"batch-a", "batch-b", "batch-c"} {
-		sc, tparent := remote(byte(10 + i))
+		sc, tparent := conformance.RemoteSpan(byte(10 + i))
 		c := e.cmd(txid, messages.OpPrepare, 1)
 		c.TraceParent = tparent
 		parents[txid] = sc
@@ -268,7 +234,7 @@ func TestEachCommandOfABatchContinuesItsOwnTrace(t *testing.T) {
 	}
 	spans := waitSpans(t, exp, len(cmds))
 	for txid, parent := range parents {
-		checkChild(t, spanOf(t, spans, messages.OpPrepare, txid, "", 1), messages.OpPrepare, parent, sc.of("prepare "+txid))
+		checkChild(t, spanOf(t, spans, messages.OpPrepare, txid, "", 1), messages.OpPrepare, parent, sc.Of("prepare "+txid))
 	}
 }
 
@@ -277,21 +243,21 @@ func TestEachCommandOfABatchContinuesItsOwnTrace(t *testing.T) {
 // in memory and through a Barrier, and the handler's context carries it; a
 // refusal marks the span an error with the reason.
 func TestASagaActionContinuesItsTrace(t *testing.T) {
-	run := func(t *testing.T, cfg participants.Config, sc *spanContexts) {
+	run := func(t *testing.T, cfg participants.Config, sc *conformance.HandlerSpans) {
 		e := newEnv(t, true)
 		tp, exp := newTracing(t)
 		cfg.TracerProvider = tp
 		e.start(e.nc, cfg)
-		parent, tparent := remote(20)
+		parent, tparent := conformance.RemoteSpan(20)
 		c := sagaCmd("saga-1", messages.OpAction, "reserve", 1, "go")
 		c.TraceParent = tparent
 		e.expect(c, messages.Ack, "")
 		s := spanOf(t, waitSpans(t, exp, 1), messages.OpAction, "saga-1", "reserve", 1)
-		checkChild(t, s, messages.OpAction, parent, sc.of("action saga-1/reserve"))
+		checkChild(t, s, messages.OpAction, parent, sc.Of("action saga-1/reserve"))
 		if attrs(s)[participants.AttrOutcome].AsString() != participants.OutcomeDone {
 			t.Errorf("action's span attributes %v", s.Attributes)
 		}
-		parent2, tparent2 := remote(21)
+		parent2, tparent2 := conformance.RemoteSpan(21)
 		no := sagaCmd("saga-2", messages.OpAction, "reserve", 1, "no")
 		no.TraceParent = tparent2
 		e.send(no)
@@ -299,20 +265,20 @@ func TestASagaActionContinuesItsTrace(t *testing.T) {
 			t.Fatalf("action with payload no: %+v", r)
 		}
 		s = spanOf(t, waitSpans(t, exp, 2), messages.OpAction, "saga-2", "reserve", 1)
-		checkChild(t, s, messages.OpAction, parent2, sc.of("action saga-2/reserve"))
+		checkChild(t, s, messages.OpAction, parent2, sc.Of("action saga-2/reserve"))
 		if s.Status.Code != codes.Error || s.Status.Description != "out of stock" || attrs(s)[participants.AttrOutcome].AsString() != participants.OutcomeRefused {
 			t.Errorf("refusal's span: status %v, attributes %v", s.Status, s.Attributes)
 		}
 	}
-	action := func(sc *spanContexts, ctx context.Context, st participants.Step, payload []byte) error {
-		sc.record(ctx, "action "+st.SagaID+"/"+st.Name)
+	action := func(sc *conformance.HandlerSpans, ctx context.Context, st participants.Step, payload []byte) error {
+		sc.Record(ctx, "action "+st.SagaID+"/"+st.Name)
 		if string(payload) == "no" {
 			return participants.Refuse("out-of-stock", "out of stock")
 		}
 		return nil
 	}
 	t.Run("memory", func(t *testing.T) {
-		var sc spanContexts
+		var sc conformance.HandlerSpans
 		cfg := testConfig(nil, nil)
 		cfg.SagaHandler = participants.SagaHandlerFuncs{ActionFunc: func(ctx context.Context, st participants.Step, payload []byte) error {
 			return action(&sc, ctx, st, payload)
@@ -320,7 +286,7 @@ func TestASagaActionContinuesItsTrace(t *testing.T) {
 		run(t, cfg, &sc)
 	})
 	forEachDatabase(t, func(t *testing.T, db database) {
-		var sc spanContexts
+		var sc conformance.HandlerSpans
 		sqldb, table := db.open(t), "natstx_barrier_"+nuid.Next()
 		t.Cleanup(func() { _, _ = sqldb.Exec(`DROP TABLE ` + table) })
 		b, err := participants.NewBarrier(context.Background(), participants.BarrierConfig{

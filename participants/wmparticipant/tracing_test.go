@@ -2,8 +2,6 @@ package wmparticipant_test
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,38 +18,6 @@ import (
 
 // wait bounds every wait of these tests.
 const wait = 15 * time.Second
-
-// remote is the trace context of a coordinator's span, n telling them
-// apart: the span context and its traceparent header.
-func remote(n byte) (trace.SpanContext, string) {
-	sc := trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID:    trace.TraceID{0x4b, 0xf9, n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13},
-		SpanID:     trace.SpanID{0x0a, n, 1, 2, 3, 4, 5, 6},
-		TraceFlags: trace.FlagsSampled,
-		Remote:     true,
-	})
-	return sc, fmt.Sprintf("00-%s-%s-01", sc.TraceID(), sc.SpanID())
-}
-
-// handlerSpans records the span context of each handler call's context, by
-// transaction (or saga) ID.
-type handlerSpans struct {
-	mu  sync.Mutex
-	got map[string][]trace.SpanContext
-}
-
-func (h *handlerSpans) record(ctx context.Context, id string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.got[id] = append(h.got[id], trace.SpanContextFromContext(ctx))
-	return nil
-}
-
-func (h *handlerSpans) of(id string) []trace.SpanContext {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.got[id]
-}
 
 // TestTheWatermillAdapterContinuesTheTrace: on the watermill adapter, with
 // a TracerProvider in the Processor's Config, a command carrying a
@@ -71,15 +37,17 @@ func TestTheWatermillAdapterContinuesTheTrace(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	defer func() { _ = tp.Shutdown(context.Background()) }()
-	hs := &handlerSpans{got: map[string][]trace.SpanContext{}}
+	var hs conformance.HandlerSpans
 	const name = "traced"
 	stop := start(t, n.URL, participants.Config{
 		Name: name, TracerProvider: tp,
 		Handler: participants.HandlerFuncs{PrepareFunc: func(ctx context.Context, tx participants.Tx, _ []byte) error {
-			return hs.record(ctx, tx.ID)
+			hs.Record(ctx, tx.ID)
+			return nil
 		}},
 		SagaHandler: participants.SagaHandlerFuncs{ActionFunc: func(ctx context.Context, st participants.Step, _ []byte) error {
-			return hs.record(ctx, st.SagaID)
+			hs.Record(ctx, st.SagaID)
+			return nil
 		}},
 	})
 	defer stop()
@@ -90,7 +58,7 @@ func TestTheWatermillAdapterContinuesTheTrace(t *testing.T) {
 			c.Step = "reserve"
 		}
 		if n > 0 {
-			_, c.TraceParent = remote(n)
+			_, c.TraceParent = conformance.RemoteSpan(n)
 		}
 		return c
 	}
@@ -146,10 +114,10 @@ func TestTheWatermillAdapterContinuesTheTrace(t *testing.T) {
 			if s.Parent.IsValid() {
 				t.Errorf("%s: span has parent %s, want a root span", id, s.Parent.SpanID())
 			}
-		} else if parent, _ := remote(n); s.SpanContext.TraceID() != parent.TraceID() || s.Parent.SpanID() != parent.SpanID() {
+		} else if parent, _ := conformance.RemoteSpan(n); s.SpanContext.TraceID() != parent.TraceID() || s.Parent.SpanID() != parent.SpanID() {
 			t.Errorf("%s: span in trace %s with parent %s, want trace %s parent %s", id, s.SpanContext.TraceID(), s.Parent.SpanID(), parent.TraceID(), parent.SpanID())
 		}
-		if got := hs.of(id); len(got) != 1 || got[0].SpanID() != s.SpanContext.SpanID() {
+		if got := hs.Of(id); len(got) != 1 || got[0].SpanID() != s.SpanContext.SpanID() {
 			t.Errorf("%s: the handler's context carried %v, want span %s", id, got, s.SpanContext.SpanID())
 		}
 		if id == "saga" && !hasAttr(s, participants.AttrStep.String("reserve")) {
