@@ -247,10 +247,7 @@ func (e *Engine) sweepOrphans(first bool) {
 	for _, kve := range entries {
 		// Most statuses are final: read their state alone first, not their
 		// participants and history.
-		var head struct {
-			State string `json:"state"`
-		}
-		if json.Unmarshal(kve.Value, &head) != nil || isFinal(head.State) {
+		if state, ok := messages.PeekState(kve.Value); !ok || isFinal(state) {
 			continue
 		}
 		var st messages.TxStatus

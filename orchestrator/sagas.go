@@ -679,7 +679,7 @@ func (e *Engine) publishSagaStatus(rec saga.Record, started time.Time, h *histor
 	}
 	st := sagaStatusOf(rec, e.cfg.Instance, started, e.now())
 	st.History, st.HistoryDropped = h.events, h.dropped // encoded here, on the loop
-	data, err := json.Marshal(st)
+	data, err := st.Marshal()
 	if err != nil {
 		return
 	}

@@ -122,7 +122,7 @@ func (e *Engine) publishStatus(en *entry) {
 	}
 	st := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now())
 	st.History, st.HistoryDropped = en.hist.events, en.hist.dropped // encoded here, on the loop
-	data, err := json.Marshal(st)
+	data, err := st.Marshal()
 	if err != nil {
 		return
 	}
@@ -212,7 +212,7 @@ func (e *Engine) updateStatus(ctx context.Context, id string, ifAbsent *messages
 	if err := json.Unmarshal(en.Value, &st); err != nil || !change(&st) {
 		return err
 	}
-	data, err := json.Marshal(st)
+	data, err := st.Marshal()
 	if err != nil {
 		return err
 	}
