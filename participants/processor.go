@@ -210,7 +210,7 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 	case messages.OpAbort:
 		p.aborts.Add(1)
 	}
-	log := p.log.With(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.Int("attempt", cmd.Attempt))
+	log := p.log.WithLazy(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.Int("attempt", cmd.Attempt))
 	tx := Tx{ID: cmd.TxID, Participant: cmd.Participant, Deadline: cmd.Deadline, Attempt: cmd.Attempt}
 	if !p.twoPhase() {
 		p.answer(hd, cmd, -1, outcome{}, p.unsupportedAnswer(cmd, ReasonNoTwoPhaseHandler, log), respond)

@@ -59,7 +59,7 @@ func (p *Processor) handleSaga(hd handling, cmd messages.Command, respond func(A
 	} else {
 		p.compensations.Add(1)
 	}
-	log := p.log.With(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.String("step", cmd.Step), zap.Int("attempt", cmd.Attempt))
+	log := p.log.WithLazy(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.String("step", cmd.Step), zap.Int("attempt", cmd.Attempt))
 	if !p.sagas() {
 		p.answer(hd, cmd, -1, outcome{}, p.unsupportedAnswer(cmd, ReasonNoSagaHandler, log), respond)
 		return

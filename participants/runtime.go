@@ -505,7 +505,7 @@ func (r *Runtime) process(msg jetstream.Msg) {
 	r.proc.Handle(map[string][]string(msg.Headers()), msg.Data(), msg.Subject(), func(a Answer) {
 		log := r.log
 		if a.Reply.TxID != "" {
-			log = log.With(zap.String("txid", a.Reply.TxID), zap.String("op", string(a.Reply.Op)))
+			log = log.WithLazy(zap.String("txid", a.Reply.TxID), zap.String("op", string(a.Reply.Op)))
 		}
 		if a.ReplyTo != "" {
 			err := r.nc.PublishMsg(&nats.Msg{Subject: a.ReplyTo, Header: nats.Header(a.Reply.Header()), Data: a.Reply.Body()})
