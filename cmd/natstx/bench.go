@@ -59,6 +59,8 @@ type benchOptions struct {
 	cpuProfile       string
 	memProfile       string
 	sync             string
+	memEvery         int
+	memMetrics       string
 }
 
 // benchSummary is what bench reports; --json prints it as one object.
@@ -108,6 +110,8 @@ type benchSummary struct {
 	// transactions run until then.
 	CutShort       bool   `json:"cut_short"`
 	CutShortReason string `json:"cut_short_reason,omitempty"`
+	// Memory holds the memory samples, with --memory-every only.
+	Memory *benchMemory `json:"memory,omitempty"`
 }
 
 func newBench() *cobra.Command {
@@ -153,13 +157,32 @@ transactions in flight, or open loop at a fixed --rate per second (latency is
 then measured from each transaction's scheduled start, so a stall is not
 hidden).
 
+Memory: --memory-every N takes a memory sample when the load starts and
+then each time another N transactions have finished: the transactions
+finished, the time since the start, the resident set size (RSS) and the Go
+heap in use. By default they are bench's own process's, which holds
+everything bench runs: the embedded NATS server and its own coordinator
+(unless --nats), the simulated participants (who keep every transaction in
+memory) and the load itself. RSS is read from /proc/self/status (Linux only;
+elsewhere it is reported unavailable), the heap from runtime/metrics. With
+--memory-metrics URL they are read instead from that Prometheus endpoint
+(process_resident_memory_bytes and go_memstats_heap_inuse_bytes), such as
+'natstx server --metrics-listen' serves: the way to measure a coordinator
+alone. The output ends with the samples and the RSS growth from the sample
+after the first N transactions to the last. A sample that could not be read
+is reported missing, never estimated, and the run then exits 1.
+
 A progress bar shows on a terminal. Exit code 1 on an atomicity violation, a
-transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
+transaction whose outcome never came, a run cut short, or a memory sample
+that could not be read; 2 on bad usage.`,
 		Example: `  natstx bench
   natstx bench --participant-count 5 --duration 20s --concurrency 128 --json
   natstx bench --count 10000 --rate 2000 --latency-max 5ms --failure-rate 0.01
   natstx bench --nats nats://127.0.0.1:4222 --participants inventory,payment --duration 10s
-  natstx bench --protocol saga -n 3 --count 5000`,
+  natstx bench --protocol saga -n 3 --count 5000
+  natstx bench --count 200000 --memory-every 20000
+  natstx bench --nats nats://127.0.0.1:4222 --participants a,b,c --count 10000000 \
+    --memory-every 1000000 --memory-metrics http://127.0.0.1:9464/metrics --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(cmd); err != nil {
@@ -194,6 +217,8 @@ transaction whose outcome never came, or a run cut short; 2 on bad usage.`,
 	f.StringVar(&o.sync, "sync", "interval", "the embedded server's disk sync: interval (JetStream's default, fsync every 2 minutes) or always (fsync before each write is acknowledged); not with --nats")
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the load phase (bench's whole process: embedded NATS, coordinator, participants, load) to this file, for go tool pprof")
 	f.StringVar(&o.memProfile, "mem-profile", "", "write an allocation profile of the load phase to this file, for go tool pprof")
+	f.IntVar(&o.memEvery, "memory-every", 0, "take a memory sample (RSS, Go heap in use) when the load starts and after every N transactions finished; 0: none")
+	f.StringVar(&o.memMetrics, "memory-metrics", "", "with --memory-every: read RSS and heap from this Prometheus endpoint (e.g. http://127.0.0.1:9464/metrics of 'natstx server --metrics-listen') instead of bench's own process, which holds the embedded NATS, its coordinator and the simulated participants too")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"2pc", "saga"}, cobra.ShellCompDirectiveNoFileComp
 	})
@@ -263,7 +288,7 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 	if o.payloadSize < 0 || o.jsMsgs < 0 || o.replicas < 1 {
 		return usageError{errors.New("--payload-size and --jetstream-msgs must not be negative, --replicas at least 1")}
 	}
-	return nil
+	return checkMemoryFlags(o.memEvery, o.memMetrics)
 }
 
 func runBench(cmd *cobra.Command, o benchOptions) error {
@@ -381,7 +406,9 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	if err != nil {
 		return err
 	}
-	r := runLoad(ctx, run, o, names, bar)
+	mem := newMemSampler(o, cmd.ErrOrStderr())
+	r := runLoad(ctx, run, o, names, bar, mem)
+	s.Memory = mem.report()
 	if err := stopProfiles(); err != nil {
 		return err
 	}
@@ -464,6 +491,9 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		}
 	} else {
 		printBench(out, s, h)
+		if s.Memory != nil {
+			printMemory(out, s.Memory)
+		}
 	}
 	if s.CutShort {
 		return fmt.Errorf("the run was cut short: %s; the figures above cover the %d transactions run until then", s.CutShortReason, s.Transactions)
@@ -474,7 +504,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	if s.InDoubt > 0 {
 		return fmt.Errorf("%d transactions never reported an outcome within --prepare-timeout plus --quiesce-timeout", s.InDoubt)
 	}
-	return nil
+	return mem.missing()
 }
 
 // startProfiles starts a CPU profile into cpuFile and sets the allocation
@@ -631,8 +661,9 @@ type loadResult struct {
 }
 
 // runLoad runs the transactions: --count of them or for --duration, closed
-// loop (--concurrency) or open loop (--rate).
-func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, bar *benchBar) loadResult {
+// loop (--concurrency) or open loop (--rate); mem (nil: none) takes memory
+// samples as they finish.
+func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, bar *benchBar, mem *memSampler) loadResult {
 	var (
 		mu       sync.Mutex
 		results  = make([]sim.Result, 0, max(o.count, 1024))
@@ -670,9 +701,10 @@ func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, 
 		results = append(results, res)
 		_ = hist.RecordValue(max(took.Microseconds(), 1))
 		mu.Unlock()
-		done.Add(1)
+		mem.finished(done.Add(1))
 	}
 	start := time.Now()
+	mem.begin(ctx, start)
 	end := start.Add(o.duration)
 	more := func(i int, at time.Time) bool {
 		if ctx.Err() != nil {

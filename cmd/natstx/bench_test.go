@@ -2,9 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/natstx/natstx/participants/sim"
 )
@@ -100,6 +110,11 @@ func TestBenchWrongInput(t *testing.T) {
 		{"--participant-count must be from 1 to 64", []string{"bench", "-n", "0"}},
 		{"--participants: ", []string{"bench", "--participants", "a,b c"}},
 		{"unknown flag: --bogus", []string{"bench", "--bogus"}},
+		{"--memory-every must not be negative (got -1)", []string{"bench", "--memory-every", "-1"}},
+		{"--memory-metrics needs --memory-every", []string{"bench", "--memory-metrics", "http://127.0.0.1:9464/metrics"}},
+		{"--memory-metrics needs --memory-every", []string{"bench", "--memory-every", "0", "--memory-metrics", "http://127.0.0.1:9464/metrics"}},
+		{`--memory-metrics "ftp://127.0.0.1/metrics": want an http:// or https:// URL`, []string{"bench", "--memory-every", "10", "--memory-metrics", "ftp://127.0.0.1/metrics"}},
+		{`--memory-metrics "127.0.0.1:9464/metrics": want an http:// or https:// URL`, []string{"bench", "--memory-every", "10", "--memory-metrics", "127.0.0.1:9464/metrics"}},
 	} {
 		wantExit(t, 2, c.want, c.args...)
 	}
@@ -118,8 +133,186 @@ func TestBenchSyncAlwaysRunsAndSaysSo(t *testing.T) {
 	if code != 0 || benchJSON(t, stdout)["sync"] != "interval" {
 		t.Fatalf("default sync: exit %d %s", code, stdout)
 	}
+	if _, ok := benchJSON(t, stdout)["memory"]; ok {
+		t.Fatalf("no --memory-every, yet a memory key: %s", stdout)
+	}
 	_, stderr, code = run(t, time.Minute, "bench", "--sync", "sometimes")
 	if code != 2 || !strings.Contains(stderr, `"sometimes"`) || !strings.Contains(stderr, "always") {
 		t.Fatalf("bad --sync: exit %d, stderr %s", code, stderr)
+	}
+}
+
+// benchMemorySample is one sample of the "memory" key of bench's JSON.
+type benchMemorySample struct {
+	Transactions int64   `json:"transactions"`
+	ElapsedS     float64 `json:"elapsed_s"`
+	RSSBytes     *int64  `json:"rss_bytes"`
+	HeapBytes    *int64  `json:"heap_bytes"`
+	Error        string  `json:"error"`
+}
+
+// benchMemoryJSON checks the keys of bench's JSON and returns its "memory"
+// key with the samples' transaction counts checked: 0, every, 2*every, ...,
+// wantSamples of them.
+func benchMemoryJSON(t *testing.T, stdout string, every int64, wantSamples int) (source string, samples []benchMemorySample, growth *float64) {
+	t.Helper()
+	benchJSON(t, stdout)
+	var s struct {
+		Memory *struct {
+			Every     int64               `json:"every"`
+			Source    string              `json:"source"`
+			Samples   []benchMemorySample `json:"samples"`
+			RSSGrowth *float64            `json:"rss_growth"`
+		} `json:"memory"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil || s.Memory == nil {
+		t.Fatalf("no memory key (%v): %s", err, stdout)
+	}
+	m := s.Memory
+	if m.Every != every || len(m.Samples) != wantSamples {
+		t.Fatalf("memory: want every %d and %d samples: %s", every, wantSamples, stdout)
+	}
+	for i, x := range m.Samples {
+		if x.Transactions != int64(i)*every || x.ElapsedS < 0 {
+			t.Fatalf("memory sample %d: want %d transactions, elapsed_s not negative: %s", i, int64(i)*every, stdout)
+		}
+	}
+	return m.Source, m.Samples, m.RSSGrowth
+}
+
+// TestBenchMemorySamplesItsOwnProcess: --memory-every samples bench's own
+// RSS and heap when the load starts and after every N transactions, in the
+// JSON and as a table with the growth line in text.
+func TestBenchMemorySamplesItsOwnProcess(t *testing.T) {
+	stdout, stderr, code := run(t, 2*time.Minute, "bench", "--count", "300", "-n", "2", "--memory-every", "100", "--jetstream-msgs", "0", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	source, samples, growth := benchMemoryJSON(t, stdout, 100, 4)
+	if source != "self" {
+		t.Fatalf("source %q, want self", source)
+	}
+	for i, x := range samples {
+		if x.HeapBytes == nil || *x.HeapBytes <= 0 {
+			t.Fatalf("sample %d: no heap: %s", i, stdout)
+		}
+		if runtime.GOOS == "linux" && (x.RSSBytes == nil || *x.RSSBytes <= 0 || x.Error != "") {
+			t.Fatalf("sample %d: no RSS on Linux: %s", i, stdout)
+		}
+		if runtime.GOOS != "linux" && (x.RSSBytes != nil || !strings.Contains(x.Error, "RSS unavailable")) {
+			t.Fatalf("sample %d: an RSS on %s: %s", i, runtime.GOOS, stdout)
+		}
+	}
+	if runtime.GOOS == "linux" && (growth == nil || *growth <= 0 ||
+		*growth != float64(*samples[3].RSSBytes)/float64(*samples[1].RSSBytes)) {
+		t.Fatalf("rss_growth: want the last RSS over the second's: %s", stdout)
+	}
+
+	stdout, stderr, code = run(t, 2*time.Minute, "bench", "--count", "200", "-n", "1", "--memory-every", "100", "--jetstream-msgs", "0")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	_, table, ok := strings.Cut(stdout, "atomicity: 200 transactions")
+	if !ok || !strings.Contains(table, "memory of bench's own process") || !strings.Contains(table, "transactions    elapsed") {
+		t.Fatalf("no memory table after the summary:\n%s", stdout)
+	}
+	_, rows, _ := strings.Cut(table, "heap in use\n")
+	var counts []string
+	for _, l := range strings.Split(rows, "\n") {
+		f := strings.Fields(l)
+		if runtime.GOOS != "linux" && len(f) == 5 && f[2] == "-" { // RSS unavailable
+			f = slices.Insert(f, 3, "MiB")
+		}
+		if len(f) == 6 && strings.HasSuffix(f[1], "s") && f[3] == "MiB" && f[5] == "MiB" {
+			counts = append(counts, f[0])
+		}
+	}
+	if strings.Join(counts, " ") != "0 100 200" {
+		t.Fatalf("sample rows: want 0, 100, 200 transactions, each with RSS and heap, got %q:\n%s", counts, stdout)
+	}
+	if runtime.GOOS == "linux" && (!(strings.Contains(table, "\nRSS grew ") || strings.Contains(table, "\nRSS shrank ")) ||
+		!strings.Contains(table, "% (ratio ") || !strings.Contains(table, " from transaction 100 to 200\n")) {
+		t.Fatalf("no RSS growth line:\n%s", stdout)
+	}
+}
+
+// serveRegistry serves reg's /metrics on a free 127.0.0.1 port for the
+// test's time, and returns its URL.
+func serveRegistry(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("metrics server: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String() + "/metrics"
+}
+
+// TestBenchMemoryFromMetricsEndpoint: with --memory-metrics, bench reads RSS
+// and heap from a coordinator's Prometheus endpoint ('natstx server
+// --metrics-listen'); a scrape that fails, or lacks a metric, is reported
+// with the URL and the metric, the run still reports, and exits 1.
+func TestBenchMemoryFromMetricsEndpoint(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the process collector reports process_resident_memory_bytes on Linux")
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	_, url := startServer(t, "--metrics-listen", addr)
+	endpoint := "http://" + addr + "/metrics"
+	stdout, stderr, code := run(t, 2*time.Minute, "bench", "--nats", url, "-n", "2", "--count", "200", "--memory-every", "100",
+		"--memory-metrics", endpoint, "--jetstream-msgs", "0", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	source, samples, growth := benchMemoryJSON(t, stdout, 100, 3)
+	if source != endpoint {
+		t.Fatalf("source %q, want %s", source, endpoint)
+	}
+	for i, x := range samples {
+		if x.RSSBytes == nil || *x.RSSBytes <= 0 || x.HeapBytes == nil || *x.HeapBytes <= 0 || x.Error != "" {
+			t.Fatalf("sample %d: want RSS and heap from %s: %s", i, endpoint, stdout)
+		}
+	}
+	if growth == nil || *growth <= 0 {
+		t.Fatalf("no rss_growth: %s", stdout)
+	}
+
+	// A real registry without the process collector: no RSS there.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	noRSS := serveRegistry(t, reg)
+	stdout, stderr, code = run(t, 2*time.Minute, "bench", "-n", "1", "--count", "200", "--memory-every", "100",
+		"--memory-metrics", noRSS, "--jetstream-msgs", "0", "--json")
+	if code != 1 || !strings.Contains(stderr, "3 of 3 memory samples could not be read") {
+		t.Fatalf("a scrape without RSS: want exit 1 and the missing samples counted: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	_, samples, growth = benchMemoryJSON(t, stdout, 100, 3)
+	for i, x := range samples {
+		if x.RSSBytes != nil || x.HeapBytes == nil || *x.HeapBytes <= 0 ||
+			!strings.Contains(x.Error, noRSS) || !strings.Contains(x.Error, "process_resident_memory_bytes") {
+			t.Fatalf("sample %d: want the heap, no RSS, and an error naming %s and the metric: %s", i, noRSS, stdout)
+		}
+	}
+	if growth != nil {
+		t.Fatalf("rss_growth without RSS: %v", *growth)
+	}
+
+	// Nothing listening: every sample missing, the run's figures reported.
+	dead := fmt.Sprintf("http://127.0.0.1:%d/metrics", freePort(t))
+	stdout, stderr, code = run(t, 2*time.Minute, "bench", "-n", "1", "--count", "100", "--memory-every", "100",
+		"--memory-metrics", dead, "--jetstream-msgs", "0")
+	if code != 1 || !strings.Contains(stdout, "atomicity: 100 transactions, 100 committed") ||
+		!strings.Contains(stdout, "missing (not read, so not shown):") || !strings.Contains(stderr, "could not read process_resident_memory_bytes and go_memstats_heap_inuse_bytes from "+dead) {
+		t.Fatalf("a dead endpoint: want exit 1, the run's figures and the missing samples named: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
