@@ -178,11 +178,18 @@ type Engine struct {
 	publishTrouble atomic.Bool
 	draining       atomic.Bool
 
-	// lastAlive is the set of live instances at the last orphan sweep, and
-	// sweepDue says a sweep found work it could not finish; only the
-	// recovery loop touches them.
-	lastAlive map[string]bool
-	sweepDue  bool
+	// lastAlive is the set of live instances at the last look at the
+	// leases, and lastLook when that look began; recoverDue says the last
+	// recovery scan could not finish, recoverUntil scan at every look until
+	// then, nextFullScan when to scan anyway (recoverTick); sweepDue says a
+	// sweep found work it could not finish. Only the recovery loop touches
+	// them.
+	lastAlive    map[string]bool
+	lastLook     time.Time
+	recoverDue   bool
+	recoverUntil time.Time
+	nextFullScan time.Time
+	sweepDue     bool
 	// sweepUntil: sweep at every scan until then (sweepWindow).
 	sweepUntil time.Time
 }

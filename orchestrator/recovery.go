@@ -81,22 +81,68 @@ func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
 	return err == nil, err
 }
 
-// recoveryLoop renews this instance's lease and, at start and then every
-// half lease, takes over the commit records of dead instances (and its own
-// from before a restart) and drives them to the end.
+// recoveryLoop looks at the leases at start and then every half lease, and
+// takes over what dead instances (and this one, before a restart) left:
+// see recoverTick.
 func (e *Engine) recoveryLoop() {
-	e.recoverCommits()
-	e.recoverSagas()
-	e.sweepOrphans(true)
+	e.recoverTick(true)
 	for !e.halted.Load() {
 		if !e.sleep(e.cfg.LeaseTTL/2) || e.halted.Load() {
 			return
 		}
-		e.recoverCommits()
-		e.recoverSagas()
-		e.sweepOrphans(false)
+		e.recoverTick(false)
 	}
 }
+
+// recoverTick lists the live instances and, when one may have died since
+// the last look, scans the records for what dead instances left: commit
+// records and sagas to drive on (recoverCommits, recoverSagas), and
+// undecided transactions to abort (sweepOrphans). An instance may have died
+// when one live at the last look is gone, at start, after this instance was
+// fenced (it dropped what it held), and when the last look began a lease
+// or more ago: a lease stays listed for the lease TTL after its last write,
+// so looks closer together than that see every instance that ever wrote
+// one, however short-lived. After such a look the records are scanned at
+// every look for sweepWindow (what the dead instance was writing may land
+// late), then every fullScanEvery; a scan that could not finish is done
+// again at the next look. Scanning at every look instead would read every
+// record the retention keeps, finished ones included, every half lease:
+// millions under load.
+func (e *Engine) recoverTick(first bool) {
+	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
+	defer cancel()
+	began := e.now()
+	alive, err := e.leases.live(ctx)
+	if err != nil {
+		e.warnUnlessStopping("listing the live coordinator instances failed; trying again at the next look", zap.Error(err))
+		return
+	}
+	died := first || e.fenced.Swap(false) || e.now().Sub(e.lastLook) >= e.cfg.LeaseTTL
+	for inst := range e.lastAlive {
+		died = died || !alive[inst]
+	}
+	e.lastAlive, e.lastLook = alive, began
+	now := e.now()
+	if died {
+		e.recoverUntil = now.Add(sweepWindow)
+	}
+	if e.recoverDue || !now.After(e.recoverUntil) || !now.Before(e.nextFullScan) {
+		done := e.recoverCommits()
+		done = e.recoverSagas() && done
+		e.recoverDue = !done
+		if done {
+			e.nextFullScan = now.Add(fullScanEvery)
+		}
+	}
+	e.sweepOrphans(ctx, died, alive)
+}
+
+// fullScanEvery is how often recovery scans the records although no
+// instance died: a write whose writer gave up on it (its answer timed out,
+// the writer died) can land late, a saga's first record say, with no
+// instance driving it. For sweepWindow after a death such writes are found
+// at every look; this finds those that land later still.
+const fullScanEvery = 10 * time.Minute
 
 // leaseLoop renews this instance's lease every third of LeaseTTL, on its
 // own so that a slow recovery scan never delays a renewal (others would
@@ -169,20 +215,22 @@ func (e *Engine) fence() {
 // instance but not running it) and starts driving it: commit is re-sent
 // until every participant acknowledged. Claims are compare-and-set on the
 // record's revision, so two instances never both claim one record.
-func (e *Engine) recoverCommits() {
+func (e *Engine) recoverCommits() bool {
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
 	recs, err := e.records.commits(ctx)
 	if err != nil {
 		e.warnUnlessStopping("listing commit records for recovery failed", zap.Error(err))
-		return
+		return false
 	}
+	done := true
 	alive := map[string]bool{}
 	for _, rec := range recs {
 		if rec.Owner != e.cfg.Instance {
 			ok, seen := alive[rec.Owner]
 			if !seen {
 				if ok, err = e.leases.alive(ctx, rec.Owner); err != nil {
+					done = false
 					continue
 				}
 				alive[rec.Owner] = ok
@@ -196,43 +244,34 @@ func (e *Engine) recoverCommits() {
 		}
 		claimed, err := e.records.claim(ctx, rec)
 		if err != nil {
-			continue // finished, or claimed by another instance first
+			// Finished, or claimed by another instance first; or the write
+			// failed, or applied with its answer lost: the next scan tells.
+			done = false
+			continue
 		}
 		e.log.Info("recovering a commit decision", zap.String("txid", rec.ID), zap.String("previous_owner", rec.Owner))
 		e.shardOf(rec.ID).post(recoverReq{rec: claimed, prior: e.priorStatus(ctx, rec.ID)})
 	}
+	return done
 }
 
-// sweepOrphans finishes what dead instances left undecided. At start, and
-// whenever an instance's lease has gone since the last look, it reads the
-// status bucket: a transaction still preparing or aborting whose owner is
+// sweepOrphans finishes what dead instances left undecided. When one may
+// have died (recoverTick), and for sweepWindow after, it reads the status
+// bucket: a transaction still preparing or aborting whose owner is
 // dead (or is this instance, from before a restart) gets an abort recorded
 // (a create: if a commit record won, commit recovery drives it instead) and
 // abort sent to every participant; one whose status says committing but
 // whose record is committed or gone has finished, and its status is set to
 // committed. A sweep that could not handle every orphan (NATS unavailable,
 // a write failed) is done again at the next scan, until one completes.
-func (e *Engine) sweepOrphans(first bool) {
+func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]bool) {
 	if e.status == nil {
 		return
 	}
-	if first || e.fenced.Swap(false) || e.publishTrouble.Swap(false) {
+	if died || e.publishTrouble.Swap(false) {
 		e.sweepDue = true
 		e.sweepUntil = e.now().Add(sweepWindow)
 	}
-	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
-	defer cancel()
-	alive, err := e.leases.live(ctx)
-	if err != nil {
-		return
-	}
-	for inst := range e.lastAlive {
-		if !alive[inst] {
-			e.sweepDue = true
-			e.sweepUntil = e.now().Add(sweepWindow)
-		}
-	}
-	e.lastAlive = alive
 	if !e.sweepDue && e.now().After(e.sweepUntil) {
 		return
 	}

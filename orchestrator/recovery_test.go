@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -300,5 +301,119 @@ func TestAnotherInstanceAbortsWhatADeadOneLeftUndecided(t *testing.T) {
 	// Participants in doubt now hear abort from the record.
 	if r := c2.Resolve(ctxT(t, 5*time.Second), messages.OutcomeRequest{ID: id}); r.Outcome != messages.OutcomeAbort {
 		t.Fatalf("in doubt after the orphan abort: %+v", r)
+	}
+}
+
+// TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied: recovery used to
+// list every record, finished ones included (the retention keeps them:
+// millions under load), at every look at the leases, every half lease. Now
+// it lists them when an instance may have died (one seen live is gone, at
+// start, after a look a lease or more since the last), at every look for
+// 20 s after that, and every 10 minutes; and it still takes over a dead
+// instance's commit at once. Driven in simulated time.
+func TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied(t *testing.T) {
+	drv := newStepDriver()
+	records, leases := newMemStore(), newMemStore()
+	const lease = 1500 * time.Millisecond
+	eng, err := orchestrator.NewSimulated(orchestrator.Config{Instance: "c1", LeaseTTL: lease, Shards: 1},
+		orchestrator.Ports{Stores: orchestrator.Stores{Records: records, Leases: leases, IDs: newMemStore(), Sagas: newMemStore()}, Commands: &cmdLog{}, Driver: drv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		eng.Halt()
+		drv.advance(0)
+		drv.wg.Wait()
+	}()
+	// settle waits until the recovery and lease loops have done what the
+	// last move of the clock woke them for.
+	settle := func() {
+		t.Helper()
+		for start := time.Now(); !drv.settled(2); time.Sleep(100 * time.Microsecond) {
+			eng.Pump()
+			if time.Since(start) > 5*time.Second {
+				t.Fatal("the recovery and lease loops did not go back to sleep")
+			}
+		}
+	}
+	// run moves the clock on by d in steps, settling after each.
+	run := func(d, step time.Duration) {
+		t.Helper()
+		for moved := time.Duration(0); moved < d; moved += step {
+			drv.advance(step)
+			settle()
+		}
+	}
+	settle()
+	listings := func() int {
+		records.mu.Lock()
+		defer records.mu.Unlock()
+		return records.listings
+	}
+	owner := func(id string) string {
+		en, err := records.Get(context.Background(), id)
+		if err != nil {
+			t.Fatalf("record %s: %v", id, err)
+		}
+		var rec struct{ Owner string }
+		if err := json.Unmarshal(en.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Owner
+	}
+	step := lease / 6
+
+	// At start, then at every look (every 750 ms) for 20 s.
+	run(30*time.Second, step)
+	afterStart := listings()
+	if afterStart < 20 || afterStart > 30 {
+		t.Fatalf("%d listings of the records in the 30 s after the start; want one per look for 20 s, about 27", afterStart)
+	}
+	// Nobody died: no more listings (it was one per look, 80 a minute).
+	run(time.Minute, step)
+	if n := listings(); n != afterStart {
+		t.Fatalf("%d listings of the records in a minute in which no instance died; want none", n-afterStart)
+	}
+	// Another instance, with a commit to finish, comes and goes.
+	if _, err := leases.Put(context.Background(), "c2", []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	rec := `{"id":"t1","state":"committing","participants":["a"],"owner":"c2","decided_at":"2030-01-01T00:00:00Z"}`
+	if _, err := records.Create(context.Background(), "t1", []byte(rec), 0); err != nil {
+		t.Fatal(err)
+	}
+	run(2*time.Second, step)
+	if n := listings(); n != afterStart || owner("t1") != "c2" {
+		t.Fatalf("a new live instance made recovery list the records (%d times) or claim its commit (owner %s)", n-afterStart, owner("t1"))
+	}
+	if err := leases.Delete(context.Background(), "c2"); err != nil {
+		t.Fatal(err)
+	}
+	run(time.Second, step)
+	if n := listings(); n == afterStart || owner("t1") != "c1" {
+		t.Fatalf("c2's lease is gone: want its commit claimed at the next look; %d listings since, owner %s", n-afterStart, owner("t1"))
+	}
+	// 20 s later the listings stop again.
+	run(25*time.Second, step)
+	quiet := listings()
+	run(30*time.Second, step)
+	if n := listings(); n != quiet {
+		t.Fatalf("%d listings in the 30 s after the window; want none", n-quiet)
+	}
+	// A look 2 s after the last (this instance paused, say) may have missed
+	// a lease: it lists.
+	run(2*time.Second, 2*time.Second)
+	if n := listings(); n == quiet {
+		t.Fatal("no listing after a look that came a lease after the last")
+	}
+	// And every 10 minutes anyway.
+	run(30*time.Second, step)
+	before := listings()
+	run(10*time.Minute, 700*time.Millisecond)
+	if n := listings(); n == before {
+		t.Fatal("no listing in 10 minutes")
 	}
 }

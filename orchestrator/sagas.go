@@ -692,19 +692,30 @@ func (e *Engine) publishSagaStatus(rec saga.Record, started time.Time, h *histor
 
 // recoverSagas claims the unfinished sagas of dead instances (and this
 // instance's own from before a restart) and drives them on.
-func (e *Engine) recoverSagas() {
+func (e *Engine) recoverSagas() bool {
 	if e.stores.Sagas == nil {
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
 	entries, err := e.stores.Sagas.Entries(ctx)
 	if err != nil {
 		e.warnUnlessStopping("listing saga records for recovery failed", zap.Error(err))
-		return
+		return false
 	}
+	done := true
 	alive := map[string]bool{}
 	for _, kve := range entries {
+		// Most records are final: read their state alone first, not their
+		// definition and steps.
+		var head struct {
+			Record struct {
+				State saga.State `json:"state"`
+			} `json:"record"`
+		}
+		if json.Unmarshal(kve.Value, &head) != nil || head.Record.State.Final() {
+			continue
+		}
 		var doc sagaDoc
 		if json.Unmarshal(kve.Value, &doc) != nil || doc.Record.State.Final() {
 			continue
@@ -713,6 +724,7 @@ func (e *Engine) recoverSagas() {
 			ok, seen := alive[doc.Owner]
 			if !seen {
 				if ok, err = e.leases.alive(ctx, doc.Owner); err != nil {
+					done = false
 					continue
 				}
 				alive[doc.Owner] = ok
@@ -733,11 +745,16 @@ func (e *Engine) recoverSagas() {
 		}
 		rev, err := e.stores.Sagas.Update(ctx, doc.Record.ID, data, kve.Revision)
 		if err != nil {
-			continue // changed since, or claimed by another instance first
+			// Changed since, or claimed by another instance first; or the
+			// write failed, or applied with its answer lost: the next scan
+			// tells.
+			done = false
+			continue
 		}
 		e.log.Info("recovering a saga", zap.String("saga", doc.Record.ID), zap.String("previous_owner", prev), zap.String("state", string(doc.Record.State)))
 		e.shardOf(doc.Record.ID).post(sagaRecoverReq{doc: doc, rev: rev, prior: e.priorStatus(ctx, doc.Record.ID)})
 	}
+	return done
 }
 
 // recoverSaga starts driving a claimed saga in this shard.

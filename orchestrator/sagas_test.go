@@ -303,10 +303,13 @@ type stepDriver struct {
 	cond *sync.Cond
 	now  time.Time
 	wg   sync.WaitGroup
+	// sleeps holds the wake-up time of each goroutine in Sleep.
+	sleeps map[int]time.Time
+	slept  int
 }
 
 func newStepDriver() *stepDriver {
-	d := &stepDriver{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d := &stepDriver{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), sleeps: map[int]time.Time{}}
 	d.cond = sync.NewCond(&d.mu)
 	return d
 }
@@ -347,10 +350,27 @@ func (d *stepDriver) Sleep(after time.Duration, stop <-chan struct{}) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	until := d.now.Add(after)
+	d.slept++
+	id := d.slept
+	d.sleeps[id] = until
 	for d.now.Before(until) && !stopped() {
 		d.cond.Wait()
 	}
+	delete(d.sleeps, id)
 	return !stopped()
+}
+
+// settled reports whether exactly n goroutines sleep, each until a time
+// still ahead: whatever the last advance woke has done its work.
+func (d *stepDriver) settled(n int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, until := range d.sleeps {
+		if !until.After(d.now) {
+			return false
+		}
+	}
+	return len(d.sleeps) == n
 }
 
 // advance moves the clock and wakes the sleepers (also to see a stop).
@@ -361,14 +381,17 @@ func (d *stepDriver) advance(by time.Duration) {
 	d.cond.Broadcast()
 }
 
-// memStore is an in-memory orchestrator.Store; loseFirstCreate makes the
-// first Create apply its write and answer an error, as a lost answer does.
+// memStore is an in-memory orchestrator.Store (keys do not expire);
+// loseFirstCreate makes the first Create apply its write and answer an
+// error, as a lost answer does.
 type memStore struct {
 	mu              sync.Mutex
 	rev             uint64
 	m               map[string]orchestrator.StoreEntry
 	creates         int
 	loseFirstCreate bool
+	// listings counts the calls of Entries.
+	listings int
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string]orchestrator.StoreEntry{}} }
@@ -433,6 +456,7 @@ func (s *memStore) Delete(_ context.Context, key string) error {
 func (s *memStore) Entries(context.Context) ([]orchestrator.StoreEntry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.listings++
 	var out []orchestrator.StoreEntry
 	for _, en := range s.m {
 		out = append(out, en)
