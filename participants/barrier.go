@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/natstx/natstx/messages"
@@ -96,7 +97,9 @@ type BarrierConfig struct {
 // so a participant that restarts asks about what it prepared with it.
 //
 // Set Config.Barrier to run a Runtime on it. A Barrier is safe for concurrent
-// use.
+// use. It prepares the statements every command runs once, on its database,
+// and reuses them on each connection; they are released by Close, or when
+// the database is closed.
 type Barrier struct {
 	db      *sql.DB
 	dialect Dialect
@@ -104,13 +107,17 @@ type Barrier struct {
 	h       SQLHandler
 	sh      SQLSagaHandler
 	before  func(ctx context.Context, op messages.Op, tx Tx) error
+	// stmts are the prepared statements, by stmtID; closed once Close ran.
+	stmts  [numStmts]*sql.Stmt
+	closed atomic.Bool
 }
 
 // ErrBarrier wraps a database error of a Barrier: the command could not be
 // recorded and is delivered again later.
 var ErrBarrier = errors.New("natstx: barrier")
 
-// NewBarrier returns a Barrier for cfg and creates its table if needed.
+// NewBarrier returns a Barrier for cfg, creates its table if needed and
+// prepares its statements on cfg.DB (see Close).
 func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 	if cfg.DB == nil {
 		return nil, fmt.Errorf("%w: BarrierConfig.DB is nil", ErrInvalidConfig)
@@ -143,6 +150,9 @@ func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 		return nil, fmt.Errorf("%w: creating table %s: %w", ErrBarrier, b.table, err)
 	}
 	if err := b.migrate(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.prepareStmts(ctx); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -232,8 +242,7 @@ func (b *Barrier) claim(ctx context.Context, dbtx *sql.Tx, participant, txid, op
 	if !deadline.IsZero() {
 		dl = sql.NullInt64{Int64: deadline.UnixMilli(), Valid: true}
 	}
-	res, err := dbtx.ExecContext(ctx, b.q(`INSERT INTO `+b.table+` (participant, txid, op, result, reason, at_ms, deadline_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), participant, txid, op, result, reason, now.UnixMilli(), dl)
+	res, err := b.stmt(ctx, dbtx, stmtClaim).ExecContext(ctx, participant, txid, op, result, reason, now.UnixMilli(), dl)
 	if err != nil {
 		return false, fmt.Errorf("%w: recording %s %s: %w", ErrBarrier, op, txid, err)
 	}
@@ -246,19 +255,17 @@ VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), participant, txid, op, re
 
 // set overwrites the result of an existing row.
 func (b *Barrier) set(ctx context.Context, dbtx *sql.Tx, participant, txid, op, result, reason string) error {
-	_, err := dbtx.ExecContext(ctx, b.q(`UPDATE `+b.table+` SET result = ?, reason = ? WHERE participant = ? AND txid = ? AND op = ?`),
-		result, reason, participant, txid, op)
+	_, err := b.stmt(ctx, dbtx, stmtSet).ExecContext(ctx, result, reason, participant, txid, op)
 	if err != nil {
 		return fmt.Errorf("%w: recording %s %s: %w", ErrBarrier, op, txid, err)
 	}
 	return nil
 }
 
-// rows reads every row of one transaction, keyed by operation.
-func (b *Barrier) rows(ctx context.Context, q interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, participant, txid string) (map[string]row, error) {
-	rs, err := q.QueryContext(ctx, b.q(`SELECT op, result, reason FROM `+b.table+` WHERE participant = ? AND txid = ?`), participant, txid)
+// rows reads every row of one transaction, keyed by operation, in dbtx, or
+// outside a transaction when dbtx is nil.
+func (b *Barrier) rows(ctx context.Context, dbtx *sql.Tx, participant, txid string) (map[string]row, error) {
+	rs, err := b.stmt(ctx, dbtx, stmtRows).QueryContext(ctx, participant, txid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading %s: %w", ErrBarrier, txid, err)
 	}
@@ -280,6 +287,9 @@ func (b *Barrier) rows(ctx context.Context, q interface {
 
 // inTx runs fn in a local transaction and commits it if fn returns nil.
 func (b *Barrier) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
 	dbtx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%w: beginning a transaction: %w", ErrBarrier, err)
@@ -319,7 +329,10 @@ func stateOf(rows map[string]row) (State, string) {
 // State returns what the barrier records about participant's transaction
 // txid.
 func (b *Barrier) State(ctx context.Context, participant, txid string) (State, error) {
-	rows, err := b.rows(ctx, b.db, participant, txid)
+	if err := b.checkOpen(); err != nil {
+		return StateNone, err
+	}
+	rows, err := b.rows(ctx, nil, participant, txid)
 	if err != nil {
 		return StateNone, err
 	}

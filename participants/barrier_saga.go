@@ -50,13 +50,11 @@ func (r stepRows) state() StepState {
 	return StepDone
 }
 
-// stepRows reads the rows of step st.
-func (b *Barrier) stepRows(ctx context.Context, q interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, participant, sagaID, step string) (stepRows, error) {
+// stepRows reads the rows of step st in dbtx, or outside a transaction when
+// dbtx is nil.
+func (b *Barrier) stepRows(ctx context.Context, dbtx *sql.Tx, participant, sagaID, step string) (stepRows, error) {
 	var out stepRows
-	rs, err := q.QueryContext(ctx, b.q(`SELECT op, result, reason, code, attempt FROM `+b.table+` WHERE participant = ? AND txid = ? AND op IN (?, ?, ?)`),
-		participant, sagaID, opActionPrefix+step, opCompensatePrefix+step, opFailedPrefix+step)
+	rs, err := b.stmt(ctx, dbtx, stmtStepRows).QueryContext(ctx, participant, sagaID, opActionPrefix+step, opCompensatePrefix+step, opFailedPrefix+step)
 	if err != nil {
 		return out, fmt.Errorf("%w: reading saga %s step %s: %w", ErrBarrier, sagaID, step, err)
 	}
@@ -96,8 +94,7 @@ func (b *Barrier) claimStep(ctx context.Context, dbtx *sql.Tx, st Step, op, resu
 	if attempt > 0 {
 		a = sql.NullInt64{Int64: int64(attempt), Valid: true}
 	}
-	res, err := dbtx.ExecContext(ctx, b.q(`INSERT INTO `+b.table+` (participant, txid, op, result, reason, at_ms, code, attempt)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), st.Participant, st.SagaID, op, result, reason, now.UnixMilli(), c, a)
+	res, err := b.stmt(ctx, dbtx, stmtClaimStep).ExecContext(ctx, st.Participant, st.SagaID, op, result, reason, now.UnixMilli(), c, a)
 	if err != nil {
 		return false, fmt.Errorf("%w: recording %s of saga %s: %w", ErrBarrier, op, st.SagaID, err)
 	}
@@ -111,7 +108,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`), st.Participant, st.Sag
 // StepState returns what the barrier records about participant's step of
 // saga sagaID.
 func (b *Barrier) StepState(ctx context.Context, participant, sagaID, step string) (StepState, error) {
-	rows, err := b.stepRows(ctx, b.db, participant, sagaID, step)
+	if err := b.checkOpen(); err != nil {
+		return StepNone, err
+	}
+	rows, err := b.stepRows(ctx, nil, participant, sagaID, step)
 	if err != nil {
 		return StepNone, err
 	}
@@ -207,7 +207,7 @@ func (b *Barrier) recordActionError(ctx context.Context, st Step, now time.Time,
 				return err
 			}
 			if !won {
-				if _, err := dbtx.ExecContext(ctx, b.q(`UPDATE `+b.table+` SET attempt = ?, reason = ?, at_ms = ? WHERE participant = ? AND txid = ? AND op = ? AND attempt < ?`),
+				if _, err := b.stmt(ctx, dbtx, stmtRaiseAttempt).ExecContext(ctx,
 					st.Attempt, reason, now.UnixMilli(), st.Participant, st.SagaID, op, st.Attempt); err != nil {
 					return fmt.Errorf("%w: recording %s of saga %s: %w", ErrBarrier, op, st.SagaID, err)
 				}

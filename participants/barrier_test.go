@@ -186,7 +186,8 @@ func newBarrierRig(t *testing.T, db database) *barrierRig {
 	return r
 }
 
-// barrier returns a new Barrier on a new handle of the rig's database.
+// barrier returns a new Barrier on a new handle of the rig's database,
+// closed at cleanup (after a Runtime started on it stops).
 func (r *barrierRig) barrier(t *testing.T) *participants.Barrier {
 	t.Helper()
 	b, err := participants.NewBarrier(context.Background(), participants.BarrierConfig{
@@ -195,6 +196,11 @@ func (r *barrierRig) barrier(t *testing.T) *participants.Barrier {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("closing the barrier: %v", err)
+		}
+	})
 	return b
 }
 
@@ -393,6 +399,217 @@ func TestBarrierConcurrentDuplicates(t *testing.T) {
 			if s := r.ledger.state(t, r.sqldb, txid(i)); s != want {
 				t.Errorf("%s: effect %s, want %s", txid(i), s, want)
 			}
+		}
+	})
+}
+
+// TestBarrierConcurrentUse: one Barrier on a pool of up to four connections,
+// of which two stay open when idle (so connections come and go, and its
+// statements are prepared on each as it is first used there), handles many
+// transactions at once from several goroutines, each command three times,
+// and saga steps through Action and Compensate, while State and StepState
+// read outside transactions; each effect happens once.
+func TestBarrierConcurrentUse(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, db database) {
+		r := newBarrierRig(t, db)
+		sqldb := db.open(t)
+		sqldb.SetMaxOpenConns(4)
+		sqldb.SetMaxIdleConns(2)
+		b, err := participants.NewBarrier(context.Background(), participants.BarrierConfig{
+			DB: sqldb, Dialect: db.dialect, Table: r.table, Handler: r.ledger,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(nil, nil)
+		cfg.Barrier = b
+		cfg.OpTimeout, cfg.AckWait = participants.DefaultOpTimeout, participants.DefaultAckWait
+		proc, err := participants.NewProcessor(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		const n, workers = 40, 8
+		var actions, compensations atomic.Int32
+		// run runs the jobs on the workers, with a reader beside them.
+		run := func(jobs []func() error) {
+			t.Helper()
+			ch := make(chan func() error)
+			errs := make(chan error, len(jobs)+1)
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					for job := range ch {
+						if err := job(); err != nil {
+							errs <- err
+						}
+					}
+				})
+			}
+			stop := make(chan struct{})
+			var reader sync.WaitGroup
+			reader.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := b.State(ctx, svc, txid(i%n)); err != nil {
+						errs <- fmt.Errorf("State: %w", err)
+						return
+					}
+					if _, err := b.StepState(ctx, svc, "saga-"+txid(i%n), "reserve"); err != nil {
+						errs <- fmt.Errorf("StepState: %w", err)
+						return
+					}
+				}
+			})
+			for _, job := range jobs {
+				ch <- job
+			}
+			close(ch)
+			wg.Wait()
+			close(stop)
+			reader.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			if t.Failed() {
+				t.FailNow()
+			}
+		}
+		handle := func(id string, op messages.Op, attempt int, want messages.Result) func() error {
+			return func() error {
+				cmd := r.cmd(id, op, attempt)
+				var got participants.Answer
+				proc.Handle(cmd.Header(), nil, cmd.Subject(), func(a participants.Answer) { got = a })
+				if got.Reply.Result != want {
+					return fmt.Errorf("%s %s attempt %d: reply %+v, want %s", op, id, attempt, got.Reply, want)
+				}
+				return nil
+			}
+		}
+		saga := func(i int, compensate bool) func() error {
+			return func() error {
+				id := "saga-" + txid(i)
+				if compensate {
+					return b.Compensate(ctx, svc, id, "reserve", func(*sql.Tx) error { compensations.Add(1); return nil })
+				}
+				return b.Action(ctx, svc, id, "reserve", func(*sql.Tx) error { actions.Add(1); return nil })
+			}
+		}
+		// First every prepare and action, then every commit, abort and
+		// compensation, each three times, in an order that puts copies of
+		// one command on different workers.
+		for _, second := range []bool{false, true} {
+			var jobs []func() error
+			for a := 1; a <= 3; a++ {
+				for i := range n {
+					switch {
+					case !second:
+						jobs = append(jobs, handle(txid(i), messages.OpPrepare, a, messages.VoteCommit), saga(i, false))
+					case i%4 == 3:
+						jobs = append(jobs, handle(txid(i), messages.OpAbort, a, messages.Ack), saga(i, true))
+					default:
+						jobs = append(jobs, handle(txid(i), messages.OpCommit, a, messages.Ack))
+					}
+				}
+			}
+			run(jobs)
+		}
+		for i := range n {
+			want, op, state, step := "applied", messages.OpCommit, participants.StateCommitted, participants.StepDone
+			if i%4 == 3 {
+				want, op, state, step = "none", messages.OpAbort, participants.StateAborted, participants.StepCompensated
+			}
+			if p, c := r.ledger.n(messages.OpPrepare, txid(i)), r.ledger.n(op, txid(i)); p != 1 || c != 1 {
+				t.Errorf("%s: prepare applied %d times, %s %d; want once each", txid(i), p, op, c)
+			}
+			if s := r.ledger.state(t, r.sqldb, txid(i)); s != want {
+				t.Errorf("%s: effect %s, want %s", txid(i), s, want)
+			}
+			if s, err := b.State(ctx, svc, txid(i)); err != nil || s != state {
+				t.Errorf("%s: state %s %v, want %s", txid(i), s, err, state)
+			}
+			if s, err := b.StepState(ctx, svc, "saga-"+txid(i), "reserve"); err != nil || s != step {
+				t.Errorf("saga-%s: step %s %v, want %s", txid(i), s, err, step)
+			}
+		}
+		if a, c := actions.Load(), compensations.Load(); a != n || c != n/4 {
+			t.Errorf("%d actions and %d compensations ran, want %d and %d", a, c, n, n/4)
+		}
+	})
+}
+
+// TestBarrierClose: Close releases the statements, not the database; the
+// closed Barrier fails with ErrBarrier, another Barrier on the same database
+// still works, and Close again is harmless.
+func TestBarrierClose(t *testing.T) {
+	forEachDatabase(t, func(t *testing.T, db database) {
+		r := newBarrierRig(t, db)
+		sqldb := db.open(t)
+		ctx := context.Background()
+		newBarrier := func() *participants.Barrier {
+			b, err := participants.NewBarrier(ctx, participants.BarrierConfig{DB: sqldb, Dialect: db.dialect, Table: r.table, Handler: r.ledger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+		closed, open := newBarrier(), newBarrier()
+		if err := closed.Action(ctx, svc, "s1", "reserve", func(*sql.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := closed.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := closed.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		if _, err := closed.State(ctx, svc, "tx"); !errors.Is(err, participants.ErrBarrier) {
+			t.Errorf("State after Close = %v, want ErrBarrier", err)
+		}
+		if _, err := closed.StepState(ctx, svc, "s1", "reserve"); !errors.Is(err, participants.ErrBarrier) {
+			t.Errorf("StepState after Close = %v, want ErrBarrier", err)
+		}
+		ran := false
+		if err := closed.Action(ctx, svc, "s2", "reserve", func(*sql.Tx) error { ran = true; return nil }); !errors.Is(err, participants.ErrBarrier) || ran {
+			t.Errorf("Action after Close = %v (ran %t), want ErrBarrier", err, ran)
+		}
+		if err := sqldb.PingContext(ctx); err != nil {
+			t.Fatalf("the database after Close: %v", err)
+		}
+		if s, err := open.StepState(ctx, svc, "s1", "reserve"); err != nil || s != participants.StepDone {
+			t.Errorf("the other barrier: step %s %v, want done", s, err)
+		}
+		if err := open.Action(ctx, svc, "s2", "reserve", func(*sql.Tx) error { return nil }); err != nil {
+			t.Errorf("the other barrier: Action = %v", err)
+		}
+	})
+}
+
+// TestSagaFailedAttemptIsRaised: a saga action that fails at two attempts
+// records the higher one, so a redelivery of either stays failed without the
+// handler, and the next attempt does the action.
+func TestSagaFailedAttemptIsRaised(t *testing.T) {
+	forEachSagaKind(t, func(t *testing.T, k sagaKind) {
+		p, fx := k.newProc(t), k.effects
+		const step = "reserve"
+		for a := 1; a <= 2; a++ {
+			fx.failNext(messages.OpAction, errors.New("provider down"))
+			expectSaga(t, p, sagaCmd("s1", messages.OpAction, step, a, "go"), messages.Failed, "provider down", "")
+		}
+		for a := 2; a >= 1; a-- {
+			expectSaga(t, p, sagaCmd("s1", messages.OpAction, step, a, "go"), messages.Failed, participants.ReasonAttemptFailed, "")
+		}
+		if n := fx.n(messages.OpAction, "s1", step); n != 0 {
+			t.Fatalf("%d actions done after two failed attempts", n)
+		}
+		expectSaga(t, p, sagaCmd("s1", messages.OpAction, step, 3, "go"), messages.Ack, "", "")
+		if n := fx.n(messages.OpAction, "s1", step); n != 1 {
+			t.Fatalf("%d actions done, want 1", n)
 		}
 	})
 }
