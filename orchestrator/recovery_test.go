@@ -315,19 +315,8 @@ func TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied(t *testing.T) {
 	drv := newStepDriver()
 	records, leases := newMemStore(), newMemStore()
 	const lease = 1500 * time.Millisecond
-	eng, err := orchestrator.NewSimulated(orchestrator.Config{Instance: "c1", LeaseTTL: lease, Shards: 1},
-		orchestrator.Ports{Stores: orchestrator.Stores{Records: records, Leases: leases, IDs: newMemStore(), Sagas: newMemStore()}, Commands: &cmdLog{}, Driver: drv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		eng.Halt()
-		drv.advance(0)
-		drv.wg.Wait()
-	}()
+	eng := startSimulated(t, drv, orchestrator.Config{Instance: "c1", LeaseTTL: lease, Shards: 1},
+		orchestrator.Ports{Stores: orchestrator.Stores{Records: records, Leases: leases, IDs: newMemStore(), Sagas: newMemStore()}, Commands: &cmdLog{}})
 	// settle waits until the recovery and lease loops have done what the
 	// last move of the clock woke them for.
 	settle := func() {

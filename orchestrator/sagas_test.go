@@ -381,6 +381,26 @@ func (d *stepDriver) advance(by time.Duration) {
 	d.cond.Broadcast()
 }
 
+// startSimulated starts a simulated engine on drv, halted at the end of
+// the test.
+func startSimulated(t *testing.T, drv *stepDriver, cfg orchestrator.Config, p orchestrator.Ports) *orchestrator.Engine {
+	t.Helper()
+	p.Driver = drv
+	eng, err := orchestrator.NewSimulated(cfg, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		eng.Halt()
+		drv.advance(0)
+		drv.wg.Wait()
+	})
+	return eng
+}
+
 // memStore is an in-memory orchestrator.Store (keys do not expire);
 // loseFirstCreate makes the first Create apply its write and answer an
 // error, as a lost answer does.
@@ -498,19 +518,8 @@ func TestSagaIsNotRunAgainAfterItsRecordExpired(t *testing.T) {
 	sagas := newMemStore()
 	sagas.loseFirstCreate = true
 	cmds := &cmdLog{}
-	eng, err := orchestrator.NewSimulated(orchestrator.Config{Instance: "c1", Retention: 20 * time.Second, LeaseTTL: 1500 * time.Millisecond, Shards: 1},
-		orchestrator.Ports{Stores: orchestrator.Stores{Records: newMemStore(), Leases: newMemStore(), IDs: newMemStore(), Sagas: sagas}, Commands: cmds, Driver: drv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		eng.Halt()
-		drv.advance(0)
-		drv.wg.Wait()
-	}()
+	eng := startSimulated(t, drv, orchestrator.Config{Instance: "c1", Retention: 20 * time.Second, LeaseTTL: 1500 * time.Millisecond, Shards: 1},
+		orchestrator.Ports{Stores: orchestrator.Stores{Records: newMemStore(), Leases: newMemStore(), IDs: newMemStore(), Sagas: sagas}, Commands: cmds})
 	// pumpUntil runs the engine's shards until cond holds, for at most a few
 	// seconds of the machine's time.
 	pumpUntil := func(cond func() bool, what string) {
