@@ -253,7 +253,7 @@ func PeekState(data []byte) (state string, ok bool) {
 	// the key is the top level's (a string holding "state":" would have
 	// its quotes escaped), and a value with no backslash is read as is.
 	const key = `"state":"`
-	if i := bytes.Index(data, []byte(key)); i > 0 && data[0] == '{' && bytes.IndexAny(data[1:i], "[{") < 0 {
+	if i := bytes.Index(data, []byte(key)); i > 0 && data[0] == '{' && !bytes.ContainsAny(data[1:i], "[{") {
 		v := data[i+len(key):]
 		if j := bytes.IndexByte(v, '"'); j >= 0 && bytes.IndexByte(v[:j], '\\') < 0 && utf8.Valid(v[:j]) {
 			return string(v[:j]), true

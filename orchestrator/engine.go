@@ -190,6 +190,10 @@ type Engine struct {
 	recoverUntil time.Time
 	nextFullScan time.Time
 	sweepDue     bool
+	// recordsRead, sagasRead and statusRead are the highest revisions of
+	// the records, sagas and status buckets the last scans read: the
+	// scans in a window after a death read only what came after.
+	recordsRead, sagasRead, statusRead uint64
 	// sweepUntil: sweep at every scan until then (sweepWindow).
 	sweepUntil time.Time
 }

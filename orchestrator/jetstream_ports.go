@@ -101,13 +101,20 @@ func (s *jsStore) Delete(ctx context.Context, key string) error {
 	return s.kv.Delete(ctx, key)
 }
 
-func (s *jsStore) Entries(ctx context.Context) ([]StoreEntry, error) {
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+func (s *jsStore) Entries(ctx context.Context, after uint64) ([]StoreEntry, error) {
+	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
+	if after > 0 {
+		// Every message from after+1 on: the buckets keep one per key (their
+		// History is 1), so each is a key's latest.
+		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(after+1))
+	}
+	w, err := s.kv.WatchAll(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
 	defer stopWatch(w)
 	var out []StoreEntry
+	at := map[string]int{} // a key's place in out, should a bucket keep more
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,7 +123,13 @@ func (s *jsStore) Entries(ctx context.Context) ([]StoreEntry, error) {
 			if !ok || e == nil {
 				return out, nil
 			}
-			out = append(out, StoreEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()})
+			en := StoreEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}
+			if i, seen := at[en.Key]; seen && after > 0 {
+				out[i] = en
+				continue
+			}
+			at[en.Key] = len(out)
+			out = append(out, en)
 		}
 	}
 }

@@ -37,8 +37,9 @@ type Store interface {
 	PutAsync(key string, value []byte, onErr func(error))
 	// Delete removes key.
 	Delete(ctx context.Context, key string) error
-	// Entries returns every live entry.
-	Entries(ctx context.Context) ([]StoreEntry, error)
+	// Entries returns the live entries whose revision is above after (with
+	// after 0, every live entry), in revision order.
+	Entries(ctx context.Context, after uint64) ([]StoreEntry, error)
 }
 
 // StoreEntry is one entry of a Store.

@@ -141,19 +141,22 @@ func (s *recordStore) claim(ctx context.Context, rec decisionRecord) (decisionRe
 	return rec, err
 }
 
-// commits lists every commit record, for recovery and takeover.
-func (s *recordStore) commits(ctx context.Context) ([]decisionRecord, error) {
-	es, err := s.kv.Entries(ctx)
+// commits lists the commit records written since revision after (0: all),
+// for recovery and takeover, and the highest revision it read (after if
+// none).
+func (s *recordStore) commits(ctx context.Context, after uint64) ([]decisionRecord, uint64, error) {
+	es, err := s.kv.Entries(ctx, after)
 	if err != nil {
-		return nil, err
+		return nil, after, err
 	}
 	var out []decisionRecord
 	for _, e := range es {
+		after = max(after, e.Revision)
 		if rec, err := decode(e); err == nil && rec.State == recordCommitting {
 			out = append(out, rec)
 		}
 	}
-	return out, nil
+	return out, after, nil
 }
 
 // finish replaces a commit record, once every participant acknowledged, by

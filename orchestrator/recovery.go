@@ -102,12 +102,13 @@ func (e *Engine) recoveryLoop() {
 // fenced (it dropped what it held), and when the last look began a lease
 // or more ago: a lease stays listed for the lease TTL after its last write,
 // so looks closer together than that see every instance that ever wrote
-// one, however short-lived. After such a look the records are scanned at
-// every look for sweepWindow (what the dead instance was writing may land
-// late), then every fullScanEvery; a scan that could not finish is done
-// again at the next look. Scanning at every look instead would read every
-// record the retention keeps, finished ones included, every half lease:
-// millions under load.
+// one, however short-lived. After such a look the records are scanned, and
+// at every look for sweepWindow after, what was written since the last
+// scan (what the dead instance was writing may land late); all of them
+// again every fullScanEvery, and at the next look after a scan that could
+// not finish. Scanning all at every look instead would read every record
+// the retention keeps, finished ones included, every half lease: millions
+// under load.
 func (e *Engine) recoverTick(first bool) {
 	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
@@ -127,10 +128,15 @@ func (e *Engine) recoverTick(first bool) {
 		e.recoverUntil = now.Add(sweepWindow)
 	}
 	if e.recoverDue || !now.After(e.recoverUntil) || !now.Before(e.nextFullScan) {
-		done := e.recoverCommits()
-		done = e.recoverSagas() && done
-		e.recoverDue = !done
-		if done {
+		full := died || e.recoverDue || !now.Before(e.nextFullScan)
+		if full {
+			e.recordsRead, e.sagasRead = 0, 0
+		}
+		var done, sagasDone bool
+		e.recordsRead, done = e.recoverCommits(e.recordsRead)
+		e.sagasRead, sagasDone = e.recoverSagas(e.sagasRead)
+		e.recoverDue = !done || !sagasDone
+		if full && !e.recoverDue {
 			e.nextFullScan = now.Add(fullScanEvery)
 		}
 	}
@@ -211,17 +217,19 @@ func (e *Engine) fence() {
 	e.fencing.Store(false)
 }
 
-// recoverCommits claims every commit record whose owner is dead (or is this
-// instance but not running it) and starts driving it: commit is re-sent
-// until every participant acknowledged. Claims are compare-and-set on the
-// record's revision, so two instances never both claim one record.
-func (e *Engine) recoverCommits() bool {
+// recoverCommits claims every commit record written since revision after
+// (0: every one) whose owner is dead (or is this instance but not running
+// it) and starts driving it: commit is re-sent until every participant
+// acknowledged. Claims are compare-and-set on the record's revision, so two
+// instances never both claim one record. It returns the highest revision
+// it read, and whether it handled every record.
+func (e *Engine) recoverCommits(after uint64) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
-	recs, err := e.records.commits(ctx)
+	recs, read, err := e.records.commits(ctx, after)
 	if err != nil {
 		e.warnUnlessStopping("listing commit records for recovery failed", zap.Error(err))
-		return false
+		return after, false
 	}
 	done := true
 	alive := map[string]bool{}
@@ -252,12 +260,12 @@ func (e *Engine) recoverCommits() bool {
 		e.log.Info("recovering a commit decision", zap.String("txid", rec.ID), zap.String("previous_owner", rec.Owner))
 		e.shardOf(rec.ID).post(recoverReq{rec: claimed, prior: e.priorStatus(ctx, rec.ID)})
 	}
-	return done
+	return read, done
 }
 
 // sweepOrphans finishes what dead instances left undecided. When one may
-// have died (recoverTick), and for sweepWindow after, it reads the status
-// bucket: a transaction still preparing or aborting whose owner is
+// have died (recoverTick) it reads the status bucket, and at every look for
+// sweepWindow after, what was written to it since: a transaction still preparing or aborting whose owner is
 // dead (or is this instance, from before a restart) gets an abort recorded
 // (a create: if a commit record won, commit recovery drives it instead) and
 // abort sent to every participant; one whose status says committing but
@@ -275,15 +283,20 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 	if !e.sweepDue && e.now().After(e.sweepUntil) {
 		return
 	}
+	if e.sweepDue {
+		e.statusRead = 0 // all of them; in the window after, what changed since
+	}
 	read := e.now()
-	entries, err := e.status.Entries(ctx)
+	entries, err := e.status.Entries(ctx, e.statusRead)
 	if err != nil {
 		e.stats.SweepsIncomplete.Add(1)
 		e.warnUnlessStopping("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(err))
 		return
 	}
 	complete := true
+	highest := e.statusRead
 	for _, kve := range entries {
+		highest = max(highest, kve.Revision)
 		// Most statuses are final: read their state alone first, not their
 		// participants and history.
 		if state, ok := messages.PeekState(kve.Value); !ok || isFinal(state) {
@@ -329,7 +342,9 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 		}
 	}
 	e.sweepDue = !complete
-	if !complete {
+	if complete {
+		e.statusRead = highest
+	} else {
 		e.stats.SweepsIncomplete.Add(1)
 	}
 }
@@ -374,7 +389,7 @@ func (e *Engine) sweepOne(ctx context.Context, st messages.TxStatus) bool {
 
 // live returns the instances whose lease is live.
 func (l *leases) live(ctx context.Context) (map[string]bool, error) {
-	es, err := l.kv.Entries(ctx)
+	es, err := l.kv.Entries(ctx, 0)
 	if err != nil {
 		return nil, err
 	}

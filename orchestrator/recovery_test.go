@@ -3,6 +3,7 @@ package orchestrator_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -307,13 +308,21 @@ func TestAnotherInstanceAbortsWhatADeadOneLeftUndecided(t *testing.T) {
 // TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied: recovery used to
 // list every record, finished ones included (the retention keeps them:
 // millions under load), at every look at the leases, every half lease. Now
-// it lists them when an instance may have died (one seen live is gone, at
-// start, after a look a lease or more since the last), at every look for
-// 20 s after that, and every 10 minutes; and it still takes over a dead
-// instance's commit at once. Driven in simulated time.
+// it lists them all when an instance may have died (one seen live is gone,
+// at start, after a look a lease or more since the last), and at every look
+// for 20 s after that only those written since; all of them again every 10
+// minutes; and it still takes over a dead instance's commit at once.
+// Driven in simulated time.
 func TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied(t *testing.T) {
 	drv := newStepDriver()
 	records, leases := newMemStore(), newMemStore()
+	const finished = 100 // committed records the retention keeps
+	for i := range finished {
+		id := fmt.Sprintf("done%d", i)
+		if _, err := records.Create(context.Background(), id, []byte(`{"id":"`+id+`","state":"committed","owner":"c0"}`), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	const lease = 1500 * time.Millisecond
 	eng := startSimulated(t, drv, orchestrator.Config{Instance: "c1", LeaseTTL: lease, Shards: 1},
 		orchestrator.Ports{Stores: orchestrator.Stores{Records: records, Leases: leases, IDs: newMemStore(), Sagas: newMemStore()}, Commands: &cmdLog{}})
@@ -342,6 +351,11 @@ func TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied(t *testing.T) {
 		defer records.mu.Unlock()
 		return records.listings
 	}
+	read := func() int {
+		records.mu.Lock()
+		defer records.mu.Unlock()
+		return records.read
+	}
 	owner := func(id string) string {
 		en, err := records.Get(context.Background(), id)
 		if err != nil {
@@ -360,6 +374,9 @@ func TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied(t *testing.T) {
 	afterStart := listings()
 	if afterStart < 20 || afterStart > 30 {
 		t.Fatalf("%d listings of the records in the 30 s after the start; want one per look for 20 s, about 27", afterStart)
+	}
+	if n := read(); n != finished {
+		t.Fatalf("the listings after the start read %d records; want the %d there once, then none (nothing was written since)", n, finished)
 	}
 	// Nobody died: no more listings (it was one per look, 80 a minute).
 	run(time.Minute, step)
@@ -381,12 +398,16 @@ func TestRecoveryListsTheRecordsOnlyWhenAnInstanceMayHaveDied(t *testing.T) {
 	if err := leases.Delete(context.Background(), "c2"); err != nil {
 		t.Fatal(err)
 	}
+	readBefore := read()
 	run(time.Second, step)
 	if n := listings(); n == afterStart || owner("t1") != "c1" {
 		t.Fatalf("c2's lease is gone: want its commit claimed at the next look; %d listings since, owner %s", n-afterStart, owner("t1"))
 	}
 	// 20 s later the listings stop again.
 	run(25*time.Second, step)
+	if n := read() - readBefore; n < finished+1 || n > finished+3 {
+		t.Fatalf("the listings after c2 died read %d records; want all %d once, then only t1's claim", n, finished+1)
+	}
 	quiet := listings()
 	run(30*time.Second, step)
 	if n := listings(); n != quiet {

@@ -691,21 +691,24 @@ func (e *Engine) publishSagaStatus(rec saga.Record, started time.Time, h *histor
 }
 
 // recoverSagas claims the unfinished sagas of dead instances (and this
-// instance's own from before a restart) and drives them on.
-func (e *Engine) recoverSagas() bool {
+// instance's own from before a restart) whose records were written since
+// revision after (0: every one) and drives them on. It returns the highest
+// revision it read, and whether it handled every record.
+func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 	if e.stores.Sagas == nil {
-		return true
+		return after, true
 	}
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
-	entries, err := e.stores.Sagas.Entries(ctx)
+	entries, err := e.stores.Sagas.Entries(ctx, after)
 	if err != nil {
 		e.warnUnlessStopping("listing saga records for recovery failed", zap.Error(err))
-		return false
+		return after, false
 	}
 	done := true
 	alive := map[string]bool{}
 	for _, kve := range entries {
+		after = max(after, kve.Revision)
 		// Most records are final: read their state alone first, not their
 		// definition and steps.
 		var head struct {
@@ -754,7 +757,7 @@ func (e *Engine) recoverSagas() bool {
 		e.log.Info("recovering a saga", zap.String("saga", doc.Record.ID), zap.String("previous_owner", prev), zap.String("state", string(doc.Record.State)))
 		e.shardOf(doc.Record.ID).post(sagaRecoverReq{doc: doc, rev: rev, prior: e.priorStatus(ctx, doc.Record.ID)})
 	}
-	return done
+	return after, done
 }
 
 // recoverSaga starts driving a claimed saga in this shard.

@@ -410,8 +410,8 @@ type memStore struct {
 	m               map[string]orchestrator.StoreEntry
 	creates         int
 	loseFirstCreate bool
-	// listings counts the calls of Entries.
-	listings int
+	// listings counts the calls of Entries, read the entries they returned.
+	listings, read int
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string]orchestrator.StoreEntry{}} }
@@ -473,14 +473,17 @@ func (s *memStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (s *memStore) Entries(context.Context) ([]orchestrator.StoreEntry, error) {
+func (s *memStore) Entries(_ context.Context, after uint64) ([]orchestrator.StoreEntry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listings++
 	var out []orchestrator.StoreEntry
 	for _, en := range s.m {
-		out = append(out, en)
+		if en.Revision > after {
+			out = append(out, en)
+		}
 	}
+	s.read += len(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].Revision < out[j].Revision })
 	return out, nil
 }

@@ -119,12 +119,12 @@ func (b *kvBucket) update(writer, key string, value []byte, rev uint64) (uint64,
 	return b.write(writer, "update", key, value, 0, false), nil
 }
 
-// entries returns the live entries in revision order, as a watch delivers
-// them.
-func (b *kvBucket) entries() []orchestrator.StoreEntry {
+// entries returns the live entries whose revision is above after, in
+// revision order, as a watch delivers them.
+func (b *kvBucket) entries(after uint64) []orchestrator.StoreEntry {
 	var out []orchestrator.StoreEntry
 	for key := range b.keys {
-		if en := b.live(key); en != nil {
+		if en := b.live(key); en != nil && en.rev > after {
 			out = append(out, orchestrator.StoreEntry{Key: key, Value: slices.Clone(en.value), Revision: en.rev})
 		}
 	}
@@ -250,10 +250,10 @@ func (v *kvView) Delete(ctx context.Context, key string) error {
 	})
 }
 
-func (v *kvView) Entries(ctx context.Context) ([]orchestrator.StoreEntry, error) {
+func (v *kvView) Entries(ctx context.Context, after uint64) ([]orchestrator.StoreEntry, error) {
 	var out []orchestrator.StoreEntry
 	err := v.call(ctx, "entries", "*", func() error {
-		out = v.b.entries()
+		out = v.b.entries(after)
 		return nil
 	})
 	return out, err
