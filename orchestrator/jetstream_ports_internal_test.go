@@ -47,9 +47,9 @@ func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(s.Put(ctx, "a", []byte("a1"), 0)) // 1
-	must(s.Put(ctx, "b", []byte("b1"), 0)) // 2
-	must(s.Put(ctx, "a", []byte("a2"), 0)) // 3
+	must(s.Put(ctx, "a", []byte("a1"), 0))     // 1
+	must(s.Put(ctx, "b", []byte("b1"), 0))     // 2
+	must(s.Put(ctx, "a", []byte("a2"), 0))     // 3
 	if err := s.Delete(ctx, "b"); err != nil { // 4
 		t.Fatal(err)
 	}
