@@ -181,11 +181,11 @@ func (c *Client) List(ctx context.Context, states ...string) ([]messages.TxStatu
 	if err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	w, stop, err := watchAll(ctx, kv, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
-	defer stopWatch(w)
+	defer stop()
 	var out []messages.TxStatus
 	for {
 		select {
@@ -222,14 +222,14 @@ func (c *Client) Watch(ctx context.Context) (<-chan messages.TxStatus, error) {
 		return nil, err
 	}
 	from := stream.CachedInfo().State.LastSeq + 1
-	w, err := kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(from), jetstream.IgnoreDeletes())
+	w, stop, err := watchAll(ctx, kv, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(from), jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
 	ch := make(chan messages.TxStatus, 64)
 	go func() {
 		defer close(ch)
-		defer stopWatch(w)
+		defer stop()
 		for {
 			select {
 			case <-ctx.Done():

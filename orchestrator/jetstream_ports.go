@@ -108,11 +108,11 @@ func (s *jsStore) Entries(ctx context.Context, after uint64) ([]StoreEntry, erro
 		// History is 1), so each is a key's latest.
 		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(after+1))
 	}
-	w, err := s.kv.WatchAll(ctx, opts...)
+	w, stop, err := watchAll(ctx, s.kv, opts...)
 	if err != nil {
 		return nil, err
 	}
-	defer stopWatch(w)
+	defer stop()
 	var out []StoreEntry
 	at := map[string]int{} // a key's place in out, should a bucket keep more
 	for {
@@ -132,6 +132,32 @@ func (s *jsStore) Entries(ctx context.Context, after uint64) ([]StoreEntry, erro
 			out = append(out, en)
 		}
 	}
+}
+
+// watchAll starts a watch of every key of kv; stop ends it. The watch's
+// subscription gets a context of its own, ended by stop after the watch is
+// stopped, not ctx: nats.go unsubscribes a watch when its context ends, and
+// when that happens while the watch is being set up, before it sets its
+// closed handler, the updates channel is never closed, and stopWatch's
+// drain never ends (a goroutine left for ever, which the orchestrator's
+// tests caught). The callers read the updates until ctx ends; the watch's
+// own context ends at the latest a minute after ctx's deadline, if it has
+// one.
+func watchAll(ctx context.Context, kv jetstream.KeyValue, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, func(), error) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if deadline, ok := ctx.Deadline(); ok {
+		cancel()
+		wctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(time.Minute))
+	}
+	w, err := kv.WatchAll(wctx, opts...)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return w, func() {
+		stopWatch(w)
+		cancel()
+	}, nil
 }
 
 // stopWatch stops a key-value watcher and drains what it still delivers: a
