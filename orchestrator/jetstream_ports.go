@@ -134,29 +134,35 @@ func (s *jsStore) Entries(ctx context.Context, after uint64) ([]StoreEntry, erro
 	}
 }
 
-// watchAll starts a watch of every key of kv; stop ends it. The watch's
-// subscription gets a context of its own, ended by stop after the watch is
-// stopped, not ctx: nats.go unsubscribes a watch when its context ends, and
-// when that happens while the watch is being set up, before it sets its
-// closed handler, the updates channel is never closed, and stopWatch's
-// drain never ends (a goroutine left for ever, which the orchestrator's
-// tests caught). The callers read the updates until ctx ends; the watch's
-// own context ends at the latest a minute after ctx's deadline, if it has
-// one.
+// watchAll starts a watch of every key of kv, which ends with ctx or when
+// stop is called. nats.go unsubscribes a watch when its context ends; when
+// that happens while the watch is being set up, before it sets its closed
+// handler, the updates channel is never closed, and stopWatch's drain would
+// wait for ever (a goroutine left behind, which the orchestrator's tests
+// caught). So when ctx has ended by the time the watch is set up, stop
+// drains only until the updates go quiet.
 func watchAll(ctx context.Context, kv jetstream.KeyValue, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, func(), error) {
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	if deadline, ok := ctx.Deadline(); ok {
-		cancel()
-		wctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(time.Minute))
-	}
-	w, err := kv.WatchAll(wctx, opts...)
+	w, err := kv.WatchAll(ctx, opts...)
 	if err != nil {
-		cancel()
 		return nil, nil, err
 	}
+	if ctx.Err() == nil {
+		return w, func() { stopWatch(w) }, nil
+	}
 	return w, func() {
-		stopWatch(w)
-		cancel()
+		_ = w.Stop()
+		go func() {
+			for {
+				select {
+				case _, ok := <-w.Updates():
+					if !ok {
+						return
+					}
+				case <-time.After(500 * time.Millisecond):
+					return
+				}
+			}
+		}()
 	}, nil
 }
 
