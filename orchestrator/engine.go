@@ -181,14 +181,14 @@ type Engine struct {
 	// lastAlive is the set of live instances at the last look at the
 	// leases, and lastLook when that look began; recoverDue says the last
 	// recovery scan could not finish, recoverUntil scan at every look until
-	// then, nextFullScan when to scan anyway (recoverTick); sweepDue says a
+	// then, nextScan when to scan what was written since anyway (recoverTick); sweepDue says a
 	// sweep found work it could not finish. Only the recovery loop touches
 	// them.
 	lastAlive    map[string]bool
 	lastLook     time.Time
 	recoverDue   bool
 	recoverUntil time.Time
-	nextFullScan time.Time
+	nextScan     time.Time
 	sweepDue     bool
 	// recordsRead, sagasRead and statusRead are the highest revisions of
 	// the records, sagas and status buckets the last scans read: the

@@ -101,7 +101,7 @@ func (s *jsStore) Delete(ctx context.Context, key string) error {
 	return s.kv.Delete(ctx, key)
 }
 
-func (s *jsStore) Entries(ctx context.Context, after uint64) ([]StoreEntry, error) {
+func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntry) bool) ([]StoreEntry, uint64, error) {
 	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
 	if after > 0 {
 		// Every message from after+1 on: the buckets keep one per key (their
@@ -110,28 +110,46 @@ func (s *jsStore) Entries(ctx context.Context, after uint64) ([]StoreEntry, erro
 	}
 	w, stop, err := watchAll(ctx, s.kv, opts...)
 	if err != nil {
-		return nil, err
+		return nil, after, err
 	}
 	defer stop()
-	var out []StoreEntry
-	at := map[string]int{} // a key's place in out, should a bucket keep more
+	// A key can come twice (written again while the watch ran): its last
+	// write decides whether it is kept.
+	kept := map[string]StoreEntry{}
+	var order []string
 	for {
 		select {
 		case <-ctx.Done():
-			return out, ctx.Err()
+			return entriesInOrder(kept, order), after, ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok || e == nil {
-				return out, nil
+				return entriesInOrder(kept, order), after, nil
 			}
 			en := StoreEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}
-			if i, seen := at[en.Key]; seen && after > 0 {
-				out[i] = en
+			after = max(after, en.Revision)
+			if keep != nil && !keep(en) {
+				delete(kept, en.Key)
 				continue
 			}
-			at[en.Key] = len(out)
-			out = append(out, en)
+			if _, seen := kept[en.Key]; !seen {
+				order = append(order, en.Key)
+			}
+			kept[en.Key] = en
 		}
 	}
+}
+
+// entriesInOrder returns the kept entries in the order their keys first
+// came, less those dropped since.
+func entriesInOrder(kept map[string]StoreEntry, order []string) []StoreEntry {
+	out := make([]StoreEntry, 0, len(kept))
+	for _, k := range order {
+		if en, ok := kept[k]; ok {
+			out = append(out, en)
+			delete(kept, k) // a key dropped and kept again is listed twice in order
+		}
+	}
+	return out
 }
 
 // watchAll starts a watch of every key of kv, which ends with ctx or when

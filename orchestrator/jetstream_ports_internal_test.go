@@ -56,9 +56,9 @@ func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
 	must(s.Create(ctx, "c", []byte("c1"), 0)) // 5
 	must(s.Put(ctx, "d", []byte("d1"), 0))    // 6
 	must(s.Put(ctx, "d", []byte("d2"), 0))    // 7
-	list := func(after uint64) string {
+	list := func(after uint64, keep func(StoreEntry) bool) string {
 		t.Helper()
-		es, err := s.Entries(ctx, after)
+		es, highest, err := s.Entries(ctx, after, keep)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,22 +66,30 @@ func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
 		for _, e := range es {
 			out = append(out, fmt.Sprintf("%s=%s@%d", e.Key, e.Value, e.Revision))
 		}
-		return strings.Join(out, " ")
+		return strings.Join(out, " ") + fmt.Sprintf(" (read to %d)", highest)
 	}
 	for _, c := range []struct {
 		after uint64
 		want  string
 	}{
-		{0, "a=a2@3 c=c1@5 d=d2@7"},
-		{1, "a=a2@3 c=c1@5 d=d2@7"},
-		{3, "c=c1@5 d=d2@7"},
-		{5, "d=d2@7"},
-		{6, "d=d2@7"},
-		{7, ""},
-		{100, ""},
+		{0, "a=a2@3 c=c1@5 d=d2@7 (read to 7)"},
+		{1, "a=a2@3 c=c1@5 d=d2@7 (read to 7)"},
+		{3, "c=c1@5 d=d2@7 (read to 7)"},
+		{5, "d=d2@7 (read to 7)"},
+		{6, "d=d2@7 (read to 7)"},
+		{7, " (read to 7)"},
+		{100, " (read to 100)"},
 	} {
-		if got := list(c.after); got != c.want {
+		if got := list(c.after, nil); got != c.want {
 			t.Errorf("Entries after %d = %q, want %q", c.after, got, c.want)
 		}
+	}
+	// keep decides what is held; the revision read is the highest of all.
+	second := func(e StoreEntry) bool { return strings.HasSuffix(string(e.Value), "2") }
+	if got, want := list(0, second), "a=a2@3 d=d2@7 (read to 7)"; got != want {
+		t.Errorf("Entries kept = %q, want %q", got, want)
+	}
+	if got, want := list(4, second), "d=d2@7 (read to 7)"; got != want {
+		t.Errorf("Entries after 4 kept = %q, want %q", got, want)
 	}
 }

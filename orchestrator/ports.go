@@ -37,9 +37,11 @@ type Store interface {
 	PutAsync(key string, value []byte, onErr func(error))
 	// Delete removes key.
 	Delete(ctx context.Context, key string) error
-	// Entries returns the live entries whose revision is above after (with
-	// after 0, every live entry), in revision order.
-	Entries(ctx context.Context, after uint64) ([]StoreEntry, error)
+	// Entries reads the live entries whose revision is above after (with
+	// after 0, every live entry), in revision order, and returns those keep
+	// accepts (all, if keep is nil) and the highest revision read (after, if
+	// none). Only what keep accepts is held: a bucket may hold millions.
+	Entries(ctx context.Context, after uint64, keep func(StoreEntry) bool) ([]StoreEntry, uint64, error)
 }
 
 // StoreEntry is one entry of a Store.

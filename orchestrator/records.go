@@ -145,14 +145,16 @@ func (s *recordStore) claim(ctx context.Context, rec decisionRecord) (decisionRe
 // for recovery and takeover, and the highest revision it read (after if
 // none).
 func (s *recordStore) commits(ctx context.Context, after uint64) ([]decisionRecord, uint64, error) {
-	es, err := s.kv.Entries(ctx, after)
+	es, after, err := s.kv.Entries(ctx, after, func(e StoreEntry) bool {
+		rec, err := decode(e)
+		return err == nil && rec.State == recordCommitting
+	})
 	if err != nil {
 		return nil, after, err
 	}
-	var out []decisionRecord
+	out := make([]decisionRecord, 0, len(es))
 	for _, e := range es {
-		after = max(after, e.Revision)
-		if rec, err := decode(e); err == nil && rec.State == recordCommitting {
+		if rec, err := decode(e); err == nil {
 			out = append(out, rec)
 		}
 	}

@@ -104,11 +104,12 @@ func (e *Engine) recoveryLoop() {
 // so looks closer together than that see every instance that ever wrote
 // one, however short-lived. After such a look the records are scanned, and
 // at every look for sweepWindow after, what was written since the last
-// scan (what the dead instance was writing may land late); all of them
-// again every fullScanEvery, and at the next look after a scan that could
-// not finish. Scanning all at every look instead would read every record
-// the retention keeps, finished ones included, every half lease: millions
-// under load.
+// scan (what the dead instance was writing may land late); what was written
+// since, again every scanEvery; all of them at the next look after a
+// scan that could not finish. Scanning all at every look instead would read
+// every record the retention keeps, finished ones included, every half
+// lease: millions under load. A scan holds only the records still to act
+// on.
 func (e *Engine) recoverTick(first bool) {
 	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
@@ -127,28 +128,28 @@ func (e *Engine) recoverTick(first bool) {
 	if died {
 		e.recoverUntil = now.Add(sweepWindow)
 	}
-	if e.recoverDue || !now.After(e.recoverUntil) || !now.Before(e.nextFullScan) {
-		full := died || e.recoverDue || !now.Before(e.nextFullScan)
-		if full {
-			e.recordsRead, e.sagasRead = 0, 0
+	if e.recoverDue || !now.After(e.recoverUntil) || !now.Before(e.nextScan) {
+		if died || e.recoverDue {
+			e.recordsRead, e.sagasRead = 0, 0 // all of them
 		}
 		var done, sagasDone bool
 		e.recordsRead, done = e.recoverCommits(e.recordsRead)
 		e.sagasRead, sagasDone = e.recoverSagas(e.sagasRead)
 		e.recoverDue = !done || !sagasDone
-		if full && !e.recoverDue {
-			e.nextFullScan = now.Add(fullScanEvery)
+		if !e.recoverDue {
+			e.nextScan = now.Add(scanEvery)
 		}
 	}
 	e.sweepOrphans(ctx, died, alive)
 }
 
-// fullScanEvery is how often recovery scans the records although no
-// instance died: a write whose writer gave up on it (its answer timed out,
-// the writer died) can land late, a saga's first record say, with no
-// instance driving it. For sweepWindow after a death such writes are found
-// at every look; this finds those that land later still.
-const fullScanEvery = 10 * time.Minute
+// scanEvery is how often recovery reads the records written since its
+// last scan although no instance died: a write whose writer gave up on it
+// (its answer timed out, the writer died) can land late, a saga's first
+// record say, with no instance driving it. For sweepWindow after a death
+// such writes are found at every look; this finds those that land later
+// still.
+const scanEvery = 10 * time.Minute
 
 // leaseLoop renews this instance's lease every third of LeaseTTL, on its
 // own so that a slow recovery scan never delays a renewal (others would
@@ -287,21 +288,19 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 		e.statusRead = 0 // all of them; in the window after, what changed since
 	}
 	read := e.now()
-	entries, err := e.status.Entries(ctx, e.statusRead)
+	// Most statuses are final: read their state alone, not their
+	// participants and history, and keep only the others.
+	entries, highest, err := e.status.Entries(ctx, e.statusRead, func(kve StoreEntry) bool {
+		state, ok := messages.PeekState(kve.Value)
+		return ok && !isFinal(state)
+	})
 	if err != nil {
 		e.stats.SweepsIncomplete.Add(1)
 		e.warnUnlessStopping("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(err))
 		return
 	}
 	complete := true
-	highest := e.statusRead
 	for _, kve := range entries {
-		highest = max(highest, kve.Revision)
-		// Most statuses are final: read their state alone first, not their
-		// participants and history.
-		if state, ok := messages.PeekState(kve.Value); !ok || isFinal(state) {
-			continue
-		}
 		var st messages.TxStatus
 		if json.Unmarshal(kve.Value, &st) != nil {
 			continue
@@ -389,7 +388,7 @@ func (e *Engine) sweepOne(ctx context.Context, st messages.TxStatus) bool {
 
 // live returns the instances whose lease is live.
 func (l *leases) live(ctx context.Context) (map[string]bool, error) {
-	es, err := l.kv.Entries(ctx, 0)
+	es, _, err := l.kv.Entries(ctx, 0, nil)
 	if err != nil {
 		return nil, err
 	}

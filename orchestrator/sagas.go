@@ -700,7 +700,16 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 	}
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
-	entries, err := e.stores.Sagas.Entries(ctx, after)
+	// Most records are final: read their state alone, not their definition
+	// and steps, and keep only the others.
+	entries, after, err := e.stores.Sagas.Entries(ctx, after, func(kve StoreEntry) bool {
+		var head struct {
+			Record struct {
+				State saga.State `json:"state"`
+			} `json:"record"`
+		}
+		return json.Unmarshal(kve.Value, &head) == nil && !head.Record.State.Final()
+	})
 	if err != nil {
 		e.warnUnlessStopping("listing saga records for recovery failed", zap.Error(err))
 		return after, false
@@ -708,17 +717,6 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 	done := true
 	alive := map[string]bool{}
 	for _, kve := range entries {
-		after = max(after, kve.Revision)
-		// Most records are final: read their state alone first, not their
-		// definition and steps.
-		var head struct {
-			Record struct {
-				State saga.State `json:"state"`
-			} `json:"record"`
-		}
-		if json.Unmarshal(kve.Value, &head) != nil || head.Record.State.Final() {
-			continue
-		}
 		var doc sagaDoc
 		if json.Unmarshal(kve.Value, &doc) != nil || doc.Record.State.Final() {
 			continue

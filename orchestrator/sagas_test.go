@@ -473,19 +473,23 @@ func (s *memStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (s *memStore) Entries(_ context.Context, after uint64) ([]orchestrator.StoreEntry, error) {
+func (s *memStore) Entries(_ context.Context, after uint64, keep func(orchestrator.StoreEntry) bool) ([]orchestrator.StoreEntry, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listings++
 	var out []orchestrator.StoreEntry
+	highest := after
 	for _, en := range s.m {
 		if en.Revision > after {
-			out = append(out, en)
+			s.read++
+			highest = max(highest, en.Revision)
+			if keep == nil || keep(en) {
+				out = append(out, en)
+			}
 		}
 	}
-	s.read += len(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].Revision < out[j].Revision })
-	return out, nil
+	return out, highest, nil
 }
 
 // cmdLog records the commands an engine publishes.

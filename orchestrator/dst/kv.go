@@ -250,13 +250,23 @@ func (v *kvView) Delete(ctx context.Context, key string) error {
 	})
 }
 
-func (v *kvView) Entries(ctx context.Context, after uint64) ([]orchestrator.StoreEntry, error) {
-	var out []orchestrator.StoreEntry
+func (v *kvView) Entries(ctx context.Context, after uint64, keep func(orchestrator.StoreEntry) bool) ([]orchestrator.StoreEntry, uint64, error) {
+	var all []orchestrator.StoreEntry
 	err := v.call(ctx, "entries", "*", func() error {
-		out = v.b.entries(after)
+		all = v.b.entries(after)
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, after, err
+	}
+	var out []orchestrator.StoreEntry
+	for _, en := range all {
+		after = max(after, en.Revision)
+		if keep == nil || keep(en) {
+			out = append(out, en)
+		}
+	}
+	return out, after, nil
 }
 
 // PutAsync applies the write later, after this writer's earlier ones; onErr

@@ -73,7 +73,7 @@ func TestKVSemantics(t *testing.T) {
 
 		_, err = v.Put(ctx, "p", []byte("x"), 0)
 		must("put", err)
-		es, err := v.Entries(ctx, 0)
+		es, _, err := v.Entries(ctx, 0, nil)
 		must("entries", err)
 		got := ""
 		for _, en := range es {
@@ -104,7 +104,7 @@ func TestKVBucketTTLIsALease(t *testing.T) {
 			}
 		}
 		d.Sleep(1500*time.Millisecond, nil)
-		if es, _ := v.Entries(ctx, 0); len(es) != 0 {
+		if es, _, _ := v.Entries(ctx, 0, nil); len(es) != 0 {
 			t.Fatalf("lease alive after its TTL: %+v", es)
 		}
 	})
