@@ -1,9 +1,12 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -116,14 +119,13 @@ func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntr
 	// A key can come twice (written again while the watch ran): its last
 	// write decides whether it is kept.
 	kept := map[string]StoreEntry{}
-	var order []string
 	for {
 		select {
 		case <-ctx.Done():
-			return entriesInOrder(kept, order), after, ctx.Err()
+			return byRevision(kept), after, ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok || e == nil {
-				return entriesInOrder(kept, order), after, nil
+				return byRevision(kept), after, nil
 			}
 			en := StoreEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}
 			after = max(after, en.Revision)
@@ -131,24 +133,15 @@ func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntr
 				delete(kept, en.Key)
 				continue
 			}
-			if _, seen := kept[en.Key]; !seen {
-				order = append(order, en.Key)
-			}
 			kept[en.Key] = en
 		}
 	}
 }
 
-// entriesInOrder returns the kept entries in the order their keys first
-// came, less those dropped since.
-func entriesInOrder(kept map[string]StoreEntry, order []string) []StoreEntry {
-	out := make([]StoreEntry, 0, len(kept))
-	for _, k := range order {
-		if en, ok := kept[k]; ok {
-			out = append(out, en)
-			delete(kept, k) // a key dropped and kept again is listed twice in order
-		}
-	}
+// byRevision returns the entries in revision order.
+func byRevision(kept map[string]StoreEntry) []StoreEntry {
+	out := slices.Collect(maps.Values(kept))
+	slices.SortFunc(out, func(a, b StoreEntry) int { return cmp.Compare(a.Revision, b.Revision) })
 	return out
 }
 
