@@ -403,13 +403,15 @@ func startSimulated(t *testing.T, drv *stepDriver, cfg orchestrator.Config, p or
 
 // memStore is an in-memory orchestrator.Store (keys do not expire);
 // loseFirstCreate makes the first Create apply its write and answer an
-// error, as a lost answer does.
+// error, as a lost answer does; a Create or Update waits while gate is
+// open (until it is closed), as a slow write does.
 type memStore struct {
 	mu              sync.Mutex
 	rev             uint64
 	m               map[string]orchestrator.StoreEntry
 	creates         int
 	loseFirstCreate bool
+	gate            chan struct{}
 	// listings counts the calls of Entries, read the entries they returned.
 	listings, read int
 }
@@ -433,6 +435,9 @@ func (s *memStore) Get(_ context.Context, key string) (orchestrator.StoreEntry, 
 }
 
 func (s *memStore) Create(_ context.Context, key string, value []byte, _ time.Duration) (uint64, error) {
+	if s.gate != nil {
+		<-s.gate
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[key]; ok {
@@ -446,6 +451,9 @@ func (s *memStore) Create(_ context.Context, key string, value []byte, _ time.Du
 }
 
 func (s *memStore) Update(_ context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if s.gate != nil {
+		<-s.gate
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if en, ok := s.m[key]; !ok || en.Revision != rev {
@@ -490,6 +498,84 @@ func (s *memStore) Entries(_ context.Context, after uint64, keep func(orchestrat
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Revision < out[j].Revision })
 	return out, highest, nil
+}
+
+// TestOperatorActionWhileTheSagaRecordIsWrittenIsAnsweredOnceApplied: an
+// operator's action that comes while the saga's record is being written
+// waits for the write, then goes through the saga machine like any other:
+// a resolve of a step the saga does not have is refused, not acknowledged
+// (CI caught the console acknowledging one), and a valid abort is answered
+// with the record it made. Driven by hand, so the write is surely in
+// flight when the actions come.
+func TestOperatorActionWhileTheSagaRecordIsWrittenIsAnsweredOnceApplied(t *testing.T) {
+	drv := newStepDriver()
+	sagas := newMemStore()
+	sagas.gate = make(chan struct{})
+	var release sync.Once
+	open := func() { release.Do(func() { close(sagas.gate) }) }
+	eng := startSimulated(t, drv, orchestrator.Config{Instance: "c1", LeaseTTL: 1500 * time.Millisecond, Shards: 1},
+		orchestrator.Ports{Stores: orchestrator.Stores{Records: newMemStore(), Leases: newMemStore(), IDs: newMemStore(), Sagas: sagas}, Commands: &cmdLog{}})
+	t.Cleanup(open) // runs before the engine's halt, which waits for the write
+	type answer struct {
+		rec saga.Record
+		err error
+	}
+	call := func(f func() (saga.Record, error)) chan answer {
+		ch := make(chan answer, 1)
+		go func() { rec, err := f(); ch <- answer{rec, err} }()
+		return ch
+	}
+	// pumpFor runs the engine's shards until ch answers, for at most a few
+	// seconds of the machine's time.
+	pumpFor := func(ch chan answer, what string) answer {
+		t.Helper()
+		for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(time.Millisecond) {
+			eng.Pump()
+			select {
+			case a := <-ch:
+				return a
+			default:
+			}
+		}
+		t.Fatalf("no answer to %s", what)
+		return answer{}
+	}
+	began := pumpFor(call(func() (saga.Record, error) {
+		id, err := eng.BeginSaga(context.Background(), orchestrator.SagaRequest{ID: "sg1", Definition: threeSteps("a", "b")})
+		return saga.Record{ID: id}, err
+	}), "BeginSaga")
+	if began.err != nil {
+		t.Fatal(began.err)
+	}
+	act := func(action, step string) chan answer {
+		return call(func() (saga.Record, error) {
+			return eng.ActOnSaga(messages.SagaActRequest{ID: "sg1", Action: action, Step: step, Who: "ops-anna", Why: "test"})
+		})
+	}
+	unknown := act(messages.SagaResolve, "no-such-step")
+	abort := act(messages.SagaAbort, "")
+	for range 50 { // the first record's write is held: nothing is applied yet
+		eng.Pump()
+		select {
+		case a := <-unknown:
+			t.Fatalf("a resolve of a step the saga does not have was answered before the saga machine saw it: %v, %v", a.rec.State, a.err)
+		case a := <-abort:
+			t.Fatalf("an abort was answered before the saga machine saw it: %v, %v", a.rec.State, a.err)
+		default:
+		}
+		time.Sleep(time.Millisecond)
+	}
+	open()
+	if a := pumpFor(unknown, "the resolve of an unknown step"); a.err == nil || !strings.Contains(a.err.Error(), "not a step") {
+		t.Fatalf("the resolve of an unknown step: %v (want refused: not a step)", a.err)
+	}
+	a := pumpFor(abort, "the abort")
+	if a.err != nil {
+		t.Fatalf("the abort: %v", a.err)
+	}
+	if (a.rec.State != saga.StateCompensating && a.rec.State != saga.StateCompensated) || len(a.rec.Operator) != 1 || a.rec.Operator[0].Kind != saga.EventAbort {
+		t.Fatalf("the record after the abort: state %s, operator actions %+v", a.rec.State, a.rec.Operator)
+	}
 }
 
 // cmdLog records the commands an engine publishes.
