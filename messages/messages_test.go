@@ -535,6 +535,11 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 	for _, tx := range badTxIDs {
 		cases = append(cases, testCase{name: "txid " + tx.name, edit: set(messages.HeaderTxID, tx.value), sentinel: messages.ErrInvalidName, mention: append([]string{"transaction ID"}, tx.mention...)})
 	}
+	for _, name := range []string{messages.HeaderVersion, messages.HeaderTxID, messages.HeaderAttempt} {
+		lower := strings.ToLower(name)
+		cases = append(cases, testCase{name: "lower-case " + name, edit: func(h map[string][]string) { h[lower] = h[name]; delete(h, name) },
+			sentinel: messages.ErrMalformed, mention: []string{"header " + name + " is missing", lower + " is there", "case-sensitive"}})
+	}
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -550,6 +555,29 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 			_, err := messages.DecodeReply(h, body)
 			checkError(t, err, tc.sentinel, tc.mention...)
 		})
+	}
+}
+
+// TestRejectedTxIDFindsTheTransactionOfAReplyItCannotRead: the ID a
+// rejected reply names is found also under a header name in the wrong
+// case, so that the rejection reaches its transaction; a missing, repeated
+// or invalid ID is none.
+func TestRejectedTxIDFindsTheTransactionOfAReplyItCannotRead(t *testing.T) {
+	for _, tc := range []struct {
+		h    map[string][]string
+		want string
+	}{
+		{map[string][]string{messages.HeaderTxID: {"tx-1"}}, "tx-1"},
+		{map[string][]string{"natstx-txid": {"tx-2"}}, "tx-2"},
+		{map[string][]string{"NATSTX-TXID": {"tx-3"}}, "tx-3"},
+		{map[string][]string{}, ""},
+		{map[string][]string{messages.HeaderTxID: {"tx-1", "tx-2"}}, ""},
+		{map[string][]string{messages.HeaderTxID: {"a b"}}, ""},
+		{map[string][]string{"natstx-txid": {"bad>"}}, ""},
+	} {
+		if got := messages.RejectedTxID(tc.h); got != tc.want {
+			t.Errorf("RejectedTxID(%v) = %q, want %q", tc.h, got, tc.want)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package messages
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -430,11 +431,42 @@ func single(h map[string][]string, name string, optional bool) (string, error) {
 	case len(vs) == 0 && optional:
 		return "", nil
 	case len(vs) == 0:
+		if other, ok := foldedName(h, name); ok {
+			return "", fmt.Errorf("%w: header %s is missing; %s is there, but header names are case-sensitive", ErrMalformed, name, other)
+		}
 		return "", fmt.Errorf("%w: header %s is missing", ErrMalformed, name)
 	case len(vs) > 1:
 		return "", fmt.Errorf("%w: header %s appears %d times", ErrMalformed, name, len(vs))
 	}
 	return vs[0], nil
+}
+
+// foldedName returns the name of a header of h that is name but for case.
+func foldedName(h map[string][]string, name string) (string, bool) {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// RejectedTxID returns the transaction ID that a reply the coordinator
+// could not decode names, so that its rejection can be told to the
+// transaction: the one value of HeaderTxID, or of a header whose name
+// differs from it only in case (a peer that got the case wrong), if that
+// value is a valid name; "" if there is none.
+func RejectedTxID(h map[string][]string) string {
+	vs := h[HeaderTxID]
+	if len(vs) == 0 {
+		if other, ok := foldedName(h, HeaderTxID); ok {
+			vs = h[other]
+		}
+	}
+	if len(vs) != 1 || ValidateName("transaction ID", vs[0]) != nil {
+		return ""
+	}
+	return vs[0]
 }
 
 // validateSubject checks that s is a NATS subject a reply can be published to:

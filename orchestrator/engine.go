@@ -818,10 +818,7 @@ func (e *Engine) rejectReply(subject string, h map[string][]string, err error) {
 		return
 	}
 	e.stats.rejected(participant)
-	var txid string
-	if vs := h[messages.HeaderTxID]; len(vs) == 1 && messages.ValidateName("transaction ID", vs[0]) == nil {
-		txid = vs[0]
-	}
+	txid := messages.RejectedTxID(h)
 	e.log.Warn("malformed reply dropped", zap.String("subject", subject), zap.String("participant", participant), zap.String("txid", txid), zap.Error(err))
 	if txid != "" {
 		e.shardOf(txid).post(rejectedEvent{id: txid, participant: participant, err: err})

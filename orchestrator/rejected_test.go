@@ -15,10 +15,31 @@ import (
 
 // TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason: a
 // participant that answers every command, but with a reply the coordinator
-// cannot read (a version "1.0"), gets a timeout reason that says it answered
-// and why its replies were rejected, in the status too; the rejections are
-// counted by participant.
+// cannot read, gets a timeout reason that says it answered and why its
+// replies were rejected, in the status too; the rejections are counted by
+// participant. The three mistakes a peer in another language makes most:
+// a version "1.0", header names in lower case, a missing attempt.
 func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(h nats.Header) nats.Header
+		why   string // in the reason
+	}{
+		{"version 1.0", func(h nats.Header) nats.Header { h.Set(messages.HeaderVersion, "1.0"); return h }, `"1.0"`},
+		{"lower-case header names", func(h nats.Header) nats.Header {
+			low := nats.Header{}
+			for k, vs := range h {
+				low[strings.ToLower(k)] = vs
+			}
+			return low
+		}, "natstx-version is there, but header names are case-sensitive"},
+		{"no attempt", func(h nats.Header) nats.Header { h.Del(messages.HeaderAttempt); return h }, "header Natstx-Attempt is missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testMalformedRepliesNamed(t, tc.spoil, tc.why) })
+	}
+}
+
+func testMalformedRepliesNamed(t *testing.T, spoil func(nats.Header) nats.Header, why string) {
 	f := newFixture(t, orchestrator.Config{PrepareTimeout: time.Second})
 	f.participant("good", yes)
 	js, err := jetstream.New(f.nc)
@@ -43,9 +64,7 @@ func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.
 		if cmd.Op != messages.OpPrepare {
 			r.Result = messages.Ack
 		}
-		h := nats.Header(r.Header())
-		h.Set(messages.HeaderVersion, "1.0")
-		_ = f.nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: h})
+		_ = f.nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: spoil(nats.Header(r.Header()))})
 		_ = m.Ack()
 	})
 	if err != nil {
@@ -57,8 +76,8 @@ func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Committed() || !out.TimedOut || !strings.Contains(out.Reason, "sloppy answered, but its replies were rejected") || !strings.Contains(out.Reason, `"1.0"`) {
-		t.Fatalf("outcome %s %q: want a timeout naming sloppy's rejected replies and why", out.State, out.Reason)
+	if out.Committed() || !out.TimedOut || !strings.Contains(out.Reason, "sloppy answered, but its replies were rejected") || !strings.Contains(out.Reason, why) {
+		t.Fatalf("outcome %s %q: want a timeout naming sloppy's rejected replies and why (%s)", out.State, out.Reason, why)
 	}
 	if strings.Contains(out.Reason, "is a participant of that name running") {
 		t.Fatalf("reason %q says sloppy may not be running; it answered", out.Reason)
@@ -71,7 +90,7 @@ func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.
 	waitFor(t, func() bool {
 		s, err := c.Status(ctxT(t, 5*time.Second), out.ID)
 		// aborting: sloppy's acks of abort are rejected too, so it is re-sent.
-		return err == nil && (s.State == "aborting" || s.State == "aborted") && len(s.Participants) == 2 && strings.Contains(s.Participants[1].Rejected, `"1.0"`)
+		return err == nil && (s.State == "aborting" || s.State == "aborted") && len(s.Participants) == 2 && strings.Contains(s.Participants[1].Rejected, why)
 	}, "the status to show sloppy's rejected replies")
 }
 
