@@ -607,9 +607,12 @@ func TestSagaCoordinatorKilledMidCompensationProcess(t *testing.T) {
 		}
 		return sagaDefinition(t, i, p)
 	})
-	at := r.waitList("sagas listed, some compensating", ids, 30*time.Second, func(list map[string]messages.TxStatus) bool {
+	// Kill once every saga's record is durable (its status is listed) and
+	// some are compensating with a compensation out or backing off, so the
+	// restarted coordinator must continue compensations it did not finish.
+	at := r.waitList("sagas listed, some compensating with a compensation out or backing off", ids, 30*time.Second, func(list map[string]messages.TxStatus) bool {
 		c := countStates(list, ids)
-		return c["missing"] == 0 && c[string(saga.StateCompensating)] >= 6
+		return c["missing"] == 0 && c[string(saga.StateCompensating)] >= 6 && compensationsPending(list, ids) > 0
 	})
 	c1.kill()
 	t.Logf("killed the coordinator with %v (%d steps with a command out, %d compensations out or backing off)", countStates(at, ids), stepsOut(at, ids), compensationsPending(at, ids))
