@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -214,16 +216,35 @@ func TestTxBeginRefusesABadTraceparentNamingTheFlag(t *testing.T) {
 // OTLP endpoint in its environment handles each command in a span that it
 // exports, at the latest when it stops, under service.name
 // natstx-participant-NAME; `tx begin --traceparent` with a valid value runs
-// the transaction.
+// the transaction, and the participant's spans are in the caller's trace
+// (the trace ID of the traceparent), each the child of the coordinator's
+// span of its command, which the command's headers carried. The coordinator
+// traces too (its own OTLP endpoint): a coordinator without tracing
+// (orchestrator.Config.TracerProvider nil) sends its commands without a
+// trace context, so its participants' spans begin new traces.
 func TestParticipantExportsItsCommandSpansAtExit(t *testing.T) {
-	col := newCollector(t)
-	_, url := startServer(t)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	col, colServer := newCollector(t), newCollector(t)
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	srv := startProc(t, []string{envOTLPEndpoint + "=" + colServer.srv.URL}, "server", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", t.TempDir(), "--log-level", "warn")
+	srv.waitLine(t, "ready on", 30*time.Second)
 	p := startProc(t, []string{envOTLPEndpoint + "=" + col.srv.URL}, "participant", "sim", "--name", "loyalty", "--nats", url, "--log-level", "warn")
 	p.waitLine(t, "ready", 30*time.Second)
 	wantExit(t, 0, "committed", "tx", "begin", "--nats", url, "--id", "traced-1", "-p", "loyalty",
-		"--traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		"--traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("participant exited %d; stderr:\n%s", code, p.stderr.String())
+	}
+	if code := srv.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("server exited %d; stderr:\n%s", code, srv.stderr.String())
+	}
+	// The coordinator's command spans, by span ID.
+	commands := map[string]string{}
+	for _, e := range colServer.spans(t) {
+		if strings.HasPrefix(e.span.GetName(), "natstx.command.") {
+			commands[hex.EncodeToString(e.span.GetSpanId())] = e.span.GetName()
+		}
 	}
 	ops := map[string]bool{}
 	for _, e := range col.spans(t) {
@@ -235,6 +256,13 @@ func TestParticipantExportsItsCommandSpansAtExit(t *testing.T) {
 		}
 		if e.service != "natstx-participant-loyalty" || txid != "traced-1" || e.span.GetKind() != tracepb.Span_SPAN_KIND_CONSUMER {
 			t.Errorf("span %q of service %q, transaction %q, kind %v", e.span.GetName(), e.service, txid, e.span.GetKind())
+		}
+		if got := hex.EncodeToString(e.span.GetTraceId()); got != traceID {
+			t.Errorf("span %q is in trace %s, want the caller's trace %s", e.span.GetName(), got, traceID)
+		}
+		parent := hex.EncodeToString(e.span.GetParentSpanId())
+		if op := strings.TrimPrefix(e.span.GetName(), "natstx.participant "); commands[parent] != "natstx.command."+op {
+			t.Errorf("span %q has parent %s (%q), want the coordinator's natstx.command.%s span; its command spans: %v", e.span.GetName(), parent, commands[parent], op, commands)
 		}
 		ops[e.span.GetName()] = true
 	}
