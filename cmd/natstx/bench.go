@@ -301,7 +301,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	defer stop()
 	out := cmd.OutOrStdout()
 
-	s := benchSummary{Protocol: o.protocol, NATS: o.natsURL, Coordinator: "bench", Sync: "server"}
+	s := benchSummary{Protocol: o.protocol, NATS: redactURL(o.natsURL), Coordinator: "bench", Sync: "server"}
 	url := o.natsURL
 	if url == "" {
 		mode, _ := embedded.ParseSyncMode(o.sync) // checked by validate

@@ -154,22 +154,51 @@ func connectError(u string, err error) error {
 }
 
 // redactURL returns the comma-separated NATS URLs u with any password (and
-// token) replaced by "xxxxx", for logs and messages.
+// token) replaced by "xxxxx", for logs, messages and --print-config. A URL
+// that does not parse (a password with '#' or '/' in it) or has no scheme
+// (user:pass@host, which the NATS client accepts) is masked too: whatever
+// stands before the last '@' of its authority is user information.
 func redactURL(u string) string {
 	parts := strings.Split(u, ",")
 	for i, p := range parts {
 		pu, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || pu.User == nil {
-			continue
+		switch {
+		case err == nil && pu.User != nil && pu.Host != "":
+			if _, ok := pu.User.Password(); ok {
+				pu.User = url.UserPassword(pu.User.Username(), "xxxxx")
+			} else {
+				pu.User = url.User("xxxxx")
+			}
+			parts[i] = pu.String()
+		case err == nil && pu.Host != "", !strings.Contains(p, "@"):
+			// a URL without user information
+		default:
+			parts[i] = redactUserinfo(p)
 		}
-		if _, ok := pu.User.Password(); ok {
-			pu.User = url.UserPassword(pu.User.Username(), "xxxxx")
-		} else {
-			pu.User = url.User("xxxxx")
-		}
-		parts[i] = pu.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// redactUserinfo masks the user information of a URL that url.Parse does
+// not take apart: "nats://user:xxxxx@host", "xxxxx@host". Without a scheme,
+// a '/' before the '@' makes it a file path, left as it is.
+func redactUserinfo(p string) string {
+	scheme, rest := "", p
+	if i := strings.Index(p, "://"); i >= 0 {
+		scheme, rest = p[:i+3], p[i+3:]
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return p
+	}
+	user, host := rest[:at], rest[at+1:]
+	if scheme == "" && strings.Contains(user, "/") {
+		return p
+	}
+	if c := strings.Index(user, ":"); c >= 0 {
+		return scheme + user[:c] + ":xxxxx@" + host
+	}
+	return scheme + "xxxxx@" + host
 }
 
 // connectDaemon dials NATS for a long-running process whose reply inboxes

@@ -133,11 +133,16 @@ func printConfig(cmd *cobra.Command, out io.Writer) error {
 		case "help", "config", "print-config":
 			return
 		}
+		// A URL's password is masked wherever it is (--nats, --routes).
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			m[f.Name] = sv.GetSlice()
+			vs := make([]string, 0, len(sv.GetSlice()))
+			for _, v := range sv.GetSlice() {
+				vs = append(vs, redactURL(v))
+			}
+			m[f.Name] = vs
 			return
 		}
-		m[f.Name] = f.Value.String()
+		m[f.Name] = redactURL(f.Value.String())
 		if secretFlags[f.Name] && f.Value.String() != "" {
 			m[f.Name] = "xxxxx (set)"
 		}
