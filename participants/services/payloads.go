@@ -17,41 +17,47 @@ const (
 )
 
 // shapeError says what is wrong with a payload of the wrong shape, naming
-// the field at fault: "inventory payload {...}: field "qty" must be a whole
+// the field at fault and the payload's length but never its content (the
+// reason is logged and sent to the coordinator, and a payload may hold
+// secrets): "inventory payload (16 bytes): field "qty" must be a whole
 // number >= 1 (got 0); want {"item": NAME, "qty": N}".
 func shapeError(kind string, payload []byte, shape, problem string) string {
-	return fmt.Sprintf("%s payload %s: %s; want %s", kind, shortPayload(payload), problem, shape)
-}
-
-// shortPayload quotes a payload for an error message, cut at 200 bytes.
-func shortPayload(payload []byte) string {
-	if len(payload) > 200 {
-		return fmt.Sprintf("%q...", payload[:200])
-	}
-	return fmt.Sprintf("%q", payload)
+	return fmt.Sprintf("%s payload (%d bytes): %s; want %s", kind, len(payload), problem, shape)
 }
 
 // decodeProblem says why payload does not decode into v, naming the field
-// when a field has the wrong type; "" when it decodes.
+// when a field has the wrong type; "" when it decodes. It quotes nothing of
+// the payload: a syntax error is given by its byte offset.
 func decodeProblem(payload []byte, v any) string {
 	err := json.Unmarshal(payload, v)
 	if err == nil {
 		return ""
 	}
 	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return fmt.Sprintf("field %q is a JSON %s, want a %s", te.Field, te.Value, jsonKind(te.Type.Kind().String()))
-	}
 	if errors.As(err, &te) {
-		return fmt.Sprintf("it is a JSON %s, want an object", te.Value)
+		// Value is "number 1.5" for a number that does not fit: keep the kind.
+		what, _, _ := strings.Cut(te.Value, " ")
+		if te.Field != "" {
+			return fmt.Sprintf("field %q is a JSON %s, want a %s", te.Field, what, jsonKind(te.Type.Kind().String()))
+		}
+		return fmt.Sprintf("it is a JSON %s, want an object", what)
 	}
-	return "it is not JSON: " + err.Error()
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		if se.Offset >= int64(len(payload)) {
+			return "it is not JSON: it ends too soon"
+		}
+		return fmt.Sprintf("it is not JSON: syntax error at byte %d", se.Offset)
+	}
+	return "it is not JSON"
 }
 
 // jsonKind names a Go kind as JSON does.
 func jsonKind(goKind string) string {
 	switch {
-	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"):
+		return "whole number"
+	case strings.HasPrefix(goKind, "float"):
 		return "number"
 	case goKind == "string":
 		return "string"

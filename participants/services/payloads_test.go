@@ -2,6 +2,7 @@ package services_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,7 +25,7 @@ func TestRefusalsSayWhatWasWrong(t *testing.T) {
 		{"inventory", `{"item": "wodget", "qty": 1}`, `no item "wodget" (items: doohickey, gadget, gizmo, sprocket, widget)`, services.CodeOutOfStock},
 		{"inventory", `{"item": "widget", "qty": 1000000000}`, `out of stock: 1000000000 of "widget"`, services.CodeOutOfStock},
 		{"inventory", `{"item": "widget"}`, `field "qty" must be a whole number >= 1 (got 0); want {"item": NAME, "qty": N}`, services.CodeBadPayload},
-		{"inventory", `{"item": "widget", "qty": "2"}`, `field "qty" is a JSON string, want a number`, services.CodeBadPayload},
+		{"inventory", `{"item": "widget", "qty": "2"}`, `field "qty" is a JSON string, want a whole number`, services.CodeBadPayload},
 		{"inventory", `{"sku": "A"}`, `field "item" is missing or empty`, services.CodeBadPayload},
 		{"payment", `{"account": "zed", "amount": 10}`, `no account "zed" (accounts: alice, bob, carol, dave)`, services.CodeInsufficientFunds},
 		{"payment", `{"account": "alice", "amount": 1000000000}`, `insufficient funds: 1000000000 from "alice"`, services.CodeInsufficientFunds},
@@ -59,4 +60,56 @@ func TestRefusalsSayWhatWasWrong(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestShapeRefusalsNeverQuoteThePayload: the reason given for a payload of
+// the wrong shape (logged at info by the processor, sent to the
+// coordinator) names the field, the shape wanted and the payload's length,
+// and quotes nothing of the payload: a secret inside it appears in no
+// reason, at a prepare or at a saga action.
+func TestShapeRefusalsNeverQuoteThePayload(t *testing.T) {
+	const secret = "hunter2-SECRET"
+	ctx := context.Background()
+	cases := []struct{ kind, payload, want string }{
+		{"inventory", `{"item": "widget", "qty": "` + secret + `"}`, `field "qty" is a JSON string, want a whole number`},
+		{"inventory", `{"item": "widget", "qty": 31337.5, "note": "` + secret + `"}`, `field "qty" is a JSON number, want a whole number`},
+		{"payment", `{"card": "` + secret + `", "amount": 10}`, `field "account" is missing or empty`},
+		{"payment", `{"account": "alice", "amount": 0, "cvv": "` + secret + `"}`, `field "amount" must be a whole number >= 1`},
+		{"payment", `not json ` + secret, `it is not JSON: syntax error at byte`},
+		{"shipping", `["` + secret + `"]`, `it is a JSON array, want an object`},
+		{"shipping", `{"slot": "` + secret + `"`, `it is not JSON: it ends too soon`},
+	}
+	checked, quoted := 0, 0
+	for _, kind := range services.Kinds {
+		svc, err := services.Open(ctx, kind, filepath.Join(t.TempDir(), kind+".db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer svc.DB().Close()
+		p := proc(t, svc, nil)
+		for i, c := range cases {
+			if c.kind != kind {
+				continue
+			}
+			length := fmt.Sprintf("%s payload (%d bytes): ", kind, len(c.payload))
+			cmd := messages.Command{TxID: "leak" + string(rune('a'+i)), Op: messages.OpPrepare, Participant: kind, Attempt: 1, ReplyTo: messages.ReplySubject("t", kind), Payload: []byte(c.payload)}
+			var rep messages.Reply
+			p.Handle(cmd.Header(), cmd.Payload, cmd.Subject(), func(a participants.Answer) { rep = a.Reply })
+			r := run(t, p, "leaksaga"+string(rune('a'+i)), messages.OpAction, "s", 1, []byte(c.payload))
+			for what, reason := range map[string]string{"prepare": rep.Reason, "action": r.Reason} {
+				checked++
+				if strings.Contains(reason, secret) || strings.Contains(reason, "31337") {
+					quoted++
+					t.Errorf("%s %s %s: the reason quotes the payload: %q", kind, what, c.payload, reason)
+				}
+				if !strings.Contains(reason, length) || !strings.Contains(reason, c.want) {
+					t.Errorf("%s %s %s: reason %q; want %q and %q", kind, what, c.payload, reason, length, c.want)
+				}
+			}
+			if rep.Result != messages.VoteAbort || r.Result != messages.Refused || r.Code != services.CodeBadPayload {
+				t.Errorf("%s %s: prepare %s, action %s %s; want vote-abort and refused %s", kind, c.payload, rep.Result, r.Result, r.Code, services.CodeBadPayload)
+			}
+		}
+	}
+	t.Logf("%d refusal reasons checked, %d quote the payload", checked, quoted)
 }
