@@ -152,10 +152,11 @@ func rowState(id string) string {
 // TestConsoleInABrowser drives the web console of `natstx server
 // --ui-listen` in headless Chromium, on a real server with real
 // participants: the list shows a committed and an aborted transaction; the
-// unfinished filter finds the one stuck on a participant that is not
-// running; its page names that participant and how long it has waited; the
-// confirmed abort decides it, and once that participant is back and has
-// acknowledged, the list shows it aborted; the dashboard counts them all.
+// unfinished filter finds the one stuck on a participant that served a
+// transaction before and was then stopped; its page names that participant
+// and how long it has waited; the confirmed abort decides it, and once that
+// participant is back and has acknowledged, the list shows it aborted; the
+// dashboard counts them all.
 func TestConsoleInABrowser(t *testing.T) {
 	ctx := browser(t, 3*time.Minute)
 	p, url := startServer(t, "--ui-listen", "127.0.0.1:0")
@@ -167,19 +168,27 @@ func TestConsoleInABrowser(t *testing.T) {
 	startSim(t, url, sim.Config{Name: "inventory"})
 	startSim(t, url, sim.Config{Name: "payment"})
 	startSim(t, url, sim.Config{Name: "fraud-check", SuccessRate: sim.Rate(0)})
+	// warehouse is a participant process: it serves order-2 (voting yes and
+	// acknowledging the commit, so order-2 is committed, not committing),
+	// then it is stopped.
+	warehouse := startProc(t, nil, "participant", "sim", "--name", "warehouse", "--nats", url, "--log-level", "warn")
+	warehouse.waitLine(t, "ready", 30*time.Second)
 	wantExit(t, 0, "tx order-1 committed", "tx", "begin", "--nats", url, "--id", "order-1", "-p", `inventory={"item":"widget","qty":2}`, "-p", `payment={"account":"alice","amount":30}`)
-	wantExit(t, 0, "tx order-2 committed", "tx", "begin", "--nats", url, "--id", "order-2", "-p", `inventory={"item":"gadget","qty":1}`, "-p", `payment={"account":"bob","amount":12}`)
+	wantExit(t, 0, "tx order-2 committed", "tx", "begin", "--nats", url, "--id", "order-2", "-p", `inventory={"item":"gadget","qty":1}`, "-p", `payment={"account":"bob","amount":12}`, "-p", `warehouse={"slot":"sun"}`)
 	wantExit(t, 1, "transaction order-3 aborted", "tx", "begin", "--nats", url, "--id", "order-3", "-p", `payment={"account":"carol","amount":99}`, "-p", `fraud-check={"account":"carol"}`)
-	// warehouse runs nowhere: its prepare is never answered, and the
-	// transaction waits for it up to its 10-minute prepare timeout.
+	if code := warehouse.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("warehouse exited %d; stderr:\n%s", code, warehouse.stderr.String())
+	}
+	// warehouse is stopped: the prepare of order-4 is never answered, and
+	// the transaction waits for it up to its 10-minute prepare timeout.
 	wantExit(t, 0, "tx order-4 preparing", "tx", "begin", "--nats", url, "--async", "--id", "order-4", "--prepare-timeout", "10m", "-p", `inventory={"item":"gizmo","qty":1}`, "-p", `warehouse={"slot":"mon"}`)
 
 	// The list shows each with its state.
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 860), chromedp.Navigate(base)); err != nil {
 		t.Fatal(err)
 	}
-	waitJS(t, ctx, 20*time.Second, "the list shows order-1 committed, order-3 aborted and order-4 preparing",
-		rowState("order-1")+` === "committed" && `+rowState("order-3")+` === "aborted" && `+rowState("order-4")+` === "preparing"`)
+	waitJS(t, ctx, 20*time.Second, "the list shows order-1 and order-2 committed, order-3 aborted and order-4 preparing",
+		rowState("order-1")+` === "committed" && `+rowState("order-2")+` === "committed" && `+rowState("order-3")+` === "aborted" && `+rowState("order-4")+` === "preparing"`)
 	if r := textOf(t, ctx, `#tx-rows tr[data-id="order-3"] td.reason`); !strings.Contains(r, "fraud-check") {
 		t.Errorf("order-3's reason in the list is %q; want it to name fraud-check", r)
 	}
@@ -234,10 +243,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	waitJS(t, ctx, 20*time.Second, "the abort is confirmed",
 		`!document.getElementById("action-result").classList.contains("hidden")`)
 	// Decided: it is aborting, and waits for warehouse to acknowledge the
-	// abort. warehouse comes back, answers its commands, and it is over.
+	// abort. warehouse comes back (a new process), answers its commands,
+	// and it is over.
 	waitJS(t, ctx, 20*time.Second, "order-4's page shows it aborting",
 		`document.querySelector("#tx-state .state") && ["aborting", "aborted"].includes(document.querySelector("#tx-state .state").dataset.state)`)
-	startSim(t, url, sim.Config{Name: "warehouse"})
+	startProc(t, nil, "participant", "sim", "--name", "warehouse", "--nats", url, "--log-level", "warn").waitLine(t, "ready", 30*time.Second)
 	waitJS(t, ctx, 30*time.Second, "order-4's page shows it aborted",
 		`document.querySelector("#tx-state .state") && document.querySelector("#tx-state .state").dataset.state === "aborted"`)
 	if r := textOf(t, ctx, "#tx-reason"); !strings.Contains(r, "warehouse is down") {
