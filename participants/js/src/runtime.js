@@ -2,11 +2,13 @@
 // Participant: consumes one participant's commands from the durable
 // JetStream consumer natstx-<name> on stream NATSTX_CMD (the same consumer,
 // with the same settings, as the Go runtime's participants/runtime.go, so Go
-// and JavaScript instances of one participant can share it), hands them to a
+// and JavaScript instances of one participant can share it; it binds to the
+// consumer the coordinator created, or creates it when its permissions
+// allow: docs/PROTOCOL.md, "Who creates the consumer"), hands them to a
 // Processor, publishes the replies, settles the messages, answers audits,
 // resolves transactions in doubt, and stops gracefully.
 
-const { headers: natsHeaders, NoRespondersError } = require('@nats-io/transport-node');
+const { headers: natsHeaders, NoRespondersError, PermissionViolationError } = require('@nats-io/transport-node');
 const { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, JetStreamApiError } = require('@nats-io/jetstream');
 
 const P = require('./protocol');
@@ -19,8 +21,38 @@ const PULL_EXPIRY_MS = 5000;
 const PULL_HEARTBEAT_MS = 2000;
 /** Most transactions one audit request may ask about. */
 const MAX_AUDIT_IDS = 10_000;
+/** The back-off of the wait for a consumer the participant may not create. */
+const CONSUMER_WAIT_MIN_MS = 250;
+const CONSUMER_WAIT_MAX_MS = 5000;
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/**
+ * @param {unknown} e
+ * @returns {boolean} whether e, or an error it was caused by, is a NATS permissions violation
+ */
+function isPermissionError(e) {
+  for (let c = e, i = 0; c && i < 5; c = c.cause, i++) {
+    if (c instanceof PermissionViolationError) return true;
+  }
+  return false;
+}
+
+/**
+ * Lists how a consumer's settings (as JetStream reports them) differ from
+ * want's, as "name: have -> want"; the description is not compared.
+ * @param {object} have
+ * @param {object} want
+ * @returns {string[]}
+ */
+function consumerDiff(have, want) {
+  const out = [];
+  for (const k of ['filter_subject', 'deliver_policy', 'ack_policy', 'ack_wait', 'max_ack_pending']) {
+    if (have[k] !== want[k]) out.push(`${k}: ${JSON.stringify(have[k] ?? null)} -> ${JSON.stringify(want[k])}`);
+  }
+  if (Array.isArray(have.filter_subjects) && have.filter_subjects.length > 0) {
+    out.push(`filter_subjects: ${JSON.stringify(have.filter_subjects)} -> none`);
+  }
+  return out;
+}
 
 /**
  * Converts a record of header values to NATS headers, names kept exactly.
@@ -74,6 +106,8 @@ class Participant {
     this.timers = [];
     this.resolving = null;
     this.droppedReplies = 0;
+    /** @type {Set<() => void>} ends the pauses of start when stop is called */
+    this.wakers = new Set();
   }
 
   /** @returns {string} the participant's name */
@@ -105,8 +139,11 @@ class Participant {
 
   /**
    * Waits up to streamWait for the command stream (the coordinator declares
-   * it), creates or updates the durable consumer, starts consuming, answers
-   * audits and starts the janitor (record sweeps, in-doubt questions).
+   * it), makes sure of the durable consumer (see ensureConsumer: it binds to
+   * the consumer if it exists, creates it if not, and if it may not create
+   * it, waits until the coordinator has, for as long as it takes or until
+   * stop), starts consuming, answers audits and starts the janitor (record
+   * sweeps, in-doubt questions).
    * @returns {Promise<void>}
    */
   async start() {
@@ -116,7 +153,7 @@ class Participant {
     const jsm = await jetstreamManager(this.nc);
     await this.waitStream(jsm);
     const durable = P.consumerName(this.cfg.name);
-    await this.createOrUpdateConsumer(jsm, durable);
+    await this.ensureConsumer(jsm, durable);
     if (this.stopping) throw new StoppedError();
     const consumer = await jetstream(this.nc).consumers.get(P.COMMAND_STREAM, durable);
     this.messages = await consumer.consume({
@@ -146,40 +183,117 @@ class Participant {
   }
 
   /**
-   * @private Creates the durable consumer, or updates it to these settings
-   * (Go's CreateOrUpdateConsumer; nats.js exposes create and update).
+   * @returns {object} the settings of the participant's durable consumer
+   * (docs/PROTOCOL.md, "The consumer"), without its name
    */
-  async createOrUpdateConsumer(jsm, durable) {
-    const cfg = {
+  consumerSettings() {
+    return {
       description: `natstx commands for participant ${this.cfg.name}`,
       filter_subject: P.participantFilter(this.cfg.name),
+      deliver_policy: DeliverPolicy.All,
       ack_policy: AckPolicy.Explicit,
       ack_wait: this.cfg.ackWait * 1e6,
       max_ack_pending: 2 * this.cfg.concurrency,
-      deliver_policy: DeliverPolicy.All,
     };
-    const exists = async () => {
+  }
+
+  /**
+   * @private Makes sure the durable consumer exists (docs/PROTOCOL.md, "Who
+   * creates the consumer"): looks it up; creates it if it is not there; if
+   * creating it is refused (a participant's permissions under `natstx auth
+   * init` do not allow it), waits for the coordinator to create it, looking
+   * it up again with a back-off until it exists or stop() is called. A
+   * consumer whose settings differ from this participant's is updated; if
+   * the update is refused, it is logged and the consumer used as it is.
+   */
+  async ensureConsumer(jsm, durable) {
+    const want = this.consumerSettings();
+    let ci = await this.lookUpConsumer(jsm, durable);
+    if (!ci) {
       try {
-        await jsm.consumers.info(P.COMMAND_STREAM, durable);
-        return true;
-      } catch (e) {
-        if (e instanceof JetStreamApiError && e.status === 404) return false;
-        throw e;
-      }
-    };
-    if (!(await exists())) {
-      try {
-        await jsm.consumers.add(P.COMMAND_STREAM, { durable_name: durable, ...cfg });
+        await jsm.consumers.add(P.COMMAND_STREAM, { durable_name: durable, ...want });
+        this.log.info('created the durable consumer', { consumer: durable });
         return;
       } catch (e) {
-        // Another instance created it meanwhile: update it below.
-        if (!(await exists())) throw e;
+        // Another instance, or the coordinator, may have created it meanwhile.
+        ci = await this.lookUpConsumer(jsm, durable);
+        if (!ci) {
+          // JetStream answered, and said no: a bad configuration (say, an
+          // overlapping consumer on the work-queue stream), not permissions.
+          if (e instanceof JetStreamApiError) {
+            throw new Error(`natstx: participant ${this.cfg.name}: creating consumer ${durable}: ${errorText(e)}`, { cause: e });
+          }
+          // Refused by the NATS permissions (nats.js fails the request at
+          // once), or no answer at all: the coordinator creates it.
+          this.log.warn(isPermissionError(e)
+            ? 'creating the durable consumer was refused by the NATS permissions (as under natstx auth init); waiting for the coordinator to create it'
+            : 'could not create the durable consumer; waiting for the coordinator to create it', { consumer: durable, error: errorText(e) });
+          ci = await this.waitConsumer(jsm, durable);
+          this.log.info('the durable consumer exists now', { consumer: durable });
+        }
       }
     }
-    const changes = { ...cfg };
+    const diff = consumerDiff(ci.config || {}, want);
+    if (diff.length === 0) return;
+    const fixed = diff.filter((d) => d.startsWith('deliver_policy') || d.startsWith('ack_policy'));
+    if (fixed.length > 0) {
+      this.log.warn('the durable consumer has settings that cannot be changed after its creation; using it as it is', { consumer: durable, differences: fixed.join(', ') });
+    }
+    if (fixed.length === diff.length) return;
+    const changes = { ...want };
     delete changes.deliver_policy; // fixed at creation
     delete changes.ack_policy;
-    await jsm.consumers.update(P.COMMAND_STREAM, durable, changes);
+    try {
+      await jsm.consumers.update(P.COMMAND_STREAM, durable, changes);
+      this.log.info('updated the durable consumer to this participant\'s settings', { consumer: durable, differences: diff.join(', ') });
+    } catch (e) {
+      this.log.warn('the durable consumer\'s settings differ from this participant\'s and updating it was refused; using it as it is', {
+        consumer: durable, differences: diff.join(', '), error: errorText(e),
+      });
+    }
+  }
+
+  /** @private The consumer's info, or null if it does not exist. */
+  async lookUpConsumer(jsm, durable) {
+    try {
+      return await jsm.consumers.info(P.COMMAND_STREAM, durable);
+    } catch (e) {
+      if (e instanceof JetStreamApiError && e.status === 404) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * @private Looks the consumer up with a back-off (250 ms doubling to 5 s)
+   * until it exists; throws StoppedError once stop() is called.
+   */
+  async waitConsumer(jsm, durable) {
+    let pause = CONSUMER_WAIT_MIN_MS;
+    for (;;) {
+      if (this.stopping) throw new StoppedError();
+      await this.pause(pause);
+      if (this.stopping) throw new StoppedError();
+      try {
+        const ci = await this.lookUpConsumer(jsm, durable);
+        if (ci) return ci;
+      } catch (e) {
+        this.log.debug('looking the durable consumer up', { consumer: durable, error: errorText(e) });
+      }
+      pause = Math.min(2 * pause, CONSUMER_WAIT_MAX_MS);
+    }
+  }
+
+  /** @private Sleeps ms, or less if stop() is called meanwhile. */
+  pause(ms) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.wakers.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.wakers.add(done);
+    });
   }
 
   /** @private Polls for the command stream until it exists or streamWait passes. */
@@ -197,7 +311,7 @@ class Participant {
       if (Date.now() >= end) {
         throw new StreamMissingError(`participant ${this.cfg.name}: stream ${P.COMMAND_STREAM} did not appear within ${this.cfg.streamWait}ms; start the natstx coordinator, which declares it (last error: ${errorText(last)})`);
       }
-      await sleep(Math.min(250, this.cfg.streamWait));
+      await this.pause(Math.min(250, this.cfg.streamWait));
     }
   }
 
@@ -405,6 +519,7 @@ class Participant {
   /** @private */
   async doStop() {
     this.stopping = true;
+    for (const w of [...this.wakers]) w();
     for (const t of this.timers) clearInterval(t);
     for (const w of this.waiting.splice(0)) w(null);
     if (this.audit) this.audit.unsubscribe();
@@ -421,4 +536,6 @@ class Participant {
   }
 }
 
-module.exports = { Participant, toHeaders, PULL_EXPIRY_MS, PULL_HEARTBEAT_MS, MAX_AUDIT_IDS };
+module.exports = {
+  Participant, toHeaders, consumerDiff, PULL_EXPIRY_MS, PULL_HEARTBEAT_MS, MAX_AUDIT_IDS, CONSUMER_WAIT_MIN_MS, CONSUMER_WAIT_MAX_MS,
+};
