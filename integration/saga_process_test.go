@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -662,16 +663,28 @@ func TestSagaParticipantDownProcess(t *testing.T) {
 	stuckList := r.waitList("the sagas begun during the outage compensation-stuck", down, 30*time.Second, func(list map[string]messages.TxStatus) bool {
 		return countStates(list, down)[string(saga.StateCompensationStuck)] == len(down)
 	})
-	// The filter of the status list finds them too.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	filtered, err := r.client.List(ctx, string(saga.StateCompensationStuck))
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The filter of the status list finds them too. A listing reads the
+	// status bucket while the stuck sagas' statuses are rewritten at each
+	// attempt; one may be missed by a listing and found by the next.
+	var filtered []messages.TxStatus
 	seen := map[string]bool{}
-	for _, st := range filtered {
-		seen[st.ID] = true
+	for try := 0; try < 20; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var err error
+		filtered, err = r.client.List(ctx, string(saga.StateCompensationStuck))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = map[string]bool{}
+		for _, st := range filtered {
+			seen[st.ID] = true
+		}
+		if !slices.ContainsFunc(down, func(id string) bool { return !seen[id] }) {
+			break
+		}
+		t.Logf("listing %d: %d of %d stuck sagas listed", try+1, len(filtered), len(down))
+		time.Sleep(100 * time.Millisecond)
 	}
 	for _, id := range down {
 		if !seen[id] {
@@ -682,9 +695,13 @@ func TestSagaParticipantDownProcess(t *testing.T) {
 			t.Fatalf("saga %s: status %+v", id, st)
 		}
 		reserve, charge, book := st.Steps[0], st.Steps[1], st.Steps[2]
+		// Between attempts the step is compensation-retrying with the time of
+		// its next retry; while an attempt is out it is compensating, and no
+		// retry is scheduled yet.
+		retrying := charge.Status == string(saga.StepCompensationRetrying)
 		if charge.Name != "charge" || !charge.Stuck || charge.CompensationAttempts < pol.stuckAfterAttempts || charge.Attempts != pol.attempts ||
-			charge.LastError == "" || charge.NextRetryAt.IsZero() || charge.Status != string(saga.StepCompensationRetrying) && charge.Status != string(saga.StepCompensating) {
-			t.Errorf("saga %s: the charge step shows %+v; want stuck, compensating or retrying its compensation, %d attempts, at least %d compensation attempts, a last error and a next retry time",
+			charge.LastError == "" || retrying == charge.NextRetryAt.IsZero() || !retrying && charge.Status != string(saga.StepCompensating) {
+			t.Errorf("saga %s: the charge step shows %+v; want stuck, compensating or retrying its compensation (then with a next retry time), %d attempts, at least %d compensation attempts and a last error",
 				id, charge, pol.attempts, pol.stuckAfterAttempts)
 		}
 		if reserve.Status != string(saga.StepDone) || book.Status != string(saga.StepPending) {
@@ -696,15 +713,24 @@ func TestSagaParticipantDownProcess(t *testing.T) {
 		t.Logf("%s's charge step while payment is down: %s, %d attempts, %d compensation attempts, last error %q, next retry %s",
 			down[0], ex.Status, ex.Attempts, ex.CompensationAttempts, ex.LastError, ex.NextRetryAt.Format(time.RFC3339Nano))
 	}
-	// tx status shows the same.
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-	one, err := r.client.Status(ctx, down[0])
-	cancel()
-	if err != nil {
-		t.Fatal(err)
+	// tx status shows the same, and, between two attempts, when the next
+	// retry is due (the step alternates between an attempt out and a wait).
+	var one messages.TxStatus
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		one, err = r.client.Status(ctx, down[0])
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(one.Steps) == 3 && one.Steps[1].Status == string(saga.StepCompensationRetrying) || time.Now().After(deadline) {
+			break
+		}
 	}
-	if one.State != string(saga.StateCompensationStuck) || len(one.Steps) != 3 || !one.Steps[1].Stuck || one.Steps[1].LastError == "" || one.Steps[1].NextRetryAt.IsZero() {
-		t.Errorf("tx status %s: %+v; want compensation-stuck with the charge step stuck, its last error and next retry", down[0], one)
+	if one.State != string(saga.StateCompensationStuck) || len(one.Steps) != 3 || one.Steps[1].Status != string(saga.StepCompensationRetrying) ||
+		!one.Steps[1].Stuck || one.Steps[1].LastError == "" || one.Steps[1].NextRetryAt.IsZero() {
+		t.Errorf("tx status %s: %+v; want compensation-stuck with the charge step stuck and waiting to retry, its last error and next retry", down[0], one)
 	}
 	if !strings.Contains(coord.stderr.String(), "saga step stuck") {
 		t.Errorf("the coordinator logged no stuck step; its stderr:\n%s", coord.stderr)
@@ -712,6 +738,11 @@ func TestSagaParticipantDownProcess(t *testing.T) {
 
 	r.startParticipant("payment")
 	t.Logf("payment was down for %s", time.Since(outage).Round(time.Millisecond))
+	// The outage is over once payment has worked off what piled up for it:
+	// the stuck compensations, retried until they succeed.
+	r.waitList("the sagas begun during the outage compensated", down, 40*time.Second, func(list map[string]messages.TxStatus) bool {
+		return countStates(list, down)[string(saga.StateCompensated)] == len(down)
+	})
 	after := r.begin("after", 40, 20, def)
 	final := r.settle(40 * time.Second)
 	rep := r.check(final)
