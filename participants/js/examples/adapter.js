@@ -27,12 +27,22 @@
 //   staging area a failed attempt leaves intact.
 // - It ignores cancellation: the SDK's `signal` (opTimeout) cannot stop it;
 //   its latency (0-100 ms) is far below the default opTimeout (10 s).
+// - It knows nothing of saga steps. The adapter makes a saga action a
+//   local transaction of one Service instance (prepare, then commit, keyed
+//   by saga and step), and its compensation the removal of what that action
+//   committed. A Service failure fails the action's attempt (the
+//   coordinator retries it with a new attempt, on a new instance: nothing of
+//   the failed one is kept); a payload that is not JSON refuses it for good.
+//   Compensations cannot fail here; one whose action's data a restart lost
+//   is acknowledged and counted in `lost`, like such a commit.
 
 const { Service } = require('./service');
+const { refuse } = require('../src');
 
 /**
- * ServiceAdapter adapts the seed's Service class to the SDK's Handler:
- * prepare(tx, payload), commit(tx), abort(tx).
+ * ServiceAdapter adapts the seed's Service class to the SDK's Handler,
+ * prepare(tx, payload), commit(tx), abort(tx), and to its saga handler,
+ * action(step, payload), compensate(step, payload).
  */
 class ServiceAdapter {
   /**
@@ -48,8 +58,18 @@ class ServiceAdapter {
     this.staged = new Map();
     /** @type {Map<string, object>} committed data by transaction ID (this process only) */
     this.committed = new Map();
-    /** commits of transactions whose staged data a restart lost */
+    /** commits of transactions (and compensations of saga steps) whose data a restart lost */
     this.lost = 0;
+    /** @type {Map<string, object>} data committed by saga actions, by "<saga>/<step>" (this process only) */
+    this.actions = new Map();
+  }
+
+  /**
+   * Parses a payload: JSON (an object; empty means {}).
+   * @param {Buffer|null} payload
+   */
+  static data(payload) {
+    return payload && payload.length > 0 ? JSON.parse(payload.toString('utf8')) : {};
   }
 
   /**
@@ -59,10 +79,7 @@ class ServiceAdapter {
    * @param {Buffer|null} payload
    */
   async prepare(tx, payload) {
-    let data = {};
-    if (payload && payload.length > 0) {
-      data = JSON.parse(payload.toString('utf8')); // a bad payload votes abort, with the parse error as the reason
-    }
+    const data = ServiceAdapter.data(payload); // a bad payload votes abort, with the parse error as the reason
     const svc = new Service(this.name, this.successRate);
     await svc.prepare(tx.id, data);
     this.staged.set(tx.id, svc);
@@ -93,6 +110,40 @@ class ServiceAdapter {
     if (!svc) return; // nothing staged in this process
     await svc.abort(tx.id);
     this.staged.delete(tx.id);
+  }
+
+  /**
+   * Does a saga step's action: one Service instance prepares and commits
+   * the payload (JSON; empty means {}). Resolves when done; throws to fail
+   * this attempt (the coordinator retries); refuses for good a payload that
+   * is not JSON.
+   * @param {{sagaId: string, name: string}} step
+   * @param {Buffer|null} payload
+   */
+  async action(step, payload) {
+    const key = `${step.sagaId}/${step.name}`;
+    let data;
+    try {
+      data = ServiceAdapter.data(payload);
+    } catch (e) {
+      throw refuse('bad-payload', `the action's payload is not JSON: ${e.message}`);
+    }
+    const svc = new Service(this.name, this.successRate);
+    await svc.prepare(key, data);
+    await svc.commit(key);
+    this.actions.set(key, svc.data);
+  }
+
+  /**
+   * Compensates a saga step's action: drops what it committed.
+   * @param {{sagaId: string, name: string}} step
+   */
+  async compensate(step) {
+    const key = `${step.sagaId}/${step.name}`;
+    if (!this.actions.delete(key)) {
+      this.lost++;
+      this.log.warn(`${this.name}: compensation of ${key}: no data of its action in this process (done before a restart; the seed's Service keeps it in memory only)`);
+    }
   }
 }
 

@@ -10,10 +10,18 @@
 // consumes, logs JSON lines on standard error, and on SIGINT or SIGTERM
 // finishes the commands in flight, then exits 0.
 //
+// It serves two-phase commit (prepare, commit, abort) and saga steps
+// (action, compensate), both through the one adapter.
+//
 // Fault injection for tests: --drop-reply-rate R drops each reply with
 // probability R (the command is still acknowledged, as when a reply is lost
 // on the way), so the coordinator must re-send and the SDK answer the
-// duplicate from its record.
+// duplicate from its record. NATSTX_CRASH_AT=after-<op>-apply:N (op one of
+// prepare, commit, abort, action, compensate; N >= 1) makes the process
+// SIGKILL itself right after the N-th command of that operation is applied
+// and recorded, before its reply and before the message is settled, as
+// `natstx participant` does (docs/PROTOCOL.md, "Testing a participant";
+// `natstx conformance --start` uses it).
 
 const { parseArgs } = require('node:util');
 const { connect } = require('@nats-io/transport-node');
@@ -21,6 +29,31 @@ const { Participant, FileStore } = require('../src');
 const { ServiceAdapter } = require('./adapter');
 
 const LEVELS = { debug: 0, info: 1, warn: 2, error: 3 };
+
+/** The fault-injection variable, as `natstx participant` reads it. */
+const ENV_CRASH_AT = 'NATSTX_CRASH_AT';
+
+/**
+ * Parses NATSTX_CRASH_AT into an afterApply hook, or undefined when unset.
+ * @param {string|undefined} spec after-<op>-apply:N
+ * @returns {((cmd: {op: string, txid: string}) => Promise<void>)|undefined}
+ */
+function crashAt(spec) {
+  if (!spec) return undefined;
+  const m = /^after-(prepare|commit|abort|action|compensate)-apply:([0-9]+)$/.exec(spec);
+  const n = m ? Number(m[2]) : 0;
+  if (!m || !Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`${ENV_CRASH_AT}=${JSON.stringify(spec)}: want after-prepare-apply:N, after-commit-apply:N, after-abort-apply:N, after-action-apply:N or after-compensate-apply:N with N >= 1`);
+  }
+  const op = m[1];
+  let seen = 0;
+  return (cmd) => {
+    if (cmd.op !== op || ++seen !== n) return Promise.resolve();
+    process.stderr.write(`natstx js participant: ${ENV_CRASH_AT}: crashing after applying ${op} of ${cmd.txid}\n`);
+    process.kill(process.pid, 'SIGKILL');
+    return new Promise(() => {}); // never reply
+  };
+}
 
 /**
  * A logger writing JSON lines on standard error from level on.
@@ -59,6 +92,7 @@ async function main() {
     return v;
   };
   const log = jsonLogger(o['log-level'], o.name);
+  const afterApply = crashAt(process.env[ENV_CRASH_AT]);
   const dropRate = num('drop-reply-rate');
   const nc = await connect({ servers: o.nats.split(','), name: `natstx-js-${o.name}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   const store = await FileStore.open(o.store || `${o.name}.jsonl`);
@@ -66,6 +100,7 @@ async function main() {
   const p = new Participant(nc, {
     name: o.name,
     handler: adapter,
+    sagaHandler: adapter,
     store,
     logger: log,
     inDoubtAfter: num('in-doubt-after'),
@@ -73,6 +108,7 @@ async function main() {
     opTimeout: num('op-timeout'),
     retryDelay: num('retry-delay'),
     dropReply: dropRate > 0 ? () => Math.random() < dropRate : undefined,
+    afterApply,
   });
   await p.start();
   process.stdout.write(`participant ${o.name} (js) ready\n`);
@@ -83,7 +119,7 @@ async function main() {
     await p.stop();
     await nc.drain();
     const s = p.stats();
-    process.stderr.write(`participant ${o.name} stopped: ${s.prepares} prepares, ${s.commits} commits, ${s.aborts} aborts, ${s.duplicates} duplicates, ${s.rejected} rejected, ${s.batches} batches, ${s.droppedReplies} replies dropped, ${adapter.lost} commits without staged data\n`);
+    process.stderr.write(`participant ${o.name} stopped: ${s.prepares} prepares, ${s.commits} commits, ${s.aborts} aborts, ${s.duplicates} duplicates, ${s.rejected} rejected, ${s.batches} batches, ${s.droppedReplies} replies dropped, ${adapter.lost} commits or compensations without data, ${s.actions} actions, ${s.compensations} compensations\n`);
     process.exit(0);
   };
   process.on('SIGINT', stop);
