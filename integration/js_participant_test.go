@@ -30,6 +30,15 @@ var jsSDK = filepath.Join("..", "participants", "js")
 // the SDK) as a node process with args, and waits for its ready line.
 func startJSParticipant(t *testing.T, node string, args ...string) *proc {
 	t.Helper()
+	ensureJSModules(t)
+	cmd := exec.Command(node, append([]string{filepath.Join(jsSDK, "examples", "participant.js")}, args...)...)
+	// The seed's Service logs every call on stdout: startReady reads it all.
+	return startReady(t, cmd, "(js) ready", "the JavaScript participant")
+}
+
+// ensureJSModules installs the JavaScript SDK's packages if they are not.
+func ensureJSModules(t *testing.T) {
+	t.Helper()
 	if _, err := os.Stat(filepath.Join(jsSDK, "node_modules", "@nats-io", "jetstream")); err != nil {
 		// make test runs `npm ci --prefix participants/js` first; a plain
 		// `go test` does it here, from the committed package-lock.json.
@@ -40,9 +49,6 @@ func startJSParticipant(t *testing.T, node string, args ...string) *proc {
 			t.Fatalf("npm ci --prefix %s: %v\n%s", jsSDK, err, out)
 		}
 	}
-	cmd := exec.Command(node, append([]string{filepath.Join(jsSDK, "examples", "participant.js")}, args...)...)
-	// The seed's Service logs every call on stdout: startReady reads it all.
-	return startReady(t, cmd, "(js) ready", "the JavaScript participant")
 }
 
 // startJSServer finds node, skipping t without it, and starts `natstx
@@ -233,26 +239,45 @@ func mustNatstx(t *testing.T) string {
 
 // TestJSParticipantPassesConformance runs `natstx conformance` against the
 // JavaScript example participant, as against any participant in another
-// language: every two-phase case must pass (the example wraps the seed's
-// Service class, which has no saga steps; it cannot be restarted by the
-// command, so the crash case is skipped with a note).
+// language, with every case: two-phase commit, the saga steps (the example
+// serves them through the same adapter), and the crash case: conformance
+// runs the participant itself (--start) and restarts it with
+// NATSTX_CRASH_AT, which the example honours by killing itself between
+// applying a command and replying. Every case must pass, none be skipped.
 func TestJSParticipantPassesConformance(t *testing.T) {
 	dir := t.TempDir()
 	node, url := startJSServer(t, dir, "coord-conf")
-	startJSParticipant(t, node, "--name", "js-conf", "--nats", url, "--store", filepath.Join(dir, "js-conf.jsonl"),
-		"--success-rate", "1", "--in-doubt-after", "1000", "--log-level", "warn")
+	ensureJSModules(t)
+	example, err := filepath.Abs(filepath.Join(jsSDK, "examples", "participant.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A short ack wait: a command the crash left unacknowledged comes back
+	// that long after it.
+	start := strings.Join([]string{shellQuote(node), shellQuote(example), "--name", "js-conf", "--nats", shellQuote(url),
+		"--store", shellQuote(filepath.Join(dir, "js-conf.jsonl")), "--success-rate", "1", "--ack-wait", "2000", "--op-timeout", "1000",
+		"--in-doubt-after", "1000", "--log-level", "warn"}, " ")
 	bin, err := buildNatstx()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "conformance", "--participant", "js-conf", "--nats", url, "--sagas=false", "--in-doubt-wait", "20s").CombinedOutput()
-	t.Logf("natstx conformance --participant js-conf:\n%s", out)
+	out, err := exec.CommandContext(ctx, bin, "conformance", "--participant", "js-conf", "--nats", url, "--start", start,
+		"--in-doubt-wait", "20s", "--crash-wait", "30s").CombinedOutput()
+	t.Logf("natstx conformance --participant js-conf --start ...:\n%s", out)
 	if err != nil {
 		t.Fatalf("conformance against the JavaScript example: %v", err)
 	}
-	if !regexp.MustCompile(`conformance: \d+ passed, 0 failed`).Match(out) {
-		t.Fatalf("no passing summary line in the output")
+	if !regexp.MustCompile(`conformance: \d+ passed, 0 failed, 0 skipped`).Match(out) {
+		t.Fatalf("no summary line with every case passed and none skipped in the output")
+	}
+	for _, c := range []string{"crash-redelivery", "saga-action-duplicate", "saga-compensation", "saga-null-compensation", "saga-batch"} {
+		if !regexp.MustCompile(`(?m)^PASS\s+` + c + `\s`).Match(out) {
+			t.Errorf("case %s did not pass", c)
+		}
+	}
+	if !strings.Contains(string(out), "NATSTX_CRASH_AT: crashing after applying prepare") || !strings.Contains(string(out), "NATSTX_CRASH_AT: crashing after applying commit") {
+		t.Errorf("the participant's standard error does not show it crashed after a prepare and after a commit")
 	}
 }
