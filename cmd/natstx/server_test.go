@@ -6,7 +6,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -219,5 +222,121 @@ func TestServerDrainTimeoutLeavesInFlightWork(t *testing.T) {
 	}
 	if el := time.Since(start); el < time.Second || el > 15*time.Second {
 		t.Fatalf("shutdown took %v with --drain-timeout 1s", el)
+	}
+}
+
+// startSloppy runs, in the test process, a participant name that answers
+// every command it is sent, but with a reply header Natstx-Version "1.0",
+// which the coordinator cannot read (a peer in another language that
+// speaks the protocol wrongly); it votes yes and acknowledges otherwise.
+// It returns how many replies it sent so far, and a function that stops it
+// (also called when the test ends).
+func startSloppy(t *testing.T, url, name string) (replies func() int, stop func()) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+		Durable: messages.ConsumerName(name), FilterSubject: messages.ParticipantFilter(name), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	sent := 0
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		cmd, err := messages.DecodeCommand(map[string][]string(m.Headers()), m.Data())
+		if err != nil {
+			_ = m.Term()
+			return
+		}
+		r := messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: cmd.Participant, Result: messages.VoteCommit, Attempt: cmd.Attempt}
+		if cmd.Op != messages.OpPrepare {
+			r.Result = messages.Ack
+		}
+		h := nats.Header(r.Header())
+		h.Set(messages.HeaderVersion, "1.0")
+		if nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: h}) == nil {
+			mu.Lock()
+			sent++
+			mu.Unlock()
+		}
+		_ = m.Ack()
+	})
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cc.Stop()
+			nc.Close()
+		})
+	}
+	t.Cleanup(stop)
+	replies = func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return sent
+	}
+	return replies, stop
+}
+
+// TestServerAndTxStatusShowRejectedReplies: a participant whose replies
+// the coordinator cannot read (Natstx-Version "1.0") times the transaction
+// out with a reason that names it; `tx status` shows its rejected replies
+// and why, and `natstx server` prints at its stop how many of its replies
+// it rejected, by participant (none for the participant that speaks the
+// protocol right).
+func TestServerAndTxStatusShowRejectedReplies(t *testing.T) {
+	p, url := startServer(t, "--drain-timeout", "1s")
+	loyalty := startProc(t, nil, "participant", "sim", "--name", "loyalty", "--nats", url, "--log-level", "warn")
+	loyalty.waitLine(t, "ready", 30*time.Second)
+	replies, stopSloppy := startSloppy(t, url, "sloppy")
+	wantExit(t, 1, "sloppy answered, but its replies were rejected", "tx", "begin", "--nats", url, "--id", "rej-1",
+		"-p", "loyalty", "-p", "sloppy", "--prepare-timeout", "1s")
+	if replies() == 0 {
+		t.Fatal("sloppy sent no reply")
+	}
+	status := wantExit(t, 0, "tx rej-1 abort", "tx", "status", "--nats", url, "rej-1")
+	var sloppyLine, loyaltyLine string
+	for _, l := range strings.Split(status, "\n") {
+		switch f := strings.Fields(l); {
+		case len(f) > 0 && f[0] == "sloppy":
+			sloppyLine = l
+		case len(f) > 0 && f[0] == "loyalty":
+			loyaltyLine = l
+		}
+	}
+	if !strings.Contains(sloppyLine, `[replies rejected: `) || !strings.Contains(sloppyLine, `"1.0"`) {
+		t.Errorf("tx status does not show sloppy's rejected replies and why; sloppy's line %q; status:\n%s", sloppyLine, status)
+	}
+	if loyaltyLine == "" || strings.Contains(loyaltyLine, "replies rejected") {
+		t.Errorf("loyalty's line %q; want it, without rejected replies; status:\n%s", loyaltyLine, status)
+	}
+	// The participants stop first, the server then (with rej-1 in flight:
+	// sloppy's acknowledgements of the abort are rejected too).
+	stopSloppy()
+	if code := loyalty.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("loyalty exited %d; stderr:\n%s", code, loyalty.stderr.String())
+	}
+	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM; stdout:\n%s\nstderr:\n%s", code, p.out(), p.stderr.String())
+	}
+	m := regexp.MustCompile(`(?m)^natstx server: replies rejected as malformed, by participant: (.*) \(the log says why\)$`).FindStringSubmatch(p.out())
+	if m == nil {
+		t.Fatalf("no rejected replies line at the server's stop; stdout:\n%s", p.out())
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(m[1], "sloppy "))
+	if err != nil || n < 1 || n > replies() {
+		t.Fatalf("rejected replies by participant %q; want sloppy alone, with 1 to %d (the replies it sent)", m[1], replies())
 	}
 }
