@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/natstx/natstx/messages"
 )
@@ -89,18 +90,30 @@ func traceContextOf(ctx context.Context, h map[string][]string) context.Context 
 }
 
 // startTrace begins the spans of a transaction or saga, as a child of the
-// span ctx carries (the caller's), or a new trace; nil when tracing is off.
+// span ctx carries (the caller's), or a new trace. When tracing is off it
+// returns nil, unless the caller gave a trace context: that is passed on
+// to the participants unchanged (spans that record nothing), so that their
+// spans stay in the caller's trace, as W3C trace context asks of a service
+// that does not trace.
 func (e *Engine) startTrace(ctx context.Context, name, id, protocol string, recovered bool, attrs ...attribute.KeyValue) *txTrace {
-	if e.tracer == nil {
-		return nil
+	tracer := e.tracer
+	if tracer == nil {
+		if !trace.SpanContextFromContext(ctx).IsValid() {
+			return nil
+		}
+		tracer = passOn
 	}
 	attrs = append(attrs, AttrTxID.String(id), AttrProtocol.String(protocol))
 	if recovered {
 		attrs = append(attrs, AttrRecovered.Bool(true))
 	}
-	tctx, root := e.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
-	return &txTrace{tracer: e.tracer, ctx: tctx, root: root, open: map[string]trace.Span{}, last: map[string]trace.SpanContext{}}
+	tctx, root := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+	return &txTrace{tracer: tracer, ctx: tctx, root: root, open: map[string]trace.Span{}, last: map[string]trace.SpanContext{}}
 }
+
+// passOn is the tracer of an engine that does not trace: its spans record
+// nothing and carry their parent's span context, the caller's.
+var passOn = noop.NewTracerProvider().Tracer(TracerName)
 
 // enterPhase ends the current phase, and the commands still open in it,
 // and begins phase name.

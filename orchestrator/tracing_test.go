@@ -42,6 +42,24 @@ func attrs(s tracetest.SpanStub) map[string]string {
 	return m
 }
 
+// commandsIn returns the headers of the commands a message of the command
+// stream carries: its own, or those of each item of a batch.
+func commandsIn(t *testing.T, m *nats.Msg) []nats.Header {
+	if !messages.IsBatch(m.Header) {
+		return []nats.Header{m.Header}
+	}
+	items, err := messages.DecodeBatch(m.Header, m.Data)
+	if err != nil {
+		t.Errorf("a batch of commands does not decode: %v", err)
+		return nil
+	}
+	hs := make([]nats.Header, len(items))
+	for i, it := range items {
+		hs[i] = it.Header
+	}
+	return hs
+}
+
 // The engine's spans of one transaction form one trace under the caller's
 // span: the transaction, its phases, and a span per command whose context
 // the command carries; a prepare sent again is a new span linked to the
@@ -59,7 +77,9 @@ func TestEngineTracesATransactionUnderTheCallersSpan(t *testing.T) {
 	sub, err := f.nc.Subscribe("natstx.cmd.slow.>", func(m *nats.Msg) {
 		mu.Lock()
 		defer mu.Unlock()
-		carried = append(carried, m.Header.Get(messages.HeaderTraceParent))
+		for _, c := range commandsIn(t, m) {
+			carried = append(carried, c.Get(messages.HeaderTraceParent))
+		}
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -150,8 +170,71 @@ func TestEngineTracesATransactionUnderTheCallersSpan(t *testing.T) {
 			t.Errorf("prepare attempt %s links to a span that is not a prepare of slow", attempt)
 		}
 	}
-	if n := len(byName["natstx.command.commit"]); n != 2 {
-		t.Errorf("%d commit command spans, want 2:%s", n, tree)
+	// One commit per participant; one whose acknowledgement was slow to
+	// come (a loaded machine) is sent again, as a linked span.
+	firsts := map[string]int{}
+	for _, s := range byName["natstx.command.commit"] {
+		if a := attrs(s); a["natstx.attempt"] == "1" {
+			firsts[a["natstx.participant"]]++
+		} else if len(s.Links) != 1 {
+			t.Errorf("commit attempt %s to %s has %d links, want 1 (the attempt before)", a["natstx.attempt"], a["natstx.participant"], len(s.Links))
+		}
+	}
+	if len(firsts) != 2 || firsts["a"] != 1 || firsts["slow"] != 1 {
+		t.Errorf("first commit command spans by participant %v, want one each to a and slow:%s", firsts, tree)
+	}
+}
+
+// TestAnEngineThatDoesNotTracePassesTheCallersTraceOn: with tracing off
+// the engine records no span, but the commands of a transaction begun
+// under a caller's span carry the caller's trace context unchanged, so
+// that the participants' spans join the caller's trace; a transaction
+// begun without one sends no trace context.
+func TestAnEngineThatDoesNotTracePassesTheCallersTraceOn(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	f.participant("a", yes)
+	var mu sync.Mutex
+	carried := map[string][]string{} // traceparents by transaction
+	sub, err := f.nc.Subscribe("natstx.cmd.a.>", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range commandsIn(t, m) {
+			id := c.Get(messages.HeaderTxID)
+			carried[id] = append(carried[id], c.Get(messages.HeaderTraceParent))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	callerTrace, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	callerSpan, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	caller := trace.NewSpanContext(trace.SpanContextConfig{TraceID: callerTrace, SpanID: callerSpan, TraceFlags: trace.FlagsSampled, Remote: true})
+	traced, err := f.eng.Execute(trace.ContextWithRemoteSpanContext(ctxT(t, 10*time.Second), caller), orchestrator.Request{Participants: parts("a")})
+	if err != nil || !traced.Committed() {
+		t.Fatalf("%v %v", traced.State, err)
+	}
+	plain, err := f.eng.Execute(ctxT(t, 10*time.Second), orchestrator.Request{Participants: parts("a")})
+	if err != nil || !plain.Committed() {
+		t.Fatalf("%v %v", plain.State, err)
+	}
+	want := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(carried[traced.ID]) >= 2 && len(carried[plain.ID]) >= 2
+	}, "the prepare and commit of both transactions")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, tp := range carried[traced.ID] {
+		if tp != want {
+			t.Errorf("a command of the transaction begun under the caller's span carries traceparent %q, want the caller's %q", tp, want)
+		}
+	}
+	for _, tp := range carried[plain.ID] {
+		if tp != "" {
+			t.Errorf("a command of a transaction begun without a trace carries traceparent %q", tp)
+		}
 	}
 }
 
