@@ -8,11 +8,13 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
 )
@@ -209,6 +211,14 @@ type jsCommands struct {
 	// after the publish went out goes to the JetStream context's
 	// asynchronous error handler).
 	onError func(cmds []messages.Command, err error)
+	// log receives the failures to create a participant's consumer.
+	log *zap.Logger
+
+	// consumers holds, per participant, its *participantConsumer: whether
+	// this process has created its durable consumer (or found it there).
+	consumers sync.Map
+	// createConsumer creates a participant's consumer; a variable for tests.
+	createConsumer func(ctx context.Context, participant string) error
 
 	mu     sync.Mutex
 	queues map[string]*commandQueue
@@ -218,7 +228,57 @@ type jsCommands struct {
 type commandQueue struct {
 	waiting  []messages.Command
 	inFlight int
+	// held: the participant's consumer is being created for the first time
+	// in this process; its commands wait for it.
+	held bool
 }
+
+// participantConsumer is what this process did about one participant's
+// durable consumer. The coordinator creates it before its first command to
+// the participant (participants under the permissions of `natstx auth init`
+// may not create it, docs/SECURITY.md): the first command waits for the
+// create request's answer, later ones only read ready. A failed create is
+// logged and tried again, in the background, by a publish at least
+// consumerRetryAfter later; commands go out meanwhile (the participant may
+// have created the consumer itself, and a consumer created later still
+// gets every command in the stream).
+type participantConsumer struct {
+	ready atomic.Bool
+	// Under jsCommands.mu: an attempt is under way; tried: one was made;
+	// retryAt: no new attempt before.
+	creating, tried bool
+	retryAt         time.Time
+}
+
+// The consumer of each participant, as the coordinator creates it: the
+// settings of docs/PROTOCOL.md, with the Go runtime's defaults for ack_wait
+// and max_ack_pending (participants.DefaultAckWait, twice
+// participants.DefaultConcurrency).
+const (
+	consumerAckWait       = 30 * time.Second
+	consumerMaxAckPending = 512
+)
+
+// ParticipantConsumerConfig is the durable consumer of participant that the
+// coordinator creates before its first command to it.
+func ParticipantConsumerConfig(participant string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       messages.ConsumerName(participant),
+		Description:   "natstx commands for participant " + participant,
+		FilterSubject: messages.ParticipantFilter(participant),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       consumerAckWait,
+		MaxAckPending: consumerMaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// consumerCreateTimeout bounds one create request; consumerRetryAfter
+// spaces the attempts after a failure.
+const (
+	consumerCreateTimeout = 5 * time.Second
+	consumerRetryAfter    = 5 * time.Second
+)
 
 // publishesPerParticipant bounds the publishes to one participant awaiting
 // their PubAck; batchBytes bounds a batch's payloads (a command with a larger
@@ -229,17 +289,24 @@ const (
 )
 
 func newJSCommands(js jetstream.JetStream, stop <-chan struct{}, stats *Stats, onError func([]messages.Command, error)) *jsCommands {
-	return &jsCommands{js: js, stop: stop, stats: stats, onError: onError, queues: map[string]*commandQueue{}}
+	c := &jsCommands{js: js, stop: stop, stats: stats, onError: onError, log: zap.NewNop(), queues: map[string]*commandQueue{}}
+	c.createConsumer = c.createParticipantConsumer
+	return c
 }
 
 func (c *jsCommands) Publish(cmd messages.Command) error {
+	pc := c.consumerOf(cmd.Participant)
+	ready := pc.ready.Load()
 	c.mu.Lock()
 	q := c.queues[cmd.Participant]
 	if q == nil {
 		q = &commandQueue{}
 		c.queues[cmd.Participant] = q
 	}
-	if q.inFlight >= publishesPerParticipant {
+	if !ready {
+		c.ensureConsumer(cmd.Participant, pc, q)
+	}
+	if q.held || q.inFlight >= publishesPerParticipant {
 		q.waiting = append(q.waiting, cmd)
 		c.mu.Unlock()
 		return nil
@@ -247,6 +314,114 @@ func (c *jsCommands) Publish(cmd messages.Command) error {
 	q.inFlight++
 	c.mu.Unlock()
 	return c.send(cmd.Participant, []messages.Command{cmd})
+}
+
+// consumerOf returns what this process did about participant's consumer.
+func (c *jsCommands) consumerOf(participant string) *participantConsumer {
+	if pc, ok := c.consumers.Load(participant); ok {
+		return pc.(*participantConsumer)
+	}
+	pc, _ := c.consumers.LoadOrStore(participant, &participantConsumer{})
+	return pc.(*participantConsumer)
+}
+
+// ensureConsumer starts creating participant's consumer unless an attempt
+// is under way or the last failed less than consumerRetryAfter ago; the
+// first attempt holds q's commands until it ends. Called with c.mu held.
+func (c *jsCommands) ensureConsumer(participant string, pc *participantConsumer, q *commandQueue) {
+	if pc.ready.Load() || pc.creating || (pc.tried && time.Now().Before(pc.retryAt)) {
+		return
+	}
+	pc.creating = true
+	hold := !pc.tried
+	pc.tried = true
+	q.held = q.held || hold
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), consumerCreateTimeout)
+		defer cancel()
+		go func() {
+			select {
+			case <-c.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := c.createConsumer(ctx, participant)
+		c.mu.Lock()
+		pc.creating = false
+		if err == nil {
+			pc.ready.Store(true)
+		} else {
+			pc.retryAt = time.Now().Add(consumerRetryAfter)
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.stop:
+			return // the held commands are dropped, as any waiting at stop
+		default:
+		}
+		if err != nil {
+			c.log.Warn("creating the consumer of a participant failed; its commands are published anyway, and the next publish to it tries again",
+				zap.String("participant", participant), zap.String("consumer", messages.ConsumerName(participant)),
+				zap.Duration("not_before", consumerRetryAfter), zap.Error(err))
+		}
+		if hold {
+			c.release(participant)
+		}
+	}()
+}
+
+// createParticipantConsumer creates participant's consumer; one already
+// there, whatever its settings, is success.
+func (c *jsCommands) createParticipantConsumer(ctx context.Context, participant string) error {
+	_, err := c.js.CreateConsumer(ctx, messages.CommandStream, ParticipantConsumerConfig(participant))
+	if err == nil || errors.Is(err, jetstream.ErrConsumerExists) {
+		return nil
+	}
+	return fmt.Errorf("natstx: creating consumer %s of participant %s: %w", messages.ConsumerName(participant), participant, err)
+}
+
+// release sends the commands to participant held while its consumer was
+// created as they would have gone without the wait: one command a publish,
+// as many publishes as a participant may have awaiting their PubAck; the
+// rest wait for those, and go in batches, as usual.
+func (c *jsCommands) release(participant string) {
+	for {
+		c.mu.Lock()
+		q := c.queues[participant]
+		q.held = false
+		if len(q.waiting) == 0 || q.inFlight >= publishesPerParticipant {
+			if len(q.waiting) == 0 && q.inFlight == 0 {
+				delete(c.queues, participant)
+			}
+			c.mu.Unlock()
+			return
+		}
+		cmds := q.waiting[:1:1]
+		q.waiting = q.waiting[1:]
+		q.inFlight++
+		c.mu.Unlock()
+		if err := c.send(participant, cmds); err != nil {
+			c.onError(cmds, err)
+		}
+	}
+}
+
+// take removes from q.waiting the commands of its next publish: up to
+// messages.MaxBatch and batchBytes of payloads (at least one). Called with
+// jsCommands.mu held.
+func (q *commandQueue) take() []messages.Command {
+	n, size := 0, 0
+	for n < len(q.waiting) && n < messages.MaxBatch && (n == 0 || size+len(q.waiting[n].Payload) <= batchBytes) {
+		size += len(q.waiting[n].Payload)
+		n++
+	}
+	cmds := q.waiting[:n:n]
+	q.waiting = q.waiting[n:]
+	if len(q.waiting) == 0 {
+		q.waiting = nil
+	}
+	return cmds
 }
 
 // send publishes cmds (one plain command message, or one batch) and, once
@@ -293,16 +468,7 @@ func (c *jsCommands) sent(participant string) {
 		c.mu.Unlock()
 		return
 	}
-	n, size := 0, 0
-	for n < len(q.waiting) && n < messages.MaxBatch && (n == 0 || size+len(q.waiting[n].Payload) <= batchBytes) {
-		size += len(q.waiting[n].Payload)
-		n++
-	}
-	cmds := q.waiting[:n:n]
-	q.waiting = q.waiting[n:]
-	if len(q.waiting) == 0 {
-		q.waiting = nil
-	}
+	cmds := q.take()
 	q.inFlight++
 	c.mu.Unlock()
 	if err := c.send(participant, cmds); err != nil {
