@@ -79,9 +79,9 @@ func PermissionsFor(role Role, name string) (Permissions, bool) {
 }
 
 // CoordinatorPermissions are the coordinator's: everything natstx does in
-// its account. It declares and writes the stream and buckets, publishes
-// commands, serves the API, receives every reply, and answers requests
-// (whose inboxes it may publish to).
+// its account. It declares and writes the stream and buckets, creates each
+// participant's consumer, publishes commands, serves the API, receives
+// every reply, and answers requests (whose inboxes it may publish to).
 func CoordinatorPermissions() Permissions {
 	return Permissions{
 		PublishAllow: []string{
@@ -125,10 +125,19 @@ func OperatorPermissions() Permissions {
 	}
 }
 
-// ParticipantPermissions are participant name's: create (or update) and
-// read only its own durable consumer, whose filter is its own commands;
-// acknowledge them; reply on its own reply subject; ask the coordinators
-// about a transaction in doubt; and answer audits addressed to it.
+// ParticipantPermissions are participant name's: look up and read only its
+// own durable consumer, whose filter is its own commands; acknowledge them;
+// reply on its own reply subject; ask the coordinators about a transaction
+// in doubt; and answer audits addressed to it.
+//
+// A participant may not create or update any consumer, its own included:
+// the creator of a consumer chooses where the server delivers its messages
+// (a push consumer's deliver subject), and NATS does not check that subject
+// against the creator's publish permissions (nats-server#8274), so a
+// participant could have its commands published into a bucket's or another
+// participant's subjects. The coordinator creates each participant's
+// consumer before its first command to it; the participant looks it up and
+// waits for it if it is not there yet.
 func ParticipantPermissions(name string) Permissions {
 	cons := ConsumerName(name)
 	return Permissions{
@@ -136,13 +145,13 @@ func ParticipantPermissions(name string) Permissions {
 			ReplyPrefix + ".*." + name,
 			APIOutcome,
 			jsAPI + ".STREAM.INFO." + CommandStream,
-			jsAPI + ".CONSUMER.CREATE." + CommandStream + "." + cons + "." + ParticipantFilter(name),
 			jsAPI + ".CONSUMER.INFO." + CommandStream + "." + cons,
 			jsAPI + ".CONSUMER.MSG.NEXT." + CommandStream + "." + cons,
 			jsAck + "." + CommandStream + "." + cons + ".>",
 		},
 		PublishDeny: []string{
 			CommandPrefix + ".>", kvPfx + ".>",
+			jsAPI + ".CONSUMER.CREATE.>", jsAPI + ".CONSUMER.DURABLE.CREATE.>",
 		},
 		SubscribeAllow: []string{AuditSubject(name), ParticipantInbox(name) + ".>"},
 		SubscribeDeny:  []string{CommandPrefix + ".>", ReplyPrefix + ".>"},

@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -50,6 +51,9 @@ func TestPermissionsTable(t *testing.T) {
 		{RoleCoordinator, "", pub, CommandSubject("inventory", "tx1"), true},
 		{RoleCoordinator, "", pub, "$KV.natstx_tx.tx1", true},
 		{RoleCoordinator, "", pub, "$JS.API.STREAM.CREATE.NATSTX_CMD", true},
+		// ... among it each participant's consumer, before its first command.
+		{RoleCoordinator, "", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory.natstx.cmd.inventory.>", true},
+		{RoleCoordinator, "", sub, "_INBOX.x1", true},
 		{RoleCoordinator, "", sub, ReplyFilter("c1"), true},
 		{RoleCoordinator, "", sub, APIBegin, true},
 		{RoleCoordinator, "", pub, OperatorInbox() + ".abc", true},
@@ -81,7 +85,8 @@ func TestPermissionsTable(t *testing.T) {
 		// A participant reads its own commands and replies as itself.
 		{RoleParticipant, "inventory", pub, ReplySubject("c1", "inventory"), true},
 		{RoleParticipant, "inventory", pub, APIOutcome, true},
-		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory.natstx.cmd.inventory.>", true},
+		{RoleParticipant, "inventory", pub, "$JS.API.STREAM.INFO.NATSTX_CMD", true},
+		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.INFO.NATSTX_CMD.natstx-inventory", true},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.MSG.NEXT.NATSTX_CMD.natstx-inventory", true},
 		{RoleParticipant, "inventory", pub, "$JS.ACK.NATSTX_CMD.natstx-inventory.1.5.5.1700000000.0", true},
 		{RoleParticipant, "inventory", sub, AuditSubject("inventory"), true},
@@ -92,6 +97,13 @@ func TestPermissionsTable(t *testing.T) {
 		{RoleParticipant, "inventory", pub, CommandSubject("inventory", "tx1"), false},
 		{RoleParticipant, "inventory", pub, APIBegin, false},
 		{RoleParticipant, "inventory", pub, APIAbort("c1"), false},
+		// It may not create or update a consumer, not even its own (the
+		// creator chooses the deliver subject: nats-server#8274); the
+		// coordinator creates it.
+		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory.natstx.cmd.inventory.>", false},
+		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.DURABLE.CREATE.NATSTX_CMD.natstx-inventory", false},
+		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.spy", false},
+		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.DELETE.NATSTX_CMD.natstx-inventory", false},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-payment.natstx.cmd.payment.>", false},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory.natstx.cmd.>", false},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory", false},
@@ -147,5 +159,40 @@ func TestInboxPrefixes(t *testing.T) {
 			t.Errorf("inbox prefix %q is not a distinct literal under %s", p, InboxRoot)
 		}
 		seen[p] = true
+	}
+}
+
+// overlap reports whether some subject matches both NATS patterns a and b.
+func overlap(a, b string) bool {
+	x, y := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(x) && i < len(y); i++ {
+		if x[i] == ">" || y[i] == ">" {
+			return true
+		}
+		if x[i] != "*" && y[i] != "*" && x[i] != y[i] {
+			return false
+		}
+	}
+	return len(x) == len(y)
+}
+
+// TestParticipantsCreateNoConsumer: nothing a participant may publish
+// reaches the JetStream API's consumer create or update subjects, in any
+// form (a push consumer's deliver subject is not checked against its
+// creator's permissions: nats-server#8274).
+func TestParticipantsCreateNoConsumer(t *testing.T) {
+	if !overlap("$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.CREATE.NATSTX_CMD.*.natstx.cmd.p.>") || overlap("a.b", "a.c") || overlap("a.*", "a.b.c") {
+		t.Fatal("overlap is wrong")
+	}
+	p := ParticipantPermissions("inventory")
+	for _, create := range []string{jsAPI + ".CONSUMER.CREATE.>", jsAPI + ".CONSUMER.DURABLE.CREATE.>"} {
+		for _, a := range p.PublishAllow {
+			if overlap(a, create) {
+				t.Errorf("participant may publish %s, which reaches %s", a, create)
+			}
+		}
+		if !slices.ContainsFunc(p.PublishDeny, func(d string) bool { return matches(d, create) }) {
+			t.Errorf("%s is not denied explicitly", create)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/participants/internal/consumer"
 )
 
 // Defaults of Config.
@@ -234,8 +235,13 @@ type Runtime struct {
 	mu      sync.Mutex // guards the fields below; held by Start and Stop
 	started bool
 	stopped bool
-	cc      jetstream.ConsumeContext
+	cc      jetstream.ConsumeContext // nil while the consumer is awaited
 	audit   *nats.Subscription
+	// binding, when the consumer is awaited, is closed once
+	// consumeOnceCreated returns; it sets lateCC before, if it started
+	// consuming.
+	binding chan struct{}
+	lateCC  jetstream.ConsumeContext
 }
 
 // New returns a Runtime for cfg that uses nc; call Start to begin consuming.
@@ -269,9 +275,15 @@ func New(nc *nats.Conn, cfg Config) (*Runtime, error) {
 func (r *Runtime) Name() string { return r.cfg.Name }
 
 // Start waits up to Config.StreamWait for the command stream (the coordinator
-// declares it), creates or updates the participant's durable consumer, and
-// starts consuming. ctx bounds only this start-up; Stop ends consuming, and
-// a Stop called while Start waits makes it return ErrStopped.
+// declares it), sets up the participant's durable consumer and starts
+// consuming. The consumer is looked up first: if it is there it is used,
+// updated first if its settings differ from Config's and this identity may
+// update it; if it is not there it is created. An identity that may not
+// create it (the permissions of `natstx auth init`) starts without it and
+// consumes once the coordinator has created it, which it does before its
+// first command to the participant. ctx bounds only this start-up; Stop
+// ends consuming, and a Stop called while Start waits makes it return
+// ErrStopped.
 func (r *Runtime) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -285,23 +297,52 @@ func (r *Runtime) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("natstx: participant %s: %w", r.cfg.Name, err)
 	}
-	stream, err := r.waitStream(ctx, js)
-	if err != nil {
+	if _, err := r.waitStream(ctx, js); err != nil {
 		return err
 	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       messages.ConsumerName(r.cfg.Name),
-		Description:   "natstx commands for participant " + r.cfg.Name,
-		FilterSubject: messages.ParticipantFilter(r.cfg.Name),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       r.cfg.AckWait,
-		MaxAckPending: 2 * r.cfg.Concurrency,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("natstx: participant %s: creating consumer %s: %w", r.cfg.Name, messages.ConsumerName(r.cfg.Name), err)
+	want := consumer.Config(r.cfg.Name, r.cfg.AckWait, r.cfg.Concurrency)
+	opened, err := consumer.Open(ctx, r.nc, js, want)
+	var cc jetstream.ConsumeContext
+	switch {
+	case err == nil:
+		r.noteConsumer(opened)
+		if cc, err = r.consume(opened.Consumer); err != nil {
+			return fmt.Errorf("natstx: participant %s: consuming: %w", r.cfg.Name, err)
+		}
+	case errors.Is(err, consumer.ErrRefused):
+		r.log.Info("consumer not there and not created here; consuming once the coordinator creates it (before its first command to this participant)",
+			zap.String("consumer", want.Durable), zap.Error(err))
+	default:
+		return fmt.Errorf("natstx: participant %s: setting up consumer %s: %w", r.cfg.Name, want.Durable, err)
 	}
-	cc, err := cons.Consume(r.onMessage,
+	stopCC := func() {
+		if cc != nil {
+			cc.Stop()
+			<-cc.Closed()
+		}
+	}
+	if err := r.proc.LoadPrepared(ctx); err != nil {
+		stopCC()
+		return fmt.Errorf("natstx: participant %s: %w", r.cfg.Name, err)
+	}
+	audit, err := r.serveAudit()
+	if err != nil {
+		stopCC()
+		return fmt.Errorf("natstx: participant %s: serving audits: %w", r.cfg.Name, err)
+	}
+	r.cc, r.audit, r.started = cc, audit, true
+	if cc == nil {
+		r.binding = make(chan struct{})
+		go r.consumeOnceCreated(js, want)
+	}
+	go r.runJanitor()
+	r.log.Info("participant started", zap.Int("concurrency", r.cfg.Concurrency))
+	return nil
+}
+
+// consume starts consuming cons.
+func (r *Runtime) consume(cons jetstream.Consumer) (jetstream.ConsumeContext, error) {
+	return cons.Consume(r.onMessage,
 		jetstream.PullMaxMessages(r.cfg.Concurrency),
 		// Short pulls with frequent heartbeats: a pull lost with a stream
 		// leader that died is noticed in seconds, not the default 30s.
@@ -317,24 +358,45 @@ func (r *Runtime) Start(ctx context.Context) error {
 			}
 			r.log.Warn("consuming commands", zap.Error(err))
 		}))
-	if err != nil {
-		return fmt.Errorf("natstx: participant %s: consuming: %w", r.cfg.Name, err)
+}
+
+// noteConsumer logs the settings of the consumer that differ from Config's
+// and that Open could not change.
+func (r *Runtime) noteConsumer(o consumer.Opened) {
+	if len(o.Differs) > 0 {
+		r.log.Warn("consumer used with settings other than this participant's; its creator (the coordinator, under secure permissions) chose them",
+			zap.String("consumer", messages.ConsumerName(r.cfg.Name)), zap.Strings("differs", o.Differs), zap.NamedError("update", o.UpdateErr))
 	}
-	if err := r.proc.LoadPrepared(ctx); err != nil {
-		cc.Stop()
-		<-cc.Closed()
-		return fmt.Errorf("natstx: participant %s: %w", r.cfg.Name, err)
+}
+
+// consumeOnceCreated waits for the consumer the coordinator creates and
+// consumes it, until Stop. It closes r.binding when it returns, after
+// setting r.lateCC if it started consuming.
+func (r *Runtime) consumeOnceCreated(js jetstream.JetStream, want jetstream.ConsumerConfig) {
+	defer close(r.binding)
+	for {
+		cons, err := consumer.Await(r.ctx, js, want.Durable, func(err error) {
+			r.log.Warn("looking up the consumer", zap.String("consumer", want.Durable), zap.Error(err))
+		})
+		if err != nil {
+			return // stopping
+		}
+		if d := consumer.Diff(cons.CachedInfo().Config, want); len(d) > 0 {
+			r.noteConsumer(consumer.Opened{Consumer: cons, Differs: d})
+		}
+		cc, err := r.consume(cons)
+		if err == nil {
+			r.lateCC = cc
+			r.log.Info("consumer found; consuming commands", zap.String("consumer", want.Durable))
+			return
+		}
+		r.log.Warn("consuming commands; trying again", zap.String("consumer", want.Durable), zap.Error(err))
+		select {
+		case <-r.stopping:
+			return
+		case <-time.After(time.Second):
+		}
 	}
-	audit, err := r.serveAudit()
-	if err != nil {
-		cc.Stop()
-		<-cc.Closed()
-		return fmt.Errorf("natstx: participant %s: serving audits: %w", r.cfg.Name, err)
-	}
-	r.cc, r.audit, r.started = cc, audit, true
-	go r.runJanitor()
-	r.log.Info("participant started", zap.Int("concurrency", r.cfg.Concurrency))
-	return nil
 }
 
 // waitStream polls for the command stream until it exists, StreamWait passes
@@ -385,8 +447,15 @@ func (r *Runtime) Stop() {
 		return
 	}
 	_ = r.audit.Unsubscribe()
-	r.cc.Drain()
-	<-r.cc.Closed()
+	cc := r.cc
+	if r.binding != nil {
+		<-r.binding // prompt: r.ctx is cancelled
+		cc = r.lateCC
+	}
+	if cc != nil {
+		cc.Drain()
+		<-cc.Closed()
+	}
 	r.wg.Wait()
 	<-r.janitor
 	r.log.Info("participant stopped")

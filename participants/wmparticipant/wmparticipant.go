@@ -31,6 +31,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -42,6 +44,7 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants"
+	"github.com/natstx/natstx/participants/internal/consumer"
 )
 
 // ErrRetry is the error the handler returns for a command to be delivered
@@ -89,23 +92,180 @@ func NewSubscriber(nc *nats.Conn, name string, opts Options, logger watermill.Lo
 			if topic != name {
 				return nil, nil, fmt.Errorf("wmparticipant: subscriber of participant %q subscribed to topic %q; use the participant name", name, topic)
 			}
-			stream, err := js.Stream(ctx, messages.CommandStream)
-			if err != nil {
+			if _, err := js.Stream(ctx, messages.CommandStream); err != nil {
 				return nil, nil, fmt.Errorf("wmparticipant: stream %s (the coordinator declares it): %w", messages.CommandStream, err)
 			}
-			cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-				Durable:       messages.ConsumerName(name),
-				Description:   "natstx commands for participant " + name,
-				FilterSubject: messages.ParticipantFilter(name),
-				AckPolicy:     jetstream.AckExplicitPolicy,
-				AckWait:       opts.AckWait,
-				MaxAckPending: 2 * opts.Concurrency,
-				DeliverPolicy: jetstream.DeliverAllPolicy,
-			})
-			return cons, nil, err
+			want := consumer.Config(name, opts.AckWait, opts.Concurrency)
+			opened, err := consumer.Open(ctx, nc, js, want)
+			fields := watermill.LogFields{"participant": name, "consumer": want.Durable}
+			switch {
+			case errors.Is(err, consumer.ErrRefused):
+				logger.Info("consumer not there and not created here; consuming once the coordinator creates it (before its first command to this participant)",
+					fields.Add(watermill.LogFields{"reason": err.Error()}))
+				return &awaitedConsumer{js: js, want: want, logger: logger, fields: fields}, nil, nil
+			case err != nil:
+				return nil, nil, fmt.Errorf("wmparticipant: setting up consumer %s: %w", want.Durable, err)
+			case len(opened.Differs) > 0:
+				logger.Error("consumer used with settings other than this participant's; its creator (the coordinator, under secure permissions) chose them",
+					opened.UpdateErr, fields.Add(watermill.LogFields{"differs": strings.Join(opened.Differs, "; ")}))
+			}
+			return opened.Consumer, nil, nil
 		},
 	})
 }
+
+// awaitedConsumer is the consumer of a participant that may not create it,
+// before the coordinator has: Consume returns at once and starts consuming
+// once the consumer exists (so that the router runs, and the participant
+// answers audits, meanwhile). Fetch, Next and Messages use the consumer if
+// it exists by then.
+type awaitedConsumer struct {
+	js     jetstream.JetStream
+	want   jetstream.ConsumerConfig
+	logger watermill.LoggerAdapter
+	fields watermill.LogFields
+}
+
+// now returns the consumer if it exists.
+func (c *awaitedConsumer) now(ctx context.Context) (jetstream.Consumer, error) {
+	return c.js.Consumer(ctx, messages.CommandStream, c.want.Durable)
+}
+
+func (c *awaitedConsumer) nowOrErr() (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.now(ctx)
+}
+
+func (c *awaitedConsumer) Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	cons, err := c.nowOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return cons.Fetch(batch, opts...)
+}
+
+func (c *awaitedConsumer) FetchBytes(maxBytes int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	cons, err := c.nowOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return cons.FetchBytes(maxBytes, opts...)
+}
+
+func (c *awaitedConsumer) FetchNoWait(batch int) (jetstream.MessageBatch, error) {
+	cons, err := c.nowOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return cons.FetchNoWait(batch)
+}
+
+func (c *awaitedConsumer) Messages(opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	cons, err := c.nowOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return cons.Messages(opts...)
+}
+
+func (c *awaitedConsumer) Next(opts ...jetstream.FetchOpt) (jetstream.Msg, error) {
+	cons, err := c.nowOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return cons.Next(opts...)
+}
+
+func (c *awaitedConsumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	cons, err := c.now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return cons.Info(ctx)
+}
+
+// CachedInfo is the consumer's if it exists, else its names and the wanted
+// settings.
+func (c *awaitedConsumer) CachedInfo() *jetstream.ConsumerInfo {
+	if cons, err := c.nowOrErr(); err == nil {
+		return cons.CachedInfo()
+	}
+	return &jetstream.ConsumerInfo{Stream: messages.CommandStream, Name: c.want.Durable, Config: c.want}
+}
+
+// Consume waits for the consumer in a goroutine and consumes it with
+// handler and opts, until the returned context is stopped or drained.
+func (c *awaitedConsumer) Consume(handler jetstream.MessageHandler, opts ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ac := &awaitedConsume{cancel: cancel, closed: make(chan struct{})}
+	go ac.run(ctx, c, handler, opts)
+	return ac, nil
+}
+
+// awaitedConsume is the ConsumeContext of awaitedConsumer.Consume.
+type awaitedConsume struct {
+	cancel context.CancelFunc
+	closed chan struct{}
+
+	mu    sync.Mutex
+	done  bool                     // stopped or drained
+	inner jetstream.ConsumeContext // once consuming
+}
+
+func (ac *awaitedConsume) run(ctx context.Context, c *awaitedConsumer, handler jetstream.MessageHandler, opts []jetstream.PullConsumeOpt) {
+	defer close(ac.closed)
+	for {
+		cons, err := consumer.Await(ctx, c.js, c.want.Durable, func(err error) {
+			c.logger.Error("looking up the consumer", err, c.fields)
+		})
+		if err != nil {
+			return // stopped or drained
+		}
+		if d := consumer.Diff(cons.CachedInfo().Config, c.want); len(d) > 0 {
+			c.logger.Info("consumer found with settings other than this participant's; its creator (the coordinator) chose them",
+				c.fields.Add(watermill.LogFields{"differs": strings.Join(d, "; ")}))
+		}
+		ac.mu.Lock()
+		if ac.done {
+			ac.mu.Unlock()
+			return
+		}
+		inner, err := cons.Consume(handler, opts...)
+		if err == nil {
+			ac.inner = inner
+		}
+		ac.mu.Unlock()
+		if err == nil {
+			c.logger.Info("consumer found; consuming commands", c.fields)
+			<-inner.Closed()
+			return
+		}
+		c.logger.Error("consuming commands; trying again", err, c.fields)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// end stops waiting, and stops or drains (f) the consuming if it started.
+func (ac *awaitedConsume) end(f func(jetstream.ConsumeContext)) {
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	ac.done = true
+	ac.cancel()
+	if ac.inner != nil {
+		f(ac.inner)
+	}
+}
+
+func (ac *awaitedConsume) Stop()                   { ac.end(jetstream.ConsumeContext.Stop) }
+func (ac *awaitedConsume) Drain()                  { ac.end(jetstream.ConsumeContext.Drain) }
+func (ac *awaitedConsume) Closed() <-chan struct{} { return ac.closed }
 
 // NewReplyPublisher returns a watermill publisher of replies on core NATS
 // (replies are plain NATS messages, not stream messages) over nc. Mount
