@@ -70,6 +70,33 @@ func (v *violations) saw(subject string, limit time.Duration) bool {
 	}
 }
 
+// mark returns how many errors were reported so far, for sawSince.
+func (v *violations) mark() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.seen)
+}
+
+// sawSince waits up to limit for a permissions violation naming subject
+// among the errors reported after the first since.
+func (v *violations) sawSince(subject string, since int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		v.mu.Lock()
+		for _, s := range v.seen[since:] {
+			if strings.Contains(s, "Permissions Violation") && strings.Contains(s, `"`+subject+`"`) {
+				v.mu.Unlock()
+				return true
+			}
+		}
+		v.mu.Unlock()
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // dialAs connects to url with the credentials file creds ("" for none) and
 // inbox prefix inbox ("" for the default), recording permission errors.
 func dialAs(url, creds, inbox string) (*nats.Conn, *violations, error) {
@@ -167,7 +194,10 @@ type attempt struct {
 // Two transactions are held in prepare while a client without credentials,
 // the inventory participant's credentials and the operator's credentials
 // each try to forge a commit, forge a vote for another participant, begin
-// and abort through the API, and read the command stream and the buckets.
+// and abort through the API, read the command stream and the buckets, write
+// the buckets, and create a push consumer of inventory's commands
+// delivering into tx-a's decision record or into payment's commands (the
+// participants' consumers are the coordinator's: nats-server#8274).
 // Each attempt must be refused (by NATS permissions or by the coordinator)
 // or ignored, or be what the identity's role allows; afterwards tx-a, which
 // payment votes against, is aborted everywhere, and tx-c commits everywhere.
@@ -213,8 +243,13 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 			t.Fatalf("participant %s's credentials: %v", name, err)
 		}
 		defer pnc.Close()
+		// payment's prepare is held while the attacks run. The consumer is
+		// the coordinator's (ack_wait 30s: a participant may not create or
+		// update it), so the held prepare may be delivered again meanwhile;
+		// the second delivery waits for the first and is answered from its
+		// record.
 		rt, err := participants.New(pnc, participants.Config{Name: name, Handler: handlers[name], InDoubtAfter: time.Second,
-			OpTimeout: 3 * time.Minute, AckWait: 4 * time.Minute, // payment's prepare is held while the attacks run
+			OpTimeout: 3 * time.Minute, AckWait: 4 * time.Minute,
 			Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(name)})
 		if err != nil {
 			t.Fatal(err)
@@ -223,11 +258,17 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 			t.Fatalf("participant %s under its permissions: %v (violations: %v)", name, err, pv.seen)
 		}
 		defer rt.Stop()
+		// The one refusal a participant meets at work: its consumer is not
+		// there yet at start (the coordinator creates it before its first
+		// command), and it may not create it.
+		ownCreate := "$JS.API.CONSUMER.CREATE." + messages.CommandStream + "." + messages.ConsumerName(name) + "." + messages.ParticipantFilter(name)
 		defer func() {
 			pv.mu.Lock()
 			defer pv.mu.Unlock()
-			if len(pv.seen) > 0 {
-				t.Errorf("participant %s hit its permissions at work: %v", name, pv.seen)
+			for _, seen := range pv.seen {
+				if !strings.Contains(seen, `"`+ownCreate+`"`) {
+					t.Errorf("participant %s hit its permissions at work: %v", name, seen)
+				}
 			}
 		}()
 		runtimes[name] = rt
@@ -292,6 +333,15 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 		}
 		return subject, nil
 	}
+	// pushConsumer asks for inventory's consumer (the one name and filter
+	// the participant could once create) as a push consumer delivering to
+	// deliver.
+	pushConsumer := func(ctx context.Context, nc *nats.Conn, deliver string) (string, error) {
+		name, filter := messages.ConsumerName("inventory"), messages.ParticipantFilter("inventory")
+		return request(ctx, nc, "$JS.API.CONSUMER.CREATE."+messages.CommandStream+"."+name+"."+filter, map[string]any{
+			"stream_name": messages.CommandStream, "action": "create",
+			"config": map[string]any{"durable_name": name, "filter_subject": filter, "deliver_subject": deliver, "ack_policy": "none", "deliver_policy": "all"}})
+	}
 	attempts := []attempt{
 		{"forge a commit of tx-a to inventory", func(ctx context.Context, nc *nats.Conn) (string, error) {
 			return publish(ctx, nc, command("tx-a", messages.OpCommit, "inventory"))
@@ -345,6 +395,17 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 		{"write tx-a's decision record", func(ctx context.Context, nc *nats.Conn) (string, error) {
 			return publish(ctx, nc, &nats.Msg{Subject: "$KV." + orchestrator.RecordBucket + ".tx-a", Data: []byte(`commit`)})
 		}},
+		// NATS does not check a push consumer's deliver subject against its
+		// creator's permissions (nats-server#8274): whoever may create a
+		// consumer of inventory's commands may have the server publish them
+		// where it may not publish itself. So nobody but the coordinator
+		// may create one, inventory included.
+		{"push inventory's commands into tx-a's decision record", func(ctx context.Context, nc *nats.Conn) (string, error) {
+			return pushConsumer(ctx, nc, "$KV."+orchestrator.RecordBucket+".tx-a")
+		}},
+		{"push inventory's commands into payment's commands", func(ctx context.Context, nc *nats.Conn) (string, error) {
+			return pushConsumer(ctx, nc, messages.CommandSubject("payment", "tx-c"))
+		}},
 	}
 	// What each identity's role makes of each attempt (by index); anything
 	// not listed must be refused by NATS.
@@ -385,12 +446,13 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 				continue // an operator may abort tx-c; that would change its outcome by design
 			}
 			counts["attempts"]++
+			mark := v.mark()
 			actx, cancel := context.WithTimeout(ctx, time.Second)
 			subject, err := a.run(actx, nc)
 			cancel()
 			var got string
 			switch {
-			case v.saw(subject, time.Second):
+			case v.sawSince(subject, mark, time.Second):
 				got = refusedByNATS
 			case errors.Is(err, errCoordinator):
 				got = refusedByNatstx
@@ -429,6 +491,22 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 	waitFor(t, 30*time.Second, "tx-a aborted and tx-c committed, every decision acknowledged", func() bool {
 		return outcome("tx-a") == "aborted" && outcome("tx-c") == "committed" && eng.Stats().InFlight == 0
 	}, func() string { return "tx-a " + outcome("tx-a") + ", tx-c " + outcome("tx-c") })
+	// inventory's consumer is still the coordinator's: a pull consumer,
+	// delivering nowhere.
+	cjs, err := jetstream.New(cnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"inventory", "payment"} {
+		cons, err := cjs.Consumer(ctx, messages.CommandStream, messages.ConsumerName(name))
+		if err != nil {
+			t.Fatalf("%s's consumer: %v", name, err)
+		}
+		if c, want := cons.CachedInfo().Config, orchestrator.ParticipantConsumerConfig(name); c.DeliverSubject != "" || c.FilterSubject != want.FilterSubject ||
+			c.AckWait != want.AckWait || c.MaxAckPending != want.MaxAckPending {
+			t.Errorf("%s's consumer is not the coordinator's: %+v", name, c)
+		}
+	}
 	for _, c := range []struct {
 		id        string
 		committed bool
