@@ -581,6 +581,21 @@ func TestRejectedTxIDFindsTheTransactionOfAReplyItCannotRead(t *testing.T) {
 	}
 }
 
+// TestCheckRequestReplyAcceptsOnlyInboxes: a request is answered on an
+// inbox, never on a JetStream, system or protocol subject.
+func TestCheckRequestReplyAcceptsOnlyInboxes(t *testing.T) {
+	for _, ok := range []string{"_INBOX.abc.def", messages.OperatorInbox() + ".x1", "myapp.replies.7"} {
+		if err := messages.CheckRequestReply(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "$KV.natstx_tx.victim", "$JS.API.STREAM.DELETE.natstx_cmd", "$SYS.x", "natstx.reply.c1.a", "natstx.cmd.a.tx", "_INBOX.*", "_INBOX.>", "a..b", "a b"} {
+		if err := messages.CheckRequestReply(bad); !errors.Is(err, messages.ErrMalformed) {
+			t.Errorf("%q: %v, want ErrMalformed", bad, err)
+		}
+	}
+}
+
 func TestCommandValidateRejectsBadFields(t *testing.T) {
 	for _, tc := range []struct {
 		name     string

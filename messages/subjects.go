@@ -76,6 +76,27 @@ func CheckReplySubject(subject string, r Reply) error {
 	return nil
 }
 
+// CheckRequestReply checks the reply subject of a request to a coordinator
+// or a participant (the API, an in-doubt question, an audit) before it is
+// answered there. The answerer may publish where the asker may not: an
+// answer sent to a JetStream or system subject ($JS..., $KV..., $SYS...)
+// would be stored as, say, a transaction's decision record, and one sent to
+// a protocol subject (natstx...) would pass for a command, a reply or a
+// request. So a reply subject must be an inbox-like subject outside both:
+// not starting with "$" or with "natstx.", no wildcard, no white space.
+func CheckRequestReply(reply string) error {
+	if reply == "" {
+		return fmt.Errorf("%w: the request has no reply subject", ErrMalformed)
+	}
+	if err := validateSubject("reply subject", reply); err != nil {
+		return err
+	}
+	if strings.HasPrefix(reply, "$") || strings.HasPrefix(reply, "natstx.") {
+		return fmt.Errorf("%w: reply subject %q is a JetStream, system or protocol subject; a request is answered only on an inbox", ErrMalformed, reply)
+	}
+	return nil
+}
+
 // ConsumerName is the durable JetStream consumer shared by every instance of
 // one participant.
 func ConsumerName(participant string) string {

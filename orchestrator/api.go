@@ -16,17 +16,17 @@ import (
 // serveAPI subscribes the coordinator API: begin (any instance, in a queue
 // group) and abort (this instance's own transactions).
 func (e *Engine) serveAPI() error {
-	begin, err := e.nc.QueueSubscribe(messages.APIBegin, messages.APIQueue, e.onBegin)
+	begin, err := e.nc.QueueSubscribe(messages.APIBegin, messages.APIQueue, e.onlyInboxReplies(e.onBegin))
 	if err != nil {
 		return fmt.Errorf("natstx: subscribing to %s: %w", messages.APIBegin, err)
 	}
-	abort, err := e.nc.Subscribe(messages.APIAbort(e.cfg.Instance), e.onAbort)
+	abort, err := e.nc.Subscribe(messages.APIAbort(e.cfg.Instance), e.onlyInboxReplies(e.onAbort))
 	if err != nil {
 		_ = begin.Unsubscribe()
 		return fmt.Errorf("natstx: subscribing to %s: %w", messages.APIAbort(e.cfg.Instance), err)
 	}
 	e.apiSubs = []*nats.Subscription{begin, abort}
-	act, err := e.nc.Subscribe(messages.APISagaAct(e.cfg.Instance), e.onSagaAct)
+	act, err := e.nc.Subscribe(messages.APISagaAct(e.cfg.Instance), e.onlyInboxReplies(e.onSagaAct))
 	if err != nil {
 		for _, s := range e.apiSubs {
 			_ = s.Unsubscribe()
@@ -38,7 +38,7 @@ func (e *Engine) serveAPI() error {
 		subject string
 		cb      nats.MsgHandler
 	}{{messages.APIStatus, e.onStatus}, {messages.APIOutcome, e.onOutcome}, {messages.APISagaBegin, e.onSagaBegin}} {
-		sub, err := e.nc.QueueSubscribe(q.subject, messages.APIQueue, q.cb)
+		sub, err := e.nc.QueueSubscribe(q.subject, messages.APIQueue, e.onlyInboxReplies(q.cb))
 		if err != nil {
 			for _, s := range e.apiSubs {
 				_ = s.Unsubscribe()
@@ -48,6 +48,22 @@ func (e *Engine) serveAPI() error {
 		e.apiSubs = append(e.apiSubs, sub)
 	}
 	return nil
+}
+
+// onlyInboxReplies drops, and logs, a request whose reply subject is not
+// an inbox (messages.CheckRequestReply): the coordinator may write the
+// buckets and publish commands, so an answer sent where the asker points
+// it could become a decision record or a command.
+func (e *Engine) onlyInboxReplies(cb nats.MsgHandler) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		if m.Reply != "" {
+			if err := messages.CheckRequestReply(m.Reply); err != nil {
+				e.log.Warn("request dropped unanswered: its reply subject is not an inbox", zap.String("subject", m.Subject), zap.Error(err))
+				return
+			}
+		}
+		cb(m)
+	}
 }
 
 func (e *Engine) onBegin(m *nats.Msg) {

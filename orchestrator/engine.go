@@ -223,7 +223,9 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.js = js
-	e.cmds = newJSCommands(js, e.stop, &e.stats, e.onCommandsLost)
+	cmds := newJSCommands(js, e.stop, &e.stats, e.onCommandsLost)
+	cmds.log = e.log
+	e.cmds = cmds
 	return e, nil
 }
 

@@ -85,6 +85,9 @@ func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 	have, gerr := s.get(ctx, rec.ID)
 	switch {
 	case gerr != nil:
+		// errNotARecord included: what is there may have replaced a
+		// decision, so none is taken; the write is retried, and an
+		// operator sees the error.
 		return fmt.Errorf("natstx: a record for %s exists but cannot be read: %w", rec.ID, gerr)
 	case have.State == recordAborted:
 		return errCommitRefused
@@ -175,10 +178,25 @@ func (s *recordStore) finish(ctx context.Context, id string) error {
 	return err
 }
 
+// errNotARecord is what decode says of an entry of the record bucket that
+// no coordinator wrote: one that does not decode, names another
+// transaction than its key, or holds no decision state. Only a client that
+// could write into the bucket, directly or by pointing a request's reply or
+// a consumer's delivery at it, puts one there. It is never taken for a
+// decision, nor for the absence of one (it may have replaced one: the
+// bucket keeps one entry per key): the transaction stays in doubt, its
+// writes and answers failing with this error, logged, rather than risk a
+// mixed outcome.
+var errNotARecord = errors.New("natstx: not a decision record")
+
+// decode reads a record bucket entry.
 func decode(e StoreEntry) (decisionRecord, error) {
 	var rec decisionRecord
 	if err := json.Unmarshal(e.Value, &rec); err != nil {
-		return rec, fmt.Errorf("natstx: record %s is unreadable: %w", e.Key, err)
+		return rec, fmt.Errorf("%w: the entry of %s is unreadable: %v", errNotARecord, e.Key, err)
+	}
+	if rec.ID != e.Key || rec.State != recordCommitting && rec.State != recordCommitted && rec.State != recordAborted {
+		return rec, fmt.Errorf("%w: the entry of %s names transaction %q, state %q", errNotARecord, e.Key, rec.ID, rec.State)
 	}
 	rec.Revision = e.Revision
 	return rec, nil

@@ -130,3 +130,49 @@ func TestOldestInFlightAndPhaseLatencies(t *testing.T) {
 		t.Fatalf("the decide histogram's last bucket holds %d, want 1", last)
 	}
 }
+
+// TestRequestsAreAnsweredOnlyOnAnInbox: a request to the coordinator API,
+// or an audit to a participant, whose reply subject points into a bucket
+// (or at a protocol subject) is dropped unanswered: the coordinator may
+// write the decision records, and its answer would have been stored as
+// one. Requests on one subscription are handled in order, so once a good
+// request after the bad one is answered, the bad one was handled.
+func TestRequestsAreAnsweredOnlyOnAnInbox(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	f.participant("a", yes)
+	out, err := f.eng.Execute(ctxT(t, 10*time.Second), orchestrator.Request{Participants: parts("a")})
+	if err != nil || !out.Committed() {
+		t.Fatalf("%v %v", out.State, err)
+	}
+	js, err := jetstream.New(f.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records, err := js.KeyValue(ctxT(t, 5*time.Second), orchestrator.RecordBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		subject string
+		body    string
+	}{
+		{messages.APIStatus, `{"id":"` + out.ID + `"}`},
+		{messages.APIOutcome, `{"id":"` + out.ID + `","participant":"a"}`},
+		{messages.AuditSubject("a"), `{"ids":["` + out.ID + `"]}`},
+	} {
+		for _, reply := range []string{"$KV." + orchestrator.RecordBucket + ".victim", "natstx.reply.c1.a"} {
+			if err := f.nc.PublishRequest(tc.subject, reply, []byte(tc.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := f.nc.Request(tc.subject, []byte(tc.body), 5*time.Second); err != nil {
+			t.Fatalf("%s: the request with an inbox was not answered: %v", tc.subject, err)
+		}
+		if e, err := records.Get(ctxT(t, 5*time.Second), "victim"); err == nil {
+			t.Fatalf("%s: an answer was stored as the decision record of victim: %q", tc.subject, e.Value())
+		}
+	}
+	if st := f.eng.Stats(); st.MalformedReplies != 0 {
+		t.Errorf("%d malformed replies: an answer reached the coordinator's reply subject", st.MalformedReplies)
+	}
+}

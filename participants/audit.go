@@ -23,6 +23,12 @@ func (r *Runtime) serveAudit() (*nats.Subscription, error) { return ServeAudit(r
 // unsubscribes the subscription when it stops.
 func ServeAudit(nc *nats.Conn, p *Processor) (*nats.Subscription, error) {
 	return nc.QueueSubscribe(messages.AuditSubject(p.Name()), messages.AuditQueue, func(m *nats.Msg) {
+		if err := messages.CheckRequestReply(m.Reply); err != nil {
+			// Answered only on an inbox: an answer sent where the asker
+			// points it could pass for this participant's reply.
+			p.log.Warn("audit request dropped unanswered", zap.Error(err))
+			return
+		}
 		resp := messages.AuditResponse{Participant: p.Name()}
 		var req messages.AuditRequest
 		switch err := json.Unmarshal(m.Data, &req); {
