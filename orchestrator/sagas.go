@@ -57,9 +57,7 @@ type sagaEntry struct {
 	// kvRev is the revision of the saga's key; 0 before its first write.
 	kvRev uint64
 	// persisting: a record is being written; held is its Ready, whose sends
-	// and timers wait for it, and queue the events that came meanwhile
-	// (an operator's action with the channel its answer goes to, once it
-	// is applied or refused).
+	// and timers wait for it, and queue the events that came meanwhile.
 	persisting bool
 	held       *saga.Ready
 	// persistGen counts the entry's record writes: the answer of a write is
@@ -67,21 +65,13 @@ type sagaEntry struct {
 	// an entry dropped since, by a fence, must not release the held sends of
 	// the entry that recovered the saga after it).
 	persistGen uint64
-	queue      []queuedSagaEvent
+	queue      []saga.Event
 	timers     []Timer
 	waiters    []chan sagaResult
 	// hist is what happened to it (TxStatus.History).
 	hist history
 	// trace is its spans; nil when tracing is off.
 	trace *txTrace
-}
-
-// queuedSagaEvent is an event that came while a saga's record was
-// written; act is the channel of the operator's call it answers, nil for
-// other events.
-type queuedSagaEvent struct {
-	ev  saga.Event
-	act chan sagaResult
 }
 
 type sagaResult struct {
@@ -320,13 +310,9 @@ func (s *shard) handleSaga(v any) bool {
 		en.held = nil
 		s.sagaEffects(v.id, en, rd)
 		for !en.persisting && len(en.queue) > 0 && s.sagas[v.id] == en {
-			q := en.queue[0]
+			ev := en.queue[0]
 			en.queue = en.queue[1:]
-			if q.act != nil {
-				s.sagaAct(v.id, en, q.ev, q.act)
-			} else {
-				s.sagaFeed(v.id, en, q.ev)
-			}
+			s.sagaFeed(v.id, en, ev)
 		}
 	case sagaTimerEvent:
 		if en := s.sagas[v.id]; en != nil {
@@ -342,11 +328,20 @@ func (s *shard) handleSaga(v any) bool {
 			v.ch <- r
 			return true
 		}
+		v.ev.At = s.e.now()
 		if en.persisting {
-			// Answered once the saga machine has taken or refused it: a
-			// step that does not exist, or an action its state does not
-			// allow, is refused then, not acknowledged now.
-			en.queue = append(en.queue, queuedSagaEvent{ev: v.ev, act: v.ch})
+			// Tried at once on a copy of the saga, so that an action it
+			// refuses (a step it does not have, an action its state does
+			// not allow) is refused now, not acknowledged; the saga takes
+			// it once its record is written. (The answer cannot wait for
+			// the write: a caller's wait must not outlast the shard's
+			// turn.)
+			if rd := en.sg.Clone().Step(v.ev); rd.Ignored != "" {
+				v.ch <- sagaResult{rec: en.sg.Record(), err: fmt.Errorf("natstx: saga %s: %s", v.id, rd.Ignored)}
+				return true
+			}
+			en.queue = append(en.queue, v.ev)
+			v.ch <- sagaResult{rec: en.sg.Record(), owner: s.e.cfg.Instance}
 			return true
 		}
 		s.sagaAct(v.id, en, v.ev, v.ch)
@@ -372,7 +367,6 @@ func (s *shard) handleSaga(v any) bool {
 // being written, and answers the call on ch: the record after it, or why
 // the saga refused it.
 func (s *shard) sagaAct(id string, en *sagaEntry, ev saga.Event, ch chan sagaResult) {
-	ev.At = s.e.now()
 	rd := en.sg.Step(ev)
 	if rd.Ignored != "" {
 		ch <- sagaResult{rec: en.sg.Record(), err: fmt.Errorf("natstx: saga %s: %s", id, rd.Ignored)}
@@ -402,7 +396,7 @@ func (s *shard) lookupSaga(id string) sagaResult {
 // sagaStep feeds ev to a saga, or queues it while its record is written.
 func (s *shard) sagaStep(id string, en *sagaEntry, ev saga.Event) {
 	if en.persisting {
-		en.queue = append(en.queue, queuedSagaEvent{ev: ev})
+		en.queue = append(en.queue, ev)
 		return
 	}
 	s.sagaFeed(id, en, ev)
@@ -590,7 +584,6 @@ func (s *shard) finishSaga(id string, en *sagaEntry, rec saga.Record) {
 	for _, w := range en.waiters {
 		w <- sagaResult{rec: rec, owner: s.e.cfg.Instance}
 	}
-	en.refuseQueued(sagaResult{rec: rec, owner: s.e.cfg.Instance, err: fmt.Errorf("natstx: saga %s is %s: nothing to act on", id, rec.State)})
 	s.finishedSagas[id] = rec
 	s.sagaExpiry = append(s.sagaExpiry, expiring{id: id, at: s.e.now().Add(s.e.cfg.Retention)})
 	now, limit := s.e.now(), max(1, s.e.cfg.MaxRemembered/len(s.e.shards))
@@ -615,19 +608,7 @@ func (s *shard) dropSaga(id string, en *sagaEntry, err error) {
 	for _, w := range en.waiters {
 		w <- sagaResult{rec: en.sg.Record(), err: err}
 	}
-	en.refuseQueued(sagaResult{rec: en.sg.Record(), err: err})
 	en.trace.end("dropped", err.Error())
-}
-
-// refuseQueued answers r to the operator actions still queued on a saga
-// this shard stops driving.
-func (en *sagaEntry) refuseQueued(r sagaResult) {
-	for _, q := range en.queue {
-		if q.act != nil {
-			q.act <- r
-		}
-	}
-	en.queue = nil
 }
 
 // expireSaga rewrites a finished saga's record with a TTL of the

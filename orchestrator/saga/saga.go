@@ -223,6 +223,15 @@ func New(p Params) (*Saga, error) {
 // ID is the saga's ID.
 func (s *Saga) ID() string { return s.rec.ID }
 
+// Clone returns a copy of the saga that events can be tried on without
+// changing s (the definition is shared: read only).
+func (s *Saga) Clone() *Saga {
+	c := *s
+	c.rec = s.rec.clone()
+	c.timers = slices.Clone(s.timers)
+	return &c
+}
+
 // State is the saga's current state.
 func (s *Saga) State() State { return s.rec.State }
 

@@ -286,3 +286,24 @@ func TestStuckIsReportedOnce(t *testing.T) {
 		t.Errorf("after success: %+v %s", rd, s.State())
 	}
 }
+
+// TestCloneIsIndependent: an event tried on a clone changes the clone
+// only; the saga goes on as if it had never been tried.
+func TestCloneIsIndependent(t *testing.T) {
+	s := twoSteps(t, nil)
+	s.Start(t0)
+	before := s.Record()
+	c := s.Clone()
+	if rd := c.Step(Event{Kind: EventAbort, At: t0.Add(time.Millisecond), Who: "w", Why: "y"}); rd.Ignored != "" {
+		t.Fatalf("the abort on the clone was ignored: %s", rd.Ignored)
+	}
+	if c.State() != StateCompensating && c.State() != StateCompensated {
+		t.Fatalf("the clone is %s after the abort", c.State())
+	}
+	if after := s.Record(); !reflect.DeepEqual(before, after) {
+		t.Fatalf("the saga changed with its clone:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if rd := reply(s, t0.Add(2*time.Millisecond), "a", OpAction, ResultDone, ""); rd.Ignored != "" || s.State() != StateRunning {
+		t.Fatalf("the saga after its clone was aborted: %s, ignored %q", s.State(), rd.Ignored)
+	}
+}
