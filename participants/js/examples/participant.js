@@ -6,6 +6,21 @@
 //   node examples/participant.js --name js-service --store js-service.jsonl \
 //     --nats nats://127.0.0.1:4222 --success-rate 0.9
 //
+// Under the identities of `natstx auth init` (docs/SECURITY.md), it takes the
+// connection flags and NATSTX_* variables of `natstx participant`:
+//
+//   NATSTX_CREDS=natstx-auth/participant-inventory.creds NATSTX_TLS_CA=natstx-tls/ca.pem \
+//     node examples/participant.js --name inventory --nats tls://127.0.0.1:4222
+//
+// --creds, --user/--password, --tls-ca, --tls-cert/--tls-key and
+// --inbox-prefix (NATSTX_CREDS, NATSTX_USER, NATSTX_PASSWORD, NATSTX_TLS_CA,
+// NATSTX_TLS_CERT, NATSTX_TLS_KEY, NATSTX_INBOX_PREFIX; a flag wins over its
+// variable). Its reply inboxes start with _INBOX_natstx.participant.<name>,
+// the only ones its permissions allow, unless --inbox-prefix says otherwise.
+// It creates no consumer under those permissions: it waits until the
+// coordinator has created natstx-<name> (before its first command to it),
+// and prints its ready line once it consumes.
+//
 // It prints "participant NAME (js) ready" on standard output once it
 // consumes, logs JSON lines on standard error, and on SIGINT or SIGTERM
 // finishes the commands in flight, then exits 0.
@@ -24,8 +39,7 @@
 // `natstx conformance --start` uses it).
 
 const { parseArgs } = require('node:util');
-const { connect } = require('@nats-io/transport-node');
-const { Participant, FileStore } = require('../src');
+const { Participant, FileStore, connectFlags, connectSettings, connectParticipant } = require('../src');
 const { ServiceAdapter } = require('./adapter');
 
 const LEVELS = { debug: 0, info: 1, warn: 2, error: 3 };
@@ -71,11 +85,31 @@ function jsonLogger(level, name) {
   return out;
 }
 
+/**
+ * Logs what NATS reports on the connection: errors the server sends (a
+ * permissions violation names the subject refused) at warn, disconnections
+ * and reconnections at info.
+ * @param {import('@nats-io/transport-node').NatsConnection} nc
+ * @param {ReturnType<typeof jsonLogger>} log
+ */
+async function watchConnection(nc, log) {
+  try {
+    for await (const s of nc.status()) {
+      if (s.type === 'error') log.warn('NATS reported an error', { error: s.error && s.error.message ? s.error.message : String(s.error) });
+      else if (s.type === 'disconnect' || s.type === 'reconnect') log.info(`NATS ${s.type}`, { server: s.server });
+    }
+  } catch {
+    // the iterator ends with the connection
+  }
+}
+
 async function main() {
   const { values: o } = parseArgs({
     options: {
       name: { type: 'string', default: 'js-service' },
-      nats: { type: 'string', default: process.env.NATSTX_NATS || 'nats://127.0.0.1:4222' },
+      // --nats, --creds, --user, --password, --tls-ca, --tls-cert, --tls-key,
+      // --inbox-prefix; their NATSTX_* variables apply in connectSettings.
+      ...connectFlags(),
       store: { type: 'string' },
       'success-rate': { type: 'string', default: '1' },
       'drop-reply-rate': { type: 'string', default: '0' },
@@ -94,7 +128,9 @@ async function main() {
   const log = jsonLogger(o['log-level'], o.name);
   const afterApply = crashAt(process.env[ENV_CRASH_AT]);
   const dropRate = num('drop-reply-rate');
-  const nc = await connect({ servers: o.nats.split(','), name: `natstx-js-${o.name}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await connectParticipant(o.name, connectSettings(o), { name: `natstx-js-${o.name}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  log.info('connected', { server: nc.getServer(), inbox_prefix: nc.options.inboxPrefix });
+  watchConnection(nc, log);
   const store = await FileStore.open(o.store || `${o.name}.jsonl`);
   const adapter = new ServiceAdapter(o.name, num('success-rate'), { info: (m) => log.info(m), warn: (m) => log.warn(m) });
   const p = new Participant(nc, {

@@ -8,6 +8,7 @@ const errors = require('./errors');
 const { FileStore } = require('./store');
 const { Processor, Settle, State, StepState, Defaults, silentLogger } = require('./processor');
 const { Participant } = require('./runtime');
+const conn = require('./connect');
 
 module.exports = {
   Participant,
@@ -29,4 +30,10 @@ module.exports = {
   StartedError: errors.StartedError,
   protocol,
   batch,
+  participantInbox: conn.participantInbox,
+  connectFlags: conn.connectFlags,
+  connectSettings: conn.connectSettings,
+  natsOptions: conn.natsOptions,
+  connectParticipant: conn.connectParticipant,
+  CONNECT_SETTINGS: conn.CONNECT_SETTINGS,
 };

@@ -150,7 +150,9 @@ class Participant {
     if (this.stopping) throw new StoppedError();
     if (this.started) throw new StartedError();
     this.started = true;
-    const jsm = await jetstreamManager(this.nc);
+    // No check of the JetStream API ($JS.API.INFO, the account's info): a
+    // participant's permissions under `natstx auth init` do not allow it.
+    const jsm = await jetstreamManager(this.nc, { checkAPI: false });
     await this.waitStream(jsm);
     const durable = P.consumerName(this.cfg.name);
     await this.ensureConsumer(jsm, durable);
