@@ -11,6 +11,7 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/participants/conformance"
 )
 
 // TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason: a
@@ -25,7 +26,7 @@ func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.
 		spoil func(h nats.Header) nats.Header
 		why   string // in the reason
 	}{
-		{"version 1.0", func(h nats.Header) nats.Header { h.Set(messages.HeaderVersion, "1.0"); return h }, `"1.0"`},
+		{"version 1.0", conformance.VersionOneDotZero, `"1.0"`},
 		{"lower-case header names", func(h nats.Header) nats.Header {
 			low := nats.Header{}
 			for k, vs := range h {
@@ -42,35 +43,10 @@ func TestAParticipantWhoseRepliesAreMalformedIsNamedInTheAbortReason(t *testing.
 func testMalformedRepliesNamed(t *testing.T, spoil func(nats.Header) nats.Header, why string) {
 	f := newFixture(t, orchestrator.Config{PrepareTimeout: time.Second})
 	f.participant("good", yes)
-	js, err := jetstream.New(f.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cons, err := js.CreateOrUpdateConsumer(ctxT(t, 5*time.Second), messages.CommandStream, jetstream.ConsumerConfig{
-		Durable: messages.ConsumerName("sloppy"), FilterSubject: messages.ParticipantFilter("sloppy"), AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		cmd, err := messages.DecodeCommand(map[string][]string(m.Headers()), m.Data())
-		if err != nil {
-			_ = m.Term()
-			return
-		}
-		r := messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: cmd.Participant, Result: messages.VoteCommit, Attempt: cmd.Attempt}
-		if cmd.Op != messages.OpPrepare {
-			r.Result = messages.Ack
-		}
-		_ = f.nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: spoil(nats.Header(r.Header()))})
-		_ = m.Ack()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Stop()
+	_, stop := conformance.StartMalformedReplier(t, f.nc, "sloppy", spoil)
+	defer stop()
 
 	out, err := f.eng.Execute(ctx, orchestrator.Request{Participants: parts("good", "sloppy")})
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/saga"
+	"github.com/natstx/natstx/participants/conformance"
 )
 
 func TestServerServesAndShutsDownOnSIGTERM(t *testing.T) {
@@ -227,67 +227,18 @@ func TestServerDrainTimeoutLeavesInFlightWork(t *testing.T) {
 
 // startSloppy runs, in the test process, a participant name that answers
 // every command it is sent, but with a reply header Natstx-Version "1.0",
-// which the coordinator cannot read (a peer in another language that
-// speaks the protocol wrongly); it votes yes and acknowledges otherwise.
-// It returns how many replies it sent so far, and a function that stops it
-// (also called when the test ends).
-func startSloppy(t *testing.T, url, name string) (replies func() int, stop func()) {
+// which the coordinator cannot read (conformance.StartMalformedReplier,
+// on its own connection to url). It returns how many replies it sent so
+// far, and a function that stops it (also called when the test ends).
+func startSloppy(t *testing.T, url, name string) (replies func() int64, stop func()) {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
-		Durable: messages.ConsumerName(name), FilterSubject: messages.ParticipantFilter(name), AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	sent := 0
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		cmd, err := messages.DecodeCommand(map[string][]string(m.Headers()), m.Data())
-		if err != nil {
-			_ = m.Term()
-			return
-		}
-		r := messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: cmd.Participant, Result: messages.VoteCommit, Attempt: cmd.Attempt}
-		if cmd.Op != messages.OpPrepare {
-			r.Result = messages.Ack
-		}
-		h := nats.Header(r.Header())
-		h.Set(messages.HeaderVersion, "1.0")
-		if nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: h}) == nil {
-			mu.Lock()
-			sent++
-			mu.Unlock()
-		}
-		_ = m.Ack()
-	})
-	if err != nil {
-		nc.Close()
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cc.Stop()
-			nc.Close()
-		})
-	}
-	t.Cleanup(stop)
-	replies = func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return sent
-	}
-	return replies, stop
+	t.Cleanup(nc.Close)
+	replies, stopReplier := conformance.StartMalformedReplier(t, nc, name, conformance.VersionOneDotZero)
+	return replies, func() { stopReplier(); nc.Close() }
 }
 
 // TestServerAndTxStatusShowRejectedReplies: a participant whose replies
@@ -336,7 +287,7 @@ func TestServerAndTxStatusShowRejectedReplies(t *testing.T) {
 		t.Fatalf("no rejected replies line at the server's stop; stdout:\n%s", p.out())
 	}
 	n, err := strconv.Atoi(strings.TrimPrefix(m[1], "sloppy "))
-	if err != nil || n < 1 || n > replies() {
+	if err != nil || n < 1 || int64(n) > replies() {
 		t.Fatalf("rejected replies by participant %q; want sloppy alone, with 1 to %d (the replies it sent)", m[1], replies())
 	}
 }

@@ -9,15 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/metrics"
 	"github.com/natstx/natstx/orchestrator/saga"
@@ -257,38 +254,7 @@ func TestRejectedRepliesAreCountedByParticipant(t *testing.T) {
 	web := httptest.NewServer(metrics.Handler(metrics.NewRegistry(metrics.NewEngineCollector(eng)), eng.Ready, false))
 	defer web.Close()
 
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
-		Durable: messages.ConsumerName("sloppy"), FilterSubject: messages.ParticipantFilter("sloppy"), AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sent atomic.Int64
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		cmd, err := messages.DecodeCommand(map[string][]string(m.Headers()), m.Data())
-		if err != nil {
-			_ = m.Term()
-			return
-		}
-		r := messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: cmd.Participant, Result: messages.VoteCommit, Attempt: cmd.Attempt}
-		if cmd.Op != messages.OpPrepare {
-			r.Result = messages.Ack
-		}
-		h := nats.Header(r.Header())
-		h.Set(messages.HeaderVersion, "1.0")
-		if nc.PublishMsg(&nats.Msg{Subject: cmd.ReplyTo, Header: h}) == nil {
-			sent.Add(1)
-		}
-		_ = m.Ack()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Stop()
+	sent, stop := conformance.StartMalformedReplier(t, nc, "sloppy", conformance.VersionOneDotZero)
 
 	out, err := eng.Execute(ctx, orchestrator.Request{Participants: []orchestrator.Participant{{Name: "stock", Payload: []byte("yes")}, {Name: "sloppy"}}})
 	if err != nil {
@@ -297,15 +263,15 @@ func TestRejectedRepliesAreCountedByParticipant(t *testing.T) {
 	if out.Committed() || !out.TimedOut {
 		t.Fatalf("outcome %s %q: want a timeout, sloppy's votes being unreadable", out.State, out.Reason)
 	}
-	cc.Stop() // no more replies from sloppy
+	stop() // no more replies from sloppy
 	// A reply sent just before may still reach the engine: the metric is
 	// the engine's count between what it was before and after the scrape.
 	before := eng.Stats().RejectedReplies["sloppy"]
 	m := scrape(t, web.URL)
 	after := eng.Stats().RejectedReplies["sloppy"]
 	got := m[`natstx_replies_rejected_total{participant="sloppy"}`]
-	if got < 1 || got < float64(before) || got > float64(after) || got > float64(sent.Load()) {
-		t.Errorf(`natstx_replies_rejected_total{participant="sloppy"} = %g; want the engine's count (%d to %d), at least 1 and at most the %d replies sloppy sent`, got, before, after, sent.Load())
+	if got < 1 || got < float64(before) || got > float64(after) || got > float64(sent()) {
+		t.Errorf(`natstx_replies_rejected_total{participant="sloppy"} = %g; want the engine's count (%d to %d), at least 1 and at most the %d replies sloppy sent`, got, before, after, sent())
 	}
 	if _, ok := m[`natstx_replies_rejected_total{participant="stock"}`]; ok {
 		t.Errorf("stock's replies are counted as rejected: %v", natstxOnly(m))
