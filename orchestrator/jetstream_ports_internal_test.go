@@ -13,25 +13,35 @@ import (
 	"github.com/natstx/natstx/orchestrator/embedded"
 )
 
+// startJetStream starts an embedded NATS server for an internal test of
+// this package (which cannot use conformance.StartNATS: it imports this
+// package) and returns a JetStream context on a connection to it; both
+// end with t.
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 // TestJetStreamStoreEntriesSinceARevision: Entries(ctx, after) of the
 // JetStream store gives each key's latest live value written after the
 // revision, on a real embedded server: what the recovery scans in the
 // window after a death read.
 func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := startJetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	kv, err := openRecords(ctx, js, StreamOptions{}, time.Minute)
