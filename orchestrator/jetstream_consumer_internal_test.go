@@ -253,3 +253,42 @@ func TestCoordinatorConsumerFailureNeverHoldsCommands(t *testing.T) {
 		t.Errorf("%d creation attempts after success, want 2", n)
 	}
 }
+
+// TestHeldCommandsWhosePublishEndsAtOnceAreReleasedOnce: a held command
+// whose publish ends before the release's next turn (here it fails at once:
+// the connection closed while the consumer was created) ends its
+// participant's queue; the release stops there, and the command is reported
+// lost once, not sent twice or dereferenced after its queue is gone.
+func TestHeldCommandsWhosePublishEndsAtOnceAreReleasedOnce(t *testing.T) {
+	js := startJetStream(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	var lost atomic.Int64
+	cmds := newJSCommands(js, stop, &Stats{}, func(cmds []messages.Command, err error) {
+		lost.Add(int64(len(cmds)))
+	})
+	done := make(chan struct{})
+	cmds.createConsumer = func(ctx context.Context, participant string) error {
+		defer close(done)
+		js.Conn().Close()
+		return nil
+	}
+	cmd := messages.Command{TxID: "tx1", Op: messages.OpPrepare, Participant: "inventory", Attempt: 1,
+		ReplyTo: messages.ReplySubject("c1", "inventory"), Sender: "c1.s1", Deadline: time.Now().Add(time.Hour)}
+	if err := cmds.Publish(cmd); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	for i := 0; ; i++ {
+		cmds.mu.Lock()
+		_, left := cmds.queues["inventory"]
+		cmds.mu.Unlock()
+		if !left && lost.Load() == 1 {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("after 10 s: queue left %v, %d commands reported lost, want none left and 1", left, lost.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -389,6 +389,10 @@ func (c *jsCommands) release(participant string) {
 	for {
 		c.mu.Lock()
 		q := c.queues[participant]
+		if q == nil { // all went out, and their publishes ended, since the last turn
+			c.mu.Unlock()
+			return
+		}
 		q.held = false
 		if len(q.waiting) == 0 || q.inFlight >= publishesPerParticipant {
 			if len(q.waiting) == 0 && q.inFlight == 0 {
