@@ -51,7 +51,7 @@ func (e *Engine) newSender() {
 // The entry names this claim, so that a create whose answer was lost and is
 // retried finds its own claim rather than a duplicate.
 func (e *Engine) claimID(ctx context.Context, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := e.withTimeout(ctx, 5*time.Second)
 	defer cancel()
 	claim := []byte(fmt.Sprintf("%s/%d", *e.sender.Load(), e.claims.Add(1)))
 	var err error
@@ -329,6 +329,12 @@ func (e *Engine) closeStop() { e.closeOnce.Do(func() { close(e.stop) }) }
 // now reads the engine's clock.
 func (e *Engine) now() time.Time { return e.drv.Now() }
 
+// withTimeout is context.WithTimeout on the engine's clock (Driver): in a
+// simulation, store calls end by simulated time, never by the wall clock.
+func (e *Engine) withTimeout(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return e.drv.WithTimeout(parent, d)
+}
+
 // spawn runs f as a background task.
 func (e *Engine) spawn(f func()) { e.drv.Go(f) }
 
@@ -474,7 +480,7 @@ func (e *Engine) Stop() {
 		e.wg.Wait()
 		if e.leases != nil && !e.halted.Load() {
 			// Hand over at once: others take over what is still committing.
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ctx, cancel := e.withTimeout(context.Background(), 2*time.Second)
 			_ = e.leases.kv.Delete(ctx, e.cfg.Instance)
 			cancel()
 		}

@@ -496,6 +496,10 @@ func (w wallClock) Go(f func()) {
 	}()
 }
 
+func (w wallClock) WithTimeout(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, d)
+}
+
 func (w wallClock) Sleep(d time.Duration, stop <-chan struct{}) bool {
 	if d <= 0 {
 		select {

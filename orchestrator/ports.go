@@ -98,6 +98,9 @@ type Driver interface {
 	// Sleep waits for d, or until stop is closed; it reports whether the full
 	// d passed. Sleep(0, ...) lets other work run first.
 	Sleep(d time.Duration, stop <-chan struct{}) bool
+	// WithTimeout is context.WithTimeout on this clock: the context ends
+	// once d has passed by Now, or when parent ends or cancel is called.
+	WithTimeout(parent context.Context, d time.Duration) (ctx context.Context, cancel context.CancelFunc)
 }
 
 // Timer is a timer armed by Driver.AfterFunc.

@@ -111,7 +111,7 @@ func (e *Engine) recoveryLoop() {
 // lease: millions under load. A scan holds only the records still to act
 // on.
 func (e *Engine) recoverTick(first bool) {
-	ctx, cancel := context.WithTimeout(e.base, 4*e.cfg.LeaseTTL)
+	ctx, cancel := e.withTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
 	began := e.now()
 	alive, err := e.leases.live(ctx)
@@ -164,7 +164,7 @@ func (e *Engine) leaseLoop() {
 }
 
 func (e *Engine) renewLease() error {
-	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
+	ctx, cancel := e.withTimeout(e.base, e.cfg.LeaseTTL/3)
 	defer cancel()
 	if e.leaseLapsed() {
 		// Not written for longer than the lease: if its key is gone, others
@@ -225,7 +225,7 @@ func (e *Engine) fence() {
 // instances never both claim one record. It returns the highest revision
 // it read, and whether it handled every record.
 func (e *Engine) recoverCommits(after uint64) (uint64, bool) {
-	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
+	ctx, cancel := e.withTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
 	recs, read, err := e.records.commits(ctx, after)
 	if err != nil {
@@ -515,7 +515,7 @@ func (e *Engine) onOutcome(m *nats.Msg) {
 	}
 	// Work off the subscription goroutine: it may write a record.
 	e.spawn(func() {
-		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
+		ctx, cancel := e.withTimeout(e.base, 5*time.Second)
 		defer cancel()
 		r := e.Resolve(ctx, req)
 		e.log.Info("answered a participant in doubt", zap.String("txid", req.ID), zap.String("participant", req.Participant),
@@ -642,7 +642,7 @@ func (e *Engine) onStatus(m *nats.Msg) {
 		return
 	}
 	e.spawn(func() {
-		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
+		ctx, cancel := e.withTimeout(e.base, 5*time.Second)
 		defer cancel()
 		if st, ok := e.readStatus(ctx, req.ID); ok {
 			e.respond(m, &st, nil)

@@ -483,7 +483,7 @@ func (s *shard) persistSaga(id string, en *sagaEntry, gen uint64, doc sagaDoc, r
 			lost("its first record was not written within the retention of its start")
 			return
 		}
-		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
+		ctx, cancel := s.e.withTimeout(s.e.base, 5*time.Second)
 		var newRev uint64
 		if rev == 0 {
 			newRev, err = s.e.stores.Sagas.Create(ctx, id, data, 0)
@@ -620,7 +620,7 @@ func (e *Engine) expireSaga(id string, doc sagaDoc) {
 	}
 	wait := 100 * time.Millisecond
 	for !e.halted.Load() {
-		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
+		ctx, cancel := e.withTimeout(e.base, 5*time.Second)
 		_, err := e.stores.Sagas.Put(ctx, id, data, e.cfg.Retention)
 		cancel()
 		if err == nil || !e.sleep(wait) {
@@ -715,7 +715,7 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 	if e.stores.Sagas == nil {
 		return after, true
 	}
-	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
+	ctx, cancel := e.withTimeout(e.base, e.cfg.LeaseTTL)
 	defer cancel()
 	// Most records are final: read their state alone, not their definition
 	// and steps, and keep only the others.

@@ -334,6 +334,12 @@ func (d *stepDriver) Go(f func()) {
 	}()
 }
 
+// WithTimeout ends only when cancelled or when parent ends: the test's
+// clock moves by hand, and its timers never fire.
+func (d *stepDriver) WithTimeout(parent context.Context, _ time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithCancel(parent)
+}
+
 func (d *stepDriver) Sleep(after time.Duration, stop <-chan struct{}) bool {
 	stopped := func() bool {
 		select {

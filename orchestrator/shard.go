@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -446,7 +445,7 @@ func (s *shard) persist(rec txn.Record, deadline time.Time) {
 	giveUp := deadline.Add(commitWriteGrace)
 	wait := 50 * time.Millisecond
 	for !s.e.halted.Load() {
-		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
+		ctx, cancel := s.e.withTimeout(s.e.base, 5*time.Second)
 		var err error
 		late := !deadline.IsZero() && s.e.now().After(giveUp)
 		if late {
@@ -558,7 +557,7 @@ func (s *shard) done(en *entry) {
 func (s *shard) finishRecord(id string) {
 	wait := 100 * time.Millisecond
 	for !s.e.halted.Load() {
-		ctx, cancel := context.WithTimeout(s.e.base, 5*time.Second)
+		ctx, cancel := s.e.withTimeout(s.e.base, 5*time.Second)
 		err := s.e.records.finish(ctx, id)
 		cancel()
 		if err == nil {

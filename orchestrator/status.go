@@ -149,7 +149,7 @@ func (e *Engine) retryFinalStatus(id string, data []byte, err error) {
 			if !e.sleep(wait) {
 				return
 			}
-			ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
+			ctx, cancel := e.withTimeout(e.base, 5*time.Second)
 			_, err := e.status.Put(ctx, id, data, 0)
 			cancel()
 			if err == nil {
@@ -172,7 +172,7 @@ func (e *Engine) refreshStatus(en *entry) {
 	doc := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now())
 	en.hist.into(&doc)
 	e.spawn(func() {
-		ctx, cancel := context.WithTimeout(e.base, 5*time.Second)
+		ctx, cancel := e.withTimeout(e.base, 5*time.Second)
 		defer cancel()
 		// Never create an absent status here: the refresh may come after a
 		// pause, when the transaction's status has expired and another

@@ -1,6 +1,7 @@
 package dst
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
@@ -415,6 +416,41 @@ func (d *driver) Sleep(after time.Duration, stop <-chan struct{}) bool {
 	d.g.s.at(after, func() { w.fire(true, nil) })
 	ok, _ := w.wait()
 	return ok && !closed(stop)
+}
+
+// WithTimeout is a context whose deadline is in simulated time: a timer of
+// this party ends it, so that whether a call is made in time is a function
+// of the seed, never of how fast the machine ran the simulation.
+func (d *driver) WithTimeout(parent context.Context, after time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	at := d.Now().Add(after)
+	if pat, ok := parent.Deadline(); ok && pat.Before(at) {
+		at = pat
+	}
+	onTime := &driver{g: d.g} // a deadline is kept to the tick, whatever the party's jitter
+	t := onTime.AfterFunc(after, func() { cancel(context.DeadlineExceeded) })
+	return simDeadline{Context: ctx, at: at}, func() {
+		t.Stop()
+		cancel(context.Canceled)
+	}
+}
+
+// simDeadline is a context ended by a simulated timer: its Err is
+// context.DeadlineExceeded once that timer fired, as a context of
+// context.WithTimeout.
+type simDeadline struct {
+	context.Context
+	at time.Time
+}
+
+func (c simDeadline) Deadline() (time.Time, bool) { return c.at, true }
+
+func (c simDeadline) Err() error {
+	err := c.Context.Err()
+	if err != nil && context.Cause(c.Context) == context.DeadlineExceeded {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 // closed reports whether ch is closed (nil is never closed).

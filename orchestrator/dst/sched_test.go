@@ -1,6 +1,7 @@
 package dst
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -150,4 +151,64 @@ func TestSchedulerTaskPanicReachesTheScheduler(t *testing.T) {
 		}
 	}()
 	drain(t, e)
+}
+
+// TestWithTimeoutEndsBySimulatedTimeOnly: a context of Driver.WithTimeout
+// ends when its simulated time has passed, however long the machine took in
+// real time, and a paused party's deadline waits for it like its timers; a
+// cancelled one is context.Canceled, and a parent's end reaches it.
+func TestWithTimeoutEndsBySimulatedTimeOnly(t *testing.T) {
+	e := newEnv(1, Faults{}, nil)
+	g := e.s.newGate("c1")
+	d := &driver{g: g}
+	ctx, cancel := d.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if dl, ok := ctx.Deadline(); !ok || !dl.Equal(d.Now().Add(10*time.Millisecond)) {
+		t.Fatalf("deadline %v %v, want %v", dl, ok, d.Now().Add(10*time.Millisecond))
+	}
+	time.Sleep(30 * time.Millisecond) // real time only
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("after 30 ms of real time and none simulated: %v", err)
+	}
+	var at time.Duration
+	var seen error
+	d.Go(func() {
+		d.Sleep(9*time.Millisecond, nil)
+		if err := ctx.Err(); err != nil {
+			t.Errorf("at %v: %v", e.s.now, err)
+		}
+		d.Sleep(2*time.Millisecond, nil)
+		at, seen = e.s.now, ctx.Err()
+	})
+	drain(t, e)
+	if seen != context.DeadlineExceeded || at != 11*time.Millisecond {
+		t.Fatalf("at %v: %v, want context.DeadlineExceeded at 11ms", at, seen)
+	}
+
+	cctx, ccancel := d.WithTimeout(context.Background(), time.Hour)
+	ccancel()
+	if err := cctx.Err(); err != context.Canceled {
+		t.Fatalf("cancelled: %v, want context.Canceled", err)
+	}
+	parent, end := context.WithCancel(context.Background())
+	pctx, pcancel := d.WithTimeout(parent, time.Hour)
+	defer pcancel()
+	end()
+	if err := pctx.Err(); err != context.Canceled {
+		t.Fatalf("parent ended: %v, want context.Canceled", err)
+	}
+
+	g.pause()
+	tctx, tcancel := d.WithTimeout(context.Background(), time.Millisecond)
+	defer tcancel()
+	e.s.at(50*time.Millisecond, g.resumeGate)
+	e.s.at(40*time.Millisecond, func() {
+		if err := tctx.Err(); err != nil {
+			t.Errorf("paused at %v: %v", e.s.now, err)
+		}
+	})
+	drain(t, e)
+	if err := tctx.Err(); err != context.DeadlineExceeded {
+		t.Fatalf("after the resume: %v, want context.DeadlineExceeded", err)
+	}
 }
