@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/participants"
@@ -52,14 +50,7 @@ func TestAuditCrossChecksParticipants(t *testing.T) {
 	}
 
 	// A status that contradicts what the participants hold is a violation.
-	js, err := jetstream.New(f.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, messages.StatusBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := statusBucket(t, f)
 	st, err := c.Status(ctx, aborted)
 	if err != nil {
 		t.Fatal(err)

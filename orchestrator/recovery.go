@@ -266,8 +266,11 @@ func (e *Engine) recoverCommits(after uint64) (uint64, bool) {
 
 // sweepOrphans finishes what dead instances left undecided. When one may
 // have died (recoverTick) it reads the status bucket, and at every look for
-// sweepWindow after, what was written to it since: a transaction still preparing or aborting whose owner is
-// dead (or is this instance, from before a restart) gets an abort recorded
+// sweepWindow after, what was written to it since. A status that is not
+// final, of a transaction or saga this instance finished, gets its final
+// status again, whoever wrote the stale one. Otherwise a transaction still
+// preparing or aborting whose owner is dead (or is this instance, from
+// before a restart) gets an abort recorded
 // (a create: if a commit record won, commit recovery drives it instead) and
 // abort sent to every participant; one whose status says committing but
 // whose record is committed or gone has finished, and its status is set to
@@ -305,20 +308,25 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 		if json.Unmarshal(kve.Value, &st) != nil {
 			continue
 		}
+		knowsFinal := e.knowsFinal
+		if st.Protocol == messages.ProtocolSaga {
+			knowsFinal = e.sagaKnownHere
+		}
+		if known, final := knowsFinal(st.ID); known {
+			// Running here, or finished here: a final state this instance
+			// remembers is written again over a stale one, whoever wrote
+			// that: a dead incarnation, or a live instance that was taken
+			// for dead and lost it here, whose write landed late.
+			if final != nil {
+				complete = complete && e.rewriteStatus(ctx, *final) == nil
+			}
+			continue
+		}
 		if alive[st.Owner] && st.Owner != e.cfg.Instance {
 			continue
 		}
 		if st.Protocol == messages.ProtocolSaga {
 			complete = e.sweepSaga(ctx, st) && complete
-			continue
-		}
-		if known, final := e.knowsFinal(st.ID); known {
-			// Running here, or finished here: a final state this instance
-			// remembers is written again over a stale one (a dead
-			// incarnation's write that landed late).
-			if final != nil {
-				complete = complete && e.rewriteStatus(ctx, *final) == nil
-			}
 			continue
 		}
 		if st.Owner != e.cfg.Instance {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/saga"
 )
 
 // The tests of this file each reproduce one safety hole found by review
@@ -36,17 +37,26 @@ func blockAt(point orchestrator.FaultPoint, release <-chan struct{}) (func(orche
 	}, hit
 }
 
-func recordBucket(t *testing.T, f *fixture) jetstream.KeyValue {
+// kvBucket opens the fixture's key-value bucket name.
+func kvBucket(t *testing.T, f *fixture, name string) jetstream.KeyValue {
 	t.Helper()
 	js, err := jetstream.New(f.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(ctxT(t, 5*time.Second), orchestrator.RecordBucket)
+	kv, err := js.KeyValue(ctxT(t, 5*time.Second), name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return kv
+}
+
+func recordBucket(t *testing.T, f *fixture) jetstream.KeyValue {
+	return kvBucket(t, f, orchestrator.RecordBucket)
+}
+
+func statusBucket(t *testing.T, f *fixture) jetstream.KeyValue {
+	return kvBucket(t, f, messages.StatusBucket)
 }
 
 // Finding 1: an owner stalled while writing its commit decision, for longer
@@ -223,4 +233,83 @@ func TestStatusReportsAnAbortRecordedForAParticipantInDoubt(t *testing.T) {
 	if err != nil || st.State != "aborted" || !strings.Contains(st.Reason, "presumed abort") {
 		t.Fatalf("status: %+v %v", st, err)
 	}
+}
+
+// Found by the simulator (seed 963827): an instance whose lease lapsed
+// while it went on is taken for dead; another takes its saga over and
+// finishes it; a "running" status the first wrote before it knew lands
+// late, over the final one, naming the first, alive, as owner. The instance
+// that finished the saga writes its final status again at its next sweep
+// (before the fix none did: the sweep left statuses of live owners alone,
+// and the live owner, which saw no death, swept nothing for ten minutes).
+func TestAStaleStatusOfALiveInstanceIsCorrectedByTheInstanceThatFinishedTheSaga(t *testing.T) {
+	// c1 started moments ago: it sweeps what the status bucket gets for
+	// the window after its start, as after any death it sees.
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
+	f.sagaParticipant("a", always(messages.Ack))
+	f.sagaParticipant("b", always(messages.Ack))
+	rec, err := f.eng.ExecuteSaga(ctxT(t, 20*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b")})
+	if err != nil || rec.State != saga.StateCompleted {
+		t.Fatalf("want completed, got %s %v", rec.State, err)
+	}
+	staleStatusOfALiveInstanceIsCorrected(t, f, rec.ID, "completed", "running")
+}
+
+// The same for a two-phase transaction: a stale "preparing" status of a
+// live instance over a transaction that committed here.
+func TestAStaleStatusOfALiveInstanceIsCorrectedByTheInstanceThatCommitted(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease})
+	f.participant("a", newCounting())
+	out, err := f.eng.Execute(ctxT(t, 20*time.Second), orchestrator.Request{Participants: parts("a")})
+	if err != nil || !out.Committed() {
+		t.Fatalf("want committed, got %s %v", out.State, err)
+	}
+	staleStatusOfALiveInstanceIsCorrected(t, f, out.ID, "committed", "preparing")
+}
+
+// staleStatusOfALiveInstanceIsCorrected waits for id's status to say final,
+// writes over it a status saying stale owned by c9, an instance whose lease
+// the test keeps alive and that never ran id, and waits for the fixture's
+// engine to write the final status again.
+func staleStatusOfALiveInstanceIsCorrected(t *testing.T, f *fixture, id, final, stale string) {
+	t.Helper()
+	ctx := ctxT(t, 20*time.Second)
+	status := statusBucket(t, f)
+	var st messages.TxStatus
+	waitFor(t, func() bool {
+		e, err := status.Get(ctx, id)
+		return err == nil && json.Unmarshal(e.Value(), &st) == nil && st.State == final
+	}, "the final status")
+
+	leases := kvBucket(t, f, orchestrator.LeaseBucket)
+	alive := make(chan struct{})
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		for range 1000 {
+			if _, err := leases.Put(ctx, "c9", []byte("c9")); err != nil {
+				return
+			}
+			select {
+			case <-alive:
+				return
+			case <-time.After(lease / 4):
+			}
+		}
+	}()
+	defer func() { close(alive); <-renewed }()
+
+	st.State, st.Owner = stale, "c9"
+	data, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := status.Put(ctx, id, data); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		var now messages.TxStatus
+		e, err := status.Get(ctx, id)
+		return err == nil && json.Unmarshal(e.Value(), &now) == nil && now.State == final
+	}, "the final status written again over c9's stale one")
 }

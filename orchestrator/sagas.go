@@ -800,24 +800,31 @@ func (s *shard) recoverSaga(doc sagaDoc, rev uint64, prior *messages.TxStatus) {
 	s.sagaApply(id, en, sg.Start(s.e.now()))
 }
 
-// sweepSaga makes the status of a saga that is not final agree with its
-// record: a saga this instance drives or remembers is left to it (a
-// remembered final state, durable, is written again over a stale one); a record that
-// is final has its status rewritten from it (the final status write was lost
-// with its coordinator); an unfinished one is claimed and driven by
-// recoverSagas. False if it must be tried again.
-func (e *Engine) sweepSaga(ctx context.Context, st messages.TxStatus) bool {
+// sagaKnownHere reports whether this instance drives or remembers saga id
+// and, if it finished it here, its final status. Only a saga that finished
+// here has a durable final record: one still driven here may be final in
+// memory with its record's write in flight, and lost (another instance took
+// it over meanwhile); its entry writes its final status once the record is
+// durable.
+func (e *Engine) sagaKnownHere(id string) (bool, *messages.TxStatus) {
 	ch := make(chan sagaResult, 1)
-	if r := e.callSaga(st.ID, sagaStatusReq{id: st.ID, ch: ch}, ch); r.err == nil {
-		// Only a saga that finished here has a durable final record: one
-		// still driven here may be final in memory with its record's write
-		// in flight, and lost (another instance took it over meanwhile).
-		// Its entry writes its final status once the record is durable.
-		if !r.running && r.rec.State.Final() {
-			return e.rewriteStatus(ctx, sagaStatusOf(r.rec, e.cfg.Instance, r.rec.StartedAt, e.now())) == nil
-		}
-		return true
+	r := e.callSaga(id, sagaStatusReq{id: id, ch: ch}, ch)
+	if r.err != nil {
+		return false, nil
 	}
+	if r.running || !r.rec.State.Final() {
+		return true, nil
+	}
+	st := sagaStatusOf(r.rec, e.cfg.Instance, r.rec.StartedAt, e.now())
+	return true, &st
+}
+
+// sweepSaga makes the status of a saga that is not final, that this
+// instance neither drives nor remembers, and whose owner is dead, agree
+// with its record: a record that is final has its status rewritten from it
+// (the final status write was lost with its coordinator); an unfinished one
+// is claimed and driven by recoverSagas. False if it must be tried again.
+func (e *Engine) sweepSaga(ctx context.Context, st messages.TxStatus) bool {
 	if e.stores.Sagas == nil {
 		return true
 	}
