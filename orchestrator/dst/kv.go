@@ -149,7 +149,9 @@ func (b *kvBucket) view(g *gate, writer string) *kvView {
 }
 
 // call carries one operation to the server and its answer back, parking the
-// calling task meanwhile.
+// calling task meanwhile. The caller gives up at its context's deadline
+// (simulated time: Driver.WithTimeout), or after storeTimeout without one,
+// as a NATS request does; what it sent may still be applied after.
 func (v *kvView) call(ctx context.Context, what, key string, apply func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -160,12 +162,27 @@ func (v *kvView) call(ctx context.Context, what, key string, apply func() error)
 	e := v.b.e
 	e.n.StoreOps++
 	w := e.s.newWaiter(v.g, "store "+what)
+	limit, limitErr := storeTimeout, errStoreTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		if d := dl.Sub(e.s.time()); d < limit {
+			limit, limitErr = max(d, 0), context.DeadlineExceeded
+		}
+	}
+	// answer fires the caller's wait at at with ok and the error err()
+	// gives then, or at limit with limitErr if that comes first.
+	answer := func(at time.Duration, ok bool, err func() error) {
+		if at > limit {
+			e.s.at(limit, func() { w.fire(false, limitErr) })
+			return
+		}
+		e.s.at(at, func() { w.fire(ok && err() == nil, err()) })
+	}
 	out, back := e.storeLatency(), e.storeLatency()
 	name := v.b.name
 	if e.fault(e.f.StoreError) && e.rng.IntN(2) == 0 {
 		e.n.StoreErrors++
 		e.tracef("%s %s %s %s: fails before it is applied", v.writer, name, what, key)
-		e.s.at(out+back, func() { w.fire(false, errStoreUnavailable) })
+		answer(out+back, false, func() error { return errStoreUnavailable })
 		_, err := w.wait()
 		return err
 	}
@@ -182,17 +199,19 @@ func (v *kvView) call(ctx context.Context, what, key string, apply func() error)
 			e.tracef("%s %s %s %s: applied late (%v), after the caller gave up", v.writer, name, what, key, res)
 		case lost:
 			e.tracef("%s %s %s %s: applied (%v), its answer lost", v.writer, name, what, key, res)
+		case out > limit:
+			e.tracef("%s %s %s %s: applied (%v) after the caller's deadline", v.writer, name, what, key, res)
 		}
 	})
 	switch {
 	case late:
 		e.n.StoreLate++
-		e.s.at(storeTimeout, func() { w.fire(false, errStoreTimeout) })
+		answer(limit, false, func() error { return limitErr })
 	case lost:
 		e.n.StoreLostAnswers++
-		e.s.at(out+back, func() { w.fire(false, errStoreAnswerLost) })
+		answer(out+back, false, func() error { return errStoreAnswerLost })
 	default:
-		e.s.at(out+back, func() { w.fire(res == nil, res) })
+		answer(out+back, true, func() error { return res })
 	}
 	_, err := w.wait()
 	return err

@@ -190,3 +190,33 @@ func TestKVPutAsyncKeepsTheWritersOrder(t *testing.T) {
 		t.Fatalf("onErr called %d times for 10 failed puts", errs)
 	}
 }
+
+// TestKVCallerGivesUpAtItsDeadline: a call whose context's (simulated)
+// deadline comes before the answer fails with context.DeadlineExceeded at
+// that deadline; what it sent is applied all the same.
+func TestKVCallerGivesUpAtItsDeadline(t *testing.T) {
+	e := newEnv(1, Faults{}, nil)
+	b := newBucket(e, "leases", 0)
+	inTask(t, e, func(d *driver) {
+		v := b.view(d.g, "c1")
+		// Store answers take 2 to 10 ms: a 1 ms deadline is always missed.
+		ctx, cancel := d.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		start := e.s.now
+		_, err := v.Put(ctx, "c1", []byte("alive"), 0)
+		if !errors.Is(err, context.DeadlineExceeded) || e.s.now-start != time.Millisecond {
+			t.Errorf("after %v: %v, want context.DeadlineExceeded after 1ms", e.s.now-start, err)
+		}
+		d.Sleep(time.Second, nil)
+		en, err := v.Get(context.Background(), "c1")
+		if err != nil || string(en.Value) != "alive" {
+			t.Errorf("the put given up on: %+v %v, want applied", en, err)
+		}
+		// With time to spare it succeeds.
+		ctx2, cancel2 := d.WithTimeout(context.Background(), time.Second)
+		defer cancel2()
+		if _, err := v.Put(ctx2, "c1", []byte("again"), 0); err != nil {
+			t.Errorf("within its deadline: %v", err)
+		}
+	})
+}
