@@ -36,11 +36,51 @@ func TestABurstOfTransactionsTravelsInBatchesAndAllCommit(t *testing.T) {
 		}
 	}
 	st := f.eng.Stats()
-	t.Logf("%d transactions: %d batch messages carried %d commands (of %d)", burst, st.Batches, st.Batched, 6*burst)
+	t.Logf("%d transactions: %d batch messages carried %d commands (of %d); %d retries replaced a waiting command", burst, st.Batches, st.Batched, 6*burst, st.CommandsReplaced)
 	if st.Batches == 0 || st.Batched < 2*st.Batches {
 		t.Fatalf("no batching under a burst of %d transactions: %+v", burst, st)
 	}
 	if st.MalformedReplies != 0 || st.Committed != burst {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestGroupCommitUnderABurstCommitsEveryTransaction: with group commit the
+// decision records and statuses of a burst go out in atomic batches, every
+// transaction commits, and each ends with its final status stored.
+func TestGroupCommitUnderABurstCommitsEveryTransaction(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{GroupCommit: true})
+	for _, n := range []string{"a", "b", "c"} {
+		f.participant(n, yes)
+	}
+	const burst = 300
+	ctx := ctxT(t, 60*time.Second)
+	var wg sync.WaitGroup
+	outs := make([]orchestrator.Outcome, burst)
+	errs := make([]error, burst)
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = f.eng.Execute(ctx, orchestrator.Request{Participants: parts("a", "b", "c"), Timeout: 30 * time.Second})
+		}()
+	}
+	wg.Wait()
+	for i := range burst {
+		if errs[i] != nil || !outs[i].Committed() {
+			t.Fatalf("transaction %d: %s %v", i, outs[i].State, errs[i])
+		}
+	}
+	c := newClient(t, f)
+	for _, out := range outs {
+		waitFor(t, func() bool {
+			st, err := c.Status(ctx, out.ID)
+			return err == nil && st.State == "committed"
+		}, "the committed status of "+out.ID)
+	}
+	st := f.eng.Stats()
+	t.Logf("%d transactions: %d atomic batches carried %d writes, %d refused", burst, st.WriteBatches, st.WritesBatched, st.BatchesRefused)
+	if st.WriteBatches == 0 || st.WritesBatched < 16*st.WriteBatches || st.BatchesRefused != 0 {
+		t.Fatalf("want atomic batches of 16 writes or more, none refused: %+v", st)
 	}
 }

@@ -74,6 +74,13 @@ type Config struct {
 	// NoStatus turns off the status bucket writes that Client.Status, List
 	// and Watch read.
 	NoStatus bool
+	// GroupCommit coalesces the key-value writes that wait while others are
+	// out (decision records, statuses, saga records, ID claims) into
+	// JetStream atomic batches: for a NATS server that fsyncs every write
+	// (sync always), where each write would cost an fsync. Needs NATS server
+	// 2.12 or later (it turns on atomic batches on the buckets); without sync
+	// always it is slower than writing them one by one.
+	GroupCommit bool
 	// StatusLinger is how long a transaction's intermediate status
 	// (committing, aborting) waits before it is written: a transaction that
 	// ends within it writes only its begin status and its final one (two

@@ -165,9 +165,13 @@ type Engine struct {
 	// Stop cancels it, so that nothing waits on NATS after Stop.
 	base       context.Context
 	cancelBase context.CancelFunc
-	wg         sync.WaitGroup
-	running    atomic.Bool
-	halted     atomic.Bool
+	// groups are the stores that commit in groups (Config.GroupCommit),
+	// whose sends Stop waits for.
+	groups []*groupStore
+
+	wg      sync.WaitGroup
+	running atomic.Bool
+	halted  atomic.Bool
 	// leaseAt is when the lease was last written (Unix nanoseconds, engine
 	// clock); fencing is set while the engine drops what it held after its
 	// lease lapsed (see fence), and fenced tells the recovery loop to sweep.
@@ -412,30 +416,50 @@ func (e *Engine) openStores(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.stores.Records = newJSStore(e.js, rs, e.stop)
+	if e.stores.Records, err = e.writesTo(ctx, rs); err != nil {
+		return err
+	}
 	ids, err := openIDs(ctx, e.js, e.cfg.Streams, e.cfg.abortRetention())
 	if err != nil {
 		return err
 	}
-	e.stores.IDs = newJSStore(e.js, ids, e.stop)
+	if e.stores.IDs, err = e.writesTo(ctx, ids); err != nil {
+		return err
+	}
 	if !e.cfg.NoStatus {
 		st, err := openStatusBucket(ctx, e.js, e.cfg.Streams, e.cfg.Retention, e.cfg.MaxStatusBytes)
 		if err != nil {
 			return err
 		}
-		e.stores.Status = newJSStore(e.js, st, e.stop)
+		if e.stores.Status, err = e.writesTo(ctx, st); err != nil {
+			return err
+		}
 	}
 	ls, err := openLeases(ctx, e.js, e.cfg.Streams, e.cfg.LeaseTTL)
 	if err != nil {
 		return err
 	}
-	e.stores.Leases = newJSStore(e.js, ls, e.stop)
+	e.stores.Leases = newJSStore(e.js, ls, e.stop) // rare writes, each awaited at once
 	sg, err := openSagas(ctx, e.js, e.cfg.Streams, e.cfg.Retention)
 	if err != nil {
 		return err
 	}
-	e.stores.Sagas = newJSStore(e.js, sg, e.stop)
-	return nil
+	e.stores.Sagas, err = e.writesTo(ctx, sg)
+	return err
+}
+
+// writesTo is the Store of bucket kv: its writes committed in groups
+// with Config.GroupCommit, one by one otherwise.
+func (e *Engine) writesTo(ctx context.Context, kv jetstream.KeyValue) (Store, error) {
+	if !e.cfg.GroupCommit {
+		return newJSStore(e.js, kv, e.stop), nil
+	}
+	if err := allowAtomicBatches(ctx, e.js, kv.Bucket()); err != nil {
+		return nil, err
+	}
+	g := newGroupStore(e.base, e.nc, e.js, kv, e.stop, &e.stats)
+	e.groups = append(e.groups, g)
+	return g, nil
 }
 
 // awaitOwnLease waits until no live lease holds this instance's name: after
@@ -478,6 +502,9 @@ func (e *Engine) Stop() {
 		e.cancelBase()
 		e.closeStop()
 		e.wg.Wait()
+		for _, g := range e.groups {
+			g.wait()
+		}
 		if e.leases != nil && !e.halted.Load() {
 			// Hand over at once: others take over what is still committing.
 			ctx, cancel := e.withTimeout(context.Background(), 2*time.Second)

@@ -292,3 +292,41 @@ func TestHeldCommandsWhosePublishEndsAtOnceAreReleasedOnce(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestACommandSentAgainWhileWaitingTakesTheWaitingOnesPlace: while a
+// participant's publish awaits its PubAck, a command sent again (a retry
+// of the same request, a higher attempt) replaces the one still waiting,
+// in its place: one goes out, the newer.
+func TestACommandSentAgainWhileWaitingTakesTheWaitingOnesPlace(t *testing.T) {
+	q := &commandQueue{}
+	cmd := func(tx string, op messages.Op, attempt int) messages.Command {
+		return messages.Command{TxID: tx, Op: op, Participant: "inventory", Attempt: attempt}
+	}
+	for _, c := range []messages.Command{cmd("tx1", messages.OpPrepare, 1), cmd("tx2", messages.OpPrepare, 1), cmd("tx1", messages.OpAbort, 1)} {
+		if q.wait(c) {
+			t.Fatalf("%+v replaced a command: none was the same request", c)
+		}
+	}
+	if !q.wait(cmd("tx1", messages.OpPrepare, 2)) {
+		t.Fatal("a retry of tx1's prepare did not replace the waiting one")
+	}
+	first := q.pop(1)
+	if len(first) != 1 || first[0].TxID != "tx1" || first[0].Op != messages.OpPrepare || first[0].Attempt != 2 {
+		t.Fatalf("first out: %+v, want tx1's prepare, attempt 2, in the first place", first)
+	}
+	// Once out, a retry queues again.
+	if q.wait(cmd("tx1", messages.OpPrepare, 3)) {
+		t.Fatal("a retry of a command already taken replaced a waiting one")
+	}
+	rest := q.take()
+	var got []string
+	for _, c := range rest {
+		got = append(got, fmt.Sprintf("%s/%s/%d", c.TxID, c.Op, c.Attempt))
+	}
+	if want := "tx2/prepare/1 tx1/abort/1 tx1/prepare/3"; strings.Join(got, " ") != want {
+		t.Fatalf("then: %s, want %s", strings.Join(got, " "), want)
+	}
+	if len(q.queued) != 0 || len(q.waiting) != 0 {
+		t.Fatalf("left: %d located, %d waiting", len(q.queued), len(q.waiting))
+	}
+}

@@ -60,6 +60,8 @@ type Stats struct {
 	SagasCompleted, SagasCompensated, SagasStuck  atomic.Int64
 	Fenced                                        atomic.Int64
 	Batches, Batched                              atomic.Int64
+	WriteBatches, WritesBatched, BatchesRefused   atomic.Int64
+	CommandsReplaced                              atomic.Int64
 	SagasBegun                                    atomic.Int64
 	InFlight                                      *atomic.Int64
 
@@ -142,6 +144,16 @@ type StatsSnapshot struct {
 	// Batches counts the command messages that carried more than one
 	// command (published under load, see jsCommands), Batched the commands they carried.
 	Batches, Batched int64
+	// WriteBatches counts the atomic batches of key-value writes stored
+	// with Config.GroupCommit, WritesBatched the writes they carried;
+	// BatchesRefused the batches the server refused whole (a write's check
+	// failed, or the bucket does not allow atomic batches), whose writes
+	// were then made one by one.
+	WriteBatches, WritesBatched, BatchesRefused int64
+	// CommandsReplaced counts the commands sent again (a retry) while the
+	// same request was still waiting to be published: the newer took the
+	// waiting one's place, and one went out instead of two.
+	CommandsReplaced int64
 	// SagasBegun counts the sagas among Begun.
 	SagasBegun int64
 	// AbortedBy counts the aborted transactions (two-phase) by cause, the
@@ -173,7 +185,9 @@ func (s *Stats) snapshot() StatsSnapshot {
 		SagasCompleted: s.SagasCompleted.Load(), SagasCompensated: s.SagasCompensated.Load(), SagasStuck: s.SagasStuck.Load(),
 		Fenced:  s.Fenced.Load(),
 		Batches: s.Batches.Load(), Batched: s.Batched.Load(),
-		InFlight: s.InFlight.Load(), SagasBegun: s.SagasBegun.Load(),
+		WriteBatches: s.WriteBatches.Load(), WritesBatched: s.WritesBatched.Load(), BatchesRefused: s.BatchesRefused.Load(),
+		CommandsReplaced: s.CommandsReplaced.Load(),
+		InFlight:         s.InFlight.Load(), SagasBegun: s.SagasBegun.Load(),
 		AbortedBy: make(map[string]int64, len(AbortCauses)),
 	}
 	for i, c := range AbortCauses {

@@ -58,11 +58,23 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	return nil
 }
 
-// openBucket creates or updates a key-value bucket; its error names it.
+// openBucket creates or updates a key-value bucket; its error names it. A
+// bucket that allows atomic batches (a coordinator with Config.GroupCommit
+// turned them on) keeps them: the update would turn them off, and the
+// group-committing coordinators would write one by one from then on.
 func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	atomicBefore := false
+	if s, err := js.Stream(ctx, "KV_"+cfg.Bucket); err == nil {
+		atomicBefore = s.CachedInfo().Config.AllowAtomicPublish
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("natstx: declaring key-value bucket %s: %w", cfg.Bucket, err)
+	}
+	if atomicBefore {
+		if err := allowAtomicBatches(ctx, js, cfg.Bucket); err != nil {
+			return nil, err
+		}
 	}
 	return kv, nil
 }

@@ -59,6 +59,7 @@ type benchOptions struct {
 	cpuProfile       string
 	memProfile       string
 	sync             string
+	groupCommit      string
 	memEvery         int
 	memMetrics       string
 }
@@ -74,7 +75,10 @@ type benchSummary struct {
 	NATS      string `json:"nats"`
 	// Sync is the embedded server's sync mode ("interval" or "always"), or
 	// "server" when bench uses a NATS server it did not start.
-	Sync         string  `json:"sync"`
+	Sync string `json:"sync"`
+	// GroupCommit is true when bench's own coordinator wrote in atomic
+	// batches (--group-commit).
+	GroupCommit  bool    `json:"group_commit"`
 	Concurrency  int     `json:"concurrency,omitempty"`
 	OfferedRate  float64 `json:"offered_rate,omitempty"`
 	Transactions int     `json:"transactions"`
@@ -214,6 +218,7 @@ that could not be read; 2 on bad usage.`,
 	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
 	f.StringVar(&o.logLevel, "log-level", "error", "log level of natstx's own logs on stderr (debug, info, warn, error)")
+	f.StringVar(&o.groupCommit, "group-commit", "auto", groupCommitHelp+"; bench's own coordinator only")
 	f.StringVar(&o.sync, "sync", "interval", "the embedded server's disk sync: interval (JetStream's default, fsync every 2 minutes) or always (fsync before each write is acknowledged); not with --nats")
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the load phase (bench's whole process: embedded NATS, coordinator, participants, load) to this file, for go tool pprof")
 	f.StringVar(&o.memProfile, "mem-profile", "", "write an allocation profile of the load phase to this file, for go tool pprof")
@@ -234,6 +239,12 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 	}
 	if _, err := embedded.ParseSyncMode(o.sync); err != nil {
 		return usageError{fmt.Errorf("--sync: %w", err)}
+	}
+	if _, err := groupCommit(o.groupCommit, false); err != nil {
+		return err
+	}
+	if f.Changed("group-commit") && o.natsURL != "" {
+		return usageError{errors.New("--group-commit sets how bench's own coordinator writes; with --nats, the coordinators running there decide (natstx server --group-commit)")}
 	}
 	if f.Changed("sync") && o.natsURL != "" {
 		return usageError{errors.New("--sync sets the embedded server's disk sync; with --nats, the server there decides (its jetstream sync_interval)")}
@@ -328,9 +339,11 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		stats func() orchestrator.StatsSnapshot
 	)
 	if o.natsURL == "" {
+		s.GroupCommit, _ = groupCommit(o.groupCommit, s.Sync == string(embedded.SyncAlways)) // checked by validate
 		eng, err := orchestrator.New(nc, orchestrator.Config{
 			PrepareTimeout: o.prepareTimeout, MaxInFlight: max(100_000, o.concurrency, o.maxInFlight),
 			Streams: orchestrator.StreamOptions{Replicas: o.replicas}, NoStatus: o.noStatus, NoAPI: true, Logger: log.Named("coordinator"),
+			GroupCommit: s.GroupCommit,
 		})
 		if err != nil {
 			return err
@@ -398,6 +411,9 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		nats := "NATS " + s.NATS
 		if s.Sync != "server" {
 			nats += " (sync " + s.Sync + ")"
+		}
+		if s.GroupCommit {
+			nats += ", group commit"
 		}
 		fmt.Fprintf(out, "natstx bench: %s, %d %s, %s, %s, %s, %s\n", o.protocol, len(names), who, span, load, nats, coord)
 	}

@@ -126,15 +126,27 @@ func TestBenchSyncAlwaysRunsAndSaysSo(t *testing.T) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	s := benchJSON(t, stdout)
-	if s["sync"] != "always" || s["committed"].(float64) != 100 || s["violations"].(float64) != 0 {
-		t.Fatalf("--sync always: %s", stdout)
+	if s["sync"] != "always" || s["group_commit"] != true || s["committed"].(float64) != 100 || s["violations"].(float64) != 0 {
+		t.Fatalf("--sync always (group commit on by default with it): %s", stdout)
+	}
+	stdout, _, code = run(t, 2*time.Minute, "bench", "--count", "100", "-n", "2", "--sync", "always", "--group-commit", "off", "--jetstream-msgs", "0", "--json")
+	if s := benchJSON(t, stdout); code != 0 || s["group_commit"] != false || s["committed"].(float64) != 100 {
+		t.Fatalf("--sync always --group-commit off: exit %d %s", code, stdout)
 	}
 	stdout, _, code = run(t, time.Minute, "bench", "--count", "10", "--jetstream-msgs", "0", "--json")
-	if code != 0 || benchJSON(t, stdout)["sync"] != "interval" {
-		t.Fatalf("default sync: exit %d %s", code, stdout)
+	if s := benchJSON(t, stdout); code != 0 || s["sync"] != "interval" || s["group_commit"] != false {
+		t.Fatalf("default sync, no group commit: exit %d %s", code, stdout)
 	}
 	if _, ok := benchJSON(t, stdout)["memory"]; ok {
 		t.Fatalf("no --memory-every, yet a memory key: %s", stdout)
+	}
+	stdout, _, code = run(t, time.Minute, "bench", "--count", "50", "--group-commit", "on", "--jetstream-msgs", "0")
+	if code != 0 || !strings.Contains(stdout, "(sync interval), group commit,") {
+		t.Fatalf("--group-commit on says so: exit %d %s", code, stdout)
+	}
+	_, stderr, code = run(t, time.Minute, "bench", "--group-commit", "maybe")
+	if code != 2 || !strings.Contains(stderr, `--group-commit "maybe"`) {
+		t.Fatalf("bad --group-commit: exit %d, stderr %s", code, stderr)
 	}
 	_, stderr, code = run(t, time.Minute, "bench", "--sync", "sometimes")
 	if code != 2 || !strings.Contains(stderr, `"sometimes"`) || !strings.Contains(stderr, "always") {

@@ -61,6 +61,23 @@ func addEmbeddedFlags(f *pflag.FlagSet, o *embeddedOptions) {
 	f.StringVar(&o.clusterTLS.CA, "cluster-tls-ca", "", "CA (PEM) that signed every node's --cluster-tls-cert")
 }
 
+// groupCommitHelp is the help of --group-commit (server, bench).
+const groupCommitHelp = "coalesce the coordinator's key-value writes into JetStream atomic batches, a few fsyncs each: auto (on with the embedded server's --sync always), on (for a NATS server of your own that syncs always; needs 2.12 or later) or off; without sync always batches are slower than single writes"
+
+// groupCommit resolves --group-commit: auto is on when the coordinator
+// writes to an embedded server that fsyncs every write.
+func groupCommit(mode string, embeddedSyncAlways bool) (bool, error) {
+	switch mode {
+	case "auto":
+		return embeddedSyncAlways, nil
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, usageError{fmt.Errorf("--group-commit %q: use auto (on with the embedded server's --sync always), on or off", mode)}
+}
+
 // config turns the flags into an embedded.Config.
 func (o embeddedOptions) config() (embedded.Config, error) {
 	host, port, err := splitHostPort("nats-listen", o.listen)
@@ -235,6 +252,7 @@ type serverOptions struct {
 	drainTimeout   time.Duration
 	statusLinger   time.Duration
 	maxBeginRate   float64
+	groupCommit    string
 	metrics        metricsOptions
 	console        consoleOptions
 	startTimeout   time.Duration
@@ -291,6 +309,9 @@ Transactions still running then stay in the stream and buckets.`,
 			if err := o.console.check(); err != nil {
 				return err
 			}
+			if _, err := o.groupCommitOn(); err != nil {
+				return err
+			}
 			return runServer(cmd, o)
 		},
 	}
@@ -307,12 +328,18 @@ Transactions still running then stay in the stream and buckets.`,
 	addMetricsFlags(f, &o.metrics)
 	addConsoleFlags(f, &o.console)
 	f.Float64Var(&o.maxBeginRate, "max-begin-rate", 0, "the most begins a second this coordinator accepts through its API (tx begin, bench --nats, clients), bursts up to one second's worth; beyond it a begin is refused with a clear error (0: no limit)")
+	f.StringVar(&o.groupCommit, "group-commit", "auto", groupCommitHelp)
 	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's intermediate status (committing, aborting) waits before it is written to the status bucket; a transaction that ends sooner writes only its begin and final status (0: write every change at once)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
 	f.DurationVar(&o.startTimeout, "start-timeout", time.Minute, "how long to wait for JetStream (a cluster forming) at start-up")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level on stderr (debug, info, warn, error)")
 	f.BoolVar(&o.printConfig, "print-config", false, "print the effective settings (flags, NATSTX_* variables, config file) as YAML and exit")
 	return c
+}
+
+// groupCommitOn resolves --group-commit for this server.
+func (o serverOptions) groupCommitOn() (bool, error) {
+	return groupCommit(o.groupCommit, o.natsURL == "" && o.embedded.sync == string(embedded.SyncAlways))
 }
 
 func runServer(cmd *cobra.Command, o serverOptions) error {
@@ -481,6 +508,7 @@ func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, tp trace.T
 		Logger: log.Named("coordinator"), FaultHook: hook, StatusLinger: o.statusLinger, MaxBeginRate: o.maxBeginRate,
 		TracerProvider: tp,
 	}
+	cfg.GroupCommit, _ = o.groupCommitOn() // checked with the flags
 	if o.statusLinger <= 0 {
 		cfg.StatusLinger = -1 // at once
 	}

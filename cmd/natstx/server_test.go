@@ -99,6 +99,7 @@ func TestServerFailsClearlyAndFast(t *testing.T) {
 	wantExit(t, 2, "unknown flag: --bogus", "server", "--bogus")
 	wantExit(t, 2, "--nats-listen \"nowhere\": want HOST:PORT", "server", "--nats-listen", "nowhere")
 	wantExit(t, 2, "--replicas", "server", "--replicas", "0")
+	wantExit(t, 2, `--group-commit "maybe": use auto`, "server", "--group-commit", "maybe")
 	wantExit(t, 2, "needs both --cluster-name and --cluster-listen", "nats", "--routes", "nats://127.0.0.1:6222")
 	wantExit(t, 2, "unknown command \"extra\" for \"natstx server\"", "server", "extra")
 }
