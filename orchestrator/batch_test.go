@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -8,21 +9,18 @@ import (
 	"github.com/natstx/natstx/orchestrator"
 )
 
-// TestABurstOfTransactionsTravelsInBatchesAndAllCommit begins a burst of
-// transactions at once: the commands for each participant pile up behind
-// the publishes awaiting their PubAck and go out as batch messages, the
-// participants answer with reply batches, and every transaction commits.
-func TestABurstOfTransactionsTravelsInBatchesAndAllCommit(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{})
-	for _, n := range []string{"a", "b", "c"} {
-		f.participant(n, yes)
+// commitBurst begins n transactions on participants a, b and c (which the
+// fixture runs, voting yes) at once and fails the test unless every one
+// commits; it returns their outcomes.
+func commitBurst(t *testing.T, ctx context.Context, f *fixture, n int) []orchestrator.Outcome {
+	t.Helper()
+	for _, name := range []string{"a", "b", "c"} {
+		f.participant(name, yes)
 	}
-	const burst = 600
-	ctx := ctxT(t, 60*time.Second)
 	var wg sync.WaitGroup
-	outs := make([]orchestrator.Outcome, burst)
-	errs := make([]error, burst)
-	for i := range burst {
+	outs := make([]orchestrator.Outcome, n)
+	errs := make([]error, n)
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -30,11 +28,22 @@ func TestABurstOfTransactionsTravelsInBatchesAndAllCommit(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for i := range burst {
+	for i := range n {
 		if errs[i] != nil || !outs[i].Committed() {
 			t.Fatalf("transaction %d: %s %v", i, outs[i].State, errs[i])
 		}
 	}
+	return outs
+}
+
+// TestABurstOfTransactionsTravelsInBatchesAndAllCommit begins a burst of
+// transactions at once: the commands for each participant pile up behind
+// the publishes awaiting their PubAck and go out as batch messages, the
+// participants answer with reply batches, and every transaction commits.
+func TestABurstOfTransactionsTravelsInBatchesAndAllCommit(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{})
+	const burst = 600
+	commitBurst(t, ctxT(t, 60*time.Second), f, burst)
 	st := f.eng.Stats()
 	t.Logf("%d transactions: %d batch messages carried %d commands (of %d); %d retries replaced a waiting command", burst, st.Batches, st.Batched, 6*burst, st.CommandsReplaced)
 	if st.Batches == 0 || st.Batched < 2*st.Batches {
@@ -50,27 +59,9 @@ func TestABurstOfTransactionsTravelsInBatchesAndAllCommit(t *testing.T) {
 // transaction commits, and each ends with its final status stored.
 func TestGroupCommitUnderABurstCommitsEveryTransaction(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{GroupCommit: true})
-	for _, n := range []string{"a", "b", "c"} {
-		f.participant(n, yes)
-	}
 	const burst = 300
 	ctx := ctxT(t, 60*time.Second)
-	var wg sync.WaitGroup
-	outs := make([]orchestrator.Outcome, burst)
-	errs := make([]error, burst)
-	for i := range burst {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i], errs[i] = f.eng.Execute(ctx, orchestrator.Request{Participants: parts("a", "b", "c"), Timeout: 30 * time.Second})
-		}()
-	}
-	wg.Wait()
-	for i := range burst {
-		if errs[i] != nil || !outs[i].Committed() {
-			t.Fatalf("transaction %d: %s %v", i, outs[i].State, errs[i])
-		}
-	}
+	outs := commitBurst(t, ctx, f, burst)
 	c := newClient(t, f)
 	for _, out := range outs {
 		waitFor(t, func() bool {
