@@ -374,29 +374,22 @@ func (r *Runtime) noteConsumer(o consumer.Opened) {
 // setting r.lateCC if it started consuming.
 func (r *Runtime) consumeOnceCreated(js jetstream.JetStream, want jetstream.ConsumerConfig) {
 	defer close(r.binding)
-	for {
-		cons, err := consumer.Await(r.ctx, js, want.Durable, func(err error) {
+	_ = consumer.AwaitThenStart(r.ctx, js, want, consumer.Hooks{
+		LookupFailed: func(err error) {
 			r.log.Warn("looking up the consumer", zap.String("consumer", want.Durable), zap.Error(err))
-		})
-		if err != nil {
-			return // stopping
-		}
-		if d := consumer.Diff(cons.CachedInfo().Config, want); len(d) > 0 {
-			r.noteConsumer(consumer.Opened{Consumer: cons, Differs: d})
-		}
+		},
+		Differs: func(d []string) { r.noteConsumer(consumer.Opened{Differs: d}) },
+		StartFailed: func(err error) {
+			r.log.Warn("consuming commands; trying again", zap.String("consumer", want.Durable), zap.Error(err))
+		},
+	}, func(cons jetstream.Consumer) error {
 		cc, err := r.consume(cons)
 		if err == nil {
 			r.lateCC = cc
 			r.log.Info("consumer found; consuming commands", zap.String("consumer", want.Durable))
-			return
 		}
-		r.log.Warn("consuming commands; trying again", zap.String("consumer", want.Durable), zap.Error(err))
-		select {
-		case <-r.stopping:
-			return
-		case <-time.After(time.Second):
-		}
-	}
+		return err
+	}) // an error: stopping
 }
 
 // waitStream polls for the command stream until it exists, StreamWait passes

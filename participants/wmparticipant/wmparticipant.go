@@ -215,41 +215,31 @@ type awaitedConsume struct {
 
 func (ac *awaitedConsume) run(ctx context.Context, c *awaitedConsumer, handler jetstream.MessageHandler, opts []jetstream.PullConsumeOpt) {
 	defer close(ac.closed)
-	for {
-		cons, err := consumer.Await(ctx, c.js, c.want.Durable, func(err error) {
-			c.logger.Error("looking up the consumer", err, c.fields)
-		})
-		if err != nil {
-			return // stopped or drained
-		}
-		if d := consumer.Diff(cons.CachedInfo().Config, c.want); len(d) > 0 {
+	var inner jetstream.ConsumeContext
+	err := consumer.AwaitThenStart(ctx, c.js, c.want, consumer.Hooks{
+		LookupFailed: func(err error) { c.logger.Error("looking up the consumer", err, c.fields) },
+		Differs: func(d []string) {
 			c.logger.Info("consumer found with settings other than this participant's; its creator (the coordinator) chose them",
 				c.fields.Add(watermill.LogFields{"differs": strings.Join(d, "; ")}))
-		}
+		},
+		StartFailed: func(err error) { c.logger.Error("consuming commands; trying again", err, c.fields) },
+	}, func(cons jetstream.Consumer) error {
 		ac.mu.Lock()
+		defer ac.mu.Unlock()
 		if ac.done {
-			ac.mu.Unlock()
-			return
+			return ctx.Err() // stopped or drained: ctx is cancelled
 		}
-		inner, err := cons.Consume(handler, opts...)
-		if err == nil {
+		var err error
+		if inner, err = cons.Consume(handler, opts...); err == nil {
 			ac.inner = inner
 		}
-		ac.mu.Unlock()
-		if err == nil {
-			c.logger.Info("consumer found; consuming commands", c.fields)
-			<-inner.Closed()
-			return
-		}
-		c.logger.Error("consuming commands; trying again", err, c.fields)
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+		return err
+	})
+	if err != nil {
+		return // stopped or drained
 	}
+	c.logger.Info("consumer found; consuming commands", c.fields)
+	<-inner.Closed()
 }
 
 // end stops waiting, and stops or drains (f) the consuming if it started.

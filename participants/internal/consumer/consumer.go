@@ -219,3 +219,49 @@ func Await(ctx context.Context, js jetstream.JetStream, name string, onErr func(
 		wait = min(2*wait, 2*time.Second)
 	}
 }
+
+// Hooks are what AwaitThenStart reports as it goes; each may be nil.
+type Hooks struct {
+	// LookupFailed gets each lookup error other than "not found" that
+	// differs from the one before (as Await's onErr).
+	LookupFailed func(error)
+	// Differs gets the settings in which the consumer found differs from
+	// the one wanted (Diff): its creator, the coordinator, chose them.
+	Differs func([]string)
+	// StartFailed gets the error of a start that is tried again.
+	StartFailed func(error)
+}
+
+// AwaitThenStart waits for the consumer want.Durable of the command stream
+// (Await: the coordinator creates it), reports the settings in which it
+// differs from want, and calls start with it; a start that fails is
+// reported and tried again a second later, with a fresh look-up. It returns
+// nil once a start succeeded, or ctx's error once ctx ends.
+func AwaitThenStart(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig, h Hooks, start func(jetstream.Consumer) error) error {
+	for {
+		cons, err := Await(ctx, js, want.Durable, h.LookupFailed)
+		if err != nil {
+			return err
+		}
+		if d := Diff(cons.CachedInfo().Config, want); len(d) > 0 && h.Differs != nil {
+			h.Differs(d)
+		}
+		err = start(cons)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if h.StartFailed != nil {
+			h.StartFailed(err)
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -152,3 +152,54 @@ func TestAwait(t *testing.T) {
 		t.Errorf("Await = %v, %v", r.c, r.err)
 	}
 }
+
+// TestAwaitThenStart: it waits for the consumer the coordinator creates,
+// reports its settings that differ from the participant's, tries a failed
+// start again, and returns once a start succeeded; with its context ended
+// it returns that error without starting.
+func TestAwaitThenStart(t *testing.T) {
+	s := securetest.Start(t, name)
+	nc, _ := s.Participant(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := consumer.Config(name, 7*time.Second, 3) // not the coordinator's settings
+	ctx, cancel := context.WithCancel(ctxFor(t))
+	cancel()
+	started := 0
+	start := func(jetstream.Consumer) error { started++; return nil }
+	if err := consumer.AwaitThenStart(ctx, js, want, consumer.Hooks{}, start); !errors.Is(err, context.Canceled) || started != 0 {
+		t.Fatalf("with a cancelled context: %v, %d starts", err, started)
+	}
+
+	var differs []string
+	var failures []error
+	done := make(chan error, 1)
+	go func() {
+		done <- consumer.AwaitThenStart(ctxFor(t), js, want, consumer.Hooks{
+			LookupFailed: func(err error) { t.Errorf("looking up: %v", err) },
+			Differs:      func(d []string) { differs = d },
+			StartFailed:  func(err error) { failures = append(failures, err) },
+		}, func(c jetstream.Consumer) error {
+			started++
+			if started == 1 {
+				return errors.New("refused by the test")
+			}
+			if c.CachedInfo().Name != messages.ConsumerName(name) {
+				t.Errorf("started with %q", c.CachedInfo().Name)
+			}
+			return nil
+		})
+	}()
+	s.CreateConsumer(t)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if started != 2 || len(failures) != 1 || !strings.Contains(failures[0].Error(), "refused by the test") {
+		t.Fatalf("%d starts, failures reported %v: want 2 and the first", started, failures)
+	}
+	if len(differs) == 0 {
+		t.Fatal("the coordinator's settings (ack wait, max ack pending) were not reported as differing")
+	}
+}
