@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,8 @@ type benchOptions struct {
 	failureRate      float64
 	prepareTimeout   time.Duration
 	payloadSize      int
+	payloads         []string
+	payloadOf        map[string][]byte
 	replicas         int
 	jsMsgs           int
 	seed             int64
@@ -210,6 +213,7 @@ that could not be read; 2 on bad usage.`,
 	f.Float64Var(&o.failureRate, "failure-rate", 0, "simulated participants: probability that one operation fails")
 	f.DurationVar(&o.prepareTimeout, "prepare-timeout", 5*time.Second, "prepare timeout of each transaction")
 	f.IntVar(&o.payloadSize, "payload-size", 64, "bytes of payload each participant receives with prepare")
+	f.StringArrayVar(&o.payloads, "payload", nil, "NAME=PAYLOAD: what running participant NAME receives instead of --payload-size bytes (for services that read it, such as natstx participant inventory); repeat per participant")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets bench declares: its own coordinator's, and the raw measurement's stream")
 	f.IntVar(&o.jsMsgs, "jetstream-msgs", 100_000, "messages of the raw JetStream publish measurement")
 	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated participants (0: random)")
@@ -283,6 +287,17 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 		}
 	} else if o.participantCount < 1 || o.participantCount > 64 {
 		return usageError{fmt.Errorf("--participant-count must be from 1 to 64 (got %d)", o.participantCount)}
+	}
+	o.payloadOf = map[string][]byte{}
+	for _, p := range o.payloads {
+		name, payload, ok := strings.Cut(p, "=")
+		if !ok || !slices.Contains(o.participants, name) {
+			return usageError{fmt.Errorf("--payload %q: want NAME=PAYLOAD, NAME one of --participants (%s)", p, strings.Join(o.participants, ","))}
+		}
+		if _, twice := o.payloadOf[name]; twice {
+			return usageError{fmt.Errorf("--payload gives %s's payload twice", name)}
+		}
+		o.payloadOf[name] = []byte(payload)
 	}
 	if o.noStatus && o.natsURL != "" {
 		return usageError{errors.New("--no-status applies to bench's own coordinator; with --nats the running coordinators write their statuses")}
@@ -697,7 +712,11 @@ func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, 
 		// write that claims it in the whole cluster.
 		var req orchestrator.Request
 		for _, n := range names {
-			req.Participants = append(req.Participants, orchestrator.Participant{Name: n, Payload: payload})
+			p, ok := o.payloadOf[n]
+			if !ok {
+				p = payload
+			}
+			req.Participants = append(req.Participants, orchestrator.Participant{Name: n, Payload: p})
 		}
 		tctx, cancel := context.WithTimeout(ctx, o.prepareTimeout+o.quiesce)
 		id, decided, committed, timedOut := run(tctx, req)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -98,6 +99,30 @@ func TestBenchDrivesRunningParticipants(t *testing.T) {
 	}
 }
 
+// TestBenchPayloadPerRunningParticipant: --payload gives a running
+// service the payload it reads; the inventory service sells what exists
+// and refuses what does not, so the outcomes show the payload arrived.
+func TestBenchPayloadPerRunningParticipant(t *testing.T) {
+	_, url := startServer(t)
+	inv := startProc(t, nil, "participant", "inventory", "--db", filepath.Join(t.TempDir(), "inventory.db"), "--nats", url)
+	inv.waitLine(t, "ready", 30*time.Second)
+	for _, c := range []struct {
+		payload            string
+		committed, aborted float64
+	}{
+		{`inventory={"item":"widget","qty":1}`, 20, 0},
+		{`inventory={"item":"unobtainium","qty":1}`, 0, 20},
+	} {
+		stdout, stderr, code := run(t, 2*time.Minute, "bench", "--nats", url, "--participants", "inventory", "--payload", c.payload, "--count", "20", "--jetstream-msgs", "0", "--json")
+		if code != 0 {
+			t.Fatalf("--payload %s: exit %d\nstdout:\n%s\nstderr:\n%s", c.payload, code, stdout, stderr)
+		}
+		if s := benchJSON(t, stdout); s["committed"] != c.committed || s["aborted"] != c.aborted {
+			t.Fatalf("--payload %s: want %v committed, %v aborted: %s", c.payload, c.committed, c.aborted, stdout)
+		}
+	}
+}
+
 func TestBenchWrongInput(t *testing.T) {
 	for _, c := range []struct {
 		want string
@@ -109,6 +134,9 @@ func TestBenchWrongInput(t *testing.T) {
 		{"--failure-rate must be a probability", []string{"bench", "--failure-rate", "1.5"}},
 		{"--participant-count must be from 1 to 64", []string{"bench", "-n", "0"}},
 		{"--participants: ", []string{"bench", "--participants", "a,b c"}},
+		{`--payload "inventory": want NAME=PAYLOAD, NAME one of --participants (a,b)`, []string{"bench", "--participants", "a,b", "--payload", "inventory"}},
+		{`--payload "c={}": want NAME=PAYLOAD, NAME one of --participants (a,b)`, []string{"bench", "--participants", "a,b", "--payload", "c={}"}},
+		{"--payload gives a's payload twice", []string{"bench", "--participants", "a,b", "--payload", "a=1", "--payload", "a=2"}},
 		{"unknown flag: --bogus", []string{"bench", "--bogus"}},
 		{"--memory-every must not be negative (got -1)", []string{"bench", "--memory-every", "-1"}},
 		{"--memory-metrics needs --memory-every", []string{"bench", "--memory-metrics", "http://127.0.0.1:9464/metrics"}},
