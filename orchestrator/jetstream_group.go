@@ -266,18 +266,12 @@ func (g *groupStore) batch(group []*groupWrite) {
 	if err != nil {
 		// Not sent whole, or its answer lost: it may be stored or not,
 		// as a single write whose answer is lost.
-		err = fmt.Errorf("natstx: atomic batch of %d writes to bucket %s: %w", n, g.bucket, err)
-		for _, w := range group {
-			g.answer(w, 0, err)
-		}
+		g.failAll(group, fmt.Errorf("natstx: atomic batch of %d writes to bucket %s: %w", n, g.bucket, err))
 		return
 	}
 	var ack batchAck
 	if jerr := json.Unmarshal(reply.Data, &ack); jerr != nil || (ack.Error == nil && (ack.Count != n || ack.Seq < uint64(n))) {
-		err = fmt.Errorf("natstx: atomic batch of %d writes to bucket %s: unexpected answer %q", n, g.bucket, reply.Data)
-		for _, w := range group {
-			g.answer(w, 0, err)
-		}
+		g.failAll(group, fmt.Errorf("natstx: atomic batch of %d writes to bucket %s: unexpected answer %q", n, g.bucket, reply.Data))
 		return
 	}
 	if ack.Error != nil {
@@ -293,6 +287,13 @@ func (g *groupStore) batch(group []*groupWrite) {
 	first := ack.Seq - uint64(n) + 1
 	for i, w := range group {
 		g.answer(w, first+uint64(i), nil)
+	}
+}
+
+// failAll answers every write of group with err.
+func (g *groupStore) failAll(group []*groupWrite, err error) {
+	for _, w := range group {
+		g.answer(w, 0, err)
 	}
 }
 
@@ -318,17 +319,12 @@ func (g *groupStore) wait() { g.wg.Wait() }
 // allowAtomicBatches turns on atomic batch publishes on the stream of
 // bucket (servers 2.12 and later).
 func allowAtomicBatches(ctx context.Context, js jetstream.JetStream, bucket string) error {
-	s, err := js.Stream(ctx, "KV_"+bucket)
-	if err != nil {
-		return fmt.Errorf("natstx: reading the stream of bucket %s: %w", bucket, err)
-	}
-	cfg := s.CachedInfo().Config
-	if cfg.AllowAtomicPublish {
-		return nil
-	}
-	cfg.AllowAtomicPublish = true
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("natstx: allowing atomic batches on bucket %s (group commit needs NATS server 2.12 or later): %w", bucket, err)
-	}
-	return nil
+	return updateBucketStream(ctx, js, bucket, "allowing atomic batches (group commit needs NATS server 2.12 or later)",
+		func(cfg *jetstream.StreamConfig) bool {
+			if cfg.AllowAtomicPublish {
+				return false
+			}
+			cfg.AllowAtomicPublish = true
+			return true
+		})
 }

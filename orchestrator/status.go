@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,15 +34,16 @@ func openStatusBucket(ctx context.Context, js jetstream.JetStream, o StreamOptio
 	}
 	// A key-value bucket refuses writes once full; statuses are a view, so
 	// the oldest make room for new ones instead.
-	stream, err := js.Stream(ctx, "KV_"+messages.StatusBucket)
+	err = updateBucketStream(ctx, js, messages.StatusBucket, "letting the bucket drop its oldest statuses",
+		func(cfg *jetstream.StreamConfig) bool {
+			if cfg.Discard == jetstream.DiscardOld {
+				return false
+			}
+			cfg.Discard = jetstream.DiscardOld
+			return true
+		})
 	if err != nil {
-		return nil, fmt.Errorf("natstx: reading the stream of bucket %s: %w", messages.StatusBucket, err)
-	}
-	if sc := stream.CachedInfo().Config; sc.Discard != jetstream.DiscardOld {
-		sc.Discard = jetstream.DiscardOld
-		if _, err := js.UpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("natstx: letting bucket %s drop its oldest statuses: %w", messages.StatusBucket, err)
-		}
+		return nil, err
 	}
 	return kv, nil
 }

@@ -78,3 +78,21 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 	}
 	return kv, nil
 }
+
+// updateBucketStream reads the stream behind a key-value bucket, lets change
+// alter its configuration, and updates the stream when change reports that
+// it altered something. what names the change for the error.
+func updateBucketStream(ctx context.Context, js jetstream.JetStream, bucket, what string, change func(*jetstream.StreamConfig) bool) error {
+	s, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return fmt.Errorf("natstx: reading the stream of bucket %s: %w", bucket, err)
+	}
+	cfg := s.CachedInfo().Config
+	if !change(&cfg) {
+		return nil
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("natstx: %s on bucket %s: %w", what, bucket, err)
+	}
+	return nil
+}
