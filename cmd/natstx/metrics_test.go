@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator"
 )
 
 // scrape GETs url, retrying while the endpoint is not up yet (bounded).
@@ -64,4 +71,44 @@ func TestServerAndParticipantServeMetrics(t *testing.T) {
 		t.Errorf("participant /healthz: %d %q", code, body)
 	}
 	wantExit(t, 2, "--pprof needs --metrics-listen", "server", "--nats", url, "--pprof")
+}
+
+// TestServerNotReadyWithoutItsStreams: natstx server's /readyz answers 200
+// while the command stream and the buckets exist, and 503 naming the
+// stream once one is deleted behind the coordinator's back.
+func TestServerNotReadyWithoutItsStreams(t *testing.T) {
+	serverMetrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	_, url := startServer(t, "--metrics-listen", serverMetrics)
+	if code, body := scrape(t, "http://"+serverMetrics+"/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Fatalf("server /readyz with its streams: %d %q", code, body)
+	}
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, messages.CommandStream); err != nil {
+		t.Fatal(err)
+	}
+	// The probe looks at the streams again once its cache (5s) runs out.
+	deadline := time.Now().Add(orchestrator.DefaultReadyCacheFor + 10*time.Second)
+	for {
+		code, body := scrape(t, "http://"+serverMetrics+"/readyz")
+		if code == http.StatusServiceUnavailable {
+			if !strings.Contains(body, messages.CommandStream) || !strings.Contains(body, "missing") {
+				t.Fatalf("/readyz 503 does not name the missing stream: %q", body)
+			}
+			return
+		}
+		if code != http.StatusOK || time.Now().After(deadline) {
+			t.Fatalf("/readyz with %s deleted: %d %q", messages.CommandStream, code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -395,7 +395,10 @@ func runServer(cmd *cobra.Command, o serverOptions) error {
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := serveMetrics(o.metrics, eng.Ready, log, metrics.NewEngineCollector(eng))
+	// /readyz: the engine, and the stream and buckets it needs still exist
+	// (looked up at most every few seconds).
+	ready := orchestrator.NewReadyCheck(eng, 0)
+	stopMetrics, err := serveMetrics(o.metrics, ready.Ready, log, metrics.NewEngineCollector(eng))
 	if err != nil {
 		eng.Stop()
 		return err
