@@ -268,11 +268,16 @@ func TestConsoleInABrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"dashboard")); err != nil {
 		t.Fatal(err)
 	}
-	waitJS(t, ctx, 20*time.Second, "the dashboard counts 4 begun, 2 committed, 2 aborted and draws its lines",
+	waitJS(t, ctx, 20*time.Second, "the dashboard counts 4 begun, 2 committed, 2 aborted (one for a vote, one by the operator), none recovered or fenced, and draws its lines and bars",
 		`(() => { const v = (k) => (document.querySelector('[data-stat="' + k + '"] .v') || {}).textContent;
+			const cause = (c) => (document.querySelector('#chart-abort-causes rect.bar[data-label="' + c + '"]') || { getAttribute: () => null }).getAttribute("data-value");
 			return v("begun") === "4" && v("committed") === "2" && v("aborted") === "2" &&
+				v("recovered") === "0" && v("orphans aborted") === "0" && v("fenced") === "0" &&
+				cause("vote") === "1" && cause("operator") === "1" && cause("timeout") === "0" &&
 				document.querySelectorAll("#chart-inflight path.line").length === 1 &&
-				document.querySelectorAll("#chart-decide-hist rect.bar").length > 0; })()`)
+				document.querySelectorAll("#chart-decide-hist rect.bar").length > 0 &&
+				document.querySelectorAll("#chart-write-hist rect.bar").length > 0 &&
+				document.querySelectorAll("#chart-saga-hist rect.bar").length > 0; })()`)
 	screenshot(t, ctx, "console-dashboard.png")
 }
 

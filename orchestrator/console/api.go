@@ -525,11 +525,21 @@ type statsResponse struct {
 	SagasCompensated int64     `json:"sagas_compensated"`
 	SagasStuck       int64     `json:"sagas_stuck"`
 	Recovered        int64     `json:"recovered"`
+	OrphansAborted   int64     `json:"orphans_aborted"`
+	Fenced           int64     `json:"fenced"`
+	// AbortedBy counts the aborted two-phase transactions by cause
+	// (orchestrator.AbortCauses, every one present).
+	AbortedBy map[string]int64 `json:"aborted_by"`
 	// OldestInFlightSeconds is how long the oldest transaction in flight has
 	// run; null when unknown.
-	OldestInFlightSeconds *float64  `json:"oldest_in_flight_seconds"`
-	Decide                histogram `json:"decide"`
-	Complete              histogram `json:"complete"`
+	OldestInFlightSeconds *float64 `json:"oldest_in_flight_seconds"`
+	// Decide, Complete, Write and Saga are the latency histograms: begin
+	// to decision, decision to last acknowledgement, the commit decision's
+	// write, a saga's begin to its end.
+	Decide   histogram `json:"decide"`
+	Complete histogram `json:"complete"`
+	Write    histogram `json:"write"`
+	Saga     histogram `json:"saga"`
 }
 
 func histogramOf(h orchestrator.Histogram) histogram {
@@ -553,7 +563,12 @@ func (c *Console) apiStats(w http.ResponseWriter, _ *http.Request) {
 		At: time.Now().UTC(), Begun: s.Begun, Committed: s.Committed, Aborted: s.Aborted, Timeouts: s.Timeouts,
 		Rejected: s.Rejected, Resends: s.Resends, InFlight: s.InFlight, SagasCompleted: s.SagasCompleted,
 		SagasCompensated: s.SagasCompensated, SagasStuck: s.SagasStuck, Recovered: s.Recovered,
+		OrphansAborted: s.OrphansAborted, Fenced: s.Fenced, AbortedBy: make(map[string]int64, len(orchestrator.AbortCauses)),
 		Decide: histogramOf(s.DecideLatency), Complete: histogramOf(s.CompleteLatency),
+		Write: histogramOf(s.WriteLatency), Saga: histogramOf(s.SagaLatency),
+	}
+	for _, cause := range orchestrator.AbortCauses {
+		resp.AbortedBy[cause] = s.AbortedBy[cause]
 	}
 	if c.cfg.OldestInFlight != nil {
 		sec := c.cfg.OldestInFlight().Seconds()

@@ -67,6 +67,26 @@
 		box.append(legend);
 	}
 
+	// bars draws one bar per value, labelled (every second label when
+	// sparse), with note at the top right. Each bar carries its label in
+	// data-label and its value in data-value.
+	function bars(box, labels, values, note, sparse) {
+		const vmax = Math.max(1, ...values);
+		const bw = (W - L - R) / values.length;
+		const y = (v) => H - B - (v / vmax) * (H - T - B);
+		for (let i = 0; i <= 4; i++) {
+			const v = (vmax * i) / 4;
+			box.append(svg("line", { class: "gridline", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+			box.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
+		}
+		values.forEach((v, i) => {
+			box.append(svg("rect", { class: "bar s0", x: L + i * bw + 2, y: y(v), width: Math.max(1, bw - 4), height: H - B - y(v), "data-label": labels[i], "data-value": v }));
+			if (!sparse || i % 2 === 0) box.append(svg("text", { x: L + i * bw + bw / 2, y: H - 6, "text-anchor": "middle" }, labels[i]));
+		});
+		box.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+		box.append(svg("text", { x: W - R, y: 15, "text-anchor": "end" }, note));
+	}
+
 	// barChart draws a latency histogram's counts per bucket.
 	function barChart(box, h0, h1) {
 		box.replaceChildren();
@@ -77,20 +97,16 @@
 		per.push(count - (cum.length ? cum[cum.length - 1] : 0)); // beyond the last bucket
 		const labels = h1.buckets.map((b) => "≤" + (b < 1 ? Math.round(b * 1000) + "ms" : b + "s"));
 		labels.push(">" + h1.buckets[h1.buckets.length - 1] + "s");
-		const vmax = Math.max(1, ...per);
-		const bw = (W - L - R) / per.length;
-		const y = (v) => H - B - (v / vmax) * (H - T - B);
-		for (let i = 0; i <= 4; i++) {
-			const v = (vmax * i) / 4;
-			box.append(svg("line", { class: "gridline", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
-			box.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
-		}
-		per.forEach((v, i) => {
-			box.append(svg("rect", { class: "bar s0", x: L + i * bw + 2, y: y(v), width: Math.max(1, bw - 4), height: H - B - y(v) }));
-			if (i % 2 === 0) box.append(svg("text", { x: L + i * bw + bw / 2, y: H - 6, "text-anchor": "middle" }, labels[i]));
-		});
-		box.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
-		box.append(svg("text", { x: W - R, y: 15, "text-anchor": "end" }, count + " observed"));
+		bars(box, labels, per, count + " observed", true);
+	}
+
+	// causeChart draws the aborts by cause, in the API's order (by name).
+	function causeChart(box, byCause) {
+		box.replaceChildren();
+		const causes = Object.keys(byCause || {});
+		if (causes.length === 0) return;
+		const values = causes.map((c) => byCause[c]);
+		bars(box, causes, values, values.reduce((a, b) => a + b, 0) + " aborted", false);
 	}
 
 	function rate(key) {
@@ -120,6 +136,7 @@
 			["oldest in flight", oldest === null ? "n/a" : duration(oldest * 1000)],
 			["timed out", s.timeouts], ["resends", s.resends],
 			["sagas completed", s.sagas_completed], ["sagas compensated", s.sagas_compensated], ["saga steps stuck", s.sagas_stuck],
+			["recovered", s.recovered], ["orphans aborted", s.orphans_aborted], ["fenced", s.fenced],
 		];
 		$("stats").replaceChildren(...cards.map(([k, v]) =>
 			el("div", { class: "card stat", dataset: { stat: k } }, el("div", { class: "v" }, v), el("div", { class: "k" }, k))));
@@ -149,9 +166,14 @@
 		lineChart($("chart-latency"), [
 			{ name: "decide", points: meanLatency("decide") },
 			{ name: "complete", points: meanLatency("complete") },
+			{ name: "write", points: meanLatency("write") },
 		]);
+		lineChart($("chart-saga-latency"), [{ name: "saga", points: meanLatency("saga") }]);
+		causeChart($("chart-abort-causes"), s.aborted_by);
 		barChart($("chart-decide-hist"), null, s.decide);
 		barChart($("chart-complete-hist"), null, s.complete);
+		barChart($("chart-write-hist"), null, s.write);
+		barChart($("chart-saga-hist"), null, s.saga);
 	}
 
 	natstx.poll(refresh, 1000);
