@@ -219,9 +219,11 @@ func TestTxBeginRefusesABadTraceparentNamingTheFlag(t *testing.T) {
 // the transaction, and the participant's spans are in the caller's trace
 // (the trace ID of the traceparent), each the child of the coordinator's
 // span of its command, which the command's headers carried. The coordinator
-// traces too (its own OTLP endpoint): a coordinator without tracing
-// (orchestrator.Config.TracerProvider nil) sends its commands without a
-// trace context, so its participants' spans begin new traces.
+// traces too (its own OTLP endpoint), so that its command spans are the
+// participant's parents. (A coordinator without tracing,
+// orchestrator.Config.TracerProvider nil, records no span but passes the
+// caller's trace context on in its commands unchanged: see
+// TestAnEngineThatDoesNotTracePassesTheCallersTraceOn in orchestrator.)
 func TestParticipantExportsItsCommandSpansAtExit(t *testing.T) {
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	col, colServer := newCollector(t), newCollector(t)

@@ -51,7 +51,7 @@ type engineCollector struct {
 // publish and decision-write errors; rejected, stray and ignored replies;
 // recovery and sweep actions; command batches.
 func NewEngineCollector(eng *orchestrator.Engine) prometheus.Collector {
-	ended := desc("transactions_ended_total", "Transactions (and sagas) that ended, by outcome.", "outcome")
+	ended := desc("transactions_ended_total", "Two-phase transactions that ended, by outcome: committed or aborted (sagas are in sagas_ended_total).", "outcome")
 	sagas := desc("sagas_ended_total", "Sagas that ended, by outcome.", "outcome")
 	c := func(name, help string, v func(orchestrator.StatsSnapshot) int64) metric {
 		return metric{desc: desc(name, help), kind: prometheus.CounterValue, value: func(s orchestrator.StatsSnapshot) float64 { return float64(v(s)) }}
