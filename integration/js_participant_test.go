@@ -51,15 +51,28 @@ func ensureJSModules(t *testing.T) {
 	}
 }
 
-// startJSServer finds node, skipping t without it, and starts `natstx
-// server` as instance on a free port, its data in dir, with extra flags; it
-// returns node's path and the server's NATS URL.
+// nodePath finds node. Without it the test is skipped, unless
+// NATSTX_REQUIRE_NODE is set (as in CI, like NATSTX_REQUIRE_BROWSER for the
+// web console's browser tests), where it fails.
+func nodePath(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("node"); err == nil {
+		return p
+	}
+	const why = "node is not on PATH: the JavaScript participant SDK (participants/js) needs Node.js 20 or later"
+	if os.Getenv("NATSTX_REQUIRE_NODE") != "" {
+		t.Fatal(why + ", and NATSTX_REQUIRE_NODE is set: install it")
+	}
+	t.Skip(why + "; set NATSTX_REQUIRE_NODE=1 to fail instead")
+	return ""
+}
+
+// startJSServer finds node (nodePath: skipping t without it, or failing)
+// and starts `natstx server` as instance on a free port, its data in dir,
+// with extra flags; it returns node's path and the server's NATS URL.
 func startJSServer(t *testing.T, dir, instance string, extra ...string) (node, url string) {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not on PATH: the JavaScript participant SDK (participants/js) needs Node.js 20 or later")
-	}
+	node = nodePath(t)
 	url = fmt.Sprintf("nats://127.0.0.1:%d", freePorts(t, 1)[0])
 	args := []string{"server", "--nats-listen", strings.TrimPrefix(url, "nats://"), "--data-dir", filepath.Join(dir, "data"),
 		"--instance", instance, "--log-level", "warn"}

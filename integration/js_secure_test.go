@@ -100,10 +100,7 @@ func runJSExample(t *testing.T, node string, env []string, args ...string) (int,
 // Without credentials, or without the CA, it fails at start saying what to
 // check.
 func TestJSParticipantSecure(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not on PATH: the JavaScript participant SDK (participants/js) needs Node.js 20 or later")
-	}
+	node := nodePath(t)
 	ensureJSModules(t)
 	dir := t.TempDir()
 	auth := natstxAuthInit(t, dir, "inventory", "payment")
