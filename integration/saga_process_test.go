@@ -187,7 +187,10 @@ func (r *sagaRig) begin(prefix string, from, n int, def func(i int) (string, map
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			// 10s for the answer, not for the saga: a context deadline
+			// would be the saga's (Client.BeginSaga).
+			ctx, cancel := context.WithCancel(context.Background())
+			defer time.AfterFunc(10*time.Second, cancel).Stop()
 			defer cancel()
 			st, err := r.client.BeginSaga(ctx, messages.SagaBeginRequest{ID: id, Definition: text})
 			switch {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,7 +83,23 @@ func (c *Client) AbortAs(ctx context.Context, id, reason, who string) (messages.
 
 // BeginSaga asks a coordinator to run a saga. With req.Wait it returns once
 // the saga completed or was compensated; ctx must allow for that.
+//
+// A deadline of ctx is the caller's deadline for the saga, as for
+// Engine.BeginSaga: when sooner than req.TimeoutMs (or when that is zero),
+// the time it leaves, in whole milliseconds rounded down, is sent as
+// TimeoutMs; when less than a millisecond is left, the saga is not begun
+// (ErrDeadlineExpired). To bound only the wait for the answer, not the
+// saga, cancel ctx instead of giving it a deadline.
 func (c *Client) BeginSaga(ctx context.Context, req messages.SagaBeginRequest) (messages.TxStatus, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl).Milliseconds()
+		if left <= 0 || ctx.Err() != nil {
+			return messages.TxStatus{}, fmt.Errorf("%w: %s", ErrDeadlineExpired, req.ID)
+		}
+		if req.TimeoutMs == 0 || left < req.TimeoutMs {
+			req.TimeoutMs = left
+		}
+	}
 	return c.request(ctx, messages.APISagaBegin, req)
 }
 

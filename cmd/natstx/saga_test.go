@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -44,6 +45,36 @@ func TestDemoSagaJSONReportsCompletedAndCompensatedSagas(t *testing.T) {
 	}
 	if s["committed"].(float64)+s["aborted"].(float64) != s["transactions"].(float64) {
 		t.Fatalf("completed + compensated != sagas: %s", stdout)
+	}
+
+	// As text: a head line, a line per saga, and last the 2PC demo's
+	// summary line, completed sagas counted as committed and compensated
+	// ones as aborted.
+	stdout, stderr, code = run(t, 2*time.Minute, "demo", "--saga", "--count", "20", "--concurrency", "5")
+	if code != 0 {
+		t.Fatalf("text: exit %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if !strings.HasPrefix(lines[0], "natstx demo: 20 sagas (reserve, charge, ship), 5 at once") {
+		t.Fatalf("head line %q", lines[0])
+	}
+	var completed, compensated int
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "saga ") && strings.Contains(l, " completed in "):
+			completed++
+		case strings.HasPrefix(l, "saga ") && strings.Contains(l, " compensated in "):
+			compensated++
+		}
+	}
+	if completed+compensated != 20 {
+		t.Fatalf("%d saga lines, want 20:\n%s", completed+compensated, stdout)
+	}
+	var n, committed, aborted, violations int
+	last := lines[len(lines)-1]
+	if _, err := fmt.Sscanf(last, "atomicity: %d transactions, %d committed, %d aborted, %d violations", &n, &committed, &aborted, &violations); err != nil ||
+		n != 20 || committed != completed || aborted != compensated || violations != 0 {
+		t.Fatalf("last line %q (%v); want 20 transactions, %d committed and %d aborted as the saga lines say, 0 violations:\n%s", last, err, completed, compensated, stdout)
 	}
 }
 
@@ -92,6 +123,10 @@ func TestTxSagaBeginStatusListRetryResolveAbort(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(stdout, "saga saga-1 completed") || !strings.Contains(stdout, "grant  loyalty  done  attempts 1") {
 		t.Fatalf("begin: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
+	// --timeout bounds the wait, not the saga: without --deadline it has none.
+	if strings.Contains(stdout, ", deadline ") {
+		t.Fatalf("saga-1, begun without --deadline, has a deadline:\n%s", stdout)
+	}
 	if !loyalty.StepDone("saga-1", "grant") || !loyalty.StepDone("saga-1", "note") {
 		t.Fatal("saga-1 reported completed but its steps are not done at loyalty")
 	}
@@ -134,6 +169,28 @@ steps:
 	stdout = wantExit(t, 0, "saga saga-2", "tx", "status", "--nats", url, "saga-2")
 	if !strings.Contains(stdout, "STUCK") || !strings.Contains(stdout, "last error") {
 		t.Fatalf("status of a stuck saga:\n%s", stdout)
+	}
+	// Between two attempts, the stuck step's line says when it is retried
+	// next: a time to the nanosecond, within its back-off (at most 1s).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stdout = wantExit(t, 0, "saga saga-2", "tx", "status", "--nats", url, "saga-2")
+		var pick string
+		for _, l := range strings.Split(stdout, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "pick ") {
+				pick = l
+			}
+		}
+		if _, next, ok := strings.Cut(pick, ", next retry "); ok {
+			next, _, _ = strings.Cut(next, ",")
+			at, err := time.Parse(time.RFC3339Nano, next)
+			if err != nil || !strings.Contains(pick, "STUCK") || at.Before(time.Now().Add(-5*time.Second)) || at.After(time.Now().Add(5*time.Second)) {
+				t.Fatalf("the stuck step's next retry %q (%v) in:\n%s", next, err, stdout)
+			}
+			break
+		}
+		if pick == "" || time.Now().After(deadline) {
+			t.Fatalf("no step line of pick with a next retry in tx status:\n%s", stdout)
+		}
 	}
 	// The stuck step alternates between an attempt out (nothing to retry
 	// now: exit 1 saying so) and waiting for its back-off (retried at once).
