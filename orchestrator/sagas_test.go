@@ -16,6 +16,7 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/metrics"
 	"github.com/natstx/natstx/orchestrator/saga"
 )
 
@@ -201,6 +202,10 @@ func TestSagaCompensationStuckThenResolvedByAnOperator(t *testing.T) {
 	if f.eng.Stats().SagasStuck == 0 {
 		t.Fatal("stuck not counted")
 	}
+	// The Prometheus collector reports the count, read after it is set.
+	if n := stuckMetric(t, f.eng); n < 1 || n > float64(f.eng.Stats().SagasStuck) {
+		t.Fatalf("natstx_saga_steps_stuck_total = %g, want from 1 to %d (the engine's count)", n, f.eng.Stats().SagasStuck)
+	}
 	// The list reads the status bucket, written without waiting: the stuck
 	// state reaches it a write after Status answers it from memory.
 	var stuck []messages.TxStatus
@@ -227,6 +232,23 @@ func TestSagaCompensationStuckThenResolvedByAnOperator(t *testing.T) {
 	if len(rec.Operator) != 1 || rec.Operator[0].Who != "alice" {
 		t.Fatalf("operator actions: %+v", rec.Operator)
 	}
+}
+
+// stuckMetric gathers natstx_saga_steps_stuck_total from the engine's
+// Prometheus collector.
+func stuckMetric(t *testing.T, eng *orchestrator.Engine) float64 {
+	t.Helper()
+	mfs, err := metrics.NewRegistry(metrics.NewEngineCollector(eng)).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "natstx_saga_steps_stuck_total" && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no natstx_saga_steps_stuck_total among the engine's metrics")
+	return 0
 }
 
 // sagaOwnerAboutToDie begins a saga of steps at a and b on coordinator

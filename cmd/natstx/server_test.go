@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -19,7 +20,9 @@ import (
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/saga"
+	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/conformance"
+	"github.com/natstx/natstx/participants/services"
 )
 
 func TestServerServesAndShutsDownOnSIGTERM(t *testing.T) {
@@ -186,8 +189,14 @@ func TestExampleConfigsLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := saga.Parse(data); err != nil {
+			def, err := saga.Parse(data)
+			if err == nil {
+				err = def.Validate()
+			}
+			if err != nil {
 				t.Errorf("%s: %v", f, err)
+			} else {
+				runOnExampleServices(t, f, def)
 			}
 			sagas++
 			continue
@@ -205,6 +214,53 @@ func TestExampleConfigsLoad(t *testing.T) {
 	}
 	if sagas == 0 {
 		t.Errorf("configs/ has no saga example (saga-*.yaml): %v", files)
+	}
+}
+
+// runOnExampleServices runs each step of def, a saga file meant for the
+// example services, on a fresh one of the kind its participant names: its
+// action, then its compensation, each in a transaction of its own, must be
+// accepted, and the service's invariants hold after.
+func runOnExampleServices(t *testing.T, file string, def saga.Definition) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	svcs := map[string]services.Service{}
+	for _, st := range def.Steps {
+		svc, ok := svcs[st.Participant]
+		if !ok {
+			var err error
+			if svc, err = services.Open(ctx, st.Participant, filepath.Join(dir, st.Participant+".db")); err != nil {
+				t.Errorf("%s: step %s: participant %s is not an example service: %v", file, st.Name, st.Participant, err)
+				continue
+			}
+			t.Cleanup(func() { _ = svc.DB().Close() })
+			svcs[st.Participant] = svc
+		}
+		step := participants.Step{SagaID: "example", Name: st.Name, Participant: st.Participant, Attempt: 1}
+		for _, op := range []struct {
+			name    string
+			payload []byte
+			run     func(context.Context, *sql.Tx, participants.Step, []byte) error
+		}{{"action", st.Action, svc.Action}, {"compensation", st.Compensation, svc.Compensate}} {
+			tx, err := svc.DB().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := op.run(ctx, tx, step, op.payload); err != nil {
+				_ = tx.Rollback()
+				t.Errorf("%s: step %s: the example %s service failed its %s %s: %v", file, st.Name, st.Participant, op.name, op.payload, err)
+				break // no compensation of an action not done
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, svc := range svcs {
+		if _, err := svc.Check(ctx); err != nil {
+			t.Errorf("%s: after its steps and their compensations, %s: %v", file, name, err)
+		}
 	}
 }
 
