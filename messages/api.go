@@ -27,6 +27,11 @@ type BeginRequest struct {
 	Participants []ParticipantSpec `json:"participants"`
 	// TimeoutMs overrides the coordinator's prepare timeout, in milliseconds.
 	TimeoutMs int64 `json:"timeout_ms,omitempty"`
+	// CallerTimeoutMs, when positive, is what the caller's deadline leaves,
+	// in milliseconds: the prepare timeout (TimeoutMs, or the coordinator's
+	// without one) is cut to it when longer. Client.Begin sends it for a
+	// context deadline when the request has no TimeoutMs.
+	CallerTimeoutMs int64 `json:"caller_timeout_ms,omitempty"`
 	// Wait asks for the reply only once the outcome is known; otherwise the
 	// reply comes as soon as the transaction has begun.
 	Wait bool `json:"wait,omitempty"`

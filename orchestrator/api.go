@@ -83,6 +83,20 @@ func (e *Engine) onBegin(m *nats.Msg) {
 		e.respond(m, nil, fmt.Errorf("timeout_ms %d is negative", req.TimeoutMs))
 		return
 	}
+	if req.CallerTimeoutMs < 0 {
+		e.respond(m, nil, fmt.Errorf("caller_timeout_ms %d is negative", req.CallerTimeoutMs))
+		return
+	}
+	// The caller's deadline wins when sooner, as a context deadline does
+	// for Engine.Begin (whose context here has none: the answer to a request
+	// that waits must outlive the prepare phase).
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = e.cfg.PrepareTimeout
+	}
+	if ms := req.CallerTimeoutMs; ms > 0 && ms < timeout.Milliseconds() {
+		r.Timeout = time.Duration(ms) * time.Millisecond
+	}
 	// The caller's trace, if its request carries one, continues here.
 	if !req.Wait {
 		id, err := e.Begin(traceContextOf(context.Background(), m.Header), r)

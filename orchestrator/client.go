@@ -58,8 +58,46 @@ var ErrNoCoordinator = errors.New("natstx: no coordinator answered (is `natstx s
 // phase. The trace context of ctx (an OpenTelemetry span, if any) travels in
 // the request's W3C headers, for the coordinator to continue the trace;
 // so it does for every request of the Client.
+//
+// A deadline of ctx is the caller's deadline for the transaction, as for
+// Engine.Begin: it wins when sooner than the prepare timeout. What it
+// leaves, in whole milliseconds rounded down, is sent as req.TimeoutMs when
+// sooner than that; without a TimeoutMs, as req.CallerTimeoutMs, for the
+// coordinator to cut its own prepare timeout to when sooner (a later
+// deadline leaves it). When less than a millisecond is left, nothing is
+// begun (ErrDeadlineExpired). To bound only the wait for the answer, not the
+// transaction, cancel ctx instead of giving it a deadline.
 func (c *Client) Begin(ctx context.Context, req messages.BeginRequest) (messages.TxStatus, error) {
+	var err error
+	if req.TimeoutMs != 0 {
+		req.TimeoutMs, err = soonerDeadline(ctx, req.ID, req.TimeoutMs)
+	} else {
+		req.CallerTimeoutMs, err = soonerDeadline(ctx, req.ID, req.CallerTimeoutMs)
+	}
+	if err != nil {
+		return messages.TxStatus{}, err
+	}
 	return c.request(ctx, messages.APIBegin, req)
+}
+
+// soonerDeadline returns timeoutMs (0: none), a timeout in milliseconds of a
+// request to begin transaction or saga id, cut to what the deadline of ctx
+// leaves, in whole milliseconds rounded down, when that is sooner; with less
+// than a millisecond left, ErrDeadlineExpired. A negative timeoutMs is left
+// for the coordinator to refuse.
+func soonerDeadline(ctx context.Context, id string, timeoutMs int64) (int64, error) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return timeoutMs, nil
+	}
+	left := time.Until(dl).Milliseconds()
+	if left <= 0 || ctx.Err() != nil {
+		return 0, fmt.Errorf("%w: %s", ErrDeadlineExpired, id)
+	}
+	if timeoutMs == 0 || left < timeoutMs {
+		return left, nil
+	}
+	return timeoutMs, nil
 }
 
 // Abort asks the coordinator that owns transaction id to abort it. It fails
@@ -91,14 +129,9 @@ func (c *Client) AbortAs(ctx context.Context, id, reason, who string) (messages.
 // (ErrDeadlineExpired). To bound only the wait for the answer, not the
 // saga, cancel ctx instead of giving it a deadline.
 func (c *Client) BeginSaga(ctx context.Context, req messages.SagaBeginRequest) (messages.TxStatus, error) {
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl).Milliseconds()
-		if left <= 0 || ctx.Err() != nil {
-			return messages.TxStatus{}, fmt.Errorf("%w: %s", ErrDeadlineExpired, req.ID)
-		}
-		if req.TimeoutMs == 0 || left < req.TimeoutMs {
-			req.TimeoutMs = left
-		}
+	var err error
+	if req.TimeoutMs, err = soonerDeadline(ctx, req.ID, req.TimeoutMs); err != nil {
+		return messages.TxStatus{}, err
 	}
 	return c.request(ctx, messages.APISagaBegin, req)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -360,4 +361,138 @@ func TestClientRequestsCarryTheCallersTraceContext(t *testing.T) {
 	if m := next(messages.APIBegin); m.Header.Get(messages.HeaderTraceParent) != "" || m.Header.Get(messages.HeaderTraceState) != "" {
 		t.Errorf("begin without a span sent trace headers %v", m.Header)
 	}
+}
+
+// Client.Begin sends what its context's deadline leaves, in whole
+// milliseconds, as the transaction's timeout_ms when sooner than the
+// request's; without a timeout_ms, as caller_timeout_ms, which the
+// coordinator takes when sooner than its own prepare timeout. A later
+// context deadline leaves the timeout that applies, and a deadline passed
+// begins nothing. The prepares carry the deadline the coordinator took.
+func TestClientBeginSendsASoonerContextDeadline(t *testing.T) {
+	const prepare = 30 * time.Second // the coordinator's
+	f := newFixture(t, orchestrator.Config{PrepareTimeout: prepare})
+	var mu sync.Mutex
+	deadlines := map[string]time.Time{} // each transaction's, as its prepare at a says
+	f.participant("a", participants.HandlerFuncs{PrepareFunc: func(_ context.Context, tx participants.Tx, _ []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		deadlines[tx.ID] = tx.Deadline
+		return nil
+	}})
+	c := newClient(t, f)
+	// A second subscriber sees each begin request the coordinator gets.
+	spy, err := f.nc.SubscribeSync(messages.APIBegin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := func() messages.BeginRequest {
+		t.Helper()
+		m, err := spy.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no begin request: %v", err)
+		}
+		var req messages.BeginRequest
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	// begin runs transaction id to its outcome with ctx and the request's
+	// timeoutMs, and returns the request sent and the deadline its prepare
+	// carried, and when it began, within [from, to].
+	begin := func(ctx context.Context, id string, timeoutMs int64) (req messages.BeginRequest, deadline, from, to time.Time) {
+		t.Helper()
+		from = time.Now()
+		st, err := c.Begin(ctx, messages.BeginRequest{ID: id, Participants: specs("a"), TimeoutMs: timeoutMs, Wait: true})
+		to = time.Now()
+		if err != nil || st.State != "committed" {
+			t.Fatalf("%s: %s %v", id, st.State, err)
+		}
+		mu.Lock()
+		deadline = deadlines[id]
+		mu.Unlock()
+		return sent(), deadline, from, to
+	}
+	near := func(id string, got, want time.Time) {
+		t.Helper()
+		if got.Before(want.Add(-time.Second)) || got.After(want.Add(time.Second)) {
+			t.Fatalf("%s: its prepare's deadline is %v, want about %v", id, got, want)
+		}
+	}
+	// within checks that the deadline is timeout after the transaction
+	// began, at the coordinator, to the millisecond.
+	within := func(id string, got, from, to time.Time, timeout time.Duration) {
+		t.Helper()
+		if lo, hi := from.Add(timeout-time.Millisecond), to.Add(timeout); got.Before(lo) || got.After(hi) {
+			t.Fatalf("%s: its prepare's deadline is %v, want %v after it began, within [%v, %v]", id, got, timeout, lo, hi)
+		}
+	}
+
+	// Sooner than the request's timeout: the context's deadline is sent.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	req, got, from, _ := begin(ctx, "soon", 60_000)
+	if most := dl.Sub(from).Milliseconds(); req.TimeoutMs > most || req.TimeoutMs < most-3000 || req.CallerTimeoutMs != 0 {
+		t.Fatalf("timeout_ms %d, caller_timeout_ms %d sent; want what the context's deadline left as timeout_ms, at most %dms", req.TimeoutMs, req.CallerTimeoutMs, most)
+	}
+	near("soon", got, dl)
+
+	// Later than the request's timeout: the request's is sent.
+	req, got, from, to := begin(ctxT(t, time.Minute), "later", 2000)
+	if req.TimeoutMs != 2000 || req.CallerTimeoutMs != 0 {
+		t.Fatalf("timeout_ms %d, caller_timeout_ms %d sent; want the request's 2000, sooner than the context's deadline", req.TimeoutMs, req.CallerTimeoutMs)
+	}
+	within("later", got, from, to, 2*time.Second)
+
+	// Without a timeout of the request's, the context's deadline goes as
+	// caller_timeout_ms: it wins when sooner than the coordinator's prepare
+	// timeout, ...
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dl, _ = ctx.Deadline()
+	req, got, from, _ = begin(ctx, "default-soon", 0)
+	if most := dl.Sub(from).Milliseconds(); req.TimeoutMs != 0 || req.CallerTimeoutMs > most || req.CallerTimeoutMs < most-3000 {
+		t.Fatalf("timeout_ms %d, caller_timeout_ms %d sent; want no timeout_ms and what the context's deadline left, at most %dms", req.TimeoutMs, req.CallerTimeoutMs, most)
+	}
+	near("default-soon", got, dl)
+	// ... and leaves it when later.
+	req, got, from, to = begin(ctxT(t, time.Minute), "default-later", 0)
+	if req.TimeoutMs != 0 || req.CallerTimeoutMs <= 57_000 || req.CallerTimeoutMs > 60_000 {
+		t.Fatalf("timeout_ms %d, caller_timeout_ms %d sent; want no timeout_ms and what the context's minute left", req.TimeoutMs, req.CallerTimeoutMs)
+	}
+	within("default-later", got, from, to, prepare)
+	// A context without a deadline sends none.
+	req, got, from, to = begin(waitOnly(t, 10*time.Second), "none", 0)
+	if req.TimeoutMs != 0 || req.CallerTimeoutMs != 0 {
+		t.Fatalf("timeout_ms %d, caller_timeout_ms %d sent for a context without a deadline; want neither", req.TimeoutMs, req.CallerTimeoutMs)
+	}
+	within("none", got, from, to, prepare)
+
+	// A deadline passed begins nothing, and sends nothing.
+	gone, stop := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer stop()
+	if _, err := c.Begin(gone, messages.BeginRequest{ID: "gone", Participants: specs("a")}); !errors.Is(err, orchestrator.ErrDeadlineExpired) {
+		t.Fatalf("a deadline passed: %v, want ErrDeadlineExpired", err)
+	}
+	if m, err := spy.NextMsg(200 * time.Millisecond); !errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("a request went out with its deadline passed: %v %v", m, err)
+	}
+	// A negative caller_timeout_ms is refused, naming it.
+	if _, err := c.Begin(waitOnly(t, 5*time.Second), messages.BeginRequest{Participants: specs("a"), CallerTimeoutMs: -1}); err == nil || !strings.Contains(err.Error(), "caller_timeout_ms") {
+		t.Fatalf("caller_timeout_ms -1: %v, want it refused", err)
+	}
+}
+
+// waitOnly returns a context without a deadline, cancelled after d: it
+// bounds a wait without giving a deadline to what it begins.
+func waitOnly(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	timer := time.AfterFunc(d, cancel)
+	t.Cleanup(func() {
+		timer.Stop()
+		cancel()
+	})
+	return ctx
 }

@@ -718,11 +718,16 @@ func runLoad(ctx context.Context, run execFunc, o benchOptions, names []string, 
 			}
 			req.Participants = append(req.Participants, orchestrator.Participant{Name: n, Payload: p})
 		}
+		// The wait for its outcome is bounded; the transaction is not by
+		// that (--prepare-timeout does), and a context deadline would be
+		// the transaction's (or saga's) when sooner: none is given.
 		tctx, cancel := context.WithTimeout(ctx, o.prepareTimeout+o.quiesce)
-		id, decided, committed, timedOut := run(tctx, req)
+		wctx, wcancel := withoutDeadline(tctx)
+		id, decided, committed, timedOut := run(wctx, req)
 		if id == "" {
 			id = "unbegun-" + orchestrator.NewID() // failed before it had an ID
 		}
+		wcancel()
 		cancel()
 		if ctx.Err() != nil && !decided {
 			return // cut short: this one does not count

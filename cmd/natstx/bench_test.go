@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants/sim"
 )
 
@@ -97,6 +99,61 @@ func TestBenchDrivesRunningParticipants(t *testing.T) {
 	if _, n, _ := a.Counts(); n != 100 {
 		t.Fatalf("svc-a applied %d transactions, want 100", n)
 	}
+}
+
+// TestBenchAgainstAServerBoundsOnlyTheWait: bench against a server waits
+// for each outcome up to --prepare-timeout plus --quiesce-timeout, and that
+// bound is not the transaction's or saga's deadline: a transaction's begin
+// request carries --prepare-timeout alone, a saga's no timeout.
+func TestBenchAgainstAServerBoundsOnlyTheWait(t *testing.T) {
+	_, url := startServer(t)
+	startSim(t, url, sim.Config{Name: "svc-a"})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// Second subscribers see each begin request the coordinator gets.
+	spy, err := nc.SubscribeSync(messages.APIBegin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sagaSpy, err := nc.SubscribeSync(messages.APISagaBegin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	each := func(sub *nats.Subscription, n int, check func(data []byte)) {
+		t.Helper()
+		for i := range n {
+			m, err := sub.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatalf("begin request %d of %d: %v", i+1, n, err)
+			}
+			check(m.Data)
+		}
+	}
+	for _, protocol := range []string{"2pc", "saga"} {
+		stdout, stderr, code := run(t, 2*time.Minute, "bench", "--nats", url, "--protocol", protocol, "--participants", "svc-a", "--count", "5",
+			"--prepare-timeout", "2s", "--quiesce-timeout", "20s", "--jetstream-msgs", "0", "--json")
+		if code != 0 {
+			t.Fatalf("%s: exit %d\nstdout:\n%s\nstderr:\n%s", protocol, code, stdout, stderr)
+		}
+	}
+	each(spy, 5, func(data []byte) {
+		var req messages.BeginRequest
+		if err := json.Unmarshal(data, &req); err != nil || req.TimeoutMs != 2000 || req.CallerTimeoutMs != 0 {
+			t.Fatalf("bench sent %s (%v); want timeout_ms 2000 (--prepare-timeout) and no caller_timeout_ms", data, err)
+		}
+	})
+	each(sagaSpy, 5, func(data []byte) {
+		var req messages.SagaBeginRequest
+		if err := json.Unmarshal(data, &req); err != nil || req.TimeoutMs != 0 {
+			t.Fatalf("bench --protocol saga sent timeout_ms %d (%v); want none: the 22s wait is not the saga's deadline", req.TimeoutMs, err)
+		}
+	})
 }
 
 // TestBenchPayloadPerRunningParticipant: --payload gives a running

@@ -170,12 +170,9 @@ func runSagaBegin(cmd *cobra.Command, o beginOptions) error {
 	defer done()
 	ctx, cancel := context.WithTimeout(traced, o.timeout)
 	defer cancel()
-	// --timeout bounds the wait, not the saga (--deadline does that): the
-	// client would send a deadline of its context as the saga's, so the
-	// begin request's context has none and is cancelled when ctx ends.
-	bctx, bcancel := context.WithCancel(traced)
+	// --timeout bounds the wait, not the saga (--deadline does that).
+	bctx, bcancel := withoutDeadline(ctx)
 	defer bcancel()
-	defer context.AfterFunc(ctx, bcancel)()
 	st, err := cl.BeginSaga(bctx, req)
 	if err == nil && !o.async {
 		st, err = waitSaga(ctx, cl, st)

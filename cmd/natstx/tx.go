@@ -55,6 +55,20 @@ func (tc *txClient) open(name string, opts ...nats.Option) (*orchestrator.Client
 	return cl, nc.Close, nil
 }
 
+// withoutDeadline returns a context with the values of ctx (its trace) that
+// ends when ctx does but has no deadline, and a function that releases it.
+// A begin request takes it when ctx only bounds the wait for the answer:
+// the client sends a deadline of its context as the transaction's (or the
+// saga's), and a wait bound must not become that by accident.
+func withoutDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	return c, func() {
+		stop()
+		cancel()
+	}
+}
+
 // watchReconnect is how long `tx watch` keeps trying to reconnect after it
 // lost NATS, e.g. while `natstx server` restarts.
 const watchReconnect = 10 * time.Second
@@ -141,7 +155,9 @@ anything, or none.
 It waits for the outcome, up to --timeout, and prints it; with --async it
 prints the transaction as begun and returns at once. Exit code 0 when it
 committed (or began, with --async), 1 when it aborted or no outcome came in
-time (the transaction goes on: see 'natstx tx status ID').
+time (the transaction goes on: see 'natstx tx status ID'). --timeout bounds
+the wait only: the transaction's prepare timeout is --prepare-timeout (or
+the file's timeout), else the coordinator's.
 
 With --saga it begins a saga instead (docs/SAGA.md): steps, each an action at
 one participant and its compensation, run in order; when one fails for good,
@@ -289,7 +305,11 @@ func runTxBegin(cmd *cobra.Command, o beginOptions, req messages.BeginRequest) e
 	defer done()
 	ctx, cancel := context.WithTimeout(traced, o.timeout)
 	defer cancel()
-	st, err := cl.Begin(ctx, req)
+	// --timeout bounds the wait, not the transaction (--prepare-timeout, or
+	// the coordinator's, does that).
+	bctx, bcancel := withoutDeadline(ctx)
+	defer bcancel()
+	st, err := cl.Begin(bctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
 			if o.async {

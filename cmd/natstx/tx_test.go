@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants/sim"
 )
@@ -217,4 +219,77 @@ func TestTxWatchEndsWhenNATSGoesAway(t *testing.T) {
 	if code := watch.wait(t, 20*time.Second); code != 1 || !strings.Contains(watch.stderr.String(), "lost the connection to NATS") {
 		t.Fatalf("watch after the server died: exit %d, stderr:\n%s", code, watch.stderr.String())
 	}
+}
+
+// TestTxBeginTimeoutBoundsOnlyTheWait: tx begin's --timeout bounds the wait
+// for the outcome, never the transaction. Without --prepare-timeout (or a
+// file's timeout) the request carries no timeout, and the transaction gets
+// the coordinator's prepare timeout even when --timeout is shorter; with
+// it, the request carries --prepare-timeout, even when longer than
+// --timeout.
+func TestTxBeginTimeoutBoundsOnlyTheWait(t *testing.T) {
+	const prepare = 4 * time.Second // the coordinator's
+	_, url := startServer(t, "--prepare-timeout", prepare.String())
+	startSim(t, url, sim.Config{Name: "inventory"})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// A second subscriber sees each begin request the coordinator gets.
+	spy, err := nc.SubscribeSync(messages.APIBegin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sent := func() messages.BeginRequest {
+		t.Helper()
+		m, err := spy.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no begin request: %v", err)
+		}
+		var req messages.BeginRequest
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+
+	// ghost never votes: no outcome within the 1s wait.
+	wantExit(t, 1, "no outcome within --timeout 1s", "tx", "begin", "--nats", url, "--id", "wait-1", "-p", "inventory", "-p", "ghost", "--timeout", "1s")
+	if req := sent(); req.TimeoutMs != 0 || req.CallerTimeoutMs != 0 {
+		t.Fatalf("timeout_ms %d, caller_timeout_ms %d sent; want neither (the coordinator's prepare timeout), not the 1s wait", req.TimeoutMs, req.CallerTimeoutMs)
+	}
+	// It times out at the coordinator's prepare timeout, not after 1s.
+	var st messages.TxStatus
+	for limit := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st = decodeStatus(t, wantExit(t, 0, "", "tx", "status", "wait-1", "--nats", url, "--json", "--history"))
+		if st.State == "aborting" || st.State == "aborted" {
+			break
+		}
+		if time.Now().After(limit) {
+			t.Fatalf("wait-1 still %s 20s after it began", st.State)
+		}
+	}
+	var begun, timedOut time.Time
+	for _, ev := range st.History {
+		switch ev.Event {
+		case messages.EventBegun:
+			begun = ev.At
+		case messages.EventTimeout:
+			timedOut = ev.At
+		}
+	}
+	if took := timedOut.Sub(begun); !st.TimedOut || begun.IsZero() || timedOut.IsZero() || took < prepare-100*time.Millisecond || took > prepare+3*time.Second {
+		t.Fatalf("wait-1 timed out %v after it began (timed out: %v), want the coordinator's prepare timeout %v: %+v", took, st.TimedOut, prepare, st.History)
+	}
+
+	// --prepare-timeout longer than --timeout is sent as it is.
+	wantExit(t, 0, "tx wait-2 preparing", "tx", "begin", "--nats", url, "--id", "wait-2", "-p", "inventory", "-p", "ghost", "--prepare-timeout", "20s", "--timeout", "2s", "--async")
+	if req := sent(); req.TimeoutMs != 20_000 || req.CallerTimeoutMs != 0 {
+		t.Fatalf("timeout_ms %d, caller_timeout_ms %d sent; want --prepare-timeout's 20000 alone, not the 2s wait", req.TimeoutMs, req.CallerTimeoutMs)
+	}
+	wantExit(t, 0, "", "tx", "abort", "wait-2", "--nats", url)
 }
