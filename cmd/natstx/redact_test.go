@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,4 +104,50 @@ func TestBenchSummaryMasksNATSPassword(t *testing.T) {
 		t.Fatalf("text: want NATS %s and no password:\nstdout:\n%s\nstderr:\n%s", masked, stdout, stderr)
 	}
 	t.Logf("bench summary: %s (json and text), password shown 0 times", masked)
+}
+
+// TestPrintConfigMasksSecretFlags: --print-config shows --password and
+// --ui-token as "xxxxx (set)" whether they come from a flag, a NATSTX_*
+// variable or the config file, and as empty when not set; the secret itself
+// appears nowhere in the output. For every command that prints its
+// configuration (server, nats).
+func TestPrintConfigMasksSecretFlags(t *testing.T) {
+	const pw, token = "s3cret-password-value", "s3cret-ui-token-0123456789abcdef"
+	cfg := filepath.Join(t.TempDir(), "natstx.yaml")
+	if err := os.WriteFile(cfg, []byte("user: op\npassword: "+pw+"\nui-listen: 127.0.0.1:0\nui-token: "+token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checks := 0
+	check := func(what string, m map[string]any, keys ...string) {
+		t.Helper()
+		checks++
+		if all := fmt.Sprint(m); strings.Contains(all, pw) || strings.Contains(all, token) {
+			t.Errorf("%s: --print-config shows a secret: %v", what, m)
+		}
+		for _, k := range keys {
+			if m[k] != "xxxxx (set)" {
+				t.Errorf("%s: %s is %q, want \"xxxxx (set)\"", what, k, m[k])
+			}
+		}
+	}
+	m := printed(t, nil, "server", "--user", "op", "--password", pw, "--ui-listen", "127.0.0.1:0", "--ui-token", token)
+	check("server flags", m, "password", "ui-token")
+	if m["user"] != "op" {
+		t.Errorf("server flags: user is %q, want op (not a secret)", m["user"])
+	}
+	m = printed(t, []string{"NATSTX_USER=op", "NATSTX_PASSWORD=" + pw, "NATSTX_UI_LISTEN=127.0.0.1:0", "NATSTX_UI_TOKEN=" + token}, "server")
+	check("server variables", m, "password", "ui-token")
+	m = printed(t, nil, "server", "--config", cfg)
+	check("server config file", m, "password", "ui-token")
+	m = printed(t, []string{"NATSTX_USER=op", "NATSTX_PASSWORD=" + pw}, "nats")
+	check("nats variables", m, "password")
+	m = printed(t, nil, "nats", "--user", "op", "--password", pw)
+	check("nats flags", m, "password")
+	m = printed(t, nil, "server")
+	if m["password"] != "" || m["ui-token"] != "" {
+		t.Errorf("without secrets: password %q, ui-token %q, want both empty", m["password"], m["ui-token"])
+	}
+	if !t.Failed() {
+		t.Logf("%d --print-config outputs with secrets, none showed one", checks)
+	}
 }
