@@ -18,12 +18,19 @@ demo: build
 # detector (fuzz seed corpora run as plain tests), through gotestsum (pinned
 # by go.mod's tool directive): one line per test as it ends, prefixed with its
 # package, so a long run shows where it is; a failed test's output in full;
-# and, last, the one-line summary "N passed, N failed, N skipped" (failed
-# counts failed tests and packages that did not build or run).
+# then the counts some tests report for the record (the security acceptance
+# test's attempts and refusals, the cluster test's transactions and
+# violations), which that format would hide with the rest of a passing
+# test's output: they append them to $NATSTX_TEST_COUNTS (reportCounts in
+# integration/); and, last, the one-line summary "N passed, N failed, N
+# skipped" (failed counts failed tests and packages that did not build or
+# run).
 TEST_FORMAT ?= testname
+TEST_COUNTS ?= $(or $(TMPDIR),/tmp)/natstx-test-counts.$(shell id -u)
 test: lint test-js
-	$(GO) tool gotestsum --format $(TEST_FORMAT) --format-hide-empty-pkg \
-	  --post-run-command 'sh -c "echo $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$((TESTS_FAILED + TESTS_ERRORS)) failed, $$TESTS_SKIPPED skipped"' \
+	@rm -f $(TEST_COUNTS)
+	NATSTX_TEST_COUNTS=$(TEST_COUNTS) $(GO) tool gotestsum --format $(TEST_FORMAT) --format-hide-empty-pkg \
+	  --post-run-command 'sh -c "cat $(TEST_COUNTS) 2>/dev/null; rm -f $(TEST_COUNTS); echo $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$((TESTS_FAILED + TESTS_ERRORS)) failed, $$TESTS_SKIPPED skipped"' \
 	  -- -race -count=1 -timeout $(TEST_TIMEOUT) $(or $(PKGS),./...)
 
 # The JavaScript participant SDK (participants/js): its npm packages from the

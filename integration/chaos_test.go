@@ -621,9 +621,10 @@ func commitRecords(ctx context.Context, js jetstream.JetStream) (int, error) {
 	return n, nil
 }
 
-// runAudit runs `natstx audit --json` against url and decodes its report
-// (it exits 1 when it finds violations, and still prints the report).
-func runAudit(t *testing.T, url string) orchestrator.AuditReport {
+// runAudit runs `natstx audit --json` against url, with args added (the
+// identity and TLS flags of a secure cluster), and decodes its report (it
+// exits 1 when it finds violations, and still prints the report).
+func runAudit(t *testing.T, url string, args ...string) orchestrator.AuditReport {
 	t.Helper()
 	bin, err := buildNatstx()
 	if err != nil {
@@ -631,7 +632,7 @@ func runAudit(t *testing.T, url string) orchestrator.AuditReport {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "audit", "--json", "--nats", url, "--timeout", "20s")
+	cmd := exec.CommandContext(ctx, bin, append([]string{"audit", "--json", "--nats", url, "--timeout", "20s"}, args...)...)
 	out, err := cmd.Output()
 	var rep orchestrator.AuditReport
 	if jerr := json.Unmarshal(out, &rep); jerr != nil {

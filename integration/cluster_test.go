@@ -1,8 +1,13 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,21 +16,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants/services"
 )
 
 // TestClusterNodeLoss runs a 3-node JetStream cluster of `natstx nats`
-// processes, with the command stream and the buckets replicated three
-// times, two coordinator processes and the three example services as
-// processes, all connected to every node. Load runs throughout while one
-// node is killed and restarted, then while the node that leads the command
-// stream is killed and restarted. Afterwards every transaction must have
-// resolved, all or nothing, as the services' databases and the audit say.
+// processes, secured as docs/SECURITY.md says: the accounts and users of
+// `natstx auth init` (nats-auth.conf), TLS for clients and for the routes
+// (certificates both ways), test certificates made by writeTestCerts. The
+// command stream and the buckets are replicated three times; two
+// coordinator processes (coordinator.creds) and the three example services
+// as processes (each with its participant-<name>.creds) are connected to
+// every node over TLS. A plain-text client, a client without credentials
+// and a fourth node whose routes lack TLS are refused. Load (begun with
+// operator.creds) runs throughout while one node is killed and restarted,
+// then while the node that leads the command stream is killed and
+// restarted. Afterwards every transaction must have resolved, all or
+// nothing, as the services' databases and the audit (operator.creds) say.
 func TestClusterNodeLoss(t *testing.T) {
 	dir, err := os.MkdirTemp("", "natstx-cluster-")
 	if err != nil {
@@ -39,7 +53,14 @@ func TestClusterNodeLoss(t *testing.T) {
 		_ = os.RemoveAll(dir)
 	})
 	start := time.Now()
-	ports := freePorts(t, 6)
+	auth := natstxAuthInit(t, dir, services.Kinds...)
+	creds := func(id string) string { return filepath.Join(auth, id+".creds") }
+	certs := writeTestCerts(t, dir)
+	ca, cert, key := filepath.Join(certs, "ca.pem"), filepath.Join(certs, "server-cert.pem"), filepath.Join(certs, "server-key.pem")
+	// Every natstx client process: its identity, and the CA to check the
+	// nodes' certificate with (which makes it speak TLS).
+	secure := func(id string) []string { return []string{"--creds", creds(id), "--tls-ca", ca} }
+	ports := freePorts(t, 7) // clients, routes, the route of a fourth node
 	var urls, routes []string
 	for i := range 3 {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
@@ -58,7 +79,9 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 		nodes[name] = newChild(t, dir, name, "listening", "nats", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", ports[i]),
 			"--data-dir", filepath.Join(dir, name), "--server-name", name, "--cluster-name", "natstx-test",
-			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[3+i]), "--routes", strings.Join(others, ","))
+			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[3+i]), "--routes", strings.Join(others, ","),
+			"--nats-config", filepath.Join(auth, "nats-auth.conf"), "--nats-tls-cert", cert, "--nats-tls-key", key,
+			"--cluster-tls-cert", cert, "--cluster-tls-key", key, "--cluster-tls-ca", ca)
 		names = append(names, name)
 	}
 	for _, n := range names {
@@ -73,13 +96,16 @@ func TestClusterNodeLoss(t *testing.T) {
 	}
 	var coords []*child
 	for _, name := range []string{"c1", "c2"} {
-		c := newChild(t, dir, name, "ready", "server", "--nats", url, "--replicas", "3", "--instance", name,
-			"--lease-ttl", "2s", "--prepare-timeout", "3s", "--retention", "10m", "--start-timeout", "2m", "--log-level", "info")
+		c := newChild(t, dir, name, "ready", append([]string{"server", "--nats", url, "--replicas", "3", "--instance", name,
+			"--lease-ttl", "2s", "--prepare-timeout", "3s", "--retention", "10m", "--start-timeout", "2m", "--log-level", "info"},
+			secure("coordinator")...)...)
 		if err := c.launch(); err != nil {
 			t.Fatal(err)
 		}
 		coords = append(coords, c)
 	}
+	// While the coordinators start: what the cluster refuses.
+	refusals := clusterRefusals(t, urls, routes, ports[6], auth, ca)
 	for _, c := range coords {
 		if err := c.waitReady(2 * time.Minute); err != nil {
 			t.Fatal(err)
@@ -88,17 +114,35 @@ func TestClusterNodeLoss(t *testing.T) {
 	dbs := map[string]string{}
 	for _, kind := range services.Kinds {
 		dbs[kind] = filepath.Join(dir, kind+".db")
-		p := newChild(t, dir, kind, "ready", "participant", kind, "--db", dbs[kind], "--nats", url, "--ack-wait", "4s", "--log-level", "warn")
+		// No --ack-wait: a participant may not change its consumer, which
+		// the coordinator creates (ack_wait 30s).
+		p := newChild(t, dir, kind, "ready", append([]string{"participant", kind, "--db", dbs[kind], "--nats", url, "--log-level", "warn"},
+			secure("participant-"+kind)...)...)
 		p.mustStart(time.Minute)
 	}
-	t.Logf("cluster, coordinators and services up after %v", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("secure cluster, coordinators and services up after %v", time.Since(start).Round(100*time.Millisecond))
 
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
-	if err != nil {
-		t.Fatal(err)
+	// The test's own connections over TLS: the operator's begins the load
+	// and reads the statuses, as `natstx tx` would; the coordinator's
+	// (trusted) reads the command stream, its leaders and the decision
+	// records, which no other identity may.
+	dial := func(id, inbox string) *nats.Conn {
+		opts := []nats.Option{nats.UserCredentials(creds(id)), nats.RootCAs(ca),
+			nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond), nats.ReconnectBufSize(-1)}
+		if inbox != "" {
+			opts = append(opts, nats.CustomInboxPrefix(inbox))
+		}
+		nc, err := nats.Connect(url, opts...)
+		if err != nil {
+			t.Fatalf("%s over TLS: %v", id, err)
+		}
+		return nc
 	}
+	nc := dial("coordinator", "")
 	defer nc.Close()
-	client, err := orchestrator.NewClient(nc)
+	onc := dial("operator", messages.OperatorInbox())
+	defer onc.Close()
+	client, err := orchestrator.NewClient(onc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +175,41 @@ func TestClusterNodeLoss(t *testing.T) {
 		stop        = make(chan struct{})
 		wg          sync.WaitGroup
 	)
+	// begin runs the next transaction, over every service, and returns its
+	// outcome ("error" when Begin failed); every one is checked at the end.
+	begin := func() string {
+		i := int(next.Add(1))
+		id := fmt.Sprintf("cluster-%06d", i)
+		req := messages.BeginRequest{ID: id, Wait: true}
+		for _, k := range services.Kinds {
+			req.Participants = append(req.Participants, messages.ParticipantSpec{Name: k, Payload: services.Payload(k, i)})
+		}
+		mu.Lock()
+		sent = append(sent, id)
+		mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := client.Begin(ctx, req)
+		cancel()
+		if err != nil {
+			seen.put(id, "error")
+			return "error"
+		}
+		seen.put(id, st.State)
+		return st.State
+	}
+	// A participant may not create its consumer: the coordinator creates
+	// it before its first command to it (docs/SECURITY.md), a replicated
+	// consumer whose election takes seconds. So the first transactions
+	// run alone, until one commits, before the load and the faults: those
+	// then meet a working cluster, as in a run without permissions.
+	warm := time.Now()
+	for deadline := warm.Add(2 * time.Minute); begin() != "committed"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no transaction committed in the first two minutes (%d begun)", next.Load())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the first commit after %v (%d transactions): the participants' consumers are there", time.Since(warm).Round(100*time.Millisecond), next.Load())
 	for range 6 {
 		wg.Add(1)
 		go func() {
@@ -141,27 +220,12 @@ func TestClusterNodeLoss(t *testing.T) {
 					return
 				default:
 				}
-				i := int(next.Add(1))
-				id := fmt.Sprintf("cluster-%06d", i)
-				req := messages.BeginRequest{ID: id, Wait: true}
-				for _, k := range services.Kinds {
-					req.Participants = append(req.Participants, messages.ParticipantSpec{Name: k, Payload: services.Payload(k, i)})
-				}
-				mu.Lock()
-				sent = append(sent, id)
-				mu.Unlock()
 				p := phase.Load()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				st, err := client.Begin(ctx, req)
-				cancel()
-				if err != nil {
-					seen.put(id, "error")
-					time.Sleep(50 * time.Millisecond)
-					continue
-				}
-				seen.put(id, st.State)
-				if st.State == "committed" {
+				switch begin() {
+				case "committed":
 					committedIn[p].Add(1)
+				case "error":
+					time.Sleep(50 * time.Millisecond)
 				}
 			}
 		}()
@@ -277,6 +341,7 @@ func TestClusterNodeLoss(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	stopLoad()
+	t.Logf("load stopped after %v", time.Since(start).Round(100*time.Millisecond))
 
 	mu.Lock()
 	ids := append([]string(nil), sent...)
@@ -284,7 +349,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	r := &chaosRun{t: t, start: start}
 	quiet := r.quiesce(js, dbs, ids, 3*time.Minute)
 	stale, _ := convergedStatuses(t, client, time.Minute)
-	audit := runAudit(t, url)
+	audit := runAudit(t, url, secure("operator")...)
 	for _, c := range coords {
 		c.stop(10 * time.Second)
 	}
@@ -310,15 +375,15 @@ func TestClusterNodeLoss(t *testing.T) {
 			tr.Problems = append(tr.Problems, fmt.Sprintf("%s: Begin answered %s, the services applied it", id, st))
 		}
 	}
-	summary := fmt.Sprintf("cluster: 3 nodes, R3; %s killed and restarted, then the stream leader %s (new leader %s): "+
+	summary := fmt.Sprintf("cluster: 3 nodes, R3, TLS on routes and clients, the identities of natstx auth init; %s killed and restarted, then the stream leader %s (new leader %s): "+
 		"transactions %d, committed %d, aborted %d, in_doubt %d, violations %d; committed answers per phase %d/%d/%d/%d; "+
 		"%d Begin answers, %d begins that reached no coordinator; audit: transactions %d, committed %d, aborted %d, in_doubt %d, violations %d; %v in all, quiescent after %v",
 		victim, lead, newLead, tr.Transactions-lost, tr.Committed, tr.Aborted-lost, tr.InDoubt, tr.Violations,
 		committedIn[0].Load(), committedIn[1].Load(), committedIn[2].Load(), committedIn[3].Load(),
 		answered, lost, audit.Transactions, audit.Committed, audit.Aborted, audit.InDoubt, audit.Violations,
 		time.Since(start).Round(time.Second), quiet.Round(time.Second))
-	fmt.Println(summary)
-	t.Log(summary)
+	reportCounts(t, summary)
+	reportCounts(t, refusals)
 	for _, line := range tr.Conservation {
 		t.Log(line)
 	}
@@ -340,4 +405,149 @@ func TestClusterNodeLoss(t *testing.T) {
 	if committedIn[2].Load()+committedIn[3].Load() == 0 || committedIn[3].Load() == 0 {
 		t.Fatalf("no transaction committed after the stream leader was killed: %d while it was down, %d after it came back", committedIn[2].Load(), committedIn[3].Load())
 	}
+}
+
+// clusterRefusals checks what the secure cluster refuses, and says it in
+// one line: on every node, a client in plain text with valid credentials
+// (the operator's); on one node, a client over TLS without credentials; and
+// a fourth node, routed to the three with the same accounts but without TLS
+// on its routes, which must get no route.
+func clusterRefusals(t *testing.T, urls, routes []string, routePort int, auth, ca string) string {
+	t.Helper()
+	plain := 0
+	for _, u := range urls {
+		if err := plainTextRefused(strings.TrimPrefix(u, "nats://"), filepath.Join(auth, "operator.creds")); err != nil {
+			t.Errorf("a plain-text client on %s: %v", u, err)
+			continue
+		}
+		plain++
+	}
+	nc, noCreds := nats.Connect(urls[0], nats.RootCAs(ca), nats.Timeout(3*time.Second), nats.MaxReconnects(0))
+	if noCreds == nil {
+		nc.Close()
+		t.Errorf("a client over TLS without credentials connected to %s", urls[0])
+	}
+
+	// The fourth node: an embedded server in this process, with the
+	// cluster's name and accounts and routes to its three nodes, no TLS.
+	logs := &routeLog{}
+	n4, err := embedded.Start(embedded.Config{ConfigFile: filepath.Join(auth, "nats-auth.conf"), Name: "n4",
+		Cluster: &embedded.ClusterConfig{Name: "natstx-test", Host: "127.0.0.1", Port: routePort, Routes: routes}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n4.Stop()
+	n4.NATS().SetLoggerV2(logs, false, false, false)
+	// A route without TLS is retried every second; three rounds at least.
+	const watch = 4 * time.Second
+	for end := time.Now().Add(watch); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if n := n4.NATS().NumRoutes(); n > 0 {
+			t.Errorf("a node without TLS on its routes joined the secure cluster: %d routes", n)
+			break
+		}
+	}
+	routed := n4.NATS().NumRoutes()
+	failed := logs.failures()
+	if failed == 0 {
+		t.Errorf("the node without route TLS logged no closed route connection in %v (did it try?); its log:\n%s", watch, logs.all())
+	}
+	return fmt.Sprintf("cluster refusals: a plain-text client with the operator's credentials refused by %d of %d nodes; "+
+		"a TLS client without credentials refused (%v); a fourth node without TLS on its routes: %d routes after %v, %d route connections closed",
+		plain, len(urls), noCreds, routed, watch, failed)
+}
+
+// plainTextRefused speaks NATS in plain text to the node at addr as the
+// identity of the credentials file creds: it reads the node's INFO, which
+// must require TLS, then sends a CONNECT signed with the identity's key and
+// a PING, without a TLS handshake. A node that served it would answer PONG
+// (or, to a bad signature, an authorization error); this one must answer
+// neither.
+func plainTextRefused(addr, creds string) error {
+	contents, err := os.ReadFile(creds)
+	if err != nil {
+		return err
+	}
+	userJWT, err := jwt.ParseDecoratedJWT(contents)
+	if err != nil {
+		return err
+	}
+	kp, err := nkeys.ParseDecoratedNKey(contents)
+	if err != nil {
+		return err
+	}
+	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		return fmt.Errorf("no INFO from the node: %q, %v", line, err)
+	}
+	var info struct {
+		TLSRequired bool   `json:"tls_required"`
+		Nonce       string `json:"nonce"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "INFO ")), &info); err != nil {
+		return fmt.Errorf("the node's INFO: %v", err)
+	}
+	if !info.TLSRequired {
+		return fmt.Errorf("the node does not require TLS: %s", line)
+	}
+	sig, err := kp.Sign([]byte(info.Nonce))
+	if err != nil {
+		return err
+	}
+	connect, _ := json.Marshal(map[string]any{"verbose": false, "pedantic": false, "tls_required": false, "name": "plain-text",
+		"lang": "go", "version": "test", "protocol": 1, "jwt": userJWT, "sig": base64.RawURLEncoding.EncodeToString(sig)})
+	if _, err := fmt.Fprintf(conn, "CONNECT %s\r\nPING\r\n", connect); err != nil {
+		return nil // closed already: refused
+	}
+	rest, _ := io.ReadAll(r) // until the node closes, or the deadline
+	for _, served := range []string{"PONG", "+OK", "-ERR"} {
+		if strings.Contains(string(rest), served) {
+			return fmt.Errorf("the node read the plain-text CONNECT: it answered %q", rest)
+		}
+	}
+	return nil
+}
+
+// routeLog keeps the log lines of a NATS server.
+type routeLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *routeLog) add(level, format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, level+" "+fmt.Sprintf(format, v...))
+}
+
+func (l *routeLog) Noticef(format string, v ...any) { l.add("[INF]", format, v...) }
+func (l *routeLog) Warnf(format string, v ...any)   { l.add("[WRN]", format, v...) }
+func (l *routeLog) Fatalf(format string, v ...any)  { l.add("[FTL]", format, v...) }
+func (l *routeLog) Errorf(format string, v ...any)  { l.add("[ERR]", format, v...) }
+func (l *routeLog) Debugf(format string, v ...any)  { l.add("[DBG]", format, v...) }
+func (l *routeLog) Tracef(format string, v ...any)  { l.add("[TRC]", format, v...) }
+
+// failures counts the route connections the server logged as closed.
+func (l *routeLog) failures() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.Contains(s, "Router connection closed") {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *routeLog) all() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
 }

@@ -199,8 +199,11 @@ type attempt struct {
 // delivering into tx-a's decision record or into payment's commands (the
 // participants' consumers are the coordinator's: nats-server#8274).
 // Each attempt must be refused (by NATS permissions or by the coordinator)
-// or ignored, or be what the identity's role allows; afterwards tx-a, which
-// payment votes against, is aborted everywhere, and tx-c commits everywhere.
+// or ignored (a forged reply the coordinator drops: its count of rejected
+// replies for that reply subject rises, and rises by the ignored attempts
+// alone), or be what the identity's role allows; afterwards tx-a, which
+// payment votes against, is aborted everywhere, and tx-c commits
+// everywhere. The counts lines go through reportCounts.
 func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 	dir := t.TempDir()
 	auth := natstxAuthInit(t, dir, "inventory", "payment")
@@ -426,6 +429,29 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 		{"participant inventory", creds("participant-inventory"), messages.ParticipantInbox("inventory")},
 		{"operator", creds("operator"), messages.OperatorInbox()},
 	}
+	// rejectedSince waits up to a second for the coordinator to count a
+	// rejected reply (messages.CheckReplySubject) on subject, a reply
+	// subject, beyond what it had counted before: the proof that an
+	// attempt that got past NATS was dropped by the coordinator, not merely
+	// expected to be.
+	rejectedSince := func(subject string, before orchestrator.StatsSnapshot) bool {
+		_, participant, ok := messages.ParseReplySubject(subject)
+		if !ok {
+			return false
+		}
+		deadline := time.Now().Add(time.Second)
+		for {
+			now := eng.Stats()
+			if now.RejectedReplies[participant] > before.RejectedReplies[participant] && now.MalformedReplies > before.MalformedReplies {
+				return true
+			}
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	atStart := eng.Stats()
 	report := map[string]map[string]int{}
 	for _, id := range identities {
 		counts := map[string]int{}
@@ -446,7 +472,7 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 				continue // an operator may abort tx-c; that would change its outcome by design
 			}
 			counts["attempts"]++
-			mark := v.mark()
+			mark, before := v.mark(), eng.Stats()
 			actx, cancel := context.WithTimeout(ctx, time.Second)
 			subject, err := a.run(actx, nc)
 			cancel()
@@ -458,7 +484,7 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 				got = refusedByNatstx
 			case err != nil:
 				got = "failed: " + err.Error()
-			case want[id.name][i] == ignored:
+			case rejectedSince(subject, before):
 				got = ignored
 			default:
 				got = allowed
@@ -518,15 +544,24 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 			}
 		}
 	}
-	total, refused := 0, 0
+	total, refused, dropped := 0, 0, 0
 	for _, id := range identities {
 		c := report[id.name]
 		total += c["attempts"]
 		refused += c[refusedByNATS] + c[refusedByNatstx]
-		t.Logf("security: %-22s %2d attempts: %2d refused by NATS, %d refused by the coordinator, %d ignored, %d allowed to its role",
-			id.name, c["attempts"], c[refusedByNATS], c[refusedByNatstx], c[ignored], c[allowed])
+		dropped += c[ignored]
+		reportCounts(t, fmt.Sprintf("security: %-22s %2d attempts: %2d refused by NATS, %d refused by the coordinator, %d ignored, %d allowed to its role",
+			id.name, c["attempts"], c[refusedByNATS], c[refusedByNatstx], c[ignored], c[allowed]))
 	}
-	t.Logf("security: %d attempts, %d refused; tx-a aborted, tx-b and tx-c committed at every participant, as without the attempts", total, refused)
+	// Every forged reply that reached the coordinator was counted as
+	// rejected, and nothing else was: the ignored attempts and no more.
+	end := eng.Stats()
+	if rose := end.MalformedReplies - atStart.MalformedReplies; rose != int64(dropped) {
+		t.Errorf("the coordinator counted %d rejected replies during the attempts (%v before, %v after), want %d, one per ignored attempt",
+			rose, atStart.RejectedReplies, end.RejectedReplies, dropped)
+	}
+	reportCounts(t, fmt.Sprintf("security: %d attempts, %d refused, %d ignored (the coordinator's rejected replies rose by %d); tx-a aborted, tx-b and tx-c committed at every participant, as without the attempts",
+		total, refused, dropped, end.MalformedReplies-atStart.MalformedReplies))
 }
 
 // errCoordinator marks an error answer of the coordinator API.
