@@ -18,13 +18,13 @@ demo: build
 # detector (fuzz seed corpora run as plain tests), through gotestsum (pinned
 # by go.mod's tool directive): one line per test as it ends, prefixed with its
 # package, so a long run shows where it is; a failed test's output in full;
-# then the counts some tests report for the record (the security acceptance
-# test's attempts and refusals, the cluster test's transactions and
-# violations), which that format would hide with the rest of a passing
-# test's output: they append them to $NATSTX_TEST_COUNTS (reportCounts in
-# integration/); and, last, the one-line summary "N passed, N failed, N
-# skipped" (failed counts failed tests and packages that did not build or
-# run).
+# then the counts tests report for the record (the fault tests'
+# transactions, committed, aborted, in doubt and violations, the security
+# acceptance test's attempts and refusals), which that format would hide
+# with the rest of a passing test's output: they append them to
+# $NATSTX_TEST_COUNTS (report.Counts, package integration/report); and,
+# last, the one-line summary "N passed, N failed, N skipped" (failed counts
+# failed tests and packages that did not build or run).
 TEST_FORMAT ?= testname
 TEST_COUNTS ?= $(or $(TMPDIR),/tmp)/natstx-test-counts.$(shell id -u)
 test: lint test-js

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/participants/services"
@@ -317,8 +318,7 @@ func TestChaos(t *testing.T) {
 		"faults injected %d (%s), %d supervisor restarts; %d Begin answers, %d begins that reached no coordinator; audit: transactions %d, committed %d, aborted %d, in_doubt %d, violations %d",
 		seed, duration, time.Since(r.start).Round(time.Second), tr.Transactions, tr.Committed, tr.Aborted, tr.InDoubt, tr.Violations,
 		total, strings.Join(fl, " "), r.supervised, answered, notBegun, audit.Transactions, audit.Committed, audit.Aborted, audit.InDoubt, audit.Violations)
-	fmt.Println(summary) // in CI output even without -v
-	t.Log(summary)
+	report.Counts(t, summary)
 	t.Logf("fault phase ended after %v; quiescent after %v", faultEnd.Round(time.Second), quiet.Round(time.Second))
 	t.Logf("fault schedule:\n%s", strings.Join(r.events, "\n"))
 

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
@@ -382,8 +383,8 @@ func TestClusterNodeLoss(t *testing.T) {
 		committedIn[0].Load(), committedIn[1].Load(), committedIn[2].Load(), committedIn[3].Load(),
 		answered, lost, audit.Transactions, audit.Committed, audit.Aborted, audit.InDoubt, audit.Violations,
 		time.Since(start).Round(time.Second), quiet.Round(time.Second))
-	reportCounts(t, summary)
-	reportCounts(t, refusals)
+	report.Counts(t, summary)
+	report.Counts(t, refusals)
 	for _, line := range tr.Conservation {
 		t.Log(line)
 	}

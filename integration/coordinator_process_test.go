@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 )
@@ -88,7 +89,7 @@ func TestCoordinatorProcessKilledAtEachPoint(t *testing.T) {
 			victim := killedTx(t, c1.stderr.String())
 			r.startServer("c1") // the same instance, restarted
 			rep := r.settled(ids)
-			t.Logf("killed at %s on %s: %d begin requests answered; %s", tc.point, victim, begun, rep)
+			report.Counts(t, fmt.Sprintf("killed at %s on %s: %d begin requests answered; %s", tc.point, victim, begun, rep))
 			if rep.Violations != 0 {
 				t.Fatalf("%s: %v", rep, rep.Problems)
 			}
@@ -141,7 +142,7 @@ func TestOneOfThreeCoordinatorsKilledUnderLoad(t *testing.T) {
 	ids, begun := r.beginAll("load", 300)
 	<-done
 	rep := r.settled(ids)
-	t.Logf("3 coordinators, c2 killed mid-run: %d begin requests answered; %s", begun, rep)
+	report.Counts(t, fmt.Sprintf("3 coordinators, c2 killed mid-run: %d begin requests answered; %s", begun, rep))
 	if rep.Violations != 0 || rep.Committed == 0 {
 		t.Fatalf("%s: %v", rep, rep.Problems)
 	}
@@ -192,7 +193,7 @@ func TestCoordinatorProcessPausedPastItsLeaseCannotCommitAfterAnAbort(t *testing
 	ids, begun := r.beginAll("paused", 200)
 	<-done
 	rep := r.settled(ids)
-	t.Logf("c1 paused 7s mid-run: %d begin requests answered; %s", begun, rep)
+	report.Counts(t, fmt.Sprintf("c1 paused 7s mid-run: %d begin requests answered; %s", begun, rep))
 	if rep.Violations != 0 {
 		t.Fatalf("%s: %v", rep, rep.Problems)
 	}

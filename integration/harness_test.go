@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,29 +16,6 @@ import (
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/sim"
 )
-
-// reportCounts logs line, counts a test reports for the record (attempts
-// and refusals, transactions and violations), and appends it to the file
-// that $NATSTX_TEST_COUNTS names, if set: `make test` runs the tests through
-// gotestsum, which shows a passing test's output only when verbose, and
-// prints that file after the run, so that the counts are in every CI log.
-func reportCounts(t *testing.T, line string) {
-	t.Helper()
-	t.Log(line)
-	path := os.Getenv("NATSTX_TEST_COUNTS")
-	if path == "" {
-		return
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Errorf("NATSTX_TEST_COUNTS: %v", err)
-		return
-	}
-	defer f.Close()
-	if _, err := fmt.Fprintf(f, "%s: %s\n", t.Name(), line); err != nil {
-		t.Errorf("NATSTX_TEST_COUNTS: %v", err)
-	}
-}
 
 // cluster is one embedded NATS server, one coordinator engine and a set of
 // simulated services behind participant runtimes.

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/participants/sim"
@@ -107,7 +109,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 	c.quiesce(30 * time.Second)
 	rep := sim.Check(append(results, sim.Result{ID: live.ID, Participants: []string{"inventory", "payment"}, Decided: true, Committed: live.Committed()}), c.services)
 	st := c.eng.Stats()
-	t.Logf("%s; malformed replies %d, stray %d, ignored %d", rep, st.MalformedReplies, st.StrayReplies, st.Ignored)
+	report.Counts(t, fmt.Sprintf("%s; malformed replies %d, stray %d, ignored %d", rep, st.MalformedReplies, st.StrayReplies, st.Ignored))
 	if rep.Violations != 0 || rep.InDoubt != 0 {
 		t.Fatalf("%s: %v", rep, rep.Problems)
 	}

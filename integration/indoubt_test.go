@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
@@ -202,7 +204,7 @@ func TestInDoubtParticipantsLearnAbortAfterTheCoordinatorDiesUndecided(t *testin
 		queries += r.runtimes[n].Stats().InDoubtQueries
 		resolved += r.runtimes[n].Stats().InDoubtResolved
 	}
-	t.Logf("%s; in-doubt queries %d, resolved %d", rep, queries, resolved)
+	report.Counts(t, fmt.Sprintf("%s; in-doubt queries %d, resolved %d", rep, queries, resolved))
 	if rep.Violations != 0 || rep.Aborted != 1 || resolved == 0 {
 		t.Fatalf("want one transaction aborted through in-doubt resolution: %s, resolved %d, problems %v", rep, resolved, rep.Problems)
 	}
@@ -234,7 +236,7 @@ func TestInDoubtParticipantsLearnCommitOnceACoordinatorIsBack(t *testing.T) {
 	}
 	r.coordinator(orchestrator.Config{Instance: "c2"})
 	rep := r.settled(ids)
-	t.Logf("%s", rep)
+	report.Counts(t, rep.String())
 	if rep.Violations != 0 || rep.Committed != 1 {
 		t.Fatalf("want the transaction committed everywhere: %s %v", rep, rep.Problems)
 	}

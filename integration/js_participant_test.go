@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 )
@@ -194,8 +195,8 @@ func TestJSParticipant(t *testing.T) {
 	for _, p := range rep.Problems {
 		t.Error("audit problem:", p)
 	}
-	t.Logf("natstx audit: %d transactions, %d committed, %d aborted, %d in doubt, %d violations",
-		rep.Transactions, rep.Committed, rep.Aborted, rep.InDoubt, rep.Violations)
+	report.Counts(t, fmt.Sprintf("natstx audit: %d transactions, %d committed, %d aborted, %d in doubt, %d violations",
+		rep.Transactions, rep.Committed, rep.Aborted, rep.InDoubt, rep.Violations))
 	if rep.Violations != 0 || rep.InDoubt != 0 || rep.Transactions != n || rep.Committed != committed || rep.Aborted != aborted {
 		t.Errorf("audit %+v; want %d transactions, %d committed, %d aborted, none in doubt, 0 violations", rep, n, committed, aborted)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 )
@@ -296,8 +297,8 @@ func TestJSParticipantSecure(t *testing.T) {
 	if count(1) < len(want) || count(2) < len(want)-1 || count(3) < 1 || count(5) != 0 {
 		t.Errorf("the JavaScript participant: %s; want %d prepares, %d commits, 1 abort, none rejected", stats[0], len(want), len(want)-1)
 	}
-	t.Logf("under natstx auth init over TLS: %s; audit: %d transactions, %d committed, %d aborted, %d violations",
-		strings.TrimPrefix(stats[0], "participant inventory stopped: "), rep.Transactions, rep.Committed, rep.Aborted, rep.Violations)
+	report.Counts(t, fmt.Sprintf("under natstx auth init over TLS: %s; audit: %d transactions, %d committed, %d aborted, %d in doubt, %d violations",
+		strings.TrimPrefix(stats[0], "participant inventory stopped: "), rep.Transactions, rep.Committed, rep.Aborted, rep.InDoubt, rep.Violations))
 }
 
 // firstLine is the first line of s.

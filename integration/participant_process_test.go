@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants"
@@ -297,7 +298,7 @@ func (r *rig) verify(orders []order, svcs map[string]services.Service) {
 	for _, p := range problems {
 		r.t.Error("violation:", p)
 	}
-	r.t.Logf("atomicity: %d transactions, %d committed, %d aborted, %d violations", len(orders), committed, len(orders)-committed, violations)
+	report.Counts(r.t, fmt.Sprintf("atomicity: %d transactions, %d committed, %d aborted, %d violations", len(orders), committed, len(orders)-committed, violations))
 	lines, err := services.CheckAll(ctx, svcs)
 	for _, l := range lines {
 		r.t.Log(l)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
@@ -34,7 +36,7 @@ func TestRecordBucketsStayBounded(t *testing.T) {
 	results, _ := c.load(n, 500, 5*time.Second)
 	c.quiesce(time.Minute)
 	rep := sim.Check(results, c.services)
-	t.Logf("%s in %v", rep, time.Since(start).Round(time.Millisecond))
+	report.Counts(t, fmt.Sprintf("%s in %v", rep, time.Since(start).Round(time.Millisecond)))
 	if rep.Violations != 0 || rep.InDoubt != 0 || rep.Transactions != n {
 		t.Fatalf("%s: %v", rep, rep.Problems)
 	}
@@ -100,8 +102,8 @@ func TestNATSRestartMidRun(t *testing.T) {
 	c.quiesce(2 * time.Minute)
 	rep := sim.Check(results, c.services)
 	st := c.eng.Stats()
-	t.Logf("%s; server stopped mid-run: %v; timeouts %d, resends %d, publish errors %d, persist errors %d",
-		rep, stopped.Load(), st.Timeouts, st.Resends, st.PublishErrors, st.PersistErrors)
+	report.Counts(t, fmt.Sprintf("%s; server stopped mid-run: %v; timeouts %d, resends %d, publish errors %d, persist errors %d",
+		rep, stopped.Load(), st.Timeouts, st.Resends, st.PublishErrors, st.PersistErrors))
 	for _, p := range rep.Problems {
 		t.Error("violation:", p)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
@@ -518,7 +519,7 @@ func (r *sagaRig) check(final map[string]messages.TxStatus) sagaReport {
 		r.t.Errorf("the services hold %d units sold, %d captured, %d deliveries booked; the completed sagas add up to %d, %d, %d",
 			gotSold, gotCaptured, gotBooked, sold, captured, booked)
 	}
-	r.t.Logf("sagas: %s", rep)
+	report.Counts(r.t, "sagas: "+rep.String())
 	if violations != 0 {
 		r.t.Errorf("%d violations", violations)
 	}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/orchestrator/saga"
@@ -103,7 +104,7 @@ func TestSagasOnTheExampleServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("sagas: %d sagas, %d completed, %d compensated, %d violations; stats %+v", len(results), states[saga.StateCompleted], states[saga.StateCompensated], violations, eng.Stats())
+	report.Counts(t, fmt.Sprintf("sagas: %d sagas, %d completed, %d compensated, %d violations; stats %+v", len(results), states[saga.StateCompleted], states[saga.StateCompensated], violations, eng.Stats()))
 	for _, line := range broken {
 		t.Log(line)
 	}

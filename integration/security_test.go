@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
@@ -203,7 +204,7 @@ type attempt struct {
 // replies for that reply subject rises, and rises by the ignored attempts
 // alone), or be what the identity's role allows; afterwards tx-a, which
 // payment votes against, is aborted everywhere, and tx-c commits
-// everywhere. The counts lines go through reportCounts.
+// everywhere. The counts lines go through report.Counts.
 func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 	dir := t.TempDir()
 	auth := natstxAuthInit(t, dir, "inventory", "payment")
@@ -452,10 +453,10 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 		}
 	}
 	atStart := eng.Stats()
-	report := map[string]map[string]int{}
+	byIdentity := map[string]map[string]int{}
 	for _, id := range identities {
 		counts := map[string]int{}
-		report[id.name] = counts
+		byIdentity[id.name] = counts
 		nc, v, err := dialAs(url, id.creds, id.inbox)
 		if err != nil {
 			if id.creds != "" {
@@ -546,11 +547,11 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 	}
 	total, refused, dropped := 0, 0, 0
 	for _, id := range identities {
-		c := report[id.name]
+		c := byIdentity[id.name]
 		total += c["attempts"]
 		refused += c[refusedByNATS] + c[refusedByNatstx]
 		dropped += c[ignored]
-		reportCounts(t, fmt.Sprintf("security: %-22s %2d attempts: %2d refused by NATS, %d refused by the coordinator, %d ignored, %d allowed to its role",
+		report.Counts(t, fmt.Sprintf("security: %-22s %2d attempts: %2d refused by NATS, %d refused by the coordinator, %d ignored, %d allowed to its role",
 			id.name, c["attempts"], c[refusedByNATS], c[refusedByNatstx], c[ignored], c[allowed]))
 	}
 	// Every forged reply that reached the coordinator was counted as
@@ -560,7 +561,7 @@ func TestSecurityHostileIdentitiesChangeNothing(t *testing.T) {
 		t.Errorf("the coordinator counted %d rejected replies during the attempts (%v before, %v after), want %d, one per ignored attempt",
 			rose, atStart.RejectedReplies, end.RejectedReplies, dropped)
 	}
-	reportCounts(t, fmt.Sprintf("security: %d attempts, %d refused, %d ignored (the coordinator's rejected replies rose by %d); tx-a aborted, tx-b and tx-c committed at every participant, as without the attempts",
+	report.Counts(t, fmt.Sprintf("security: %d attempts, %d refused, %d ignored (the coordinator's rejected replies rose by %d); tx-a aborted, tx-b and tx-c committed at every participant, as without the attempts",
 		total, refused, dropped, end.MalformedReplies-atStart.MalformedReplies))
 }
 

@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/participants/sim"
 )
@@ -23,7 +25,7 @@ func TestAtomicityUnderRandomFailures(t *testing.T) {
 	c.quiesce(60 * time.Second)
 	rep := sim.Check(results, c.services)
 	st := c.eng.Stats()
-	t.Logf("%s; peak in flight %d; timeouts %d, resends %d", rep, peak, st.Timeouts, st.Resends)
+	report.Counts(t, fmt.Sprintf("%s; peak in flight %d; timeouts %d, resends %d", rep, peak, st.Timeouts, st.Resends))
 	for _, p := range rep.Problems {
 		t.Error("violation:", p)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants/sim"
 )
@@ -39,7 +40,7 @@ func TestAuditCountsAndExitCodes(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("audit: %v", rep)
+	report.Counts(t, fmt.Sprintf("audit: %v", rep))
 	if rep["transactions"] != 12 || rep["committed"]+rep["aborted"] != 12 || rep["violations"] != 0 || rep["committed"] == 0 || rep["aborted"] == 0 {
 		t.Fatalf("audit report %v", rep)
 	}

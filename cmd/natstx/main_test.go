@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/natstx/natstx/integration/report"
 )
 
 // natstxBin is the natstx binary built once for the tests, which run it as a
@@ -72,7 +74,7 @@ func TestDemoJSONReportsAtomicity(t *testing.T) {
 			t.Fatalf("key %q missing or not a number in %s", k, stdout)
 		}
 	}
-	t.Logf("demo: %s", strings.TrimSpace(stdout))
+	report.Counts(t, "demo: "+strings.TrimSpace(stdout))
 	if s["violations"].(float64) != 0 {
 		t.Fatalf("violations: %s", stdout)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/participants/sim"
 )
 
@@ -36,7 +37,7 @@ func TestDemoSagaJSONReportsCompletedAndCompensatedSagas(t *testing.T) {
 			t.Fatalf("the saga demo lacks key %q of the 2pc demo: %s", k, stdout)
 		}
 	}
-	t.Logf("demo --saga: %s", strings.TrimSpace(stdout))
+	report.Counts(t, "demo --saga: "+strings.TrimSpace(stdout))
 	if s["violations"].(float64) != 0 || s["in_doubt"].(float64) != 0 {
 		t.Fatalf("violations: %s", stdout)
 	}

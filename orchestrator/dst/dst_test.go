@@ -10,6 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	// Imported as testreport: this package's report fails a test with a
+	// run's violations.
+	testreport "github.com/natstx/natstx/integration/report"
 )
 
 var (
@@ -39,7 +43,7 @@ func TestSimulation(t *testing.T) {
 			}
 			t.Logf("trace (%d lines) written to %s", r.TraceLines, *flagTrace)
 		}
-		t.Log(r.Summary())
+		testreport.Counts(t, r.Summary())
 		report(t, r)
 		return
 	}
@@ -72,9 +76,9 @@ func TestSimulation(t *testing.T) {
 			report(t, r)
 		}
 	}
-	t.Logf("seeds=%d (%d..%d) transactions=%d committed=%d aborted=%d in_doubt=%d %s violations=%d failed_seeds=%v",
+	testreport.Counts(t, fmt.Sprintf("seeds=%d (%d..%d) transactions=%d committed=%d aborted=%d in_doubt=%d %s violations=%d failed_seeds=%v",
 		len(results), *flagFirst, *flagFirst+uint64(seeds)-1, total.Transactions, total.Committed, total.Aborted,
-		total.InDoubt, total.sagaCounts(), len(total.Violations), failed)
+		total.InDoubt, total.sagaCounts(), len(total.Violations), failed))
 	t.Logf("simulated=%v wall=%v %s", total.SimTime.Round(time.Second), time.Since(start).Round(time.Millisecond), statsLine(total.Stats))
 	if seeds >= 16 {
 		faultsHappened(t, total.Stats)
