@@ -382,22 +382,7 @@ func TestClientBeginSendsASoonerContextDeadline(t *testing.T) {
 	}})
 	c := newClient(t, f)
 	// A second subscriber sees each begin request the coordinator gets.
-	spy, err := f.nc.SubscribeSync(messages.APIBegin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sent := func() messages.BeginRequest {
-		t.Helper()
-		m, err := spy.NextMsg(10 * time.Second)
-		if err != nil {
-			t.Fatalf("no begin request: %v", err)
-		}
-		var req messages.BeginRequest
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			t.Fatal(err)
-		}
-		return req
-	}
+	sent, spy := spyOn[messages.BeginRequest](t, f.nc, messages.APIBegin)
 	// begin runs transaction id to its outcome with ctx and the request's
 	// timeoutMs, and returns the request sent and the deadline its prepare
 	// carried, and when it began, within [from, to].

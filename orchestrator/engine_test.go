@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -125,6 +126,32 @@ func holding(release <-chan struct{}, err error) participants.HandlerFuncs {
 func bareNATS(t testing.TB) *nats.Conn {
 	t.Helper()
 	return (&fixture{t: t, srv: startNATS(t)}).connect()
+}
+
+// spyOn subscribes on nc to subject, a second subscriber beside the
+// coordinator, and returns a function that waits for the next message
+// there and decodes it as a T, and the subscription.
+func spyOn[T any](t testing.TB, nc *nats.Conn, subject string) (func() T, *nats.Subscription) {
+	t.Helper()
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() T {
+		t.Helper()
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("nothing on %s: %v", subject, err)
+		}
+		var v T
+		if err := json.Unmarshal(m.Data, &v); err != nil {
+			t.Fatalf("%s: %v in %s", subject, err, m.Data)
+		}
+		return v
+	}, sub
 }
 
 func TestAllVoteCommitCommits(t *testing.T) {

@@ -2,7 +2,6 @@ package orchestrator_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -80,22 +79,7 @@ func TestClientBeginSagaSendsASoonerContextDeadline(t *testing.T) {
 	f.sagaParticipant("a", always(messages.Ack))
 	c := newClient(t, f)
 	// A second subscriber sees each saga begin request the coordinator gets.
-	spy, err := f.nc.SubscribeSync(messages.APISagaBegin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sent := func() messages.SagaBeginRequest {
-		t.Helper()
-		m, err := spy.NextMsg(10 * time.Second)
-		if err != nil {
-			t.Fatalf("no saga begin request: %v", err)
-		}
-		var req messages.SagaBeginRequest
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			t.Fatal(err)
-		}
-		return req
-	}
+	sent, spy := spyOn[messages.SagaBeginRequest](t, f.nc, messages.APISagaBegin)
 	def := `{"name":"t","deadline":"1m","steps":[{"name":"s","participant":"a","action":{}}]}`
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

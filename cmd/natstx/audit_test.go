@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/participants/sim"
@@ -49,15 +46,7 @@ func TestAuditCountsAndExitCodes(t *testing.T) {
 		t.Fatalf("text audit: %s", stdout)
 	}
 	// A status that says committed where the services aborted: exit 1.
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, url)
 	kv, err := js.KeyValue(context.Background(), messages.StatusBucket)
 	if err != nil {
 		t.Fatal(err)

@@ -114,27 +114,8 @@ func TestBenchAgainstAServerBoundsOnlyTheWait(t *testing.T) {
 	}
 	defer nc.Close()
 	// Second subscribers see each begin request the coordinator gets.
-	spy, err := nc.SubscribeSync(messages.APIBegin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sagaSpy, err := nc.SubscribeSync(messages.APISagaBegin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	each := func(sub *nats.Subscription, n int, check func(data []byte)) {
-		t.Helper()
-		for i := range n {
-			m, err := sub.NextMsg(5 * time.Second)
-			if err != nil {
-				t.Fatalf("begin request %d of %d: %v", i+1, n, err)
-			}
-			check(m.Data)
-		}
-	}
+	sent := spyOn[messages.BeginRequest](t, nc, messages.APIBegin)
+	sagaSent := spyOn[messages.SagaBeginRequest](t, nc, messages.APISagaBegin)
 	for _, protocol := range []string{"2pc", "saga"} {
 		stdout, stderr, code := run(t, 2*time.Minute, "bench", "--nats", url, "--protocol", protocol, "--participants", "svc-a", "--count", "5",
 			"--prepare-timeout", "2s", "--quiesce-timeout", "20s", "--jetstream-msgs", "0", "--json")
@@ -142,18 +123,16 @@ func TestBenchAgainstAServerBoundsOnlyTheWait(t *testing.T) {
 			t.Fatalf("%s: exit %d\nstdout:\n%s\nstderr:\n%s", protocol, code, stdout, stderr)
 		}
 	}
-	each(spy, 5, func(data []byte) {
-		var req messages.BeginRequest
-		if err := json.Unmarshal(data, &req); err != nil || req.TimeoutMs != 2000 || req.CallerTimeoutMs != 0 {
-			t.Fatalf("bench sent %s (%v); want timeout_ms 2000 (--prepare-timeout) and no caller_timeout_ms", data, err)
+	for range 5 {
+		if req := sent(); req.TimeoutMs != 2000 || req.CallerTimeoutMs != 0 {
+			t.Fatalf("bench sent timeout_ms %d, caller_timeout_ms %d; want timeout_ms 2000 (--prepare-timeout) and no caller_timeout_ms", req.TimeoutMs, req.CallerTimeoutMs)
 		}
-	})
-	each(sagaSpy, 5, func(data []byte) {
-		var req messages.SagaBeginRequest
-		if err := json.Unmarshal(data, &req); err != nil || req.TimeoutMs != 0 {
-			t.Fatalf("bench --protocol saga sent timeout_ms %d (%v); want none: the 22s wait is not the saga's deadline", req.TimeoutMs, err)
+	}
+	for range 5 {
+		if req := sagaSent(); req.TimeoutMs != 0 {
+			t.Fatalf("bench --protocol saga sent timeout_ms %d; want none: the 22s wait is not the saga's deadline", req.TimeoutMs)
 		}
-	})
+	}
 }
 
 // TestBenchPayloadPerRunningParticipant: --payload gives a running

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/sim"
@@ -204,6 +206,48 @@ func startSim(t *testing.T, url string, cfg sim.Config) *sim.Service {
 		nc.Close()
 	})
 	return svc
+}
+
+// connectJS connects to the NATS server at url, closing the connection
+// when the test ends, and returns it with its JetStream context.
+func connectJS(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// spyOn subscribes on nc to subject, a second subscriber beside the
+// coordinator, and returns a function that waits for the next message
+// there and decodes it as a T.
+func spyOn[T any](t *testing.T, nc *nats.Conn, subject string) func() T {
+	t.Helper()
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() T {
+		t.Helper()
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("nothing on %s: %v", subject, err)
+		}
+		var v T
+		if err := json.Unmarshal(m.Data, &v); err != nil {
+			t.Fatalf("%s: %v in %s", subject, err, m.Data)
+		}
+		return v
+	}
 }
 
 // wantExit runs natstx and checks the exit code and that stderr (or stdout)

@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 )
@@ -82,15 +79,7 @@ func TestServerNotReadyWithoutItsStreams(t *testing.T) {
 	if code, body := scrape(t, "http://"+serverMetrics+"/readyz"); code != http.StatusOK || body != "ready\n" {
 		t.Fatalf("server /readyz with its streams: %d %q", code, body)
 	}
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := js.DeleteStream(ctx, messages.CommandStream); err != nil {

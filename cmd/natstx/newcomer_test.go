@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/embedded"
 	"github.com/natstx/natstx/participants/sim"
@@ -251,15 +248,8 @@ func TestBenchOnARunningServerUsesItsCoordinatorAndSurvivesItsEnd(t *testing.T) 
 // on the server at url.
 func assertNoBenchStream(t *testing.T, url string) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJS(t, url)
+	defer nc.Close() // now, not at the test's end: the test goes on to kill the server
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	names := js.StreamNames(ctx)

@@ -237,25 +237,7 @@ func TestTxBeginTimeoutBoundsOnlyTheWait(t *testing.T) {
 	}
 	defer nc.Close()
 	// A second subscriber sees each begin request the coordinator gets.
-	spy, err := nc.SubscribeSync(messages.APIBegin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	sent := func() messages.BeginRequest {
-		t.Helper()
-		m, err := spy.NextMsg(10 * time.Second)
-		if err != nil {
-			t.Fatalf("no begin request: %v", err)
-		}
-		var req messages.BeginRequest
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			t.Fatal(err)
-		}
-		return req
-	}
+	sent := spyOn[messages.BeginRequest](t, nc, messages.APIBegin)
 
 	// ghost never votes: no outcome within the 1s wait.
 	wantExit(t, 1, "no outcome within --timeout 1s", "tx", "begin", "--nats", url, "--id", "wait-1", "-p", "inventory", "-p", "ghost", "--timeout", "1s")
