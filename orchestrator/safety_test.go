@@ -313,3 +313,44 @@ func staleStatusOfALiveInstanceIsCorrected(t *testing.T, f *fixture, id, final, 
 		return err == nil && json.Unmarshal(e.Value(), &now) == nil && now.State == final
 	}, "the final status written again over c9's stale one")
 }
+
+// A slow transaction's status is refreshed when whom it waits for changes,
+// or every ten seconds, not at each resend: under overload each refresh (a
+// read, a decode, a compare-and-set write) at every resend of every slow
+// transaction took a fifth of the CPU and collapsed the throughput
+// (docs/BENCHMARKS.md). Here "ghost" never answers: dozens of resends, the
+// waiting set the same, and the status is written a few times at most.
+func TestASlowTransactionsStatusIsNotRewrittenAtEveryResend(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, StatusLinger: -1})
+	f.participant("a", newCounting())
+	ctx := ctxT(t, 30*time.Second)
+	w, err := statusBucket(t, f).WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a", "ghost"), Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return f.eng.Stats().Resends >= 40 }, "40 resends to ghost")
+	// Every write the watch has yet to deliver, until it stays quiet for
+	// half a second (a few more resends meanwhile), for 3 s at most.
+	writes := 0
+	end := time.After(3 * time.Second)
+	for done := false; !done; {
+		select {
+		case <-end:
+			done = true
+		case e := <-w.Updates():
+			if e != nil && e.Key() == id {
+				writes++
+			}
+		case <-time.After(500 * time.Millisecond):
+			done = true
+		}
+	}
+	if writes > 4 {
+		t.Fatalf("%d status writes over %d resends, want a few (begin, a vote, a refresh)", writes, f.eng.Stats().Resends)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,21 @@ func statusOf(out Outcome, owner string, started, decided, updated time.Time) me
 		st.WaitingSince = time.Time{}
 	}
 	return st
+}
+
+// waitingFor names the participants out still waits for (a vote while
+// preparing, an acknowledgement once decided), comma-separated.
+func waitingFor(out Outcome) string {
+	var b strings.Builder
+	for _, p := range out.Participants {
+		if (out.State == Preparing && p.Vote == txn.VotePending) || (out.State.Decided() && !out.State.Final() && !p.Acked) {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(p.Name)
+		}
+	}
+	return b.String()
 }
 
 // statusFlushEvent has a shard write the statuses that changed (Config.StatusLinger).
