@@ -79,6 +79,10 @@ type BarrierConfig struct {
 	// SagaHandler does the saga steps' work inside the Barrier's
 	// transactions.
 	SagaHandler SQLSagaHandler
+	// GroupCommit: whether the local transactions of commands that wait
+	// for one another commit as one (see GroupCommit); default
+	// GroupCommitAuto, on for SQLite.
+	GroupCommit GroupCommit
 	// Before, if set, runs before each command's local transaction opens,
 	// duplicates included; an error fails the command as a handler error
 	// would. For work that must not hold the database, e.g. simulated latency.
@@ -110,6 +114,7 @@ type Barrier struct {
 	// stmts are the prepared statements, by stmtID; closed once Close ran.
 	stmts  [numStmts]*sql.Stmt
 	closed atomic.Bool
+	groupState
 }
 
 // ErrBarrier wraps a database error of a Barrier: the command could not be
@@ -134,7 +139,13 @@ func NewBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 	if err := messages.ValidateName("BarrierConfig.Table", cfg.Table); err != nil || strings.Contains(cfg.Table, "-") {
 		return nil, fmt.Errorf("%w: BarrierConfig.Table %q must be letters, digits and '_'", ErrInvalidConfig, cfg.Table)
 	}
+	switch cfg.GroupCommit {
+	case GroupCommitAuto, GroupCommitOn, GroupCommitOff:
+	default:
+		return nil, fmt.Errorf("%w: BarrierConfig.GroupCommit %s is not auto, on or off", ErrInvalidConfig, cfg.GroupCommit)
+	}
 	b := &Barrier{db: cfg.DB, dialect: cfg.Dialect, table: cfg.Table, h: cfg.Handler, sh: cfg.SagaHandler, before: cfg.Before}
+	b.group = cfg.GroupCommit == GroupCommitOn || cfg.GroupCommit == GroupCommitAuto && cfg.Dialect == SQLite
 	ddl := `CREATE TABLE IF NOT EXISTS ` + b.table + ` (
 	participant TEXT NOT NULL,
 	txid        TEXT NOT NULL,
@@ -283,25 +294,6 @@ func (b *Barrier) rows(ctx context.Context, dbtx *sql.Tx, participant, txid stri
 		return nil, fmt.Errorf("%w: reading %s: %w", ErrBarrier, txid, err)
 	}
 	return m, nil
-}
-
-// inTx runs fn in a local transaction and commits it if fn returns nil.
-func (b *Barrier) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	if err := b.checkOpen(); err != nil {
-		return err
-	}
-	dbtx, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("%w: beginning a transaction: %w", ErrBarrier, err)
-	}
-	if err := fn(dbtx); err != nil {
-		_ = dbtx.Rollback()
-		return err
-	}
-	if err := dbtx.Commit(); err != nil {
-		return fmt.Errorf("%w: committing: %w", ErrBarrier, err)
-	}
-	return nil
 }
 
 // stateOf derives a State from a transaction's rows.
