@@ -572,8 +572,9 @@ func (e *Engine) OldestInFlight() time.Duration {
 
 // Ready reports whether the engine takes transactions now: started and not
 // stopped, not draining, connected to NATS, and its lease renewed within
-// Config.LeaseTTL (its stream and buckets exist: Start declared them). For
-// readiness probes: natstx server's /readyz.
+// Config.LeaseTTL. Start declared the stream and buckets, but Ready does not
+// look at them again; ReadyCheck, which natstx server's /readyz uses, adds
+// that look.
 func (e *Engine) Ready() error {
 	switch {
 	case !e.running.Load() || e.halted.Load():
