@@ -113,13 +113,16 @@ func TestErrorsHaveOnePrefix(t *testing.T) {
 	}
 }
 
-// TestWatchPrintsEachChangeOnce: the status is rewritten at every re-send of
-// a command (its send count changes), but watch prints a transaction's line
-// again only when what it shows changed. A participant that does not exist
-// never answers: its prepare times out and its abort is re-sent for seconds.
+// TestWatchPrintsEachChangeOnce: a slow transaction's status is rewritten at
+// a re-send every 10 s (its send count changes), but watch prints a
+// transaction's line again only when what it shows changed. A participant
+// that does not exist never answers: its prepare times out and its abort is
+// re-sent for longer than the watch: at 1, 1.5, 2.5, 4.5, 8.5 and 13.5 s
+// (the default re-send delays), the last 10 s after the refresh at the
+// prepare's re-send, so the watch, 17 s, runs past one rewrite.
 func TestWatchPrintsEachChangeOnce(t *testing.T) {
 	_, url := startServer(t)
-	watch := startProc(t, nil, "tx", "watch", "--nats", url, "--json", "--tx", "ghostly", "--for", "8s")
+	watch := startProc(t, nil, "tx", "watch", "--nats", url, "--json", "--tx", "ghostly", "--for", "17s")
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(watch.stderr.String(), "watching transactions") {
 		if time.Now().After(deadline) {
@@ -142,10 +145,11 @@ func TestWatchPrintsEachChangeOnce(t *testing.T) {
 	if strings.Join(states, ",") != "preparing,aborting" {
 		t.Fatalf("want one line per change (preparing, aborting), got %v:\n%s", states, watch.out())
 	}
+	// The watch saw the rewrite: the status it ended on counts re-sends.
 	st := wantExit(t, 0, "aborting", "tx", "status", "--nats", url, "ghostly", "--json")
 	var s messages.TxStatus
 	if err := json.Unmarshal([]byte(st), &s); err != nil || s.Participants[0].Sends < 2 {
-		t.Fatalf("the abort was not re-sent, so this test proves nothing: %v %s", err, st)
+		t.Fatalf("the status was not rewritten with the abort's re-sends during the watch, so this test proves nothing: %v %s", err, st)
 	}
 }
 
