@@ -23,7 +23,7 @@ import (
 // its prepare and the commit reaching it: that case delays more messages
 // (0.3), which widens the window; in seeds 1-12 it shows the bug in 6, the
 // common mix in 2 (7 before a slow transaction's status was refreshed less
-// often, which let commits finish sooner).
+// often, which changed the runs' timing).
 func TestPlantedBugsAreCaught(t *testing.T) {
 	seeds := 12
 	if raceDetector {
