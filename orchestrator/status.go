@@ -62,9 +62,7 @@ func statusOf(out Outcome, owner string, started, decided, updated time.Time) me
 	}
 	for i, p := range out.Participants {
 		st.Participants[i] = messages.ParticipantStatus{Name: p.Name, Vote: p.Vote.String(), Reason: p.Reason, Acked: p.Acked, Sends: p.Sends, Rejected: p.Rejected}
-		switch {
-		case out.State.Final():
-		case out.State == Preparing && p.Vote == txn.VotePending, out.State.Decided() && !p.Acked:
+		if waitsFor(out, p) {
 			st.Waiting = append(st.Waiting, p.Name)
 		}
 	}
@@ -74,12 +72,24 @@ func statusOf(out Outcome, owner string, started, decided, updated time.Time) me
 	return st
 }
 
-// waitingFor names the participants out still waits for (a vote while
-// preparing, an acknowledgement once decided), comma-separated.
+// waitsFor reports whether out still waits for participant p: for its vote
+// while preparing, for its acknowledgement once decided and until final.
+func waitsFor(out Outcome, p txn.PartResult) bool {
+	switch {
+	case out.State.Final():
+		return false
+	case out.State == Preparing:
+		return p.Vote == txn.VotePending
+	}
+	return out.State.Decided() && !p.Acked
+}
+
+// waitingFor names the participants out still waits for (waitsFor),
+// comma-separated: the status's Waiting, as one comparable string.
 func waitingFor(out Outcome) string {
 	var b strings.Builder
 	for _, p := range out.Participants {
-		if (out.State == Preparing && p.Vote == txn.VotePending) || (out.State.Decided() && !out.State.Final() && !p.Acked) {
+		if waitsFor(out, p) {
 			if b.Len() > 0 {
 				b.WriteByte(',')
 			}
