@@ -1,9 +1,11 @@
 package messages
 
 // NATS subject permissions of natstx's identities. A secure deployment puts
-// every natstx identity in one NATS account with JetStream enabled and gives
-// each user the permissions its role returns here; `natstx auth init` renders
-// them into user JWTs. docs/SECURITY.md explains each entry.
+// each identity in the account of its role (accounts.go) and gives each user
+// the permissions its role returns here; `natstx auth init` renders them into
+// user JWTs. The subjects are those of the identity's own account: a
+// participant or an operator reaches natstx's JetStream API under
+// JetStreamAPIPrefix. docs/SECURITY.md explains each entry.
 //
 // Everything not allowed is denied: the Deny lists only restate, for the
 // reader and as a second line of defence, what a role must never do.
@@ -49,9 +51,8 @@ type Permissions struct {
 	AllowResponses bool
 }
 
-// The JetStream API and its subjects, as the permissions name them.
+// The JetStream subjects, as the permissions name them.
 const (
-	jsAPI = "$JS.API"
 	jsAck = "$JS.ACK"
 	jsFC  = "$JS.FC"
 	kvPfx = "$KV"
@@ -81,42 +82,39 @@ func PermissionsFor(role Role, name string) (Permissions, bool) {
 // CoordinatorPermissions are the coordinator's: everything natstx does in
 // its account. It declares and writes the stream and buckets, creates each
 // participant's consumer, publishes commands, serves the API, receives
-// every reply, and answers requests (whose inboxes it may publish to).
+// every reply, and answers requests (whose inboxes it may publish to; a
+// request from another account comes with a reply subject the server
+// chose, which AllowResponses admits).
 func CoordinatorPermissions() Permissions {
 	return Permissions{
 		PublishAllow: []string{
 			"natstx.>",
-			jsAPI + ".>", jsAck + ".>", jsFC + ".>",
+			jsAPIPrefix + ".>", jsAck + ".>", jsFC + ".>",
 			kvPfx + ".>",
 			"_INBOX.>", InboxRoot + ".>",
 		},
 		SubscribeAllow: []string{"natstx.>", "_INBOX.>", InboxRoot + ".>"},
+		AllowResponses: true,
 	}
 }
 
-// OperatorPermissions are the operator's: the coordinator API (begin,
-// abort, status, saga actions), audits of participants, and reading the
-// status bucket (a key, a watch). It publishes no command, no reply, and
-// no bucket write, and reads neither the command stream nor the other
-// buckets.
+// jsInfo is the JetStream account-information request. In the participants'
+// and operators' accounts the server answers it itself ("JetStream not
+// enabled for account"), which tells a client to use JetStreamAPIPrefix.
+const jsInfo = jsAPIPrefix + ".INFO"
+
+// OperatorPermissions are the operator's, in the operators' account: the
+// coordinator API (begin, abort, status, saga actions), audits of
+// participants, and reading the status bucket (a key, a watch), which is all
+// that account imports besides. It publishes no command, no reply, and no
+// bucket write, and reads neither the command stream nor the other buckets.
 func OperatorPermissions() Permissions {
-	s := StatusStream
+	allow := []string{"natstx.api.v1.>", AuditSubject("*"), jsInfo}
+	for _, e := range operatorJS() {
+		allow = append(allow, localJS(e.Subject))
+	}
 	return Permissions{
-		PublishAllow: []string{
-			"natstx.api.v1.>",
-			"natstx.audit.*",
-			jsAPI + ".INFO",
-			jsAPI + ".STREAM.INFO." + s,
-			jsAPI + ".STREAM.MSG.GET." + s,
-			jsAPI + ".DIRECT.GET." + s,
-			jsAPI + ".DIRECT.GET." + s + ".>",
-			jsAPI + ".CONSUMER.CREATE." + s + ".>",
-			jsAPI + ".CONSUMER.INFO." + s + ".*",
-			jsAPI + ".CONSUMER.DELETE." + s + ".*",
-			jsAPI + ".CONSUMER.MSG.NEXT." + s + ".*",
-			jsAck + "." + s + ".>",
-			jsFC + "." + s + ".>",
-		},
+		PublishAllow: allow,
 		PublishDeny: []string{
 			CommandPrefix + ".>", ReplyPrefix + ".>", kvPfx + ".>",
 		},
@@ -125,10 +123,11 @@ func OperatorPermissions() Permissions {
 	}
 }
 
-// ParticipantPermissions are participant name's: look up and read only its
-// own durable consumer, whose filter is its own commands; acknowledge them;
-// reply on its own reply subject; ask the coordinators about a transaction
-// in doubt; and answer audits addressed to it.
+// ParticipantPermissions are participant name's, in the participants'
+// account: look up and read only its own durable consumer, whose filter is
+// its own commands; acknowledge them; reply on its own reply subject; ask
+// the coordinators about a transaction in doubt; and answer audits addressed
+// to it.
 //
 // A participant may not create or update any consumer, its own included:
 // the creator of a consumer chooses where the server delivers its messages
@@ -144,14 +143,16 @@ func ParticipantPermissions(name string) Permissions {
 		PublishAllow: []string{
 			ReplyPrefix + ".*." + name,
 			APIOutcome,
-			jsAPI + ".STREAM.INFO." + CommandStream,
-			jsAPI + ".CONSUMER.INFO." + CommandStream + "." + cons,
-			jsAPI + ".CONSUMER.MSG.NEXT." + CommandStream + "." + cons,
+			jsInfo,
+			localJS(jsAPI("STREAM.INFO." + CommandStream)),
+			localJS(jsAPI("CONSUMER.INFO." + CommandStream + "." + cons)),
+			localJS(jsAPI("CONSUMER.MSG.NEXT." + CommandStream + "." + cons)),
 			jsAck + "." + CommandStream + "." + cons + ".>",
 		},
 		PublishDeny: []string{
 			CommandPrefix + ".>", kvPfx + ".>",
-			jsAPI + ".CONSUMER.CREATE.>", jsAPI + ".CONSUMER.DURABLE.CREATE.>",
+			jsAPIPrefix + ".CONSUMER.CREATE.>", jsAPIPrefix + ".CONSUMER.DURABLE.CREATE.>",
+			JetStreamAPIPrefix + ".CONSUMER.CREATE.>", JetStreamAPIPrefix + ".CONSUMER.DURABLE.CREATE.>",
 		},
 		SubscribeAllow: []string{AuditSubject(name), ParticipantInbox(name) + ".>"},
 		SubscribeDeny:  []string{CommandPrefix + ".>", ReplyPrefix + ".>"},

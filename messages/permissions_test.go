@@ -65,8 +65,10 @@ func TestPermissionsTable(t *testing.T) {
 		{RoleOperator, "", pub, APIStatus, true},
 		{RoleOperator, "", pub, APISagaAct("c1"), true},
 		{RoleOperator, "", pub, AuditSubject("inventory"), true},
-		{RoleOperator, "", pub, "$JS.API.DIRECT.GET.KV_natstx_status.$KV.natstx_status.tx1", true},
-		{RoleOperator, "", pub, "$JS.API.CONSUMER.CREATE.KV_natstx_status.w1.$KV.natstx_status.>", true},
+		{RoleOperator, "", pub, "$JS.natstx.API.DIRECT.GET.KV_natstx_status.$KV.natstx_status.tx1", true},
+		{RoleOperator, "", pub, "$JS.API.DIRECT.GET.KV_natstx_status.$KV.natstx_status.tx1", false},
+		{RoleOperator, "", pub, "$JS.natstx.API.CONSUMER.CREATE.KV_natstx_status.w1.$KV.natstx_status.>", true},
+		{RoleOperator, "", pub, "$JS.API.CONSUMER.CREATE.KV_natstx_status.w1.$KV.natstx_status.>", false},
 		{RoleOperator, "", sub, OperatorInbox() + ".x1", true},
 		// ... and never commands, votes, bucket writes, nor the other data.
 		{RoleOperator, "", pub, CommandSubject("inventory", "tx1"), false},
@@ -85,9 +87,12 @@ func TestPermissionsTable(t *testing.T) {
 		// A participant reads its own commands and replies as itself.
 		{RoleParticipant, "inventory", pub, ReplySubject("c1", "inventory"), true},
 		{RoleParticipant, "inventory", pub, APIOutcome, true},
-		{RoleParticipant, "inventory", pub, "$JS.API.STREAM.INFO.NATSTX_CMD", true},
-		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.INFO.NATSTX_CMD.natstx-inventory", true},
-		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.MSG.NEXT.NATSTX_CMD.natstx-inventory", true},
+		{RoleParticipant, "inventory", pub, "$JS.natstx.API.STREAM.INFO.NATSTX_CMD", true},
+		{RoleParticipant, "inventory", pub, "$JS.API.STREAM.INFO.NATSTX_CMD", false},
+		{RoleParticipant, "inventory", pub, "$JS.natstx.API.CONSUMER.INFO.NATSTX_CMD.natstx-inventory", true},
+		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.INFO.NATSTX_CMD.natstx-inventory", false},
+		{RoleParticipant, "inventory", pub, "$JS.natstx.API.CONSUMER.MSG.NEXT.NATSTX_CMD.natstx-inventory", true},
+		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.MSG.NEXT.NATSTX_CMD.natstx-inventory", false},
 		{RoleParticipant, "inventory", pub, "$JS.ACK.NATSTX_CMD.natstx-inventory.1.5.5.1700000000.0", true},
 		{RoleParticipant, "inventory", sub, AuditSubject("inventory"), true},
 		{RoleParticipant, "inventory", sub, ParticipantInbox("inventory") + ".x1", true},
@@ -103,6 +108,9 @@ func TestPermissionsTable(t *testing.T) {
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory.natstx.cmd.inventory.>", false},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.DURABLE.CREATE.NATSTX_CMD.natstx-inventory", false},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.spy", false},
+		{RoleParticipant, "inventory", pub, "$JS.natstx.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory.natstx.cmd.inventory.>", false},
+		{RoleParticipant, "inventory", pub, "$JS.natstx.API.CONSUMER.MSG.NEXT.NATSTX_CMD.natstx-payment", false},
+		{RoleParticipant, "inventory", pub, "$JS.API.INFO", true},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.DELETE.NATSTX_CMD.natstx-inventory", false},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-payment.natstx.cmd.payment.>", false},
 		{RoleParticipant, "inventory", pub, "$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-inventory.natstx.cmd.>", false},
@@ -185,7 +193,10 @@ func TestParticipantsCreateNoConsumer(t *testing.T) {
 		t.Fatal("overlap is wrong")
 	}
 	p := ParticipantPermissions("inventory")
-	for _, create := range []string{jsAPI + ".CONSUMER.CREATE.>", jsAPI + ".CONSUMER.DURABLE.CREATE.>"} {
+	for _, create := range []string{
+		jsAPIPrefix + ".CONSUMER.CREATE.>", jsAPIPrefix + ".CONSUMER.DURABLE.CREATE.>",
+		JetStreamAPIPrefix + ".CONSUMER.CREATE.>", JetStreamAPIPrefix + ".CONSUMER.DURABLE.CREATE.>",
+	} {
 		for _, a := range p.PublishAllow {
 			if overlap(a, create) {
 				t.Errorf("participant may publish %s, which reaches %s", a, create)
@@ -194,5 +205,41 @@ func TestParticipantsCreateNoConsumer(t *testing.T) {
 		if !slices.ContainsFunc(p.PublishDeny, func(d string) bool { return matches(d, create) }) {
 			t.Errorf("%s is not denied explicitly", create)
 		}
+	}
+}
+
+// TestPermissionsMatchTheAccounts: what an identity may publish under
+// JetStreamAPIPrefix is imported into its account, every service its
+// account imports from NATSTX is exported there, and what the participants'
+// and operators' accounts import from NATSTX never reaches a bucket write
+// or a consumer of the command stream other than a participant's own pull.
+func TestPermissionsMatchTheAccounts(t *testing.T) {
+	for _, role := range []Role{RoleOperator, RoleParticipant} {
+		p, _ := PermissionsFor(role, "inventory")
+		imports := AccountImports(AccountOf(role))
+		for _, a := range p.PublishAllow {
+			if !strings.HasPrefix(a, JetStreamAPIPrefix+".") {
+				continue
+			}
+			if !slices.ContainsFunc(imports, func(i Import) bool { return i.Local != "" && matches(i.Local, a) || i.Local == a }) {
+				t.Errorf("%s may publish %s, which its account %s does not import", role, a, AccountOf(role))
+			}
+		}
+	}
+	for _, a := range Accounts() {
+		for _, i := range AccountImports(a) {
+			exported := slices.ContainsFunc(AccountExports(i.From), func(e Export) bool {
+				return e.Service == i.Service && (e.Subject == i.Subject || matches(e.Subject, strings.ReplaceAll(strings.ReplaceAll(i.Subject, "*", "x"), ">", "x")))
+			})
+			if !exported {
+				t.Errorf("%s imports %s from %s, which does not export it", a, i.Subject, i.From)
+			}
+			if overlap(i.Subject, "$KV.>") || overlap(i.Subject, "natstx.cmd.>") {
+				t.Errorf("%s imports %s, a bucket or command subject", a, i.Subject)
+			}
+		}
+	}
+	if AccountOf(RoleCoordinator) != AccountNatstx || AccountOf(RoleParticipant) == AccountOf(RoleOperator) {
+		t.Error("AccountOf puts the roles in the wrong accounts")
 	}
 }
