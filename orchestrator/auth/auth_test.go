@@ -3,79 +3,17 @@ package auth_test
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/auth"
+	"github.com/natstx/natstx/orchestrator/auth/authtest"
 )
-
-// deployment runs a NATS server on keys' configuration and returns its URL
-// and a function connecting an identity with its generated credentials.
-func deployment(t *testing.T) (*auth.Keys, string, func(role messages.Role, name string, opts ...nats.Option) *nats.Conn) {
-	t.Helper()
-	keys, err := auth.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf, err := keys.ServerConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "nats.conf")
-	conf = "listen: 127.0.0.1:-1\njetstream: {store_dir: \"" + filepath.Join(dir, "js") + "\"}\n" + conf
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.NoSigs, opts.NoLog = true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the NATS server is not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	connect := func(role messages.Role, name string, extra ...nats.Option) *nats.Conn {
-		t.Helper()
-		creds, err := keys.Creds(role, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := filepath.Join(dir, auth.UserName(role, name)+".creds")
-		if err := os.WriteFile(f, creds, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		o := []nats.Option{nats.UserCredentials(f)}
-		switch role {
-		case messages.RoleParticipant:
-			o = append(o, nats.CustomInboxPrefix(messages.ParticipantInbox(name)))
-		case messages.RoleOperator:
-			o = append(o, nats.CustomInboxPrefix(messages.OperatorInbox()))
-		}
-		nc, err := nats.Connect(srv.ClientURL(), append(o, extra...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
-	return keys, srv.ClientURL(), connect
-}
 
 // TestAccountsCarryTheProtocolAndKeepRepliesInTheirAccount runs every path
 // between natstx's three accounts on a real server: a participant pulls and
@@ -85,7 +23,8 @@ func deployment(t *testing.T) (*auth.Keys, string, func(role messages.Role, name
 // accounts are for: a pull request whose reply subject names a decision
 // record leaves the decision bucket untouched.
 func TestAccountsCarryTheProtocolAndKeepRepliesInTheirAccount(t *testing.T) {
-	_, _, connect := deployment(t)
+	d := authtest.Start(t)
+	connect := func(role messages.Role, name string) *nats.Conn { return d.Connect(t, role, name) }
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
