@@ -163,14 +163,19 @@ func (e *Engine) respond(m *nats.Msg, st *messages.TxStatus, err error) {
 }
 
 // onSagaBegin starts a saga from a SagaBeginRequest.
-// beginAllowed takes a token of Config.MaxBeginRate for a begin request, or
-// answers it ErrRateLimited (counted in Stats.Rejected) and returns false.
+// beginAllowed takes a token of Config.MaxBeginRate from the bucket of the
+// request's sender for a begin request, or answers it ErrRateLimited
+// (counted in Stats.Rejected) and returns false.
 func (e *Engine) beginAllowed(m *nats.Msg) bool {
-	if e.beginLimit == nil || e.beginLimit.Allow() {
+	if e.beginLimit == nil {
+		return true
+	}
+	who := requesterOf(m)
+	if e.beginLimit.allow(who) {
 		return true
 	}
 	e.stats.Rejected.Add(1)
-	e.respond(m, nil, fmt.Errorf("%w: this coordinator accepts at most %g begins a second through its API (natstx server --max-begin-rate); retry later", ErrRateLimited, e.cfg.MaxBeginRate))
+	e.respond(m, nil, fmt.Errorf("%w: this coordinator accepts at most %g begins a second through its API from %s (natstx server --max-begin-rate); retry later", ErrRateLimited, e.cfg.MaxBeginRate, who))
 	return false
 }
 

@@ -64,11 +64,14 @@ type Config struct {
 	// benchmark, on a NATS shared with coordinators that serve users.
 	NoAPI bool
 	// MaxBeginRate bounds the begins a second this instance accepts through
-	// the coordinator API (transactions and sagas), with bursts of up to one
-	// second's worth; beyond it a begin is answered ErrRateLimited. The API
-	// does not say who asks, but with the identities of natstx auth only the
-	// operator identity may begin, so this is the operator's begin rate (per
-	// coordinator instance; the API's queue group spreads begins over them).
+	// the coordinator API (transactions and sagas) from each identity, with
+	// bursts of up to one second's worth; beyond it a begin is answered
+	// ErrRateLimited. The identity is the user the NATS server names in the
+	// Nats-Request-Info header of a request that crossed accounts (each
+	// operator user of natstx auth, whose account imports the API with
+	// share); requests without one (from the coordinators' own account, or
+	// on a NATS without natstx's accounts) share one limit. The limit is per
+	// coordinator instance: the API's queue group spreads begins over them.
 	// Begin and Execute called in process are not limited. 0: no limit.
 	MaxBeginRate float64
 	// NoStatus turns off the status bucket writes that Client.Status, List

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/saga"
@@ -149,8 +147,8 @@ type Engine struct {
 	log     *zap.Logger
 	tracer  trace.Tracer // nil: tracing is off
 	replies string       // the subject filter of this instance's replies
-	// beginLimit enforces Config.MaxBeginRate on API begins; nil: none.
-	beginLimit *rate.Limiter
+	// beginLimit enforces Config.MaxBeginRate on API begins, per identity; nil: none.
+	beginLimit *beginLimits
 	shards     []*shard
 	sub        *nats.Subscription
 	apiSubs    []*nats.Subscription
@@ -272,7 +270,7 @@ func newEngine(cfg Config) *Engine {
 	e := &Engine{cfg: cfg, log: cfg.Logger, replies: messages.ReplyFilter(cfg.Instance), stop: make(chan struct{})}
 	e.base, e.cancelBase = context.WithCancel(context.Background())
 	if cfg.MaxBeginRate > 0 {
-		e.beginLimit = rate.NewLimiter(rate.Limit(cfg.MaxBeginRate), max(1, int(math.Ceil(cfg.MaxBeginRate))))
+		e.beginLimit = newBeginLimits(cfg.MaxBeginRate)
 	}
 	e.stats.InFlight = &e.inFlight
 	if cfg.TracerProvider != nil {
