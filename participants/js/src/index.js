@@ -7,11 +7,12 @@ const batch = require('./batch');
 const errors = require('./errors');
 const { FileStore } = require('./store');
 const { Processor, Settle, State, StepState, Defaults, silentLogger } = require('./processor');
-const { Participant } = require('./runtime');
+const { Participant, jetStreamApiPrefix } = require('./runtime');
 const conn = require('./connect');
 
 module.exports = {
   Participant,
+  jetStreamApiPrefix,
   Processor,
   FileStore,
   Settle,

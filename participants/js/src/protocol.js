@@ -53,6 +53,23 @@ const COMMAND_PREFIX = 'natstx.cmd';
 const REPLY_PREFIX = 'natstx.reply';
 /** The JetStream stream holding commands. */
 const COMMAND_STREAM = 'NATSTX_CMD';
+/** JetStream's own API prefix: natstx's streams in the account of the connection. */
+const JETSTREAM_API = '$JS.API';
+/**
+ * Where an account without JetStream of its own reaches natstx's JetStream
+ * API (Go messages.JetStreamAPIPrefix): the participants' account of a
+ * secure deployment (`natstx auth init`: NATSTX_PARTICIPANTS) imports it
+ * from the NATSTX account under this prefix, so that
+ * `$JS.natstx.API.CONSUMER.MSG.NEXT.NATSTX_CMD.natstx-<name>` there is
+ * `$JS.API.CONSUMER.MSG.NEXT.NATSTX_CMD.natstx-<name>` in NATSTX.
+ * Acknowledgements keep their subjects (`$JS.ACK.NATSTX_CMD.>`). A client
+ * knows to use it when the server answers the account-information request
+ * (`$JS.API.INFO`) with JS_NOT_ENABLED_FOR_ACCOUNT; Participant.start asks
+ * once, as the Go side does (messages/jsconnect).
+ */
+const JETSTREAM_API_PREFIX = '$JS.natstx.API';
+/** JetStream's err_code of "JetStream not enabled for account". */
+const JS_NOT_ENABLED_FOR_ACCOUNT = 10039;
 /** Subject the coordinators answer in-doubt questions on. */
 const API_OUTCOME = 'natstx.api.v1.outcome';
 /** Queue group in which the instances of a participant answer audits. */
@@ -428,6 +445,7 @@ module.exports = {
   VERSION, Header, Op, Result, Outcome,
   MAX_NAME_LEN, MAX_REASON_LEN, MAX_CODE_LEN,
   COMMAND_PREFIX, REPLY_PREFIX, COMMAND_STREAM, API_OUTCOME, AUDIT_QUEUE,
+  JETSTREAM_API, JETSTREAM_API_PREFIX, JS_NOT_ENABLED_FOR_ACCOUNT,
   MalformedError, VersionError, InvalidNameError,
   isTwoPhase, isSaga, carriesPayload,
   validateName, validateSubject, validateCommand,

@@ -6,7 +6,10 @@
 // consumer the coordinator created, or creates it when its permissions
 // allow: docs/PROTOCOL.md, "Who creates the consumer"), hands them to a
 // Processor, publishes the replies, settles the messages, answers audits,
-// resolves transactions in doubt, and stops gracefully.
+// resolves transactions in doubt, and stops gracefully. It reaches
+// JetStream through its account's own API, or, in an account that imports
+// natstx's (the participants' account of `natstx auth init`), under
+// $JS.natstx.API (jetStreamApiPrefix; protocol.js JETSTREAM_API_PREFIX).
 
 const { headers: natsHeaders, NoRespondersError, PermissionViolationError } = require('@nats-io/transport-node');
 const { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, JetStreamApiError } = require('@nats-io/jetstream');
@@ -34,6 +37,52 @@ function isPermissionError(e) {
     if (c instanceof PermissionViolationError) return true;
   }
   return false;
+}
+
+/**
+ * @param {unknown} e
+ * @returns {unknown[]} e and the errors it was caused by (at most 5)
+ */
+function causes(e) {
+  const out = [];
+  for (let c = e; c && out.length < 5; c = c.cause) out.push(c);
+  return out;
+}
+
+/**
+ * Tells which JetStream API prefix reaches natstx's streams from nc's
+ * account, as the Go side does (messages/jsconnect): it asks for the
+ * account's JetStream information ($JS.API.INFO) once.
+ * - An answer, or another error from JetStream (say, a limit): the account
+ *   has JetStream, natstx's streams are its own: P.JETSTREAM_API.
+ * - "JetStream not enabled for account" (err_code 10039), which the server
+ *   itself answers in an account without JetStream: the account imports
+ *   natstx's API (the participants' account of `natstx auth init`):
+ *   P.JETSTREAM_API_PREFIX.
+ * - Its publication refused by the identity's permissions (nats.js fails
+ *   the request at once): an identity that may not ask, in an account with
+ *   JetStream, as is every account that does not import natstx's API (the
+ *   participants of `natstx auth init` may ask): P.JETSTREAM_API.
+ * - Anything else is thrown: no JetStream on the server (no responders), a
+ *   timeout, or a reply inbox the permissions refuse (a wrong inbox prefix).
+ * @param {import('@nats-io/transport-node').NatsConnection} nc
+ * @param {{timeout?: number}} [opts] the request's timeout (nats.js's default 5 s)
+ * @returns {Promise<string>} the prefix, without a trailing dot
+ */
+async function jetStreamApiPrefix(nc, opts = {}) {
+  const jsm = await jetstreamManager(nc, { ...opts, checkAPI: false, apiPrefix: P.JETSTREAM_API });
+  try {
+    await jsm.getAccountInfo();
+    return P.JETSTREAM_API;
+  } catch (e) {
+    const api = causes(e).filter((c) => c instanceof JetStreamApiError);
+    if (api.some((c) => c.code === P.JS_NOT_ENABLED_FOR_ACCOUNT)) return P.JETSTREAM_API_PREFIX;
+    if (api.length > 0) return P.JETSTREAM_API;
+    if (causes(e).some((c) => c instanceof PermissionViolationError && c.operation === 'publish' && c.subject === `${P.JETSTREAM_API}.INFO`)) {
+      return P.JETSTREAM_API;
+    }
+    throw e;
+  }
 }
 
 /**
@@ -106,6 +155,12 @@ class Participant {
     this.timers = [];
     this.resolving = null;
     this.droppedReplies = 0;
+    /**
+     * The JetStream API prefix start found (jetStreamApiPrefix): '$JS.API',
+     * or '$JS.natstx.API' in an account that imports natstx's; null before.
+     * @type {string|null}
+     */
+    this.apiPrefix = null;
     /** @type {Set<() => void>} ends the pauses of start when stop is called */
     this.wakers = new Set();
   }
@@ -138,26 +193,26 @@ class Participant {
   }
 
   /**
-   * Waits up to streamWait for the command stream (the coordinator declares
-   * it), makes sure of the durable consumer (see ensureConsumer: it binds to
-   * the consumer if it exists, creates it if not, and if it may not create
-   * it, waits until the coordinator has, for as long as it takes or until
-   * stop), starts consuming, answers audits and starts the janitor (record
-   * sweeps, in-doubt questions).
+   * Tells which JetStream API reaches natstx's streams (jetStreamApiPrefix:
+   * the account's own, or natstx's under $JS.natstx.API where the account
+   * imports it; logged at info, kept in apiPrefix), waits up to streamWait
+   * for the command stream (the coordinator declares it), makes sure of the
+   * durable consumer (see ensureConsumer: it binds to the consumer if it
+   * exists, creates it if not, and if it may not create it, waits until the
+   * coordinator has, for as long as it takes or until stop), starts
+   * consuming, answers audits and starts the janitor (record sweeps,
+   * in-doubt questions).
    * @returns {Promise<void>}
    */
   async start() {
     if (this.stopping) throw new StoppedError();
     if (this.started) throw new StartedError();
     this.started = true;
-    // No check of the JetStream API ($JS.API.INFO, the account's info): a
-    // participant's permissions under `natstx auth init` do not allow it.
-    const jsm = await jetstreamManager(this.nc, { checkAPI: false });
-    await this.waitStream(jsm);
+    const jsm = await this.waitStream();
     const durable = P.consumerName(this.cfg.name);
     await this.ensureConsumer(jsm, durable);
     if (this.stopping) throw new StoppedError();
-    const consumer = await jetstream(this.nc).consumers.get(P.COMMAND_STREAM, durable);
+    const consumer = await jetstream(this.nc, { apiPrefix: this.apiPrefix }).consumers.get(P.COMMAND_STREAM, durable);
     this.messages = await consumer.consume({
       max_messages: this.cfg.concurrency,
       expires: PULL_EXPIRY_MS,
@@ -298,19 +353,38 @@ class Participant {
     });
   }
 
-  /** @private Polls for the command stream until it exists or streamWait passes. */
-  async waitStream(jsm) {
+  /**
+   * @private Tells the JetStream API prefix (once it gets an answer: see
+   * jetStreamApiPrefix), then polls for the command stream, until it exists
+   * or streamWait passes; returns the JetStream manager under that prefix.
+   * The manager does not check the API itself (nats.js's checkAPI): that
+   * would ask <prefix>.INFO, which the participants' account does not
+   * import.
+   */
+  async waitStream() {
     const end = Date.now() + this.cfg.streamWait;
     let last = null;
+    let jsm = null;
     for (;;) {
       try {
+        if (!jsm) {
+          const prefix = await jetStreamApiPrefix(this.nc);
+          jsm = await jetstreamManager(this.nc, { checkAPI: false, apiPrefix: prefix });
+          this.apiPrefix = prefix;
+          this.log.info(prefix === P.JETSTREAM_API
+            ? 'JetStream API: this account\'s own'
+            : 'JetStream API: natstx\'s, imported into this account (it has no JetStream of its own)', { api_prefix: prefix });
+        }
         await jsm.streams.info(P.COMMAND_STREAM);
-        return;
+        return jsm;
       } catch (e) {
         last = e;
       }
       if (this.stopping) throw new StoppedError();
       if (Date.now() >= end) {
+        if (!jsm) {
+          throw new StreamMissingError(`participant ${this.cfg.name}: no answer about this account's JetStream within ${this.cfg.streamWait}ms; is natstx's server, or a NATS server with JetStream, running there? (last error: ${errorText(last)})`);
+        }
         throw new StreamMissingError(`participant ${this.cfg.name}: stream ${P.COMMAND_STREAM} did not appear within ${this.cfg.streamWait}ms; start the natstx coordinator, which declares it (last error: ${errorText(last)})`);
       }
       await this.pause(Math.min(250, this.cfg.streamWait));
@@ -539,5 +613,5 @@ class Participant {
 }
 
 module.exports = {
-  Participant, toHeaders, consumerDiff, PULL_EXPIRY_MS, PULL_HEARTBEAT_MS, MAX_AUDIT_IDS, CONSUMER_WAIT_MIN_MS, CONSUMER_WAIT_MAX_MS,
+  Participant, jetStreamApiPrefix, toHeaders, consumerDiff, PULL_EXPIRY_MS, PULL_HEARTBEAT_MS, MAX_AUDIT_IDS, CONSUMER_WAIT_MIN_MS, CONSUMER_WAIT_MAX_MS,
 };
