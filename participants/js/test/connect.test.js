@@ -1,21 +1,22 @@
 'use strict';
 // Connecting as `natstx participant` does (src/connect.js): the connection
 // flags and NATSTX_* variables, the participant's own inbox prefix, and a
-// participant under the identities of `natstx auth init` against a real
-// coordinator: with its credentials and inbox prefix it waits for the
-// consumer the coordinator creates and commits; with the NATS default
-// inbox prefix its permissions refuse it.
+// participant under the identities of `natstx auth init` (natstx's NATS
+// accounts) against a real coordinator: with its credentials and inbox
+// prefix it reaches natstx's JetStream under $JS.natstx.API, waits for the
+// consumer the coordinator creates and commits; with the NATS default inbox
+// prefix its permissions refuse it.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 const { connect, credsAuthenticator } = require('@nats-io/transport-node');
-const { jetstreamManager } = require('@nats-io/jetstream');
-const { Participant, FileStore, InvalidConfigError } = require('../src');
+const { jetstreamManager, JetStreamApiError } = require('@nats-io/jetstream');
+const { Participant, FileStore, InvalidConfigError, jetStreamApiPrefix } = require('../src');
+const P = require('../src/protocol');
 const C = require('../src/connect');
-const { startNatstx, natstxBin, tempDir, waitFor } = require('./helpers');
+const { startNatstx, authInit, tempDir, waitFor } = require('./helpers');
 
 test('connectSettings: a flag wins over its NATSTX_* variable, which wins over the default', () => {
   const env = { NATSTX_CREDS: '/env.creds', NATSTX_TLS_CA: '/env-ca.pem', NATSTX_NATS: 'nats://env:4222', NATSTX_INBOX_PREFIX: '_INBOX_env' };
@@ -77,26 +78,31 @@ test('connectError says what to check, without the password', () => {
 
 test('under the identities of natstx auth init, a participant connected as itself waits for its consumer and commits', { timeout: 180_000 }, async (t) => {
   const dir = tempDir();
-  const auth = path.join(dir, 'natstx-auth');
-  execFileSync(natstxBin(), ['auth', 'init', '--dir', auth, '--participants', 'jsauth'], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 60_000 });
-  const creds = (id) => path.join(auth, `${id}.creds`);
-  const srv = await startNatstx('server', ['--nats-config', path.join(auth, 'nats-auth.conf'), '--creds', creds('coordinator'), '--prepare-timeout', '60s']);
+  const { conf, creds } = authInit(dir, ['jsauth']);
+  const srv = await startNatstx('server', ['--nats-config', conf, '--creds', creds('coordinator'), '--prepare-timeout', '60s']);
   t.after(() => { fs.rmSync(dir, { recursive: true, force: true }); return srv.stop(); });
 
   // Without credentials, the server refuses; the error says so.
   await assert.rejects(C.connectParticipant('jsauth', { nats: srv.url }, { maxReconnectAttempts: 0 }), /refused this identity/);
 
   // The NATS default inbox prefix: the participant may not subscribe there,
-  // so no JetStream request gets an answer.
+  // so no JetStream request gets an answer, not even the one that tells the
+  // API prefix.
   const wrong = await C.connectParticipant('jsauth', { nats: srv.url, creds: creds('participant-jsauth'), inboxPrefix: '_INBOX' });
   t.after(() => wrong.close());
-  const wjsm = await jetstreamManager(wrong, { checkAPI: false, timeout: 2000 });
+  await assert.rejects(jetStreamApiPrefix(wrong, { timeout: 2000 }), /Permissions Violation for Subscription to "_INBOX\./);
+  const wjsm = await jetstreamManager(wrong, { checkAPI: false, apiPrefix: P.JETSTREAM_API_PREFIX, timeout: 2000 });
   await assert.rejects(wjsm.streams.info('NATSTX_CMD'), /Permissions Violation for Subscription to "_INBOX\./);
 
   // As the participant: its credentials, its own inbox prefix (by default).
   const nc = await C.connectParticipant('jsauth', { nats: srv.url, creds: creds('participant-jsauth') });
   t.after(() => nc.close());
   assert.equal(nc.options.inboxPrefix, '_INBOX_natstx.participant.jsauth');
+  // Its account, NATSTX_PARTICIPANTS, has no JetStream: JetStream's own API
+  // answers so (10039); natstx's is imported under $JS.natstx.API.
+  await assert.rejects(jetstreamManager(nc, { timeout: 2000 }), (e) => e.cause instanceof JetStreamApiError && e.cause.code === P.JS_NOT_ENABLED_FOR_ACCOUNT);
+  const njsm = await jetstreamManager(nc, { checkAPI: false, apiPrefix: P.JETSTREAM_API_PREFIX, timeout: 2000 });
+  assert.equal((await njsm.streams.info('NATSTX_CMD')).config.name, 'NATSTX_CMD');
   const lines = [];
   const at = (level) => (msg, fields) => lines.push({ level, msg, ...fields });
   const p = new Participant(nc, {
@@ -117,6 +123,7 @@ test('under the identities of natstx auth init, a participant connected as itsel
   // It may not create its consumer: refused, it waits for the coordinator.
   await waitFor(() => lines.some((l) => l.msg.startsWith('creating the durable consumer was refused by the NATS permissions')), 30_000, () => `the refusal: ${JSON.stringify(lines)}`);
   assert.equal(started, false);
+  assert.equal(p.apiPrefix, '$JS.natstx.API');
 
   // The operator begins transactions; the coordinator creates the consumer.
   const op = await connect({ servers: srv.url, authenticator: credsAuthenticator(fs.readFileSync(creds('operator'))), inboxPrefix: '_INBOX_natstx.operator' });

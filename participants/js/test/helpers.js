@@ -1,7 +1,8 @@
 'use strict';
 // Test helpers: the natstx binary (built once per test file from this
 // repository, or NATSTX_BIN), a real NATS server (`natstx nats`) or
-// coordinator (`natstx server`) on a free loopback port, and bounded waits.
+// coordinator (`natstx server`) on a free loopback port, the identities of
+// `natstx auth init` (natstx's three NATS accounts), and bounded waits.
 
 const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -76,6 +77,23 @@ async function startNatstx(kind, extra = []) {
 }
 
 /**
+ * Runs `natstx auth init` into dir/natstx-auth for participants: the server
+ * configuration with natstx's accounts (NATSTX with JetStream,
+ * NATSTX_PARTICIPANTS and NATSTX_OPERATORS without, importing what they
+ * need) and a credentials file per identity.
+ * @param {string} dir
+ * @param {string[]} participants
+ * @returns {{conf: string, creds: (id: string) => string}} the server
+ * configuration's path, and the path of identity id's credentials
+ * ('coordinator', 'operator', 'participant-<name>')
+ */
+function authInit(dir, participants) {
+  const auth = path.join(dir, 'natstx-auth');
+  execFileSync(natstxBin(), ['auth', 'init', '--dir', auth, '--participants', participants.join(',')], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 60_000 });
+  return { conf: path.join(auth, 'nats-auth.conf'), creds: (id) => path.join(auth, `${id}.creds`) };
+}
+
+/**
  * Waits until cond() is true, polling every 20 ms, for at most ms.
  * @param {() => boolean|Promise<boolean>} cond
  * @param {number} ms
@@ -110,4 +128,4 @@ async function createCommandStream(jsm) {
   });
 }
 
-module.exports = { REPO, natstxBin, freePort, tempDir, startNatstx, waitFor, createCommandStream };
+module.exports = { REPO, natstxBin, freePort, tempDir, startNatstx, authInit, waitFor, createCommandStream };
