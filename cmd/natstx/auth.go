@@ -9,44 +9,66 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/auth"
 )
 
-// The files `natstx auth init` writes into its directory.
+// The files `natstx auth init` writes into its directory, besides the
+// credentials (credsFile) and the account keys (accountSeedFile).
 const (
 	// authServerConf is the NATS server configuration: the operator, the
-	// system account and the natstx account, all public JWTs.
+	// system account and natstx's three accounts, all public JWTs.
 	authServerConf = "nats-auth.conf"
-	// authAccountSeed signs new users (auth add-participant); a secret.
-	authAccountSeed = "account.nk"
 	// authOperatorSeed signs accounts; a secret, only needed to change the
-	// account.
+	// accounts.
 	authOperatorSeed = "operator.nk"
+	// authLegacyAccountSeed is the one account key of an init by a natstx
+	// that put every identity in one account. Its users are not trusted by
+	// a configuration of three accounts: init refuses a directory holding
+	// it without --force, and --force removes it.
+	authLegacyAccountSeed = "account.nk"
 )
+
+// accountSeedFile is the file of account a's signing key (a secret).
+func accountSeedFile(a messages.Account) string {
+	switch a {
+	case messages.AccountParticipants:
+		return "account-participants.nk"
+	case messages.AccountOperators:
+		return "account-operators.nk"
+	}
+	return "account-natstx.nk"
+}
 
 // credsFile is the credentials file of role (and participant name).
 func credsFile(role messages.Role, name string) string {
-	if role == messages.RoleParticipant {
-		return "participant-" + name + ".creds"
-	}
-	return string(role) + ".creds"
+	return auth.UserName(role, name) + ".creds"
 }
 
 func newAuth() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "auth",
 		Short: "Generate NATS accounts, users and credentials for a secure deployment",
-		Long: `auth generates what natstx needs on a shared NATS system: a NATS operator, an
-account for natstx with JetStream, and one user per identity, each with the
-subject permissions of its role (docs/SECURITY.md):
+		Long: `auth generates what natstx needs on a shared NATS system: a NATS operator,
+three accounts for natstx, and one user per identity, each in the account of
+its role and with the subject permissions of that role (docs/SECURITY.md):
 
-  coordinator            natstx server: commands, buckets, the API
-  operator               natstx tx, saga and audit: the API and the status bucket
-  participant-<name>     one participant: its own commands, votes and acks as itself
+  account              users                 what they do
+  NATSTX               coordinator           natstx server: JetStream, the command
+                                             stream and every bucket, the API
+  NATSTX_PARTICIPANTS  participant-<name>    one participant each: its own commands,
+                                             votes and acks as itself
+  NATSTX_OPERATORS     operator              natstx tx, saga and audit: the API and
+                                             reading the status bucket
+
+Only NATSTX has JetStream. The other two import from it just what their
+identities need (the JetStream API under $JS.natstx.API, which natstx's
+clients find by themselves), so that a reply a request asks for never lands
+in natstx's streams or buckets; the operators also import the audits from the
+participants' account.
 
 The server configuration holds public JWTs only; each .creds file is the
 secret of one identity, for --creds (or NATSTX_CREDS).`,
@@ -65,22 +87,30 @@ func newAuthInit() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "init",
 		Short: "Write a NATS server configuration and a credentials file for each identity",
-		Long: `init creates a NATS operator, a system account and the account NATSTX (JetStream
-enabled), and writes into --dir:
+		Long: `init creates a NATS operator, a system account and natstx's three accounts:
+NATSTX (JetStream enabled; the coordinators), NATSTX_PARTICIPANTS (the
+participants) and NATSTX_OPERATORS (the operator), with the exports and
+imports between them. It writes into --dir:
 
-  ` + authServerConf + `           the server configuration: operator, accounts,
-                            memory resolver (public; load it with
-                            'natstx server --nats-config', or include it
-                            in a nats-server configuration)
-  coordinator.creds         the coordinator's credentials
-  operator.creds            the CLI's credentials (tx, saga, audit)
-  participant-<name>.creds  one per --participants name
-  ` + authAccountSeed + `, ` + authOperatorSeed + `    the signing keys: keep them offline; 'auth
-                            add-participant' needs ` + authAccountSeed + `
+  ` + authServerConf + `             the server configuration: operator, accounts,
+                             memory resolver (public; load it with
+                             'natstx server --nats-config', or include it
+                             in a nats-server configuration)
+  coordinator.creds          the coordinator's credentials (NATSTX)
+  operator.creds             the CLI's credentials: tx, saga, audit
+                             (NATSTX_OPERATORS)
+  participant-<name>.creds   one per --participants name (NATSTX_PARTICIPANTS)
+  ` + accountSeedFile(messages.AccountNatstx) + `          the signing keys of the three accounts
+  ` + accountSeedFile(messages.AccountParticipants) + `    ('auth add-participant' needs this one)
+  ` + accountSeedFile(messages.AccountOperators) + `
+  ` + authOperatorSeed + `                the NATS operator's signing key; keep
+                             these four offline
 
-Files holding secrets are created readable by their owner only. An existing
-directory with these files is refused unless --force: new keys make every
-credentials file issued before useless.`,
+Files holding secrets are created readable by their owner only. A directory
+with the files of an earlier init (or the ` + authLegacyAccountSeed + ` of an older natstx,
+whose single account the new configuration replaces) is refused unless
+--force: new keys make every credentials file issued before useless. --force
+also removes an old ` + authLegacyAccountSeed + `.`,
 		Example: `  natstx auth init --participants inventory,payment,shipping --dir natstx-auth
   natstx server --nats-config natstx-auth/nats-auth.conf --creds natstx-auth/coordinator.creds
   natstx participant inventory --db inventory.db --creds natstx-auth/participant-inventory.creds
@@ -94,7 +124,7 @@ credentials file issued before useless.`,
 			if err != nil {
 				return err
 			}
-			files, err := authInit(dir, names, force)
+			files, removed, err := authInit(dir, names, force)
 			if err != nil {
 				return err
 			}
@@ -102,6 +132,9 @@ credentials file issued before useless.`,
 			fmt.Fprintf(out, "natstx auth: wrote %d files to %s:\n", len(files), dir)
 			for _, f := range files {
 				fmt.Fprintf(out, "  %s\n", f)
+			}
+			for _, f := range removed {
+				fmt.Fprintf(out, "natstx auth: removed %s, the account key of an earlier init (no longer trusted)\n", filepath.Join(dir, f))
 			}
 			fmt.Fprintf(out, "run the server with --nats-config %s --creds %s; give each identity only its own .creds file\n",
 				filepath.Join(dir, authServerConf), filepath.Join(dir, credsFile(messages.RoleCoordinator, "")))
@@ -116,12 +149,14 @@ credentials file issued before useless.`,
 
 func newAuthAddParticipant() *cobra.Command {
 	var dir string
+	seedFile := accountSeedFile(messages.AccountParticipants)
 	c := &cobra.Command{
 		Use:   "add-participant NAME...",
-		Short: "Issue credentials for more participants, signed by the account of an earlier init",
+		Short: "Issue credentials for more participants, signed by the participants' account of an earlier init",
 		Long: `add-participant writes participant-<name>.creds for each NAME into --dir,
-signed with the account key ` + authAccountSeed + ` that 'natstx auth init' left there. The
-server needs no change: it trusts any user the account signs.`,
+signed with the key of the participants' account (NATSTX_PARTICIPANTS),
+` + seedFile + `, that 'natstx auth init' left there. The server needs no
+change: it trusts any user that account signs.`,
 		Example: `  natstx auth add-participant loyalty --dir natstx-auth`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -129,17 +164,17 @@ server needs no change: it trusts any user the account signs.`,
 			if err != nil {
 				return err
 			}
-			seed, err := os.ReadFile(filepath.Join(dir, authAccountSeed))
+			account, err := readAccountSeed(dir, messages.AccountParticipants)
 			if err != nil {
-				return fmt.Errorf("reading the account key: %w (run 'natstx auth init' first, or point --dir at its directory)", err)
-			}
-			account, err := nkeys.FromSeed(seed)
-			if err != nil {
-				return fmt.Errorf("%s: %w", filepath.Join(dir, authAccountSeed), err)
+				return err
 			}
 			for _, n := range names {
 				f := credsFile(messages.RoleParticipant, n)
-				if err := writeCreds(filepath.Join(dir, f), account, messages.RoleParticipant, n); err != nil {
+				creds, err := auth.Creds(account, messages.RoleParticipant, n)
+				if err != nil {
+					return err
+				}
+				if err := writeAtomic(filepath.Join(dir, f), creds, 0o600); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "natstx auth: wrote %s\n", filepath.Join(dir, f))
@@ -149,6 +184,31 @@ server needs no change: it trusts any user the account signs.`,
 	}
 	c.Flags().StringVar(&dir, "dir", "natstx-auth", "directory of an earlier 'natstx auth init'")
 	return c
+}
+
+// readAccountSeed reads the signing key of account a that `auth init` wrote
+// into dir.
+func readAccountSeed(dir string, a messages.Account) (nkeys.KeyPair, error) {
+	path := filepath.Join(dir, accountSeedFile(a))
+	seed, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, lerr := os.Stat(filepath.Join(dir, authLegacyAccountSeed)); lerr == nil {
+			return nil, fmt.Errorf("%s holds the single account of an older 'natstx auth init', not the account %s of this natstx: run 'natstx auth init --force' there to generate the three accounts (every identity gets new credentials, and the servers the new %s)",
+				dir, a, authServerConf)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the key of the account %s: %w (run 'natstx auth init' first, or point --dir at its directory)", a, err)
+	}
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicAccountKey(pub) {
+		return nil, fmt.Errorf("%s: not the key of a NATS account", path)
+	}
+	return kp, nil
 }
 
 // participantNames validates and de-duplicates names, sorted.
@@ -169,74 +229,58 @@ func participantNames(in []string) ([]string, error) {
 	return out, nil
 }
 
+// authConfHeader starts nats-auth.conf.
+const authConfHeader = `# NATS server authorization for natstx, written by 'natstx auth init'.
+# Public: it holds JWTs (signed claims), no secret. Load it with
+# 'natstx server --nats-config ` + authServerConf + `', or include it in a nats-server
+# configuration.
+#
+# Accounts:
+#   SYS                  the system account
+#   NATSTX               the coordinators; JetStream: the command stream and
+#                        every bucket
+#   NATSTX_PARTICIPANTS  the participants; no JetStream: it imports the pulls
+#                        and acks of their consumers (the JetStream API under
+#                        ` + messages.JetStreamAPIPrefix + `), the reply subjects and the
+#                        in-doubt question from NATSTX, and exports the audits
+#   NATSTX_OPERATORS     the operators (the CLI's tx, saga and audit); no
+#                        JetStream: it imports the coordinator API, reading the
+#                        status bucket (under ` + messages.JetStreamAPIPrefix + `) and the
+#                        audits
+# A request that crosses accounts has its reply subject rewritten into the
+# requester's account, so that no reply lands in natstx's streams or buckets.
+# Users are not listed: the server trusts any user JWT an account signed
+# (the .creds files).
+`
+
 // authInit generates the operator, accounts and users and writes their
-// files into dir; it returns the files' names.
-func authInit(dir string, participants []string, force bool) ([]string, error) {
+// files into dir; it returns the files' names, and the names of the files
+// of an older init it removed (--force).
+func authInit(dir string, participants []string, force bool) (files, removed []string, err error) {
 	if !force {
-		for _, f := range []string{authServerConf, authAccountSeed, authOperatorSeed} {
+		check := []string{authServerConf, authOperatorSeed, authLegacyAccountSeed}
+		for _, a := range messages.Accounts() {
+			check = append(check, accountSeedFile(a))
+		}
+		for _, f := range check {
 			if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-				return nil, usageError{fmt.Errorf("%s already exists: an earlier 'natstx auth init' wrote it; pass --force to replace every key (the credentials issued before stop working), or use 'natstx auth add-participant'", filepath.Join(dir, f))}
+				return nil, nil, usageError{fmt.Errorf("%s already exists: an earlier 'natstx auth init' wrote it; pass --force to replace every key (the credentials issued before stop working), or use 'natstx auth add-participant'", filepath.Join(dir, f))}
 			} else if !errors.Is(err, fs.ErrNotExist) {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating --dir: %w", err)
+		return nil, nil, fmt.Errorf("creating --dir: %w", err)
 	}
-	operator, err := nkeys.CreateOperator()
+	keys, err := auth.NewKeys()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	opPub, _ := operator.PublicKey()
-	oc := jwt.NewOperatorClaims(opPub)
-	oc.Name = "natstx"
-	sys, err := nkeys.CreateAccount()
+	conf, err := keys.ServerConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	sysPub, _ := sys.PublicKey()
-	oc.SystemAccount = sysPub
-	opJWT, err := oc.Encode(operator)
-	if err != nil {
-		return nil, fmt.Errorf("signing the operator: %w", err)
-	}
-	sc := jwt.NewAccountClaims(sysPub)
-	sc.Name = "SYS"
-	sysJWT, err := sc.Encode(operator)
-	if err != nil {
-		return nil, fmt.Errorf("signing the system account: %w", err)
-	}
-	account, err := nkeys.CreateAccount()
-	if err != nil {
-		return nil, err
-	}
-	accPub, _ := account.PublicKey()
-	ac := jwt.NewAccountClaims(accPub)
-	ac.Name = "NATSTX"
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit, Streams: jwt.NoLimit, Consumer: jwt.NoLimit}
-	accJWT, err := ac.Encode(operator)
-	if err != nil {
-		return nil, fmt.Errorf("signing the natstx account: %w", err)
-	}
-
-	conf := fmt.Sprintf(`# NATS server authorization for natstx, written by 'natstx auth init'.
-# Public: it holds JWTs (signed claims), no secret. Load it with
-# 'natstx server --nats-config %[1]s', or include it in a nats-server
-# configuration. Accounts: SYS (the system account) and NATSTX (natstx's
-# identities, JetStream enabled); users are not listed: the server trusts
-# any user JWT the NATSTX account signed (the .creds files).
-operator: %[2]s
-system_account: %[3]s
-resolver: MEMORY
-resolver_preload: {
-  # SYS
-  %[3]s: %[4]s
-  # NATSTX
-  %[5]s: %[6]s
-}
-`, authServerConf, opJWT, sysPub, sysJWT, accPub, accJWT)
-	var files []string
 	write := func(name string, data []byte, mode os.FileMode) error {
 		if err := writeAtomic(filepath.Join(dir, name), data, mode); err != nil {
 			return err
@@ -244,16 +288,24 @@ resolver_preload: {
 		files = append(files, name)
 		return nil
 	}
-	if err := write(authServerConf, []byte(conf), 0o644); err != nil {
-		return nil, err
+	if err := write(authServerConf, []byte(authConfHeader+conf), 0o644); err != nil {
+		return nil, nil, err
 	}
-	opSeed, _ := operator.Seed()
-	accSeed, _ := account.Seed()
+	opSeed, err := keys.Operator.Seed()
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := write(authOperatorSeed, opSeed, 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := write(authAccountSeed, accSeed, 0o600); err != nil {
-		return nil, err
+	for _, a := range messages.Accounts() {
+		s, err := keys.Accounts[a].Seed()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := write(accountSeedFile(a), s, 0o600); err != nil {
+			return nil, nil, err
+		}
 	}
 	type identity struct {
 		role messages.Role
@@ -264,47 +316,23 @@ resolver_preload: {
 		ids = append(ids, identity{messages.RoleParticipant, p})
 	}
 	for _, id := range ids {
-		f := credsFile(id.role, id.name)
-		if err := writeCreds(filepath.Join(dir, f), account, id.role, id.name); err != nil {
-			return nil, err
+		creds, err := keys.Creds(id.role, id.name)
+		if err != nil {
+			return nil, nil, err
 		}
-		files = append(files, f)
+		if err := write(credsFile(id.role, id.name), creds, 0o600); err != nil {
+			return nil, nil, err
+		}
 	}
-	return files, nil
-}
-
-// writeCreds issues a user of role (participant name) signed by account and
-// writes its credentials file.
-func writeCreds(path string, account nkeys.KeyPair, role messages.Role, name string) error {
-	perms, ok := messages.PermissionsFor(role, name)
-	if !ok {
-		return usageError{fmt.Errorf("no permissions for role %q, name %q", role, name)}
+	// The key of an older init's single account: no server on this
+	// configuration trusts what it signs.
+	legacy := filepath.Join(dir, authLegacyAccountSeed)
+	if err := os.Remove(legacy); err == nil {
+		removed = append(removed, authLegacyAccountSeed)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("removing %s, the account key of an earlier init: %w", legacy, err)
 	}
-	user, err := nkeys.CreateUser()
-	if err != nil {
-		return err
-	}
-	userPub, _ := user.PublicKey()
-	uc := jwt.NewUserClaims(userPub)
-	uc.Name = strings.TrimSuffix(credsFile(role, name), ".creds")
-	uc.Tags.Add("natstx-role:" + string(role))
-	uc.Pub.Allow.Add(perms.PublishAllow...)
-	uc.Pub.Deny.Add(perms.PublishDeny...)
-	uc.Sub.Allow.Add(perms.SubscribeAllow...)
-	uc.Sub.Deny.Add(perms.SubscribeDeny...)
-	if perms.AllowResponses {
-		uc.Resp = &jwt.ResponsePermission{MaxMsgs: 1}
-	}
-	userJWT, err := uc.Encode(account)
-	if err != nil {
-		return fmt.Errorf("signing user %s: %w", uc.Name, err)
-	}
-	seed, _ := user.Seed()
-	creds, err := jwt.FormatUserConfig(userJWT, seed)
-	if err != nil {
-		return err
-	}
-	return writeAtomic(path, creds, 0o600)
+	return files, removed, nil
 }
 
 // writeAtomic writes data to path with mode, replacing the file whole (a
