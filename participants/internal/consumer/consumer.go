@@ -17,6 +17,11 @@
 // its whole timeout. The create and update requests here are published,
 // then flushed: the server answers the PING of the flush after the error of
 // the publish before it, so a refusal is known when the flush returns.
+//
+// The JetStream API given may be under a prefix (in the participants'
+// account of `natstx auth init`, messages.JetStreamAPIPrefix: see
+// messages/jsconnect): the create and update requests, built here, use the
+// prefix of the JetStream API they are given.
 package consumer
 
 import (
@@ -100,7 +105,7 @@ func Open(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, want jetst
 			if len(diff) == 0 {
 				return Opened{Consumer: cons, Created: created}, nil
 			}
-			if err := upsert(ctx, nc, want, "update"); err != nil {
+			if err := upsert(ctx, nc, js, want, "update"); err != nil {
 				return Opened{Consumer: cons, Created: created, Differs: diff, UpdateErr: err}, nil
 			}
 			cons, err = lookup(ctx, js, want.Durable)
@@ -109,7 +114,7 @@ func Open(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, want jetst
 			}
 			return Opened{Consumer: cons, Created: created, Updated: true}, nil
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
-			err := upsert(ctx, nc, want, "create")
+			err := upsert(ctx, nc, js, want, "create")
 			switch {
 			case err == nil:
 				created = true
@@ -139,13 +144,27 @@ var errNoAnswer = errors.New("no answer")
 // server does not answer (the JetStream client's default timeout).
 const requestTimeout = 5 * time.Second
 
-// upsert sends a create or update (action) of want through the API subject
-// that names the consumer and its filter (the one the participant
-// identities of `natstx auth init` could use, before they lost it).
-func upsert(ctx context.Context, nc *nats.Conn, want jetstream.ConsumerConfig, action string) error {
+// APIPrefix is the prefix of js's JetStream API subjects, without the
+// trailing dot: "$JS.API" by default, the prefix js was created with
+// (jetstream.NewWithAPIPrefix), or its domain's ("$JS.<domain>.API").
+func APIPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".")
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API"
+	}
+	return strings.TrimSuffix(jetstream.DefaultAPIPrefix, ".")
+}
+
+// upsert sends a create or update (action) of want through js's API
+// subject that names the consumer and its filter (the one the participant
+// identities of `natstx auth init` could use, before they lost it), on nc.
+func upsert(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, want jetstream.ConsumerConfig, action string) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	subject := fmt.Sprintf("$JS.API.CONSUMER.CREATE.%s.%s.%s", messages.CommandStream, want.Durable, want.FilterSubject)
+	subject := fmt.Sprintf("%s.CONSUMER.CREATE.%s.%s.%s", APIPrefix(js), messages.CommandStream, want.Durable, want.FilterSubject)
 	body, err := json.Marshal(struct {
 		Stream string                   `json:"stream_name"`
 		Config jetstream.ConsumerConfig `json:"config"`
