@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/participants/internal/consumer"
 )
 
@@ -274,9 +275,13 @@ func New(nc *nats.Conn, cfg Config) (*Runtime, error) {
 // Name is the participant name the Runtime serves.
 func (r *Runtime) Name() string { return r.cfg.Name }
 
-// Start waits up to Config.StreamWait for the command stream (the coordinator
-// declares it), sets up the participant's durable consumer and starts
-// consuming. The consumer is looked up first: if it is there it is used,
+// Start waits up to Config.StreamWait for natstx's JetStream API and the
+// command stream there (the coordinator declares it), sets up the
+// participant's durable consumer and starts consuming. The JetStream API is
+// the connection account's own, or, in an account without JetStream that
+// imports natstx's (the participants' account of `natstx auth init`), the
+// one under messages.JetStreamAPIPrefix: see messages/jsconnect. The
+// consumer is looked up first: if it is there it is used,
 // updated first if its settings differ from Config's and this identity may
 // update it; if it is not there it is created. An identity that may not
 // create it (the permissions of `natstx auth init`) starts without it and
@@ -293,11 +298,8 @@ func (r *Runtime) Start(ctx context.Context) error {
 	case r.started:
 		return ErrStarted
 	}
-	js, err := jetstream.New(r.nc)
+	js, err := r.waitStream(ctx)
 	if err != nil {
-		return fmt.Errorf("natstx: participant %s: %w", r.cfg.Name, err)
-	}
-	if _, err := r.waitStream(ctx, js); err != nil {
 		return err
 	}
 	want := consumer.Config(r.cfg.Name, r.cfg.AckWait, r.cfg.Concurrency)
@@ -392,17 +394,28 @@ func (r *Runtime) consumeOnceCreated(js jetstream.JetStream, want jetstream.Cons
 	}) // an error: stopping
 }
 
-// waitStream polls for the command stream until it exists, StreamWait passes
-// or ctx ends.
-func (r *Runtime) waitStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+// waitStream polls for natstx's JetStream API on r.nc (jsconnect.New, which
+// tells whether it is under messages.JetStreamAPIPrefix) and then for the
+// command stream there, until the stream exists, StreamWait passes, ctx ends
+// or Stop is called; it returns that JetStream API.
+func (r *Runtime) waitStream(ctx context.Context) (jetstream.JetStream, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.StreamWait)
 	defer cancel()
+	// Stop ends a request in flight too.
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer stop()
 	poll := min(250*time.Millisecond, r.cfg.StreamWait)
+	var js jetstream.JetStream
 	var lastErr error
 	for {
-		stream, err := js.Stream(ctx, messages.CommandStream)
-		if err == nil {
-			return stream, nil
+		var err error
+		if js == nil {
+			js, err = jsconnect.New(ctx, r.nc)
+		}
+		if js != nil {
+			if _, err = js.Stream(ctx, messages.CommandStream); err == nil {
+				return js, nil
+			}
 		}
 		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			lastErr = err
@@ -411,6 +424,9 @@ func (r *Runtime) waitStream(ctx context.Context, js jetstream.JetStream) (jetst
 		case <-r.stopping:
 			return nil, ErrStopped
 		case <-ctx.Done():
+			if r.isStopping() {
+				return nil, ErrStopped
+			}
 			if lastErr == nil {
 				lastErr = ctx.Err()
 			}

@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/internal/consumer"
 )
@@ -67,7 +68,10 @@ type Options struct {
 // NewSubscriber returns a watermill-nats JetStream subscriber on the durable
 // consumer of participant name (natstx-<name> on the NATSTX_CMD stream, which
 // the coordinator declares). Subscribe to it with the participant's name as
-// the topic. Its Close drains nc.
+// the topic. Its Close drains nc. It reaches JetStream as the native Runtime
+// does (messages/jsconnect): through the account's own API, or, for a
+// participant in the participants' account of `natstx auth init`, through
+// the one that account imports under messages.JetStreamAPIPrefix.
 func NewSubscriber(nc *nats.Conn, name string, opts Options, logger watermill.LoggerAdapter) (*wmjs.Subscriber, error) {
 	if err := messages.ValidateName("participant name", name); err != nil {
 		return nil, fmt.Errorf("wmparticipant: %w", err)
@@ -88,9 +92,16 @@ func NewSubscriber(nc *nats.Conn, name string, opts Options, logger watermill.Lo
 		NakDelay:       wmjs.NewStaticDelay(opts.RetryDelay),
 		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(opts.Concurrency)},
 		Unmarshaler:    unmarshaler{},
-		ResourceInitializer: func(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
+		// watermill-nats passes the JetStream API of jetstream.New(nc),
+		// which is not natstx's in an account that imports it: use
+		// jsconnect's instead.
+		ResourceInitializer: func(ctx context.Context, _ jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
 			if topic != name {
 				return nil, nil, fmt.Errorf("wmparticipant: subscriber of participant %q subscribed to topic %q; use the participant name", name, topic)
+			}
+			js, err := connectJS(ctx, nc)
+			if err != nil {
+				return nil, nil, fmt.Errorf("wmparticipant: natstx's JetStream API: %w", err)
 			}
 			if _, err := js.Stream(ctx, messages.CommandStream); err != nil {
 				return nil, nil, fmt.Errorf("wmparticipant: stream %s (the coordinator declares it): %w", messages.CommandStream, err)
@@ -112,6 +123,19 @@ func NewSubscriber(nc *nats.Conn, name string, opts Options, logger watermill.Lo
 			return opened.Consumer, nil, nil
 		},
 	})
+}
+
+// probeTimeout bounds the request that tells where natstx's JetStream API
+// is (jsconnect.New).
+const probeTimeout = 10 * time.Second
+
+// connectJS returns natstx's JetStream API on nc: the account's own, or the
+// one under messages.JetStreamAPIPrefix in an account that imports it (the
+// participants' account of `natstx auth init`).
+func connectJS(ctx context.Context, nc *nats.Conn) (jetstream.JetStream, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	return jsconnect.New(ctx, nc)
 }
 
 // awaitedConsumer is the consumer of a participant that may not create it,
