@@ -6,12 +6,15 @@ import (
 	"testing"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/internal/securetest"
 )
 
-// securedEnv is an env on a server where the participant has the
-// permissions of `natstx auth init`: it may not create its consumer.
+// securedEnv is an env on a server run as `natstx auth init` configures
+// it: the coordinator in the NATSTX account (e.nc, e.js), the participant,
+// connecting with its generated credentials, in the participants' account,
+// with the permissions of its name: it may not create its consumer.
 func securedEnv(t *testing.T) (*env, *securetest.Server) {
 	t.Helper()
 	s := securetest.Start(t, svc)
@@ -23,13 +26,20 @@ func securedEnv(t *testing.T) (*env, *securetest.Server) {
 	return e, s
 }
 
-// TestRuntimeWaitsForTheCoordinatorsConsumer: under the participant
-// permissions, a Runtime whose consumer is not there starts all the same
-// (its create is refused), and consumes once the coordinator has created
-// the consumer; it leaves the coordinator's settings alone.
+// TestRuntimeWaitsForTheCoordinatorsConsumer: with its generated
+// credentials, in the participants' account (which has no JetStream of its
+// own and imports natstx's under messages.JetStreamAPIPrefix), a Runtime
+// whose consumer is not there starts all the same (its create, under the
+// prefix, is refused), and consumes once the coordinator has created the
+// consumer; it leaves the coordinator's settings alone.
 func TestRuntimeWaitsForTheCoordinatorsConsumer(t *testing.T) {
 	e, s := securedEnv(t)
 	nc, v := s.Participant(t)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if imported, err := jsconnect.Imported(ctx, nc); err != nil || !imported {
+		t.Fatalf("the participant's account: imported %v, %v; want natstx's JetStream API imported", imported, err)
+	}
 	log, logs := observed()
 	h := newRecorder()
 	rt := e.start(nc, testConfig(h, log)) // fails the test if Start fails
@@ -51,10 +61,12 @@ func TestRuntimeWaitsForTheCoordinatorsConsumer(t *testing.T) {
 		t.Errorf("no warning about the coordinator's settings (ack_wait 30s, not the test's 2s): %v", logs.All())
 	}
 	rt.Stop()
-	for _, seen := range v.Seen() {
-		if !strings.Contains(seen, `"$JS.API.CONSUMER.CREATE.NATSTX_CMD.natstx-svc.natstx.cmd.svc.>"`) {
-			t.Errorf("the participant hit its permissions: %s", seen)
-		}
+	// Its one violation is the create, under the prefix: every other
+	// request went through the imports its permissions allow.
+	create := `"` + messages.JetStreamAPIPrefix + `.CONSUMER.CREATE.NATSTX_CMD.natstx-svc.natstx.cmd.svc.>"`
+	eventually(t, "the connection's error handler to hear of the violation", func() bool { return len(v.Seen()) > 0 })
+	if seen := v.Seen(); len(seen) != 1 || !strings.Contains(seen[0], create) {
+		t.Errorf("the participant hit its permissions: %v; want only the create %s", seen, create)
 	}
 }
 

@@ -2,6 +2,7 @@ package wmparticipant_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,16 +16,30 @@ import (
 	"github.com/natstx/natstx/participants/wmparticipant"
 )
 
-// TestSubscriberWaitsForTheCoordinatorsConsumer: under the participant
-// permissions, the router runs although the participant's consumer is not
-// there (its create is refused), and the participant handles commands once
-// the coordinator has created it; closing the router while it waits, or
-// after, leaves nothing running (goleak).
+// TestSubscriberWaitsForTheCoordinatorsConsumer: with its generated
+// credentials, in the participants' account (natstx's JetStream API
+// imported under messages.JetStreamAPIPrefix), a participant whose consumer
+// the coordinator created beforehand consumes it at once, without a
+// violation of its permissions; one whose consumer is not there runs its
+// router all the same (its create, under the prefix, is refused: its one
+// violation), and handles commands once the coordinator has created it.
+// Closing the router while it waits, or after, leaves nothing running
+// (goleak).
 func TestSubscriberWaitsForTheCoordinatorsConsumer(t *testing.T) {
-	for _, create := range []bool{true, false} {
-		t.Run(map[bool]string{true: "created", false: "never created"}[create], func(t *testing.T) {
+	for _, c := range []struct {
+		name           string
+		before, create bool
+	}{
+		{"created before", true, true},
+		{"created after", false, true},
+		{"never created", false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			s := securetest.Start(t, "inventory")
-			subConn, _ := s.Participant(t)
+			if c.before {
+				s.CreateConsumer(t)
+			}
+			subConn, violations := s.Participant(t)
 			pubConn, _ := s.Participant(t)
 			proc, err := participants.NewProcessor(participants.Config{Name: "inventory", Handler: participants.HandlerFuncs{}})
 			if err != nil {
@@ -53,12 +68,14 @@ func TestSubscriberWaitsForTheCoordinatorsConsumer(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatal("the router is not running after 30s: its subscriber waits for the consumer")
 			}
-			if create {
+			if c.create {
 				replies, err := s.Coordinator.SubscribeSync(messages.ReplyFilter("c1"))
 				if err != nil {
 					t.Fatal(err)
 				}
-				s.CreateConsumer(t)
+				if !c.before {
+					s.CreateConsumer(t)
+				}
 				cmd := messages.Command{TxID: "tx1", Op: messages.OpPrepare, Participant: "inventory", Attempt: 1, ReplyTo: messages.ReplySubject("c1", "inventory")}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
@@ -81,6 +98,19 @@ func TestSubscriberWaitsForTheCoordinatorsConsumer(t *testing.T) {
 				t.Errorf("router: %v", err)
 			}
 			_ = pub.Close()
+			create := `"` + messages.JetStreamAPIPrefix + ".CONSUMER.CREATE." + messages.CommandStream + ".natstx-inventory.natstx.cmd.inventory.>" + `"`
+			// The connection's error handler hears of a violation
+			// asynchronously.
+			for i := 0; !c.before && len(violations.Seen()) == 0 && i < 1000; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			seen := violations.Seen()
+			switch {
+			case c.before && len(seen) > 0:
+				t.Errorf("violations %v, want none: the consumer was there", seen)
+			case !c.before && (len(seen) != 1 || !strings.Contains(seen[0], create)):
+				t.Errorf("violations %v, want only the create %s", seen, create)
+			}
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/participants/internal/consumer"
 	"github.com/natstx/natstx/participants/internal/securetest"
@@ -22,6 +23,22 @@ func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// participantJS connects as the participant and returns its connection,
+// its permission violations, and its JetStream API: the one its account
+// imports, under messages.JetStreamAPIPrefix.
+func participantJS(t *testing.T, s *securetest.Server) (*nats.Conn, *securetest.Violations, jetstream.JetStream) {
+	t.Helper()
+	nc, v := s.Participant(t)
+	js, err := jsconnect.New(ctxFor(t), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := consumer.APIPrefix(js); got != messages.JetStreamAPIPrefix {
+		t.Fatalf("the participant's JetStream API is under %q, want %q", got, messages.JetStreamAPIPrefix)
+	}
+	return nc, v, js
 }
 
 func info(t *testing.T, js jetstream.JetStream) jetstream.ConsumerConfig {
@@ -42,6 +59,28 @@ func TestConfigIsTheCoordinators(t *testing.T) {
 	}
 	if d := consumer.Diff(orchestrator.ParticipantConsumerConfig(name), consumer.Config(name, time.Minute, 256)); len(d) != 1 || !strings.HasPrefix(d[0], "ack_wait") {
 		t.Errorf("Diff = %v, want ack_wait only", d)
+	}
+}
+
+// TestAPIPrefix: the prefix of the subjects Open builds is the JetStream
+// API's it is given.
+func TestAPIPrefix(t *testing.T) {
+	s := securetest.Start(t, name)
+	prefixed, err := jetstream.NewWithAPIPrefix(s.Coordinator, messages.JetStreamAPIPrefix+".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	domain, err := jetstream.NewWithDomain(s.Coordinator, "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		js   jetstream.JetStream
+		want string
+	}{{s.JS, "$JS.API"}, {prefixed, messages.JetStreamAPIPrefix}, {domain, "$JS.hub.API"}} {
+		if got := consumer.APIPrefix(c.js); got != c.want {
+			t.Errorf("APIPrefix = %q, want %q", got, c.want)
+		}
 	}
 }
 
@@ -78,21 +117,22 @@ func TestOpenWhereAllowed(t *testing.T) {
 // them, and changes nothing.
 func TestOpenUnderParticipantPermissions(t *testing.T) {
 	s := securetest.Start(t, name)
-	nc, v := s.Participant(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, v, js := participantJS(t, s)
 	want := consumer.Config(name, time.Minute, 256)
-	_, err = consumer.Open(ctxFor(t), nc, js, want)
+	start := time.Now()
+	_, err := consumer.Open(ctxFor(t), nc, js, want)
 	if !errors.Is(err, consumer.ErrRefused) || !errors.Is(err, nats.ErrPermissionViolation) {
 		t.Fatalf("Open of a missing consumer = %v, want ErrRefused from a permissions violation", err)
+	}
+	// Known from the refusal, not from a request timing out.
+	if took := time.Since(start); took >= 2*time.Second {
+		t.Errorf("Open took %v to learn of the refusal", took)
 	}
 	// The connection's error handler hears of it too, asynchronously.
 	for i := 0; len(v.Seen()) == 0 && i < 1000; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if seen := v.Seen(); len(seen) != 1 || !strings.Contains(seen[0], "$JS.API.CONSUMER.CREATE."+messages.CommandStream+".natstx-inventory.natstx.cmd.inventory.>") {
+	if seen := v.Seen(); len(seen) != 1 || !strings.Contains(seen[0], `"`+messages.JetStreamAPIPrefix+".CONSUMER.CREATE."+messages.CommandStream+".natstx-inventory.natstx.cmd.inventory.>"+`"`) {
 		t.Errorf("violations %v, want the one create", seen)
 	}
 
@@ -127,11 +167,7 @@ func TestOpenUnderParticipantPermissions(t *testing.T) {
 // error if it ends first.
 func TestAwait(t *testing.T) {
 	s := securetest.Start(t, name)
-	nc, _ := s.Participant(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := participantJS(t, s)
 	ctx, cancel := context.WithCancel(ctxFor(t))
 	cancel()
 	if _, err := consumer.Await(ctx, js, messages.ConsumerName(name), nil); !errors.Is(err, context.Canceled) {
@@ -159,11 +195,7 @@ func TestAwait(t *testing.T) {
 // it returns that error without starting.
 func TestAwaitThenStart(t *testing.T) {
 	s := securetest.Start(t, name)
-	nc, _ := s.Participant(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := participantJS(t, s)
 	want := consumer.Config(name, 7*time.Second, 3) // not the coordinator's settings
 	ctx, cancel := context.WithCancel(ctxFor(t))
 	cancel()

@@ -1,11 +1,20 @@
-// Package securetest runs, for tests, a NATS server on 127.0.0.1 with
-// JetStream, the command stream, and two users: "coordinator", allowed
-// everything, and "participant", with the permissions of one participant
-// (messages.ParticipantPermissions), as `natstx auth init` gives them.
+// Package securetest runs, for tests, a NATS server on 127.0.0.1 as a
+// secure deployment runs it: on the configuration `natstx auth init`
+// generates (orchestrator/auth: an operator, natstx's three accounts with
+// their exports and imports, messages.AccountImports), with JetStream, and
+// the command stream declared. The coordinator connects with its generated
+// credentials in the NATSTX account, which holds the stream; a participant
+// connects with its own, in the NATSTX_PARTICIPANTS account, with the
+// permissions of its name (messages.ParticipantPermissions), and reaches
+// natstx's JetStream API under messages.JetStreamAPIPrefix
+// (messages/jsconnect).
 package securetest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -15,37 +24,49 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/auth"
 )
 
 // Server is a running server and the coordinator's connection to it.
 type Server struct {
+	// URL is the server's client URL.
 	URL string
-	// Coordinator is connected as the all-powerful user.
+	// Coordinator is connected as the coordinator, in the NATSTX account.
 	Coordinator *nats.Conn
+	// JS is the coordinator's JetStream API.
 	JS          jetstream.JetStream
 	participant string
+	keys        *auth.Keys
+	dir         string
 }
 
-// Start starts a server whose "participant" user has participant's
-// permissions, and declares the command stream; all of it ends with t.
+// Start starts a server on a newly generated deployment's configuration,
+// connects the coordinator, and declares the command stream; participant
+// is the name Participant connects as. All of it ends with t.
 func Start(t *testing.T, participant string) *Server {
 	t.Helper()
-	p := messages.ParticipantPermissions(participant)
-	perms := &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: p.PublishAllow, Deny: p.PublishDeny},
-		Subscribe: &server.SubjectPermission{Allow: p.SubscribeAllow, Deny: p.SubscribeDeny},
+	keys, err := auth.NewKeys()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if p.AllowResponses {
-		perms.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+	conf, err := keys.ServerConfig()
+	if err != nil {
+		t.Fatal(err)
 	}
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-		Users: []*server.User{
-			{Username: "coordinator", Password: "c"},
-			{Username: "participant", Password: "p", Permissions: perms},
-		},
-	})
+	dir := t.TempDir()
+	conf = "listen: 127.0.0.1:-1\njetstream: {store_dir: " + strconv.Quote(filepath.Join(dir, "js")) + "}\n" + conf
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,21 +79,49 @@ func Start(t *testing.T, participant string) *Server {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	})
-	s := &Server{URL: srv.ClientURL(), participant: participant}
-	s.Coordinator, err = nats.Connect(s.URL, nats.UserInfo("coordinator", "c"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Coordinator.Close)
-	if s.JS, err = jetstream.New(s.Coordinator); err != nil {
-		t.Fatal(err)
-	}
+	s := &Server{URL: srv.ClientURL(), participant: participant, keys: keys, dir: dir}
+	s.Coordinator = s.connect(t, messages.RoleCoordinator, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if s.JS, err = jsconnect.New(ctx, s.Coordinator); err != nil {
+		t.Fatal(err)
+	}
 	if err := orchestrator.EnsureStreams(ctx, s.JS, orchestrator.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// connect connects an identity of role (participant name) with its
+// generated credentials, written to a file of mode 0600, and the inbox
+// prefix of its role; the connection closes with t.
+func (s *Server) connect(t *testing.T, role messages.Role, name string, extra ...nats.Option) *nats.Conn {
+	t.Helper()
+	creds, err := s.keys.Creds(role, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.CreateTemp(s.dir, auth.UserName(role, name)+"-*.creds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Write(creds)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []nats.Option{nats.UserCredentials(f.Name())}
+	if role == messages.RoleParticipant {
+		opts = append(opts, nats.CustomInboxPrefix(messages.ParticipantInbox(name)))
+	}
+	nc, err := nats.Connect(s.URL, append(opts, extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // Violations records the permission errors NATS reports to a connection.
@@ -94,18 +143,13 @@ func (v *Violations) Seen() []string {
 	return append([]string(nil), v.seen...)
 }
 
-// Participant connects as the participant, with its inbox prefix; the
-// connection closes with t.
+// Participant connects as the participant, with credentials of its own
+// (a new user each call) and its inbox prefix; the connection closes with
+// t.
 func (s *Server) Participant(t *testing.T) (*nats.Conn, *Violations) {
 	t.Helper()
 	v := &Violations{}
-	nc, err := nats.Connect(s.URL, nats.UserInfo("participant", "p"),
-		nats.CustomInboxPrefix(messages.ParticipantInbox(s.participant)), nats.ErrorHandler(v.handler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc, v
+	return s.connect(t, messages.RoleParticipant, s.participant, nats.ErrorHandler(v.handler)), v
 }
 
 // CreateConsumer creates the participant's consumer as the coordinator
