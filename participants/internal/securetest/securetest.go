@@ -12,21 +12,17 @@ package securetest
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/orchestrator"
-	"github.com/natstx/natstx/orchestrator/auth"
+	"github.com/natstx/natstx/orchestrator/auth/authtest"
 )
 
 // Server is a running server and the coordinator's connection to it.
@@ -38,51 +34,21 @@ type Server struct {
 	// JS is the coordinator's JetStream API.
 	JS          jetstream.JetStream
 	participant string
-	keys        *auth.Keys
-	dir         string
+	d           *authtest.Deployment
 }
 
-// Start starts a server on a newly generated deployment's configuration,
-// connects the coordinator, and declares the command stream; participant
-// is the name Participant connects as. All of it ends with t.
+// Start starts a server on a newly generated deployment's configuration
+// (orchestrator/auth/authtest), connects the coordinator, and declares the
+// command stream; participant is the name Participant connects as. All of it
+// ends with t.
 func Start(t *testing.T, participant string) *Server {
 	t.Helper()
-	keys, err := auth.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf, err := keys.ServerConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	conf = "listen: 127.0.0.1:-1\njetstream: {store_dir: " + strconv.Quote(filepath.Join(dir, "js")) + "}\n" + conf
-	path := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.NoSigs, opts.NoLog = true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		t.Fatal("the NATS server is not ready")
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	s := &Server{URL: srv.ClientURL(), participant: participant, keys: keys, dir: dir}
-	s.Coordinator = s.connect(t, messages.RoleCoordinator, "")
+	d := authtest.Start(t)
+	s := &Server{URL: d.URL, participant: participant, d: d}
+	s.Coordinator = d.Connect(t, messages.RoleCoordinator, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	var err error
 	if s.JS, err = jsconnect.New(ctx, s.Coordinator); err != nil {
 		t.Fatal(err)
 	}
@@ -90,38 +56,6 @@ func Start(t *testing.T, participant string) *Server {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// connect connects an identity of role (participant name) with its
-// generated credentials, written to a file of mode 0600, and the inbox
-// prefix of its role; the connection closes with t.
-func (s *Server) connect(t *testing.T, role messages.Role, name string, extra ...nats.Option) *nats.Conn {
-	t.Helper()
-	creds, err := s.keys.Creds(role, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.CreateTemp(s.dir, auth.UserName(role, name)+"-*.creds")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = f.Write(creds)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []nats.Option{nats.UserCredentials(f.Name())}
-	if role == messages.RoleParticipant {
-		opts = append(opts, nats.CustomInboxPrefix(messages.ParticipantInbox(name)))
-	}
-	nc, err := nats.Connect(s.URL, append(opts, extra...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }
 
 // Violations records the permission errors NATS reports to a connection.
@@ -149,7 +83,7 @@ func (v *Violations) Seen() []string {
 func (s *Server) Participant(t *testing.T) (*nats.Conn, *Violations) {
 	t.Helper()
 	v := &Violations{}
-	return s.connect(t, messages.RoleParticipant, s.participant, nats.ErrorHandler(v.handler)), v
+	return s.d.Connect(t, messages.RoleParticipant, s.participant, nats.ErrorHandler(v.handler)), v
 }
 
 // CreateConsumer creates the participant's consumer as the coordinator
