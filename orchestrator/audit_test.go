@@ -75,3 +75,62 @@ func TestAuditCrossChecksParticipants(t *testing.T) {
 		t.Fatalf("forged status: %+v", rep)
 	}
 }
+
+// TestAuditAsTheOperatorOfASecureDeployment audits as the operator identity
+// of `natstx auth init`: the operator (NATSTX_OPERATORS) begins
+// transactions through the API, the audit reads them from the status bucket
+// (imported under messages.JetStreamAPIPrefix) and asks the participants,
+// which run as themselves in NATSTX_PARTICIPANTS, across the accounts; a
+// clean run counts every transaction right and meets no permission
+// violation.
+func TestAuditAsTheOperatorOfASecureDeployment(t *testing.T) {
+	d := secureDeployment(t)
+	for _, name := range []string{"a", "b"} {
+		h := yes
+		if name == "b" {
+			h = participants.HandlerFuncs{PrepareFunc: func(_ context.Context, _ participants.Tx, p []byte) error {
+				if string(p) == "refuse" {
+					return errors.New("refused")
+				}
+				return nil
+			}}
+		}
+		rt, err := participants.New(d.Connect(t, messages.RoleParticipant, name), participants.Config{Name: name, Handler: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Start(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rt.Stop)
+	}
+	op, errs := operatorConn(t, d)
+	c, err := orchestrator.NewClient(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	for i := 0; i < 6; i++ {
+		ps := specs("a", "b")
+		if i%3 == 0 {
+			ps[1].Payload = []byte("refuse")
+		}
+		if _, err := c.Begin(ctx, messages.BeginRequest{Participants: ps, Wait: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rep orchestrator.AuditReport
+	waitFor(t, func() bool {
+		rep, err = c.Audit(ctx, time.Hour, 5*time.Second)
+		return err == nil && rep.Committed+rep.Aborted == 6
+	}, "the operator's audit to see all six finished")
+	if rep.Transactions != 6 || rep.Committed != 4 || rep.Aborted != 2 || rep.Violations != 0 || rep.InDoubt != 0 || len(rep.Problems) != 0 {
+		t.Fatalf("audit as the operator: %+v", rep)
+	}
+	if err := op.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if e := errs(); len(e) > 0 {
+		t.Errorf("the operator's connection met errors: %v", e)
+	}
+}

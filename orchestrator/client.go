@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/orchestrator/saga"
 	"github.com/natstx/natstx/orchestrator/txn"
 )
@@ -32,22 +34,44 @@ func sagaStateNames() []string {
 
 // Client talks to running coordinators over NATS; it needs no engine in its
 // own process. Begin and Abort are requests to the coordinator API; Status,
-// List and Watch read the status bucket directly. Safe for concurrent use.
+// List and Watch read the status bucket directly, through natstx's
+// JetStream API as the connection's account reaches it (its own, or the
+// one the operators' account of `natstx auth init` imports under
+// messages.JetStreamAPIPrefix: messages/jsconnect). Safe for concurrent use.
 type Client struct {
 	nc *nats.Conn
+
+	// mu guards js, which the first successful jetStream sets.
+	mu sync.Mutex
 	js jetstream.JetStream
 }
 
-// NewClient returns a client on nc.
+// NewClient returns a client on nc. It sends nothing: the client finds how
+// its account reaches JetStream when it first reads the status bucket, so
+// that a client that only uses the API (Begin, BeginSaga) needs no
+// JetStream.
 func NewClient(nc *nats.Conn) (*Client, error) {
 	if nc == nil {
 		return nil, errors.New("natstx: NewClient needs a NATS connection")
 	}
-	js, err := jetstream.New(nc)
+	return &Client{nc: nc}, nil
+}
+
+// jetStream returns natstx's JetStream API on c's connection, asking NATS
+// which one it is (jsconnect.New, bounded by ctx) on the first call, and
+// again after a failure.
+func (c *Client) jetStream(ctx context.Context) (jetstream.JetStream, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.js != nil {
+		return c.js, nil
+	}
+	js, err := jsconnect.New(ctx, c.nc)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{nc: nc, js: js}, nil
+	c.js = js
+	return js, nil
 }
 
 // ErrNoCoordinator is returned when no coordinator answers an API request.
@@ -191,12 +215,17 @@ func injectTrace(ctx context.Context, h nats.Header) {
 	}
 }
 
-func (c *Client) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := c.js.KeyValue(ctx, messages.StatusBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("natstx: no status bucket %s on this NATS: no coordinator has run here", messages.StatusBucket)
+// bucket opens the status bucket, and returns the JetStream API it is in.
+func (c *Client) bucket(ctx context.Context) (jetstream.JetStream, jetstream.KeyValue, error) {
+	js, err := c.jetStream(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	return kv, err
+	kv, err := js.KeyValue(ctx, messages.StatusBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil, fmt.Errorf("natstx: no status bucket %s on this NATS: no coordinator has run here", messages.StatusBucket)
+	}
+	return js, kv, err
 }
 
 // Status returns the latest status of transaction id; errors.Is(err,
@@ -205,7 +234,7 @@ func (c *Client) Status(ctx context.Context, id string) (messages.TxStatus, erro
 	if err := messages.ValidateName("transaction ID", id); err != nil {
 		return messages.TxStatus{}, err
 	}
-	kv, err := c.bucket(ctx)
+	_, kv, err := c.bucket(ctx)
 	if err != nil {
 		return messages.TxStatus{}, err
 	}
@@ -227,7 +256,7 @@ func (c *Client) List(ctx context.Context, states ...string) ([]messages.TxStatu
 			return nil, fmt.Errorf("%w, or a saga state (%s)", err, strings.Join(sagaStateNames(), ", "))
 		}
 	}
-	kv, err := c.bucket(ctx)
+	_, kv, err := c.bucket(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +288,7 @@ func (c *Client) List(ctx context.Context, states ...string) ([]messages.TxStatu
 // Watch streams status changes from now on until ctx ends; the channel is
 // closed then.
 func (c *Client) Watch(ctx context.Context) (<-chan messages.TxStatus, error) {
-	kv, err := c.bucket(ctx)
+	js, kv, err := c.bucket(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +296,7 @@ func (c *Client) Watch(ctx context.Context) (<-chan messages.TxStatus, error) {
 	// only asks for new writes can miss the first ones when its consumer is
 	// recreated (an ordered consumer that lost a heartbeat) before anything
 	// was delivered.
-	stream, err := c.js.Stream(ctx, "KV_"+messages.StatusBucket)
+	stream, err := js.Stream(ctx, messages.StatusStream)
 	if err != nil {
 		return nil, err
 	}

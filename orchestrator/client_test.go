@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,9 +12,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/auth/authtest"
 	"github.com/natstx/natstx/participants"
 )
 
@@ -480,4 +484,100 @@ func waitOnly(t *testing.T, d time.Duration) context.Context {
 		cancel()
 	})
 	return ctx
+}
+
+// TestClientAsTheOperatorOfASecureDeployment runs the Client as the
+// operator identity of `natstx auth init` (the NATSTX_OPERATORS account, no
+// JetStream of its own, the status bucket imported under
+// messages.JetStreamAPIPrefix) against a coordinator in the NATSTX account:
+// Begin first (the API only), then Watch, Status, List and Abort, which
+// find the imported JetStream API by themselves. The operator's connection
+// meets no permission violation.
+func TestClientAsTheOperatorOfASecureDeployment(t *testing.T) {
+	d := secureDeployment(t)
+	op, errs := operatorConn(t, d)
+	c, err := orchestrator.NewClient(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No participant "a" runs: the transaction stays preparing until the
+	// operator aborts it.
+	st, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a"), TimeoutMs: 60_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "preparing" {
+		t.Fatalf("async begin answered %s", st.State)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	updates, err := c.Watch(ctx)
+	if err != nil {
+		t.Fatalf("the operator watches the status bucket: %v", err)
+	}
+	waitFor(t, func() bool {
+		got, err := c.Status(ctxT(t, 5*time.Second), st.ID)
+		return err == nil && got.State == "preparing"
+	}, "the operator to read the transaction preparing")
+	if l, err := c.List(ctxT(t, 5*time.Second), "preparing"); err != nil || len(l) != 1 || l[0].ID != st.ID {
+		t.Fatalf("the operator lists the preparing transactions: %v, %v; want %s", l, err, st.ID)
+	}
+	got, err := c.AbortAs(ctxT(t, 10*time.Second), st.ID, "operator says no", "ops")
+	if err != nil || (got.State != "aborting" && got.State != "aborted") {
+		t.Fatalf("the operator aborts: %+v, %v", got, err)
+	}
+	deadline := time.After(10 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case u := <-updates:
+			seen = u.ID == st.ID && (u.State == "aborting" || u.State == "aborted")
+		case <-deadline:
+			t.Fatal("the operator's watch did not see the abort")
+		}
+	}
+	if err := op.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if e := errs(); len(e) > 0 {
+		t.Errorf("the operator's connection met errors: %v", e)
+	}
+}
+
+// secureDeployment runs a NATS server on the configuration of `natstx auth
+// init` (orchestrator/auth/authtest) with a coordinator connected as the
+// coordinator identity; both stop with t.
+func secureDeployment(t *testing.T) *authtest.Deployment {
+	t.Helper()
+	d := authtest.Start(t)
+	eng, err := orchestrator.New(d.Connect(t, messages.RoleCoordinator, ""),
+		orchestrator.Config{Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Stop)
+	return d
+}
+
+// operatorConn connects the operator identity of d and returns the
+// connection and a function returning the asynchronous errors NATS reported
+// to it so far (permission violations).
+func operatorConn(t *testing.T, d *authtest.Deployment) (*nats.Conn, func() []string) {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		errs []string
+	)
+	nc := d.Connect(t, messages.RoleOperator, "", nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		errs = append(errs, err.Error())
+	}))
+	return nc, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(errs)
+	}
 }
