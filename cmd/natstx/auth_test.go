@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
+	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/embedded"
 )
 
@@ -66,12 +69,13 @@ func readFiles(t *testing.T, dir string) map[string][]byte {
 	return out
 }
 
-// dialCreds connects to url with the credentials file creds, recording the
-// errors NATS reports to the connection (permission violations).
-func dialCreds(url, creds string) (*nats.Conn, *permErrors, error) {
+// dialCreds connects to url with the credentials file creds (and opts),
+// recording the errors NATS reports to the connection (permission
+// violations).
+func dialCreds(url, creds string, opts ...nats.Option) (*nats.Conn, *permErrors, error) {
 	pe := &permErrors{}
-	nc, err := nats.Connect(url, nats.UserCredentials(creds), nats.Timeout(3*time.Second), nats.MaxReconnects(0),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { pe.add(err) }))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.UserCredentials(creds), nats.Timeout(3 * time.Second), nats.MaxReconnects(0),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { pe.add(err) })}, opts...)...)
 	return nc, pe, err
 }
 
@@ -84,6 +88,13 @@ func (p *permErrors) add(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seen = append(p.seen, err.Error())
+}
+
+// all returns the errors seen so far.
+func (p *permErrors) all() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.seen)
 }
 
 // refused publishes on subject and reports whether NATS answers with a
@@ -123,7 +134,8 @@ func TestAuthInitWritesSecretsForItsOwnerAndRefusesToOverwrite(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("auth init: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	secrets := []string{"account.nk", "operator.nk", "coordinator.creds", "operator.creds", "participant-inventory.creds", "participant-payment.creds"}
+	secrets := []string{"account-natstx.nk", "account-participants.nk", "account-operators.nk", "operator.nk",
+		"coordinator.creds", "operator.creds", "participant-inventory.creds", "participant-payment.creds"}
 	for _, f := range secrets {
 		wantMode(t, filepath.Join(dir, f), 0o600)
 		if !strings.Contains(stdout, f) {
@@ -194,11 +206,12 @@ func TestAuthInitWritesSecretsForItsOwnerAndRefusesToOverwrite(t *testing.T) {
 
 // TestAuthAddParticipantIssuesCredentialsOfThatParticipant: `auth
 // add-participant loyalty` after an init writes participant-loyalty.creds
-// (mode 0600 under the umask 000), signed by the init's account, with the
-// permissions of a participant named loyalty and no other; the server on
-// the init's configuration, unchanged, admits it, lets it vote as loyalty
-// and refuses a vote as inventory. It changes none of the init's files, and
-// without an init in --dir it fails, saying so.
+// (mode 0600 under the umask 000), signed by the key of the init's
+// participants' account (account-participants.nk), with the permissions of
+// a participant named loyalty and no other; the server on the init's
+// configuration, unchanged, admits it, lets it vote as loyalty and refuses
+// a vote as inventory. It changes none of the init's files, and without an
+// init in --dir it fails, saying so.
 func TestAuthAddParticipantIssuesCredentialsOfThatParticipant(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "natstx-auth")
 	if stdout, stderr, code := runUmask0(t, "auth", "init", "--participants", "inventory", "--dir", dir); code != 0 {
@@ -225,7 +238,7 @@ func TestAuthAddParticipantIssuesCredentialsOfThatParticipant(t *testing.T) {
 	}
 
 	// Signed by the account of the init, with loyalty's permissions.
-	account, err := nkeys.FromSeed(before["account.nk"])
+	account, err := nkeys.FromSeed(before["account-participants.nk"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,5 +362,153 @@ func TestUserAndPasswordFlagsConnect(t *testing.T) {
 	secret("natstx server", srv.out()+srv.stderr.String())
 	if !t.Failed() {
 		t.Logf("%d tx list runs against a server with plain users, every outcome as expected, no password shown", len(cases))
+	}
+}
+
+// TestAuthInitConfigurationRunsEveryIdentityInItsAccount runs what `auth
+// init` wrote as a deployment would: `natstx server` on nats-auth.conf with
+// coordinator.creds, a participant process with its own credentials, and
+// the client commands with operator.creds. The participant, in
+// NATSTX_PARTICIPANTS, finds that its account has no JetStream of its own
+// and reaches its consumer through the imported API (under
+// messages.JetStreamAPIPrefix); the operator, in NATSTX_OPERATORS, begins a
+// transaction, reads it from the status bucket (tx status, tx list) and
+// audits the participant across the accounts. A later participant from
+// `auth add-participant` looks up its consumer the same way.
+func TestAuthInitConfigurationRunsEveryIdentityInItsAccount(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "natstx-auth")
+	if stdout, stderr, code := runUmask0(t, "auth", "init", "--participants", "inventory", "--dir", dir); code != 0 {
+		t.Fatalf("auth init: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	creds := func(f string) string { return filepath.Join(dir, f) }
+	_, url := startServer(t, "--nats-config", creds("nats-auth.conf"), "--creds", creds("coordinator.creds"))
+	startProc(t, nil, "participant", "sim", "--name", "inventory", "--nats", url, "--creds", creds("participant-inventory.creds"),
+		"--log-level", "warn").waitLine(t, "ready", 30*time.Second)
+
+	op := []string{"--nats", url, "--creds", creds("operator.creds")}
+	wantExit(t, 0, "tx order-1 committed", append([]string{"tx", "begin", "--id", "order-1", "-p", `inventory={"item":"widget","qty":1}`}, op...)...)
+	wantExit(t, 0, "committed", append([]string{"tx", "status", "order-1"}, op...)...)
+	if out := wantExit(t, 0, "", append([]string{"tx", "list", "--json"}, op...)...); !strings.Contains(out, `"order-1"`) {
+		t.Errorf("tx list as the operator does not show order-1:\n%s", out)
+	}
+	if out := wantExit(t, 0, "", append([]string{"audit", "--json"}, op...)...); !strings.Contains(out, `"committed": 1`) && !strings.Contains(out, `"committed":1`) {
+		t.Errorf("audit as the operator does not count order-1 committed:\n%s", out)
+	}
+
+	// The identities' own view: the participants' and operators' accounts
+	// have no JetStream of their own; the coordinator's has.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range []struct {
+		file, inbox string
+		imported    bool
+	}{
+		{"coordinator.creds", "", false},
+		{"participant-inventory.creds", messages.ParticipantInbox("inventory"), true},
+		{"operator.creds", messages.OperatorInbox(), true},
+	} {
+		var opts []nats.Option
+		if c.inbox != "" {
+			opts = append(opts, nats.CustomInboxPrefix(c.inbox))
+		}
+		nc, pe, err := dialCreds(url, creds(c.file), opts...)
+		if err != nil {
+			t.Fatalf("%s: %v", c.file, err)
+		}
+		qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
+		imported, err := jsconnect.Imported(qctx, nc)
+		qcancel()
+		nc.Close()
+		if err != nil || imported != c.imported {
+			t.Errorf("%s: JetStream imported %v (%v), want %v; NATS reported %v", c.file, imported, err, c.imported, pe.all())
+		}
+	}
+
+	// A participant added later reaches the consumer the coordinator made
+	// for it, through the prefix; the server needs no change.
+	wantExit(t, 0, "participant-loyalty.creds", "auth", "add-participant", "loyalty", "--dir", dir)
+	coord, _, err := dialCreds(url, creds("coordinator.creds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	cjs, err := jsconnect.New(ctx, coord)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cjs.CreateOrUpdateConsumer(ctx, messages.CommandStream, orchestrator.ParticipantConsumerConfig("loyalty")); err != nil {
+		t.Fatal(err)
+	}
+	loyalty, pe, err := dialCreds(url, creds("participant-loyalty.creds"), nats.CustomInboxPrefix(messages.ParticipantInbox("loyalty")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loyalty.Close()
+	ljs, err := jsconnect.New(ctx, loyalty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ljs.Consumer(ctx, messages.CommandStream, messages.ConsumerName("loyalty")); err != nil {
+		t.Errorf("participant-loyalty looks up its consumer: %v", err)
+	}
+	if err := loyalty.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if e := pe.all(); len(e) > 0 {
+		t.Errorf("participant-loyalty met errors: %v", e)
+	}
+	if !t.Failed() {
+		t.Logf("auth init's configuration: coordinator in NATSTX, inventory committed order-1 through the prefix, the operator read and audited it, loyalty (added later) reached its consumer")
+	}
+}
+
+// TestAuthInitOverAnOlderSingleAccountInit: a directory where an older
+// natstx wrote its one account key, account.nk, is refused by init (exit 2,
+// naming --force) and by add-participant (which names 'auth init --force');
+// init --force writes the three accounts and removes account.nk, whose
+// users no server on the new configuration trusts.
+func TestAuthInitOverAnOlderSingleAccountInit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "natstx-auth")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := old.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := filepath.Join(dir, "account.nk")
+	if err := os.WriteFile(legacy, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runUmask0(t, "auth", "init", "--participants", "inventory", "--dir", dir)
+	if code != 2 || !strings.Contains(stderr, "account.nk already exists") || !strings.Contains(stderr, "--force") {
+		t.Errorf("auth init over an older init: exit %d, stderr %q; want exit 2 naming account.nk and --force (stdout %q)", code, stderr, stdout)
+	}
+	if files := readFiles(t, dir); len(files) != 1 {
+		t.Errorf("a refused init left %d files, want 1 (account.nk)", len(files))
+	}
+	_, stderr, code = runUmask0(t, "auth", "add-participant", "loyalty", "--dir", dir)
+	if code == 0 || !strings.Contains(stderr, "auth init --force") {
+		t.Errorf("add-participant over an older init: exit %d, stderr %q; want a failure naming 'auth init --force'", code, stderr)
+	}
+	stdout, stderr, code = runUmask0(t, "auth", "init", "--participants", "inventory", "--dir", dir, "--force")
+	if code != 0 {
+		t.Fatalf("auth init --force: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "removed "+legacy) {
+		t.Errorf("auth init --force does not say it removed %s:\n%s", legacy, stdout)
+	}
+	if _, err := os.Stat(legacy); err == nil {
+		t.Error("auth init --force left account.nk")
+	}
+	for _, f := range []string{"account-natstx.nk", "account-participants.nk", "account-operators.nk"} {
+		wantMode(t, filepath.Join(dir, f), 0o600)
+	}
+	if _, stderr, code := runUmask0(t, "auth", "add-participant", "loyalty", "--dir", dir); code != 0 {
+		t.Errorf("add-participant after init --force: exit %d, stderr %q", code, stderr)
 	}
 }
