@@ -373,7 +373,9 @@ func TestUserAndPasswordFlagsConnect(t *testing.T) {
 // and reaches its consumer through the imported API (under
 // messages.JetStreamAPIPrefix); the operator, in NATSTX_OPERATORS, begins a
 // transaction, reads it from the status bucket (tx status, tx list) and
-// audits the participant across the accounts. A later participant from
+// audits the participant across the accounts. `publish` with the
+// coordinator's credentials gets the participant's replies. A later
+// participant from
 // `auth add-participant` looks up its consumer the same way.
 func TestAuthInitConfigurationRunsEveryIdentityInItsAccount(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "natstx-auth")
@@ -394,6 +396,14 @@ func TestAuthInitConfigurationRunsEveryIdentityInItsAccount(t *testing.T) {
 	if out := wantExit(t, 0, "", append([]string{"audit", "--json"}, op...)...); !strings.Contains(out, `"committed": 1`) && !strings.Contains(out, `"committed":1`) {
 		t.Errorf("audit as the operator does not count order-1 committed:\n%s", out)
 	}
+
+	// publish plays the coordinator: with its credentials, the participant's
+	// reply crosses from its account to the coordinator's; the operator may
+	// not publish commands.
+	coordArgs := []string{"--nats", url, "--creds", creds("coordinator.creds")}
+	wantExit(t, 0, "reply from inventory", append([]string{"publish", "-p", "inventory", "--tx", "hand-1", "--op", "prepare", "--timeout", "10s"}, coordArgs...)...)
+	wantExit(t, 0, "reply from inventory", append([]string{"publish", "-p", "inventory", "--tx", "hand-1", "--op", "abort", "--timeout", "10s"}, coordArgs...)...)
+	wantExit(t, 1, "", append([]string{"publish", "-p", "inventory", "--tx", "hand-2", "--op", "abort", "--timeout", "2s"}, op...)...)
 
 	// The identities' own view: the participants' and operators' accounts
 	// have no JetStream of their own; the coordinator's has.

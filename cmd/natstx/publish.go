@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
 	"github.com/natstx/natstx/messages"
@@ -55,8 +56,13 @@ testing a participant by hand.
 The command goes into the command stream (JetStream publish, so it is stored
 until the participant takes it) on natstx.cmd.<participant>.<txid>, with every
 protocol header (version, txid, operation, participant, attempt, deadline,
-reply subject, Nats-Msg-Id). Its reply subject is a fresh inbox that publish
-listens on until --timeout.
+reply subject, Nats-Msg-Id). Its reply subject is a fresh one of its own,
+natstx.reply.publish-<unique>.<participant>, that publish listens on until
+--timeout.
+
+It plays the coordinator: under the identities of 'natstx auth init' it needs
+the coordinator's credentials (--creds coordinator.creds), the only identity
+that may publish commands and read replies.
 
 JetStream drops a command whose Nats-Msg-Id (<txid>.<op>.<participant>.<attempt>)
 it stored in the last two minutes: to send the same command again, raise
@@ -142,16 +148,22 @@ func runPublish(cmd *cobra.Command, o publishOptions, c messages.Command) error 
 		return err
 	}
 	defer nc.Close()
-	inbox := nc.NewInbox()
+	// A reply subject as a coordinator's (not an inbox): a participant may
+	// publish its replies only there (messages.ParticipantPermissions), and
+	// from the participants' account of `natstx auth init` only there
+	// reach natstx's (messages.AccountImports).
+	inbox := messages.ReplySubject("publish-"+nuid.Next(), c.Participant)
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return fmt.Errorf("subscribing to the reply inbox: %w", err)
+		return fmt.Errorf("subscribing to the reply subject: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	c.ReplyTo = inbox
 	if err := c.Validate(); err != nil {
 		return usageError{err}
 	}
+	// Publishing commands is the coordinator's, in the account that holds
+	// the command stream: JetStream of its own, no prefix.
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
