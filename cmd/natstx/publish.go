@@ -143,7 +143,9 @@ func (o publishOptions) command() (messages.Command, error) {
 }
 
 func runPublish(cmd *cobra.Command, o publishOptions, c messages.Command) error {
-	nc, err := connect(o.natsURL, "natstx-publish")
+	// As the coordinator it plays: the NATS default inbox, not the
+	// operators' (whose account receives what is delivered there).
+	nc, err := connectAs(o.natsURL, "natstx-publish", "")
 	if err != nil {
 		return err
 	}
