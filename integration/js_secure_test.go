@@ -20,6 +20,7 @@ import (
 
 	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/orchestrator"
 )
 
@@ -89,9 +90,13 @@ func runJSExample(t *testing.T, node string, env []string, args ...string) (int,
 // participant inventory under the identities of `natstx auth init`, on
 // `natstx server --config configs/secure-single.yaml` (TLS, credentials;
 // only the port changed): with participant-inventory.creds (NATSTX_CREDS)
-// and the CA (--tls-ca), its replies on its own inbox prefix. It may not
-// create its consumer: it is refused, waits, and consumes once the
-// coordinator has created it for the first transaction. The operator
+// and the CA (--tls-ca), its replies on its own inbox prefix. Its identity
+// is in the participants' account, which has no JetStream and imports
+// natstx's JetStream API under messages.JetStreamAPIPrefix: the participant
+// finds that out ($JS.API answers "JetStream not enabled for account"),
+// says so, and makes every JetStream request under the prefix. It may not
+// create its consumer: it is refused (under the prefix), waits, and
+// consumes once the coordinator has created it for the first transaction. The operator
 // begins transactions through the API with operator.creds, across inventory
 // and the Go example payment service (`natstx participant payment` with
 // its own credentials): those payment accepts commit, the one it refuses
@@ -138,6 +143,13 @@ func TestJSParticipantSecure(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := ctxFor(t, 3*time.Minute)
+	// The participants' account has no JetStream of its own: JetStream's
+	// own API does not reach the command stream from there.
+	pnc := secureClient(t, dir, url, "participant-inventory", messages.ParticipantInbox("inventory"))
+	if imported, err := jsconnect.Imported(ctx, pnc); err != nil || !imported {
+		t.Fatalf("participant-inventory's account imports natstx's JetStream API: %v, %v; want true (the accounts of natstx auth init)", imported, err)
+	}
+	pnc.Close()
 	jsp, ready := launchJSParticipant(t, node, []string{"NATSTX_CREDS=" + creds("participant-inventory"), "NATSTX_TLS_CA="},
 		"--name", "inventory", "--nats", url, "--tls-ca", ca, "--store", filepath.Join(dir, "inventory.jsonl"),
 		"--in-doubt-after", "2000", "--log-level", "info")
@@ -146,6 +158,14 @@ func TestJSParticipantSecure(t *testing.T) {
 		func() string { return "stderr:\n" + jsp.stderr.String() })
 	if !strings.Contains(jsp.stderr.String(), `"inbox_prefix":"`+messages.ParticipantInbox("inventory")+`"`) {
 		t.Errorf("the JavaScript participant does not log the inbox prefix %s:\n%s", messages.ParticipantInbox("inventory"), jsp.stderr)
+	}
+	if !strings.Contains(jsp.stderr.String(), `"api_prefix":"`+messages.JetStreamAPIPrefix+`"`) {
+		t.Errorf("the JavaScript participant does not log the JetStream API prefix %s:\n%s", messages.JetStreamAPIPrefix, jsp.stderr)
+	}
+	// Its attempt to create its consumer went under the prefix.
+	ownCreate := messages.JetStreamAPIPrefix + ".CONSUMER.CREATE." + messages.CommandStream + "." + messages.ConsumerName("inventory") + "."
+	if !strings.Contains(jsp.stderr.String(), ownCreate) {
+		t.Errorf("the JavaScript participant's refused create is not under %s:\n%s", ownCreate, jsp.stderr)
 	}
 	select {
 	case ok := <-ready:
@@ -282,8 +302,8 @@ func TestJSParticipantSecure(t *testing.T) {
 	if strings.Contains(stderr, "created the durable consumer") {
 		t.Errorf("the JavaScript participant created its consumer:\n%s", stderr)
 	}
-	// The one refusal it meets: creating its own consumer, at start.
-	ownCreate := "$JS.API.CONSUMER.CREATE." + messages.CommandStream + "." + messages.ConsumerName("inventory") + "."
+	// The one refusal it meets: creating its own consumer, at start (under
+	// the prefix). A JetStream request without it would be refused too.
 	for _, line := range strings.Split(stderr, "\n") {
 		if strings.Contains(strings.ToLower(line), "permissions violation") && !strings.Contains(line, ownCreate) {
 			t.Errorf("the JavaScript participant hit its permissions: %s", line)
