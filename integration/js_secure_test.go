@@ -96,15 +96,15 @@ func runJSExample(t *testing.T, node string, env []string, args ...string) (int,
 // finds that out ($JS.API answers "JetStream not enabled for account"),
 // says so, and makes every JetStream request under the prefix. It may not
 // create its consumer: it is refused (under the prefix), waits, and
-// consumes once the coordinator has created it for the first transaction. The operator
-// begins transactions through the API with operator.creds, across inventory
-// and the Go example payment service (`natstx participant payment` with
-// its own credentials): those payment accepts commit, the one it refuses
-// (no such account) aborts, at both; `natstx audit` as the operator finds
-// every one alike at both participants. inventory's consumer stays the
-// coordinator's, and the JavaScript participant meets no other refusal.
-// Without credentials, or without the CA, it fails at start saying what to
-// check.
+// consumes once the coordinator has created it for the first transaction.
+// The operator begins transactions through the API with operator.creds,
+// across inventory and the Go example payment service (`natstx participant
+// payment` with its own credentials): those payment accepts commit, the one
+// it refuses (no such account) aborts, at both; `natstx audit` as the
+// operator finds every one alike at both participants. inventory's consumer
+// stays the coordinator's, and the JavaScript participant meets no other
+// refusal. Without credentials, or without the CA, it fails at start saying
+// what to check.
 func TestJSParticipantSecure(t *testing.T) {
 	node := nodePath(t)
 	ensureJSModules(t)
