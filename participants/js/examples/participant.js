@@ -17,6 +17,8 @@
 // NATSTX_TLS_CERT, NATSTX_TLS_KEY, NATSTX_INBOX_PREFIX; a flag wins over its
 // variable). Its reply inboxes start with _INBOX_natstx.participant.<name>,
 // the only ones its permissions allow, unless --inbox-prefix says otherwise.
+// Its account there has no JetStream and imports natstx's under
+// $JS.natstx.API: the SDK finds that out at start and logs it (api_prefix).
 // It creates no consumer under those permissions: it waits until the
 // coordinator has created natstx-<name> (before its first command to it),
 // and prints its ready line once it consumes.
