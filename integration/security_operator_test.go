@@ -31,8 +31,13 @@ import (
 // operator would: `tx status`, `tx list`, `tx watch` and `tx abort` of a
 // transaction held at prepare by a participant that does not answer. Each
 // works under the operator's permissions, and the abort ends the
-// transaction aborted at every participant. The operator's credentials
-// cannot publish a command nor read the command stream (the acceptance test,
+// transaction aborted at every participant. The operator is in an account
+// of its own without JetStream: the server answers its $JS.API.INFO with
+// "JetStream not enabled for account", and it reads the status bucket under
+// messages.JetStreamAPIPrefix, where its account imports those reads, as
+// the CLI does. The operator's credentials cannot publish a command, read
+// the command stream under either API prefix, nor read the status bucket
+// under $JS.API (the acceptance test,
 // TestSecurityHostileIdentitiesChangeNothing, covers the other attempts).
 func TestSecurityOperatorCLIUnderItsPermissions(t *testing.T) {
 	dir := t.TempDir()
@@ -189,9 +194,22 @@ func TestSecurityOperatorCLIUnderItsPermissions(t *testing.T) {
 			}
 			return messages.CommandSubjects, err
 		}},
-		{"read a message of the command stream", func() (string, error) {
+		{"read a message of the command stream under $JS.API", func() (string, error) {
 			subject := "$JS.API.STREAM.MSG.GET." + messages.CommandStream
 			_, err := onc.Request(subject, []byte(`{"seq":1}`), time.Second)
+			return subject, err
+		}},
+		{"read a message of the command stream under " + messages.JetStreamAPIPrefix, func() (string, error) {
+			subject := messages.JetStreamAPIPrefix + ".STREAM.MSG.GET." + messages.CommandStream
+			_, err := onc.Request(subject, []byte(`{"seq":1}`), time.Second)
+			return subject, err
+		}},
+		// Its account has no JetStream, and its permissions allow nothing
+		// of the plain API but $JS.API.INFO: the status bucket is read
+		// under the prefix only (below).
+		{"read tx-held's status under $JS.API", func() (string, error) {
+			subject := "$JS.API.DIRECT.GET." + messages.StatusStream + ".$KV." + messages.StatusBucket + ".tx-held"
+			_, err := onc.Request(subject, nil, time.Second)
 			return subject, err
 		}},
 	}
@@ -204,6 +222,39 @@ func TestSecurityOperatorCLIUnderItsPermissions(t *testing.T) {
 			continue
 		}
 		t.Errorf("operator: %s: not refused by NATS (error %v)", d.what, err)
+	}
+
+	// What the CLI does to read the status bucket: $JS.API.INFO, which the
+	// server answers itself, in an account without JetStream, with
+	// "JetStream not enabled for account" (503, 10039); then the bucket
+	// under the prefix.
+	if m, err := onc.Request("$JS.API.INFO", nil, 5*time.Second); err != nil {
+		t.Errorf("operator: $JS.API.INFO: %v", err)
+	} else {
+		var info struct {
+			Error *struct {
+				Code        int    `json:"code"`
+				ErrCode     int    `json:"err_code"`
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(m.Data, &info) != nil || info.Error == nil || info.Error.Code != 503 || info.Error.ErrCode != 10039 {
+			t.Errorf("operator: $JS.API.INFO answered %s, want JetStream not enabled for account (503, 10039)", m.Data)
+		} else {
+			t.Logf("operator: $JS.API.INFO answered %q by the server: its account has no JetStream", info.Error.Description)
+		}
+	}
+	direct := messages.JetStreamAPIPrefix + ".DIRECT.GET." + messages.StatusStream + ".$KV." + messages.StatusBucket + ".tx-held"
+	if m, err := onc.Request(direct, nil, 5*time.Second); err != nil {
+		t.Errorf("operator: %s: %v", direct, err)
+	} else {
+		var st messages.TxStatus
+		if json.Unmarshal(m.Data, &st) != nil || st.ID != "tx-held" || st.State != "preparing" {
+			t.Errorf("operator: %s answered %q (header %v), want tx-held's status, preparing", direct, m.Data, m.Header)
+		}
+	}
+	if ov.saw(direct, 500*time.Millisecond) || ov.saw("$JS.API.INFO", 0) {
+		t.Errorf("operator: reading the status bucket under the prefix hit its permissions: %v", ov.seen)
 	}
 
 	// tx watch, bounded by --for, from before the abort to tx-held's end.
