@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/messages/jsconnect"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/participants"
 	"github.com/natstx/natstx/participants/sim"
@@ -177,10 +178,24 @@ func secureClient(t *testing.T, dir, url, id, inbox string) *nats.Conn {
 	return nc
 }
 
-// runSecureTx starts participant inventory on pnc, begins a transaction for
-// it through the API as the operator on onc, and checks that it commits.
+// runSecureTx checks that the participant's connection pnc and the
+// operator's onc are each in an account without JetStream (the accounts of
+// `natstx auth init`, which reach natstx's JetStream through imports under
+// messages.JetStreamAPIPrefix), starts participant inventory on pnc, begins
+// a transaction for it through the API as the operator on onc, and checks
+// that it commits.
 func runSecureTx(t *testing.T, pnc, onc *nats.Conn) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, c := range []struct {
+		who string
+		nc  *nats.Conn
+	}{{"participant inventory", pnc}, {"operator", onc}} {
+		if imported, err := jsconnect.Imported(ctx, c.nc); err != nil || !imported {
+			t.Fatalf("%s over TLS: JetStream imported %v (%v); want true, the accounts of natstx auth init", c.who, imported, err)
+		}
+	}
 	svc, err := sim.New(sim.Config{Name: "inventory", SuccessRate: sim.Rate(1)})
 	if err != nil {
 		t.Fatal(err)
@@ -190,8 +205,6 @@ func runSecureTx(t *testing.T, pnc, onc *nats.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	if err := rt.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
