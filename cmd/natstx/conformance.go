@@ -145,7 +145,7 @@ func runConformance(cmd *cobra.Command, o conformanceOptions) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	nc, err := connect(o.natsURL, "natstx-conformance")
+	nc, err := connectAs(o.natsURL, "natstx-conformance", "") // it plays the coordinator: its inbox is the NATS default
 	if err != nil {
 		return err
 	}
