@@ -82,21 +82,29 @@ func PermissionsFor(role Role, name string) (Permissions, bool) {
 // CoordinatorPermissions are the coordinator's: everything natstx does in
 // its account. It declares and writes the stream and buckets, creates each
 // participant's consumer, publishes commands, serves the API, receives
-// every reply, and answers requests (whose inboxes it may publish to; a
-// request from another account comes with a reply subject the server
-// chose, which AllowResponses admits).
+// every reply, and answers requests (whose inboxes it may publish to). A
+// request from another account comes with a reply subject the server chose,
+// under ResponsePrefix: the coordinator may publish there whatever
+// connection it received the request on, so that an answer sent after it
+// reconnected to another server still goes out (AllowResponses knows only
+// the requests its current connection received).
 func CoordinatorPermissions() Permissions {
 	return Permissions{
 		PublishAllow: []string{
 			"natstx.>",
 			jsAPIPrefix + ".>", jsAck + ".>", jsFC + ".>",
 			kvPfx + ".>",
-			"_INBOX.>", InboxRoot + ".>",
+			"_INBOX.>", InboxRoot + ".>", ResponsePrefix + ".>",
 		},
 		SubscribeAllow: []string{"natstx.>", "_INBOX.>", InboxRoot + ".>"},
 		AllowResponses: true,
 	}
 }
+
+// ResponsePrefix starts the reply subjects the NATS server gives a request
+// that crosses accounts through a service import: it routes what is
+// published there back to the requester, in its own account.
+const ResponsePrefix = "_R_"
 
 // jsInfo is the JetStream account-information request. In the participants'
 // and operators' accounts the server answers it itself ("JetStream not

@@ -57,6 +57,9 @@ func TestPermissionsTable(t *testing.T) {
 		{RoleCoordinator, "", sub, ReplyFilter("c1"), true},
 		{RoleCoordinator, "", sub, APIBegin, true},
 		{RoleCoordinator, "", pub, OperatorInbox() + ".abc", true},
+		// ... and answers requests from other accounts on the subjects the
+		// server gives them, even after it reconnected.
+		{RoleCoordinator, "", pub, "_R_.zNilWD.cPH2Zp", true},
 		{RoleCoordinator, "", pub, "other.app", false},
 
 		// The operator uses the API and reads the status bucket.
@@ -125,6 +128,7 @@ func TestPermissionsTable(t *testing.T) {
 		{RoleParticipant, "inventory", sub, ParticipantInbox("payment") + ".x1", false},
 		{RoleParticipant, "inventory", sub, "_INBOX.x1", false},
 		{RoleParticipant, "inventory", sub, AuditSubject("payment"), false},
+		{RoleOperator, "", pub, "_R_.zNilWD.cPH2Zp", false},
 	}
 	for _, c := range cases {
 		p, ok := PermissionsFor(c.role, c.name)
