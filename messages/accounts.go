@@ -138,24 +138,27 @@ func operatorJS() []Export {
 	}
 }
 
-// apiExport is the coordinator API, for operators (all of it) and
-// participants (the in-doubt question).
-var apiExport = Export{Subject: "natstx.api.v1.>", Service: true}
+// The exports besides the JetStream subjects: the coordinator API, for
+// operators (all of it) and participants (the in-doubt question, APIOutcome);
+// the reply subjects, for participants; the operators' inbox, where the push
+// consumers of their watches deliver; and the participants' audits, for
+// operators.
+var (
+	apiExport           = Export{Subject: "natstx.api.v1.>", Service: true}
+	replyExport         = Export{Subject: ReplyPrefix + ".>", Service: true}
+	operatorInboxExport = Export{Subject: OperatorInbox() + ".>"}
+	auditExport         = Export{Subject: AuditSubject("*"), Service: true}
+)
 
 // AccountExports are what account a exports.
 func AccountExports(a Account) []Export {
 	switch a {
 	case AccountNatstx:
-		out := []Export{
-			{Subject: ReplyPrefix + ".>", Service: true},
-			apiExport,
-			// The push consumers of operators' watches deliver here.
-			{Subject: OperatorInbox() + ".>"},
-		}
+		out := []Export{replyExport, apiExport, operatorInboxExport}
 		out = append(out, participantJS()...)
 		return append(out, operatorJS()...)
 	case AccountParticipants:
-		return []Export{{Subject: AuditSubject("*"), Service: true}}
+		return []Export{auditExport}
 	}
 	return nil
 }
@@ -164,27 +167,26 @@ func AccountExports(a Account) []Export {
 func AccountImports(a Account) []Import {
 	var out []Import
 	add := func(from Account, e Export, share bool) {
-		out = append(out, Import{From: from, Subject: e.Subject, Local: localJS(e.Subject), Service: e.Service, Share: share})
+		i := Import{From: from, Subject: e.Subject, Service: e.Service, Share: share}
+		if local := localJS(e.Subject); local != e.Subject {
+			i.Local = local
+		}
+		out = append(out, i)
 	}
 	switch a {
 	case AccountParticipants:
-		add(AccountNatstx, Export{Subject: ReplyPrefix + ".>", Service: true}, false)
+		add(AccountNatstx, replyExport, false)
 		add(AccountNatstx, Export{Subject: APIOutcome, Service: true}, false)
 		for _, e := range participantJS() {
 			add(AccountNatstx, e, false)
 		}
 	case AccountOperators:
 		add(AccountNatstx, apiExport, true)
-		add(AccountNatstx, Export{Subject: OperatorInbox() + ".>"}, false)
+		add(AccountNatstx, operatorInboxExport, false)
 		for _, e := range operatorJS() {
 			add(AccountNatstx, e, false)
 		}
-		add(AccountParticipants, Export{Subject: AuditSubject("*"), Service: true}, false)
-	}
-	for i := range out {
-		if out[i].Local == out[i].Subject {
-			out[i].Local = ""
-		}
+		add(AccountParticipants, auditExport, false)
 	}
 	return out
 }
