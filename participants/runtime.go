@@ -29,11 +29,20 @@ const (
 	DefaultBarrierRetention = 24 * time.Hour
 )
 
-// How long one pull request waits, and how often the server must show it is
-// alive while it does; two missed heartbeats make the consumer pull again.
+// How a participant instance pulls its commands (the Runtime, and the
+// watermill adapter's subscriber): each pull request waits up to PullExpiry,
+// and the server must show every PullHeartbeat that it still holds it. Two
+// missed heartbeats make the instance pull again. A pull held by a consumer
+// leader whose node died is lost with it, and the new leader, elected 4-9s
+// later, does not always say so; pulling again every 2s until one is
+// answered resumes consuming within about 2s of that election
+// (TestClusterNodeLoss logs how long), where nats.go's defaults would wait
+// 30s.
 const (
-	pullExpiry    = 5 * time.Second
-	pullHeartbeat = 2 * time.Second
+	// PullExpiry is how long one pull request waits for commands.
+	PullExpiry = 3 * time.Second
+	// PullHeartbeat is the idle heartbeat asked for with each pull request.
+	PullHeartbeat = 1 * time.Second
 )
 
 // Config configures a Runtime. Zero durations and counts take the defaults.
@@ -348,8 +357,8 @@ func (r *Runtime) consume(cons jetstream.Consumer) (jetstream.ConsumeContext, er
 		jetstream.PullMaxMessages(r.cfg.Concurrency),
 		// Short pulls with frequent heartbeats: a pull lost with a stream
 		// leader that died is noticed in seconds, not the default 30s.
-		jetstream.PullExpiry(pullExpiry),
-		jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.PullExpiry(PullExpiry),
+		jetstream.PullHeartbeat(PullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			// A server that shuts down (a restart) ends the pull; the
 			// connection reconnects and the pulls resume on their own: not

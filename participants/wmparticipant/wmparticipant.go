@@ -90,8 +90,14 @@ func NewSubscriber(nc *nats.Conn, name string, opts Options, logger watermill.Lo
 		Logger:         logger,
 		AckWaitTimeout: opts.AckWait,
 		NakDelay:       wmjs.NewStaticDelay(opts.RetryDelay),
-		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(opts.Concurrency)},
-		Unmarshaler:    unmarshaler{},
+		// The runtime's pulls: a pull lost with a node that died is
+		// replaced in seconds, not after nats.go's default of 30s.
+		ConsumeOptions: []jetstream.PullConsumeOpt{
+			jetstream.PullMaxMessages(opts.Concurrency),
+			jetstream.PullExpiry(participants.PullExpiry),
+			jetstream.PullHeartbeat(participants.PullHeartbeat),
+		},
+		Unmarshaler: unmarshaler{},
 		// watermill-nats passes the JetStream API of jetstream.New(nc),
 		// which is not natstx's in an account that imports it: use
 		// jsconnect's instead.

@@ -19,9 +19,9 @@ const { isBatch } = require('./batch');
 const { Processor, Settle, withDefaults } = require('./processor');
 const { StreamMissingError, StoppedError, StartedError, errorText } = require('./errors');
 
-/** How long one pull request waits, and how often the server shows it is alive (Go pullExpiry, pullHeartbeat). */
-const PULL_EXPIRY_MS = 5000;
-const PULL_HEARTBEAT_MS = 2000;
+/** How long one pull request waits, and how often the server shows it is alive (Go PullExpiry, PullHeartbeat). */
+const PULL_EXPIRY_MS = 3000;
+const PULL_HEARTBEAT_MS = 1000;
 /** Most transactions one audit request may ask about. */
 const MAX_AUDIT_IDS = 10_000;
 /** The back-off of the wait for a consumer the participant may not create. */
