@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,8 +174,13 @@ func TestClusterNodeLoss(t *testing.T) {
 		next        atomic.Int64
 		phase       atomic.Int64
 		committedIn [4]atomic.Int64
-		stop        = make(chan struct{})
-		wg          sync.WaitGroup
+		// killedAt is when phase 1's node was killed (Unix ns); resumed,
+		// how long after it the first transaction begun after the kill
+		// committed: how long the load stood still.
+		killedAt atomic.Int64
+		resumed  atomic.Int64
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
 	)
 	// begin runs the next transaction, over every service, and returns its
 	// outcome ("error" when Begin failed); every one is checked at the end.
@@ -221,10 +227,13 @@ func TestClusterNodeLoss(t *testing.T) {
 					return
 				default:
 				}
-				p := phase.Load()
+				p, began := phase.Load(), time.Now().UnixNano()
 				switch begin() {
 				case "committed":
 					committedIn[p].Add(1)
+					if k := killedAt.Load(); k != 0 && began > k {
+						resumed.CompareAndSwap(0, time.Now().UnixNano()-k)
+					}
 				case "error":
 					time.Sleep(50 * time.Millisecond)
 				}
@@ -266,6 +275,29 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 		t.Fatal("the command stream has no leader after a minute")
 		return ""
+	}
+	// placement names the leader of every stream and of every consumer of
+	// the command stream, for the log: which of them a killed node held.
+	placement := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var out []string
+		streams := js.ListStreams(ctx)
+		for info := range streams.Info() {
+			if info.Cluster != nil {
+				out = append(out, info.Config.Name+"@"+info.Cluster.Leader)
+			}
+		}
+		if s, err := js.Stream(ctx, messages.CommandStream); err == nil {
+			consumers := s.ListConsumers(ctx)
+			for info := range consumers.Info() {
+				if info.Cluster != nil {
+					out = append(out, info.Name+"@"+info.Cluster.Leader)
+				}
+			}
+		}
+		sort.Strings(out)
+		return strings.Join(out, " ")
 	}
 	// current waits until the stream and both buckets have a leader and
 	// every replica is online and caught up: a restarted node has rejoined.
@@ -312,7 +344,8 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 	}
 	phase.Store(1)
-	t.Logf("killing %s (the stream leader is %s)", victim, first)
+	t.Logf("killing %s (the stream leader is %s); the leaders: %s", victim, first, placement())
+	killedAt.Store(time.Now().UnixNano())
 	nodes[victim].kill()
 	time.Sleep(5 * time.Second)
 	if err := nodes[victim].start(30 * time.Second); err != nil {
@@ -322,6 +355,11 @@ func TestClusterNodeLoss(t *testing.T) {
 	current()
 	lead := leader()
 	phase.Store(2)
+	if r := resumed.Load(); r != 0 {
+		t.Logf("phase 1: the first transaction begun after the kill committed %v after it; the leaders now: %s", time.Duration(r).Round(10*time.Millisecond), placement())
+	} else {
+		t.Logf("phase 1: no transaction begun after the kill committed in it (%v); the leaders now: %s", time.Since(time.Unix(0, killedAt.Load())).Round(10*time.Millisecond), placement())
+	}
 	t.Logf("killing the stream leader %s", lead)
 	nodes[lead].kill()
 	time.Sleep(6 * time.Second)
