@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -61,6 +62,7 @@ type benchOptions struct {
 	logLevel         string
 	cpuProfile       string
 	memProfile       string
+	execTrace        string
 	sync             string
 	groupCommit      string
 	memEvery         int
@@ -226,6 +228,7 @@ that could not be read; 2 on bad usage.`,
 	f.StringVar(&o.sync, "sync", "interval", "the embedded server's disk sync: interval (JetStream's default, fsync every 2 minutes) or always (fsync before each write is acknowledged); not with --nats")
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the load phase (bench's whole process: embedded NATS, coordinator, participants, load) to this file, for go tool pprof")
 	f.StringVar(&o.memProfile, "mem-profile", "", "write an allocation profile of the load phase to this file, for go tool pprof")
+	f.StringVar(&o.execTrace, "exec-trace", "", "write a Go execution trace of the load phase to this file, for go tool trace (where goroutines waited: go tool trace -pprof=sched FILE)")
 	f.IntVar(&o.memEvery, "memory-every", 0, "take a memory sample (RSS, Go heap in use) when the load starts and after every N transactions finished; 0: none")
 	f.StringVar(&o.memMetrics, "memory-metrics", "", "with --memory-every: read RSS and heap from this Prometheus endpoint (e.g. http://127.0.0.1:9464/metrics of 'natstx server --metrics-listen') instead of bench's own process, which holds the embedded NATS, its coordinator and the simulated participants too")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -433,7 +436,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		fmt.Fprintf(out, "natstx bench: %s, %d %s, %s, %s, %s, %s\n", o.protocol, len(names), who, span, load, nats, coord)
 	}
 	bar := newBenchBar(o, out)
-	stopProfiles, err := startProfiles(o.cpuProfile, o.memProfile)
+	stopProfiles, err := startProfiles(o.cpuProfile, o.memProfile, o.execTrace)
 	if err != nil {
 		return err
 	}
@@ -538,11 +541,12 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	return mem.missing()
 }
 
-// startProfiles starts a CPU profile into cpuFile and sets the allocation
-// sampling for memFile (either may be empty); the function it returns stops
-// the CPU profile and writes the allocation profile.
-func startProfiles(cpuFile, memFile string) (func() error, error) {
-	var cpu *os.File
+// startProfiles starts a CPU profile into cpuFile and an execution trace
+// into traceFile, and is ready to write the allocation profile to memFile
+// (any may be empty); the function it returns stops the CPU profile and the
+// trace and writes the allocation profile.
+func startProfiles(cpuFile, memFile, traceFile string) (func() error, error) {
+	var cpu, exec *os.File
 	if cpuFile != "" {
 		f, err := os.Create(cpuFile)
 		if err != nil {
@@ -554,11 +558,33 @@ func startProfiles(cpuFile, memFile string) (func() error, error) {
 		}
 		cpu = f
 	}
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err == nil {
+			if err = trace.Start(f); err != nil {
+				_ = f.Close()
+			}
+		}
+		if err != nil {
+			if cpu != nil {
+				pprof.StopCPUProfile()
+				_ = cpu.Close()
+			}
+			return nil, fmt.Errorf("--exec-trace: %w", err)
+		}
+		exec = f
+	}
 	return func() error {
 		if cpu != nil {
 			pprof.StopCPUProfile()
 			if err := cpu.Close(); err != nil {
 				return fmt.Errorf("--cpu-profile: %w", err)
+			}
+		}
+		if exec != nil {
+			trace.Stop()
+			if err := exec.Close(); err != nil {
+				return fmt.Errorf("--exec-trace: %w", err)
 			}
 		}
 		if memFile == "" {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -390,5 +392,37 @@ func TestBenchMemoryFromMetricsEndpoint(t *testing.T) {
 	if code != 1 || !strings.Contains(stdout, "atomicity: 100 transactions, 100 committed") ||
 		!strings.Contains(stdout, "missing (not read, so not shown):") || !strings.Contains(stderr, "could not read process_resident_memory_bytes and go_memstats_heap_inuse_bytes from "+dead) {
 		t.Fatalf("a dead endpoint: want exit 1, the run's figures and the missing samples named: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
+// TestBenchWritesAnExecutionTraceOfTheLoad: --exec-trace writes a Go
+// execution trace (with --cpu-profile beside it) that holds the engine's
+// goroutines; a file it cannot create is an error naming the flag.
+func TestBenchWritesAnExecutionTraceOfTheLoad(t *testing.T) {
+	dir := t.TempDir()
+	tr, cpu := filepath.Join(dir, "bench.trace"), filepath.Join(dir, "cpu.prof")
+	stdout, stderr, code := run(t, 2*time.Minute, "bench", "--count", "200", "-n", "2", "--jetstream-msgs", "0",
+		"--exec-trace", tr, "--cpu-profile", cpu)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	b, err := os.ReadFile(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte("go 1.")) || !bytes.Contains(b[:32], []byte(" trace\x00")) {
+		t.Fatalf("%s does not start as a Go execution trace: %q", tr, b[:min(len(b), 32)])
+	}
+	if !bytes.Contains(b, []byte("natstx/orchestrator.")) {
+		t.Fatalf("the trace (%d bytes) names no function of the engine", len(b))
+	}
+	if fi, err := os.Stat(cpu); err != nil || fi.Size() == 0 {
+		t.Fatalf("no CPU profile beside the trace: %v", err)
+	}
+
+	_, stderr, code = run(t, time.Minute, "bench", "--count", "10", "-n", "1", "--jetstream-msgs", "0",
+		"--exec-trace", filepath.Join(dir, "missing", "bench.trace"))
+	if code == 0 || !strings.Contains(stderr, "--exec-trace:") {
+		t.Fatalf("a trace file in a missing directory: exit %d, stderr:\n%s", code, stderr)
 	}
 }
