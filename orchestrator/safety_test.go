@@ -354,3 +354,52 @@ func TestASlowTransactionsStatusIsNotRewrittenAtEveryResend(t *testing.T) {
 		t.Fatalf("%d status writes over %d resends, want a few (begin, a vote, a refresh)", writes, f.eng.Stats().Resends)
 	}
 }
+
+// TestAStatusThatAlreadySaysWhomItWaitsForIsNotRefreshed: a transaction
+// whose participants never answer keeps the status its begin wrote (waiting
+// for both) through its resends: no refresh repeats it, not even at the
+// first resend (each one is a read and a compare-and-set write, which under
+// overload every slow transaction paid).
+func TestAStatusThatAlreadySaysWhomItWaitsForIsNotRefreshed(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, StatusLinger: -1})
+	ctx := ctxT(t, 30*time.Second)
+	w, err := statusBucket(t, f).WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("ghost1", "ghost2"), Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return f.eng.Stats().Resends >= 40 }, "40 resends to the ghosts")
+	var writes []string
+	end := time.After(3 * time.Second)
+	for done := false; !done; {
+		select {
+		case <-end:
+			done = true
+		case e := <-w.Updates():
+			if e != nil && e.Key() == id {
+				st, _ := messages.PeekState(e.Value())
+				writes = append(writes, st)
+			}
+		case <-time.After(500 * time.Millisecond):
+			done = true
+		}
+	}
+	if len(writes) != 1 || writes[0] != "preparing" {
+		t.Fatalf("status writes over %d resends: %v, want the begin's alone (preparing)", f.eng.Stats().Resends, writes)
+	}
+	e, err := statusBucket(t, f).Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st messages.TxStatus
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(st.Waiting, ",") != "ghost1,ghost2" {
+		t.Fatalf("the status waits for %v, want ghost1 and ghost2", st.Waiting)
+	}
+}

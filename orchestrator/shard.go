@@ -71,16 +71,18 @@ type entry struct {
 	abortCause int
 	// writeStart is when its commit decision's write began.
 	writeStart time.Time
-	// refreshed is when its status was last refreshed (on a resend), and
-	// refreshedWaiting whom it said it waited for then.
-	refreshed        time.Time
-	refreshedWaiting string
+	// statusWritten is when its status was last written (at a change of
+	// state, or refreshed at a resend), and statusWaiting whom that status
+	// said it waited for.
+	statusWritten time.Time
+	statusWaiting string
 }
 
 // statusRefreshEvery is how often a slow transaction's status is refreshed
-// while whom it waits for stays the same: each refresh is a read, a decode
-// and a compare-and-set write, and refreshing at every resend made that
-// work grow with the backlog under overload (docs/BENCHMARKS.md).
+// while whom it waits for stays what its last status said: each refresh is
+// a read and a compare-and-set write, and refreshing at every resend, or at
+// the first resend of every slow transaction, made that work grow with the
+// backlog under overload (docs/BENCHMARKS.md).
 const statusRefreshEvery = 10 * time.Second
 
 type result struct {
@@ -287,10 +289,9 @@ func (s *shard) handle(v any) {
 			if v.tm.Kind == txn.TimerResend && s.active[v.id] == en && !en.persisting {
 				// A slow transaction: refresh its status, so that it shows
 				// whom it still waits for (never over a final state another
-				// instance wrote), when that changed or every
-				// statusRefreshEvery.
-				if waiting := waitingFor(en.tx.Outcome()); waiting != en.refreshedWaiting || s.e.now().Sub(en.refreshed) >= statusRefreshEvery {
-					en.refreshed, en.refreshedWaiting = s.e.now(), waiting
+				// instance wrote), when that changed since its last status
+				// or statusRefreshEvery after it.
+				if waitingFor(en.tx.Outcome()) != en.statusWaiting || s.e.now().Sub(en.statusWritten) >= statusRefreshEvery {
 					s.e.refreshStatus(en)
 				}
 			}

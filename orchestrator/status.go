@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -146,7 +147,9 @@ func (e *Engine) publishStatus(en *entry) {
 	if e.status == nil || e.halted.Load() {
 		return
 	}
-	st := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now())
+	out := en.tx.Outcome()
+	st := statusOf(out, e.cfg.Instance, en.started, en.decidedAt, e.now())
+	en.statusWritten, en.statusWaiting = e.now(), waitingFor(out)
 	st.History, st.HistoryDropped = en.hist.events, en.hist.dropped // encoded here, on the loop
 	data, err := st.Marshal()
 	if err != nil {
@@ -195,24 +198,48 @@ func (e *Engine) refreshStatus(en *entry) {
 	if e.status == nil || e.halted.Load() {
 		return
 	}
-	doc := statusOf(en.tx.Outcome(), e.cfg.Instance, en.started, en.decidedAt, e.now())
+	out := en.tx.Outcome()
+	doc := statusOf(out, e.cfg.Instance, en.started, en.decidedAt, e.now())
+	en.statusWritten, en.statusWaiting = e.now(), waitingFor(out)
 	en.hist.into(&doc)
 	e.spawn(func() {
 		ctx, cancel := e.withTimeout(e.base, 5*time.Second)
 		defer cancel()
-		// Never create an absent status here: the refresh may come after a
-		// pause, when the transaction's status has expired and another
-		// instance has finished it.
-		if err := e.updateStatus(ctx, doc.ID, nil, func(have *messages.TxStatus) bool {
-			if have.Owner != doc.Owner || isFinal(have.State) {
-				return false
-			}
-			*have = doc
-			return true
-		}); err != nil {
+		if err := e.replaceOwnStatus(ctx, doc); err != nil {
 			e.log.Debug("status not refreshed", zap.String("txid", doc.ID), zap.Error(err))
 		}
 	})
+}
+
+// replaceOwnStatus writes doc over the status of doc.ID by compare-and-set
+// on its revision, if that status is doc.Owner's and not final. It never
+// creates an absent status: a refresh may come after a pause, when the
+// transaction's status has expired and another instance has finished it.
+// Only the owner and the state of the status it replaces are decoded.
+func (e *Engine) replaceOwnStatus(ctx context.Context, doc messages.TxStatus) error {
+	cur, err := e.status.Get(ctx, doc.ID)
+	if errors.Is(err, ErrNoEntry) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var have struct {
+		Owner string `json:"owner"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(cur.Value, &have); err != nil {
+		return fmt.Errorf("the status in the bucket: %w", err)
+	}
+	if have.Owner != doc.Owner || isFinal(have.State) {
+		return nil
+	}
+	data, err := doc.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = e.status.Update(ctx, doc.ID, data, cur.Revision)
+	return err
 }
 
 // updateStatus rewrites the status of id by compare-and-set on its
