@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -54,6 +55,19 @@ func Imported(ctx context.Context, nc *nats.Conn) (bool, error) {
 		return false, nil
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, nats.ErrNoResponders):
 		return false, fmt.Errorf("natstx: no JetStream on this NATS server (is natstx's server, or a NATS server with JetStream, running there?): %w", err)
+	case infoRefused(nc):
+		// An identity that may not ask (users of one account with
+		// JetStream, configured before natstx's accounts): the server
+		// refused the request, so nothing answered it. Its account's own
+		// API, as the JavaScript SDK decides too.
+		return false, nil
 	}
 	return false, fmt.Errorf("natstx: asking NATS for this account's JetStream information: %w", err)
+}
+
+// infoRefused reports whether nc's last error is the server refusing it to
+// publish the account-information request.
+func infoRefused(nc *nats.Conn) bool {
+	last := nc.LastError()
+	return errors.Is(last, nats.ErrPermissionViolation) && strings.Contains(last.Error(), `Publish to "`+jetstream.DefaultAPIPrefix+`INFO"`)
 }
