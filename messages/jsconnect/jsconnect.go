@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,11 @@ func New(ctx context.Context, nc *nats.Conn, opts ...jetstream.JetStreamOpt) (je
 	return jetstream.New(nc, opts...)
 }
 
+// probeTimeout bounds the account-information request of Imported, so that
+// a refused one (a permissions violation, which nothing answers) is told
+// apart in seconds even when ctx allows much longer.
+const probeTimeout = 2 * time.Second
+
 // Imported reports whether nc's account reaches natstx's JetStream API
 // through imports (it has no JetStream of its own).
 func Imported(ctx context.Context, nc *nats.Conn) (bool, error) {
@@ -43,7 +49,9 @@ func Imported(ctx context.Context, nc *nats.Conn) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	_, err = js.AccountInfo(ctx)
+	probe, cancel := context.WithTimeout(ctx, probeTimeout)
+	_, err = js.AccountInfo(probe)
+	cancel()
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
