@@ -37,9 +37,10 @@ func New(ctx context.Context, nc *nats.Conn, opts ...jetstream.JetStreamOpt) (je
 	return jetstream.New(nc, opts...)
 }
 
-// probeTimeout bounds the account-information request of Imported, so that
-// a refused one (a permissions violation, which nothing answers) is told
-// apart in seconds even when ctx allows much longer.
+// probeTimeout bounds each account-information request of Imported, so
+// that a refused one (a permissions violation, which nothing answers) is
+// told apart in seconds even when ctx allows much longer; an unanswered one
+// is asked again while ctx allows.
 const probeTimeout = 2 * time.Second
 
 // Imported reports whether nc's account reaches natstx's JetStream API
@@ -49,9 +50,21 @@ func Imported(ctx context.Context, nc *nats.Conn) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	probe, cancel := context.WithTimeout(ctx, probeTimeout)
-	_, err = js.AccountInfo(probe)
-	cancel()
+	// Probes of probeTimeout each until one is answered or refused, or
+	// ctx ends; without a deadline, one probe with nats.go's own timeout.
+	deadline, bounded := ctx.Deadline()
+	for {
+		probe, cancel := ctx, context.CancelFunc(func() {})
+		if bounded {
+			probe, cancel = context.WithTimeout(ctx, probeTimeout)
+		}
+		_, err = js.AccountInfo(probe)
+		cancel()
+		unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		if !unanswered || infoRefused(nc) || !bounded || !time.Now().Before(deadline) {
+			break
+		}
+	}
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
