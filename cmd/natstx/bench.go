@@ -92,8 +92,11 @@ type benchSummary struct {
 	InDoubt      int     `json:"in_doubt"`
 	// Violations is null when atomicity could not be checked (participants
 	// not run by bench).
-	Violations          *int    `json:"violations"`
-	Timeouts            int64   `json:"timeouts"`
+	Violations *int  `json:"violations"`
+	Timeouts   int64 `json:"timeouts"`
+	// Resends counts the commands bench's own coordinator sent again for
+	// want of an answer (null through the API: the server's are its own).
+	Resends             *int64  `json:"resends"`
 	Seconds             float64 `json:"seconds"`
 	TxnPerSec           float64 `json:"txn_per_sec"`
 	MeanMs              float64 `json:"mean_ms"`
@@ -463,7 +466,8 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	s.Transactions = len(r.results)
 	s.Timeouts = r.timeouts
 	if stats != nil {
-		s.Timeouts = stats().Timeouts
+		st := stats()
+		s.Timeouts, s.Resends = st.Timeouts, &st.Resends
 	}
 	s.Seconds = r.elapsed.Seconds()
 	if s.Seconds > 0 {
@@ -983,6 +987,9 @@ type jsRate struct {
 func printBench(out io.Writer, s benchSummary, h *hdrhistogram.Histogram) {
 	fmt.Fprintf(out, "%d transactions in %.2fs: %.0f txn/s; %d committed, %d aborted (%d by timeout), %d without outcome\n",
 		s.Transactions, s.Seconds, s.TxnPerSec, s.Committed, s.Aborted, s.Timeouts, s.InDoubt)
+	if s.Resends != nil && *s.Resends > 0 {
+		fmt.Fprintf(out, "%d commands sent again for want of an answer (%.2f a transaction)\n", *s.Resends, float64(*s.Resends)/float64(max(s.Transactions, 1)))
+	}
 	fmt.Fprintf(out, "latency ms: mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
 		s.MeanMs, s.P50ms, s.P90ms, s.P99ms, s.P999ms, s.MaxMs)
 	for _, l := range histogramLines(h, 40) {

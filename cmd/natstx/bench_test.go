@@ -98,6 +98,9 @@ func TestBenchDrivesRunningParticipants(t *testing.T) {
 	if s["simulated"] != false || s["violations"] != nil || s["committed"].(float64) != 100 {
 		t.Fatalf("running participants: want simulated false, violations null, 100 committed: %s", stdout)
 	}
+	if r, ok := s["resends"]; !ok || r != nil {
+		t.Fatalf("through the API: want resends null (the server's are its own), got %v: %s", r, stdout)
+	}
 	if _, n, _ := a.Counts(); n != 100 {
 		t.Fatalf("svc-a applied %d transactions, want 100", n)
 	}
@@ -424,5 +427,27 @@ func TestBenchWritesAnExecutionTraceOfTheLoad(t *testing.T) {
 		"--exec-trace", filepath.Join(dir, "missing", "bench.trace"))
 	if code == 0 || !strings.Contains(stderr, "--exec-trace:") {
 		t.Fatalf("a trace file in a missing directory: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestBenchCountsItsCoordinatorsResends: participants slower than the
+// coordinator's first resend (500ms) make bench's own coordinator send
+// commands again, which the JSON counts and the text names.
+func TestBenchCountsItsCoordinatorsResends(t *testing.T) {
+	stdout, stderr, code := run(t, 2*time.Minute, "bench", "-n", "2", "--count", "4", "-c", "2",
+		"--latency-min", "800ms", "--latency-max", "800ms", "--jetstream-msgs", "0", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	s := benchJSON(t, stdout)
+	// Each of the 16 commands takes 800ms to answer: each is sent again at
+	// least once.
+	if r, ok := s["resends"].(float64); !ok || r < 16 {
+		t.Fatalf("resends %v, want at least 16 (each command answered after 800ms): %s", s["resends"], stdout)
+	}
+	stdout, stderr, code = run(t, 2*time.Minute, "bench", "-n", "1", "--count", "2", "-c", "1",
+		"--latency-min", "800ms", "--latency-max", "800ms", "--jetstream-msgs", "0")
+	if code != 0 || !strings.Contains(stdout, "commands sent again for want of an answer") {
+		t.Fatalf("exit %d, no resend line in the text:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
