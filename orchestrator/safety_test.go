@@ -323,56 +323,30 @@ func staleStatusOfALiveInstanceIsCorrected(t *testing.T, f *fixture, id, final, 
 func TestASlowTransactionsStatusIsNotRewrittenAtEveryResend(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{Instance: "c1", RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, StatusLinger: -1})
 	f.participant("a", newCounting())
-	ctx := ctxT(t, 30*time.Second)
-	w, err := statusBucket(t, f).WatchAll(ctx, jetstream.UpdatesOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = w.Stop() }()
-	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("a", "ghost"), Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return f.eng.Stats().Resends >= 40 }, "40 resends to ghost")
-	// Every write the watch has yet to deliver, until it stays quiet for
-	// half a second (a few more resends meanwhile), for 3 s at most.
-	writes := 0
-	end := time.After(3 * time.Second)
-	for done := false; !done; {
-		select {
-		case <-end:
-			done = true
-		case e := <-w.Updates():
-			if e != nil && e.Key() == id {
-				writes++
-			}
-		case <-time.After(500 * time.Millisecond):
-			done = true
-		}
-	}
-	if writes > 4 {
-		t.Fatalf("%d status writes over %d resends, want a few (begin, a vote, a refresh)", writes, f.eng.Stats().Resends)
+	_, writes := statusWritesOver40Resends(t, f, "a", "ghost")
+	if len(writes) > 4 {
+		t.Fatalf("%d status writes (%v) over %d resends, want a few (begin, a vote, a refresh)", len(writes), writes, f.eng.Stats().Resends)
 	}
 }
 
-// TestAStatusThatAlreadySaysWhomItWaitsForIsNotRefreshed: a transaction
-// whose participants never answer keeps the status its begin wrote (waiting
-// for both) through its resends: no refresh repeats it, not even at the
-// first resend (each one is a read and a compare-and-set write, which under
-// overload every slow transaction paid).
-func TestAStatusThatAlreadySaysWhomItWaitsForIsNotRefreshed(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{Instance: "c1", RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, StatusLinger: -1})
+// statusWritesOver40Resends begins a transaction over the participants
+// named (some of which never answer) and returns its ID and the states of
+// the status writes it made by 40 resends: every write the watch delivers
+// until it stays quiet for half a second (a few more resends meanwhile), for
+// 3 s at most.
+func statusWritesOver40Resends(t *testing.T, f *fixture, names ...string) (string, []string) {
+	t.Helper()
 	ctx := ctxT(t, 30*time.Second)
 	w, err := statusBucket(t, f).WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = w.Stop() }()
-	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("ghost1", "ghost2"), Timeout: time.Minute})
+	id, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts(names...), Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return f.eng.Stats().Resends >= 40 }, "40 resends to the ghosts")
+	waitFor(t, func() bool { return f.eng.Stats().Resends >= 40 }, "40 resends")
 	var writes []string
 	end := time.After(3 * time.Second)
 	for done := false; !done; {
@@ -388,10 +362,21 @@ func TestAStatusThatAlreadySaysWhomItWaitsForIsNotRefreshed(t *testing.T) {
 			done = true
 		}
 	}
+	return id, writes
+}
+
+// TestAStatusThatAlreadySaysWhomItWaitsForIsNotRefreshed: a transaction
+// whose participants never answer keeps the status its begin wrote (waiting
+// for both) through its resends: no refresh repeats it, not even at the
+// first resend (each one is a read and a compare-and-set write, which under
+// overload every slow transaction paid).
+func TestAStatusThatAlreadySaysWhomItWaitsForIsNotRefreshed(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond, StatusLinger: -1})
+	id, writes := statusWritesOver40Resends(t, f, "ghost1", "ghost2")
 	if len(writes) != 1 || writes[0] != "preparing" {
 		t.Fatalf("status writes over %d resends: %v, want the begin's alone (preparing)", f.eng.Stats().Resends, writes)
 	}
-	e, err := statusBucket(t, f).Get(ctx, id)
+	e, err := statusBucket(t, f).Get(ctxT(t, 10*time.Second), id)
 	if err != nil {
 		t.Fatal(err)
 	}
