@@ -138,6 +138,15 @@ func (s *shard) flushStatuses() {
 	s.statuses = s.statuses[:0]
 }
 
+// statusToWrite is en's status as of now, without its history, for a write
+// of it: en notes it as the last status written (statusWritten and
+// statusWaiting, which tell a resend whether a refresh is due).
+func (e *Engine) statusToWrite(en *entry) messages.TxStatus {
+	out, now := en.tx.Outcome(), e.now()
+	en.statusWritten, en.statusWaiting = now, waitingFor(out)
+	return statusOf(out, e.cfg.Instance, en.started, en.decidedAt, now)
+}
+
 // publishStatus writes en's status to the status bucket without waiting: a
 // put on the bucket's subject, ordered after the earlier ones of this
 // engine, so the latest state wins. A final status, a transaction's last, is
@@ -147,9 +156,7 @@ func (e *Engine) publishStatus(en *entry) {
 	if e.status == nil || e.halted.Load() {
 		return
 	}
-	out := en.tx.Outcome()
-	st := statusOf(out, e.cfg.Instance, en.started, en.decidedAt, e.now())
-	en.statusWritten, en.statusWaiting = e.now(), waitingFor(out)
+	st := e.statusToWrite(en)
 	st.History, st.HistoryDropped = en.hist.events, en.hist.dropped // encoded here, on the loop
 	data, err := st.Marshal()
 	if err != nil {
@@ -198,9 +205,7 @@ func (e *Engine) refreshStatus(en *entry) {
 	if e.status == nil || e.halted.Load() {
 		return
 	}
-	out := en.tx.Outcome()
-	doc := statusOf(out, e.cfg.Instance, en.started, en.decidedAt, e.now())
-	en.statusWritten, en.statusWaiting = e.now(), waitingFor(out)
+	doc := e.statusToWrite(en)
 	en.hist.into(&doc)
 	e.spawn(func() {
 		ctx, cancel := e.withTimeout(e.base, 5*time.Second)
