@@ -585,14 +585,9 @@ func (s *shard) finishSaga(id string, en *sagaEntry, rec saga.Record) {
 		w <- sagaResult{rec: rec, owner: s.e.cfg.Instance}
 	}
 	s.finishedSagas[id] = rec
-	s.sagaExpiry = append(s.sagaExpiry, expiring{id: id, at: s.e.now().Add(s.e.cfg.Retention)})
-	now, limit := s.e.now(), max(1, s.e.cfg.MaxRemembered/len(s.e.shards))
-	n := 0
-	for n < len(s.sagaExpiry) && (s.sagaExpiry[n].at.Before(now) || len(s.sagaExpiry)-n > limit) {
-		delete(s.finishedSagas, s.sagaExpiry[n].id)
-		n++
-	}
-	s.sagaExpiry = append(s.sagaExpiry[:0], s.sagaExpiry[n:]...)
+	now := s.e.now()
+	s.sagaExpiry.add(id, now.Add(s.e.cfg.Retention))
+	s.sagaExpiry.expire(now, max(1, s.e.cfg.MaxRemembered/len(s.e.shards)), func(id string) { delete(s.finishedSagas, id) })
 	// The final record stays for the retention, then expires.
 	doc := sagaDoc{Owner: s.e.cfg.Instance, Record: rec}
 	s.e.spawn(func() { s.e.expireSaga(id, doc) })

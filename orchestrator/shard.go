@@ -20,12 +20,12 @@ type shard struct {
 	in       chan any
 	active   map[string]*entry
 	finished map[string]finishedTx
-	expiry   []expiring // finished IDs, oldest first
+	expiry   expiryQueue // finished IDs, oldest first
 	// sagas are the sagas the shard drives; finishedSagas those that ended
 	// within the retention, sagaExpiry their IDs, oldest first.
 	sagas         map[string]*sagaEntry
 	finishedSagas map[string]saga.Record
-	sagaExpiry    []expiring
+	sagaExpiry    expiryQueue
 
 	// statuses are the transactions whose status changed since the last
 	// status write (Config.StatusLinger), in the order they first changed;
@@ -46,6 +46,36 @@ type finishedTx struct {
 type expiring struct {
 	id string
 	at time.Time
+}
+
+// expiryQueue holds finished IDs, oldest first. It drops them from the
+// front without moving the rest, and compacts once half of it is dropped:
+// constant time per ID on average, whatever MaxRemembered is (moving the
+// whole queue at every drop cost a tenth of a coordinator's CPU once it was
+// full).
+type expiryQueue struct {
+	items []expiring
+	head  int
+}
+
+// add appends id, to expire at at.
+func (q *expiryQueue) add(id string, at time.Time) {
+	q.items = append(q.items, expiring{id: id, at: at})
+}
+
+// expire drops from the front every ID whose time is before now, and more
+// until at most limit are left, calling forget for each.
+func (q *expiryQueue) expire(now time.Time, limit int, forget func(id string)) {
+	for q.head < len(q.items) && (q.items[q.head].at.Before(now) || len(q.items)-q.head > limit) {
+		forget(q.items[q.head].id)
+		q.items[q.head] = expiring{}
+		q.head++
+	}
+	if q.head > 0 && q.head >= len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
 }
 
 // entry is a running transaction and what its driver keeps beside it.
@@ -591,16 +621,8 @@ func (s *shard) finishRecord(id string) {
 func (s *shard) remember(out Outcome, started, decided time.Time) {
 	now := s.e.now()
 	s.finished[out.ID] = finishedTx{out: out, started: started, decided: decided}
-	s.expiry = append(s.expiry, expiring{id: out.ID, at: now.Add(s.e.cfg.Retention)})
-	limit := max(1, s.e.cfg.MaxRemembered/len(s.e.shards))
-	n := 0
-	for n < len(s.expiry) && (s.expiry[n].at.Before(now) || len(s.expiry)-n > limit) {
-		delete(s.finished, s.expiry[n].id)
-		n++
-	}
-	if n > 0 {
-		s.expiry = append(s.expiry[:0], s.expiry[n:]...)
-	}
+	s.expiry.add(out.ID, now.Add(s.e.cfg.Retention))
+	s.expiry.expire(now, max(1, s.e.cfg.MaxRemembered/len(s.e.shards)), func(id string) { delete(s.finished, id) })
 }
 
 func (s *shard) lookup(id string) result {
