@@ -277,7 +277,9 @@ func TestInDoubtIsPendingWhileTheCommitRecordIsWritten(t *testing.T) {
 // participant, and the status ends aborted.
 func TestAnotherInstanceAbortsWhatADeadOneLeftUndecided(t *testing.T) {
 	hook, hit := haltAt(orchestrator.PointVoteReceived)
-	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
+	// Its status written at once: the sweep finds transactions by it (one
+	// whose instance died before that is TestAnUndecidedTransaction...).
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook, StatusLinger: -1})
 	a := newCounting()
 	f.participant("a", a)
 	// "ghost" never votes, so c1 is still collecting votes when it dies.
