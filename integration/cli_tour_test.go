@@ -501,8 +501,9 @@ func TestCLITourFromREADME(t *testing.T) {
 				break
 			}
 			sh.expect(c, 1, time.Minute, rewrite)
-			// "The watcher printed each step": the README's lines, in order.
-			shown := docBlockAfter(t, tour, "to abort. The watcher printed each step:")
+			// "The watcher printed what the status bucket recorded": the
+			// README's lines, in order.
+			shown := docBlockAfter(t, tour, "to abort. The watcher printed what the status bucket recorded:")
 			sh.waitFor(watch, "order-2 aborted", 30*time.Second)
 			finished = time.Now()
 			got := lines(watch.stdout())
