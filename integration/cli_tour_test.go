@@ -501,9 +501,8 @@ func TestCLITourFromREADME(t *testing.T) {
 				break
 			}
 			sh.expect(c, 1, time.Minute, rewrite)
-			// "The watcher printed what the status bucket recorded": the
-			// README's lines, in order.
-			shown := docBlockAfter(t, tour, "to abort. The watcher printed what the status bucket recorded:")
+			// "The watcher printed each step": the README's lines, in order.
+			shown := docBlockAfter(t, tour, "to abort. The watcher printed each step:")
 			sh.waitFor(watch, "order-2 aborted", 30*time.Second)
 			finished = time.Now()
 			got := lines(watch.stdout())
