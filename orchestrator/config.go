@@ -84,16 +84,13 @@ type Config struct {
 	// 2.12 or later (it turns on atomic batches on the buckets); without sync
 	// always it is slower than writing them one by one.
 	GroupCommit bool
-	// StatusLinger is how long a transaction's status before its final one
-	// (preparing, committing, aborting) waits before it is written: a
-	// transaction that ends within it writes only its final status (one
-	// asynchronous put instead of three); one that lasts longer shows in
-	// the status bucket from then on. The final status is written at once:
-	// users expect it as soon as the outcome is known. A transaction whose
-	// instance dies before its first status is written is not seen by the
-	// orphan sweep; its prepared participants ask after its deadline, and
-	// the abort is recorded then. Default 100ms; negative writes each
-	// change at once.
+	// StatusLinger is how long a transaction's intermediate status
+	// (committing, aborting) waits before it is written: a transaction that
+	// ends within it writes only its begin status and its final one (two
+	// asynchronous puts instead of three). The begin and final statuses are
+	// written at once: the orphan sweep finds a dead instance's undecided
+	// transactions by the first, and users expect the last as soon as the
+	// outcome is known. Default 100ms; negative writes each change at once.
 	StatusLinger time.Duration
 	// Logger receives the engine's logs; default none.
 	Logger *zap.Logger

@@ -277,9 +277,7 @@ func TestInDoubtIsPendingWhileTheCommitRecordIsWritten(t *testing.T) {
 // participant, and the status ends aborted.
 func TestAnotherInstanceAbortsWhatADeadOneLeftUndecided(t *testing.T) {
 	hook, hit := haltAt(orchestrator.PointVoteReceived)
-	// Its status written at once: the sweep finds transactions by it (one
-	// whose instance died before that is TestAnUndecidedTransaction...).
-	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook, StatusLinger: -1})
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
 	a := newCounting()
 	f.participant("a", a)
 	// "ghost" never votes, so c1 is still collecting votes when it dies.

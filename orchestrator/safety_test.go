@@ -12,7 +12,6 @@ import (
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
 	"github.com/natstx/natstx/orchestrator/saga"
-	"github.com/natstx/natstx/participants"
 )
 
 // The tests of this file each reproduce one safety hole found by review
@@ -136,51 +135,6 @@ func TestAQuestionWithoutDeadlineWaitsWhileTheOwnerIsAlive(t *testing.T) {
 	}, "abort once c1 is gone")
 }
 
-// TestAnUndecidedTransactionWithoutAStatusIsAbortedWhenItsParticipantAsks:
-// c1 dies collecting votes before the transaction's first status was
-// written (Config.StatusLinger), so no orphan sweep can find it; the
-// participant that voted commit asks after the deadline, c2 records the
-// abort and answers abort, and the status then says aborted.
-func TestAnUndecidedTransactionWithoutAStatusIsAbortedWhenItsParticipantAsks(t *testing.T) {
-	hook, hit := haltAt(orchestrator.PointVoteReceived)
-	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook, StatusLinger: time.Hour})
-	a := newCounting()
-	rt, err := participants.New(f.nc, participants.Config{Name: "a", Handler: a, InDoubtAfter: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctxT(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Stop)
-	// "ghost" never votes, so c1 is still collecting votes when it dies.
-	id, err := f.eng.Begin(ctxT(t, 5*time.Second), orchestrator.Request{Participants: parts("a", "ghost"), Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitHit(t, hit)
-	ctx := ctxT(t, 30*time.Second)
-	if _, err := statusBucket(t, f).Get(ctx, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("c1 wrote a status before its linger: %v", err)
-	}
-	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
-	waitFor(t, func() bool { _, ab := a.count(id); return ab == 1 }, "a to be told abort once it asked")
-	if ca, _ := a.count(id); ca != 0 {
-		t.Fatal("a committed")
-	}
-	if st := c2.Stats(); st.InDoubtQueries == 0 || st.OrphansAborted != 0 {
-		t.Fatalf("the abort must come from a's question, not a sweep: %d questions, %d orphans aborted", st.InDoubtQueries, st.OrphansAborted)
-	}
-	rec, err := recordBucket(t, f).Get(ctx, id)
-	if err != nil || !strings.Contains(string(rec.Value()), `"state":"aborted"`) {
-		t.Fatalf("the abort must be recorded: %v", err)
-	}
-	waitFor(t, func() bool {
-		st, err := newClient(t, f).Status(ctxT(t, 5*time.Second), id)
-		return err == nil && st.State == "aborted"
-	}, "the status to say aborted")
-}
-
 func statusWritten(t *testing.T, f *fixture, id string) bool {
 	c := newClient(t, f)
 	_, err := c.Status(ctxT(t, 5*time.Second), id)
@@ -194,8 +148,7 @@ func statusWritten(t *testing.T, f *fixture, id string) bool {
 // again: the dead instance had been crossed off already).
 func TestAFailedOrphanSweepIsDoneAgain(t *testing.T) {
 	hook, hit := haltAt(orchestrator.PointVoteReceived)
-	// Its status written at once: the sweep finds transactions by it.
-	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook, StatusLinger: -1})
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
 	a := newCounting()
 	f.participant("a", a)
 	ctx := ctxT(t, 30*time.Second)

@@ -27,9 +27,9 @@ type shard struct {
 	finishedSagas map[string]saga.Record
 	sagaExpiry    expiryQueue
 
-	// statuses are the transactions whose status waits to be written
-	// (Config.StatusLinger), in the order they were queued; statusFlush is
-	// set while a write of them is scheduled.
+	// statuses are the transactions whose status changed since the last
+	// status write (Config.StatusLinger), in the order they first changed;
+	// statusFlush is set while a write of them is scheduled.
 	statuses    []*entry
 	statusFlush bool
 
@@ -90,10 +90,8 @@ type entry struct {
 	// persisted: they wait until it is durable.
 	held       *txn.Ready
 	persisting bool
-	// statusQueued: the shard's statuses list holds it, since
-	// statusQueuedAt.
-	statusQueued   bool
-	statusQueuedAt time.Time
+	// statusQueued: the shard's statuses list holds it.
+	statusQueued bool
 	// hist is what happened to it (TxStatus.History).
 	hist history
 	// trace is its spans; nil when tracing is off.
@@ -362,12 +360,9 @@ func (s *shard) begin(r beginReq) {
 	s.e.stats.Begun.Add(1)
 	r.ch <- result{}
 	s.apply(r.en, r.en.tx.Start())
-	// Lingered like the later ones: a transaction that ends within
-	// Config.StatusLinger writes only its final status. If this instance
-	// dies before it is written, the orphan sweep does not see the
-	// transaction; its prepared participants ask after its deadline, and
-	// the abort is recorded then (presumed abort, Engine.Resolve).
-	s.queueStatus(r.en)
+	// Written at once, not lingered: the orphan sweep finds a dead
+	// instance's undecided transactions by their status.
+	s.e.publishStatus(r.en)
 	s.e.fault(PointPrepareSent, id)
 }
 

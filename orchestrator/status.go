@@ -103,10 +103,9 @@ func waitingFor(out Outcome) string {
 // statusFlushEvent has a shard write the statuses that changed (Config.StatusLinger).
 type statusFlushEvent struct{}
 
-// queueStatus writes en's status: a final one at once, an earlier one
-// (preparing, committing, aborting) once Config.StatusLinger has passed
-// since it was queued (unless it is final by then, and so written already),
-// or at once when that is negative.
+// queueStatus writes en's status: a final one at once, an intermediate one
+// once Config.StatusLinger has passed (unless it is final by then, and so
+// written already), or at once when that is negative.
 func (s *shard) queueStatus(en *entry) {
 	if s.e.status == nil {
 		return
@@ -116,48 +115,27 @@ func (s *shard) queueStatus(en *entry) {
 		return
 	}
 	if !en.statusQueued {
-		en.statusQueued, en.statusQueuedAt = true, s.e.now()
+		en.statusQueued = true
 		s.statuses = append(s.statuses, en)
 	}
-	s.scheduleStatusFlush(s.e.cfg.StatusLinger)
-}
-
-// statusFlushGrain is the least time between two status flushes of a shard:
-// the statuses that come due within it are written together.
-const statusFlushGrain = 10 * time.Millisecond
-
-// scheduleStatusFlush has the shard flush its statuses after d, unless a
-// flush is scheduled already.
-func (s *shard) scheduleStatusFlush(d time.Duration) {
 	if !s.statusFlush {
 		s.statusFlush = true
-		s.e.drv.AfterFunc(d, func() { s.post(statusFlushEvent{}) })
+		s.e.drv.AfterFunc(s.e.cfg.StatusLinger, func() { s.post(statusFlushEvent{}) })
 	}
 }
 
-// flushStatuses writes the latest status of each transaction queued at least
-// Config.StatusLinger ago, and schedules the next flush for the ones queued
-// since. It skips a final status (written when it became so) and a commit
-// decision not yet durable (queued again once it is): until then it may
-// still lose to an abort another instance recorded, and a committing status
-// over that abort's would stay (simulator seed 1930038).
+// flushStatuses writes the latest status of each transaction queued,
+// unless it is final (written when it became so).
 func (s *shard) flushStatuses() {
 	s.statusFlush = false
-	now, linger := s.e.now(), s.e.cfg.StatusLinger
-	due := 0
-	for ; due < len(s.statuses) && now.Sub(s.statuses[due].statusQueuedAt) >= linger; due++ {
-		en := s.statuses[due]
+	for i, en := range s.statuses {
 		en.statusQueued = false
-		if !en.tx.State().Final() && !en.persisting {
+		if !en.tx.State().Final() {
 			s.e.publishStatus(en)
 		}
+		s.statuses[i] = nil
 	}
-	rest := copy(s.statuses, s.statuses[due:])
-	clear(s.statuses[rest:])
-	s.statuses = s.statuses[:rest]
-	if rest > 0 {
-		s.scheduleStatusFlush(max(linger-now.Sub(s.statuses[0].statusQueuedAt), statusFlushGrain))
-	}
+	s.statuses = s.statuses[:0]
 }
 
 // statusToWrite is en's status as of now, without its history, for a write

@@ -14,7 +14,6 @@ func TestSeedsThatFoundBugs(t *testing.T) {
 		{169, 100, "a paused coordinator's retried first create ran a finished saga again after its record expired"},
 		{300219, 200, "the answer of a saga record write made before a fence released the held sends of the entry that recovered the saga: an action was sent with no record having it out"},
 		{600479, 200, "the orphan sweep of an instance resumed past the retention wrote the final status of a saga it drove, final in memory with its record's write in flight (and lost: another instance had compensated the saga), over the expired status: completed after compensated"},
-		{1930038, 100, "a status queued at begin and written after a pause wrote a commit decision not yet durable (committing) over the abort another instance had recorded for a participant's question, and stayed so"},
 	} {
 		r := Run(Config{Seed: c.seed, Transactions: c.tx})
 		if r.Failed() {
