@@ -98,20 +98,15 @@ func (e *Engine) recoveryLoop() {
 // the last look, scans the records for what dead instances left: commit
 // records and sagas to drive on (recoverCommits, recoverSagas), and
 // undecided transactions to abort (sweepOrphans). An instance may have died
-// when one live at the last look is gone, at start, and after this
-// instance was fenced (it dropped what it held): then all the records are
-// read, for what it left may be of any age. One may also have died unseen
-// when the last look began a lease or more ago: a lease stays listed for
-// the lease TTL after its last write, so looks closer together than that
-// see every instance that ever wrote one, however short-lived. Such an
-// instance started after the last look, so all it wrote came after the
-// last scans: what was written since them is read. (Reading all then made
-// a loop under load: a scan of a million records outlasted half a lease,
-// so the next look came late and read them all again.) After either, at
-// every look for sweepWindow, what was written since the last scan is read
-// (what the dead instance was writing may land late); what was written
-// since, again every scanEvery; all of them at the next look after a scan
-// that could not finish. Scanning all at every look instead would read
+// when one live at the last look is gone, at start, after this instance was
+// fenced (it dropped what it held), and when the last look began a lease
+// or more ago: a lease stays listed for the lease TTL after its last write,
+// so looks closer together than that see every instance that ever wrote
+// one, however short-lived. After such a look the records are scanned, and
+// at every look for sweepWindow after, what was written since the last
+// scan (what the dead instance was writing may land late); what was written
+// since, again every scanEvery; all of them at the next look after a
+// scan that could not finish. Scanning all at every look instead would read
 // every record the retention keeps, finished ones included, every half
 // lease: millions under load. A scan holds only the records still to act
 // on.
@@ -124,14 +119,13 @@ func (e *Engine) recoverTick(first bool) {
 		e.warnUnlessStopping("listing the live coordinator instances failed; trying again at the next look", zap.Error(err))
 		return
 	}
-	died := first || e.fenced.Swap(false)
+	died := first || e.fenced.Swap(false) || e.now().Sub(e.lastLook) >= e.cfg.LeaseTTL
 	for inst := range e.lastAlive {
 		died = died || !alive[inst]
 	}
-	late := !died && e.now().Sub(e.lastLook) >= e.cfg.LeaseTTL
 	e.lastAlive, e.lastLook = alive, began
 	now := e.now()
-	if died || late {
+	if died {
 		e.recoverUntil = now.Add(sweepWindow)
 	}
 	if e.recoverDue || !now.After(e.recoverUntil) || !now.Before(e.nextScan) {
@@ -146,7 +140,7 @@ func (e *Engine) recoverTick(first bool) {
 			e.nextScan = now.Add(scanEvery)
 		}
 	}
-	e.sweepOrphans(ctx, died, late, alive)
+	e.sweepOrphans(ctx, died, alive)
 }
 
 // scanEvery is how often recovery reads the records written since its
@@ -282,15 +276,13 @@ func (e *Engine) recoverCommits(after uint64) (uint64, bool) {
 // whose record is committed or gone has finished, and its status is set to
 // committed. A sweep that could not handle every orphan (NATS unavailable,
 // a write failed) is done again at the next scan, until one completes.
-func (e *Engine) sweepOrphans(ctx context.Context, died, late bool, alive map[string]bool) {
+func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]bool) {
 	if e.status == nil {
 		return
 	}
 	if died || e.publishTrouble.Swap(false) {
 		e.sweepDue = true
 		e.sweepUntil = e.now().Add(sweepWindow)
-	} else if late {
-		e.sweepUntil = e.now().Add(sweepWindow) // what was written since the last sweep
 	}
 	if !e.sweepDue && e.now().After(e.sweepUntil) {
 		return
