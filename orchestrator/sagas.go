@@ -587,7 +587,7 @@ func (s *shard) finishSaga(id string, en *sagaEntry, rec saga.Record) {
 	s.finishedSagas[id] = rec
 	now := s.e.now()
 	s.sagaExpiry.add(id, now.Add(s.e.cfg.Retention))
-	s.sagaExpiry.expire(now, max(1, s.e.cfg.MaxRemembered/len(s.e.shards)), func(id string) { delete(s.finishedSagas, id) })
+	s.sagaExpiry.expire(now, s.rememberLimit(), func(id string) { delete(s.finishedSagas, id) })
 	// The final record stays for the retention, then expires.
 	doc := sagaDoc{Owner: s.e.cfg.Instance, Record: rec}
 	s.e.spawn(func() { s.e.expireSaga(id, doc) })

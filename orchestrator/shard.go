@@ -622,8 +622,12 @@ func (s *shard) remember(out Outcome, started, decided time.Time) {
 	now := s.e.now()
 	s.finished[out.ID] = finishedTx{out: out, started: started, decided: decided}
 	s.expiry.add(out.ID, now.Add(s.e.cfg.Retention))
-	s.expiry.expire(now, max(1, s.e.cfg.MaxRemembered/len(s.e.shards)), func(id string) { delete(s.finished, id) })
+	s.expiry.expire(now, s.rememberLimit(), func(id string) { delete(s.finished, id) })
 }
+
+// rememberLimit is this shard's share of Config.MaxRemembered, for its
+// finished transactions and, apart, its finished sagas.
+func (s *shard) rememberLimit() int { return max(1, s.e.cfg.MaxRemembered/len(s.e.shards)) }
 
 func (s *shard) lookup(id string) result {
 	if f, ok := s.finished[id]; ok {
