@@ -21,6 +21,7 @@ import (
 	"github.com/natstx/natstx/integration/report"
 	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/orchestrator/embedded"
 )
 
 // jsSDK is the JavaScript participant SDK's directory.
@@ -258,9 +259,19 @@ func mustNatstx(t *testing.T) string {
 // runs the participant itself (--start) and restarts it with
 // NATSTX_CRASH_AT, which the example honours by killing itself between
 // applying a command and replying. Every case must pass, none be skipped.
+// No coordinator runs: one declares the command stream and stops, so that
+// the probe alone answers the in-doubt questions and can check them fully
+// (the answer applied; a transaction committed while another question
+// waited is not asked about).
 func TestJSParticipantPassesConformance(t *testing.T) {
 	dir := t.TempDir()
-	node, url := startJSServer(t, dir, "coord-conf")
+	srv, err := embedded.Start(embedded.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	startEngine(t, context.Background(), connect(t, srv.URL()), orchestrator.Config{Instance: "coord-conf"}).Stop()
+	node, url := nodePath(t), srv.URL()
 	ensureJSModules(t)
 	example, err := filepath.Abs(filepath.Join(jsSDK, "examples", "participant.js"))
 	if err != nil {

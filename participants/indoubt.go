@@ -52,6 +52,17 @@ func (d *doubtSet) update(txid string, after State, deadline, now time.Time) {
 	d.addLocked(txid, deadline, now)
 }
 
+// has reports whether txid is still in doubt. A question is asked only
+// about a transaction that still is: the list ResolveInDoubt works through
+// is taken once, and a command can decide one of them while earlier
+// questions wait for their answers.
+func (d *doubtSet) has(txid string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.m[txid]
+	return ok
+}
+
 // add records a transaction found prepared in the barrier at start.
 func (d *doubtSet) add(txid string, deadline, since time.Time) {
 	d.mu.Lock()
@@ -141,18 +152,19 @@ func (p *Processor) LoadPrepared(ctx context.Context) error {
 // ResolveInDoubt asks, with ask, about every transaction in doubt for at
 // least InDoubtAfter as of Config.Now (none when InDoubtAfter is negative),
 // one question each in the order of their IDs, each with the transaction's
-// deadline when known; one whose outcome the Barrier already holds (another
-// instance sharing the database applied it) leaves the doubt set without a
-// question. It applies a commit or abort answer through Handle as
-// if the command had arrived: the same record and handler, so a command that
-// arrives after all is a duplicate. A pending answer or an error leaves the
-// transaction in doubt, to be asked about again at a later call. An answer
-// that contradicts the record (abort for a transaction the record has
-// committed, commit after abort) takes the transaction out of the doubt set
-// with one error line and is counted in Stats.InDoubtContradicted: asking
-// again would not change the record, and an operator must look. It returns
-// how many questions it asked and how many answers it applied; it stops
-// early when ctx ends.
+// deadline when known. One that left the doubt set since the list was taken
+// (its commit or abort arrived while earlier questions waited), or whose
+// outcome the Barrier already holds (another instance sharing the database
+// applied it), is not asked about. It applies a commit or abort answer
+// through Handle as if the command had arrived: the same record and
+// handler, so a command that arrives after all is a duplicate. A pending
+// answer or an error leaves the transaction in doubt, to be asked about
+// again at a later call. An answer that contradicts the record (abort for a
+// transaction the record has committed, commit after abort) takes the
+// transaction out of the doubt set with one error line and is counted in
+// Stats.InDoubtContradicted: asking again would not change the record, and
+// an operator must look. It returns how many questions it asked and how
+// many answers it applied; it stops early when ctx ends.
 func (p *Processor) ResolveInDoubt(ctx context.Context, ask AskFunc) (asked, resolved int) {
 	if p.cfg.InDoubtAfter < 0 || ask == nil {
 		return 0, 0
@@ -209,11 +221,17 @@ func (p *Processor) ResolveInDoubt(ctx context.Context, ask AskFunc) (asked, res
 	return asked, resolved
 }
 
-// decidedMeanwhile reports whether the barrier already holds an outcome for
-// txid, which another instance sharing the database applied, and then takes
-// it out of the doubt set: asking about it could only get an answer that is
-// a duplicate or, worse, a decision recorded against what happened.
+// decidedMeanwhile reports whether txid's outcome is known here by now: it
+// left the doubt set since ResolveInDoubt listed it (its commit or abort
+// arrived while earlier questions waited), or the barrier holds an outcome,
+// which another instance sharing the database applied (it then leaves the
+// doubt set). Asking about it could only get an answer that is a duplicate
+// or, worse, a decision recorded against what happened: once a committed
+// transaction's records have expired, a coordinator presumes abort.
 func (p *Processor) decidedMeanwhile(ctx context.Context, txid string) bool {
+	if !p.doubt.has(txid) {
+		return true
+	}
 	b := p.cfg.Barrier
 	if b == nil {
 		return false

@@ -388,3 +388,57 @@ func TestProcessorResolvesInDoubtOnItsOwnClock(t *testing.T) {
 		}
 	})
 }
+
+// TestInDoubtNotAskedOnceTheOutcomeArrived: ResolveInDoubt lists what is in
+// doubt once, then asks one question at a time, each waiting up to its
+// timeout. A commit that arrives for a listed transaction while an earlier
+// question waits must take it off the list: asked later, after the
+// coordinators' records of the commit expired, the question would lead one
+// of them to presume and record abort for a transaction committed
+// everywhere (seen in the paused-coordinator process test). This
+// participant keeps no barrier, so only its memory knows.
+func TestInDoubtNotAskedOnceTheOutcomeArrived(t *testing.T) {
+	rec := newRecorder()
+	var mu sync.Mutex
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg := testConfig(rec, nil)
+	cfg.InDoubtAfter = time.Minute
+	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	p, err := participants.NewProcessor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handle := func(id string, op messages.Op, want messages.Result) {
+		t.Helper()
+		c := messages.Command{TxID: id, Op: op, Participant: svc, Attempt: 1, ReplyTo: messages.ReplySubject("test", svc), Deadline: now.Add(time.Hour)}
+		p.Handle(c.Header(), nil, c.Subject(), func(a participants.Answer) {
+			if a.Reply.Result != want {
+				t.Errorf("%s of %s: %+v, want %s", op, id, a.Reply, want)
+			}
+		})
+	}
+	handle("a", messages.OpPrepare, messages.VoteCommit)
+	handle("b", messages.OpPrepare, messages.VoteCommit)
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	var asked []string
+	ask := func(_ context.Context, req messages.OutcomeRequest) (messages.OutcomeResponse, error) {
+		asked = append(asked, req.ID)
+		if req.ID == "a" {
+			// While this question waits, b's commit arrives.
+			handle("b", messages.OpCommit, messages.Ack)
+		}
+		return messages.OutcomeResponse{Outcome: messages.OutcomeAbort, Reason: "no commit decision by the deadline (presumed abort, now recorded)"}, nil
+	}
+	n, resolved := p.ResolveInDoubt(context.Background(), ask)
+	if n != 1 || resolved != 1 || len(asked) != 1 || asked[0] != "a" {
+		t.Fatalf("asked %v (%d questions, %d resolved); want only a: b's commit arrived before its question", asked, n, resolved)
+	}
+	if sa, sb := p.State("a"), p.State("b"); sa != participants.StateAborted || sb != participants.StateCommitted {
+		t.Fatalf("states a %s, b %s; want aborted, committed", sa, sb)
+	}
+	if st := p.Stats(); st.InDoubtContradicted != 0 || st.InDoubt != 0 {
+		t.Fatalf("stats %+v: want nothing contradicted, nothing in doubt", st)
+	}
+}

@@ -50,6 +50,7 @@ func Cases() []Case {
 		{Name: "saga-batch", Doc: "a batch message of saga commands gets each command's own answer", Saga: true, run: caseSagaBatch},
 		{Name: "crash-redelivery", Doc: "a prepare and a commit delivered again after a crash between applying them and replying are answered as before", run: caseCrash},
 		{Name: "in-doubt", Doc: "a participant that voted commit and hears nothing asks natstx.api.v1.outcome with the deadline, and applies the answer", run: caseInDoubt},
+		{Name: "in-doubt-after-commit", Doc: "a transaction whose commit arrives while the participant waits for the answer to another in-doubt question is not asked about any more", run: caseInDoubtAfterCommit},
 	}
 }
 
@@ -441,6 +442,113 @@ func caseInDoubt(e *Env) {
 	e.Expect(e.Cmd(tx, messages.OpCommit, 1), ack)
 	e.WantCalls(messages.OpCommit, tx, 1)
 	e.WantStates(map[string]string{tx: stateCommitted})
+}
+
+// caseInDoubtAfterCommit: two transactions in doubt; the probe leaves the
+// first question unanswered, as a paused coordinator would, and meanwhile
+// commits the other. A question about the committed one after that is a
+// fault: once its records expire, a coordinator asked about it presumes
+// abort and records one against a transaction committed everywhere. The
+// participant must check that a transaction is still in doubt when it
+// asks, not only when it listed what to ask about.
+func caseInDoubtAfterCommit(e *Env) {
+	if e.p.InDoubtWait < 0 {
+		e.Skipf("skipped (in-doubt wait negative)")
+	}
+	if othersAnswerOutcomes(e) {
+		e.Skipf("a coordinator answers outcome questions too: the probe cannot leave a question unanswered")
+	}
+	wait := orDefault(e.p.InDoubtWait, DefaultInDoubtWait)
+	a, b := e.TxID("a"), e.TxID("b")
+	deadline := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	e.hold(a, b)
+	for _, tx := range []string{a, b} {
+		prep := e.Cmd(tx, messages.OpPrepare, 1)
+		prep.Deadline = deadline
+		e.Expect(prep, voteCommit)
+	}
+	first := e.awaitQuestionAbout(wait, a, b)
+	other := a
+	if first == a {
+		other = b
+	}
+	e.Expect(e.Cmd(other, messages.OpCommit, 1), ack)
+	before := e.questionCount(other)
+	// Another question about the first one: the participant went through
+	// what it holds in doubt again, past the question it waited on.
+	e.awaitQuestions(first, e.questionCount(first)+1, wait+e.p.wait())
+	if n := e.questionCount(other) - before; n > 0 {
+		e.Fatalf("asked %d in-doubt question(s) about %s after acknowledging its commit: a participant must ask only about a transaction it still holds in doubt", n, other)
+	}
+	e.hold()
+	e.Expect(e.Cmd(first, messages.OpAbort, 1), ack)
+	e.WantStates(map[string]string{other: stateCommitted, first: stateAborted})
+}
+
+// hold makes the probe leave the in-doubt questions about ids unanswered
+// (none: answer every one again).
+func (e *Env) hold(ids ...string) {
+	e.p.mu.Lock()
+	defer e.p.mu.Unlock()
+	e.p.held = map[string]bool{}
+	for _, id := range ids {
+		e.p.held[id] = true
+	}
+}
+
+// questionCount returns how many in-doubt questions about tx the probe
+// received so far.
+func (e *Env) questionCount(tx string) int {
+	e.p.mu.Lock()
+	defer e.p.mu.Unlock()
+	return len(e.p.questions[tx])
+}
+
+// awaitQuestionAbout waits for a question about any of ids and returns the
+// ID it was about.
+func (e *Env) awaitQuestionAbout(limit time.Duration, ids ...string) string {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		e.p.mu.Lock()
+		for _, id := range ids {
+			if len(e.p.questions[id]) > 0 {
+				e.p.mu.Unlock()
+				return id
+			}
+		}
+		ch := e.p.changed
+		e.p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			e.Fatalf("no in-doubt question about %v on %s within %s of their commit votes (is the participant's in-doubt time longer?)", ids, messages.APIOutcome, limit)
+		case <-e.ctx.Done():
+			e.Fatalf("stopped: %v", e.ctx.Err())
+		}
+	}
+}
+
+// awaitQuestions waits until the probe received n questions about tx.
+func (e *Env) awaitQuestions(tx string, n int, limit time.Duration) {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		e.p.mu.Lock()
+		got := len(e.p.questions[tx])
+		ch := e.p.changed
+		e.p.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			e.Fatalf("%d in-doubt question(s) about %s within %s, want %d: a participant asks again about what stays in doubt", got, tx, limit, n)
+		case <-e.ctx.Done():
+			e.Fatalf("stopped: %v", e.ctx.Err())
+		}
+	}
 }
 
 // othersAnswerOutcomes reports whether anyone but the probe answers

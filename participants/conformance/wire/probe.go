@@ -115,6 +115,7 @@ type Probe struct {
 	bad       []string                             // replies that broke the protocol
 	questions map[string][]messages.OutcomeRequest // in-doubt questions, by ID
 	answers   map[string]string                    // outcome to answer, by ID
+	held      map[string]bool                      // IDs whose questions go unanswered
 	used      map[string][]string                  // IDs each case used
 }
 
@@ -155,6 +156,7 @@ func (p *Probe) Start(ctx context.Context) error {
 	p.inbox = map[string][]Received{}
 	p.questions = map[string][]messages.OutcomeRequest{}
 	p.answers = map[string]string{}
+	p.held = map[string]bool{}
 	p.used = map[string][]string{}
 	js, err := jetstream.New(p.Conn)
 	if err != nil {
@@ -258,7 +260,8 @@ func (p *Probe) onReply(m *nats.Msg) {
 }
 
 // onQuestion records an in-doubt question about one of this run's
-// transactions and answers it as told by Decide (pending until then). It
+// transactions and answers it as told by Decide (pending until then), or
+// not at all while the case holds its questions. It
 // leaves the questions of other transactions to the coordinators.
 func (p *Probe) onQuestion(m *nats.Msg) {
 	var q messages.OutcomeRequest
@@ -267,6 +270,13 @@ func (p *Probe) onQuestion(m *nats.Msg) {
 	}
 	p.mu.Lock()
 	p.questions[q.ID] = append(p.questions[q.ID], q)
+	if p.held[q.ID] {
+		// No answer: the participant's question times out, as when the
+		// coordinator it reached is paused.
+		p.notify()
+		p.mu.Unlock()
+		return
+	}
 	resp := messages.OutcomeResponse{Outcome: messages.OutcomePending, Reason: "natstx conformance"}
 	if o, ok := p.answers[q.ID]; ok {
 		resp.Outcome = o

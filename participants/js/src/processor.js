@@ -622,7 +622,9 @@ class Processor {
    * same record and handler: a command that arrives after all is a
    * duplicate). A pending answer or an error leaves the transaction in
    * doubt; an answer that contradicts the record takes it out of the doubt
-   * set with one error line (an operator must look).
+   * set with one error line (an operator must look). A transaction whose
+   * outcome arrived while earlier questions waited is not asked about: once
+   * a committed transaction's records expired, a coordinator presumes abort.
    * @param {(req: object, timeoutMs: number) => Promise<{outcome?: string, reason?: string}>} ask
    * @param {() => boolean} [stopped] ends the round early when it returns true
    * @returns {Promise<{asked: number, resolved: number}>}
@@ -637,6 +639,7 @@ class Processor {
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     for (const d of due) {
       if (stopped()) break;
+      if (!this.doubt.has(d.id)) continue; // decided while earlier questions waited
       const req = { id: d.id, participant: this.cfg.name, asked_at_ms: this.now() };
       if (d.deadline) req.deadline_ms = d.deadline;
       let resp;

@@ -189,6 +189,24 @@ test('in doubt: asks after inDoubtAfter with the deadline, applies commit and ab
   assert.equal(r.proc.stats().rejected, 0);
 });
 
+test('in doubt: a transaction whose commit arrives while an earlier question waits is not asked about', async (t) => {
+  let clock = 5_000_000;
+  const r = await rig(t, { now: () => clock, inDoubtAfter: 1000 });
+  for (const id of ['a', 'b']) await r.send('prepare', id, { deadline: clock + 500 });
+  clock += 1000;
+  const asked = [];
+  const ask = async (req) => {
+    asked.push(req.id);
+    if (req.id === 'a') await r.send('commit', 'b'); // b's commit arrives meanwhile
+    return { outcome: 'abort', reason: 'no commit decision by the deadline (presumed abort, now recorded)' };
+  };
+  assert.deepEqual(await r.proc.resolveInDoubt(ask), { asked: 1, resolved: 1 });
+  assert.deepEqual(asked, ['a']);
+  assert.equal(r.proc.state('a'), 'aborted');
+  assert.equal(r.proc.state('b'), 'committed');
+  assert.equal(r.proc.stats().inDoubtContradicted, 0);
+});
+
 test('a batch: each command as if alone, replies grouped by subject in order', async (t) => {
   const r = await rig(t);
   await r.send('prepare', 'old');
