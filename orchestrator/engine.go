@@ -183,18 +183,19 @@ type Engine struct {
 	// lastAlive is the set of live instances at the last look at the
 	// leases, and lastLook when that look began; recoverDue says the last
 	// recovery scan could not finish, recoverUntil scan at every look until
-	// then, nextScan when to scan what was written since anyway (recoverTick); sweepDue says a
-	// sweep found work it could not finish. Only the recovery loop touches
-	// them.
+	// then, nextScan when to scan what was written since anyway
+	// (recoverTick); sweepDue says a sweep could not finish. Only the
+	// recovery loop touches them.
 	lastAlive    map[string]bool
 	lastLook     time.Time
 	recoverDue   bool
 	recoverUntil time.Time
 	nextScan     time.Time
 	sweepDue     bool
-	// recordsRead, sagasRead and statusRead are the highest revisions of
-	// the records, sagas and status buckets the last scans read: the
-	// scans in a window after a death read only what came after.
+	// recordsRead, sagasRead and statusRead are where the next scans of the
+	// records, sagas and status buckets start: after the highest revision
+	// the last scan read, or, if it could not finish, just before the
+	// first entry it did not handle.
 	recordsRead, sagasRead, statusRead uint64
 	// sweepUntil: sweep at every scan until then (sweepWindow).
 	sweepUntil time.Time

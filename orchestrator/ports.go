@@ -41,6 +41,9 @@ type Store interface {
 	// after 0, every live entry), in revision order, and returns those keep
 	// accepts (all, if keep is nil) and the highest revision read (after, if
 	// none). Only what keep accepts is held: a bucket may hold millions.
+	// When it fails partway (ctx ended), it returns with the error what it
+	// read until then: every live entry up to the revision it returns, so
+	// that a caller can go on from there.
 	Entries(ctx context.Context, after uint64, keep func(StoreEntry) bool) ([]StoreEntry, uint64, error)
 }
 

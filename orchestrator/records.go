@@ -146,22 +146,20 @@ func (s *recordStore) claim(ctx context.Context, rec decisionRecord) (decisionRe
 
 // commits lists the commit records written since revision after (0: all),
 // for recovery and takeover, and the highest revision it read (after if
-// none).
+// none). A listing that fails partway (ctx ended) returns what it read up
+// to that revision, with the error.
 func (s *recordStore) commits(ctx context.Context, after uint64) ([]decisionRecord, uint64, error) {
 	es, after, err := s.kv.Entries(ctx, after, func(e StoreEntry) bool {
 		rec, err := decode(e)
 		return err == nil && rec.State == recordCommitting
 	})
-	if err != nil {
-		return nil, after, err
-	}
 	out := make([]decisionRecord, 0, len(es))
 	for _, e := range es {
 		if rec, err := decode(e); err == nil {
 			out = append(out, rec)
 		}
 	}
-	return out, after, nil
+	return out, after, err
 }
 
 // finish replaces a commit record, once every participant acknowledged, by

@@ -102,14 +102,16 @@ func (e *Engine) recoveryLoop() {
 // fenced (it dropped what it held), and when the last look began a lease
 // or more ago: a lease stays listed for the lease TTL after its last write,
 // so looks closer together than that see every instance that ever wrote
-// one, however short-lived. After such a look the records are scanned, and
-// at every look for sweepWindow after, what was written since the last
+// one, however short-lived. After such a look all the records are scanned,
+// and at every look for sweepWindow after, what was written since the last
 // scan (what the dead instance was writing may land late); what was written
-// since, again every scanEvery; all of them at the next look after a
-// scan that could not finish. Scanning all at every look instead would read
-// every record the retention keeps, finished ones included, every half
+// since, again every scanEvery. Scanning all at every look instead would
+// read every record the retention keeps, finished ones included, every half
 // lease: millions under load. A scan holds only the records still to act
-// on.
+// on, and reads for scanSlice at most: one that could not finish (it ran
+// out of time, a claim failed) goes on at the next look from where it
+// stopped, so that a scan of millions is done in slices rather than started
+// over, and failing the same way, at every look.
 func (e *Engine) recoverTick(first bool) {
 	ctx, cancel := e.withTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
@@ -127,11 +129,9 @@ func (e *Engine) recoverTick(first bool) {
 	now := e.now()
 	if died {
 		e.recoverUntil = now.Add(sweepWindow)
+		e.recordsRead, e.sagasRead = 0, 0 // all of them
 	}
 	if e.recoverDue || !now.After(e.recoverUntil) || !now.Before(e.nextScan) {
-		if died || e.recoverDue {
-			e.recordsRead, e.sagasRead = 0, 0 // all of them
-		}
 		var done, sagasDone bool
 		e.recordsRead, done = e.recoverCommits(e.recordsRead)
 		e.sagasRead, sagasDone = e.recoverSagas(e.sagasRead)
@@ -150,6 +150,12 @@ func (e *Engine) recoverTick(first bool) {
 // such writes are found at every look; this finds those that land later
 // still.
 const scanEvery = 10 * time.Minute
+
+// scanSlice bounds how long one look lists a bucket: a scan of more than
+// that goes on at the next look. Half a lease leaves the orphan sweep,
+// which does not act on statuses read a lease ago or more, time to act on
+// what it read.
+func (c *Config) scanSlice() time.Duration { return c.LeaseTTL / 2 }
 
 // leaseLoop renews this instance's lease every third of LeaseTTL, on its
 // own so that a slow recovery scan never delays a renewal (others would
@@ -222,24 +228,30 @@ func (e *Engine) fence() {
 // (0: every one) whose owner is dead (or is this instance but not running
 // it) and starts driving it: commit is re-sent until every participant
 // acknowledged. Claims are compare-and-set on the record's revision, so two
-// instances never both claim one record. It returns the highest revision
-// it read, and whether it handled every record.
+// instances never both claim one record. It lists for scanSlice at most and
+// returns where the next scan starts: after the highest revision it read,
+// or just before the first record it could not handle; and whether it read
+// every record and handled each.
 func (e *Engine) recoverCommits(after uint64) (uint64, bool) {
-	ctx, cancel := e.withTimeout(e.base, e.cfg.LeaseTTL)
-	defer cancel()
-	recs, read, err := e.records.commits(ctx, after)
-	if err != nil {
-		e.warnUnlessStopping("listing commit records for recovery failed", zap.Error(err))
+	lctx, lcancel := e.withTimeout(e.base, e.cfg.scanSlice())
+	recs, read, listErr := e.records.commits(lctx, after)
+	lcancel()
+	if listErr != nil && read == after {
+		e.warnUnlessStopping("listing commit records for recovery failed", zap.Error(listErr))
 		return after, false
 	}
-	done := true
+	ctx, cancel := e.withTimeout(e.base, e.cfg.LeaseTTL)
+	defer cancel()
+	next := read
+	retry := func(rec decisionRecord) { next = min(next, rec.Revision-1) }
 	alive := map[string]bool{}
 	for _, rec := range recs {
 		if rec.Owner != e.cfg.Instance {
 			ok, seen := alive[rec.Owner]
 			if !seen {
+				var err error
 				if ok, err = e.leases.alive(ctx, rec.Owner); err != nil {
-					done = false
+					retry(rec)
 					continue
 				}
 				alive[rec.Owner] = ok
@@ -255,13 +267,13 @@ func (e *Engine) recoverCommits(after uint64) (uint64, bool) {
 		if err != nil {
 			// Finished, or claimed by another instance first; or the write
 			// failed, or applied with its answer lost: the next scan tells.
-			done = false
+			retry(rec)
 			continue
 		}
 		e.log.Info("recovering a commit decision", zap.String("txid", rec.ID), zap.String("previous_owner", rec.Owner))
 		e.shardOf(rec.ID).post(recoverReq{rec: claimed, prior: e.priorStatus(ctx, rec.ID)})
 	}
-	return read, done
+	return next, listErr == nil && next == read
 }
 
 // sweepOrphans finishes what dead instances left undecided. When one may
@@ -274,8 +286,10 @@ func (e *Engine) recoverCommits(after uint64) (uint64, bool) {
 // (a create: if a commit record won, commit recovery drives it instead) and
 // abort sent to every participant; one whose status says committing but
 // whose record is committed or gone has finished, and its status is set to
-// committed. A sweep that could not handle every orphan (NATS unavailable,
-// a write failed) is done again at the next scan, until one completes.
+// committed. It reads for scanSlice at most; a sweep that could not finish
+// (it ran out of time, NATS was unavailable, a write failed, it was paused)
+// goes on at the next look from just before the first status it did not
+// handle, until one completes.
 func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]bool) {
 	if e.status == nil {
 		return
@@ -283,77 +297,83 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 	if died || e.publishTrouble.Swap(false) {
 		e.sweepDue = true
 		e.sweepUntil = e.now().Add(sweepWindow)
+		e.statusRead = 0 // all of them; in the window after, what changed since
 	}
 	if !e.sweepDue && e.now().After(e.sweepUntil) {
 		return
 	}
-	if e.sweepDue {
-		e.statusRead = 0 // all of them; in the window after, what changed since
-	}
 	read := e.now()
 	// Most statuses are final: read their state alone, not their
 	// participants and history, and keep only the others.
-	entries, highest, err := e.status.Entries(ctx, e.statusRead, func(kve StoreEntry) bool {
+	lctx, lcancel := e.withTimeout(ctx, e.cfg.scanSlice())
+	entries, highest, listErr := e.status.Entries(lctx, e.statusRead, func(kve StoreEntry) bool {
 		state, ok := messages.PeekState(kve.Value)
 		return ok && !isFinal(state)
 	})
-	if err != nil {
+	lcancel()
+	if listErr != nil && highest == e.statusRead {
+		e.sweepDue = true
 		e.stats.SweepsIncomplete.Add(1)
-		e.warnUnlessStopping("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(err))
+		e.warnUnlessStopping("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(listErr))
 		return
 	}
-	complete := true
+	next := highest
 	for _, kve := range entries {
-		var st messages.TxStatus
-		if json.Unmarshal(kve.Value, &st) != nil {
-			continue
+		done, stale := e.sweepEntry(ctx, kve, alive, read)
+		if !done {
+			next = min(next, kve.Revision-1)
 		}
-		knowsFinal := e.knowsFinal
-		if st.Protocol == messages.ProtocolSaga {
-			knowsFinal = e.sagaKnownHere
-		}
-		if known, final := knowsFinal(st.ID); known {
-			// Running here, or finished here: a final state this instance
-			// remembers is written again over a stale one, whoever wrote
-			// that: a dead incarnation, or a live instance that was taken
-			// for dead and lost it here, whose write landed late.
-			if final != nil {
-				complete = complete && e.rewriteStatus(ctx, *final) == nil
-			}
-			continue
-		}
-		if alive[st.Owner] && st.Owner != e.cfg.Instance {
-			continue
-		}
-		if st.Protocol == messages.ProtocolSaga {
-			complete = e.sweepSaga(ctx, st) && complete
-			continue
-		}
-		if st.Owner != e.cfg.Instance {
-			// The owner may have started after the leases were listed: look
-			// again before taking it for dead.
-			if ok, err := e.leases.alive(ctx, st.Owner); err != nil || ok {
-				complete = complete && err == nil
-				continue
-			}
-		}
-		if e.now().Sub(read) > e.cfg.LeaseTTL {
-			// Paused or starved since the statuses were read: they may be
-			// stale (a transaction committed, its records expired). Read
-			// them again at the next scan.
-			complete = false
+		if stale {
 			break
 		}
-		if !e.sweepOne(ctx, st) {
-			complete = false
-		}
 	}
-	e.sweepDue = !complete
-	if complete {
-		e.statusRead = highest
-	} else {
+	e.statusRead = next
+	e.sweepDue = listErr != nil || next != highest
+	if e.sweepDue {
 		e.stats.SweepsIncomplete.Add(1)
 	}
+}
+
+// sweepEntry handles one status that is not final, read at read, for
+// sweepOrphans: done is false if it must be tried again, stale true if
+// this instance was paused or starved since the statuses were read, and
+// none of them may be acted on now.
+func (e *Engine) sweepEntry(ctx context.Context, kve StoreEntry, alive map[string]bool, read time.Time) (done, stale bool) {
+	var st messages.TxStatus
+	if json.Unmarshal(kve.Value, &st) != nil {
+		return true, false
+	}
+	knowsFinal := e.knowsFinal
+	if st.Protocol == messages.ProtocolSaga {
+		knowsFinal = e.sagaKnownHere
+	}
+	if known, final := knowsFinal(st.ID); known {
+		// Running here, or finished here: a final state this instance
+		// remembers is written again over a stale one, whoever wrote
+		// that: a dead incarnation, or a live instance that was taken
+		// for dead and lost it here, whose write landed late.
+		return final == nil || e.rewriteStatus(ctx, *final) == nil, false
+	}
+	if alive[st.Owner] && st.Owner != e.cfg.Instance {
+		return true, false
+	}
+	if st.Protocol == messages.ProtocolSaga {
+		return e.sweepSaga(ctx, st), false
+	}
+	if st.Owner != e.cfg.Instance {
+		// The owner may have started after the leases were listed: look
+		// again before taking it for dead.
+		if ok, err := e.leases.alive(ctx, st.Owner); err != nil || ok {
+			return err == nil, false
+		}
+	}
+	if e.now().Sub(read) > e.cfg.LeaseTTL {
+		// Paused or starved since the statuses were read: they may be
+		// stale (a transaction committed, its records expired). Read them
+		// again at the next scan.
+		return false, true
+	}
+	return e.sweepOne(ctx, st), false
 }
 
 // sweepWindow is how long after a start or an instance's death the orphan

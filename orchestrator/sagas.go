@@ -704,17 +704,18 @@ func (e *Engine) publishSagaStatus(rec saga.Record, started time.Time, h *histor
 
 // recoverSagas claims the unfinished sagas of dead instances (and this
 // instance's own from before a restart) whose records were written since
-// revision after (0: every one) and drives them on. It returns the highest
-// revision it read, and whether it handled every record.
+// revision after (0: every one) and drives them on. It lists for scanSlice
+// at most and returns where the next scan starts: after the highest
+// revision it read, or just before the first record it could not handle;
+// and whether it read every record and handled each.
 func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 	if e.stores.Sagas == nil {
 		return after, true
 	}
-	ctx, cancel := e.withTimeout(e.base, e.cfg.LeaseTTL)
-	defer cancel()
 	// Most records are final: read their state alone, not their definition
 	// and steps, and keep only the others.
-	entries, after, err := e.stores.Sagas.Entries(ctx, after, func(kve StoreEntry) bool {
+	lctx, lcancel := e.withTimeout(e.base, e.cfg.scanSlice())
+	entries, read, listErr := e.stores.Sagas.Entries(lctx, after, func(kve StoreEntry) bool {
 		var head struct {
 			Record struct {
 				State saga.State `json:"state"`
@@ -722,11 +723,15 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 		}
 		return json.Unmarshal(kve.Value, &head) == nil && !head.Record.State.Final()
 	})
-	if err != nil {
-		e.warnUnlessStopping("listing saga records for recovery failed", zap.Error(err))
+	lcancel()
+	if listErr != nil && read == after {
+		e.warnUnlessStopping("listing saga records for recovery failed", zap.Error(listErr))
 		return after, false
 	}
-	done := true
+	ctx, cancel := e.withTimeout(e.base, e.cfg.LeaseTTL)
+	defer cancel()
+	next := read
+	retry := func(kve StoreEntry) { next = min(next, kve.Revision-1) }
 	alive := map[string]bool{}
 	for _, kve := range entries {
 		var doc sagaDoc
@@ -736,8 +741,9 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 		if doc.Owner != e.cfg.Instance {
 			ok, seen := alive[doc.Owner]
 			if !seen {
+				var err error
 				if ok, err = e.leases.alive(ctx, doc.Owner); err != nil {
-					done = false
+					retry(kve)
 					continue
 				}
 				alive[doc.Owner] = ok
@@ -761,13 +767,13 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 			// Changed since, or claimed by another instance first; or the
 			// write failed, or applied with its answer lost: the next scan
 			// tells.
-			done = false
+			retry(kve)
 			continue
 		}
 		e.log.Info("recovering a saga", zap.String("saga", doc.Record.ID), zap.String("previous_owner", prev), zap.String("state", string(doc.Record.State)))
 		e.shardOf(doc.Record.ID).post(sagaRecoverReq{doc: doc, rev: rev, prior: e.priorStatus(ctx, doc.Record.ID)})
 	}
-	return after, done
+	return next, listErr == nil && next == read
 }
 
 // recoverSaga starts driving a claimed saga in this shard.

@@ -442,6 +442,10 @@ type memStore struct {
 	gate            chan struct{}
 	// listings counts the calls of Entries, read the entries they returned.
 	listings, read int
+	// page, when not 0, is how many entries a listing reads before it runs
+	// out of time: it answers them, in revision order, with
+	// context.DeadlineExceeded, as a watch of a large bucket does.
+	page int
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string]orchestrator.StoreEntry{}} }
@@ -513,19 +517,27 @@ func (s *memStore) Entries(_ context.Context, after uint64, keep func(orchestrat
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listings++
-	var out []orchestrator.StoreEntry
-	highest := after
+	var all []orchestrator.StoreEntry
 	for _, en := range s.m {
 		if en.Revision > after {
-			s.read++
-			highest = max(highest, en.Revision)
-			if keep == nil || keep(en) {
-				out = append(out, en)
-			}
+			all = append(all, en)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Revision < out[j].Revision })
-	return out, highest, nil
+	sort.Slice(all, func(i, j int) bool { return all[i].Revision < all[j].Revision })
+	var err error
+	if s.page > 0 && len(all) > s.page {
+		all, err = all[:s.page], context.DeadlineExceeded
+	}
+	var out []orchestrator.StoreEntry
+	highest := after
+	for _, en := range all {
+		s.read++
+		highest = max(highest, en.Revision)
+		if keep == nil || keep(en) {
+			out = append(out, en)
+		}
+	}
+	return out, highest, err
 }
 
 // TestOperatorActionWhileTheSagaRecordIsWrittenIsCheckedAtOnce: an

@@ -91,7 +91,8 @@ func faultsHappened(t *testing.T, st Stats) {
 	t.Helper()
 	for name, n := range map[string]int{
 		"store errors": st.StoreErrors, "lost store answers": st.StoreLostAnswers, "late store writes": st.StoreLate,
-		"redeliveries": st.Redelivered, "lost publishes": st.PublishesLost, "dropped messages": st.Dropped,
+		"listings cut short": st.ScansCut,
+		"redeliveries":       st.Redelivered, "lost publishes": st.PublishesLost, "dropped messages": st.Dropped,
 		"duplicated messages": st.Duplicated, "delayed messages": st.Delayed, "coordinator crashes": st.CoordCrashes,
 		"pauses past the lease": st.PausesPastLease, "pauses past the retention": st.PausesPastRetain,
 		"participant crashes": st.PartCrashes, "participant pauses": st.PartPauses, "in-doubt questions": st.InDoubtQueries, "in-doubt answers": st.InDoubtResolved,
@@ -108,13 +109,13 @@ func faultsHappened(t *testing.T, st Stats) {
 
 // statsLine prints every counter.
 func statsLine(st Stats) string {
-	return fmt.Sprintf("events=%d store_ops=%d store_errors=%d store_lost_answers=%d store_late=%d publishes_lost=%d duplicate_msg_ids=%d "+
+	return fmt.Sprintf("events=%d store_ops=%d store_errors=%d store_lost_answers=%d store_late=%d scans_cut=%d publishes_lost=%d duplicate_msg_ids=%d "+
 		"deliveries=%d redeliveries=%d expired_commands=%d dropped=%d duplicated=%d delayed=%d "+
 		"coordinator_crashes=%d pauses=%d pauses_past_lease=%d pauses_past_retention=%d participant_crashes=%d participant_pauses=%d "+
 		"in_doubt_queries=%d in_doubt_answers=%d recorded_aborts=%d commits_refused=%d recovered=%d orphans_aborted=%d "+
 		"client_aborts=%d begin_retries=%d begins_refused=%d rejected=%d handler_errors=%d status_regressions=%d lease_lapses=%d "+
 		"saga_retries=%d saga_comp_retries=%d saga_stuck_steps=%d saga_takeovers=%d saga_aborts=%d operator_actions=%d saga_stale_statuses=%d",
-		st.Events, st.StoreOps, st.StoreErrors, st.StoreLostAnswers, st.StoreLate, st.PublishesLost, st.DuplicateMsgIDs,
+		st.Events, st.StoreOps, st.StoreErrors, st.StoreLostAnswers, st.StoreLate, st.ScansCut, st.PublishesLost, st.DuplicateMsgIDs,
 		st.Delivered, st.Redelivered, st.ExpiredCommands, st.Dropped, st.Duplicated, st.Delayed,
 		st.CoordCrashes, st.CoordPauses, st.PausesPastLease, st.PausesPastRetain, st.PartCrashes, st.PartPauses,
 		st.InDoubtQueries, st.InDoubtResolved, st.RecordedAborts, st.CommitsRefused, st.Recovered, st.OrphansAborted,

@@ -37,6 +37,7 @@ type counters struct {
 	PublishesLost, DuplicateMsgIDs, Delivered          int
 	Redelivered, ExpiredCommands                       int
 	Dropped, Duplicated, Delayed                       int
+	ScansCut                                           int
 }
 
 func (c *counters) add(o counters) {
@@ -52,6 +53,7 @@ func (c *counters) add(o counters) {
 	c.Dropped += o.Dropped
 	c.Duplicated += o.Duplicated
 	c.Delayed += o.Delayed
+	c.ScansCut += o.ScansCut
 }
 
 // fault draws a fault of probability p; none once the run is healed.

@@ -278,6 +278,13 @@ func (v *kvView) Entries(ctx context.Context, after uint64, keep func(orchestrat
 	if err != nil {
 		return nil, after, err
 	}
+	var cut error
+	if e := v.b.e; e.fault(e.f.ScanCut) {
+		n := e.rng.IntN(len(all) + 1)
+		e.n.ScansCut++
+		e.tracef("%s %s entries after %d: runs out of time after %d of %d", v.writer, v.b.name, after, n, len(all))
+		all, cut = all[:n], context.DeadlineExceeded
+	}
 	var out []orchestrator.StoreEntry
 	for _, en := range all {
 		after = max(after, en.Revision)
@@ -285,7 +292,7 @@ func (v *kvView) Entries(ctx context.Context, after uint64, keep func(orchestrat
 			out = append(out, en)
 		}
 	}
-	return out, after, nil
+	return out, after, cut
 }
 
 // PutAsync applies the write later, after this writer's earlier ones; onErr

@@ -105,6 +105,10 @@ type Faults struct {
 	// LateStore: a key-value operation is applied after its caller gave up
 	// waiting (a timeout), so the caller does not know it happened.
 	LateStore float64
+	// ScanCut: a listing of a bucket runs out of time partway: it returns
+	// the entries up to some revision and context.DeadlineExceeded, as a
+	// watch of a large bucket does.
+	ScanCut float64
 	// HandlerError: a participant's commit or abort fails this time (it is
 	// answered "failed" and redelivered).
 	HandlerError float64
@@ -130,9 +134,9 @@ type Faults struct {
 }
 
 func (f Faults) String() string {
-	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f sagarefuse=%.3f sagafail=%.3f sagabroken=%.3f",
+	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f scancut=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f sagarefuse=%.3f sagafail=%.3f sagabroken=%.3f",
 		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.PauseCoordinator, f.CrashParticipant, f.PauseParticipant,
-		f.StoreError, f.LateStore, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout, f.SagaRefuse, f.SagaFail, f.SagaBroken)
+		f.StoreError, f.LateStore, f.ScanCut, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout, f.SagaRefuse, f.SagaFail, f.SagaBroken)
 }
 
 // drawFaults picks fault probabilities from the seed: each fault is off in
@@ -151,6 +155,7 @@ func drawFaults(rng *rand.Rand) Faults {
 		VoteNo: p(0.15), ClientAbort: p(0.1), LongTimeout: p(0.3),
 		PauseParticipant: p(0.01),
 		SagaRefuse:       p(0.1), SagaFail: p(0.3), SagaBroken: p(0.1),
+		ScanCut: p(0.3), // drawn last: the seeds keep the other faults they had
 	}
 }
 
