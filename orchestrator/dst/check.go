@@ -143,9 +143,10 @@ func (s *sim) onStatusWrite(w kvWrite) {
 //   - Atomicity: every participant committed, or none did (each aborted or
 //     never prepared); the business rows agree with the barrier's records.
 //   - Nothing left prepared.
-//   - No decision reversed: a transaction with a commit record ends
-//     committed everywhere; one with an abort record has no participant
-//     committed (the checks of onRecordWrite and the ledger handler catch
+//   - No decision reversed: no participant of a transaction with a commit
+//     record ends aborted or without its prepare (one still prepared, the
+//     commit unfinished, is left prepared); one with an abort record has
+//     no participant committed (the checks of onRecordWrite and the ledger handler catch
 //     the rest as it happens).
 //   - Every status still in the bucket is final and says what happened.
 func (s *sim) check() {
@@ -196,7 +197,7 @@ func (s *sim) check() {
 		if len(prepared) > 0 {
 			w.inDoubt = true
 		}
-		if s.everCommit[w.id] && !all {
+		if s.everCommit[w.id] && len(aborted)+len(none) > 0 {
 			s.violate("%s: decision reversed: a commit decision was recorded, but %s", w.id, ends)
 		}
 		if w.begun && w.premature != "" {
