@@ -83,14 +83,21 @@ func (l *leases) alive(ctx context.Context, instance string) (bool, error) {
 
 // recoveryLoop looks at the leases at start and then every half lease, and
 // takes over what dead instances (and this one, before a restart) left:
-// see recoverTick.
+// see recoverTick. A look begins half a lease after the last one began,
+// however long that one took (a tenth of a lease after it ended at least):
+// a look that begins a lease or more after the last may have missed an
+// instance, and scans everything, so a look's own scanning must not make
+// the next one late.
 func (e *Engine) recoveryLoop() {
-	e.recoverTick(true)
+	first := true
 	for !e.halted.Load() {
-		if !e.sleep(e.cfg.LeaseTTL/2) || e.halted.Load() {
+		began := e.now()
+		e.recoverTick(first)
+		first = false
+		wait := max(e.cfg.LeaseTTL/2-e.now().Sub(began), e.cfg.LeaseTTL/10)
+		if !e.sleep(wait) || e.halted.Load() {
 			return
 		}
-		e.recoverTick(false)
 	}
 }
 
@@ -152,10 +159,11 @@ func (e *Engine) recoverTick(first bool) {
 const scanEvery = 10 * time.Minute
 
 // scanSlice bounds how long one look lists a bucket: a scan of more than
-// that goes on at the next look. Half a lease leaves the orphan sweep,
-// which does not act on statuses read a lease ago or more, time to act on
-// what it read.
-func (c *Config) scanSlice() time.Duration { return c.LeaseTTL / 2 }
+// that goes on at the next look. A look lists up to three (records, sagas,
+// statuses): an eighth of a lease each keeps a look well within the half
+// lease before the next, and leaves the orphan sweep, which does not act
+// on statuses read a lease ago or more, time to act on what it read.
+func (c *Config) scanSlice() time.Duration { return c.LeaseTTL / 8 }
 
 // leaseLoop renews this instance's lease every third of LeaseTTL, on its
 // own so that a slow recovery scan never delays a renewal (others would
