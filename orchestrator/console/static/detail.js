@@ -107,10 +107,17 @@
 		resolve: ["Resolve step by hand?", "The step is marked resolved by hand (compensated, or past the pivot done): do this only once you have made it so yourself."],
 	};
 
+	// renderActions rebuilds the action buttons only when the actions change:
+	// the page refreshes every second, and a button replaced under the
+	// pointer loses the click being made on it.
+	let shownActions = null;
 	function renderActions(d) {
+		const saga = d.summary.protocol === "saga";
+		const key = JSON.stringify([saga, d.actions]);
+		if (key === shownActions) return;
+		shownActions = key;
 		const box = $("actions");
 		box.replaceChildren();
-		const saga = d.summary.protocol === "saga";
 		for (const a of d.actions) {
 			if (a === "abort") {
 				box.append(el("button", { type: "button", class: "danger", id: "action-abort", onclick: () => confirmAction("abort") },
