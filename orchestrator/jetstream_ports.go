@@ -29,6 +29,38 @@ type jsStore struct {
 	bucket string
 	// stop ends the waits of PutAsync when the engine stops.
 	stop <-chan struct{}
+	// held is a listing that ran out of time, kept open so that the next
+	// listing, which goes on from where it stopped, reads on instead of
+	// setting up a new watch: on a bucket of millions setting one up takes
+	// about half a second, most of what a look may spend listing, and a
+	// scan that started over at every look never caught up with the writes.
+	heldMu sync.Mutex
+	held   *heldScan
+}
+
+// heldScan is an open watch of a listing, and the highest revision it
+// delivered.
+type heldScan struct {
+	w      jetstream.KeyWatcher
+	stop   func()
+	cancel context.CancelFunc
+	next   uint64
+	idle   *time.Timer
+	done   chan struct{}
+	once   sync.Once
+}
+
+// heldScanIdle is how long a held listing waits to be read on before it is
+// closed.
+const heldScanIdle = time.Minute
+
+func (h *heldScan) close() {
+	h.once.Do(func() {
+		h.idle.Stop()
+		close(h.done)
+		h.stop()
+		h.cancel()
+	})
 }
 
 func newJSStore(js jetstream.JetStream, kv jetstream.KeyValue, stop <-chan struct{}) *jsStore {
@@ -107,26 +139,21 @@ func (s *jsStore) Delete(ctx context.Context, key string) error {
 }
 
 func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntry) bool) ([]StoreEntry, uint64, error) {
-	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
-	if after > 0 {
-		// Every message from after+1 on: the buckets keep one per key (their
-		// History is 1), so each is a key's latest.
-		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(after+1))
-	}
-	w, stop, err := watchAll(ctx, s.kv, opts...)
+	h, err := s.scanFrom(ctx, after)
 	if err != nil {
 		return nil, after, err
 	}
-	defer stop()
 	// A key can come twice (written again while the watch ran): its last
 	// write decides whether it is kept.
 	kept := map[string]StoreEntry{}
 	for {
 		select {
 		case <-ctx.Done():
+			s.hold(h, after)
 			return byRevision(kept), after, ctx.Err()
-		case e, ok := <-w.Updates():
+		case e, ok := <-h.w.Updates():
 			if !ok || e == nil {
+				h.close()
 				return byRevision(kept), after, nil
 			}
 			en := StoreEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}
@@ -137,6 +164,79 @@ func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntr
 			}
 			kept[en.Key] = en
 		}
+	}
+}
+
+// scanFrom returns the held listing if it stopped at after, else a new
+// watch of every entry above after (after 0: every live entry). A held
+// listing that does not fit is closed.
+func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error) {
+	s.heldMu.Lock()
+	prev := s.held
+	s.held = nil
+	s.heldMu.Unlock()
+	if prev != nil {
+		if prev.idle.Stop() && prev.next == after {
+			return prev, nil
+		}
+		prev.close()
+	}
+	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
+	if after > 0 {
+		// Every message from after+1 on: the buckets keep one per key (their
+		// History is 1), so each is a key's latest.
+		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(after+1))
+	}
+	// The watch lives until it is read to its end or closed, beyond ctx,
+	// which bounds only this listing; its setup is bounded by ctx.
+	wctx, cancel := context.WithCancel(context.Background())
+	stopSetup := context.AfterFunc(ctx, cancel)
+	w, stop, err := watchAll(wctx, s.kv, opts...)
+	if !stopSetup() || err != nil {
+		cancel()
+		if err == nil {
+			stop()
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	h := &heldScan{w: w, stop: stop, cancel: cancel, idle: time.NewTimer(time.Hour), done: make(chan struct{})}
+	go func() {
+		select {
+		case <-s.stop: // the engine stopped: nobody reads on
+			s.release(h)
+			h.close()
+		case <-h.done:
+		}
+	}()
+	return h, nil
+}
+
+// hold keeps h, which delivered up to revision next, for the next listing;
+// it is closed if none comes within heldScanIdle, or when the engine
+// stops (the goroutine scanFrom started).
+func (s *jsStore) hold(h *heldScan, next uint64) {
+	h.next = next
+	h.idle = time.AfterFunc(heldScanIdle, func() { s.release(h) })
+	s.heldMu.Lock()
+	old := s.held
+	s.held = h
+	s.heldMu.Unlock()
+	if old != nil {
+		old.close()
+	}
+}
+
+// release closes h if it is still the held listing.
+func (s *jsStore) release(h *heldScan) {
+	s.heldMu.Lock()
+	mine := s.held == h
+	if mine {
+		s.held = nil
+	}
+	s.heldMu.Unlock()
+	if mine {
+		h.close()
 	}
 }
 

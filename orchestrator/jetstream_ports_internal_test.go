@@ -103,3 +103,111 @@ func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
 		t.Errorf("Entries after 4 kept = %q, want %q", got, want)
 	}
 }
+
+// TestJetStreamStoreListingGoesOnWhereItRanOutOfTime: a listing cut short
+// by its context returns what it read and the highest revision, and keeps
+// its watch open; the next listing from that revision reads on from the
+// same watch (no new one set up: on a bucket of millions that costs about
+// half a second a time), and together they give every entry once. A
+// listing from elsewhere closes the held one and sets up its own, and the
+// store's stop closes what is held.
+func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
+	js := startJetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv, err := openRecords(ctx, js, StreamOptions{}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	s := newJSStore(js, kv, stop)
+	const n = 500
+	for i := range n {
+		if _, err := s.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]int{}
+	// The first listing runs out of time after 100 entries.
+	lctx, lcancel := context.WithCancel(ctx)
+	count := 0
+	es, after, err := s.Entries(lctx, 0, func(StoreEntry) bool {
+		if count++; count == 100 {
+			lcancel()
+		}
+		return true
+	})
+	lcancel()
+	if err == nil || after == 0 || len(es) >= n {
+		t.Fatalf("the cut listing: %d entries, read to %d, error %v; want part of them and the context's error", len(es), after, err)
+	}
+	for _, e := range es {
+		seen[e.Key]++
+	}
+	held := s.held
+	if held == nil || held.next != after {
+		t.Fatalf("no listing held at revision %d after it ran out of time", after)
+	}
+	es, last, err := s.Entries(ctx, after, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held.w == nil || s.held != nil {
+		t.Fatal("the listing read to its end is still held")
+	}
+	select {
+	case <-held.done:
+	default:
+		t.Fatal("the listing read to its end was not closed")
+	}
+	for _, e := range es {
+		seen[e.Key]++
+	}
+	if len(seen) != n || last != n {
+		t.Fatalf("the two listings gave %d keys, read to %d; want all %d", len(seen), last, n)
+	}
+	for k, c := range seen {
+		if c != 1 {
+			t.Fatalf("%s listed %d times", k, c)
+		}
+	}
+	// Cut again, then a listing from elsewhere: the held one is closed.
+	lctx, lcancel = context.WithCancel(ctx)
+	count = 0
+	_, after, _ = s.Entries(lctx, 0, func(StoreEntry) bool {
+		if count++; count == 10 {
+			lcancel()
+		}
+		return true
+	})
+	lcancel()
+	held = s.held
+	if held == nil {
+		t.Fatal("no listing held")
+	}
+	if _, _, err := s.Entries(ctx, after+5, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held.done:
+	default:
+		t.Fatal("a listing from another revision did not close the held one")
+	}
+	// Cut once more, then the store stops: what is held is closed.
+	lctx, lcancel = context.WithCancel(ctx)
+	count = 0
+	_, _, _ = s.Entries(lctx, 0, func(StoreEntry) bool {
+		if count++; count == 10 {
+			lcancel()
+		}
+		return true
+	})
+	lcancel()
+	held = s.held
+	close(stop)
+	select {
+	case <-held.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held listing was not closed when the store stopped")
+	}
+}
