@@ -127,17 +127,20 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// cut lists from the first entry and runs out of time after at entries.
+	cut := func(at int) ([]StoreEntry, uint64, error) {
+		lctx, lcancel := context.WithCancel(ctx)
+		defer lcancel()
+		count := 0
+		return s.Entries(lctx, 0, func(StoreEntry) bool {
+			if count++; count == at {
+				lcancel()
+			}
+			return true
+		})
+	}
 	seen := map[string]int{}
-	// The first listing runs out of time after 100 entries.
-	lctx, lcancel := context.WithCancel(ctx)
-	count := 0
-	es, after, err := s.Entries(lctx, 0, func(StoreEntry) bool {
-		if count++; count == 100 {
-			lcancel()
-		}
-		return true
-	})
-	lcancel()
+	es, after, err := cut(100)
 	if err == nil || after == 0 || len(es) >= n {
 		t.Fatalf("the cut listing: %d entries, read to %d, error %v; want part of them and the context's error", len(es), after, err)
 	}
@@ -172,15 +175,7 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 		}
 	}
 	// Cut again, then a listing from elsewhere: the held one is closed.
-	lctx, lcancel = context.WithCancel(ctx)
-	count = 0
-	_, after, _ = s.Entries(lctx, 0, func(StoreEntry) bool {
-		if count++; count == 10 {
-			lcancel()
-		}
-		return true
-	})
-	lcancel()
+	_, after, _ = cut(10)
 	held = s.held
 	if held == nil {
 		t.Fatal("no listing held")
@@ -194,15 +189,7 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 		t.Fatal("a listing from another revision did not close the held one")
 	}
 	// Cut once more, then the store stops: what is held is closed.
-	lctx, lcancel = context.WithCancel(ctx)
-	count = 0
-	_, _, _ = s.Entries(lctx, 0, func(StoreEntry) bool {
-		if count++; count == 10 {
-			lcancel()
-		}
-		return true
-	})
-	lcancel()
+	_, _, _ = cut(10)
 	held = s.held
 	close(stop)
 	select {
