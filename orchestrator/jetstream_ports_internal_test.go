@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,21 +37,32 @@ func startJetStream(t *testing.T) jetstream.JetStream {
 	return js
 }
 
-// TestJetStreamStoreEntriesSinceARevision: Entries(ctx, after) of the
-// JetStream store gives each key's latest live value written after the
-// revision, on a real embedded server: what the recovery scans in the
-// window after a death read.
-func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
+// recordsStore opens the record bucket on a new embedded server and
+// returns a context that ends with the test, a jsStore over the bucket and
+// stopStore, which ends the store as the engine's stop does (also done at
+// cleanup; it may be called twice).
+func recordsStore(t *testing.T) (ctx context.Context, s *jsStore, stopStore func()) {
+	t.Helper()
 	js := startJetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	kv, err := openRecords(ctx, js, StreamOptions{}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
-	defer close(stop)
-	s := newJSStore(js, kv, stop)
+	var once sync.Once
+	stopStore = func() { once.Do(func() { close(stop) }) }
+	t.Cleanup(stopStore)
+	return ctx, newJSStore(js, kv, stop), stopStore
+}
+
+// TestJetStreamStoreEntriesSinceARevision: Entries(ctx, after) of the
+// JetStream store gives each key's latest live value written after the
+// revision, on a real embedded server: what the recovery scans in the
+// window after a death read.
+func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
+	ctx, s, _ := recordsStore(t)
 	must := func(_ uint64, err error) {
 		t.Helper()
 		if err != nil {
@@ -112,15 +124,7 @@ func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
 // listing from elsewhere closes the held one and sets up its own, and the
 // store's stop closes what is held.
 func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
-	js := startJetStream(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	kv, err := openRecords(ctx, js, StreamOptions{}, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	s := newJSStore(js, kv, stop)
+	ctx, s, stopStore := recordsStore(t)
 	const n = 500
 	for i := range n {
 		if _, err := s.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), 0); err != nil {
@@ -191,7 +195,7 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 	// Cut once more, then the store stops: what is held is closed.
 	_, _, _ = cut(10)
 	held = s.held
-	close(stop)
+	stopStore()
 	select {
 	case <-held.done:
 	case <-time.After(5 * time.Second):

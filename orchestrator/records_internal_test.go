@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -17,23 +16,15 @@ import (
 // abort is not recorded over it, and reading it says so. On a real
 // embedded server.
 func TestWhatNoCoordinatorWroteIsNeverTakenForADecision(t *testing.T) {
-	js := startJetStream(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	kv, err := openRecords(ctx, js, StreamOptions{}, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	defer close(stop)
-	rs := &recordStore{kv: newJSStore(js, kv, stop), instance: "c1", now: time.Now, retention: time.Minute, abortTTL: time.Minute}
+	ctx, store, _ := recordsStore(t)
+	rs := &recordStore{kv: store, instance: "c1", now: time.Now, retention: time.Minute, abortTTL: time.Minute}
 	for key, value := range map[string]string{
 		"empty":        ``,
 		"api-answer":   `{"status":{"id":"other","state":"committed"}}`,
 		"other-record": `{"id":"other","state":"aborted","owner":"c2"}`,
 		"status-doc":   `{"id":"status-doc","state":"preparing","owner":"c2"}`,
 	} {
-		if _, err := kv.Put(ctx, key, []byte(value)); err != nil {
+		if _, err := store.kv.Put(ctx, key, []byte(value)); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := rs.get(ctx, key); !errors.Is(err, errNotARecord) {
@@ -45,7 +36,7 @@ func TestWhatNoCoordinatorWroteIsNeverTakenForADecision(t *testing.T) {
 		if state, err := rs.recordAbort(ctx, key); err == nil || !errors.Is(err, errNotARecord) {
 			t.Errorf("%s: an abort over it: state %q, %v; want refused as not a record", key, state, err)
 		}
-		if e, err := kv.Get(ctx, key); err != nil || string(e.Value()) != value {
+		if e, err := store.kv.Get(ctx, key); err != nil || string(e.Value()) != value {
 			t.Errorf("%s: the entry was changed: %v", key, err)
 		}
 	}
