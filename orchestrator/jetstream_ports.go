@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,28 +39,48 @@ type jsStore struct {
 	held   *heldScan
 }
 
-// heldScan is an open watch of a listing, and the highest revision it
-// delivered.
+// heldScan is a listing's pull consumer on the bucket's stream, and how far
+// it has read.
 type heldScan struct {
-	w      jetstream.KeyWatcher
-	stop   func()
-	cancel context.CancelFunc
-	next   uint64
-	idle   *time.Timer
-	done   chan struct{}
-	once   sync.Once
+	js       jetstream.JetStream
+	stream   string
+	consumer string
+	it       jetstream.MessagesContext
+	// pending is how many entries the consumer had to deliver when it was
+	// created, received how many it has delivered, and delivered the
+	// consumer sequence of the last (each must follow the one before: a
+	// gap is an entry lost on the way, and the listing fails).
+	pending, received, delivered uint64
+	next                         uint64
+	idle                         *time.Timer
+	done                         chan struct{}
+	once                         sync.Once
 }
 
 // heldScanIdle is how long a held listing waits to be read on before it is
 // closed.
 const heldScanIdle = time.Minute
 
+// scanBatch is how many entries (at most scanBatchBytes) a listing's
+// consumer asks for at a time, and so all that a listing held between two
+// looks buffers: a push watch, which nats.go's key-value watch is, would
+// buffer everything written while nobody read, hundreds of megabytes on a
+// busy bucket of millions.
+const (
+	scanBatch      = 256
+	scanBatchBytes = 1 << 20
+)
+
 func (h *heldScan) close() {
 	h.once.Do(func() {
 		h.idle.Stop()
 		close(h.done)
-		h.stop()
-		h.cancel()
+		h.it.Stop()
+		// The consumer would go once inactive; deleting it frees the
+		// server's state at once.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = h.js.DeleteConsumer(ctx, h.stream, h.consumer)
 	})
 }
 
@@ -143,32 +164,59 @@ func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntr
 	if err != nil {
 		return nil, after, err
 	}
-	// A key can come twice (written again while the watch ran): its last
+	// A key can come twice (written again while the listing ran): its last
 	// write decides whether it is kept.
 	kept := map[string]StoreEntry{}
-	for {
-		select {
-		case <-ctx.Done():
-			s.hold(h, after)
-			return byRevision(kept), after, ctx.Err()
-		case e, ok := <-h.w.Updates():
-			if !ok || e == nil {
-				h.close()
-				return byRevision(kept), after, nil
+	prefix := "$KV." + s.bucket + "."
+	for h.received < h.pending {
+		m, err := h.it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				s.hold(h, after)
+				return byRevision(kept), after, ctx.Err()
 			}
-			en := StoreEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}
-			after = max(after, en.Revision)
-			if keep != nil && !keep(en) {
-				delete(kept, en.Key)
-				continue
-			}
-			kept[en.Key] = en
+			h.close()
+			return byRevision(kept), after, fmt.Errorf("listing %s from revision %d: %w", s.bucket, after, err)
 		}
+		md, err := m.Metadata()
+		if err != nil {
+			h.close()
+			return byRevision(kept), after, fmt.Errorf("listing %s: an entry without metadata: %w", s.bucket, err)
+		}
+		if md.Sequence.Consumer != h.delivered+1 {
+			h.close()
+			return byRevision(kept), after, fmt.Errorf("listing %s missed entries (delivery %d came after %d); the next listing goes on from revision %d", s.bucket, md.Sequence.Consumer, h.delivered, after)
+		}
+		h.delivered, h.received = md.Sequence.Consumer, h.received+1
+		if md.NumPending == 0 {
+			h.received = h.pending // caught up (some entries expired on the way)
+		}
+		after = max(after, md.Sequence.Stream)
+		key := strings.TrimPrefix(m.Subject(), prefix)
+		if removed(m.Headers()) {
+			delete(kept, key)
+			continue
+		}
+		en := StoreEntry{Key: key, Value: m.Data(), Revision: md.Sequence.Stream}
+		if keep != nil && !keep(en) {
+			delete(kept, en.Key)
+			continue
+		}
+		kept[en.Key] = en
 	}
+	h.close()
+	return byRevision(kept), after, nil
+}
+
+// removed reports whether a bucket message marks its key deleted or purged
+// (by a client, or by the server when the key's TTL ran out), as nats.go's
+// key-value reads tell.
+func removed(h nats.Header) bool {
+	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
 // scanFrom returns the held listing if it stopped at after, else a new
-// watch of every entry above after (after 0: every live entry). A held
+// consumer of every entry above after (after 0: every entry). A held
 // listing that does not fit is closed.
 func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error) {
 	s.heldMu.Lock()
@@ -181,26 +229,34 @@ func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error)
 		}
 		prev.close()
 	}
-	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
-	if after > 0 {
-		// Every message from after+1 on: the buckets keep one per key (their
-		// History is 1), so each is a key's latest.
-		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(after+1))
+	// The buckets keep one message per key (their History is 1), so every
+	// message is a key's latest: a deleted key's latest is its marker.
+	cfg := jetstream.ConsumerConfig{
+		Name:              "natstx_scan_" + nuid.Next(),
+		Description:       "a natstx recovery listing of " + s.bucket,
+		FilterSubject:     "$KV." + s.bucket + ".>",
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: 2 * heldScanIdle,
+		MemoryStorage:     true,
+		Replicas:          1,
 	}
-	// The watch lives until it is read to its end or closed, beyond ctx,
-	// which bounds only this listing; its setup is bounded by ctx.
-	wctx, cancel := context.WithCancel(context.Background())
-	stopSetup := context.AfterFunc(ctx, cancel)
-	w, stop, err := watchAll(wctx, s.kv, opts...)
-	if !stopSetup() || err != nil {
-		cancel()
-		if err == nil {
-			stop()
-			err = ctx.Err()
-		}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	}
+	stream := "KV_" + s.bucket
+	cons, err := s.js.CreateConsumer(ctx, stream, cfg)
+	if err != nil {
 		return nil, err
 	}
-	h := &heldScan{w: w, stop: stop, cancel: cancel, idle: time.NewTimer(time.Hour), done: make(chan struct{})}
+	h := &heldScan{js: s.js, stream: stream, consumer: cfg.Name, pending: cons.CachedInfo().NumPending, idle: time.NewTimer(time.Hour), done: make(chan struct{})}
+	h.it, err = cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(scanBatch, scanBatchBytes))
+	if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = s.js.DeleteConsumer(ctx, stream, cfg.Name)
+		return nil, err
+	}
 	go func() {
 		select {
 		case <-s.stop: // the engine stopped: nobody reads on

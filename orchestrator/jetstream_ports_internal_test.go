@@ -114,13 +114,27 @@ func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
 	if got, want := list(4, second), "d=d2@7 (read to 7)"; got != want {
 		t.Errorf("Entries after 4 kept = %q, want %q", got, want)
 	}
+	// A key whose TTL ran out is gone: the server's marker (revision 9)
+	// stands for it.
+	must(s.Put(ctx, "e", []byte("e1"), time.Second)) // 8
+	for i := 0; ; i++ {
+		if _, err := s.Get(ctx, "e"); err == ErrNoEntry {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the key with a TTL of a second was still there after 10 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got, want := list(0, nil), "a=a2@3 c=c1@5 d=d2@7 (read to 9)"; got != want {
+		t.Errorf("Entries after a TTL ran out = %q, want %q", got, want)
+	}
 }
 
 // TestJetStreamStoreListingGoesOnWhereItRanOutOfTime: a listing cut short
 // by its context returns what it read and the highest revision, and keeps
-// its watch open; the next listing from that revision reads on from the
-// same watch (no new one set up: on a bucket of millions that costs about
-// half a second a time), and together they give every entry once. A
+// its consumer; the next listing from that revision reads on from the same
+// consumer (no new one set up), and together they give every entry once. A
 // listing from elsewhere closes the held one and sets up its own, and the
 // store's stop closes what is held.
 func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
@@ -159,7 +173,7 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if held.w == nil || s.held != nil {
+	if held.it == nil || s.held != nil {
 		t.Fatal("the listing read to its end is still held")
 	}
 	select {
@@ -200,5 +214,61 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 	case <-held.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the held listing was not closed when the store stopped")
+	}
+}
+
+// TestJetStreamStoreHeldListingBuffersOneBatch: while a listing that ran
+// out of time is held and nobody reads on, its consumer has delivered at
+// most scanBatch entries beyond those read, however many the bucket holds;
+// a push watch delivers them all into the process's memory.
+func TestJetStreamStoreHeldListingBuffersOneBatch(t *testing.T) {
+	ctx, s, _ := recordsStore(t)
+	const n = 20 * scanBatch
+	for i := range n {
+		s.PutAsync(fmt.Sprintf("k%05d", i), []byte("v"), func(err error) { t.Error(err) })
+	}
+	select {
+	case <-s.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("the writes were not acknowledged")
+	}
+	lctx, lcancel := context.WithCancel(ctx)
+	count := 0
+	es, _, _ := s.Entries(lctx, 0, func(StoreEntry) bool {
+		if count++; count == 10 {
+			lcancel()
+		}
+		return true
+	})
+	lcancel()
+	held := s.held
+	if held == nil || len(es) >= n {
+		t.Fatalf("the cut listing read %d of %d entries and holds %v", len(es), n, held)
+	}
+	cons, err := s.js.Consumer(ctx, held.stream, held.consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivered uint64
+	for range 20 { // a second for the consumer to deliver what it will
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		delivered = info.Delivered.Consumer
+		if delivered-held.received > scanBatch {
+			t.Fatalf("the held listing read %d entries and has %d delivered: more than a batch (%d) buffered", held.received, delivered, scanBatch)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if delivered <= held.received {
+		t.Fatalf("the held listing read %d entries and has %d delivered: it asked for nothing ahead", held.received, delivered)
+	}
+	es2, last, err := s.Entries(ctx, held.next, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(es) + len(es2); got != n || last != n {
+		t.Fatalf("the two listings gave %d entries, read to %d; want %d", got, last, n)
 	}
 }
