@@ -61,15 +61,14 @@ type heldScan struct {
 // closed.
 const heldScanIdle = time.Minute
 
-// scanBatch is how many entries (at most scanBatchBytes) a listing's
-// consumer asks for at a time, and so all that a listing held between two
-// looks buffers: a push watch, which nats.go's key-value watch is, would
-// buffer everything written while nobody read, hundreds of megabytes on a
-// busy bucket of millions.
-const (
-	scanBatch      = 256
-	scanBatchBytes = 1 << 20
-)
+// scanBatch is how many entries a listing's consumer asks for at a time,
+// and so all that a listing held between two looks buffers: a push watch,
+// which nats.go's key-value watch is, would buffer everything written while
+// nobody read, hundreds of megabytes on a busy bucket of millions. (No
+// byte limit besides: a pull request with one gets a status message when
+// its count is reached first, which a buffer full of entries drops as a
+// slow consumer.)
+const scanBatch = 256
 
 func (h *heldScan) close() {
 	h.once.Do(func() {
@@ -250,7 +249,7 @@ func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error)
 		return nil, err
 	}
 	h := &heldScan{js: s.js, stream: stream, consumer: cfg.Name, pending: cons.CachedInfo().NumPending, idle: time.NewTimer(time.Hour), done: make(chan struct{})}
-	h.it, err = cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(scanBatch, scanBatchBytes))
+	h.it, err = cons.Messages(jetstream.PullMaxMessages(scanBatch))
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
