@@ -281,6 +281,77 @@ func TestConsoleInABrowser(t *testing.T) {
 	screenshot(t, ctx, "console-dashboard.png")
 }
 
+// TestConsoleResolvesAStuckStep: a saga whose step after the pivot keeps
+// failing is forward-stuck; its page offers that step's Resolve button, and
+// keeps the very same button while it refreshes the steps every second (a
+// button replaced under the pointer loses the click being made on it); the
+// confirmed resolve completes the saga.
+func TestConsoleResolvesAStuckStep(t *testing.T) {
+	ctx := browser(t, 2*time.Minute)
+	p, url := startServer(t, "--ui-listen", "127.0.0.1:0")
+	base := regexp.MustCompile(`http://127\.0\.0\.1:\d+/`).FindString(p.waitLine(t, "web console on", 10*time.Second))
+	if base == "" {
+		t.Fatal("no console URL")
+	}
+	startSim(t, url, sim.Config{Name: "inventory"})
+	startSim(t, url, sim.Config{Name: "shipping", SuccessRate: sim.Rate(0)})
+	file := filepath.Join(t.TempDir(), "stuck.yaml")
+	def := `name: stuck
+retry: {initial_interval: 100ms, max_interval: 300ms}
+compensation: {initial_interval: 100ms, max_interval: 300ms, stuck_after_attempts: 2}
+steps:
+  - {name: reserve, participant: inventory, pivot: true, action: {item: widget, qty: 1}, compensation: {item: widget, qty: 1}}
+  - {name: ship, participant: shipping, action: {slot: mon}}
+`
+	if err := os.WriteFile(file, []byte(def), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantExit(t, 0, "saga-1", "tx", "begin", "--nats", url, "--saga", "--file", file, "--async", "--id", "saga-1")
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"tx/saga-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 30*time.Second, "saga-1's page offers ship's Resolve button", `!!document.getElementById("action-resolve-ship")`)
+	attempts := `Number(document.querySelector('#steps tr[data-step="ship"] td:nth-child(4)').textContent)`
+	seen, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(() => { document.getElementById("action-resolve-ship").dataset.mark = "kept"; return `+attempts+`; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Retried forward every 300ms at most, the step shows more attempts
+	// once the page has refreshed with a newer status.
+	waitJS(t, ctx, 30*time.Second, "the page shows ship's later attempts", fmt.Sprintf("%s > %d", attempts, seen))
+	if mark := textOfJS(t, ctx, `document.getElementById("action-resolve-ship").dataset.mark || "replaced"`); mark != "kept" {
+		t.Fatalf("the Resolve button after the page refreshed: %s; want the same button kept", mark)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("action-resolve-ship")), chromedp.WaitVisible(chromedp.ID("confirm-why"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.ID("confirm-who"), "test-operator"),
+		chromedp.SendKeys(chromedp.ID("confirm-why"), "shipped by hand"),
+		chromedp.Click(chromedp.ID("confirm-ok"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, 30*time.Second, "saga-1's page shows it completed",
+		`document.querySelector("#tx-state .state") && document.querySelector("#tx-state .state").dataset.state === "completed"`)
+	if st := textOf(t, ctx, `#steps tr[data-step="ship"] td:nth-child(3)`); st != "done" {
+		t.Errorf("ship shows as %q after the resolve; want done", st)
+	}
+	if note := textOf(t, ctx, `#steps tr[data-step="ship"] td:nth-child(8)`); note != "done by hand, by test-operator: shipped by hand" {
+		t.Errorf("ship's note is %q; want who resolved it and why", note)
+	}
+	waitJS(t, ctx, 10*time.Second, "ship's Resolve button is gone", `!document.getElementById("action-resolve-ship")`)
+}
+
+// textOfJS returns the string the JavaScript expression gives in the page.
+func textOfJS(t *testing.T, ctx context.Context, expr string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return s
+}
+
 // TestConsoleTokenAndLoopback: natstx server refuses a console on an
 // address other than loopback without a token; with NATSTX_UI_TOKEN, every
 // request needs it, and /login?token= signs a browser in with a cookie.

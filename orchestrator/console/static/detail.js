@@ -49,10 +49,25 @@
 		}
 	}
 
+	// renderSteps updates the steps' rows in place: the page refreshes every
+	// second, and a Resolve button replaced under the pointer loses the
+	// click being made on it, so a row's button is only added or removed
+	// when its step becomes resolvable or stops being so.
+	// stepCells are the classes of a step row's cells: name, participant,
+	// status, attempts, compensation attempts, last error, next retry, note,
+	// action.
+	const stepCells = ["mono", "mono", "", "num", "num", "reason", "", "reason", ""];
 	function renderSteps(st, resolvable) {
 		const tbody = $("steps").tBodies[0];
-		tbody.replaceChildren();
-		for (const s of st.steps || []) {
+		const steps = st.steps || [];
+		const names = JSON.stringify(steps.map((s) => s.name));
+		if (tbody.dataset.names !== names) {
+			tbody.dataset.names = names;
+			tbody.replaceChildren(...steps.map((s) => el("tr", { dataset: { step: s.name } },
+				stepCells.map((c) => el("td", { class: c })))));
+		}
+		steps.forEach((s, i) => {
+			const cells = tbody.rows[i].cells;
 			let next = "";
 			if (s.next_retry_at) {
 				const left = Date.parse(s.next_retry_at) - natstx.now();
@@ -61,21 +76,19 @@
 			const flags = [];
 			if (s.pivot) flags.push(el("span", { class: "badge flag" }, "pivot"));
 			if (s.stuck) flags.push(el("span", { class: "badge flag" }, "stuck"));
-			let act = "";
-			if ((resolvable || []).includes(s.name)) {
-				act = el("button", { type: "button", id: "action-resolve-" + s.name, onclick: () => confirmAction("resolve", s.name) }, "Resolve...");
+			cells[0].replaceChildren(s.name, ...flags);
+			cells[1].textContent = s.participant;
+			cells[2].replaceChildren(badge(s.status));
+			cells[3].textContent = s.attempts || 0;
+			cells[4].textContent = s.compensation_attempts || 0;
+			cells[5].textContent = s.last_error ? s.last_error + (s.last_code ? " [" + s.last_code + "]" : "") : "";
+			cells[6].textContent = next;
+			cells[7].textContent = s.note || "";
+			const want = (resolvable || []).includes(s.name);
+			if (want !== !!cells[8].firstChild) {
+				cells[8].replaceChildren(...(want ? [el("button", { type: "button", id: "action-resolve-" + s.name, onclick: () => confirmAction("resolve", s.name) }, "Resolve...")] : []));
 			}
-			tbody.append(el("tr", { dataset: { step: s.name } },
-				el("td", { class: "mono" }, s.name, flags),
-				el("td", { class: "mono" }, s.participant),
-				el("td", {}, badge(s.status)),
-				el("td", { class: "num" }, s.attempts || 0),
-				el("td", { class: "num" }, s.compensation_attempts || 0),
-				el("td", { class: "reason" }, s.last_error ? s.last_error + (s.last_code ? " [" + s.last_code + "]" : "") : ""),
-				el("td", {}, next),
-				el("td", { class: "reason" }, s.note || ""),
-				el("td", {}, act)));
-		}
+		});
 	}
 
 	function renderHistory(st) {
