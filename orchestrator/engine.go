@@ -192,11 +192,9 @@ type Engine struct {
 	recoverUntil time.Time
 	nextScan     time.Time
 	sweepDue     bool
-	// recordsRead, sagasRead and statusRead are where the next scans of the
-	// records, sagas and status buckets start: after the highest revision
-	// the last scan read, or, if it could not finish, just before the
-	// first entry it did not handle.
-	recordsRead, sagasRead, statusRead uint64
+	// recordsScan, sagasScan and statusScan are where the scans of the
+	// records, sagas and status buckets stand.
+	recordsScan, sagasScan, statusScan scanCursor
 	// sweepUntil: sweep at every scan until then (sweepWindow).
 	sweepUntil time.Time
 }

@@ -118,7 +118,8 @@ func (e *Engine) recoveryLoop() {
 // on, and reads for scanSlice at most: one that could not finish (it ran
 // out of time, a claim failed) goes on at the next look from where it
 // stopped, so that a scan of millions is done in slices rather than started
-// over, and failing the same way, at every look.
+// over, and failing the same way, at every look; a death noticed while a
+// scan of all is under way asks for another once it ends (scanCursor).
 func (e *Engine) recoverTick(first bool) {
 	ctx, cancel := e.withTimeout(e.base, 4*e.cfg.LeaseTTL)
 	defer cancel()
@@ -136,18 +137,58 @@ func (e *Engine) recoverTick(first bool) {
 	now := e.now()
 	if died {
 		e.recoverUntil = now.Add(sweepWindow)
-		e.recordsRead, e.sagasRead = 0, 0 // all of them
+		e.recordsScan.rescan() // all of them
+		e.sagasScan.rescan()
 	}
 	if e.recoverDue || !now.After(e.recoverUntil) || !now.Before(e.nextScan) {
-		var done, sagasDone bool
-		e.recordsRead, done = e.recoverCommits(e.recordsRead)
-		e.sagasRead, sagasDone = e.recoverSagas(e.sagasRead)
-		e.recoverDue = !done || !sagasDone
+		recordsDue := e.recordsScan.moved(e.recoverCommits(e.recordsScan.read))
+		sagasDue := e.sagasScan.moved(e.recoverSagas(e.sagasScan.read))
+		e.recoverDue = recordsDue || sagasDue
 		if !e.recoverDue {
 			e.nextScan = now.Add(scanEvery)
 		}
 	}
 	e.sweepOrphans(ctx, died, alive)
+}
+
+// scanCursor is where the recovery scans of one bucket stand.
+type scanCursor struct {
+	// read: the next listing starts after it (the highest revision the
+	// last one read, or just before the first entry it did not handle).
+	read uint64
+	// full: a scan from the first entry is under way; again: another is
+	// due when it ends.
+	full, again bool
+}
+
+// rescan asks for a scan from the first entry, an instance having maybe
+// died: at once, or once the one under way ends. Starting over at once
+// would never end on a bucket that takes longer to read than deaths (or
+// failed writes, for the status sweep) are apart, and the entries above
+// where the scan under way stands it reads anyway.
+func (c *scanCursor) rescan() {
+	if c.full {
+		c.again = true
+		return
+	}
+	c.read, c.full = 0, true
+}
+
+// moved records where a listing left off and whether it ended the scan;
+// it reports whether a scan is still due (this one, or the one asked for
+// while it ran).
+func (c *scanCursor) moved(next uint64, ended bool) (due bool) {
+	c.read = next
+	if !ended {
+		return true
+	}
+	c.full = false
+	if c.again {
+		c.again = false
+		c.read, c.full = 0, true
+		return true
+	}
+	return false
 }
 
 // scanEvery is how often recovery reads the records written since its
@@ -305,7 +346,7 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 	if died || e.publishTrouble.Swap(false) {
 		e.sweepDue = true
 		e.sweepUntil = e.now().Add(sweepWindow)
-		e.statusRead = 0 // all of them; in the window after, what changed since
+		e.statusScan.rescan() // all of them; in the window after, what changed since
 	}
 	if !e.sweepDue && e.now().After(e.sweepUntil) {
 		return
@@ -314,12 +355,12 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 	// Most statuses are final: read their state alone, not their
 	// participants and history, and keep only the others.
 	lctx, lcancel := e.withTimeout(ctx, e.cfg.scanSlice())
-	entries, highest, listErr := e.status.Entries(lctx, e.statusRead, func(kve StoreEntry) bool {
+	entries, highest, listErr := e.status.Entries(lctx, e.statusScan.read, func(kve StoreEntry) bool {
 		state, ok := messages.PeekState(kve.Value)
 		return ok && !isFinal(state)
 	})
 	lcancel()
-	if listErr != nil && highest == e.statusRead {
+	if listErr != nil && highest == e.statusScan.read {
 		e.sweepDue = true
 		e.stats.SweepsIncomplete.Add(1)
 		e.warnUnlessStopping("reading the status bucket for orphans failed; trying again at the next scan", zap.Error(listErr))
@@ -335,9 +376,9 @@ func (e *Engine) sweepOrphans(ctx context.Context, died bool, alive map[string]b
 			break
 		}
 	}
-	e.statusRead = next
-	e.sweepDue = listErr != nil || next != highest
-	if e.sweepDue {
+	ended := listErr == nil && next == highest
+	e.sweepDue = e.statusScan.moved(next, ended)
+	if !ended {
 		e.stats.SweepsIncomplete.Add(1)
 	}
 }

@@ -448,12 +448,64 @@ func TestRecoveryGoesOnWhereAListingThatRanOutOfTimeStopped(t *testing.T) {
 	drv := newStepDriver()
 	records, leases, status := newMemStore(), newMemStore(), newMemStore()
 	records.page, status.page = 25, 25
-	var commits, orphans []string
+	commits, orphans := deadInstanceLeftovers(t, records, status, func(i int) bool { return i%10 == 9 })
+	const lease = 1500 * time.Millisecond
+	eng := startSimulated(t, drv, orchestrator.Config{Instance: "c1", LeaseTTL: lease, Shards: 1},
+		orchestrator.Ports{Stores: orchestrator.Stores{Records: records, Leases: leases, IDs: newMemStore(), Sagas: newMemStore(), Status: status}, Commands: &cmdLog{}})
+	stepLooks(t, drv, eng, lease/6, 30*time.Second, nil)
+	checkRecovered(t, records, commits, orphans)
+	records.mu.Lock()
+	read, total := records.read, len(records.m)
+	records.mu.Unlock()
+	// The scans after the start read all once, then, for 20 s, what was
+	// written since (the claims and the aborts): about 2 x 110 + 20. Started
+	// over at every look, they would read 25 at each of the 40 looks.
+	if read > 3*total {
+		t.Fatalf("the listings read %d records of %d; want each about once or twice, not again at every look", read, total)
+	}
+}
+
+// TestRecoveryScansEndWhileInstancesKeepDying: an instance that dies at
+// every look (here one lease appears and another vanishes each half lease)
+// asks each time for the records and statuses to be scanned from the first
+// entry. Starting over at once, a scan that takes several looks (listings
+// of 25 entries here; on a real bucket of millions, a listing gets an
+// eighth of a lease) never got past its first slice, and what dead c9 left
+// further on was never recovered; now the scan under way ends first.
+func TestRecoveryScansEndWhileInstancesKeepDying(t *testing.T) {
+	drv := newStepDriver()
+	records, leases, status := newMemStore(), newMemStore(), newMemStore()
+	records.page, status.page = 25, 25
+	commits, orphans := deadInstanceLeftovers(t, records, status, func(i int) bool { return i >= 80 && i%5 == 4 })
+	const lease = 1500 * time.Millisecond
+	eng := startSimulated(t, drv, orchestrator.Config{Instance: "c1", LeaseTTL: lease, Shards: 1},
+		orchestrator.Ports{Stores: orchestrator.Stores{Records: records, Leases: leases, IDs: newMemStore(), Sagas: newMemStore(), Status: status}, Commands: &cmdLog{}})
+	stepLooks(t, drv, eng, lease/6, 30*time.Second, func(k int) {
+		if k%3 != 0 {
+			return
+		}
+		// Every half lease, one look: a new instance, the last one gone.
+		put(t, leases, fmt.Sprintf("flap%03d", k), `{}`)
+		if k > 0 {
+			if err := leases.Delete(context.Background(), fmt.Sprintf("flap%03d", k-3)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	checkRecovered(t, records, commits, orphans)
+}
+
+// deadInstanceLeftovers fills records and status with 100 transactions c0
+// finished and, after those i for which left says so, what dead c9 left: a
+// commit record (returned in commits) and a preparing status with no
+// record (in orphans).
+func deadInstanceLeftovers(t *testing.T, records, status *memStore, left func(i int) bool) (commits, orphans []string) {
+	t.Helper()
 	for i := range 100 {
 		id := fmt.Sprintf("done%03d", i)
 		put(t, records, id, `{"id":"`+id+`","state":"committed","owner":"c0"}`)
 		put(t, status, id, `{"id":"`+id+`","state":"committed","owner":"c0","participants":[{"name":"a"}]}`)
-		if i%10 == 9 {
+		if left(i) {
 			id := fmt.Sprintf("commit%03d", i)
 			put(t, records, id, `{"id":"`+id+`","state":"committing","participants":["a"],"owner":"c9","decided_at":"2030-01-01T00:00:00Z"}`)
 			commits = append(commits, id)
@@ -462,11 +514,18 @@ func TestRecoveryGoesOnWhereAListingThatRanOutOfTimeStopped(t *testing.T) {
 			orphans = append(orphans, id)
 		}
 	}
-	const lease = 1500 * time.Millisecond
-	eng := startSimulated(t, drv, orchestrator.Config{Instance: "c1", LeaseTTL: lease, Shards: 1},
-		orchestrator.Ports{Stores: orchestrator.Stores{Records: records, Leases: leases, IDs: newMemStore(), Sagas: newMemStore(), Status: status}, Commands: &cmdLog{}})
-	step := lease / 6
-	for moved := time.Duration(0); moved < 30*time.Second; moved += step {
+	return commits, orphans
+}
+
+// stepLooks moves drv's clock by step until total has passed, calling
+// before (if not nil) with the step's number before each, and lets eng's
+// loops run after each until they sleep again.
+func stepLooks(t *testing.T, drv *stepDriver, eng *orchestrator.Engine, step, total time.Duration, before func(k int)) {
+	t.Helper()
+	for k, moved := 0, time.Duration(0); moved < total; k, moved = k+1, moved+step {
+		if before != nil {
+			before(k)
+		}
 		drv.advance(step)
 		for start := time.Now(); !drv.settled(2); time.Sleep(100 * time.Microsecond) {
 			eng.Pump()
@@ -475,8 +534,14 @@ func TestRecoveryGoesOnWhereAListingThatRanOutOfTimeStopped(t *testing.T) {
 			}
 		}
 	}
-	state := func(s *memStore, id string) (state, owner string) {
-		en, err := s.Get(context.Background(), id)
+}
+
+// checkRecovered fails t unless c1 claimed every commit record in commits
+// and recorded an abort for every transaction in orphans.
+func checkRecovered(t *testing.T, records *memStore, commits, orphans []string) {
+	t.Helper()
+	state := func(id string) (state, owner string) {
+		en, err := records.Get(context.Background(), id)
 		if err != nil {
 			return "none", ""
 		}
@@ -487,23 +552,14 @@ func TestRecoveryGoesOnWhereAListingThatRanOutOfTimeStopped(t *testing.T) {
 		return v.State, v.Owner
 	}
 	for _, id := range commits {
-		if st, owner := state(records, id); st != "committing" || owner != "c1" {
+		if st, owner := state(id); st != "committing" || owner != "c1" {
 			t.Errorf("dead c9's commit record %s: %s, owned by %s; want claimed by c1", id, st, owner)
 		}
 	}
 	for _, id := range orphans {
-		if st, owner := state(records, id); st != "aborted" || owner != "c1" {
+		if st, owner := state(id); st != "aborted" || owner != "c1" {
 			t.Errorf("dead c9's undecided transaction %s: record %s by %q; want an abort recorded by c1", id, st, owner)
 		}
-	}
-	records.mu.Lock()
-	read, total := records.read, len(records.m)
-	records.mu.Unlock()
-	// The scans after the start read all once, then, for 20 s, what was
-	// written since (the claims and the aborts): about 2 x 110 + 20. Started
-	// over at every look, they would read 25 at each of the 40 looks.
-	if read > 3*total {
-		t.Fatalf("the listings read %d records of %d; want each about once or twice, not again at every look", read, total)
 	}
 }
 
