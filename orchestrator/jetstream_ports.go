@@ -55,6 +55,11 @@ type heldScan struct {
 	idle                         *time.Timer
 	done                         chan struct{}
 	once                         sync.Once
+	// ready is closed once the consumer is created (it, pending) or its
+	// creation failed (err); cancel ends the creation.
+	ready  chan struct{}
+	err    error
+	cancel context.CancelFunc
 }
 
 // heldScanIdle is how long a held listing waits to be read on before it is
@@ -74,7 +79,11 @@ func (h *heldScan) close() {
 	h.once.Do(func() {
 		h.idle.Stop()
 		close(h.done)
-		h.it.Stop()
+		h.cancel()
+		<-h.ready // at once: the creation's context has ended
+		if h.it != nil {
+			h.it.Stop()
+		}
 		// The consumer would go once inactive; deleting it frees the
 		// server's state at once.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -219,15 +228,39 @@ func removed(h nats.Header) bool {
 // listing that does not fit is closed.
 func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error) {
 	s.heldMu.Lock()
-	prev := s.held
+	h := s.held
 	s.held = nil
 	s.heldMu.Unlock()
-	if prev != nil {
-		if prev.idle.Stop() && prev.next == after {
-			return prev, nil
-		}
-		prev.close()
+	if h != nil && !(h.idle.Stop() && h.next == after) {
+		h.close()
+		h = nil
 	}
+	if h == nil {
+		h = s.startScan(after)
+	}
+	select {
+	case <-h.ready:
+		if h.err != nil {
+			h.close()
+			return nil, h.err
+		}
+		return h, nil
+	case <-ctx.Done():
+		// Creating the consumer takes long on a stream of millions (more
+		// than a listing's slice, at 6.5 million records in a long run):
+		// it goes on, and the next listing from here picks it up.
+		s.hold(h, after)
+		return nil, ctx.Err()
+	}
+}
+
+// scanSetupTimeout bounds the creation of a listing's consumer, which goes
+// on beyond the listing that asked for it (see scanFrom).
+const scanSetupTimeout = 30 * time.Second
+
+// startScan starts creating a consumer of every entry above after (after
+// 0: every entry); h.ready is closed once it is created or failed.
+func (s *jsStore) startScan(after uint64) *heldScan {
 	// The buckets keep one message per key (their History is 1), so every
 	// message is a key's latest: a deleted key's latest is its marker.
 	cfg := jetstream.ConsumerConfig{
@@ -243,19 +276,19 @@ func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error)
 	if after > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
 	}
-	stream := "KV_" + s.bucket
-	cons, err := s.js.CreateConsumer(ctx, stream, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h := &heldScan{js: s.js, stream: stream, consumer: cfg.Name, pending: cons.CachedInfo().NumPending, idle: time.NewTimer(time.Hour), done: make(chan struct{})}
-	h.it, err = cons.Messages(jetstream.PullMaxMessages(scanBatch))
-	if err != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = s.js.DeleteConsumer(ctx, stream, cfg.Name)
-		return nil, err
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), scanSetupTimeout)
+	h := &heldScan{js: s.js, stream: "KV_" + s.bucket, consumer: cfg.Name, idle: time.NewTimer(time.Hour),
+		done: make(chan struct{}), ready: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(h.ready)
+		cons, err := s.js.CreateConsumer(ctx, h.stream, cfg)
+		if err != nil {
+			h.err = err
+			return
+		}
+		h.pending = cons.CachedInfo().NumPending
+		h.it, h.err = cons.Messages(jetstream.PullMaxMessages(scanBatch))
+	}()
 	go func() {
 		select {
 		case <-s.stop: // the engine stopped: nobody reads on
@@ -264,7 +297,7 @@ func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error)
 		case <-h.done:
 		}
 	}()
-	return h, nil
+	return h
 }
 
 // hold keeps h, which delivered up to revision next, for the next listing;

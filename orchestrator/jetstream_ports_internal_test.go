@@ -283,3 +283,47 @@ func TestJetStreamStoreHeldListingBuffersOneBatch(t *testing.T) {
 		t.Fatalf("the two listings gave %d entries, read to %d; want %d", got, last, n)
 	}
 }
+
+// TestJetStreamStoreListingKeepsAConsumerStillBeingCreated: a listing whose
+// time runs out while its consumer is still being created (on a stream of
+// millions that takes longer than a listing's slice) holds the creation,
+// and the next listing from the same revision reads through that consumer
+// instead of starting another creation that would run out of time too.
+func TestJetStreamStoreListingKeepsAConsumerStillBeingCreated(t *testing.T) {
+	ctx, s, _ := recordsStore(t)
+	const n = 50
+	for i := range n {
+		if _, err := s.Put(ctx, fmt.Sprintf("k%02d", i), []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lctx, lcancel := context.WithTimeout(ctx, time.Nanosecond)
+	defer lcancel()
+	<-lctx.Done()
+	if es, _, err := s.Entries(lctx, 0, nil); err == nil || len(es) != 0 {
+		t.Fatalf("a listing with no time: %d entries, error %v; want none and the context's error", len(es), err)
+	}
+	held := s.held
+	if held == nil || held.next != 0 {
+		t.Fatal("the consumer being created was not held for the next listing")
+	}
+	es, last, err := s.Entries(ctx, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != n || last != n {
+		t.Fatalf("the next listing gave %d entries, read to %d; want %d", len(es), last, n)
+	}
+	select {
+	case <-held.done:
+	default:
+		t.Fatal("the next listing did not read through the held consumer (it is still open)")
+	}
+	info, err := s.js.Stream(ctx, held.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info.CachedInfo().State.Consumers; c != 0 {
+		t.Fatalf("%d consumers left on %s after the listings ended; want 0", c, held.stream)
+	}
+}
