@@ -51,10 +51,13 @@ type heldScan struct {
 	// consumer sequence of the last (each must follow the one before: a
 	// gap is an entry lost on the way, and the listing fails).
 	pending, received, delivered uint64
-	next                         uint64
-	idle                         *time.Timer
-	done                         chan struct{}
-	once                         sync.Once
+	// mu guards next and idle: a listing holds h while the engine's stop
+	// may close it.
+	mu   sync.Mutex
+	next uint64
+	idle *time.Timer
+	done chan struct{}
+	once sync.Once
 	// ready is closed once the consumer is created (it, pending) or its
 	// creation failed (err); cancel ends the creation.
 	ready  chan struct{}
@@ -77,7 +80,9 @@ const scanBatch = 256
 
 func (h *heldScan) close() {
 	h.once.Do(func() {
+		h.mu.Lock()
 		h.idle.Stop()
+		h.mu.Unlock()
 		close(h.done)
 		h.cancel()
 		<-h.ready // at once: the creation's context has ended
@@ -231,7 +236,7 @@ func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error)
 	h := s.held
 	s.held = nil
 	s.heldMu.Unlock()
-	if h != nil && !(h.idle.Stop() && h.next == after) {
+	if h != nil && !h.resumesAt(after) {
 		h.close()
 		h = nil
 	}
@@ -252,6 +257,14 @@ func (s *jsStore) scanFrom(ctx context.Context, after uint64) (*heldScan, error)
 		s.hold(h, after)
 		return nil, ctx.Err()
 	}
+}
+
+// resumesAt reports whether h, held, goes on from revision after; it stops
+// h's idle timer.
+func (h *heldScan) resumesAt(after uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.idle.Stop() && h.next == after
 }
 
 // scanSetupTimeout bounds the creation of a listing's consumer, which goes
@@ -304,8 +317,10 @@ func (s *jsStore) startScan(after uint64) *heldScan {
 // it is closed if none comes within heldScanIdle, or when the engine
 // stops (the goroutine scanFrom started).
 func (s *jsStore) hold(h *heldScan, next uint64) {
+	h.mu.Lock()
 	h.next = next
 	h.idle = time.AfterFunc(heldScanIdle, func() { s.release(h) })
+	h.mu.Unlock()
 	s.heldMu.Lock()
 	old := s.held
 	s.held = h
