@@ -180,7 +180,7 @@ func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntr
 	// A key can come twice (written again while the listing ran): its last
 	// write decides whether it is kept.
 	kept := map[string]StoreEntry{}
-	prefix := "$KV." + s.bucket + "."
+	prefix := s.subject("")
 	for h.received < h.pending {
 		m, err := h.it.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -279,7 +279,7 @@ func (s *jsStore) startScan(after uint64) *heldScan {
 	cfg := jetstream.ConsumerConfig{
 		Name:              "natstx_scan_" + nuid.Next(),
 		Description:       "a natstx recovery listing of " + s.bucket,
-		FilterSubject:     "$KV." + s.bucket + ".>",
+		FilterSubject:     s.subject(">"),
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: 2 * heldScanIdle,

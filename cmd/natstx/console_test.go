@@ -231,15 +231,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	screenshot(t, ctx, "console-detail.png")
 
 	// The abort asks for confirmation, then ends the transaction.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("action-abort")), chromedp.WaitVisible(chromedp.ID("confirm-why"))); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx,
-		chromedp.SendKeys(chromedp.ID("confirm-who"), "test-operator"),
-		chromedp.SendKeys(chromedp.ID("confirm-why"), "warehouse is down"),
-		chromedp.Click(chromedp.ID("confirm-ok"))); err != nil {
-		t.Fatal(err)
-	}
+	confirmAction(t, ctx, "action-abort", "test-operator", "warehouse is down")
 	waitJS(t, ctx, 20*time.Second, "the abort is confirmed",
 		`!document.getElementById("action-result").classList.contains("hidden")`)
 	// Decided: it is aborting, and waits for warehouse to acknowledge the
@@ -322,15 +314,7 @@ steps:
 	if mark := textOfJS(t, ctx, `document.getElementById("action-resolve-ship").dataset.mark || "replaced"`); mark != "kept" {
 		t.Fatalf("the Resolve button after the page refreshed: %s; want the same button kept", mark)
 	}
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("action-resolve-ship")), chromedp.WaitVisible(chromedp.ID("confirm-why"))); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx,
-		chromedp.SendKeys(chromedp.ID("confirm-who"), "test-operator"),
-		chromedp.SendKeys(chromedp.ID("confirm-why"), "shipped by hand"),
-		chromedp.Click(chromedp.ID("confirm-ok"))); err != nil {
-		t.Fatal(err)
-	}
+	confirmAction(t, ctx, "action-resolve-ship", "test-operator", "shipped by hand")
 	waitJS(t, ctx, 30*time.Second, "saga-1's page shows it completed",
 		`document.querySelector("#tx-state .state") && document.querySelector("#tx-state .state").dataset.state === "completed"`)
 	if st := textOf(t, ctx, `#steps tr[data-step="ship"] td:nth-child(3)`); st != "done" {
@@ -340,6 +324,21 @@ steps:
 		t.Errorf("ship's note is %q; want who resolved it and why", note)
 	}
 	waitJS(t, ctx, 10*time.Second, "ship's Resolve button is gone", `!document.getElementById("action-resolve-ship")`)
+}
+
+// confirmAction clicks the action button of id, then fills the
+// confirmation dialog with who and why and confirms.
+func confirmAction(t *testing.T, ctx context.Context, id, who, why string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID(id)), chromedp.WaitVisible(chromedp.ID("confirm-why"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.ID("confirm-who"), who),
+		chromedp.SendKeys(chromedp.ID("confirm-why"), why),
+		chromedp.Click(chromedp.ID("confirm-ok"))); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // textOfJS returns the string the JavaScript expression gives in the page.
