@@ -33,6 +33,15 @@ type Config struct {
 	MaxPayload int
 	// MaxInFlight bounds the transactions running at once; Begin returns
 	// ErrOverloaded beyond it. Default 100,000.
+	//
+	// Fewer may be in their first round (from begin to decision, or to the
+	// first re-send) at once: an adaptive limit, at most MaxInFlight, that
+	// falls while the first votes come later than half of RetryBase (the
+	// coordinator or the broker is behind) and grows while they come in
+	// time. A begin beyond it waits for room, first come first served, up to
+	// its timeout (which the wait uses up) or its context, then gets
+	// ErrOverloaded having sent nothing; at most MaxInFlight begins wait.
+	// Sagas do not wait. Stats: AdmissionLimit, Starting, Waiting, Waited.
 	MaxInFlight int
 	// Retention is how long a finished transaction's outcome is remembered:
 	// its status in the status bucket (for Status, List, Watch and audits),

@@ -154,7 +154,9 @@ type Engine struct {
 	apiSubs    []*nats.Subscription
 
 	inFlight atomic.Int64
-	stats    Stats
+	// admission holds begins back while the coordinator is behind.
+	admission *admission
+	stats     Stats
 
 	stop      chan struct{}
 	stopOnce  sync.Once
@@ -272,6 +274,8 @@ func newEngine(cfg Config) *Engine {
 		e.beginLimit = newBeginLimits(cfg.MaxBeginRate)
 	}
 	e.stats.InFlight = &e.inFlight
+	e.admission = newAdmission(cfg.RetryBase, cfg.MaxInFlight)
+	e.stats.admission = e.admission
 	if cfg.TracerProvider != nil {
 		e.tracer = cfg.TracerProvider.Tracer(TracerName)
 	}
@@ -761,8 +765,29 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 	if err != nil {
 		return begun{}, err
 	}
+	deadline := now.Add(timeout)
+	if err := e.admit(ctx, req.ID, deadline); err != nil {
+		return begun{}, err
+	}
+	if waited := e.now(); waited.After(now) {
+		// It waited for room: the wait came out of its timeout.
+		now, timeout = waited, deadline.Sub(waited)
+		if e.draining.Load() {
+			e.admission.leave()
+			return begun{}, ErrDraining
+		}
+		if tx, err = txn.New(txn.Spec{
+			ID: req.ID, Participants: req.Participants, PrepareTimeout: timeout,
+			RetryBase: e.cfg.RetryBase, RetryMax: e.cfg.RetryMax, AbortSends: e.cfg.AbortSends,
+		}); err != nil {
+			e.admission.leave()
+			e.stats.Rejected.Add(1)
+			return begun{}, fmt.Errorf("%w: %s found room to start too late (%v)", ErrOverloaded, req.ID, err)
+		}
+	}
 	if n := e.inFlight.Add(1); n > int64(e.cfg.MaxInFlight) {
 		e.inFlight.Add(-1)
+		e.admission.leave()
 		e.stats.Rejected.Add(1)
 		return begun{}, fmt.Errorf("%w: the limit is %d", ErrOverloaded, e.cfg.MaxInFlight)
 	}
@@ -770,12 +795,13 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 		// An ID the caller chose may be begun again, on any instance: claim it
 		// in the whole cluster first. IDs the engine makes are unique.
 		if err := e.claimID(ctx, req.ID); err != nil {
+			e.admission.leave()
 			e.inFlight.Add(-1)
 			return begun{}, err
 		}
 	}
 	b := begun{id: req.ID}
-	r := beginReq{en: &entry{tx: tx, deadline: now.Add(timeout), started: now, abortCause: -1}, ch: make(chan result, 1)}
+	r := beginReq{en: &entry{tx: tx, deadline: deadline, started: now, abortCause: -1, starting: true}, ch: make(chan result, 1)}
 	names := make([]string, len(req.Participants))
 	for i, p := range req.Participants {
 		names[i] = p.Name
@@ -789,7 +815,7 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 	}
 	if res := e.call(req.ID, r, r.ch); res.err != nil {
 		if errors.Is(res.err, ErrStopped) {
-			e.inFlight.Add(-1)
+			e.inFlight.Add(-1) // (its room is not handed on: the engine stops)
 		}
 		r.en.trace.end("not begun", res.err.Error())
 		return begun{}, res.err

@@ -23,7 +23,8 @@ var (
 	// time left to run a transaction.
 	ErrDeadlineExpired = errors.New("natstx: deadline expired before the transaction began")
 	// ErrOverloaded is returned by Begin when Config.MaxInFlight transactions
-	// are already running.
+	// are already running, or when it found no room to start within its
+	// timeout (see Config.MaxInFlight); such a transaction sent nothing.
 	ErrOverloaded = errors.New("natstx: too many transactions in flight")
 	// ErrRateLimited answers a begin through the coordinator API beyond
 	// Config.MaxBeginRate.

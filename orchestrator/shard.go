@@ -101,6 +101,9 @@ type entry struct {
 	abortCause int
 	// writeStart is when its commit decision's write began.
 	writeStart time.Time
+	// starting: it holds room in the admission, until its first round ends
+	// (its decision or first re-send); voted: its first vote came.
+	starting, voted bool
 	// statusWritten is when its status was last written (at a change of
 	// state, or refreshed at a resend), and statusWaiting whom that status
 	// said it waited for.
@@ -213,6 +216,7 @@ func (s *shard) dropAll() {
 		}
 		en.trace.end("dropped", ErrFenced.Error())
 		delete(s.active, id)
+		s.firstRoundOver(en)
 		s.e.inFlight.Add(-1)
 	}
 	for id, en := range s.sagas {
@@ -315,6 +319,9 @@ func (s *shard) handle(v any) {
 		}
 	case timerEvent:
 		if en := s.active[v.id]; en != nil {
+			if v.tm.Kind == txn.TimerResend {
+				s.firstRoundOver(en) // a silent participant holds no room
+			}
 			s.step(en, txn.Event{Kind: txn.EventTimer, Timer: v.tm})
 			if v.tm.Kind == txn.TimerResend && s.active[v.id] == en && !en.persisting {
 				// A slow transaction: refresh its status, so that it shows
@@ -346,11 +353,13 @@ func (s *shard) handle(v any) {
 func (s *shard) begin(r beginReq) {
 	id := r.en.tx.ID()
 	if _, dup := s.active[id]; dup {
+		s.firstRoundOver(r.en)
 		s.e.inFlight.Add(-1)
 		r.ch <- result{err: fmt.Errorf("%w: %s is in flight", ErrDuplicateTx, id)}
 		return
 	}
 	if _, dup := s.finished[id]; dup {
+		s.firstRoundOver(r.en)
 		s.e.inFlight.Add(-1)
 		r.ch <- result{err: fmt.Errorf("%w: %s has already run", ErrDuplicateTx, id)}
 		return
@@ -383,8 +392,10 @@ func (s *shard) reply(r messages.Reply) {
 	switch r.Result {
 	case messages.VoteCommit:
 		ev.Kind, ev.Yes = txn.EventVote, true
+		s.noteVote(en)
 	case messages.VoteAbort:
 		ev.Kind = txn.EventVote
+		s.noteVote(en)
 	case messages.Ack:
 		ev.Kind = txn.EventAck
 	case messages.Failed:
@@ -522,7 +533,27 @@ func (s *shard) persist(rec txn.Record, deadline time.Time) {
 	}
 }
 
+// noteVote tells the admission when en's first vote came.
+func (s *shard) noteVote(en *entry) {
+	if en.voted {
+		return
+	}
+	en.voted = true
+	now := s.e.now()
+	s.e.admission.firstVote(now.Sub(en.started), now)
+}
+
+// firstRoundOver hands on the room en held in the admission, if it still
+// does.
+func (s *shard) firstRoundOver(en *entry) {
+	if en.starting {
+		en.starting = false
+		s.e.admission.leave()
+	}
+}
+
 func (s *shard) decided(en *entry) {
+	s.firstRoundOver(en)
 	en.decidedAt = s.e.now()
 	s.e.stats.decide.observe(en.decidedAt.Sub(en.started))
 	out := en.tx.Outcome()
@@ -570,6 +601,7 @@ func (s *shard) done(en *entry) {
 		t.Stop()
 	}
 	delete(s.active, id)
+	s.firstRoundOver(en)
 	s.e.inFlight.Add(-1)
 	if !en.decidedAt.IsZero() {
 		s.e.stats.complete.observe(s.e.now().Sub(en.decidedAt))

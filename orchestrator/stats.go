@@ -63,7 +63,9 @@ type Stats struct {
 	WriteBatches, WritesBatched, BatchesRefused   atomic.Int64
 	CommandsReplaced                              atomic.Int64
 	SagasBegun                                    atomic.Int64
+	Waited                                        atomic.Int64
 	InFlight                                      *atomic.Int64
+	admission                                     *admission
 
 	mu         sync.Mutex
 	rejectedBy map[string]int64
@@ -159,8 +161,14 @@ type StatsSnapshot struct {
 	// AbortedBy counts the aborted transactions (two-phase) by cause, the
 	// names of AbortCauses.
 	AbortedBy map[string]int64
-	// InFlight is the number of transactions running now.
+	// InFlight is the number of transactions and sagas running now.
 	InFlight int64
+	// AdmissionLimit is how many transactions may be in their first round
+	// (begin to decision or first re-send) at once now, Starting how many
+	// are, Waiting the begins waiting for room; Waited counts the begins
+	// that had to wait (those that found none within their timeout are
+	// also in Rejected).
+	AdmissionLimit, Starting, Waiting, Waited int64
 	// RejectedReplies counts, per participant named by the reply subject,
 	// the replies that could not be read (part of MalformedReplies).
 	RejectedReplies map[string]int64
@@ -187,11 +195,15 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Batches: s.Batches.Load(), Batched: s.Batched.Load(),
 		WriteBatches: s.WriteBatches.Load(), WritesBatched: s.WritesBatched.Load(), BatchesRefused: s.BatchesRefused.Load(),
 		CommandsReplaced: s.CommandsReplaced.Load(),
-		InFlight:         s.InFlight.Load(), SagasBegun: s.SagasBegun.Load(),
+		InFlight:         s.InFlight.Load(), SagasBegun: s.SagasBegun.Load(), Waited: s.Waited.Load(),
 		AbortedBy: make(map[string]int64, len(AbortCauses)),
 	}
 	for i, c := range AbortCauses {
 		snap.AbortedBy[c] = s.abortedBy[i].Load()
+	}
+	if s.admission != nil {
+		limit, starting, waiting := s.admission.state()
+		snap.AdmissionLimit, snap.Starting, snap.Waiting = int64(limit), int64(starting), int64(waiting)
 	}
 	snap.DecideLatency, snap.CompleteLatency = s.decide.snapshot(), s.complete.snapshot()
 	snap.WriteLatency, snap.SagaLatency = s.write.snapshot(), s.sagas.snapshot()

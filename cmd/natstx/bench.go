@@ -96,7 +96,11 @@ type benchSummary struct {
 	Timeouts   int64 `json:"timeouts"`
 	// Resends counts the commands bench's own coordinator sent again for
 	// want of an answer (null through the API: the server's are its own).
-	Resends             *int64  `json:"resends"`
+	Resends *int64 `json:"resends"`
+	// BeginsWaited counts the begins bench's own coordinator held back
+	// until a transaction ahead ended its first round (its admission;
+	// null through the API).
+	BeginsWaited        *int64  `json:"begins_waited"`
 	Seconds             float64 `json:"seconds"`
 	TxnPerSec           float64 `json:"txn_per_sec"`
 	MeanMs              float64 `json:"mean_ms"`
@@ -467,7 +471,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	s.Timeouts = r.timeouts
 	if stats != nil {
 		st := stats()
-		s.Timeouts, s.Resends = st.Timeouts, &st.Resends
+		s.Timeouts, s.Resends, s.BeginsWaited = st.Timeouts, &st.Resends, &st.Waited
 	}
 	s.Seconds = r.elapsed.Seconds()
 	if s.Seconds > 0 {
@@ -989,6 +993,9 @@ func printBench(out io.Writer, s benchSummary, h *hdrhistogram.Histogram) {
 		s.Transactions, s.Seconds, s.TxnPerSec, s.Committed, s.Aborted, s.Timeouts, s.InDoubt)
 	if s.Resends != nil && *s.Resends > 0 {
 		fmt.Fprintf(out, "%d commands sent again for want of an answer (%.2f a transaction)\n", *s.Resends, float64(*s.Resends)/float64(max(s.Transactions, 1)))
+	}
+	if s.BeginsWaited != nil && *s.BeginsWaited > 0 {
+		fmt.Fprintf(out, "%d begins waited for room to start (the coordinator was behind)\n", *s.BeginsWaited)
 	}
 	fmt.Fprintf(out, "latency ms: mean %.2f  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
 		s.MeanMs, s.P50ms, s.P90ms, s.P99ms, s.P999ms, s.MaxMs)

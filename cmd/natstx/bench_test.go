@@ -101,6 +101,9 @@ func TestBenchDrivesRunningParticipants(t *testing.T) {
 	if r, ok := s["resends"]; !ok || r != nil {
 		t.Fatalf("through the API: want resends null (the server's are its own), got %v: %s", r, stdout)
 	}
+	if r, ok := s["begins_waited"]; !ok || r != nil {
+		t.Fatalf("through the API: want begins_waited null (the server's are its own), got %v: %s", r, stdout)
+	}
 	if _, n, _ := a.Counts(); n != 100 {
 		t.Fatalf("svc-a applied %d transactions, want 100", n)
 	}
@@ -444,6 +447,11 @@ func TestBenchCountsItsCoordinatorsResends(t *testing.T) {
 	// least once.
 	if r, ok := s["resends"].(float64); !ok || r < 16 {
 		t.Fatalf("resends %v, want at least 16 (each command answered after 800ms): %s", s["resends"], stdout)
+	}
+	// Two in flight are far under the admission's floor: slow votes hold
+	// no begin back.
+	if w, ok := s["begins_waited"].(float64); !ok || w != 0 {
+		t.Fatalf("begins_waited %v, want 0: %s", s["begins_waited"], stdout)
 	}
 	stdout, stderr, code = run(t, 2*time.Minute, "bench", "-n", "1", "--count", "2", "-c", "1",
 		"--latency-min", "800ms", "--latency-max", "800ms", "--jetstream-msgs", "0")
