@@ -93,13 +93,14 @@ type Config struct {
 	// 2.12 or later (it turns on atomic batches on the buckets); without sync
 	// always it is slower than writing them one by one.
 	GroupCommit bool
-	// StatusLinger is how long a transaction's intermediate status
-	// (committing, aborting) waits before it is written: a transaction that
-	// ends within it writes only its begin status and its final one (two
-	// asynchronous puts instead of three). The begin and final statuses are
+	// StatusLinger is how long a transaction's committing status waits
+	// before it is written: a commit that ends within it writes only its
+	// begin status and its final one (two asynchronous puts instead of
+	// three). The begin and final statuses, and an abort decision, are
 	// written at once: the orphan sweep finds a dead instance's undecided
-	// transactions by the first, and users expect the last as soon as the
-	// outcome is known. Default 100ms; negative writes each change at once.
+	// transactions by the first, and users expect the outcome as soon as it
+	// is known (an abort decision is the outcome its waiters are told at
+	// once). Default 100ms; negative writes each change at once.
 	StatusLinger time.Duration
 	// Logger receives the engine's logs; default none.
 	Logger *zap.Logger

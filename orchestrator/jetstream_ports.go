@@ -51,6 +51,9 @@ type heldScan struct {
 	// consumer sequence of the last (each must follow the one before: a
 	// gap is an entry lost on the way, and the listing fails).
 	pending, received, delivered uint64
+	// stalls counts the listings in a row that ran out of time through h
+	// without an entry (see maxScanStalls).
+	stalls int
 	// mu guards next and idle: a listing holds h while the engine's stop
 	// may close it.
 	mu   sync.Mutex
@@ -68,6 +71,15 @@ type heldScan struct {
 // heldScanIdle is how long a held listing waits to be read on before it is
 // closed.
 const heldScanIdle = time.Minute
+
+// maxScanStalls is how many listings in a row may run out of time reading
+// through a consumer that delivers nothing before it is given up and the
+// next listing creates another. A consumer whose server died with it (it
+// has one replica, on the node that led the stream when it was made) is
+// not deleted, it falls silent: held, every later listing would wait on it
+// until its end (seen in TestClusterNodeLoss: every look's listing of the
+// status bucket failed on one instance for the rest of the run).
+const maxScanStalls = 2
 
 // scanBatch is how many entries a listing's consumer asks for at a time,
 // and so all that a listing held between two looks buffers: a push watch,
@@ -181,10 +193,17 @@ func (s *jsStore) Entries(ctx context.Context, after uint64, keep func(StoreEntr
 	// write decides whether it is kept.
 	kept := map[string]StoreEntry{}
 	prefix := s.subject("")
+	from := h.received
 	for h.received < h.pending {
 		m, err := h.it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
+				if h.received > from {
+					h.stalls = 0
+				} else if h.stalls++; h.stalls >= maxScanStalls {
+					h.close()
+					return byRevision(kept), after, fmt.Errorf("listing %s from revision %d: its consumer delivered nothing in %d listings in a row; the next listing starts another: %w", s.bucket, after, h.stalls, ctx.Err())
+				}
 				s.hold(h, after)
 				return byRevision(kept), after, ctx.Err()
 			}

@@ -224,6 +224,81 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 	}
 }
 
+// TestJetStreamStoreGivesUpAHeldListingThatFellSilent: a held listing
+// whose consumer delivers nothing more (paused here; in a cluster, its
+// node died with it, which deletes nothing) is given up after
+// maxScanStalls listings in a row ran out of time on it, and the next
+// listing reads every entry through a new consumer.
+func TestJetStreamStoreGivesUpAHeldListingThatFellSilent(t *testing.T) {
+	ctx, s, _ := recordsStore(t)
+	const n = 50
+	for i := range n {
+		if _, err := s.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lctx, lcancel := context.WithCancel(ctx)
+	count := 0
+	_, after, err := s.Entries(lctx, 0, func(StoreEntry) bool {
+		if count++; count == 1 {
+			lcancel()
+		}
+		return true
+	})
+	lcancel()
+	silent := s.held
+	if err == nil || silent == nil {
+		t.Fatalf("the cut listing: error %v, held %v; want the context's error and a held listing", err, silent)
+	}
+	if _, err := s.js.PauseConsumer(ctx, silent.stream, silent.consumer, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Drop what the consumer delivered before the pause: from here it
+	// delivers nothing.
+	silent.it.Stop()
+	it, err := mustConsumer(ctx, t, s, silent).Messages(jetstream.PullMaxMessages(scanBatch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent.it = it
+	look := func() ([]StoreEntry, error) {
+		sctx, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer scancel()
+		es, _, err := s.Entries(sctx, after, nil)
+		return es, err
+	}
+	for i := 1; i < maxScanStalls; i++ {
+		if _, err := look(); err == nil || s.held != silent {
+			t.Fatalf("look %d through the silent consumer: error %v, held %v; want it to run out of time and the listing held", i, err, s.held)
+		}
+	}
+	if _, err := look(); err == nil || !strings.Contains(err.Error(), "delivered nothing") || s.held != nil {
+		t.Fatalf("look %d through the silent consumer: error %v, held %v; want it given up", maxScanStalls, err, s.held)
+	}
+	es, err := look()
+	if err != nil {
+		t.Fatalf("the listing after the silent one was given up: %v", err)
+	}
+	select {
+	case <-silent.done:
+	default:
+		t.Fatal("the silent listing was not closed")
+	}
+	if len(es) != int(n-after) {
+		t.Fatalf("the listing after the silent one gave %d entries from revision %d, want %d", len(es), after, n-int(after))
+	}
+}
+
+// mustConsumer returns the held listing's consumer.
+func mustConsumer(ctx context.Context, t *testing.T, s *jsStore, h *heldScan) jetstream.Consumer {
+	t.Helper()
+	c, err := s.js.Consumer(ctx, h.stream, h.consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestJetStreamStoreHeldListingBuffersOneBatch: while a listing that ran
 // out of time is held and nobody reads on, its consumer has delivered at
 // most scanBatch entries beyond those read, however many the bucket holds

@@ -103,14 +103,16 @@ func waitingFor(out Outcome) string {
 // statusFlushEvent has a shard write the statuses that changed (Config.StatusLinger).
 type statusFlushEvent struct{}
 
-// queueStatus writes en's status: a final one at once, an intermediate one
-// once Config.StatusLinger has passed (unless it is final by then, and so
-// written already), or at once when that is negative.
+// queueStatus writes en's status: a final one, or an abort decision, at
+// once; committing once Config.StatusLinger has passed (unless it is final
+// by then, and so written already), or at once when that is negative. An
+// abort decision is the outcome its waiters are told at once: a status
+// read after it must not still say preparing.
 func (s *shard) queueStatus(en *entry) {
 	if s.e.status == nil {
 		return
 	}
-	if s.e.cfg.StatusLinger < 0 || en.tx.State().Final() {
+	if st := en.tx.State(); s.e.cfg.StatusLinger < 0 || st.Final() || st == txn.Aborting {
 		s.e.publishStatus(en)
 		return
 	}
