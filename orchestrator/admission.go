@@ -71,10 +71,20 @@ const (
 )
 
 // admitTicket is a begin waiting for room; granted once it has it (the
-// granter counted it as starting).
+// granter counted it as starting), and ch closed then.
 type admitTicket struct {
 	granted bool
 	ch      chan struct{}
+}
+
+// isGranted reports, without waiting, whether t got room.
+func (t *admitTicket) isGranted() bool {
+	select {
+	case <-t.ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func newAdmission(retryBase time.Duration, maxInFlight int) *admission {
@@ -87,7 +97,7 @@ func nextLimit(limit, floor, ceiling int, w admitWindow) int {
 	switch {
 	case w.votes > 0 && w.slow*10 > w.votes:
 		return max(floor, limit-limit/4)
-	case w.peak >= limit && w.slow*10 <= w.votes:
+	case w.peak >= limit:
 		return min(ceiling, limit+limit/8+1)
 	}
 	return limit
@@ -196,40 +206,31 @@ func (e *Engine) admit(ctx context.Context, id string, deadline time.Time) error
 	e.stats.Waited.Add(1)
 	wait, cancel := e.withTimeout(ctx, deadline.Sub(e.now()))
 	defer cancel()
-	for {
-		if e.coop { // a simulated engine yields to the simulator
-			select {
-			case <-t.ch:
-				return nil
-			default:
-			}
-			if wait.Err() == nil && e.sleep(0) {
-				continue
-			}
-		} else {
-			select {
-			case <-t.ch:
-				return nil
-			case <-wait.Done():
-			case <-e.stop:
-			}
+	if e.coop { // a simulated engine yields to the simulator meanwhile
+		for !t.isGranted() && wait.Err() == nil && e.sleep(0) {
 		}
-		if !e.admission.withdraw(t) {
-			return nil // granted as it gave up: it starts after all
-		}
+	} else {
 		select {
+		case <-t.ch:
+		case <-wait.Done():
 		case <-e.stop:
-			return ErrStopped
-		default:
 		}
-		switch {
-		case !e.running.Load():
-			return ErrStopped
-		case ctx.Err() != nil:
-			return ctx.Err()
-		}
-		limit, _, _ := e.admission.state()
-		e.stats.Rejected.Add(1)
-		return fmt.Errorf("%w: %s found no room to start within its timeout (%d transactions may start at once; the coordinator is behind)", ErrOverloaded, id, limit)
 	}
+	if !e.admission.withdraw(t) {
+		return nil // granted, perhaps as it gave up: it starts
+	}
+	select {
+	case <-e.stop:
+		return ErrStopped
+	default:
+	}
+	switch {
+	case !e.running.Load():
+		return ErrStopped
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	limit, _, _ := e.admission.state()
+	e.stats.Rejected.Add(1)
+	return fmt.Errorf("%w: %s found no room to start within its timeout (%d transactions may start at once; the coordinator is behind)", ErrOverloaded, id, limit)
 }

@@ -57,27 +57,18 @@ func TestAdmissionGrantsRoomOldestFirst(t *testing.T) {
 		t.Fatal("a waiting ticket could not be withdrawn")
 	}
 	a.leave()
-	if !granted(tickets[0]) || granted(tickets[2]) {
-		t.Fatalf("after one left: granted %v %v, want the oldest only", granted(tickets[0]), granted(tickets[2]))
+	if !tickets[0].isGranted() || tickets[2].isGranted() {
+		t.Fatalf("after one left: granted %v %v, want the oldest only", tickets[0].isGranted(), tickets[2].isGranted())
 	}
 	if a.withdraw(tickets[0]) {
 		t.Fatal("a granted ticket was withdrawn: its room would be lost")
 	}
 	a.leave()
-	if !granted(tickets[2]) || granted(tickets[1]) {
-		t.Fatalf("after two left: granted (withdrawn %v, last %v), want the last only", granted(tickets[1]), granted(tickets[2]))
+	if !tickets[2].isGranted() || tickets[1].isGranted() {
+		t.Fatalf("after two left: granted (withdrawn %v, last %v), want the last only", tickets[1].isGranted(), tickets[2].isGranted())
 	}
 	if limit, starting, waiting := a.state(); limit != 2 || starting != 2 || waiting != 0 {
 		t.Fatalf("state: limit %d, starting %d, waiting %d; want 2, 2, 0", limit, starting, waiting)
-	}
-}
-
-func granted(t *admitTicket) bool {
-	select {
-	case <-t.ch:
-		return true
-	default:
-		return false
 	}
 }
 
@@ -114,7 +105,7 @@ func TestAdmissionAdjustsOncePerWindow(t *testing.T) {
 	if got, _, _ := a.state(); got != limit+limit/8+1 {
 		t.Fatalf("limit %d after a window that reached it with votes in time, want %d", got, limit+limit/8+1)
 	}
-	if !granted(tk) {
+	if !tk.isGranted() {
 		t.Fatal("the waiting begin did not get the new room")
 	}
 }

@@ -12,19 +12,6 @@ import (
 	"github.com/natstx/natstx/participants"
 )
 
-// waitStats polls the engine's stats until ok holds, for at most 10 s.
-func waitStats(t *testing.T, eng *orchestrator.Engine, what string, ok func(orchestrator.StatsSnapshot) bool) {
-	t.Helper()
-	for range 1000 {
-		if ok(eng.Stats()) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	s := eng.Stats()
-	t.Fatalf("waited 10s for %s: limit %d, starting %d, waiting %d, waited %d, in flight %d", what, s.AdmissionLimit, s.Starting, s.Waiting, s.Waited, s.InFlight)
-}
-
 // TestBeginsBeyondTheAdmissionLimitWaitForRoom: with room for two
 // transactions in their first round, a third begin waits until the first
 // two are decided, then runs to its commit; a fourth whose timeout ends
@@ -59,7 +46,7 @@ func TestBeginsBeyondTheAdmissionLimitWaitForRoom(t *testing.T) {
 		thirdID.Store(id)
 		third <- err
 	}()
-	waitStats(t, f.eng, "the third begin to wait", func(s orchestrator.StatsSnapshot) bool { return s.Waiting == 1 })
+	waitFor(t, func() bool { return f.eng.Stats().Waiting == 1 }, "the third begin to wait")
 
 	_, err := f.eng.Begin(ctx, orchestrator.Request{Participants: parts("slow", "fast"), Timeout: 200 * time.Millisecond})
 	if !errors.Is(err, orchestrator.ErrOverloaded) || !strings.Contains(err.Error(), "no room to start within its timeout") {
@@ -88,7 +75,7 @@ func TestBeginsBeyondTheAdmissionLimitWaitForRoom(t *testing.T) {
 	if s.Waited != 2 || s.Rejected != 1 || s.Begun != 3 {
 		t.Fatalf("stats: waited %d, rejected %d, begun %d; want 2, 1, 3", s.Waited, s.Rejected, s.Begun)
 	}
-	waitStats(t, f.eng, "the room to be free", func(s orchestrator.StatsSnapshot) bool { return s.Starting == 0 && s.Waiting == 0 })
+	waitFor(t, func() bool { s := f.eng.Stats(); return s.Starting == 0 && s.Waiting == 0 }, "the room to be free")
 }
 
 // TestASilentParticipantHoldsRoomOnlyUntilTheFirstResend: with room for

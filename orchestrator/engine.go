@@ -758,10 +758,11 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 			return begun{}, fmt.Errorf("%w: %d bytes for participant %s, the limit is %d", ErrPayloadTooLarge, len(p.Payload), p.Name, e.cfg.MaxPayload)
 		}
 	}
-	tx, err := txn.New(txn.Spec{
+	spec := txn.Spec{
 		ID: req.ID, Participants: req.Participants, PrepareTimeout: timeout,
 		RetryBase: e.cfg.RetryBase, RetryMax: e.cfg.RetryMax, AbortSends: e.cfg.AbortSends,
-	})
+	}
+	tx, err := txn.New(spec)
 	if err != nil {
 		return begun{}, err
 	}
@@ -776,10 +777,8 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 			e.admission.leave()
 			return begun{}, ErrDraining
 		}
-		if tx, err = txn.New(txn.Spec{
-			ID: req.ID, Participants: req.Participants, PrepareTimeout: timeout,
-			RetryBase: e.cfg.RetryBase, RetryMax: e.cfg.RetryMax, AbortSends: e.cfg.AbortSends,
-		}); err != nil {
+		spec.PrepareTimeout = timeout
+		if tx, err = txn.New(spec); err != nil {
 			e.admission.leave()
 			e.stats.Rejected.Add(1)
 			return begun{}, fmt.Errorf("%w: %s found room to start too late (%v)", ErrOverloaded, req.ID, err)

@@ -64,6 +64,16 @@ func recordsStore(t *testing.T) (ctx context.Context, s *jsStore, stopStore func
 	return ctx, newJSStore(js, kv, stop), stopStore
 }
 
+// putKeys puts keys k000, k001, ... up to n, each with value "v".
+func putKeys(ctx context.Context, t *testing.T, s *jsStore, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := s.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestJetStreamStoreEntriesSinceARevision: Entries(ctx, after) of the
 // JetStream store gives each key's latest live value written after the
 // revision, on a real embedded server: what the recovery scans in the
@@ -147,11 +157,7 @@ func TestJetStreamStoreEntriesSinceARevision(t *testing.T) {
 func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 	ctx, s, stopStore := recordsStore(t)
 	const n = 500
-	for i := range n {
-		if _, err := s.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putKeys(ctx, t, s, n)
 	// cut lists from the first entry and runs out of time after at entries.
 	cut := func(at int) ([]StoreEntry, uint64, error) {
 		lctx, lcancel := context.WithCancel(ctx)
@@ -232,11 +238,7 @@ func TestJetStreamStoreListingGoesOnWhereItRanOutOfTime(t *testing.T) {
 func TestJetStreamStoreGivesUpAHeldListingThatFellSilent(t *testing.T) {
 	ctx, s, _ := recordsStore(t)
 	const n = 50
-	for i := range n {
-		if _, err := s.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putKeys(ctx, t, s, n)
 	lctx, lcancel := context.WithCancel(ctx)
 	count := 0
 	_, after, err := s.Entries(lctx, 0, func(StoreEntry) bool {
