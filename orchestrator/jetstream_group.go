@@ -22,8 +22,8 @@ import (
 // none. Each write keeps its own check (a create expects no entry, an
 // update the revision it read), so the semantics of Store are unchanged.
 // A batch the server refuses (a check failed, or atomic publish is off on
-// the stream) stored nothing: its writes are then made one by one, each
-// getting its own answer. A batch whose answer does not come is a lost
+// the stream) stored nothing: its writes are then made again, each getting
+// its own answer (retryRefused). A batch whose answer does not come is a lost
 // answer for each of its writes, as for a single write.
 //
 // Small groups go out as separate writes: an atomic batch costs the server
@@ -276,10 +276,9 @@ func (g *groupStore) batch(group []*groupWrite) {
 	}
 	if ack.Error != nil {
 		// Refused whole, nothing stored (a check failed, or the stream
-		// does not allow atomic batches): each write on its own gets its
-		// own answer.
+		// does not allow atomic batches).
 		g.stats.BatchesRefused.Add(1)
-		g.eachAlone(group)
+		g.retryRefused(group)
 		return
 	}
 	g.stats.WriteBatches.Add(1)
@@ -288,6 +287,33 @@ func (g *groupStore) batch(group []*groupWrite) {
 	for i, w := range group {
 		g.answer(w, first+uint64(i), nil)
 	}
+}
+
+// retryRefused makes the writes of a refused batch again, each getting its
+// own answer: the checked ones (creates and updates) alone, since any of
+// them may be the one whose check failed, and the unchecked ones (puts),
+// which no check can refuse, as a batch again if there are enough of them.
+// A check fails when the engine wrote the key after reading it: a status
+// refresh (on a re-send) that loses to the status the transaction moved on
+// to, as it should. Without the split one such loser would turn a batch of
+// hundreds into hundreds of single fsynced writes under the very load that
+// causes re-sends. The keys of a group are distinct, so their order does not
+// matter.
+func (g *groupStore) retryRefused(group []*groupWrite) {
+	var checked, unchecked []*groupWrite
+	for _, w := range group {
+		if w.op == opPut {
+			unchecked = append(unchecked, w)
+		} else {
+			checked = append(checked, w)
+		}
+	}
+	if len(checked) > 0 && len(unchecked) >= minBatch {
+		g.batch(unchecked) // refused again only if the stream refuses batches: then alone
+	} else {
+		g.eachAlone(unchecked)
+	}
+	g.eachAlone(checked)
 }
 
 // failAll answers every write of group with err.

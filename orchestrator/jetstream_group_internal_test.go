@@ -145,6 +145,48 @@ func TestGroupCommitKeepsEachWritesCheckAndRevision(t *testing.T) {
 	}
 }
 
+// TestARefusedBatchStoresItsPutsInABatchAgain: a batch refused for one
+// stale update (as a status refresh that lost to a newer status) is made
+// again split: its puts, which no check can refuse, as one batch, its
+// checked writes alone; each write gets its own answer.
+func TestARefusedBatchStoresItsPutsInABatchAgain(t *testing.T) {
+	f := newGroupFixture(t, true)
+	rev, err := f.g.Put(f.ctx, "refreshed", []byte("newer"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const puts = 2 * minBatch
+	var group []*groupWrite
+	for i := range puts {
+		group = append(group, &groupWrite{ctx: f.ctx, op: opPut, key: fmt.Sprintf("p%d", i), value: []byte("put"), done: make(chan groupResult, 1)})
+	}
+	stale := &groupWrite{ctx: f.ctx, op: opUpdate, key: "refreshed", value: []byte("older"), rev: rev - 1, done: make(chan groupResult, 1)}
+	created := &groupWrite{ctx: f.ctx, op: opCreate, key: "created", value: []byte("c"), done: make(chan groupResult, 1)}
+	group = append(group[:puts/2], append([]*groupWrite{stale, created}, group[puts/2:]...)...)
+	f.g.batch(group)
+	for _, w := range group {
+		r := <-w.done
+		if w == stale {
+			if !errors.Is(r.err, ErrRevisionChanged) {
+				t.Fatalf("the stale update: %v, want ErrRevisionChanged", r.err)
+			}
+			continue
+		}
+		if r.err != nil {
+			t.Fatalf("%s: %v", w.key, r.err)
+		}
+		if e, err := f.kv.Get(f.ctx, w.key); err != nil || e.Revision() != r.rev || string(e.Value()) != string(w.value) {
+			t.Fatalf("%s: stored %v %v, answered revision %d", w.key, e, err, r.rev)
+		}
+	}
+	if e, err := f.kv.Get(f.ctx, "refreshed"); err != nil || string(e.Value()) != "newer" {
+		t.Fatalf("refreshed = %v %v, want the newer value kept", e, err)
+	}
+	if b, w, r := f.counts(); b != 1 || w != puts || r != 1 {
+		t.Fatalf("%d batches carrying %d writes, %d refused: want the %d puts in one batch after one refusal", b, w, r, puts)
+	}
+}
+
 // TestGroupCommitKeepsTheOrderOfWritesToOneKey: asynchronous puts to one
 // key, made in order while batches go out, leave the last one stored.
 func TestGroupCommitKeepsTheOrderOfWritesToOneKey(t *testing.T) {
