@@ -70,6 +70,13 @@ const (
 	admitFloor   = 256
 )
 
+// admitPoll is how often a begin waiting for room in a simulated engine
+// looks whether it got some. It must be positive: a simulated sleep of 0
+// runs again at the same simulated time, so a waiting begin would keep
+// simulated time from advancing, and with it whatever (a vote, a re-send
+// timer, its own timeout) would end the wait.
+const admitPoll = time.Millisecond
+
 // admitTicket is a begin waiting for room; granted once it has it (the
 // granter counted it as starting), and ch closed then.
 type admitTicket struct {
@@ -207,7 +214,7 @@ func (e *Engine) admit(ctx context.Context, id string, deadline time.Time) error
 	wait, cancel := e.withTimeout(ctx, deadline.Sub(e.now()))
 	defer cancel()
 	if e.coop { // a simulated engine yields to the simulator meanwhile
-		for !t.isGranted() && wait.Err() == nil && e.sleep(0) {
+		for !t.isGranted() && wait.Err() == nil && e.sleep(admitPoll) {
 		}
 	} else {
 		select {

@@ -31,8 +31,9 @@ type coord struct {
 	collected bool
 }
 
-// engineConfig is the engine's configuration in the simulation.
-func engineConfig(instance string, hook func(orchestrator.FaultPoint, string) bool) orchestrator.Config {
+// engineConfig is the engine's configuration in the simulation;
+// maxInFlight is Config.MaxInFlight (0: the engine's default).
+func engineConfig(instance string, maxInFlight int, hook func(orchestrator.FaultPoint, string) bool) orchestrator.Config {
 	return orchestrator.Config{
 		Instance:       instance,
 		PrepareTimeout: maxPrepareTimeout,
@@ -41,6 +42,7 @@ func engineConfig(instance string, hook func(orchestrator.FaultPoint, string) bo
 		AbortSends:     abortSends,
 		Retention:      retention,
 		Shards:         2,
+		MaxInFlight:    maxInFlight,
 		LeaseTTL:       leaseTTL,
 		Streams:        orchestrator.StreamOptions{MaxAge: streamMaxAge},
 		FaultHook:      hook,
@@ -57,7 +59,7 @@ func (c *coord) start() {
 	c.started, c.collected = false, false
 	writer := fmt.Sprintf("%s.%d", c.name, c.inc)
 	inc := c.inc
-	cfg := engineConfig(c.name, func(p orchestrator.FaultPoint, txid string) bool { return c.hook(inc, p, txid) })
+	cfg := engineConfig(c.name, s.cfg.MaxInFlight, func(p orchestrator.FaultPoint, txid string) bool { return c.hook(inc, p, txid) })
 	if s.cfg.EngineLog {
 		cfg.Logger = s.engineLogger(writer)
 	}
@@ -168,6 +170,7 @@ func (c *coord) collect() {
 	c.collected = true
 	st := c.eng.Stats()
 	c.s.st.Recovered += int(st.Recovered)
+	c.s.st.BeginsWaited += int(st.Waited)
 	c.s.st.CommitsRefused += int(st.CommitsRefused)
 	c.s.st.OrphansAborted += int(st.OrphansAborted)
 }

@@ -112,14 +112,14 @@ func statsLine(st Stats) string {
 	return fmt.Sprintf("events=%d store_ops=%d store_errors=%d store_lost_answers=%d store_late=%d scans_cut=%d publishes_lost=%d duplicate_msg_ids=%d "+
 		"deliveries=%d redeliveries=%d expired_commands=%d dropped=%d duplicated=%d delayed=%d "+
 		"coordinator_crashes=%d pauses=%d pauses_past_lease=%d pauses_past_retention=%d participant_crashes=%d participant_pauses=%d "+
-		"in_doubt_queries=%d in_doubt_answers=%d recorded_aborts=%d commits_refused=%d recovered=%d orphans_aborted=%d "+
-		"client_aborts=%d begin_retries=%d begins_refused=%d rejected=%d handler_errors=%d status_regressions=%d lease_lapses=%d "+
+		"in_doubt_queries=%d in_doubt_answers=%d recorded_aborts=%d commits_refused=%d recovered=%d orphans_aborted=%d begins_waited=%d "+
+		"client_aborts=%d begin_retries=%d begins_refused=%d begins_overloaded=%d rejected=%d handler_errors=%d status_regressions=%d lease_lapses=%d "+
 		"saga_retries=%d saga_comp_retries=%d saga_stuck_steps=%d saga_takeovers=%d saga_aborts=%d operator_actions=%d saga_stale_statuses=%d",
 		st.Events, st.StoreOps, st.StoreErrors, st.StoreLostAnswers, st.StoreLate, st.ScansCut, st.PublishesLost, st.DuplicateMsgIDs,
 		st.Delivered, st.Redelivered, st.ExpiredCommands, st.Dropped, st.Duplicated, st.Delayed,
 		st.CoordCrashes, st.CoordPauses, st.PausesPastLease, st.PausesPastRetain, st.PartCrashes, st.PartPauses,
-		st.InDoubtQueries, st.InDoubtResolved, st.RecordedAborts, st.CommitsRefused, st.Recovered, st.OrphansAborted,
-		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.Rejected, st.HandlerErrors, st.StatusRegressions, st.LeaseLapses,
+		st.InDoubtQueries, st.InDoubtResolved, st.RecordedAborts, st.CommitsRefused, st.Recovered, st.OrphansAborted, st.BeginsWaited,
+		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.BeginsOverloaded, st.Rejected, st.HandlerErrors, st.StatusRegressions, st.LeaseLapses,
 		st.SagaRetries, st.SagaCompRetries, st.SagaStuckSteps, st.SagaTakeovers, st.SagaAborts, st.OperatorActions, st.SagaStaleStatuses)
 }
 
@@ -234,5 +234,54 @@ func TestNoFaults(t *testing.T) {
 	}
 	if r.Stats.SagaRetries+r.Stats.SagaCompRetries+r.Stats.SagaStuckSteps+r.Stats.OperatorActions > 0 {
 		t.Fatalf("saga retries or stuck steps in a run where no step fails for now: %s", statsLine(r.Stats))
+	}
+}
+
+// TestSimulationWithLittleRoom runs a batch of seeds (from 9100: 48 seeds of
+// 60 transactions, 8 under the race detector) whose engines have
+// MaxInFlight 4, so that admission binds: begins beyond four starting wait
+// for room in simulated time, and begins beyond four waiting, or four in
+// flight, are refused with ErrOverloaded having sent nothing (the client
+// tries again with the same ID). It fails on any violation, and if no begin
+// of the whole batch waited or none was refused for overload (the batch then
+// proved nothing of admission).
+func TestSimulationWithLittleRoom(t *testing.T) {
+	const (
+		first       = 9100
+		tx          = 60
+		maxInFlight = 4
+	)
+	seeds := 48
+	if raceDetector {
+		seeds = 8
+	}
+	start := time.Now()
+	results := runConfigs(seeds, func(i int) Config {
+		return Config{Seed: first + uint64(i), Transactions: tx, MaxInFlight: maxInFlight}
+	})
+	var total Result
+	var failed []uint64
+	for _, r := range results {
+		total.Transactions += r.Transactions
+		total.Committed += r.Committed
+		total.Aborted += r.Aborted
+		total.InDoubt += r.InDoubt
+		total.Violations = append(total.Violations, r.Violations...)
+		total.Stats.add(r.Stats)
+		total.SimTime += r.SimTime
+		if r.Failed() {
+			failed = append(failed, r.Seed)
+			report(t, r)
+		}
+	}
+	testreport.Counts(t, fmt.Sprintf("seeds=%d (%d..%d) max_in_flight=%d transactions=%d committed=%d aborted=%d in_doubt=%d violations=%d begins_waited=%d begins_overloaded=%d failed_seeds=%v",
+		len(results), first, first+seeds-1, maxInFlight, total.Transactions, total.Committed, total.Aborted, total.InDoubt,
+		len(total.Violations), total.Stats.BeginsWaited, total.Stats.BeginsOverloaded, failed))
+	t.Logf("simulated=%v wall=%v %s", total.SimTime.Round(time.Second), time.Since(start).Round(time.Millisecond), statsLine(total.Stats))
+	if total.Stats.BeginsWaited == 0 {
+		t.Errorf("no begin waited for room in %d seeds with MaxInFlight %d: admission never bound", seeds, maxInFlight)
+	}
+	if total.Stats.BeginsOverloaded == 0 {
+		t.Errorf("no begin was refused for overload in %d seeds with MaxInFlight %d", seeds, maxInFlight)
 	}
 }

@@ -39,6 +39,10 @@ type Config struct {
 	Trace io.Writer
 	// EngineLog adds the engines' own log lines (debug level) to the trace.
 	EngineLog bool
+	// MaxInFlight is the engines' Config.MaxInFlight; 0 = the engine's
+	// default. A small one makes admission bind: begins wait for room to
+	// start, or are refused with ErrOverloaded.
+	MaxInFlight int
 
 	// plant breaks the simulated infrastructure on purpose, for the tests
 	// that prove the checker catches what follows.
@@ -197,10 +201,12 @@ type Stats struct {
 	RecordedAborts    int // abort records written
 	CommitsRefused    int // commit decisions that lost to a recorded abort (engine counter)
 	Recovered         int // commit records taken over (engine counter)
+	BeginsWaited      int // begins that waited for room to start (engine counter)
 	OrphansAborted    int // undecided transactions of dead instances aborted (engine counter)
 	ClientAborts      int
 	BeginRetries      int
 	BeginsRefused     int // begins refused as duplicates after an earlier attempt
+	BeginsOverloaded  int // begin attempts refused with ErrOverloaded (the client tries again)
 	Rejected          int // commands a participant rejected as contradicting its record
 	HandlerErrors     int
 	StatusRegressions int // a final status overwritten by a state that is not final
@@ -228,10 +234,12 @@ func (s *Stats) add(o Stats) {
 	s.RecordedAborts += o.RecordedAborts
 	s.CommitsRefused += o.CommitsRefused
 	s.Recovered += o.Recovered
+	s.BeginsWaited += o.BeginsWaited
 	s.OrphansAborted += o.OrphansAborted
 	s.ClientAborts += o.ClientAborts
 	s.BeginRetries += o.BeginRetries
 	s.BeginsRefused += o.BeginsRefused
+	s.BeginsOverloaded += o.BeginsOverloaded
 	s.Rejected += o.Rejected
 	s.HandlerErrors += o.HandlerErrors
 	s.StatusRegressions += o.StatusRegressions

@@ -111,9 +111,16 @@ type clientBegin struct {
 // and the violations ("" for a transaction, "saga " for a saga); call asks
 // c, already noted as b.coord, to begin it; describe says in the trace what
 // was begun.
+//
+// A begin refused with ErrOverloaded (no room: admission, or MaxInFlight)
+// never started and sent nothing, so it claimed no ID either: a duplicate
+// refusal after only such attempts is a violation, as on the first.
 func (s *sim) beginRetrying(id, kind string, b *clientBegin, call func(c *coord) error, describe func() string) {
 	s.cdrv.Go(func() {
 		defer func() { s.pending-- }()
+		// claimable: an earlier attempt failed in a way that may have
+		// claimed the ID.
+		claimable := false
 		for attempt := 0; attempt < 2000; attempt++ {
 			if attempt > 0 {
 				s.st.BeginRetries++
@@ -133,13 +140,17 @@ func (s *sim) beginRetrying(id, kind string, b *clientBegin, call func(c *coord)
 				s.tracef("%s %s %sbegun %s", c.name, id, kind, describe())
 				return
 			case errors.Is(err, orchestrator.ErrDuplicateTx):
-				if attempt == 0 {
-					s.violate("%s: a fresh %sID was refused as a duplicate by %s: %v", id, kind, c.name, err)
+				if !claimable {
+					s.violate("%s: a fresh %sID (no earlier attempt can have claimed it) was refused as a duplicate by %s: %v", id, kind, c.name, err)
 				}
 				b.refused = true
 				s.st.BeginsRefused++
 				s.tracef("%s %s %sbegin refused: %v", c.name, id, kind, err)
 				return
+			case errors.Is(err, orchestrator.ErrOverloaded):
+				s.st.BeginsOverloaded++
+			default:
+				claimable = true
 			}
 			s.tracef("%s %s %sbegin failed: %v; the client tries again", c.name, id, kind, err)
 		}
