@@ -215,7 +215,7 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 	}
 	e := newEngine(cfg)
 	e.nc = nc
-	e.drv = wallClock{wg: &e.wg}
+	e.drv = wallClock{workers: newWorkers(e.stop, &e.wg, maxIdleWorkers)}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(16384),
 		// A PubAck that never comes (a stream leader lost with the write)
@@ -228,6 +228,7 @@ func New(nc *nats.Conn, cfg Config) (*Engine, error) {
 	e.js = js
 	cmds := newJSCommands(js, e.stop, &e.stats, e.onCommandsLost)
 	cmds.log = e.log
+	cmds.spawn = e.spawn
 	e.cmds = cmds
 	return e, nil
 }

@@ -441,6 +441,9 @@ type jsCommands struct {
 	consumers sync.Map
 	// createConsumer creates a participant's consumer; a variable for tests.
 	createConsumer func(ctx context.Context, participant string) error
+	// spawn runs the wait for a publish's PubAck and what follows it (the
+	// engine's workers; a goroutine each by default).
+	spawn func(func())
 
 	mu     sync.Mutex
 	queues map[string]*commandQueue
@@ -448,7 +451,10 @@ type jsCommands struct {
 
 // commandQueue is what waits to be published to one participant.
 type commandQueue struct {
+	// waiting are the commands waiting, oldest first; buf is the largest
+	// array the queue has grown, where it starts again once none waits.
 	waiting  []messages.Command
+	buf      []messages.Command
 	inFlight int
 	// held: the participant's consumer is being created for the first time
 	// in this process; its commands wait for it.
@@ -486,22 +492,29 @@ func (q *commandQueue) wait(cmd messages.Command) (replaced bool) {
 	}
 	q.queued[k] = q.taken + len(q.waiting)
 	q.waiting = append(q.waiting, cmd)
+	if cap(q.waiting) > cap(q.buf) {
+		q.buf = q.waiting[:0]
+	}
 	return false
 }
 
-// pop removes the first n waiting commands and returns them. Called with
-// jsCommands.mu held.
+// pop removes the first n waiting commands and returns them in a slice of
+// their own. Once none waits the queue starts again at the beginning of buf
+// (a queue that let its array go grew a new one, by doublings, for each
+// wave of commands). Called with jsCommands.mu held.
 func (q *commandQueue) pop(n int) []messages.Command {
-	cmds := q.waiting[:n:n]
-	q.waiting = q.waiting[n:]
+	cmds := make([]messages.Command, n)
+	copy(cmds, q.waiting)
 	for i, c := range cmds {
 		if k := keyOf(c); q.queued[k] == q.taken+i {
 			delete(q.queued, k)
 		}
 	}
 	q.taken += n
+	clear(q.waiting[:n]) // no payloads held past their send
+	q.waiting = q.waiting[n:]
 	if len(q.waiting) == 0 {
-		q.waiting = nil
+		q.waiting = q.buf[:0]
 	}
 	return cmds
 }
@@ -567,7 +580,8 @@ const (
 )
 
 func newJSCommands(js jetstream.JetStream, stop <-chan struct{}, stats *Stats, onError func([]messages.Command, error)) *jsCommands {
-	c := &jsCommands{js: js, stop: stop, stats: stats, onError: onError, log: zap.NewNop(), queues: map[string]*commandQueue{}}
+	c := &jsCommands{js: js, stop: stop, stats: stats, onError: onError, log: zap.NewNop(), queues: map[string]*commandQueue{},
+		spawn: func(f func()) { go f() }}
 	c.createConsumer = c.createParticipantConsumer
 	return c
 }
@@ -722,7 +736,7 @@ func (c *jsCommands) send(participant string, cmds []messages.Command) error {
 		c.sent(participant)
 		return err
 	}
-	go func() {
+	c.spawn(func() {
 		select {
 		case <-paf.Ok():
 		case <-paf.Err(): // reported by the JetStream context's error handler
@@ -730,7 +744,7 @@ func (c *jsCommands) send(participant string, cmds []messages.Command) error {
 			return
 		}
 		c.sent(participant)
-	}()
+	})
 	return nil
 }
 
@@ -755,20 +769,14 @@ func (c *jsCommands) sent(participant string) {
 }
 
 // wallClock is the Driver of a running process: the wall clock, timers and
-// goroutines counted in wg.
-type wallClock struct{ wg *sync.WaitGroup }
+// goroutines (workers, counted in the engine's WaitGroup).
+type wallClock struct{ workers *workers }
 
 func (w wallClock) Now() time.Time { return time.Now() }
 
 func (w wallClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
-func (w wallClock) Go(f func()) {
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		f()
-	}()
-}
+func (w wallClock) Go(f func()) { w.workers.Go(f) }
 
 func (w wallClock) WithTimeout(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(parent, d)
