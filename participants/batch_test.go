@@ -3,8 +3,10 @@ package participants_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -166,4 +168,72 @@ func TestAMalformedBatchIsDroppedAndCounted(t *testing.T) {
 	if st := rt.Stats(); st.Malformed < 2 {
 		t.Errorf("stats %+v, want the two bad batches counted malformed", st)
 	}
+}
+
+// TestConcurrencyBoundsBatchesAndSingleCommands: the commands of batches and
+// the commands that come alone share Config.Concurrency: never more handler
+// calls at once, and every command is answered once.
+func TestConcurrencyBoundsBatchesAndSingleCommands(t *testing.T) {
+	e := newEnv(t, true)
+	const limit = 3
+	var running, most atomic.Int32
+	h := newRecorder()
+	h.PrepareFunc = func(context.Context, participants.Tx, []byte) error {
+		r := running.Add(1)
+		defer running.Add(-1)
+		for {
+			m := most.Load()
+			if r <= m || most.CompareAndSwap(m, r) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+		return nil
+	}
+	cfg := testConfig(h, nil)
+	cfg.Concurrency = limit
+	e.start(e.nc, cfg)
+
+	var batch []messages.Command
+	for i := range 12 {
+		batch = append(batch, e.cmd(fmt.Sprintf("cb%d", i), messages.OpPrepare, 1))
+	}
+	e.sendBatch(svc, batch...)
+	e.sendBatch(svc, batch[6:]...) // duplicates, in a second batch at once
+	for i := range 6 {
+		e.send(e.cmd(fmt.Sprintf("cs%d", i), messages.OpPrepare, 1))
+	}
+	want := map[string]int{}
+	for i, c := range batch {
+		want[c.TxID] = 1
+		if i >= 6 {
+			want[c.TxID] = 2 // in both batches
+		}
+	}
+	for i := range 6 {
+		want[fmt.Sprintf("cs%d", i)] = 1
+	}
+	votes, total := map[string]int{}, 0
+	for total < 24 {
+		for _, rep := range e.nextReplies() {
+			if rep.Result != messages.VoteCommit {
+				t.Fatalf("reply %+v", rep)
+			}
+			votes[rep.TxID]++
+			total++
+		}
+	}
+	e.settled()
+	if m := most.Load(); m > limit {
+		t.Errorf("%d handler calls at once, want at most %d", m, limit)
+	}
+	for id, n := range want {
+		if votes[id] != n {
+			t.Errorf("%s answered %d times, want %d", id, votes[id], n)
+		}
+		if c := h.n(messages.OpPrepare, id); c != 1 {
+			t.Errorf("%s prepared %d times, want once", id, c)
+		}
+	}
+	t.Logf("at most %d handler calls at once", most.Load())
 }

@@ -232,8 +232,9 @@ type Runtime struct {
 	log *zap.Logger
 
 	proc *Processor
-	sem  chan struct{}
-	wg   sync.WaitGroup // in-flight command goroutines
+	// workers handle the commands, at most Concurrency at once.
+	workers *workers
+	wg      sync.WaitGroup // in-flight batches (each waits for its commands)
 
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once
@@ -275,7 +276,7 @@ func New(nc *nats.Conn, cfg Config) (*Runtime, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With(zap.String("participant", cfg.Name)),
 		proc:     proc,
-		sem:      make(chan struct{}, cfg.Concurrency),
+		workers:  newWorkers(cfg.Concurrency),
 		stopping: make(chan struct{}),
 		janitor:  make(chan struct{}),
 	}, nil
@@ -462,6 +463,10 @@ func (r *Runtime) Stop() {
 	}
 	r.stopped = true
 	if !r.started {
+		// A Start that failed may have consumed commands before it stopped
+		// consuming: wait for them, and for the workers to exit.
+		r.wg.Wait()
+		r.workers.close()
 		return
 	}
 	_ = r.audit.Unsubscribe()
@@ -475,6 +480,7 @@ func (r *Runtime) Stop() {
 		<-cc.Closed()
 	}
 	r.wg.Wait()
+	r.workers.close()
 	<-r.janitor
 	r.log.Info("participant stopped")
 }
@@ -518,7 +524,8 @@ func (r *Runtime) purgeBarrier(now time.Time) {
 	}
 }
 
-// runJanitor removes old finished records until Stop.
+// runJanitor removes old finished records, and lets the workers that wait
+// for work go (workers.trim), until Stop.
 func (r *Runtime) runJanitor() {
 	defer close(r.janitor)
 	every := min(max(r.cfg.Retention/2, 10*time.Millisecond), time.Minute)
@@ -541,6 +548,7 @@ func (r *Runtime) runJanitor() {
 				r.log.Debug("removed finished transaction records", zap.Int("count", n))
 			}
 			r.purgeBarrier(now)
+			r.workers.trim()
 		case <-doubts:
 			r.proc.ResolveInDoubt(r.ctx, ask)
 		}
@@ -548,14 +556,17 @@ func (r *Runtime) runJanitor() {
 }
 
 // onMessage is the Consume callback. It never runs handler work itself: it
-// takes a concurrency slot and hands the command to a goroutine.
+// hands the command to a worker, waiting while Concurrency of them are busy.
 func (r *Runtime) onMessage(msg jetstream.Msg) {
 	if r.isStopping() {
 		r.handBack(msg)
 		return
 	}
 	if messages.IsBatch(msg.Headers()) {
-		// Its commands take the handler slots one by one.
+		// Its commands go to the workers one by one. The batch waits for
+		// them in a goroutine of its own, not a worker's: a worker waiting
+		// for other workers would take a command's place, and with every
+		// worker waiting nothing would run.
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -563,21 +574,15 @@ func (r *Runtime) onMessage(msg jetstream.Msg) {
 		}()
 		return
 	}
-	select {
-	case <-r.stopping:
+	if !r.runCommand(func() { r.process(msg) }) {
 		r.handBack(msg)
-		return
-	case r.sem <- struct{}{}:
 	}
-	r.wg.Add(1)
-	go func() {
-		defer func() {
-			<-r.sem
-			r.wg.Done()
-		}()
-		r.process(msg)
-	}()
 }
+
+// runCommand has f, the handling of one command, run by a worker, once one is
+// free, and returns true; it returns false without running f once Stop is
+// called.
+func (r *Runtime) runCommand(f func()) bool { return r.workers.run(f, r.stopping) }
 
 // handBack returns a message received during Stop to JetStream, for another
 // instance to handle now rather than after AckWait.
@@ -607,23 +612,11 @@ func (r *Runtime) process(msg jetstream.Msg) {
 	})
 }
 
-// dispose acknowledges, naks or terminates a command message.
 // processBatch handles a batch message with Processor.HandleBatch, each
-// command taking a handler slot, publishes the replies and settles the
-// message once; a Stop midway hands the whole batch back.
+// command run by a worker, publishes the replies and settles the message
+// once; a Stop midway hands the whole batch back.
 func (r *Runtime) processBatch(msg jetstream.Msg) {
-	ba := r.proc.HandleBatch(map[string][]string(msg.Headers()), msg.Data(), msg.Subject(), func(f func()) bool {
-		select {
-		case <-r.stopping:
-			return false
-		case r.sem <- struct{}{}:
-		}
-		go func() {
-			defer func() { <-r.sem }()
-			f()
-		}()
-		return true
-	})
+	ba := r.proc.HandleBatch(map[string][]string(msg.Headers()), msg.Data(), msg.Subject(), r.runCommand)
 	if ba.Stopped {
 		r.handBack(msg)
 		return
@@ -640,6 +633,7 @@ func (r *Runtime) processBatch(msg jetstream.Msg) {
 	r.dispose(msg, settle, r.log)
 }
 
+// dispose acknowledges, naks or terminates a command message.
 func (r *Runtime) dispose(msg jetstream.Msg, s Settle, log *zap.Logger) {
 	var err error
 	switch s {
