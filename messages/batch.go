@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -57,58 +56,101 @@ func IsBatch(h map[string][]string) bool { return len(h[HeaderBatch]) > 0 }
 // message; msgID is its Nats-Msg-Id (JetStream's de-duplication of a
 // publish retried by the client).
 func EncodeCommandBatch(participant, msgID string, cmds []Command) (map[string][]string, []byte, error) {
-	items := make([]BatchItem, len(cmds))
-	for i, c := range cmds {
-		if c.Participant != participant {
-			return nil, nil, fmt.Errorf("%w: a batch for %q holds a command for %q", ErrMalformed, participant, c.Participant)
+	for i := range cmds {
+		if cmds[i].Participant != participant {
+			return nil, nil, fmt.Errorf("%w: a batch for %q holds a command for %q", ErrMalformed, participant, cmds[i].Participant)
 		}
-		h := c.Header()
-		delete(h, HeaderMsgID) // the batch message carries the one that counts
-		items[i] = BatchItem{Header: h, Body: c.Payload}
 	}
-	return encodeBatch(items, map[string][]string{HeaderParticipant: {participant}, HeaderMsgID: {msgID}})
+	// Each item carries its command's headers but HeaderMsgID: the batch
+	// message carries the one that counts.
+	body, err := encodeBatch(cmds, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	vs := []string{participant, msgID, versionText, strconv.Itoa(len(cmds))}
+	return map[string][]string{
+		HeaderParticipant: vs[0:1:1],
+		HeaderMsgID:       vs[1:2:2],
+		HeaderVersion:     vs[2:3:3],
+		HeaderBatch:       vs[3:4:4],
+	}, body, nil
 }
 
 // EncodeReplyBatch encodes replies as one batch message.
 func EncodeReplyBatch(replies []Reply) (map[string][]string, []byte, error) {
-	items := make([]BatchItem, len(replies))
-	for i, r := range replies {
-		items[i] = BatchItem{Header: r.Header(), Body: r.Body()}
+	body, err := encodeBatch(nil, replies)
+	if err != nil {
+		return nil, nil, err
 	}
-	return encodeBatch(items, map[string][]string{})
+	vs := []string{versionText, strconv.Itoa(len(replies))}
+	return map[string][]string{HeaderVersion: vs[0:1:1], HeaderBatch: vs[1:2:2]}, body, nil
 }
 
-func encodeBatch(items []BatchItem, h map[string][]string) (map[string][]string, []byte, error) {
-	if len(items) == 0 || len(items) > MaxBatch {
-		return nil, nil, fmt.Errorf("%w: a batch holds 1 to %d items, not %d", ErrMalformed, MaxBatch, len(items))
+// encodeBatch encodes the body of a batch of the commands cmds, or of the
+// replies replies (the other is nil). An item's headers go out in the byte
+// order of their names, the order in which fields lists them. The body is
+// sized before it is written, so that it is allocated once.
+func encodeBatch(cmds []Command, replies []Reply) ([]byte, error) {
+	n := len(cmds) + len(replies)
+	if n == 0 || n > MaxBatch {
+		return nil, fmt.Errorf("%w: a batch holds 1 to %d items, not %d", ErrMalformed, MaxBatch, n)
 	}
-	var buf bytes.Buffer
-	var head []byte
-	for _, it := range items {
-		head = head[:0]
-		names := make([]string, 0, len(it.Header))
-		for name := range it.Header {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
-			for _, v := range it.Header[name] {
-				if strings.ContainsAny(name, ":\r\n") || strings.ContainsAny(v, "\r\n") {
-					return nil, nil, fmt.Errorf("%w: header %q of a batch item holds a line break or colon", ErrMalformed, name)
-				}
-				head = append(append(append(append(head, name...), ": "...), v...), "\r\n"...)
+	var buf [maxFields]headerField
+	size := 0
+	for i := 0; i < n; i++ {
+		fs, body, text := batchItem(cmds, replies, i, &buf)
+		hl := 0
+		for j := range fs {
+			f := &fs[j]
+			if !f.numeric && hasLineBreak(f.value) {
+				return nil, fmt.Errorf("%w: header %q of a batch item holds a line break or colon", ErrMalformed, f.name)
 			}
+			hl += f.lineLen()
 		}
-		buf.WriteString(strconv.Itoa(len(head)))
-		buf.WriteByte(' ')
-		buf.WriteString(strconv.Itoa(len(it.Body)))
-		buf.WriteString("\r\n")
-		buf.Write(head)
-		buf.Write(it.Body)
+		bl := len(body) + len(text)
+		size += decimalLen(hl) + 1 + decimalLen(bl) + 2 + hl + bl
 	}
-	h[HeaderVersion] = []string{versionText}
-	h[HeaderBatch] = []string{strconv.Itoa(len(items))}
-	return h, buf.Bytes(), nil
+	out := make([]byte, 0, size)
+	for i := 0; i < n; i++ {
+		fs, body, text := batchItem(cmds, replies, i, &buf)
+		hl := 0
+		for j := range fs {
+			hl += fs[j].lineLen()
+		}
+		out = strconv.AppendInt(out, int64(hl), 10)
+		out = append(out, ' ')
+		out = strconv.AppendInt(out, int64(len(body)+len(text)), 10)
+		out = append(out, "\r\n"...)
+		for j := range fs {
+			out = fs[j].appendLine(out)
+		}
+		out = append(append(out, body...), text...)
+	}
+	return out, nil
+}
+
+// batchItem returns item i of encodeBatch's items: its headers, in *buf,
+// and its body, which is body followed by text (one of them is empty, to
+// spare a conversion).
+func batchItem(cmds []Command, replies []Reply, i int, buf *[maxFields]headerField) (fs []headerField, body []byte, text string) {
+	if cmds != nil {
+		return cmds[i].fields(buf), cmds[i].Payload, ""
+	}
+	return replies[i].fields(buf), nil, Truncate(replies[i].Reason, MaxReasonLen) // as Reply.Body
+}
+
+// hasLineBreak reports whether s holds a CR or an LF.
+func hasLineBreak(s string) bool {
+	return strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0
+}
+
+// decimalLen is the length of n in decimal.
+func decimalLen(n int) int {
+	l := 1
+	for ; n >= 10; n /= 10 {
+		l++
+	}
+	return l
 }
 
 // DecodeBatch decodes a batch message's items. It checks the version, the
@@ -128,9 +170,10 @@ func DecodeBatch(h map[string][]string, body []byte) ([]BatchItem, error) {
 	}
 	items := make([]BatchItem, 0, n)
 	rest := body
+	var d itemDecoder
 	for i := 0; i < n; i++ {
 		var it BatchItem
-		if it, rest, err = decodeItem(rest); err != nil {
+		if it, rest, err = d.decode(rest); err != nil {
 			return nil, fmt.Errorf("%w: batch item %d of %d: %v", ErrMalformed, i+1, n, err)
 		}
 		items = append(items, it)
@@ -141,9 +184,20 @@ func DecodeBatch(h map[string][]string, body []byte) ([]BatchItem, error) {
 	return items, nil
 }
 
-// decodeItem decodes the first framed item of b and returns what follows it.
-func decodeItem(b []byte) (BatchItem, []byte, error) {
-	line, rest, ok := bytes.Cut(b, []byte("\r\n"))
+// itemDecoder decodes the items of one batch. The items of a batch mostly
+// carry the same headers in the same order, many with the same values (the
+// version, the participant, the reply subject, often the operation): it
+// keeps the name and value strings of the previous item's lines by
+// position and reuses those that come again, instead of making new ones.
+type itemDecoder struct {
+	prev [maxFields + 2]struct{ name, value string }
+}
+
+// decode decodes the first framed item of b and returns what follows it.
+// Each value of the item's headers is a slice of its own, capped, of one
+// backing array: appending to one copies it.
+func (d *itemDecoder) decode(b []byte) (BatchItem, []byte, error) {
+	line, rest, ok := cutCRLF(b)
 	if !ok {
 		return BatchItem{}, nil, errors.New("no framing line")
 	}
@@ -153,23 +207,125 @@ func decodeItem(b []byte) (BatchItem, []byte, error) {
 	if !ok || err1 != nil || err2 != nil || hl < 0 || bl < 0 || hl > len(rest) || bl > len(rest)-hl {
 		return BatchItem{}, nil, fmt.Errorf("framing line %q is not two lengths within the %d bytes left", line, len(rest))
 	}
-	it := BatchItem{Header: map[string][]string{}}
 	head := rest[:hl]
-	for len(head) > 0 {
+	lines := bytes.Count(head, []byte("\n")) // at least the lines read below
+	it := BatchItem{Header: make(map[string][]string, lines)}
+	values := make([]string, 0, lines)
+	for i := 0; len(head) > 0; i++ {
 		var l []byte
-		if l, head, ok = bytes.Cut(head, []byte("\r\n")); !ok {
+		if l, head, ok = cutCRLF(head); !ok {
 			return BatchItem{}, nil, errors.New("a header line does not end with CRLF")
 		}
-		name, value, found := bytes.Cut(l, []byte(": "))
-		if !found || len(name) == 0 {
+		nb, vb, found := cutColonSpace(l)
+		if !found || len(nb) == 0 {
 			return BatchItem{}, nil, fmt.Errorf("header line %q is not \"Name: value\"", l)
 		}
-		it.Header[string(name)] = append(it.Header[string(name)], string(value))
+		name, value := d.strings(i, nb, vb)
+		if d.repeated(it.Header, i, name) {
+			it.Header[name] = append(it.Header[name], value)
+			continue
+		}
+		values = append(values, value)
+		k := len(values)
+		it.Header[name] = values[k-1 : k : k]
 	}
 	if bl > 0 {
 		it.Body = rest[hl : hl+bl]
 	}
 	return it, rest[hl+bl:], nil
+}
+
+// repeated reports whether a line before line i of the item being decoded
+// into h has header name: strings keeps the names of the first lines in
+// d.prev, so it looks there and in h only past them.
+func (d *itemDecoder) repeated(h map[string][]string, i int, name string) bool {
+	if i > len(d.prev) {
+		_, ok := h[name]
+		return ok
+	}
+	for j := range i {
+		if d.prev[j].name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// cutCRLF is bytes.Cut(b, []byte("\r\n")), faster.
+func cutCRLF(b []byte) (before, after []byte, found bool) {
+	for i := 1; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			break
+		}
+		if i += j; b[i-1] == '\r' {
+			return b[:i-1], b[i+1:], true
+		}
+		i++
+	}
+	return b, nil, false
+}
+
+// cutColonSpace is bytes.Cut(b, []byte(": ")), faster.
+func cutColonSpace(b []byte) (before, after []byte, found bool) {
+	for i := 0; i < len(b)-1; {
+		j := bytes.IndexByte(b[i:len(b)-1], ':')
+		if j < 0 {
+			break
+		}
+		if i += j; b[i+1] == ' ' {
+			return b[:i], b[i+2:], true
+		}
+		i++
+	}
+	return b, nil, false
+}
+
+// strings returns name and value as strings: those of line i of the
+// previous item when they are the same, new ones otherwise.
+func (d *itemDecoder) strings(i int, name, value []byte) (string, string) {
+	if i >= len(d.prev) {
+		return string(name), string(value)
+	}
+	p := &d.prev[i]
+	if string(name) != p.name {
+		p.name, p.value = headerName(name), string(value)
+	} else if string(value) != p.value {
+		p.value = string(value)
+	}
+	return p.name, p.value
+}
+
+// headerName returns name as a string: the package's own constant for the
+// names of its headers.
+func headerName(name []byte) string {
+	switch string(name) {
+	case HeaderVersion:
+		return HeaderVersion
+	case HeaderTxID:
+		return HeaderTxID
+	case HeaderOp:
+		return HeaderOp
+	case HeaderParticipant:
+		return HeaderParticipant
+	case HeaderDeadline:
+		return HeaderDeadline
+	case HeaderAttempt:
+		return HeaderAttempt
+	case HeaderReplyTo:
+		return HeaderReplyTo
+	case HeaderResult:
+		return HeaderResult
+	case HeaderStep:
+		return HeaderStep
+	case HeaderCode:
+		return HeaderCode
+	case HeaderTraceParent:
+		return HeaderTraceParent
+	case HeaderTraceState:
+		return HeaderTraceState
+	}
+	return string(name)
 }
 
 // BatchParticipant is the participant a command batch's subject names, for a

@@ -189,38 +189,98 @@ func validateStep(op Op, step string) error {
 // from 1 again; its Sender keeps its sends from being dropped as duplicates
 // of the previous owner's within the stream's duplicate window.
 func (c Command) MsgID() string {
-	id := MsgID(c.TxID, c.Op, c.Participant, c.Attempt)
-	if c.Step != "" {
-		id += "." + c.Step
-	}
-	if c.Sender != "" {
-		id += "." + c.Sender
-	}
-	return id
+	var buf [192]byte
+	return string(appendMsgID(buf[:0], c.TxID, c.Op, c.Participant, c.Attempt, c.Step, c.Sender))
 }
 
 // Header encodes c's fields, all but the payload, as message headers.
 func (c Command) Header() map[string][]string {
-	h := map[string][]string{
-		HeaderVersion:     {versionText},
-		HeaderTxID:        {c.TxID},
-		HeaderOp:          {string(c.Op)},
-		HeaderParticipant: {c.Participant},
-		HeaderAttempt:     {strconv.Itoa(c.Attempt)},
-		HeaderReplyTo:     {c.ReplyTo},
-		HeaderMsgID:       {c.MsgID()},
-	}
+	var buf [maxFields]headerField
+	return headerMap(c.fields(&buf), HeaderMsgID, c.MsgID())
+}
+
+// fields lists the headers of c but HeaderMsgID, in the byte order of their
+// names: the order they have in a batch item. The list is in *buf.
+func (c *Command) fields(buf *[maxFields]headerField) []headerField {
+	fs := append(buf[:0], headerField{name: HeaderAttempt, num: int64(c.Attempt), numeric: true})
 	if !c.Deadline.IsZero() {
-		h[HeaderDeadline] = []string{strconv.FormatInt(c.Deadline.UnixMilli(), 10)}
+		fs = append(fs, headerField{name: HeaderDeadline, num: c.Deadline.UnixMilli(), numeric: true})
 	}
+	fs = append(fs,
+		headerField{name: HeaderOp, value: string(c.Op)},
+		headerField{name: HeaderParticipant, value: c.Participant},
+		headerField{name: HeaderReplyTo, value: c.ReplyTo})
 	if c.Step != "" {
-		h[HeaderStep] = []string{c.Step}
+		fs = append(fs, headerField{name: HeaderStep, value: c.Step})
 	}
+	fs = append(fs, headerField{name: HeaderTxID, value: c.TxID}, headerField{name: HeaderVersion, value: versionText})
 	if c.TraceParent != "" {
-		h[HeaderTraceParent] = []string{c.TraceParent}
+		fs = append(fs, headerField{name: HeaderTraceParent, value: c.TraceParent})
 		if c.TraceState != "" {
-			h[HeaderTraceState] = []string{c.TraceState}
+			fs = append(fs, headerField{name: HeaderTraceState, value: c.TraceState})
 		}
+	}
+	return fs
+}
+
+// maxFields bounds the headers of one command or reply.
+const maxFields = 10
+
+// headerField is one header of a message being encoded: its name and its
+// value, which is a number when numeric (so that a batch encoder appends the
+// digits without making a string of them).
+type headerField struct {
+	name, value string
+	num         int64
+	numeric     bool
+}
+
+// text is f's value.
+func (f *headerField) text() string {
+	if f.numeric {
+		return strconv.FormatInt(f.num, 10)
+	}
+	return f.value
+}
+
+// lineLen is the length of f's header line "Name: value\r\n".
+func (f *headerField) lineLen() int {
+	n := len(f.value)
+	if f.numeric {
+		var digits [20]byte
+		n = len(strconv.AppendInt(digits[:0], f.num, 10))
+	}
+	return len(f.name) + n + 4
+}
+
+// appendLine appends f's header line "Name: value\r\n" to b.
+func (f *headerField) appendLine(b []byte) []byte {
+	b = append(append(b, f.name...), ": "...)
+	if f.numeric {
+		b = strconv.AppendInt(b, f.num, 10)
+	} else {
+		b = append(b, f.value...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// headerMap returns fs, and the header extra with value extraValue unless
+// extra is "", as message headers: a map of its exact size whose values
+// share one backing array, each capped so that appending to one copies it.
+func headerMap(fs []headerField, extra, extraValue string) map[string][]string {
+	n := len(fs)
+	if extra != "" {
+		n++
+	}
+	h := make(map[string][]string, n)
+	vs := make([]string, n)
+	for i := range fs {
+		vs[i] = fs[i].text()
+		h[fs[i].name] = vs[i : i+1 : i+1]
+	}
+	if extra != "" {
+		vs[n-1] = extraValue
+		h[extra] = vs[n-1 : n : n]
 	}
 	return h
 }
@@ -232,24 +292,30 @@ func DecodeCommand(h map[string][]string, body []byte) (Command, error) {
 	if err := checkVersion(h); err != nil {
 		return c, err
 	}
+	// One header after the other, not a loop over a table of pointers to
+	// the destinations: with the table, c and the locals escaped to the heap.
 	var err error
 	var op, attempt, deadline string
-	for _, f := range []struct {
-		name     string
-		dst      *string
-		optional bool
-	}{
-		{HeaderTxID, &c.TxID, false},
-		{HeaderOp, &op, false},
-		{HeaderParticipant, &c.Participant, false},
-		{HeaderAttempt, &attempt, false},
-		{HeaderReplyTo, &c.ReplyTo, false},
-		{HeaderDeadline, &deadline, true},
-		{HeaderStep, &c.Step, true},
-	} {
-		if *f.dst, err = single(h, f.name, f.optional); err != nil {
-			return c, err
-		}
+	if c.TxID, err = single(h, HeaderTxID, false); err != nil {
+		return c, err
+	}
+	if op, err = single(h, HeaderOp, false); err != nil {
+		return c, err
+	}
+	if c.Participant, err = single(h, HeaderParticipant, false); err != nil {
+		return c, err
+	}
+	if attempt, err = single(h, HeaderAttempt, false); err != nil {
+		return c, err
+	}
+	if c.ReplyTo, err = single(h, HeaderReplyTo, false); err != nil {
+		return c, err
+	}
+	if deadline, err = single(h, HeaderDeadline, true); err != nil {
+		return c, err
+	}
+	if c.Step, err = single(h, HeaderStep, true); err != nil {
+		return c, err
 	}
 	c.Op = Op(op)
 	if c.Attempt, err = strconv.Atoi(attempt); err != nil {
@@ -338,21 +404,25 @@ func (r Reply) Validate() error {
 // Header encodes r's fields as message headers; the reason travels in the
 // body (see Body).
 func (r Reply) Header() map[string][]string {
-	h := map[string][]string{
-		HeaderVersion:     {versionText},
-		HeaderTxID:        {r.TxID},
-		HeaderOp:          {string(r.Op)},
-		HeaderParticipant: {r.Participant},
-		HeaderResult:      {string(r.Result)},
-		HeaderAttempt:     {strconv.Itoa(r.Attempt)},
-	}
-	if r.Step != "" {
-		h[HeaderStep] = []string{r.Step}
-	}
+	var buf [maxFields]headerField
+	return headerMap(r.fields(&buf), "", "")
+}
+
+// fields lists the headers of r in the byte order of their names: the
+// order they have in a batch item. The list is in *buf.
+func (r *Reply) fields(buf *[maxFields]headerField) []headerField {
+	fs := append(buf[:0], headerField{name: HeaderAttempt, num: int64(r.Attempt), numeric: true})
 	if r.Code != "" {
-		h[HeaderCode] = []string{r.Code}
+		fs = append(fs, headerField{name: HeaderCode, value: r.Code})
 	}
-	return h
+	fs = append(fs,
+		headerField{name: HeaderOp, value: string(r.Op)},
+		headerField{name: HeaderParticipant, value: r.Participant},
+		headerField{name: HeaderResult, value: string(r.Result)})
+	if r.Step != "" {
+		fs = append(fs, headerField{name: HeaderStep, value: r.Step})
+	}
+	return append(fs, headerField{name: HeaderTxID, value: r.TxID}, headerField{name: HeaderVersion, value: versionText})
 }
 
 // Body is the message body of r: its reason, cut to MaxReasonLen bytes at a
@@ -366,24 +436,29 @@ func DecodeReply(h map[string][]string, body []byte) (Reply, error) {
 	if err := checkVersion(h); err != nil {
 		return r, err
 	}
+	// One header after the other, as in DecodeCommand.
 	var err error
 	var op, result, attempt string
-	for _, f := range []struct {
-		name     string
-		dst      *string
-		optional bool
-	}{
-		{HeaderTxID, &r.TxID, false},
-		{HeaderOp, &op, false},
-		{HeaderParticipant, &r.Participant, false},
-		{HeaderResult, &result, false},
-		{HeaderAttempt, &attempt, false},
-		{HeaderStep, &r.Step, true},
-		{HeaderCode, &r.Code, true},
-	} {
-		if *f.dst, err = single(h, f.name, f.optional); err != nil {
-			return r, err
-		}
+	if r.TxID, err = single(h, HeaderTxID, false); err != nil {
+		return r, err
+	}
+	if op, err = single(h, HeaderOp, false); err != nil {
+		return r, err
+	}
+	if r.Participant, err = single(h, HeaderParticipant, false); err != nil {
+		return r, err
+	}
+	if result, err = single(h, HeaderResult, false); err != nil {
+		return r, err
+	}
+	if attempt, err = single(h, HeaderAttempt, false); err != nil {
+		return r, err
+	}
+	if r.Step, err = single(h, HeaderStep, true); err != nil {
+		return r, err
+	}
+	if r.Code, err = single(h, HeaderCode, true); err != nil {
+		return r, err
 	}
 	r.Op, r.Result = Op(op), Result(result)
 	if r.Attempt, err = strconv.Atoi(attempt); err != nil || r.Attempt < 1 {

@@ -11,7 +11,162 @@ import (
 // Marshal returns st as JSON, as AppendJSON writes it, in a buffer sized
 // for it.
 func (st *TxStatus) Marshal() ([]byte, error) {
-	return st.AppendJSON(make([]byte, 0, 256+96*len(st.Participants)+160*len(st.History)+224*len(st.Steps)))
+	return st.AppendJSON(make([]byte, 0, st.sizeHint()+escapeRoom))
+}
+
+// escapeRoom is what Marshal allows beyond sizeHint for the escapes of a
+// few characters (a reason quoting a name) before the buffer must grow.
+const escapeRoom = 32
+
+// sizeHint is the length of st's JSON when none of its strings has a
+// character to escape: what AppendJSON writes, counted.
+func (st *TxStatus) sizeHint() int {
+	n := len(`{"id":`) + jsonStringLen(st.ID) + len(`,"state":`) + jsonStringLen(st.State) +
+		len(`,"owner":`) + jsonStringLen(st.Owner) + len(`,"participants":`) +
+		len(`,"started_at":`) + jsonTimeLen(st.StartedAt) + len(`,"updated_at":`) + jsonTimeLen(st.UpdatedAt) + len(`}`)
+	if st.Protocol != "" {
+		n += len(`,"protocol":`) + jsonStringLen(st.Protocol)
+	}
+	if st.Reason != "" {
+		n += len(`,"reason":`) + jsonStringLen(st.Reason)
+	}
+	if st.TimedOut {
+		n += len(`,"timed_out":true`)
+	}
+	if st.Participants == nil {
+		n += len("null")
+	} else {
+		n += jsonArrayLen(len(st.Participants))
+		for i := range st.Participants {
+			n += st.Participants[i].sizeHint()
+		}
+	}
+	if len(st.Waiting) > 0 {
+		n += len(`,"waiting":`) + jsonArrayLen(len(st.Waiting))
+		for _, w := range st.Waiting {
+			n += jsonStringLen(w)
+		}
+	}
+	if !st.WaitingSince.IsZero() {
+		n += len(`,"waiting_since":`) + jsonTimeLen(st.WaitingSince)
+	}
+	if len(st.Steps) > 0 {
+		n += len(`,"steps":`) + jsonArrayLen(len(st.Steps))
+		for i := range st.Steps {
+			n += st.Steps[i].sizeHint()
+		}
+	}
+	if !st.Deadline.IsZero() {
+		n += len(`,"deadline":`) + jsonTimeLen(st.Deadline)
+	}
+	if len(st.History) > 0 {
+		n += len(`,"history":`) + jsonArrayLen(len(st.History))
+		for i := range st.History {
+			n += st.History[i].sizeHint()
+		}
+	}
+	if st.HistoryDropped != 0 {
+		n += len(`,"history_dropped":`) + jsonIntLen(st.HistoryDropped)
+	}
+	return n
+}
+
+// sizeHint is the length of p's JSON if no character is escaped.
+func (p *ParticipantStatus) sizeHint() int {
+	n := len(`{"name":`) + jsonStringLen(p.Name) + len(`,"vote":`) + jsonStringLen(p.Vote) +
+		len(`,"acked":false`) + len(`,"sends":`) + jsonIntLen(p.Sends) + len(`}`)
+	if p.Reason != "" {
+		n += len(`,"reason":`) + jsonStringLen(p.Reason)
+	}
+	if p.Acked {
+		n -= len("false") - len("true")
+	}
+	if p.Rejected != "" {
+		n += len(`,"rejected":`) + jsonStringLen(p.Rejected)
+	}
+	return n
+}
+
+// sizeHint is the length of s's JSON if no character is escaped.
+func (s *StepStatus) sizeHint() int {
+	n := len(`{"name":`) + jsonStringLen(s.Name) + len(`,"participant":`) + jsonStringLen(s.Participant) +
+		len(`,"status":`) + jsonStringLen(s.Status) + len(`}`)
+	if s.Attempts != 0 {
+		n += len(`,"attempts":`) + jsonIntLen(s.Attempts)
+	}
+	if s.CompensationAttempts != 0 {
+		n += len(`,"compensation_attempts":`) + jsonIntLen(s.CompensationAttempts)
+	}
+	if s.LastError != "" {
+		n += len(`,"last_error":`) + jsonStringLen(s.LastError)
+	}
+	if s.LastCode != "" {
+		n += len(`,"last_code":`) + jsonStringLen(s.LastCode)
+	}
+	if !s.NextRetryAt.IsZero() {
+		n += len(`,"next_retry_at":`) + jsonTimeLen(s.NextRetryAt)
+	}
+	if s.Stuck {
+		n += len(`,"stuck":true`)
+	}
+	if s.Pivot {
+		n += len(`,"pivot":true`)
+	}
+	if s.Note != "" {
+		n += len(`,"note":`) + jsonStringLen(s.Note)
+	}
+	return n
+}
+
+// sizeHint is the length of ev's JSON if no character is escaped.
+func (ev *TxEvent) sizeHint() int {
+	n := len(`{"at":`) + jsonTimeLen(ev.At) + len(`,"event":`) + jsonStringLen(ev.Event) + len(`}`)
+	if ev.Participant != "" {
+		n += len(`,"participant":`) + jsonStringLen(ev.Participant)
+	}
+	if ev.Step != "" {
+		n += len(`,"step":`) + jsonStringLen(ev.Step)
+	}
+	if ev.Attempt != 0 {
+		n += len(`,"attempt":`) + jsonIntLen(ev.Attempt)
+	}
+	if ev.Detail != "" {
+		n += len(`,"detail":`) + jsonStringLen(ev.Detail)
+	}
+	if ev.By != "" {
+		n += len(`,"by":`) + jsonStringLen(ev.By)
+	}
+	return n
+}
+
+// jsonStringLen is the length of s as a JSON string if no character of s
+// is escaped.
+func jsonStringLen(s string) int { return len(s) + 2 }
+
+// jsonArrayLen is the length of the brackets and commas of an array of n
+// elements.
+func jsonArrayLen(n int) int { return 2 + max(n-1, 0) }
+
+// jsonIntLen is the length of i in JSON.
+func jsonIntLen(i int) int {
+	var digits [20]byte
+	return len(strconv.AppendInt(digits[:0], int64(i), 10))
+}
+
+// jsonTimeLen is the length of t as appendJSONTime writes it (RFC 3339
+// with as many fractional digits as it takes) for a year from 0 to 9999.
+func jsonTimeLen(t time.Time) int {
+	n := len(`"2006-01-02T15:04:05Z"`)
+	if ns := t.Nanosecond(); ns != 0 {
+		n += len(".999999999")
+		for ; ns%10 == 0; ns /= 10 {
+			n--
+		}
+	}
+	if _, offset := t.Zone(); offset != 0 {
+		n += len("+07:00") - len("Z")
+	}
+	return n
 }
 
 // AppendJSON appends st as JSON to b: the same bytes json.Marshal gives for

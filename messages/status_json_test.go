@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // awkwardStrings are the strings whose JSON encoding has a special case.
@@ -186,6 +188,88 @@ func TestPeekStateReadsWhatUnmarshalReads(t *testing.T) {
 	} {
 		if got, ok := PeekState([]byte(c.doc)); got != c.want || ok != c.ok {
 			t.Errorf("PeekState(%s) = %q, %v; want %q, %v", c.doc, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// plainStrings replaces every exported string in the struct v points to,
+// at any depth, by what is left of it without the characters AppendJSON escapes.
+func plainStrings(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(strings.Map(func(r rune) rune {
+			if r < 0x20 || r == '"' || r == '\\' || r == '<' || r == '>' || r == '&' || r == utf8.RuneError || r == '\u2028' || r == '\u2029' {
+				return -1
+			}
+			return r
+		}, v.String()))
+	case reflect.Pointer:
+		plainStrings(v.Elem())
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				plainStrings(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			plainStrings(v.Index(i))
+		}
+	}
+}
+
+// TestStatusSizeHintIsTheLengthOfAPlainStatus: Marshal sizes its buffer by
+// sizeHint, which counts what AppendJSON writes; it is the exact length
+// when no character is escaped, and less otherwise.
+func TestStatusSizeHintIsTheLengthOfAPlainStatus(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	escaped := 0
+	for i := range 20000 {
+		st := randomStatus(r)
+		if i%2 == 0 {
+			plainStrings(reflect.ValueOf(&st))
+		}
+		b, err := st.AppendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hint := st.sizeHint()
+		switch {
+		case bytes.IndexByte(b, '\\') >= 0:
+			escaped++
+			if hint > len(b) {
+				t.Fatalf("case %d: sizeHint %d, more than the %d bytes with escapes of %s", i, hint, len(b), b)
+			}
+		case hint != len(b):
+			t.Fatalf("case %d: sizeHint %d, want the length %d of %s", i, hint, len(b), b)
+		}
+		if m, _ := st.Marshal(); cap(m) < min(len(b), hint+escapeRoom) {
+			t.Fatalf("case %d: Marshal's buffer holds %d bytes, want at least %d", i, cap(m), min(len(b), hint+escapeRoom))
+		}
+	}
+	if escaped < 5000 || escaped > 15000 {
+		t.Fatalf("%d of 20000 statuses have escapes: the cases do not cover both kinds", escaped)
+	}
+}
+
+func TestJSONTimeLenIsTheLengthOfTheTime(t *testing.T) {
+	for _, at := range []time.Time{
+		time.Date(2026, 11, 30, 2, 30, 0, 0, time.UTC),
+		time.Date(2026, 11, 30, 2, 30, 0, 100_000_000, time.UTC),
+		time.Date(2026, 11, 30, 2, 30, 0, 123_456_789, time.UTC),
+		time.Date(2026, 11, 30, 2, 30, 0, 1, time.UTC),
+		time.Date(0, 1, 1, 0, 0, 0, 10, time.FixedZone("", -(9*3600+30*60))),
+		time.Date(9999, 12, 31, 23, 59, 59, 999_999_990, time.FixedZone("", 5*3600+30*60)),
+		time.Date(1890, 1, 1, 0, 0, 0, 0, time.FixedZone("LMT", -75)),
+		time.Now(),
+		time.Now().UTC(),
+	} {
+		b, err := appendJSONTime(nil, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := jsonTimeLen(at); got != len(b) {
+			t.Errorf("jsonTimeLen(%v) = %d, want the length of %s", at, got, b)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package messages
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -108,7 +109,22 @@ func ConsumerName(participant string) string {
 // a lost PubAck) is stored once by the server, while a deliberate re-send
 // carries a new attempt number and is stored again.
 func MsgID(txid string, op Op, participant string, attempt int) string {
-	return fmt.Sprintf("%s.%s.%s.%d", txid, op, participant, attempt)
+	var buf [128]byte
+	return string(appendMsgID(buf[:0], txid, op, participant, attempt, "", ""))
+}
+
+// appendMsgID appends "<txid>.<op>.<participant>.<attempt>" to b, then
+// ".<step>" and ".<sender>" for those that are not empty.
+func appendMsgID(b []byte, txid string, op Op, participant string, attempt int, step, sender string) []byte {
+	b = append(append(append(append(append(append(b, txid...), '.'), op...), '.'), participant...), '.')
+	b = strconv.AppendInt(b, int64(attempt), 10)
+	if step != "" {
+		b = append(append(b, '.'), step...)
+	}
+	if sender != "" {
+		b = append(append(b, '.'), sender...)
+	}
+	return b
 }
 
 // ValidateName checks that s can be used as a participant name, transaction ID
@@ -121,12 +137,12 @@ func ValidateName(what, s string) error {
 	if len(s) > MaxNameLen {
 		return fmt.Errorf("%w: %s is %d bytes long, the limit is %d", ErrInvalidName, what, len(s), MaxNameLen)
 	}
-	if i := strings.IndexFunc(s, func(r rune) bool { return !nameRune(r) }); i >= 0 {
-		return fmt.Errorf("%w: %s %q has %q at byte %d; use only letters, digits, '-' and '_'", ErrInvalidName, what, s, s[i], i)
+	for i := 0; i < len(s); i++ {
+		// Byte by byte: the first byte of a character that is not ASCII is
+		// not a name byte either.
+		if b := s[i]; !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_') {
+			return fmt.Errorf("%w: %s %q has %q at byte %d; use only letters, digits, '-' and '_'", ErrInvalidName, what, s, b, i)
+		}
 	}
 	return nil
-}
-
-func nameRune(r rune) bool {
-	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }
