@@ -210,7 +210,7 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 	case messages.OpAbort:
 		p.aborts.Add(1)
 	}
-	log := p.log.WithLazy(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.Int("attempt", cmd.Attempt))
+	log := &cmdLog{base: p.log, cmd: &cmd}
 	tx := Tx{ID: cmd.TxID, Participant: cmd.Participant, Deadline: cmd.Deadline, Attempt: cmd.Attempt}
 	if !p.twoPhase() {
 		p.answer(hd, cmd, -1, outcome{}, p.unsupportedAnswer(cmd, ReasonNoTwoPhaseHandler, log), respond)
@@ -279,7 +279,7 @@ func (o outcome) in(s State) outcome {
 }
 
 // decideDurable answers one command through the Barrier.
-func (p *Processor) decideDurable(ctx context.Context, cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
+func (p *Processor) decideDurable(ctx context.Context, cmd messages.Command, tx Tx, now time.Time, log *cmdLog) outcome {
 	b := p.cfg.Barrier
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
@@ -323,7 +323,7 @@ func (p *Processor) decideDurable(ctx context.Context, cmd messages.Command, tx 
 // decide applies the idempotency rules to one command with the in-memory
 // record, calling the Handler (with a context made from ctx) when they say
 // so, and updates the record. The caller holds e's lock.
-func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, tx Tx, now time.Time, log *zap.Logger) outcome {
+func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, tx Tx, now time.Time, log *cmdLog) outcome {
 	state := e.rec.state
 	switch cmd.Op {
 	case messages.OpPrepare:
@@ -413,7 +413,7 @@ func reject(state State, reason string) outcome {
 // call runs one handler call with a context made from ctx (which carries the
 // command's span, if any) and bounded by OpTimeout, turning a panic into an
 // error.
-func (p *Processor) call(ctx context.Context, log *zap.Logger, f func(context.Context) error) (err error) {
+func (p *Processor) call(ctx context.Context, log *cmdLog, f func(context.Context) error) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
 	defer cancel()
 	defer func() {

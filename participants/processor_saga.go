@@ -21,7 +21,7 @@ func (p *Processor) sagas() bool {
 
 // unsupportedAnswer answers a command of a kind the participant does not
 // implement: failed, with reason, terminated.
-func (p *Processor) unsupportedAnswer(cmd messages.Command, reason string, log *zap.Logger) Answer {
+func (p *Processor) unsupportedAnswer(cmd messages.Command, reason string, log *cmdLog) Answer {
 	p.unsupported.Add(1)
 	log.Warn("command of a kind this participant does not implement; terminated", zap.String("reason", reason))
 	return Answer{
@@ -59,7 +59,7 @@ func (p *Processor) handleSaga(hd handling, cmd messages.Command, respond func(A
 	} else {
 		p.compensations.Add(1)
 	}
-	log := p.log.WithLazy(zap.String("txid", cmd.TxID), zap.String("op", string(cmd.Op)), zap.String("step", cmd.Step), zap.Int("attempt", cmd.Attempt))
+	log := &cmdLog{base: p.log, cmd: &cmd}
 	if !p.sagas() {
 		p.answer(hd, cmd, -1, outcome{}, p.unsupportedAnswer(cmd, ReasonNoSagaHandler, log), respond)
 		return
@@ -94,7 +94,7 @@ func (p *Processor) handleSaga(hd handling, cmd messages.Command, respond func(A
 }
 
 // decideSagaDurable answers one saga command through the Barrier.
-func (p *Processor) decideSagaDurable(ctx context.Context, cmd messages.Command, st Step, now time.Time, log *zap.Logger) outcome {
+func (p *Processor) decideSagaDurable(ctx context.Context, cmd messages.Command, st Step, now time.Time, log *cmdLog) outcome {
 	b := p.cfg.Barrier
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
@@ -120,7 +120,7 @@ func (p *Processor) decideSagaDurable(ctx context.Context, cmd messages.Command,
 }
 
 // logSaga logs a saga answer that is not a plain success.
-func (p *Processor) logSaga(log *zap.Logger, out outcome, handlerErr error) {
+func (p *Processor) logSaga(log *cmdLog, out outcome, handlerErr error) {
 	switch {
 	case out.duplicate:
 	case out.result == messages.Refused:
@@ -135,7 +135,7 @@ func (p *Processor) logSaga(log *zap.Logger, out outcome, handlerErr error) {
 // decideSaga applies the barrier's saga rules to one command with the
 // in-memory record, calling the SagaHandler (with a context made from ctx)
 // when they say so. The caller holds e's lock.
-func (p *Processor) decideSaga(ctx context.Context, e *entry, cmd messages.Command, st Step, now time.Time, log *zap.Logger) outcome {
+func (p *Processor) decideSaga(ctx context.Context, e *entry, cmd messages.Command, st Step, now time.Time, log *cmdLog) outcome {
 	r := &e.rec
 	finish := func(s StepState, reason, code string) {
 		r.step, r.reason, r.code, r.finishedAt = s, reason, code, now
@@ -150,7 +150,7 @@ func (p *Processor) decideSaga(ctx context.Context, e *entry, cmd messages.Comma
 	return out
 }
 
-func (p *Processor) sagaAction(ctx context.Context, r *record, st Step, payload []byte, finish func(StepState, string, string), now time.Time, log *zap.Logger) outcome {
+func (p *Processor) sagaAction(ctx context.Context, r *record, st Step, payload []byte, finish func(StepState, string, string), now time.Time, log *cmdLog) outcome {
 	switch r.step {
 	case StepDone, StepCompensated:
 		return outcome{result: messages.Ack, duplicate: true}
@@ -176,7 +176,7 @@ func (p *Processor) sagaAction(ctx context.Context, r *record, st Step, payload 
 	return outcome{result: messages.Failed, reason: orText(err.Error(), ReasonActionFailed), code: ErrorCode(err)}
 }
 
-func (p *Processor) sagaCompensate(ctx context.Context, r *record, st Step, payload []byte, finish func(StepState, string, string), log *zap.Logger) outcome {
+func (p *Processor) sagaCompensate(ctx context.Context, r *record, st Step, payload []byte, finish func(StepState, string, string), log *cmdLog) outcome {
 	switch r.step {
 	case StepNone:
 		finish(StepCompensatedFirst, "", "")
