@@ -56,8 +56,20 @@ func TestSimulation(t *testing.T) {
 	}
 	start := time.Now()
 	results := runSeeds(*flagFirst, seeds, *flagTx)
-	var total Result
-	var failed []uint64
+	total, failed := sumResults(t, results)
+	testreport.Counts(t, fmt.Sprintf("seeds=%d (%d..%d) transactions=%d committed=%d aborted=%d in_doubt=%d %s violations=%d failed_seeds=%v",
+		len(results), *flagFirst, *flagFirst+uint64(seeds)-1, total.Transactions, total.Committed, total.Aborted,
+		total.InDoubt, total.sagaCounts(), len(total.Violations), failed))
+	t.Logf("simulated=%v wall=%v %s", total.SimTime.Round(time.Second), time.Since(start).Round(time.Millisecond), statsLine(total.Stats))
+	if seeds >= 16 {
+		faultsHappened(t, total.Stats)
+	}
+}
+
+// sumResults adds up a batch's results, reports each failed run on t, and
+// returns the sum and the seeds that failed.
+func sumResults(t *testing.T, results []Result) (total Result, failed []uint64) {
+	t.Helper()
 	for _, r := range results {
 		total.Transactions += r.Transactions
 		total.Committed += r.Committed
@@ -76,13 +88,7 @@ func TestSimulation(t *testing.T) {
 			report(t, r)
 		}
 	}
-	testreport.Counts(t, fmt.Sprintf("seeds=%d (%d..%d) transactions=%d committed=%d aborted=%d in_doubt=%d %s violations=%d failed_seeds=%v",
-		len(results), *flagFirst, *flagFirst+uint64(seeds)-1, total.Transactions, total.Committed, total.Aborted,
-		total.InDoubt, total.sagaCounts(), len(total.Violations), failed))
-	t.Logf("simulated=%v wall=%v %s", total.SimTime.Round(time.Second), time.Since(start).Round(time.Millisecond), statsLine(total.Stats))
-	if seeds >= 16 {
-		faultsHappened(t, total.Stats)
-	}
+	return total, failed
 }
 
 // faultsHappened fails t if a batch exercised none of one fault or recovery
@@ -259,24 +265,10 @@ func TestSimulationWithLittleRoom(t *testing.T) {
 	results := runConfigs(seeds, func(i int) Config {
 		return Config{Seed: first + uint64(i), Transactions: tx, MaxInFlight: maxInFlight}
 	})
-	var total Result
-	var failed []uint64
-	for _, r := range results {
-		total.Transactions += r.Transactions
-		total.Committed += r.Committed
-		total.Aborted += r.Aborted
-		total.InDoubt += r.InDoubt
-		total.Violations = append(total.Violations, r.Violations...)
-		total.Stats.add(r.Stats)
-		total.SimTime += r.SimTime
-		if r.Failed() {
-			failed = append(failed, r.Seed)
-			report(t, r)
-		}
-	}
-	testreport.Counts(t, fmt.Sprintf("seeds=%d (%d..%d) max_in_flight=%d transactions=%d committed=%d aborted=%d in_doubt=%d violations=%d begins_waited=%d begins_overloaded=%d failed_seeds=%v",
+	total, failed := sumResults(t, results)
+	testreport.Counts(t, fmt.Sprintf("seeds=%d (%d..%d) max_in_flight=%d transactions=%d committed=%d aborted=%d in_doubt=%d %s violations=%d begins_waited=%d begins_overloaded=%d failed_seeds=%v",
 		len(results), first, first+seeds-1, maxInFlight, total.Transactions, total.Committed, total.Aborted, total.InDoubt,
-		len(total.Violations), total.Stats.BeginsWaited, total.Stats.BeginsOverloaded, failed))
+		total.sagaCounts(), len(total.Violations), total.Stats.BeginsWaited, total.Stats.BeginsOverloaded, failed))
 	t.Logf("simulated=%v wall=%v %s", total.SimTime.Round(time.Second), time.Since(start).Round(time.Millisecond), statsLine(total.Stats))
 	if total.Stats.BeginsWaited == 0 {
 		t.Errorf("no begin waited for room in %d seeds with MaxInFlight %d: admission never bound", seeds, maxInFlight)
