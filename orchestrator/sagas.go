@@ -468,7 +468,7 @@ func (s *shard) sagaApply(id string, en *sagaEntry, rd saga.Ready) {
 // attempt got in and the saga is not finished, the recovery loop drives
 // its record.
 func (s *shard) persistSaga(id string, en *sagaEntry, gen uint64, doc sagaDoc, rev uint64) {
-	data, err := json.Marshal(doc)
+	data, err := doc.marshal()
 	if err != nil {
 		s.e.log.Error("a saga record cannot be encoded", zap.String("saga", id), zap.Error(err))
 		return
@@ -609,7 +609,7 @@ func (s *shard) dropSaga(id string, en *sagaEntry, err error) {
 // expireSaga rewrites a finished saga's record with a TTL of the
 // retention, retrying while NATS is unavailable.
 func (e *Engine) expireSaga(id string, doc sagaDoc) {
-	data, err := json.Marshal(doc)
+	data, err := doc.marshal()
 	if err != nil {
 		return
 	}
