@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natstx/natstx/messages"
 	"github.com/natstx/natstx/orchestrator/txn"
 )
 
@@ -34,6 +35,41 @@ type decisionRecord struct {
 	DecidedAt    time.Time `json:"decided_at"`
 	// Revision is the key's revision when read; not stored.
 	Revision uint64 `json:"-"`
+}
+
+// marshal is json.Marshal(r), byte for byte, without reflection: a
+// decision is written twice for every committed transaction (the
+// reflective encoder was 1.7% of all CPU at 256 in flight).
+func (r decisionRecord) marshal() ([]byte, error) {
+	n := 64 + len(r.ID) + len(r.State) + len(r.Owner) + messages.JSONTimeLen(r.DecidedAt)
+	for _, p := range r.Participants {
+		n += len(p) + 3
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"id":`...)
+	b = messages.AppendJSONString(b, r.ID)
+	b = append(b, `,"state":`...)
+	b = messages.AppendJSONString(b, r.State)
+	if len(r.Participants) > 0 {
+		b = append(b, `,"participants":[`...)
+		for i, p := range r.Participants {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = messages.AppendJSONString(b, p)
+		}
+		b = append(b, ']')
+	}
+	if r.Owner != "" {
+		b = append(b, `,"owner":`...)
+		b = messages.AppendJSONString(b, r.Owner)
+	}
+	b = append(b, `,"decided_at":`...)
+	b, err := messages.AppendJSONTime(b, r.DecidedAt)
+	if err != nil {
+		return nil, fmt.Errorf("json: error calling MarshalJSON for type time.Time: %w", err)
+	}
+	return append(b, '}'), nil
 }
 
 // errCommitRefused is returned by decide when an abort was recorded first.
@@ -72,9 +108,9 @@ func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, r
 // instance that took over) counts as success; a recorded abort gives
 // errCommitRefused.
 func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
-	data, err := json.Marshal(decisionRecord{
+	data, err := decisionRecord{
 		ID: rec.ID, State: recordCommitting, Participants: rec.Participants, Owner: s.instance, DecidedAt: s.now().UTC(),
-	})
+	}.marshal()
 	if err != nil {
 		return err
 	}
@@ -104,7 +140,7 @@ func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 // (abortTTL); it returns the state now recorded, which is "committing" or
 // "committed" if a commit decision won the race.
 func (s *recordStore) recordAbort(ctx context.Context, id string) (string, error) {
-	data, err := json.Marshal(decisionRecord{ID: id, State: recordAborted, Owner: s.instance, DecidedAt: s.now().UTC()})
+	data, err := decisionRecord{ID: id, State: recordAborted, Owner: s.instance, DecidedAt: s.now().UTC()}.marshal()
 	if err != nil {
 		return "", err
 	}
@@ -135,7 +171,7 @@ func (s *recordStore) get(ctx context.Context, id string) (decisionRecord, error
 // on the revision it was read at; it fails if anyone changed it since.
 func (s *recordStore) claim(ctx context.Context, rec decisionRecord) (decisionRecord, error) {
 	rec.Owner = s.instance
-	data, err := json.Marshal(rec)
+	data, err := rec.marshal()
 	if err != nil {
 		return rec, err
 	}
@@ -168,7 +204,7 @@ func (s *recordStore) commits(ctx context.Context, after uint64) ([]decisionReco
 // never be recorded for the transaction, and a late question about it is
 // answered commit.
 func (s *recordStore) finish(ctx context.Context, id string) error {
-	data, err := json.Marshal(decisionRecord{ID: id, State: recordCommitted, Owner: s.instance, DecidedAt: s.now().UTC()})
+	data, err := decisionRecord{ID: id, State: recordCommitted, Owner: s.instance, DecidedAt: s.now().UTC()}.marshal()
 	if err != nil {
 		return err
 	}

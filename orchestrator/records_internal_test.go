@@ -1,7 +1,10 @@
 package orchestrator
 
 import (
+	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,5 +49,45 @@ func TestWhatNoCoordinatorWroteIsNeverTakenForADecision(t *testing.T) {
 	}
 	if rec, err := rs.get(ctx, "mine"); err != nil || rec.State != recordCommitting || rec.ID != "mine" {
 		t.Fatalf("a commit record reads back as %+v, %v", rec, err)
+	}
+}
+
+// TestDecisionRecordsAreWrittenAsJSONMarshalWritesThem: marshal gives the
+// bytes of json.Marshal for random records (strings with what JSON escapes,
+// invalid UTF-8, no or many participants, no owner, times with and without
+// nanoseconds in other zones), and fails where it fails (a year past 9999).
+func TestDecisionRecordsAreWrittenAsJSONMarshalWritesThem(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{"", "tx", "<a&b>", "\"q\"", "back\\slash", "\n\t\x01", "\u2028\u2029", "é漢", "\xff\xfe", "a-b_c"}
+	str := func() string {
+		var b strings.Builder
+		for range rng.IntN(4) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	zones := []*time.Location{time.UTC, time.FixedZone("x", 5*3600+1800), time.FixedZone("y", -7*3600)}
+	for i := range 5000 {
+		r := decisionRecord{ID: str(), State: str(), Owner: str(), Revision: rng.Uint64()}
+		switch rng.IntN(3) {
+		case 0: // none
+		case 1:
+			r.Participants = []string{}
+		default:
+			for range 1 + rng.IntN(5) {
+				r.Participants = append(r.Participants, str())
+			}
+		}
+		if rng.IntN(10) > 0 {
+			r.DecidedAt = time.Unix(rng.Int64N(1<<34), rng.Int64N(1e9)*int64(rng.IntN(2))).In(zones[rng.IntN(len(zones))])
+		}
+		if i%500 == 0 {
+			r.DecidedAt = time.Date(10000+rng.IntN(5), 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		want, wantErr := json.Marshal(r)
+		got, err := r.marshal()
+		if (err != nil) != (wantErr != nil) || string(got) != string(want) {
+			t.Fatalf("record %d %+v:\nmarshal     %s (%v)\njson.Marshal %s (%v)", i, r, got, err, want, wantErr)
+		}
 	}
 }

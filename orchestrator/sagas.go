@@ -758,7 +758,7 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 		}
 		prev := doc.Owner
 		doc.Owner = e.cfg.Instance
-		data, err := json.Marshal(doc)
+		data, err := doc.marshal()
 		if err != nil {
 			continue
 		}
