@@ -311,13 +311,18 @@ func mustConsumer(ctx context.Context, t *testing.T, s *jsStore, h *heldScan) je
 func TestJetStreamStoreHeldListingBuffersOneBatch(t *testing.T) {
 	ctx, s, _ := recordsStore(t)
 	const n = 20 * scanBatch
+	// In rounds of a thousand: more asynchronous publishes at once than the
+	// client allows pending (4,000 by default) stall, and one then fails.
 	for i := range n {
 		s.PutAsync(fmt.Sprintf("k%05d", i), []byte("v"), func(err error) { t.Error(err) })
-	}
-	select {
-	case <-s.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("the writes were not acknowledged")
+		if (i+1)%1000 != 0 && i+1 != n {
+			continue
+		}
+		select {
+		case <-s.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			t.Fatal("the writes were not acknowledged")
+		}
 	}
 	lctx, lcancel := context.WithCancel(ctx)
 	count := 0
