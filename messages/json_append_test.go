@@ -3,6 +3,8 @@ package messages
 import (
 	"bytes"
 	"encoding/json"
+	"math"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -24,6 +26,21 @@ func TestExportedJSONHelpersWriteWhatJSONMarshalWrites(t *testing.T) {
 		}
 		if err == nil && JSONTimeLen(at) != len(got) {
 			t.Errorf("JSONTimeLen(%v) = %d, want %d", at, JSONTimeLen(at), len(got))
+		}
+	}
+}
+
+// TestJSONIntLenIsTheLengthOfTheNumber: the counted lengths are those of
+// the numbers written, at every power of ten and at the extremes.
+func TestJSONIntLenIsTheLengthOfTheNumber(t *testing.T) {
+	for _, i := range []int64{0, 1, 9, 10, 99, 100, 101, 999, 1000, -1, -9, -10, -100, 1e9, 1e18 - 1, 1e18, math.MaxInt64, math.MinInt64, math.MinInt64 + 1} {
+		if got, want := JSONIntLen(i), len(strconv.FormatInt(i, 10)); got != want {
+			t.Errorf("JSONIntLen(%d) = %d, want %d", i, got, want)
+		}
+	}
+	for _, u := range []uint64{0, 9, 10, 1e19 - 1, 1e19, math.MaxUint64} {
+		if got, want := JSONUintLen(u), len(strconv.FormatUint(u, 10)); got != want {
+			t.Errorf("JSONUintLen(%d) = %d, want %d", u, got, want)
 		}
 	}
 }

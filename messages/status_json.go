@@ -148,10 +148,7 @@ func jsonStringLen(s string) int { return len(s) + 2 }
 func jsonArrayLen(n int) int { return 2 + max(n-1, 0) }
 
 // jsonIntLen is the length of i in JSON.
-func jsonIntLen(i int) int {
-	var digits [20]byte
-	return len(strconv.AppendInt(digits[:0], int64(i), 10))
-}
+func jsonIntLen(i int) int { return JSONIntLen(int64(i)) }
 
 // jsonTimeLen is the length of t as appendJSONTime writes it (RFC 3339
 // with as many fractional digits as it takes) for a year from 0 to 9999.

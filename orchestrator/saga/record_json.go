@@ -31,11 +31,11 @@ func (r *Record) Marshal() ([]byte, error) {
 // character to escape and its backoff factors are whole numbers below
 // 1e15; a little less otherwise. It serves to size a buffer for AppendJSON.
 func (r *Record) SizeHint() int {
-	n := len(`{"id":`) + stringLen(r.ID) + len(`,"revision":`) + uintLen(r.Revision) +
-		len(`,"definition":`) + r.Definition.sizeHint() + len(`,"state":`) + stringLen(string(r.State)) +
+	n := len(`{"id":`) + messages.JSONStringLen(r.ID) + len(`,"revision":`) + messages.JSONUintLen(r.Revision) +
+		len(`,"definition":`) + r.Definition.sizeHint() + len(`,"state":`) + messages.JSONStringLen(string(r.State)) +
 		len(`,"started_at":`) + messages.JSONTimeLen(r.StartedAt) + len(`,"steps":`) + len(`}`)
 	if r.Reason != "" {
-		n += len(`,"reason":`) + stringLen(r.Reason)
+		n += len(`,"reason":`) + messages.JSONStringLen(r.Reason)
 	}
 	if !r.Deadline.IsZero() {
 		n += len(`,"deadline":`) + messages.JSONTimeLen(r.Deadline)
@@ -46,13 +46,13 @@ func (r *Record) SizeHint() int {
 	if r.Steps == nil {
 		n += len("null")
 	} else {
-		n += arrayLen(len(r.Steps))
+		n += messages.JSONArrayLen(len(r.Steps))
 		for i := range r.Steps {
 			n += r.Steps[i].sizeHint()
 		}
 	}
 	if len(r.Operator) > 0 {
-		n += len(`,"operator":`) + arrayLen(len(r.Operator))
+		n += len(`,"operator":`) + messages.JSONArrayLen(len(r.Operator))
 		for i := range r.Operator {
 			n += r.Operator[i].sizeHint()
 		}
@@ -64,30 +64,30 @@ func (d *Definition) sizeHint() int {
 	n := len(`{"steps":`) + len(`,"retry":`) + d.Retry.sizeHint() +
 		len(`,"compensation":`) + d.Compensation.sizeHint() + len(`}`)
 	if d.Name != "" {
-		n += len(`"name":,`) + stringLen(d.Name)
+		n += len(`"name":,`) + messages.JSONStringLen(d.Name)
 	}
 	if d.Order != "" {
-		n += len(`"order":,`) + stringLen(string(d.Order))
+		n += len(`"order":,`) + messages.JSONStringLen(string(d.Order))
 	}
 	if d.Steps == nil {
 		n += len("null")
 	} else {
-		n += arrayLen(len(d.Steps))
+		n += messages.JSONArrayLen(len(d.Steps))
 		for i := range d.Steps {
 			n += d.Steps[i].sizeHint()
 		}
 	}
 	if d.Deadline != 0 {
-		n += len(`,"deadline":`) + intLen(int64(d.Deadline))
+		n += len(`,"deadline":`) + messages.JSONIntLen(int64(d.Deadline))
 	}
 	if d.Timeout != 0 {
-		n += len(`,"timeout":`) + intLen(int64(d.Timeout))
+		n += len(`,"timeout":`) + messages.JSONIntLen(int64(d.Timeout))
 	}
 	return n
 }
 
 func (s *Step) sizeHint() int {
-	n := len(`{"name":`) + stringLen(s.Name) + len(`,"participant":`) + stringLen(s.Participant) + len(`}`)
+	n := len(`{"name":`) + messages.JSONStringLen(s.Name) + len(`,"participant":`) + messages.JSONStringLen(s.Participant) + len(`}`)
 	if len(s.Action) > 0 {
 		n += len(`,"action":""`) + base64.StdEncoding.EncodedLen(len(s.Action))
 	}
@@ -95,16 +95,16 @@ func (s *Step) sizeHint() int {
 		n += len(`,"compensation":""`) + base64.StdEncoding.EncodedLen(len(s.Compensation))
 	}
 	if len(s.DependsOn) > 0 {
-		n += len(`,"depends_on":`) + arrayLen(len(s.DependsOn))
+		n += len(`,"depends_on":`) + messages.JSONArrayLen(len(s.DependsOn))
 		for _, d := range s.DependsOn {
-			n += stringLen(d)
+			n += messages.JSONStringLen(d)
 		}
 	}
 	if s.Pivot {
 		n += len(`,"pivot":true`)
 	}
 	if s.Timeout != 0 {
-		n += len(`,"timeout":`) + intLen(int64(s.Timeout))
+		n += len(`,"timeout":`) + messages.JSONIntLen(int64(s.Timeout))
 	}
 	if s.Retry != nil {
 		n += len(`,"retry":`) + s.Retry.sizeHint()
@@ -117,21 +117,21 @@ func (s *Step) sizeHint() int {
 func (p *RetryPolicy) sizeHint() int {
 	n := len(`{}`)
 	if p.InitialInterval != 0 {
-		n += len(`,"initial_interval":`) + intLen(int64(p.InitialInterval))
+		n += len(`,"initial_interval":`) + messages.JSONIntLen(int64(p.InitialInterval))
 	}
 	if p.BackoffFactor != 0 {
 		n += len(`,"backoff_factor":`) + floatLen(p.BackoffFactor)
 	}
 	if p.MaxInterval != 0 {
-		n += len(`,"max_interval":`) + intLen(int64(p.MaxInterval))
+		n += len(`,"max_interval":`) + messages.JSONIntLen(int64(p.MaxInterval))
 	}
 	if p.MaxAttempts != 0 {
-		n += len(`,"max_attempts":`) + intLen(int64(p.MaxAttempts))
+		n += len(`,"max_attempts":`) + messages.JSONIntLen(int64(p.MaxAttempts))
 	}
 	if len(p.NonRetryable) > 0 {
-		n += len(`,"non_retryable":`) + arrayLen(len(p.NonRetryable))
+		n += len(`,"non_retryable":`) + messages.JSONArrayLen(len(p.NonRetryable))
 		for _, c := range p.NonRetryable {
-			n += stringLen(c)
+			n += messages.JSONStringLen(c)
 		}
 	}
 	if n > len(`{}`) {
@@ -143,19 +143,19 @@ func (p *RetryPolicy) sizeHint() int {
 func (c *CompensationPolicy) sizeHint() int {
 	n := len(`{}`)
 	if c.InitialInterval != 0 {
-		n += len(`,"initial_interval":`) + intLen(int64(c.InitialInterval))
+		n += len(`,"initial_interval":`) + messages.JSONIntLen(int64(c.InitialInterval))
 	}
 	if c.BackoffFactor != 0 {
 		n += len(`,"backoff_factor":`) + floatLen(c.BackoffFactor)
 	}
 	if c.MaxInterval != 0 {
-		n += len(`,"max_interval":`) + intLen(int64(c.MaxInterval))
+		n += len(`,"max_interval":`) + messages.JSONIntLen(int64(c.MaxInterval))
 	}
 	if c.StuckAfterAttempts != 0 {
-		n += len(`,"stuck_after_attempts":`) + intLen(int64(c.StuckAfterAttempts))
+		n += len(`,"stuck_after_attempts":`) + messages.JSONIntLen(int64(c.StuckAfterAttempts))
 	}
 	if c.StuckAfter != 0 {
-		n += len(`,"stuck_after":`) + intLen(int64(c.StuckAfter))
+		n += len(`,"stuck_after":`) + messages.JSONIntLen(int64(c.StuckAfter))
 	}
 	if n > len(`{}`) {
 		n--
@@ -164,9 +164,9 @@ func (c *CompensationPolicy) sizeHint() int {
 }
 
 func (s *StepRecord) sizeHint() int {
-	n := len(`{"name":`) + stringLen(s.Name) + len(`,"status":`) + stringLen(string(s.Status)) + len(`}`)
+	n := len(`{"name":`) + messages.JSONStringLen(s.Name) + len(`,"status":`) + messages.JSONStringLen(string(s.Status)) + len(`}`)
 	if s.Attempts != 0 {
-		n += len(`,"attempts":`) + intLen(int64(s.Attempts))
+		n += len(`,"attempts":`) + messages.JSONIntLen(int64(s.Attempts))
 	}
 	if !s.FirstAttemptAt.IsZero() {
 		n += len(`,"first_attempt_at":`) + messages.JSONTimeLen(s.FirstAttemptAt)
@@ -175,16 +175,16 @@ func (s *StepRecord) sizeHint() int {
 		n += len(`,"may_have_run":true`)
 	}
 	if s.CompensationAttempts != 0 {
-		n += len(`,"compensation_attempts":`) + intLen(int64(s.CompensationAttempts))
+		n += len(`,"compensation_attempts":`) + messages.JSONIntLen(int64(s.CompensationAttempts))
 	}
 	if !s.CompensationStartedAt.IsZero() {
 		n += len(`,"compensation_started_at":`) + messages.JSONTimeLen(s.CompensationStartedAt)
 	}
 	if s.LastError != "" {
-		n += len(`,"last_error":`) + stringLen(s.LastError)
+		n += len(`,"last_error":`) + messages.JSONStringLen(s.LastError)
 	}
 	if s.LastCode != "" {
-		n += len(`,"last_code":`) + stringLen(s.LastCode)
+		n += len(`,"last_code":`) + messages.JSONStringLen(s.LastCode)
 	}
 	if !s.NextRetryAt.IsZero() {
 		n += len(`,"next_retry_at":`) + messages.JSONTimeLen(s.NextRetryAt)
@@ -193,44 +193,16 @@ func (s *StepRecord) sizeHint() int {
 		n += len(`,"stuck":true`)
 	}
 	if s.Note != "" {
-		n += len(`,"note":`) + stringLen(s.Note)
+		n += len(`,"note":`) + messages.JSONStringLen(s.Note)
 	}
 	return n
 }
 
 func (a *OperatorAction) sizeHint() int {
-	n := len(`{"at":`) + messages.JSONTimeLen(a.At) + len(`,"kind":`) + stringLen(string(a.Kind)) +
-		len(`,"who":`) + stringLen(a.Who) + len(`,"why":`) + stringLen(a.Why) + len(`}`)
+	n := len(`{"at":`) + messages.JSONTimeLen(a.At) + len(`,"kind":`) + messages.JSONStringLen(string(a.Kind)) +
+		len(`,"who":`) + messages.JSONStringLen(a.Who) + len(`,"why":`) + messages.JSONStringLen(a.Why) + len(`}`)
 	if a.Step != "" {
-		n += len(`,"step":`) + stringLen(a.Step)
-	}
-	return n
-}
-
-// stringLen is the length of s as a JSON string if no character of s is
-// escaped.
-func stringLen(s string) int { return len(s) + 2 }
-
-// arrayLen is the length of the brackets and commas of an array of n
-// elements.
-func arrayLen(n int) int { return 2 + max(n-1, 0) }
-
-// intLen is the length of i in decimal.
-func intLen(i int64) int {
-	if i < 0 {
-		return 1 + uintLen(uint64(-i)) // -MinInt64 is MinInt64, whose uint64 is its magnitude
-	}
-	return uintLen(uint64(i))
-}
-
-// uintLen is the length of u in decimal, counted without writing it.
-func uintLen(u uint64) int {
-	n := 1
-	for ; u >= 100; u /= 100 {
-		n += 2
-	}
-	if u >= 10 {
-		n++
+		n += len(`,"step":`) + messages.JSONStringLen(a.Step)
 	}
 	return n
 }
@@ -239,7 +211,7 @@ func uintLen(u uint64) int {
 // magnitude (a backoff factor usually is), and a guess otherwise.
 func floatLen(f float64) int {
 	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
-		return intLen(int64(f))
+		return messages.JSONIntLen(int64(f))
 	}
 	return len("1.25")
 }

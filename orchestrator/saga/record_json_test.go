@@ -405,16 +405,3 @@ func BenchmarkRecordEncode(b *testing.B) {
 		}
 	})
 }
-
-func TestIntLenIsTheLengthOfTheNumber(t *testing.T) {
-	for _, i := range []int64{0, 1, 9, 10, 99, 100, 101, 999, 1000, -1, -9, -10, -100, 1e9, 1e18 - 1, 1e18, math.MaxInt64, math.MinInt64, math.MinInt64 + 1} {
-		if got, want := intLen(i), len(strconv.FormatInt(i, 10)); got != want {
-			t.Errorf("intLen(%d) = %d, want %d", i, got, want)
-		}
-	}
-	for _, u := range []uint64{0, 9, 10, 1e19 - 1, 1e19, math.MaxUint64} {
-		if got, want := uintLen(u), len(strconv.FormatUint(u, 10)); got != want {
-			t.Errorf("uintLen(%d) = %d, want %d", u, got, want)
-		}
-	}
-}
