@@ -100,7 +100,10 @@ type Config struct {
 	// written at once: the orphan sweep finds a dead instance's undecided
 	// transactions by the first, and users expect the outcome as soon as it
 	// is known (an abort decision is the outcome its waiters are told at
-	// once). Default 100ms; negative writes each change at once.
+	// once). A saga's first and final statuses are written at once, the
+	// changes between them (one per step) once StatusLinger has passed: a
+	// saga that ends within it writes two statuses, whatever its steps.
+	// Default 100ms; negative writes each change at once.
 	StatusLinger time.Duration
 	// Logger receives the engine's logs; default none.
 	Logger *zap.Logger

@@ -97,8 +97,8 @@ func (g *groupStore) Create(ctx context.Context, key string, value []byte, ttl t
 	return g.await(ctx, &groupWrite{ctx: ctx, op: opCreate, key: key, value: value, ttl: ttl})
 }
 
-func (g *groupStore) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
-	return g.await(ctx, &groupWrite{ctx: ctx, op: opUpdate, key: key, value: value, rev: revision})
+func (g *groupStore) Update(ctx context.Context, key string, value []byte, revision uint64, ttl time.Duration) (uint64, error) {
+	return g.await(ctx, &groupWrite{ctx: ctx, op: opUpdate, key: key, value: value, rev: revision, ttl: ttl})
 }
 
 func (g *groupStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
@@ -209,7 +209,7 @@ func (g *groupStore) alone(w *groupWrite) {
 	case opCreate:
 		rev, err = g.jsStore.Create(ctx, w.key, w.value, w.ttl)
 	case opUpdate:
-		rev, err = g.jsStore.Update(ctx, w.key, w.value, w.rev)
+		rev, err = g.jsStore.Update(ctx, w.key, w.value, w.rev, w.ttl)
 	default:
 		rev, err = g.jsStore.Put(ctx, w.key, w.value, w.ttl)
 	}

@@ -113,9 +113,9 @@ func TestGroupCommitKeepsEachWritesCheckAndRevision(t *testing.T) {
 		case 0:
 			return f.g.Create(f.ctx, key, []byte("again"), 0)
 		case 1:
-			return f.g.Update(f.ctx, key, []byte("stale"), revs[i]+100000)
+			return f.g.Update(f.ctx, key, []byte("stale"), revs[i]+100000, 0)
 		case 2:
-			return f.g.Update(f.ctx, key, []byte("updated"), revs[i])
+			return f.g.Update(f.ctx, key, []byte("updated"), revs[i], 0)
 		default:
 			return f.g.Put(f.ctx, key, []byte("put"), 0)
 		}

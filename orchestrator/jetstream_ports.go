@@ -138,12 +138,25 @@ func (s *jsStore) Create(ctx context.Context, key string, value []byte, ttl time
 	return rev, err
 }
 
-func (s *jsStore) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
-	rev, err := s.kv.Update(ctx, key, value, revision)
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
+func (s *jsStore) Update(ctx context.Context, key string, value []byte, revision uint64, ttl time.Duration) (uint64, error) {
+	if ttl <= 0 {
+		rev, err := s.kv.Update(ctx, key, value, revision)
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, fmt.Errorf("%w: %s in %s", ErrRevisionChanged, key, s.bucket)
+		}
+		return rev, err
+	}
+	// The key-value API has no update with a TTL: the same publish, its
+	// check and its TTL in one message.
+	ack, err := s.js.Publish(ctx, s.subject(key), value,
+		jetstream.WithExpectLastSequencePerSubject(revision), jetstream.WithMsgTTL(ttl))
+	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 		return 0, fmt.Errorf("%w: %s in %s", ErrRevisionChanged, key, s.bucket)
 	}
-	return rev, err
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }
 
 func (s *jsStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {

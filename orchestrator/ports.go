@@ -26,8 +26,9 @@ type Store interface {
 	// the entry expire after ttl.
 	Create(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error)
 	// Update writes key only if its live entry has the given revision;
-	// ErrRevisionChanged otherwise.
-	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	// ErrRevisionChanged otherwise. ttl > 0 makes the new entry expire after
+	// ttl.
+	Update(ctx context.Context, key string, value []byte, revision uint64, ttl time.Duration) (uint64, error)
 	// Put writes key unconditionally; ttl > 0 makes the entry expire after ttl.
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error)
 	// PutAsync writes key unconditionally without waiting; onErr, if not nil,

@@ -175,7 +175,7 @@ func (s *recordStore) claim(ctx context.Context, rec decisionRecord) (decisionRe
 	if err != nil {
 		return rec, err
 	}
-	rev, err := s.kv.Update(ctx, rec.ID, data, rec.Revision)
+	rev, err := s.kv.Update(ctx, rec.ID, data, rec.Revision, 0)
 	rec.Revision = rev
 	return rec, err
 }

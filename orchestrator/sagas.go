@@ -72,6 +72,16 @@ type sagaEntry struct {
 	hist history
 	// trace is its spans; nil when tracing is off.
 	trace *txTrace
+	// statusWritten: its first status is written (or on its way);
+	// statusQueued: a change waits for the next status write
+	// (Config.StatusLinger).
+	statusWritten, statusQueued bool
+}
+
+// queuedSaga is a saga whose status waits for the next status write.
+type queuedSaga struct {
+	id string
+	en *sagaEntry
 }
 
 type sagaResult struct {
@@ -473,6 +483,12 @@ func (s *shard) persistSaga(id string, en *sagaEntry, gen uint64, doc sagaDoc, r
 		s.e.log.Error("a saga record cannot be encoded", zap.String("saga", id), zap.Error(err))
 		return
 	}
+	// A final record expires after the retention, by the TTL of the write
+	// that makes it final.
+	var ttl time.Duration
+	if doc.Record.State.Final() {
+		ttl = s.e.cfg.Retention
+	}
 	lost := func(why string) {
 		s.e.log.Warn("a saga record is not written: "+why, zap.String("saga", id), zap.Uint64("revision", doc.Record.Revision))
 		s.post(sagaPersistedEvent{id: id, en: en, gen: gen, lost: true})
@@ -486,9 +502,9 @@ func (s *shard) persistSaga(id string, en *sagaEntry, gen uint64, doc sagaDoc, r
 		ctx, cancel := s.e.withTimeout(s.e.base, 5*time.Second)
 		var newRev uint64
 		if rev == 0 {
-			newRev, err = s.e.stores.Sagas.Create(ctx, id, data, 0)
+			newRev, err = s.e.stores.Sagas.Create(ctx, id, data, ttl)
 		} else {
-			newRev, err = s.e.stores.Sagas.Update(ctx, id, data, rev)
+			newRev, err = s.e.stores.Sagas.Update(ctx, id, data, rev, ttl)
 		}
 		if errors.Is(err, ErrEntryExists) || errors.Is(err, ErrRevisionChanged) {
 			// Our own write whose answer was lost, or another owner's.
@@ -557,7 +573,7 @@ func (s *shard) sagaEffects(id string, en *sagaEntry, rd saga.Ready) {
 	if rd.Done {
 		s.e.noteEnded(&en.hist, string(rec.State))
 	}
-	s.e.publishSagaStatus(rec, en.started, &en.hist)
+	s.queueSagaStatus(id, en, rec)
 	if rd.Done {
 		s.finishSaga(id, en, rec)
 	}
@@ -588,9 +604,6 @@ func (s *shard) finishSaga(id string, en *sagaEntry, rec saga.Record) {
 	now := s.e.now()
 	s.sagaExpiry.add(id, now.Add(s.e.cfg.Retention))
 	s.sagaExpiry.expire(now, s.rememberLimit(), func(id string) { delete(s.finishedSagas, id) })
-	// The final record stays for the retention, then expires.
-	doc := sagaDoc{Owner: s.e.cfg.Instance, Record: rec}
-	s.e.spawn(func() { s.e.expireSaga(id, doc) })
 }
 
 // dropSaga stops driving a saga another instance took over.
@@ -604,25 +617,6 @@ func (s *shard) dropSaga(id string, en *sagaEntry, err error) {
 		w <- sagaResult{rec: en.sg.Record(), err: err}
 	}
 	en.trace.end("dropped", err.Error())
-}
-
-// expireSaga rewrites a finished saga's record with a TTL of the
-// retention, retrying while NATS is unavailable.
-func (e *Engine) expireSaga(id string, doc sagaDoc) {
-	data, err := doc.marshal()
-	if err != nil {
-		return
-	}
-	wait := 100 * time.Millisecond
-	for !e.halted.Load() {
-		ctx, cancel := e.withTimeout(e.base, 5*time.Second)
-		_, err := e.stores.Sagas.Put(ctx, id, data, e.cfg.Retention)
-		cancel()
-		if err == nil || !e.sleep(wait) {
-			return
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
 }
 
 // publishSaga sends one saga command.
@@ -681,6 +675,43 @@ func sagaStatusOf(rec saga.Record, owner string, started, now time.Time) message
 		st.WaitingSince = st.StartedAt
 	}
 	return st
+}
+
+// queueSagaStatus writes the status of a saga whose record rec is durable:
+// its first status and its final one at once, the changes between them
+// once Config.StatusLinger has passed (or at once, when that is negative).
+// A saga that ends within the linger writes two statuses, whatever its
+// steps: the status shows its progress to those who look, and is not what
+// recovery drives it by (its record is). The status a flush writes is of
+// the durable record: one being written then is queued again when it is
+// durable.
+func (s *shard) queueSagaStatus(id string, en *sagaEntry, rec saga.Record) {
+	if s.e.status == nil {
+		return
+	}
+	if s.e.cfg.StatusLinger < 0 || !en.statusWritten || rec.State.Final() {
+		en.statusWritten = true
+		s.e.publishSagaStatus(rec, en.started, &en.hist)
+		return
+	}
+	if !en.statusQueued {
+		en.statusQueued = true
+		s.sagaStatuses = append(s.sagaStatuses, queuedSaga{id: id, en: en})
+	}
+	s.scheduleStatusFlush()
+}
+
+// flushSagaStatuses writes the status of each saga queued that this shard
+// still drives and whose record is durable.
+func (s *shard) flushSagaStatuses() {
+	for i, q := range s.sagaStatuses {
+		q.en.statusQueued = false
+		if s.sagas[q.id] == q.en && !q.en.persisting {
+			s.e.publishSagaStatus(q.en.sg.Record(), q.en.started, &q.en.hist)
+		}
+		s.sagaStatuses[i] = queuedSaga{}
+	}
+	s.sagaStatuses = s.sagaStatuses[:0]
 }
 
 // publishSagaStatus writes a saga's status without waiting; a final one is
@@ -762,7 +793,7 @@ func (e *Engine) recoverSagas(after uint64) (uint64, bool) {
 		if err != nil {
 			continue
 		}
-		rev, err := e.stores.Sagas.Update(ctx, doc.Record.ID, data, kve.Revision)
+		rev, err := e.stores.Sagas.Update(ctx, doc.Record.ID, data, kve.Revision, 0)
 		if err != nil {
 			// Changed since, or claimed by another instance first; or the
 			// write failed, or applied with its answer lost: the next scan

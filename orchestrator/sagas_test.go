@@ -482,7 +482,7 @@ func (s *memStore) Create(_ context.Context, key string, value []byte, _ time.Du
 	return rev, nil
 }
 
-func (s *memStore) Update(_ context.Context, key string, value []byte, rev uint64) (uint64, error) {
+func (s *memStore) Update(_ context.Context, key string, value []byte, rev uint64, _ time.Duration) (uint64, error) {
 	if s.gate != nil {
 		<-s.gate
 	}
@@ -696,4 +696,101 @@ func TestSagaIsNotRunAgainAfterItsRecordExpired(t *testing.T) {
 	if n := cmds.count(); n != 0 {
 		t.Fatalf("%d commands sent for a saga whose first record was never known written", n)
 	}
+}
+
+// bucketWrites is how many messages the stream of key-value bucket has
+// stored since it was made (its last sequence).
+func bucketWrites(t *testing.T, js jetstream.JetStream, bucket string) uint64 {
+	t.Helper()
+	s, err := js.Stream(ctxT(t, 5*time.Second), "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// TestAFastSagaWritesTwoStatusesAndItsFinalRecordOnce: a three-step saga
+// that ends within StatusLinger writes its first status and its final one,
+// not one per step (with a negative linger, every step's is written); its
+// record is written four times (created, then once per step), the write
+// that makes it final carrying the retention as its TTL, with no rewrite
+// of it afterwards to make it expire.
+func TestAFastSagaWritesTwoStatusesAndItsFinalRecordOnce(t *testing.T) {
+	for _, tc := range []struct {
+		linger   time.Duration
+		statuses uint64
+	}{
+		{time.Hour, 2},
+		{-1, 4},
+	} {
+		f := newFixture(t, orchestrator.Config{StatusLinger: tc.linger, Retention: 90 * time.Minute})
+		f.sagaParticipant("a", always(messages.Ack))
+		f.sagaParticipant("b", always(messages.Ack))
+		f.sagaParticipant("c", always(messages.Ack))
+		rec, err := f.eng.ExecuteSaga(ctxT(t, 20*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b", "c")})
+		if err != nil || rec.State != saga.StateCompleted {
+			t.Fatalf("linger %v: want completed, got %s %q %v", tc.linger, rec.State, rec.Reason, err)
+		}
+		c := newClient(t, f)
+		waitFor(t, func() bool {
+			st, err := c.Status(ctxT(t, 5*time.Second), rec.ID)
+			return err == nil && st.State == "completed"
+		}, "the status to say completed")
+		js, err := jetstream.New(f.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What a late write would add has had time to land.
+		time.Sleep(300 * time.Millisecond)
+		if got := bucketWrites(t, js, messages.StatusBucket); got != tc.statuses {
+			t.Errorf("linger %v: %d status writes, want %d", tc.linger, got, tc.statuses)
+		}
+		if got := bucketWrites(t, js, orchestrator.SagaBucket); got != 4 {
+			t.Errorf("linger %v: %d saga record writes, want 4 (a create and one per step)", tc.linger, got)
+		}
+		s, err := js.Stream(ctxT(t, 5*time.Second), "KV_"+orchestrator.SagaBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.GetLastMsgForSubject(ctxT(t, 5*time.Second), "$KV."+orchestrator.SagaBucket+"."+rec.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl := m.Header.Get(jetstream.MsgTTLHeader); ttl != "1h30m0s" || !strings.Contains(string(m.Data), `"state":"completed"`) {
+			t.Errorf("linger %v: the final record has %s=%q, want 1h30m0s; record %s", tc.linger, jetstream.MsgTTLHeader, ttl, m.Data)
+		}
+	}
+}
+
+// TestASlowSagasProgressIsWrittenOnceTheLingerHasPassed: a saga held at
+// its second step has the status of that step written within the linger,
+// though only its first and final statuses are written at once.
+func TestASlowSagasProgressIsWrittenOnceTheLingerHasPassed(t *testing.T) {
+	f := newFixture(t, orchestrator.Config{StatusLinger: 50 * time.Millisecond})
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	f.sagaParticipant("a", always(messages.Ack))
+	f.sagaParticipant("b", func(messages.Command) (messages.Result, string) { <-release; return messages.Ack, "" })
+	f.sagaParticipant("c", always(messages.Ack))
+	id, err := f.eng.BeginSaga(ctxT(t, 5*time.Second), orchestrator.SagaRequest{Definition: threeSteps("a", "b", "c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, f)
+	var st messages.TxStatus
+	waitFor(t, func() bool {
+		st, err = c.Status(ctxT(t, 5*time.Second), id)
+		return err == nil && len(st.Steps) == 3 && st.Steps[0].Status == "done" && st.Steps[1].Status == "running"
+	}, "the status to say step1 done, step2 running")
+	open()
+	waitFor(t, func() bool {
+		st, err = c.Status(ctxT(t, 5*time.Second), id)
+		return err == nil && st.State == "completed"
+	}, "the status to say completed")
 }

@@ -32,6 +32,9 @@ type shard struct {
 	// statusFlush is set while a write of them is scheduled.
 	statuses    []*entry
 	statusFlush bool
+	// sagaStatuses are the sagas whose status changed since the last
+	// status write, alike.
+	sagaStatuses []queuedSaga
 
 	// queue is a simulated engine's inbox, emptied by Engine.Pump.
 	mu    sync.Mutex

@@ -120,16 +120,23 @@ func (s *shard) queueStatus(en *entry) {
 		en.statusQueued = true
 		s.statuses = append(s.statuses, en)
 	}
+	s.scheduleStatusFlush()
+}
+
+// scheduleStatusFlush has the statuses queued written once
+// Config.StatusLinger has passed, unless that is scheduled already.
+func (s *shard) scheduleStatusFlush() {
 	if !s.statusFlush {
 		s.statusFlush = true
 		s.e.drv.AfterFunc(s.e.cfg.StatusLinger, func() { s.post(statusFlushEvent{}) })
 	}
 }
 
-// flushStatuses writes the latest status of each transaction queued,
-// unless it is final (written when it became so).
+// flushStatuses writes the latest status of each transaction and saga
+// queued, unless it is final (written when it became so).
 func (s *shard) flushStatuses() {
 	s.statusFlush = false
+	s.flushSagaStatuses()
 	for i, en := range s.statuses {
 		en.statusQueued = false
 		if !en.tx.State().Final() {
@@ -245,7 +252,7 @@ func (e *Engine) replaceOwnStatus(ctx context.Context, doc messages.TxStatus) er
 	if err != nil {
 		return err
 	}
-	_, err = e.status.Update(ctx, doc.ID, data, cur.Revision)
+	_, err = e.status.Update(ctx, doc.ID, data, cur.Revision, 0)
 	return err
 }
 
@@ -276,7 +283,7 @@ func (e *Engine) updateStatus(ctx context.Context, id string, ifAbsent *messages
 	if err != nil {
 		return err
 	}
-	_, err = e.status.Update(ctx, id, data, en.Revision)
+	_, err = e.status.Update(ctx, id, data, en.Revision, 0)
 	return err
 }
 

@@ -329,7 +329,7 @@ Transactions still running then stay in the stream and buckets.`,
 	addConsoleFlags(f, &o.console)
 	f.Float64Var(&o.maxBeginRate, "max-begin-rate", 0, "the most begins a second this coordinator accepts through its API (tx begin, bench --nats, clients) from each identity (each operator user of natstx auth; callers NATS does not name share one limit), bursts up to one second's worth; beyond it a begin is refused with a clear error (0: no limit)")
 	f.StringVar(&o.groupCommit, "group-commit", "auto", groupCommitHelp)
-	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's committing status waits before it is written to the status bucket; a commit that ends sooner writes only its begin and final status (0: write every change at once)")
+	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's committing status, and a saga's status at each step, waits before it is written to the status bucket; a commit or saga that ends sooner writes only its first and final status (0: write every change at once)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
 	f.DurationVar(&o.startTimeout, "start-timeout", time.Minute, "how long to wait for JetStream (a cluster forming) at start-up")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level on stderr (debug, info, warn, error)")

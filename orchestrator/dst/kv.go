@@ -111,12 +111,12 @@ func (b *kvBucket) create(writer, key string, value []byte, ttl time.Duration) (
 	return b.write(writer, "create", key, value, ttl, false), nil
 }
 
-func (b *kvBucket) update(writer, key string, value []byte, rev uint64) (uint64, error) {
+func (b *kvBucket) update(writer, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error) {
 	en := b.live(key)
 	if en == nil || en.rev != rev {
 		return 0, orchestrator.ErrRevisionChanged
 	}
-	return b.write(writer, "update", key, value, 0, false), nil
+	return b.write(writer, "update", key, value, ttl, false), nil
 }
 
 // entries returns the live entries whose revision is above after, in
@@ -241,12 +241,12 @@ func (v *kvView) Create(ctx context.Context, key string, value []byte, ttl time.
 	return rev, err
 }
 
-func (v *kvView) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+func (v *kvView) Update(ctx context.Context, key string, value []byte, revision uint64, ttl time.Duration) (uint64, error) {
 	var rev uint64
 	value = slices.Clone(value)
 	err := v.call(ctx, "update", key, func() error {
 		var err error
-		rev, err = v.b.update(v.writer, key, value, revision)
+		rev, err = v.b.update(v.writer, key, value, revision, ttl)
 		return err
 	})
 	return rev, err

@@ -37,10 +37,10 @@ func TestKVSemantics(t *testing.T) {
 		if _, err := v.Create(ctx, "k", []byte("b"), 0); !errors.Is(err, orchestrator.ErrEntryExists) {
 			t.Fatalf("second Create: %v", err)
 		}
-		if _, err := v.Update(ctx, "k", []byte("b"), r1+7); !errors.Is(err, orchestrator.ErrRevisionChanged) {
+		if _, err := v.Update(ctx, "k", []byte("b"), r1+7, 0); !errors.Is(err, orchestrator.ErrRevisionChanged) {
 			t.Fatalf("Update at a wrong revision: %v", err)
 		}
-		r2, err := v.Update(ctx, "k", []byte("b"), r1)
+		r2, err := v.Update(ctx, "k", []byte("b"), r1, 0)
 		must("update", err)
 		en, err := v.Get(ctx, "k")
 		must("get", err)
@@ -51,7 +51,7 @@ func TestKVSemantics(t *testing.T) {
 		if _, err := v.Get(ctx, "k"); !errors.Is(err, orchestrator.ErrNoEntry) {
 			t.Fatalf("Get of a deleted key: %v", err)
 		}
-		if _, err := v.Update(ctx, "k", []byte("c"), r2); !errors.Is(err, orchestrator.ErrRevisionChanged) {
+		if _, err := v.Update(ctx, "k", []byte("c"), r2, 0); !errors.Is(err, orchestrator.ErrRevisionChanged) {
 			t.Fatalf("Update of a deleted key: %v", err)
 		}
 		_, err = v.Create(ctx, "k", []byte("over the marker"), 0)
