@@ -37,6 +37,39 @@ var inventorySchema = []string{
 	seedItems(),
 }
 
+// The statements the inventory's handlers run, prepared once per database
+// (inventoryStmts).
+const (
+	// invReserve reserves units at prepare.
+	invReserve = `UPDATE stock SET available = available - ?, reserved = reserved + ? WHERE item = ? AND available >= ?`
+	// invStage records a staged reservation at prepare.
+	invStage = `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'staged')`
+	// invStaged reads a staged reservation at commit or abort.
+	invStaged = `SELECT item, qty FROM reservations WHERE txid = ? AND state = 'staged'`
+	// invTake takes units at a saga action.
+	invTake = `UPDATE stock SET available = available - ?, sold = sold + ? WHERE item = ? AND available >= ?`
+	// invApply records an applied reservation at a saga action.
+	invApply = `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'applied')`
+	// invApplied reads an applied reservation at a compensation.
+	invApplied = `SELECT item, qty FROM reservations WHERE txid = ? AND state = 'applied'`
+	// invGiveBack returns sold units to stock at a compensation.
+	invGiveBack = `UPDATE stock SET sold = sold - ?, available = available + ? WHERE item = ?`
+	// invSetState sets a reservation's state.
+	invSetState = `UPDATE reservations SET state = ? WHERE txid = ?`
+)
+
+// invFinish moves reserved units to column to (sold at commit, available at
+// abort).
+func invFinish(to string) string {
+	return `UPDATE stock SET reserved = reserved - ?, ` + to + ` = ` + to + ` + ? WHERE item = ?`
+}
+
+// inventoryStmts lists every statement the inventory's handlers run.
+var inventoryStmts = append([]string{
+	invReserve, invStage, invStaged, invTake, invApply, invApplied, invGiveBack, invSetState,
+	invFinish("sold"), invFinish("available"),
+}, unknownKeyStmts("stock", "item")...)
+
 func seedItems() string {
 	q := `INSERT INTO stock (item, total, available, reserved, sold) VALUES `
 	for i, it := range InventoryItems {
@@ -51,7 +84,11 @@ func seedItems() string {
 // Inventory reserves stock at prepare, takes it at commit and releases it at
 // abort. Invariant: for every item, available + reserved + sold = total, and
 // reserved is the sum of the staged reservations.
-type Inventory struct{ db *sql.DB }
+type Inventory struct {
+	db *sql.DB
+	// stmts holds the handlers' statements prepared on db.
+	stmts *stmtCache
+}
 
 // Kind is "inventory".
 func (*Inventory) Kind() string { return "inventory" }
@@ -71,17 +108,17 @@ func (s *Inventory) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.T
 	if p := inventoryProblem(payload, &o); p != "" {
 		return fmt.Errorf("%w: %s", ErrRefused, shapeError("inventory", payload, inventoryShape, p))
 	}
-	n, err := exec(ctx, dbtx, `UPDATE stock SET available = available - ?, reserved = reserved + ? WHERE item = ? AND available >= ?`, o.Qty, o.Qty, o.Item, o.Qty)
+	n, err := exec(ctx, s.stmts, dbtx, invReserve, o.Qty, o.Qty, o.Item, o.Qty)
 	if err != nil {
 		return fmt.Errorf("inventory: reserving: %w", err)
 	}
 	if n != 1 {
-		if msg, err := unknownKey(ctx, dbtx, "stock", "item", "item", o.Item, ""); err != nil || msg != "" {
+		if msg, err := unknownKey(ctx, s.stmts, dbtx, "stock", "item", "item", o.Item, ""); err != nil || msg != "" {
 			return cmpErr(err, fmt.Errorf("%w: %s", ErrRefused, msg))
 		}
 		return fmt.Errorf("%w: out of stock: %d of %q", ErrRefused, o.Qty, o.Item)
 	}
-	_, err = exec(ctx, dbtx, `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'staged')`, tx.ID, o.Item, o.Qty)
+	_, err = exec(ctx, s.stmts, dbtx, invStage, tx.ID, o.Item, o.Qty)
 	return err
 }
 
@@ -94,17 +131,17 @@ func (s *Inventory) Action(ctx context.Context, dbtx *sql.Tx, st participants.St
 	if p := inventoryProblem(payload, &o); p != "" {
 		return participants.Refuse(CodeBadPayload, shapeError("inventory", payload, inventoryShape, p))
 	}
-	n, err := exec(ctx, dbtx, `UPDATE stock SET available = available - ?, sold = sold + ? WHERE item = ? AND available >= ?`, o.Qty, o.Qty, o.Item, o.Qty)
+	n, err := exec(ctx, s.stmts, dbtx, invTake, o.Qty, o.Qty, o.Item, o.Qty)
 	if err != nil {
 		return fmt.Errorf("inventory: taking stock: %w", err)
 	}
 	if n != 1 {
-		if msg, err := unknownKey(ctx, dbtx, "stock", "item", "item", o.Item, ""); err != nil || msg != "" {
+		if msg, err := unknownKey(ctx, s.stmts, dbtx, "stock", "item", "item", o.Item, ""); err != nil || msg != "" {
 			return cmpErr(err, participants.Refuse(CodeOutOfStock, msg)) // an unknown key is refused with the same code
 		}
 		return participants.Refuse(CodeOutOfStock, fmt.Sprintf("out of stock: %d of %q", o.Qty, o.Item))
 	}
-	_, err = exec(ctx, dbtx, `INSERT INTO reservations (txid, item, qty, state) VALUES (?, ?, ?, 'applied')`, StepKey(st.SagaID, st.Name), o.Item, o.Qty)
+	_, err = exec(ctx, s.stmts, dbtx, invApply, StepKey(st.SagaID, st.Name), o.Item, o.Qty)
 	return err
 }
 
@@ -114,13 +151,13 @@ func (s *Inventory) Compensate(ctx context.Context, dbtx *sql.Tx, st participant
 	key := StepKey(st.SagaID, st.Name)
 	var item string
 	var qty int
-	if err := dbtx.QueryRowContext(ctx, `SELECT item, qty FROM reservations WHERE txid = ? AND state = 'applied'`, key).Scan(&item, &qty); err != nil {
+	if err := scanRow(ctx, s.stmts, dbtx, invApplied, []any{key}, &item, &qty); err != nil {
 		return fmt.Errorf("inventory: reservation of %s: %w", key, err)
 	}
-	if err := one(ctx, dbtx, "inventory: stock", `UPDATE stock SET sold = sold - ?, available = available + ? WHERE item = ?`, qty, qty, item); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "inventory: stock", invGiveBack, qty, qty, item); err != nil {
 		return err
 	}
-	return one(ctx, dbtx, "inventory: reservation", `UPDATE reservations SET state = ? WHERE txid = ?`, string(TxReleased), key)
+	return one(ctx, s.stmts, dbtx, "inventory: reservation", invSetState, string(TxReleased), key)
 }
 
 // Commit turns the reservation into a sale.
@@ -136,13 +173,13 @@ func (s *Inventory) Abort(ctx context.Context, dbtx *sql.Tx, tx participants.Tx)
 func (s *Inventory) finish(ctx context.Context, dbtx *sql.Tx, txid, to string, state TxState) error {
 	var item string
 	var qty int
-	if err := dbtx.QueryRowContext(ctx, `SELECT item, qty FROM reservations WHERE txid = ? AND state = 'staged'`, txid).Scan(&item, &qty); err != nil {
+	if err := scanRow(ctx, s.stmts, dbtx, invStaged, []any{txid}, &item, &qty); err != nil {
 		return fmt.Errorf("inventory: reservation of %s: %w", txid, err)
 	}
-	if err := one(ctx, dbtx, "inventory: stock", `UPDATE stock SET reserved = reserved - ?, `+to+` = `+to+` + ? WHERE item = ?`, qty, qty, item); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "inventory: stock", invFinish(to), qty, qty, item); err != nil {
 		return err
 	}
-	return one(ctx, dbtx, "inventory: reservation", `UPDATE reservations SET state = ? WHERE txid = ?`, string(state), txid)
+	return one(ctx, s.stmts, dbtx, "inventory: reservation", invSetState, string(state), txid)
 }
 
 // TxState reads the reservation of txid.

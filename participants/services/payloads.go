@@ -109,20 +109,35 @@ func shippingProblem(payload []byte, r *ShippingRequest) string {
 	return ""
 }
 
+// unknownKeyStmts lists the statements unknownKey runs on table (column
+// col), for a service's statement list: the key's count, then the keys.
+func unknownKeyStmts(table, col string) []string {
+	return []string{
+		`SELECT COUNT(*) FROM ` + table + ` WHERE ` + col + ` = ?`,
+		`SELECT ` + col + ` FROM ` + table + ` ORDER BY ` + col + ` LIMIT 21`,
+	}
+}
+
 // unknownKey reports, after an update that changed no row, whether key is
 // missing from table (column col) and if so says so, listing the keys
 // there are: `no account "zed" (accounts: alice, bob, carol, dave)`. It
 // returns "" when the key exists: the update failed for want of stock,
-// funds or room. except is left out of the list (the merchant account).
-func unknownKey(ctx context.Context, dbtx *sql.Tx, table, col, what, key, except string) (string, error) {
+// funds or room. except is left out of the list (the merchant account). Its
+// statements (unknownKeyStmts) run prepared once (stmts).
+func unknownKey(ctx context.Context, stmts *stmtCache, dbtx *sql.Tx, table, col, what, key, except string) (string, error) {
+	qs := unknownKeyStmts(table, col)
 	var n int
-	if err := dbtx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table+` WHERE `+col+` = ?`, key).Scan(&n); err != nil {
+	if err := scanRow(ctx, stmts, dbtx, qs[0], []any{key}, &n); err != nil {
 		return "", fmt.Errorf("%s: looking up %s %q: %w", table, what, key, err)
 	}
 	if n > 0 {
 		return "", nil
 	}
-	rows, err := dbtx.QueryContext(ctx, `SELECT `+col+` FROM `+table+` ORDER BY `+col+` LIMIT 21`)
+	list, err := stmts.in(ctx, dbtx, qs[1])
+	if err != nil {
+		return "", fmt.Errorf("%s: listing: %w", table, err)
+	}
+	rows, err := list.QueryContext(ctx)
 	if err != nil {
 		return "", fmt.Errorf("%s: listing: %w", table, err)
 	}

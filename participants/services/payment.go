@@ -38,6 +38,35 @@ var paymentSchema = []string{
 	fmt.Sprintf(`INSERT INTO funds (id, total) VALUES (1, %d) ON CONFLICT DO NOTHING`, len(PaymentAccounts)*PaymentBalance),
 }
 
+// The statements the payment service's handlers run, prepared once per
+// database (paymentStmts).
+const (
+	// payHold holds an amount at prepare.
+	payHold = `UPDATE accounts SET balance = balance - ?, held = held + ? WHERE account = ? AND balance >= ?`
+	// payStage records a staged hold at prepare.
+	payStage = `INSERT INTO holds (txid, account, amount, state) VALUES (?, ?, ?, 'staged')`
+	// payStaged reads a staged hold at commit or abort.
+	payStaged = `SELECT account, amount FROM holds WHERE txid = ? AND state = 'staged'`
+	// payRelease releases a held amount at commit or abort.
+	payRelease = `UPDATE accounts SET held = held - ? WHERE account = ?`
+	// payDebit takes an amount from an account that has it (a saga action's
+	// charge, a compensation's refund from the merchant).
+	payDebit = `UPDATE accounts SET balance = balance - ? WHERE account = ? AND balance >= ?`
+	// payCredit adds an amount to an account.
+	payCredit = `UPDATE accounts SET balance = balance + ? WHERE account = ?`
+	// payApply records an applied hold (a charge) at a saga action.
+	payApply = `INSERT INTO holds (txid, account, amount, state) VALUES (?, ?, ?, 'applied')`
+	// payApplied reads a charge at a compensation.
+	payApplied = `SELECT account, amount FROM holds WHERE txid = ? AND state = 'applied'`
+	// paySetState sets a hold's state.
+	paySetState = `UPDATE holds SET state = ? WHERE txid = ?`
+)
+
+// paymentStmts lists every statement the payment service's handlers run.
+var paymentStmts = append([]string{
+	payHold, payStage, payStaged, payRelease, payDebit, payCredit, payApply, payApplied, paySetState,
+}, unknownKeyStmts("accounts", "account")...)
+
 func seedAccounts() string {
 	q := fmt.Sprintf(`INSERT INTO accounts (account, balance, held) VALUES ('%s', 0, 0)`, Merchant)
 	for _, a := range PaymentAccounts {
@@ -50,7 +79,11 @@ func seedAccounts() string {
 // releases them at abort. Invariant: the sum of balances and holds over all
 // accounts never changes (funds are neither created nor lost), and each
 // account's held amount is the sum of its staged holds.
-type Payment struct{ db *sql.DB }
+type Payment struct {
+	db *sql.DB
+	// stmts holds the handlers' statements prepared on db.
+	stmts *stmtCache
+}
 
 // Kind is "payment".
 func (*Payment) Kind() string { return "payment" }
@@ -70,17 +103,17 @@ func (s *Payment) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx,
 	if p := paymentProblem(payload, &c); p != "" {
 		return fmt.Errorf("%w: %s", ErrRefused, shapeError("payment", payload, paymentShape, p))
 	}
-	n, err := exec(ctx, dbtx, `UPDATE accounts SET balance = balance - ?, held = held + ? WHERE account = ? AND balance >= ?`, c.Amount, c.Amount, c.Account, c.Amount)
+	n, err := exec(ctx, s.stmts, dbtx, payHold, c.Amount, c.Amount, c.Account, c.Amount)
 	if err != nil {
 		return fmt.Errorf("payment: holding: %w", err)
 	}
 	if n != 1 {
-		if msg, err := unknownKey(ctx, dbtx, "accounts", "account", "account", c.Account, Merchant); err != nil || msg != "" {
+		if msg, err := unknownKey(ctx, s.stmts, dbtx, "accounts", "account", "account", c.Account, Merchant); err != nil || msg != "" {
 			return cmpErr(err, fmt.Errorf("%w: %s", ErrRefused, msg))
 		}
 		return fmt.Errorf("%w: insufficient funds: %d from %q", ErrRefused, c.Amount, c.Account)
 	}
-	_, err = exec(ctx, dbtx, `INSERT INTO holds (txid, account, amount, state) VALUES (?, ?, ?, 'staged')`, tx.ID, c.Account, c.Amount)
+	_, err = exec(ctx, s.stmts, dbtx, payStage, tx.ID, c.Account, c.Amount)
 	return err
 }
 
@@ -93,20 +126,20 @@ func (s *Payment) Action(ctx context.Context, dbtx *sql.Tx, st participants.Step
 	if p := paymentProblem(payload, &c); p != "" {
 		return participants.Refuse(CodeBadPayload, shapeError("payment", payload, paymentShape, p))
 	}
-	n, err := exec(ctx, dbtx, `UPDATE accounts SET balance = balance - ? WHERE account = ? AND balance >= ?`, c.Amount, c.Account, c.Amount)
+	n, err := exec(ctx, s.stmts, dbtx, payDebit, c.Amount, c.Account, c.Amount)
 	if err != nil {
 		return fmt.Errorf("payment: charging: %w", err)
 	}
 	if n != 1 {
-		if msg, err := unknownKey(ctx, dbtx, "accounts", "account", "account", c.Account, Merchant); err != nil || msg != "" {
+		if msg, err := unknownKey(ctx, s.stmts, dbtx, "accounts", "account", "account", c.Account, Merchant); err != nil || msg != "" {
 			return cmpErr(err, participants.Refuse(CodeInsufficientFunds, msg)) // an unknown key is refused with the same code
 		}
 		return participants.Refuse(CodeInsufficientFunds, fmt.Sprintf("insufficient funds: %d from %q", c.Amount, c.Account))
 	}
-	if err := one(ctx, dbtx, "payment: credit", `UPDATE accounts SET balance = balance + ? WHERE account = ?`, c.Amount, Merchant); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "payment: credit", payCredit, c.Amount, Merchant); err != nil {
 		return err
 	}
-	_, err = exec(ctx, dbtx, `INSERT INTO holds (txid, account, amount, state) VALUES (?, ?, ?, 'applied')`, StepKey(st.SagaID, st.Name), c.Account, c.Amount)
+	_, err = exec(ctx, s.stmts, dbtx, payApply, StepKey(st.SagaID, st.Name), c.Account, c.Amount)
 	return err
 }
 
@@ -116,16 +149,16 @@ func (s *Payment) Compensate(ctx context.Context, dbtx *sql.Tx, st participants.
 	key := StepKey(st.SagaID, st.Name)
 	var account string
 	var amount int
-	if err := dbtx.QueryRowContext(ctx, `SELECT account, amount FROM holds WHERE txid = ? AND state = 'applied'`, key).Scan(&account, &amount); err != nil {
+	if err := scanRow(ctx, s.stmts, dbtx, payApplied, []any{key}, &account, &amount); err != nil {
 		return fmt.Errorf("payment: charge of %s: %w", key, err)
 	}
-	if err := one(ctx, dbtx, "payment: refund from the merchant", `UPDATE accounts SET balance = balance - ? WHERE account = ? AND balance >= ?`, amount, Merchant, amount); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "payment: refund from the merchant", payDebit, amount, Merchant, amount); err != nil {
 		return err
 	}
-	if err := one(ctx, dbtx, "payment: refund", `UPDATE accounts SET balance = balance + ? WHERE account = ?`, amount, account); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "payment: refund", payCredit, amount, account); err != nil {
 		return err
 	}
-	return one(ctx, dbtx, "payment: charge", `UPDATE holds SET state = ? WHERE txid = ?`, string(TxReleased), key)
+	return one(ctx, s.stmts, dbtx, "payment: charge", paySetState, string(TxReleased), key)
 }
 
 // Commit captures the held amount to the merchant.
@@ -141,20 +174,20 @@ func (s *Payment) Abort(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) e
 func (s *Payment) finish(ctx context.Context, dbtx *sql.Tx, txid string, capture bool) error {
 	var account string
 	var amount int
-	if err := dbtx.QueryRowContext(ctx, `SELECT account, amount FROM holds WHERE txid = ? AND state = 'staged'`, txid).Scan(&account, &amount); err != nil {
+	if err := scanRow(ctx, s.stmts, dbtx, payStaged, []any{txid}, &account, &amount); err != nil {
 		return fmt.Errorf("payment: hold of %s: %w", txid, err)
 	}
 	to, state := account, TxReleased
 	if capture {
 		to, state = Merchant, TxApplied
 	}
-	if err := one(ctx, dbtx, "payment: release hold", `UPDATE accounts SET held = held - ? WHERE account = ?`, amount, account); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "payment: release hold", payRelease, amount, account); err != nil {
 		return err
 	}
-	if err := one(ctx, dbtx, "payment: credit", `UPDATE accounts SET balance = balance + ? WHERE account = ?`, amount, to); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "payment: credit", payCredit, amount, to); err != nil {
 		return err
 	}
-	return one(ctx, dbtx, "payment: hold", `UPDATE holds SET state = ? WHERE txid = ?`, string(state), txid)
+	return one(ctx, s.stmts, dbtx, "payment: hold", paySetState, string(state), txid)
 }
 
 // TxState reads the hold of txid.

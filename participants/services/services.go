@@ -81,7 +81,7 @@ type Service interface {
 // (so a transaction takes the write lock when it begins, never failing to
 // upgrade later), and one connection per process.
 func OpenSQLite(path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	db, err := sql.Open("sqlite", sqliteDSN(path))
 	if err != nil {
 		return nil, fmt.Errorf("services: opening %s: %w", path, err)
 	}
@@ -93,18 +93,26 @@ func OpenSQLite(path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// sqliteDSN is the data source name OpenSQLite opens the database at path
+// with.
+func sqliteDSN(path string) string {
+	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"
+}
+
 // New returns the service of kind on db, creating and seeding its tables if
-// they do not exist.
+// they do not exist, and prepares the statements its handlers run (see
+// stmtCache). The statements are released when db is closed.
 func New(ctx context.Context, kind string, db *sql.DB) (Service, error) {
 	var s Service
-	var schema []string
+	var schema, queries []string
+	stmts := newStmtCache(db)
 	switch kind {
 	case "inventory":
-		s, schema = &Inventory{db: db}, inventorySchema
+		s, schema, queries = &Inventory{db: db, stmts: stmts}, inventorySchema, inventoryStmts
 	case "payment":
-		s, schema = &Payment{db: db}, paymentSchema
+		s, schema, queries = &Payment{db: db, stmts: stmts}, paymentSchema, paymentStmts
 	case "shipping":
-		s, schema = &Shipping{db: db}, shippingSchema
+		s, schema, queries = &Shipping{db: db, stmts: stmts}, shippingSchema, shippingStmts
 	default:
 		return nil, fmt.Errorf("%w %q; want one of %s", ErrUnknownKind, kind, strings.Join(Kinds, ", "))
 	}
@@ -119,6 +127,11 @@ func New(ctx context.Context, kind string, db *sql.DB) (Service, error) {
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("services: %s: %w", kind, err)
+	}
+	// After the tables exist, and outside any transaction: see stmtCache.
+	if err := stmts.prepareAll(ctx, queries); err != nil {
+		_ = stmts.Close()
 		return nil, fmt.Errorf("services: %s: %w", kind, err)
 	}
 	return s, nil
@@ -139,18 +152,23 @@ func Open(ctx context.Context, kind, path string) (Service, error) {
 	return s, nil
 }
 
-// exec runs one statement in dbtx and returns the rows it affected.
-func exec(ctx context.Context, dbtx *sql.Tx, q string, args ...any) (int64, error) {
-	res, err := dbtx.ExecContext(ctx, q, args...)
+// exec runs the statement of query q in dbtx, prepared once (stmts), and
+// returns the rows it affected.
+func exec(ctx context.Context, stmts *stmtCache, dbtx *sql.Tx, q string, args ...any) (int64, error) {
+	st, err := stmts.in(ctx, dbtx, q)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.ExecContext(ctx, args...)
 	if err != nil {
 		return 0, err
 	}
 	return res.RowsAffected()
 }
 
-// one runs a statement that must affect exactly one row.
-func one(ctx context.Context, dbtx *sql.Tx, what, q string, args ...any) error {
-	n, err := exec(ctx, dbtx, q, args...)
+// one runs a statement that must affect exactly one row (see exec).
+func one(ctx context.Context, stmts *stmtCache, dbtx *sql.Tx, what, q string, args ...any) error {
+	n, err := exec(ctx, stmts, dbtx, q, args...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -158,6 +176,16 @@ func one(ctx context.Context, dbtx *sql.Tx, what, q string, args ...any) error {
 		return fmt.Errorf("%s: %d rows changed, want 1", what, n)
 	}
 	return nil
+}
+
+// scanRow runs the query q in dbtx, prepared once (stmts), and scans its
+// first row into dest: sql.ErrNoRows when there is none.
+func scanRow(ctx context.Context, stmts *stmtCache, dbtx *sql.Tx, q string, args []any, dest ...any) error {
+	st, err := stmts.in(ctx, dbtx, q)
+	if err != nil {
+		return err
+	}
+	return st.QueryRowContext(ctx, args...).Scan(dest...)
 }
 
 // txState reads the state column of table's row for txid.

@@ -35,6 +35,41 @@ var shippingSchema = []string{
 	seedSlots(),
 }
 
+// The statements the shipping service's handlers run, prepared once per
+// database (shippingStmts).
+const (
+	// shipHold holds a place in a slot at prepare.
+	shipHold = `UPDATE slots SET held = held + 1 WHERE slot = ? AND held + booked < capacity`
+	// shipStage records a staged booking at prepare.
+	shipStage = `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'staged')`
+	// shipStaged reads a staged booking at commit or abort.
+	shipStaged = `SELECT slot FROM bookings WHERE txid = ? AND state = 'staged'`
+	// shipBook books a place in a slot at a saga action.
+	shipBook = `UPDATE slots SET booked = booked + 1 WHERE slot = ? AND held + booked < capacity`
+	// shipApply records an applied booking at a saga action.
+	shipApply = `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'applied')`
+	// shipApplied reads an applied booking at a compensation.
+	shipApplied = `SELECT slot FROM bookings WHERE txid = ? AND state = 'applied'`
+	// shipCancel cancels a booked place at a compensation.
+	shipCancel = `UPDATE slots SET booked = booked - 1 WHERE slot = ?`
+	// shipSetState sets a booking's state.
+	shipSetState = `UPDATE bookings SET state = ? WHERE txid = ?`
+	// shipCommitSet and shipAbortSet are what commit and abort do to the
+	// held place's slot (shipFinish).
+	shipCommitSet = "held = held - 1, booked = booked + 1"
+	shipAbortSet  = "held = held - 1"
+)
+
+// shipFinish updates a held place's slot with set (shipCommitSet,
+// shipAbortSet).
+func shipFinish(set string) string { return `UPDATE slots SET ` + set + ` WHERE slot = ?` }
+
+// shippingStmts lists every statement the shipping service's handlers run.
+var shippingStmts = append([]string{
+	shipHold, shipStage, shipStaged, shipBook, shipApply, shipApplied, shipCancel, shipSetState,
+	shipFinish(shipCommitSet), shipFinish(shipAbortSet),
+}, unknownKeyStmts("slots", "slot")...)
+
 func seedSlots() string {
 	q := `INSERT INTO slots (slot, capacity, held, booked) VALUES `
 	for i, s := range ShippingSlots {
@@ -49,7 +84,11 @@ func seedSlots() string {
 // Shipping holds a delivery slot at prepare, books it at commit and frees it
 // at abort. Invariant: per slot, held + booked <= capacity, held is the number
 // of staged bookings and booked the number of applied ones.
-type Shipping struct{ db *sql.DB }
+type Shipping struct {
+	db *sql.DB
+	// stmts holds the handlers' statements prepared on db.
+	stmts *stmtCache
+}
 
 // Kind is "shipping".
 func (*Shipping) Kind() string { return "shipping" }
@@ -69,17 +108,17 @@ func (s *Shipping) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx
 	if p := shippingProblem(payload, &r); p != "" {
 		return fmt.Errorf("%w: %s", ErrRefused, shapeError("shipping", payload, shippingShape, p))
 	}
-	n, err := exec(ctx, dbtx, `UPDATE slots SET held = held + 1 WHERE slot = ? AND held + booked < capacity`, r.Slot)
+	n, err := exec(ctx, s.stmts, dbtx, shipHold, r.Slot)
 	if err != nil {
 		return fmt.Errorf("shipping: holding: %w", err)
 	}
 	if n != 1 {
-		if msg, err := unknownKey(ctx, dbtx, "slots", "slot", "slot", r.Slot, ""); err != nil || msg != "" {
+		if msg, err := unknownKey(ctx, s.stmts, dbtx, "slots", "slot", "slot", r.Slot, ""); err != nil || msg != "" {
 			return cmpErr(err, fmt.Errorf("%w: %s", ErrRefused, msg))
 		}
 		return fmt.Errorf("%w: no free place in slot %q", ErrRefused, r.Slot)
 	}
-	_, err = exec(ctx, dbtx, `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'staged')`, tx.ID, r.Slot)
+	_, err = exec(ctx, s.stmts, dbtx, shipStage, tx.ID, r.Slot)
 	return err
 }
 
@@ -91,17 +130,17 @@ func (s *Shipping) Action(ctx context.Context, dbtx *sql.Tx, st participants.Ste
 	if p := shippingProblem(payload, &r); p != "" {
 		return participants.Refuse(CodeBadPayload, shapeError("shipping", payload, shippingShape, p))
 	}
-	n, err := exec(ctx, dbtx, `UPDATE slots SET booked = booked + 1 WHERE slot = ? AND held + booked < capacity`, r.Slot)
+	n, err := exec(ctx, s.stmts, dbtx, shipBook, r.Slot)
 	if err != nil {
 		return fmt.Errorf("shipping: booking: %w", err)
 	}
 	if n != 1 {
-		if msg, err := unknownKey(ctx, dbtx, "slots", "slot", "slot", r.Slot, ""); err != nil || msg != "" {
+		if msg, err := unknownKey(ctx, s.stmts, dbtx, "slots", "slot", "slot", r.Slot, ""); err != nil || msg != "" {
 			return cmpErr(err, participants.Refuse(CodeNoCapacity, msg)) // an unknown key is refused with the same code
 		}
 		return participants.Refuse(CodeNoCapacity, fmt.Sprintf("no free place in slot %q", r.Slot))
 	}
-	_, err = exec(ctx, dbtx, `INSERT INTO bookings (txid, slot, state) VALUES (?, ?, 'applied')`, StepKey(st.SagaID, st.Name), r.Slot)
+	_, err = exec(ctx, s.stmts, dbtx, shipApply, StepKey(st.SagaID, st.Name), r.Slot)
 	return err
 }
 
@@ -110,34 +149,34 @@ func (s *Shipping) Action(ctx context.Context, dbtx *sql.Tx, st participants.Ste
 func (s *Shipping) Compensate(ctx context.Context, dbtx *sql.Tx, st participants.Step, _ []byte) error {
 	key := StepKey(st.SagaID, st.Name)
 	var slot string
-	if err := dbtx.QueryRowContext(ctx, `SELECT slot FROM bookings WHERE txid = ? AND state = 'applied'`, key).Scan(&slot); err != nil {
+	if err := scanRow(ctx, s.stmts, dbtx, shipApplied, []any{key}, &slot); err != nil {
 		return fmt.Errorf("shipping: booking of %s: %w", key, err)
 	}
-	if err := one(ctx, dbtx, "shipping: slot", `UPDATE slots SET booked = booked - 1 WHERE slot = ?`, slot); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "shipping: slot", shipCancel, slot); err != nil {
 		return err
 	}
-	return one(ctx, dbtx, "shipping: booking", `UPDATE bookings SET state = ? WHERE txid = ?`, string(TxReleased), key)
+	return one(ctx, s.stmts, dbtx, "shipping: booking", shipSetState, string(TxReleased), key)
 }
 
 // Commit books the held place.
 func (s *Shipping) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
-	return s.finish(ctx, dbtx, tx.ID, "held = held - 1, booked = booked + 1", TxApplied)
+	return s.finish(ctx, dbtx, tx.ID, shipCommitSet, TxApplied)
 }
 
 // Abort frees the held place.
 func (s *Shipping) Abort(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {
-	return s.finish(ctx, dbtx, tx.ID, "held = held - 1", TxReleased)
+	return s.finish(ctx, dbtx, tx.ID, shipAbortSet, TxReleased)
 }
 
 func (s *Shipping) finish(ctx context.Context, dbtx *sql.Tx, txid, set string, state TxState) error {
 	var slot string
-	if err := dbtx.QueryRowContext(ctx, `SELECT slot FROM bookings WHERE txid = ? AND state = 'staged'`, txid).Scan(&slot); err != nil {
+	if err := scanRow(ctx, s.stmts, dbtx, shipStaged, []any{txid}, &slot); err != nil {
 		return fmt.Errorf("shipping: booking of %s: %w", txid, err)
 	}
-	if err := one(ctx, dbtx, "shipping: slot", `UPDATE slots SET `+set+` WHERE slot = ?`, slot); err != nil {
+	if err := one(ctx, s.stmts, dbtx, "shipping: slot", shipFinish(set), slot); err != nil {
 		return err
 	}
-	return one(ctx, dbtx, "shipping: booking", `UPDATE bookings SET state = ? WHERE txid = ?`, string(state), txid)
+	return one(ctx, s.stmts, dbtx, "shipping: booking", shipSetState, string(state), txid)
 }
 
 // TxState reads the booking of txid.
