@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -122,12 +123,7 @@ func openLogged(t *testing.T) (*sql.DB, *sqlLog) {
 func (c *stmtCache) cached() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	qs := make([]string, 0, len(c.stmts))
-	for q := range c.stmts {
-		qs = append(qs, q)
-	}
-	slices.Sort(qs)
-	return qs
+	return slices.Sorted(maps.Keys(c.stmts))
 }
 
 // cacheOf returns svc's statement cache.
