@@ -580,15 +580,18 @@ const (
 )
 
 // publishesPerParticipant bounds the publishes to one participant awaiting
-// their PubAck. One would make larger batches (natstx bench: 7-8% more
-// transactions a second in closed loops), but then a single slow or lost
-// PubAck holds every command to the participant until it comes or times
-// out (10 s): under a loaded test machine every transaction of a demo run
-// timed out so. batchBytes bounds a batch's payloads (a command with a
+// their PubAck. Fewer make larger batches, so fewer stream messages and,
+// with a server that syncs every write, fewer fsyncs: 2 instead of 4 gave
+// 7% more transactions a second at 256 in flight and 17% with sync always
+// (docs/BENCHMARKS.md). One would make them larger still, but then a single
+// slow or lost PubAck holds every command to the participant until it comes
+// or times out (10 s): under a loaded test machine every transaction of a
+// demo run timed out so; with two, the other keeps the participant's
+// commands going. batchBytes bounds a batch's payloads (a command with a
 // larger payload goes alone), well under NATS's default 1 MiB message
 // limit.
 const (
-	publishesPerParticipant = 4
+	publishesPerParticipant = 2
 	batchBytes              = 256 << 10
 )
 
