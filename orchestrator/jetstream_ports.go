@@ -139,24 +139,32 @@ func (s *jsStore) Create(ctx context.Context, key string, value []byte, ttl time
 }
 
 func (s *jsStore) Update(ctx context.Context, key string, value []byte, revision uint64, ttl time.Duration) (uint64, error) {
+	var rev uint64
+	var err error
 	if ttl <= 0 {
-		rev, err := s.kv.Update(ctx, key, value, revision)
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
-			return 0, fmt.Errorf("%w: %s in %s", ErrRevisionChanged, key, s.bucket)
+		rev, err = s.kv.Update(ctx, key, value, revision)
+	} else {
+		// The key-value API has no update with a TTL: the same publish, its
+		// check and its TTL in one message.
+		var ack *jetstream.PubAck
+		if ack, err = s.js.Publish(ctx, s.subject(key), value,
+			jetstream.WithExpectLastSequencePerSubject(revision), jetstream.WithMsgTTL(ttl)); err == nil {
+			rev = ack.Sequence
 		}
-		return rev, err
 	}
-	// The key-value API has no update with a TTL: the same publish, its
-	// check and its TTL in one message.
-	ack, err := s.js.Publish(ctx, s.subject(key), value,
-		jetstream.WithExpectLastSequencePerSubject(revision), jetstream.WithMsgTTL(ttl))
-	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	if revisionRefused(err) || errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, fmt.Errorf("%w: %s in %s", ErrRevisionChanged, key, s.bucket)
 	}
-	if err != nil {
-		return 0, err
-	}
-	return ack.Sequence, nil
+	return rev, err
+}
+
+// revisionRefused reports whether err is the server refusing a write whose
+// expected revision is not the key's: code 10071, or 10164 from a
+// replicated stream while another write of the key is in flight.
+func revisionRefused(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 func (s *jsStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
