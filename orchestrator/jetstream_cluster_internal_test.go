@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natstx/natstx/orchestrator/embedded"
@@ -50,16 +49,7 @@ func startJetStreamCluster(t *testing.T) jetstream.JetStream {
 		t.Cleanup(srv.Stop)
 		urls = append(urls, srv.URL())
 	}
-	nc, err := nats.Connect(urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return connectJetStream(t, urls[0])
 }
 
 // TestRacingUpdatesOfAReplicatedBucketLoseAsRevisionChanges: on a

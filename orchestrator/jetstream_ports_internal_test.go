@@ -26,7 +26,14 @@ func startJetStream(t *testing.T) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL(), nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+	return connectJetStream(t, srv.URL())
+}
+
+// connectJetStream connects to the server at url for the rest of the
+// test, failing it on an asynchronous error on the connection.
+func connectJetStream(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 		subject := ""
 		if sub != nil {
 			subject = sub.Subject
