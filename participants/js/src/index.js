@@ -6,7 +6,7 @@ const protocol = require('./protocol');
 const batch = require('./batch');
 const errors = require('./errors');
 const { FileStore } = require('./store');
-const { Processor, Settle, State, StepState, Defaults, silentLogger } = require('./processor');
+const { Processor, Settle, State, StepState, READ_ONLY, Defaults, silentLogger } = require('./processor');
 const { Participant, jetStreamApiPrefix } = require('./runtime');
 const conn = require('./connect');
 
@@ -18,6 +18,7 @@ module.exports = {
   Settle,
   State,
   StepState,
+  READ_ONLY,
   Defaults,
   silentLogger,
   refuse: errors.refuse,

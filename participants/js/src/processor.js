@@ -19,8 +19,27 @@ const { Op, Result } = P;
 /** What a transport does with a command message after its reply. */
 const Settle = Object.freeze({ ACK: 'ack', NAK: 'nak', TERM: 'term' });
 
-/** States of a transaction record. */
-const State = Object.freeze({ NONE: 'none', PREPARED: 'prepared', COMMITTED: 'committed', ABORTED: 'aborted' });
+/**
+ * States of a transaction record. READ_ONLY (final, like COMMITTED and
+ * ABORTED): prepare voted read-only; the participant holds nothing, and a
+ * commit or abort, if one comes, changes nothing.
+ */
+const State = Object.freeze({
+  NONE: 'none', PREPARED: 'prepared', COMMITTED: 'committed', ABORTED: 'aborted', READ_ONLY: 'read-only',
+});
+
+/**
+ * What a two-phase commit handler's prepare returns (resolves with) to vote
+ * read-only (protocol 6, Go participants.ReadOnly): its part of the
+ * transaction changed nothing and holds nothing (nothing staged, no lock
+ * kept; it must have released everything before it returns), so it needs
+ * neither commit nor abort. The participant records the transaction
+ * read-only and answers vote-read-only; the coordinator counts the vote as
+ * a commit vote and sends no second phase, and neither the handler's commit
+ * nor its abort is ever called for the transaction. Any other value prepare
+ * resolves with votes commit; a throw votes abort.
+ */
+const READ_ONLY = Symbol.for('natstx.participant.read-only');
 
 /** States of a saga step's record. */
 const StepState = Object.freeze({
@@ -50,7 +69,7 @@ class StoreFailure extends Error {
   }
 }
 
-const isFinished = (s) => s === State.COMMITTED || s === State.ABORTED;
+const isFinished = (s) => s === State.COMMITTED || s === State.ABORTED || s === State.READ_ONLY;
 
 /**
  * Applies the defaults to cfg and checks it.
@@ -120,7 +139,7 @@ class Processor {
 
   /**
    * @param {string} txid
-   * @returns {string} what the record says of transaction txid: none, prepared, committed or aborted
+   * @returns {string} what the record says of transaction txid: none, prepared, committed, aborted or read-only
    */
   state(txid) {
     const r = this.store.get(txid);
@@ -346,7 +365,13 @@ class Processor {
               this.log.info('voted abort: deadline passed', { ...fields, deadline: tx.deadline });
               return { result: Result.VOTE_ABORT, reason: Reason.DEADLINE_PASSED, after: State.ABORTED };
             }
-            const err = await this.call((o) => this.cfg.handler.prepare(tx, cmd.payload, o));
+            let vote;
+            const err = await this.call(async (o) => { vote = await this.cfg.handler.prepare(tx, cmd.payload, o); });
+            if (!err && vote === READ_ONLY) {
+              await finish(State.READ_ONLY, '');
+              this.log.debug('voted read-only', fields);
+              return { result: Result.VOTE_READ_ONLY, applied: true, after: State.READ_ONLY };
+            }
             if (err) {
               const reason = errorText(err) || Reason.PREPARE_FAILED;
               await finish(State.ABORTED, P.truncate(reason, P.MAX_REASON_LEN));
@@ -360,6 +385,8 @@ class Processor {
           case State.PREPARED:
           case State.COMMITTED:
             return dup({ result: Result.VOTE_COMMIT });
+          case State.READ_ONLY:
+            return dup({ result: Result.VOTE_READ_ONLY });
           default:
             return dup({ result: Result.VOTE_ABORT, reason: rec.reason || Reason.ABORTED });
         }
@@ -376,6 +403,7 @@ class Processor {
             return { result: Result.ACK, applied: true, after: State.COMMITTED };
           }
           case State.COMMITTED:
+          case State.READ_ONLY: // nothing to commit; a coordinator recovering its decision may send commit all the same
             return dup({ result: Result.ACK });
           case State.NONE:
             return reject(Reason.NO_RECORD);
@@ -399,6 +427,7 @@ class Processor {
             return { result: Result.ACK, applied: true, after: State.ABORTED };
           }
           case State.ABORTED:
+          case State.READ_ONLY: // nothing to abort
             return dup({ result: Result.ACK });
           default:
             return reject(Reason.ABORT_AFTER_COMMIT);
@@ -695,4 +724,4 @@ function errorCode(err) {
   return '';
 }
 
-module.exports = { Processor, Settle, State, StepState, Defaults, silentLogger, withDefaults };
+module.exports = { Processor, Settle, State, StepState, READ_ONLY, Defaults, silentLogger, withDefaults };

@@ -1,11 +1,15 @@
 'use strict';
-// The natstx wire protocol, version 5, as the Go package messages defines it
+// The natstx wire protocol, version 6, as the Go package messages defines it
 // (messages/protocol.go, messages/subjects.go): header names, operations,
 // results, subjects, and the decoding and validation rules of commands and
 // replies. Header names are case-sensitive and each appears at most once.
 
-/** Protocol version this SDK speaks; it travels in Natstx-Version. */
-const VERSION = 5;
+/**
+ * Protocol version this SDK speaks; it travels in Natstx-Version, and a
+ * message of another version is refused. Version 6 added the read-only vote
+ * (Result.VOTE_READ_ONLY).
+ */
+const VERSION = 6;
 const VERSION_TEXT = String(VERSION);
 
 /** Header names (case-sensitive). */
@@ -35,8 +39,17 @@ const Op = Object.freeze({
 
 /** Results of replies. */
 const Result = Object.freeze({
+  /** answers prepare: the participant can do its part and holds it until the outcome */
   VOTE_COMMIT: 'vote-commit',
+  /** answers prepare: the participant cannot do its part; the reason says why */
   VOTE_ABORT: 'vote-abort',
+  /**
+   * answers prepare (since protocol 6): the participant's part changed
+   * nothing and holds nothing, so it needs neither commit nor abort; the
+   * coordinator counts it as a commit vote and sends it no second phase.
+   * Body empty.
+   */
+  VOTE_READ_ONLY: 'vote-read-only',
   ACK: 'ack',
   FAILED: 'failed',
   REFUSED: 'refused',
@@ -116,6 +129,11 @@ function isTwoPhase(o) {
 /** @param {string} o @returns {boolean} whether o is a saga operation */
 function isSaga(o) {
   return o === Op.ACTION || o === Op.COMPENSATE;
+}
+
+/** @param {string} r @returns {boolean} whether result r answers prepare: vote-commit, vote-abort or vote-read-only */
+function isVote(r) {
+  return r === Result.VOTE_COMMIT || r === Result.VOTE_ABORT || r === Result.VOTE_READ_ONLY;
 }
 
 /** @param {string} o @returns {boolean} whether a command of operation o may carry a payload */
@@ -236,7 +254,7 @@ function first(h, name) {
 }
 
 /**
- * Checks the Natstx-Version header: present once, and "5".
+ * Checks the Natstx-Version header: present once, and VERSION ("6").
  * @param {Record<string,string[]>} h
  */
 function checkVersion(h) {
@@ -385,8 +403,45 @@ function replyBody(r) {
 }
 
 /**
- * Decodes a reply from its headers and body (Go messages.DecodeReply,
- * without the cross-field checks a coordinator makes); for tests and tools.
+ * Validates every field of a reply (Go Reply.Validate): names, operation,
+ * result, the result fitting the operation (prepare is answered with a vote,
+ * vote-commit, vote-abort or vote-read-only, and only prepare is; only an
+ * action is refused), step, code, attempt and reason.
+ * @param {Reply} r
+ * @throws {MalformedError|InvalidNameError}
+ */
+function validateReply(r) {
+  validateName('transaction ID', r.txid);
+  validateName('participant', r.participant);
+  if (!isTwoPhase(r.op) && !isSaga(r.op)) throw new MalformedError(`unknown operation ${JSON.stringify(r.op)}`);
+  if (!Object.values(Result).includes(r.result)) throw new MalformedError(`unknown result ${JSON.stringify(r.result)}`);
+  if (r.op === Op.PREPARE && (r.result === Result.ACK || r.result === Result.REFUSED)) {
+    throw new MalformedError(`prepare is answered with a vote, not ${JSON.stringify(r.result)}`);
+  }
+  if (r.op !== Op.PREPARE && isVote(r.result)) {
+    throw new MalformedError(`${r.op} is answered with an ack, not ${JSON.stringify(r.result)}`);
+  }
+  if (r.result === Result.REFUSED && r.op !== Op.ACTION) {
+    throw new MalformedError(`only an action can be refused, not ${r.op}`);
+  }
+  validateStep(r.op, r.step || '');
+  if (r.code) {
+    const len = Buffer.byteLength(r.code);
+    if (len > MAX_CODE_LEN) throw new MalformedError(`${Header.CODE} is ${len} bytes long, the limit is ${MAX_CODE_LEN}`);
+    try {
+      validateName(Header.CODE, r.code);
+    } catch (e) {
+      throw new MalformedError(e.message);
+    }
+  }
+  if (!(r.attempt >= 1)) throw new MalformedError(`attempt ${r.attempt} is below 1`);
+  const reasonLen = Buffer.byteLength(r.reason || '');
+  if (reasonLen > MAX_REASON_LEN) throw new MalformedError(`reason is ${reasonLen} bytes long, the limit is ${MAX_REASON_LEN}`);
+}
+
+/**
+ * Decodes and validates a reply from its headers and body (Go
+ * messages.DecodeReply, validateReply included); for tests and tools.
  * @param {Record<string,string[]>} h
  * @param {Uint8Array|null} body
  * @returns {Reply}
@@ -407,7 +462,7 @@ function decodeReply(h, body) {
   const n = parseInt64(a);
   if (n === null || n < 1n) throw new MalformedError(`${Header.ATTEMPT} ${JSON.stringify(a)} is not a positive number`);
   r.attempt = Number(n);
-  if (!Object.values(Result).includes(r.result)) throw new MalformedError(`unknown result ${JSON.stringify(r.result)}`);
+  validateReply(r);
   return r;
 }
 
@@ -447,8 +502,8 @@ module.exports = {
   COMMAND_PREFIX, REPLY_PREFIX, COMMAND_STREAM, API_OUTCOME, AUDIT_QUEUE,
   JETSTREAM_API, JETSTREAM_API_PREFIX, JS_NOT_ENABLED_FOR_ACCOUNT,
   MalformedError, VersionError, InvalidNameError,
-  isTwoPhase, isSaga, carriesPayload,
-  validateName, validateSubject, validateCommand,
+  isTwoPhase, isSaga, isVote, carriesPayload,
+  validateName, validateSubject, validateCommand, validateReply,
   commandSubject, participantFilter, replySubject, consumerName, auditSubject, msgID,
   single, first, checkVersion, decodeCommand, commandHeader,
   replyHeader, replyBody, decodeReply, truncate, validCode,

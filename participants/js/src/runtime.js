@@ -114,6 +114,45 @@ function toHeaders(rec) {
 }
 
 /**
+ * The answer to one audit request (the body of Go serveAudit's reply): the
+ * record's state of each well-formed transaction ID asked about (none,
+ * prepared, committed, aborted or read-only; an ID that is not a valid name
+ * is left out), or an error when the request is not a JSON object with a
+ * list ids of at most MAX_AUDIT_IDS.
+ * @param {{name: string, state: (txid: string) => string}} proc the Processor
+ * @param {Uint8Array|null} data the request's body
+ * @returns {{participant: string, states?: Record<string,string>, error?: string}}
+ */
+function auditResponse(proc, data) {
+  const resp = { participant: proc.name };
+  let req;
+  try {
+    req = JSON.parse(Buffer.from(data || []).toString('utf8')) ?? {};
+    if (typeof req !== 'object' || Array.isArray(req) || (req.ids !== undefined && req.ids !== null && !Array.isArray(req.ids))) {
+      throw new Error('ids is not a list');
+    }
+  } catch (e) {
+    resp.error = `audit request is not valid JSON: ${errorText(e)}`;
+    return resp;
+  }
+  const ids = req.ids || [];
+  if (ids.length > MAX_AUDIT_IDS) {
+    resp.error = `audit request asks about ${ids.length} transactions; the limit is ${MAX_AUDIT_IDS}`;
+    return resp;
+  }
+  resp.states = {};
+  for (const id of ids) {
+    try {
+      P.validateName('transaction ID', id);
+    } catch {
+      continue;
+    }
+    resp.states[id] = proc.state(id);
+  }
+  return resp;
+}
+
+/**
  * A participant runtime. Create it with new Participant(nc, config), then
  * start(); stop() ends it. It runs once.
  *
@@ -122,7 +161,10 @@ function toHeaders(rec) {
  * - handler: { prepare(tx, payload, {signal}), commit(tx, {signal}), abort(tx, {signal}) },
  *   each async; resolving succeeds (prepare: votes commit), throwing fails
  *   (prepare: votes abort with the error's message as the reason; commit,
- *   abort: the command is delivered again after retryDelay).
+ *   abort: the command is delivered again after retryDelay). prepare
+ *   resolving with READ_ONLY votes read-only: its part changed nothing and
+ *   holds nothing (everything released before it returns); the record says
+ *   read-only, and neither commit nor abort is called for the transaction.
  * - sagaHandler: { action(step, payload, {signal}), compensate(step, payload, {signal}) }
  *   (optional); throw refuse(code, reason) to refuse an action for good.
  * - store: an open FileStore, the durable record (required).
@@ -177,7 +219,7 @@ class Participant {
 
   /**
    * @param {string} txid
-   * @returns {string} what the record says of txid: none, prepared, committed or aborted
+   * @returns {string} what the record says of txid: none, prepared, committed, aborted or read-only
    */
   state(txid) {
     return this.proc.state(txid);
@@ -433,33 +475,8 @@ class Participant {
 
   /** @private Answers one audit request (Go serveAudit). */
   answerAudit(m) {
-    const resp = { participant: this.cfg.name };
-    let req;
-    try {
-      req = JSON.parse(Buffer.from(m.data).toString('utf8')) ?? {};
-      if (typeof req !== 'object' || Array.isArray(req) || (req.ids !== undefined && req.ids !== null && !Array.isArray(req.ids))) {
-        throw new Error('ids is not a list');
-      }
-    } catch (e) {
-      resp.error = `audit request is not valid JSON: ${errorText(e)}`;
-    }
-    const ids = (req && req.ids) || [];
-    if (!resp.error && ids.length > MAX_AUDIT_IDS) {
-      resp.error = `audit request asks about ${ids.length} transactions; the limit is ${MAX_AUDIT_IDS}`;
-    }
-    if (!resp.error) {
-      resp.states = {};
-      for (const id of ids) {
-        try {
-          P.validateName('transaction ID', id);
-        } catch {
-          continue;
-        }
-        resp.states[id] = this.proc.state(id);
-      }
-    } else {
-      this.log.warn('bad audit request', { error: resp.error });
-    }
+    const resp = auditResponse(this.proc, m.data);
+    if (resp.error) this.log.warn('bad audit request', { error: resp.error });
     m.respond(JSON.stringify(resp));
   }
 
@@ -613,5 +630,5 @@ class Participant {
 }
 
 module.exports = {
-  Participant, jetStreamApiPrefix, toHeaders, consumerDiff, PULL_EXPIRY_MS, PULL_HEARTBEAT_MS, MAX_AUDIT_IDS, CONSUMER_WAIT_MIN_MS, CONSUMER_WAIT_MAX_MS,
+  Participant, jetStreamApiPrefix, auditResponse, toHeaders, consumerDiff, PULL_EXPIRY_MS, PULL_HEARTBEAT_MS, MAX_AUDIT_IDS, CONSUMER_WAIT_MIN_MS, CONSUMER_WAIT_MAX_MS,
 };

@@ -18,7 +18,7 @@ const path = require('node:path');
  * A record: what the participant knows about one transaction (key: its ID)
  * or one saga step (key: "<saga ID>/<step>").
  * @typedef {object} StoredRecord
- * @property {string} [state] none, prepared, committed or aborted
+ * @property {string} [state] none, prepared, committed, aborted or read-only
  * @property {string} [reason] the abort or refusal reason a duplicate is answered with
  * @property {number} [finishedAt] Unix ms when the record became final
  * @property {number} [deadline] the transaction's deadline from prepare, Unix ms

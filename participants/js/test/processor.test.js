@@ -5,18 +5,24 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
-const { Processor, FileStore, Settle, refuse, withCode, Reason, batch } = require('../src');
+const { Processor, FileStore, Settle, State, READ_ONLY, refuse, withCode, Reason, batch } = require('../src');
+const { auditResponse } = require('../src/runtime');
 const P = require('../src/protocol');
 const { tempDir } = require('./helpers');
 
 const NAME = 'pay';
 
-/** A handler that records its calls and fails as told. */
+/** A handler that records its calls and fails as told; its prepare votes read-only for the payload "read-only". */
 function recordingHandler() {
   const h = {
     calls: [],
     fail: {},
-    async prepare(tx, payload) { h.calls.push(['prepare', tx.id, payload ? payload.toString() : undefined]); if (h.fail.prepare) throw new Error(h.fail.prepare); },
+    async prepare(tx, payload) {
+      h.calls.push(['prepare', tx.id, payload ? payload.toString() : undefined]);
+      if (h.fail.prepare) throw new Error(h.fail.prepare);
+      if (payload && payload.toString() === 'read-only') return READ_ONLY;
+      return undefined;
+    },
     async commit(tx) { h.calls.push(['commit', tx.id]); if (h.fail.commit) { h.fail.commit--; throw new Error('disk full'); } },
     async abort(tx) { h.calls.push(['abort', tx.id]); if (h.fail.abort) { h.fail.abort--; throw new Error('busy'); } },
   };
@@ -290,4 +296,138 @@ test('finished records are swept after retention; prepared ones stay', async (t)
   assert.equal(await proc.sweep(), 1);
   assert.equal(proc.state('a'), 'none');
   assert.equal(proc.state('p'), 'prepared');
+});
+
+// The read-only vote (protocol 6): prepare resolving READ_ONLY.
+
+test('a prepare whose handler resolves READ_ONLY is answered vote-read-only with no reason, settled ack, and recorded read-only', async (t) => {
+  const r = await rig(t);
+  const a = await r.send('prepare', 'ro', { payload: 'read-only' });
+  assert.deepEqual(brief(a), ['vote-read-only', Settle.ACK, '']);
+  assert.deepEqual([a.replyTo, a.reply.op, a.reply.attempt], [`natstx.reply.c1.${NAME}`, 'prepare', 1]);
+  assert.equal(P.replyBody(a.reply).length, 0);
+  assert.equal(P.decodeReply(P.replyHeader(a.reply), P.replyBody(a.reply)).result, 'vote-read-only');
+  assert.equal(r.proc.state('ro'), State.READ_ONLY);
+  assert.equal(State.READ_ONLY, 'read-only');
+  assert.equal(r.store.get('ro').state, 'read-only');
+  assert.ok(r.store.get('ro').finishedAt > 0);
+  assert.deepEqual(r.handler.calls, [['prepare', 'ro', 'read-only']]);
+  const s = r.proc.stats();
+  assert.deepEqual([s.prepares, s.duplicates, s.rejected, s.handlerErrors], [1, 0, 0, 0]);
+});
+
+test('only READ_ONLY itself votes read-only: prepare resolving the string "read-only" or "vote-read-only" votes commit', async (t) => {
+  const handler = recordingHandler();
+  handler.prepare = async (tx, payload) => payload.toString();
+  const r = await rig(t, { handler });
+  assert.deepEqual(brief(await r.send('prepare', 's1', { payload: 'read-only' })), ['vote-commit', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 's2', { payload: 'vote-read-only' })), ['vote-commit', Settle.ACK, '']);
+  assert.equal(r.proc.state('s1'), 'prepared');
+  assert.equal(READ_ONLY, Symbol.for('natstx.participant.read-only'));
+});
+
+test('a duplicate prepare after a read-only vote, redelivered or at a later attempt, is answered vote-read-only without calling the handler and counts as a duplicate', async (t) => {
+  const r = await rig(t);
+  await r.send('prepare', 'ro', { payload: 'read-only' });
+  r.handler.fail.prepare = 'would vote abort if called';
+  assert.deepEqual(brief(await r.send('prepare', 'ro', { payload: 'read-only' })), ['vote-read-only', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 'ro', { attempt: 2, payload: 'x' })), ['vote-read-only', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 'ro', { attempt: 3, deadline: 1 })), ['vote-read-only', Settle.ACK, '']); // deadline passed: still the record's answer
+  assert.deepEqual(r.handler.calls, [['prepare', 'ro', 'read-only']]);
+  assert.equal(r.proc.stats().duplicates, 3);
+  assert.equal(r.proc.state('ro'), 'read-only');
+});
+
+test('commit and abort after a read-only vote are acked (settled ack, not rejected) without calling the handler, and leave the state read-only', async (t) => {
+  const r = await rig(t);
+  await r.send('prepare', 'ro', { payload: 'read-only' });
+  assert.deepEqual(brief(await r.send('commit', 'ro')), ['ack', Settle.ACK, '']);
+  assert.equal(r.proc.state('ro'), 'read-only');
+  assert.deepEqual(brief(await r.send('abort', 'ro')), ['ack', Settle.ACK, '']);
+  assert.equal(r.proc.state('ro'), 'read-only');
+  assert.deepEqual(brief(await r.send('commit', 'ro', { attempt: 2 })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('abort', 'ro', { attempt: 2 })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('prepare', 'ro', { attempt: 2 })), ['vote-read-only', Settle.ACK, '']);
+  assert.equal(r.proc.state('ro'), 'read-only');
+  assert.equal(r.store.get('ro').state, 'read-only');
+  assert.deepEqual(r.handler.calls, [['prepare', 'ro', 'read-only']]);
+  const s = r.proc.stats();
+  assert.deepEqual([s.rejected, s.duplicates, s.handlerErrors], [0, 5, 0]);
+});
+
+test('a read-only vote is durable: after a restart of the store the state is read-only, prepare answers vote-read-only and commit and abort are acked without the handler', async (t) => {
+  const first = await rig(t);
+  await first.send('prepare', 'ro', { payload: 'read-only', deadline: 9_000_000_000_000 });
+  await first.store.close();
+  const handler = recordingHandler();
+  const again = await rig(t, { file: first.file, handler });
+  assert.equal(again.store.get('ro').state, 'read-only');
+  assert.equal(again.proc.state('ro'), 'read-only');
+  assert.equal(again.proc.loadPrepared(), 0);
+  assert.deepEqual(again.proc.inDoubt(), []);
+  assert.deepEqual(brief(await again.send('prepare', 'ro', { attempt: 2, payload: 'read-only' })), ['vote-read-only', Settle.ACK, '']);
+  assert.deepEqual(brief(await again.send('commit', 'ro')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await again.send('abort', 'ro')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(handler.calls, []);
+  assert.equal(again.proc.state('ro'), 'read-only');
+});
+
+test('a read-only transaction is never in doubt: not in the doubt set, not loaded as prepared at start, never asked about on the outcome API', async (t) => {
+  let clock = 5_000_000;
+  const r = await rig(t, { now: () => clock, inDoubtAfter: 1000 });
+  await r.send('prepare', 'ro', { payload: 'read-only', deadline: clock + 500 });
+  await r.send('prepare', 'p1', { deadline: clock + 500 });
+  assert.deepEqual(r.proc.inDoubt(), ['p1']);
+  assert.equal(r.proc.stats().inDoubt, 1);
+  clock += 10_000;
+  const asked = [];
+  const ask = async (req) => { asked.push(req.id); return { outcome: 'pending' }; };
+  assert.deepEqual(await r.proc.resolveInDoubt(ask), { asked: 1, resolved: 0 });
+  assert.deepEqual(asked, ['p1']);
+  await r.store.close();
+  const again = await rig(t, { file: r.file, now: () => clock, inDoubtAfter: 1000 });
+  assert.equal(again.proc.loadPrepared(), 1);
+  assert.deepEqual(again.proc.inDoubt(), ['p1']);
+  clock += 10_000;
+  asked.length = 0;
+  await again.proc.resolveInDoubt(ask);
+  assert.deepEqual(asked, ['p1']);
+});
+
+test('the audit answer gives read-only as the state of a transaction voted read-only', async (t) => {
+  const r = await rig(t);
+  await r.send('prepare', 'ro', { payload: 'read-only' });
+  await r.send('prepare', 'p1');
+  await r.send('prepare', 'ro2', { payload: 'read-only' });
+  await r.send('commit', 'ro2');
+  const resp = auditResponse(r.proc, Buffer.from(JSON.stringify({ ids: ['ro', 'p1', 'ro2', 'unknown', 'bad.id'] })));
+  assert.deepEqual(resp, { participant: NAME, states: { ro: 'read-only', p1: 'prepared', ro2: 'read-only', unknown: 'none' } });
+  assert.match(auditResponse(r.proc, Buffer.from('not json')).error, /not valid JSON/);
+});
+
+test('read-only records are swept after retention, like committed and aborted ones', async (t) => {
+  let clock = 1_000_000;
+  const f = path.join(tempDir(), 'rec.jsonl');
+  const store = await FileStore.open(f);
+  t.after(() => store.close());
+  const handler = recordingHandler();
+  const proc = new Processor({ name: NAME, handler, store, now: () => clock, retention: 1000 });
+  const c = { txid: 'ro', op: 'prepare', participant: NAME, attempt: 1, replyTo: 'natstx.reply.c.pay', deadline: null, step: '' };
+  await proc.handle(P.commandHeader(c), Buffer.from('read-only'), '', () => {});
+  assert.equal(proc.state('ro'), 'read-only');
+  clock += 999;
+  assert.equal(await proc.sweep(), 0);
+  clock += 1;
+  assert.equal(await proc.sweep(), 1);
+  assert.equal(proc.state('ro'), 'none');
+});
+
+test('a batch answers a read-only prepare with vote-read-only inside the reply batch', async (t) => {
+  const r = await rig(t);
+  const mk = (txid, payload) => ({ txid, op: 'prepare', participant: NAME, attempt: 1, replyTo: 'natstx.reply.c1.pay', deadline: null, step: '', payload: payload && Buffer.from(payload) });
+  const m = batch.encodeCommandBatch(NAME, 'ro-b', [mk('r1', 'read-only'), mk('c1', 'x')]);
+  const ba = await r.proc.handleBatch(m.header, m.body, batch.batchSubject(NAME, 'ro-b'), async () => () => {});
+  assert.equal(ba.settle, Settle.ACK);
+  const items = batch.decodeBatch(ba.replies[0].header, ba.replies[0].body).map((it) => P.decodeReply(it.header, it.body));
+  assert.deepEqual(items.map((x) => [x.txid, x.result]), [['r1', 'vote-read-only'], ['c1', 'vote-commit']]);
 });

@@ -7,7 +7,7 @@ const B = require('../src/batch');
 const H = P.Header;
 function cmdHeaders(over = {}) {
   const h = {
-    [H.VERSION]: ['5'], [H.TXID]: ['tx-1'], [H.OP]: ['prepare'], [H.PARTICIPANT]: ['pay'],
+    [H.VERSION]: ['6'], [H.TXID]: ['tx-1'], [H.OP]: ['prepare'], [H.PARTICIPANT]: ['pay'],
     [H.ATTEMPT]: ['2'], [H.REPLY_TO]: ['natstx.reply.c1.pay'], [H.DEADLINE]: ['1700000000000'],
   };
   for (const [k, v] of Object.entries(over)) {
@@ -29,6 +29,7 @@ test('decodeCommand reads every field of a well-formed command', () => {
 test('decodeCommand rejects what the Go decoder rejects', () => {
   const bad = [
     [{ [H.VERSION]: ['4'] }, P.VersionError, /Natstx-Version is "4"/],
+    [{ [H.VERSION]: ['5'] }, P.VersionError, /Natstx-Version is "5", this build speaks 6/],
     [{ [H.VERSION]: undefined }, P.MalformedError, /header Natstx-Version is missing/],
     [{ [H.TXID]: undefined }, P.MalformedError, /header Natstx-Txid is missing/],
     [{ [H.TXID]: ['a', 'a'] }, P.MalformedError, /appears 2 times/],
@@ -54,7 +55,7 @@ test('decodeCommand rejects what the Go decoder rejects', () => {
 test('reply headers and body are those of the Go Reply', () => {
   const r = { txid: 't', op: 'action', participant: 'p', result: 'refused', attempt: 3, reason: 'é'.repeat(600), step: 's', code: 'no-stock' };
   assert.deepEqual(P.replyHeader(r), {
-    'Natstx-Version': ['5'], 'Natstx-Txid': ['t'], 'Natstx-Op': ['action'], 'Natstx-Participant': ['p'],
+    'Natstx-Version': ['6'], 'Natstx-Txid': ['t'], 'Natstx-Op': ['action'], 'Natstx-Participant': ['p'],
     'Natstx-Result': ['refused'], 'Natstx-Attempt': ['3'], 'Natstx-Step': ['s'], 'Natstx-Code': ['no-stock'],
   });
   const body = P.replyBody(r);
@@ -72,11 +73,11 @@ test('a batch encodes as the Go framing and decodes back', () => {
     { txid: 'b', op: 'commit', participant: 'pay', attempt: 2, replyTo: 'natstx.reply.c.pay', deadline: null, step: '', payload: null },
   ];
   const m = B.encodeCommandBatch('pay', 'batch-1', cmds);
-  assert.deepEqual(m.header, { 'Natstx-Participant': ['pay'], 'Nats-Msg-Id': ['batch-1'], 'Natstx-Version': ['5'], 'Natstx-Batch': ['2'] });
+  assert.deepEqual(m.header, { 'Natstx-Participant': ['pay'], 'Nats-Msg-Id': ['batch-1'], 'Natstx-Version': ['6'], 'Natstx-Batch': ['2'] });
   // The first item exactly as messages.EncodeCommandBatch writes it: header
   // lines sorted by name, no Nats-Msg-Id inside.
   const head1 = 'Natstx-Attempt: 1\r\nNatstx-Deadline: 5\r\nNatstx-Op: prepare\r\nNatstx-Participant: pay\r\n'
-    + 'Natstx-Reply-To: natstx.reply.c.pay\r\nNatstx-Txid: a\r\nNatstx-Version: 5\r\n';
+    + 'Natstx-Reply-To: natstx.reply.c.pay\r\nNatstx-Txid: a\r\nNatstx-Version: 6\r\n';
   assert.ok(m.body.toString().startsWith(`${head1.length} 2\r\n${head1}{}`));
   const items = B.decodeBatch(m.header, m.body);
   assert.equal(items.length, 2);
@@ -98,4 +99,33 @@ test('a batch encodes as the Go framing and decodes back', () => {
   assert.equal(B.batchParticipant('natstx.cmd.pay.batch.x1'), 'pay');
   assert.equal(B.batchParticipant('natstx.cmd.pay.tx1'), null);
   assert.equal(B.batchParticipant('natstx.cmd.pay.batch.x.y'), null);
+});
+
+test('the protocol version is 6: commands, replies and batches carry Natstx-Version 6', () => {
+  assert.equal(P.VERSION, 6);
+  const r = { txid: 't', op: 'prepare', participant: 'p', result: 'vote-read-only', attempt: 1 };
+  assert.deepEqual(P.replyHeader(r)[H.VERSION], ['6']);
+  assert.deepEqual(P.commandHeader({ txid: 't', op: 'commit', participant: 'p', attempt: 1, replyTo: 'natstx.reply.c.p', deadline: null, step: '' })[H.VERSION], ['6']);
+  assert.throws(() => P.decodeReply({ ...P.replyHeader(r), [H.VERSION]: ['5'] }, null), P.VersionError);
+});
+
+test('decodeReply accepts vote-read-only, with an empty body, only as the answer to prepare', () => {
+  const reply = (op, result, extra = {}) => ({ txid: 't', op, participant: 'p', result, attempt: 2, ...extra });
+  const ok = P.decodeReply(P.replyHeader(reply('prepare', 'vote-read-only')), Buffer.alloc(0));
+  assert.deepEqual([ok.op, ok.result, ok.reason], ['prepare', P.Result.VOTE_READ_ONLY, '']);
+  assert.equal(P.Result.VOTE_READ_ONLY, 'vote-read-only');
+  assert.ok(P.isVote('vote-read-only') && P.isVote('vote-commit') && P.isVote('vote-abort') && !P.isVote('ack'));
+  for (const [op, step] of [['commit', ''], ['abort', ''], ['action', 's'], ['compensate', 's']]) {
+    const r = reply(op, 'vote-read-only', { step });
+    assert.throws(() => P.decodeReply(P.replyHeader(r), null), (e) => e instanceof P.MalformedError && new RegExp(`${op} is answered with an ack, not "vote-read-only"`).test(e.message), op);
+    assert.throws(() => P.validateReply(r), P.MalformedError, op);
+  }
+  // the other cross-field rules of Go Reply.Validate
+  assert.throws(() => P.validateReply(reply('commit', 'vote-commit')), /commit is answered with an ack, not "vote-commit"/);
+  assert.throws(() => P.validateReply(reply('prepare', 'ack')), /prepare is answered with a vote, not "ack"/);
+  assert.throws(() => P.validateReply(reply('compensate', 'refused', { step: 's' })), /only an action can be refused, not compensate/);
+  assert.throws(() => P.validateReply(reply('prepare', 'vote-maybe')), /unknown result "vote-maybe"/);
+  for (const r of [reply('prepare', 'vote-commit'), reply('prepare', 'vote-abort', { reason: 'no' }), reply('prepare', 'failed'), reply('commit', 'ack'), reply('action', 'refused', { step: 's', code: 'x' })]) {
+    P.validateReply(r);
+  }
 });

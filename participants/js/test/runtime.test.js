@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { connect, headers } = require('@nats-io/transport-node');
 const { jetstream, jetstreamManager } = require('@nats-io/jetstream');
-const { Participant, FileStore, batch } = require('../src');
+const { Participant, FileStore, READ_ONLY, batch } = require('../src');
 const P = require('../src/protocol');
 const { startNatstx, waitFor, tempDir, createCommandStream } = require('./helpers');
 
@@ -36,6 +36,8 @@ test('the participant on a real NATS server', { timeout: 120_000 }, async (t) =>
       calls.push(['prepare', tx.id]);
       if (gate.prepareDelay) await new Promise((r) => setTimeout(r, gate.prepareDelay));
       if (payload && payload.toString() === 'no') throw new Error('refusing');
+      if (payload && payload.toString() === 'ro') return READ_ONLY;
+      return undefined;
     },
     async commit(tx) {
       calls.push(['commit', tx.id]);
@@ -134,9 +136,23 @@ test('the participant on a real NATS server', { timeout: 120_000 }, async (t) =>
     await streamEmpty();
   });
 
+  await t.test('a read-only vote: vote-read-only, its duplicate the same, commit and abort acked, no handler call but the first prepare', async () => {
+    await publish('prepare', 'ro1', { payload: Buffer.from('ro') });
+    assert.deepEqual((await replyOf('ro1', 'prepare')).map((r) => [r.result, r.reason]), [['vote-read-only', '']]);
+    await publish('prepare', 'ro1', { attempt: 2, payload: Buffer.from('ro') });
+    assert.deepEqual((await replyOf('ro1', 'prepare', 2)).map((r) => r.result), ['vote-read-only', 'vote-read-only']);
+    await publish('commit', 'ro1');
+    await publish('abort', 'ro1');
+    assert.deepEqual((await replyOf('ro1', 'commit')).map((r) => r.result), ['ack']);
+    assert.deepEqual((await replyOf('ro1', 'abort')).map((r) => r.result), ['ack']);
+    assert.deepEqual(calls.filter((c) => c[1] === 'ro1'), [['prepare', 'ro1']]);
+    assert.equal(p.state('ro1'), 'read-only');
+    await streamEmpty();
+  });
+
   await t.test('audit requests are answered from the record', async () => {
-    const m = await nc.request(P.auditSubject(NAME), JSON.stringify({ ids: ['tx1', 'tx3', 'tx6', 'unknown', 'bad.id'] }), { timeout: 5000 });
-    assert.deepEqual(m.json(), { participant: NAME, states: { tx1: 'committed', tx3: 'aborted', tx6: 'prepared', unknown: 'none' } });
+    const m = await nc.request(P.auditSubject(NAME), JSON.stringify({ ids: ['tx1', 'tx3', 'tx6', 'ro1', 'unknown', 'bad.id'] }), { timeout: 5000 });
+    assert.deepEqual(m.json(), { participant: NAME, states: { tx1: 'committed', tx3: 'aborted', tx6: 'prepared', ro1: 'read-only', unknown: 'none' } });
     const e = await nc.request(P.auditSubject(NAME), 'not json', { timeout: 5000 });
     assert.match(e.json().error, /not valid JSON/);
   });
@@ -167,6 +183,8 @@ test('the participant on a real NATS server', { timeout: 120_000 }, async (t) =>
     assert.ok(questions.some((q) => q.id === 'tx8' && q.participant === NAME && q.deadline_ms > Date.now() && q.asked_at_ms > 0));
     assert.deepEqual(calls.filter((c) => c[1] === 'tx8'), [['prepare', 'tx8'], ['commit', 'tx8']]);
     assert.deepEqual(p.stats().inDoubt, 2); // tx6 and tx7 stay: pending
+    assert.deepEqual(p.proc.inDoubt().sort(), ['tx6', 'tx7']);
+    assert.ok(!questions.some((q) => q.id === 'ro1'), 'a read-only transaction is never asked about');
     // a commit that arrives after all is a duplicate
     await publish('commit', 'tx8');
     assert.equal((await replyOf('tx8', 'commit'))[0].result, 'ack');
