@@ -282,8 +282,12 @@ type AuditRequest struct {
 	IDs []string `json:"ids"`
 }
 
+// AuditReadOnly is the audit state of a transaction whose prepare the
+// participant answered VoteReadOnly: it holds nothing, whatever the outcome.
+const AuditReadOnly = "read-only"
+
 // AuditResponse is a participant's local state of each transaction asked
-// about: none, prepared, committed or aborted.
+// about: none, prepared, committed, aborted or read-only (AuditReadOnly).
 type AuditResponse struct {
 	Participant string            `json:"participant"`
 	States      map[string]string `json:"states,omitempty"`

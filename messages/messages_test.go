@@ -277,16 +277,21 @@ var replyValidity = []struct {
 }{
 	{messages.OpPrepare, messages.VoteCommit, true},
 	{messages.OpPrepare, messages.VoteAbort, true},
+	{messages.OpPrepare, messages.VoteReadOnly, true},
 	{messages.OpPrepare, messages.Failed, true},
 	{messages.OpPrepare, messages.Ack, false},
 	{messages.OpCommit, messages.Ack, true},
 	{messages.OpCommit, messages.Failed, true},
 	{messages.OpCommit, messages.VoteCommit, false},
 	{messages.OpCommit, messages.VoteAbort, false},
+	{messages.OpCommit, messages.VoteReadOnly, false},
 	{messages.OpAbort, messages.Ack, true},
 	{messages.OpAbort, messages.Failed, true},
 	{messages.OpAbort, messages.VoteCommit, false},
 	{messages.OpAbort, messages.VoteAbort, false},
+	{messages.OpAbort, messages.VoteReadOnly, false},
+	{messages.OpAction, messages.VoteReadOnly, false},
+	{messages.OpCompensate, messages.VoteReadOnly, false},
 }
 
 func TestReplyRoundTripForEveryValidOpResultPair(t *testing.T) {
@@ -389,11 +394,12 @@ func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 5"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 5"}},
-		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 5"}},
-		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 5"}},
-		{name: "wrong version 6", edit: set(messages.HeaderVersion, "6"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"6"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 6"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 6"}},
+		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 6"}},
+		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 6"}},
+		{name: "version 5 (no read-only vote)", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`, "speaks 6"}},
+		{name: "wrong version 7", edit: set(messages.HeaderVersion, "7"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"7"`}},
 		{name: "empty version", edit: set(messages.HeaderVersion, ""), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion}},
 		{name: "version with padding", edit: set(messages.HeaderVersion, " 1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `" 1"`}},
 		{name: "header with no values", edit: func(h map[string][]string) { h[messages.HeaderTxID] = []string{} }, sentinel: messages.ErrMalformed, mention: []string{messages.HeaderTxID, "missing"}},
@@ -495,11 +501,12 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 5"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 5"}},
-		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 5"}},
-		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 5"}},
-		{name: "wrong version 6", edit: set(messages.HeaderVersion, "6"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"6"`}},
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 6"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 6"}},
+		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 6"}},
+		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 6"}},
+		{name: "version 5 (no read-only vote)", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`, "speaks 6"}},
+		{name: "wrong version 7", edit: set(messages.HeaderVersion, "7"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"7"`}},
 		{name: "version 0", edit: set(messages.HeaderVersion, "0"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"0"`}},
 
 		{name: "attempt not a number", edit: set(messages.HeaderAttempt, "1st"), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderAttempt, `"1st"`}},
@@ -837,7 +844,7 @@ func TestOpAndResultValid(t *testing.T) {
 			t.Errorf("Op(%q).Valid() = true", op)
 		}
 	}
-	for _, r := range []messages.Result{messages.VoteCommit, messages.VoteAbort, messages.Ack, messages.Failed} {
+	for _, r := range []messages.Result{messages.VoteCommit, messages.VoteAbort, messages.VoteReadOnly, messages.Ack, messages.Failed} {
 		if !r.Valid() {
 			t.Errorf("Result(%q).Valid() = false", r)
 		}

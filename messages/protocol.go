@@ -15,8 +15,8 @@ import (
 // (natstx.reply.<instance>.<participant>, see ReplySubject); version 4 added
 // batches of commands and of replies (HeaderBatch, see batch.go); version 5
 // added the W3C trace context of a command (HeaderTraceParent,
-// HeaderTraceState).
-const Version = 5
+// HeaderTraceState); version 6 added the read-only vote (VoteReadOnly).
+const Version = 6
 
 // Header names. Nats-Msg-Id is JetStream's own de-duplication header.
 const (
@@ -94,6 +94,10 @@ const (
 	// VoteAbort answers prepare: the participant cannot do its part; Reason
 	// says why.
 	VoteAbort Result = "vote-abort"
+	// VoteReadOnly answers prepare (since protocol 6): the participant's part
+	// changed nothing and holds nothing, so it needs neither commit nor abort;
+	// it counts as a vote commit and is sent no second phase.
+	VoteReadOnly Result = "vote-read-only"
 	// Ack answers commit or abort: the outcome is applied durably.
 	Ack Result = "ack"
 	// Failed answers a command the participant could not handle this time (a
@@ -109,8 +113,12 @@ const (
 
 // Valid reports whether r is a result of this protocol version.
 func (r Result) Valid() bool {
-	return r == VoteCommit || r == VoteAbort || r == Ack || r == Failed || r == Refused
+	return r == VoteCommit || r == VoteAbort || r == VoteReadOnly || r == Ack || r == Failed || r == Refused
 }
+
+// Vote reports whether r answers prepare: vote-commit, vote-abort or
+// vote-read-only.
+func (r Result) Vote() bool { return r == VoteCommit || r == VoteAbort || r == VoteReadOnly }
 
 // Command is what a coordinator asks one participant to do for one
 // transaction.
@@ -373,7 +381,7 @@ func (r Reply) Validate() error {
 	switch {
 	case r.Op == OpPrepare && (r.Result == Ack || r.Result == Refused):
 		return fmt.Errorf("%w: prepare is answered with a vote, not %q", ErrMalformed, r.Result)
-	case r.Op != OpPrepare && (r.Result == VoteCommit || r.Result == VoteAbort):
+	case r.Op != OpPrepare && r.Result.Vote():
 		return fmt.Errorf("%w: %s is answered with an ack, not %q", ErrMalformed, r.Op, r.Result)
 	case r.Result == Refused && r.Op != OpAction:
 		return fmt.Errorf("%w: only an action can be refused, not %s", ErrMalformed, r.Op)

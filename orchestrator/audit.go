@@ -97,6 +97,8 @@ func (c *Client) Audit(ctx context.Context, window, timeout time.Duration) (Audi
 		for _, p := range st.Participants {
 			got := local[p.Name][st.ID]
 			switch {
+			case got == messages.AuditReadOnly:
+				// Voted read-only: it held nothing, so either outcome is right.
 			case committed && got != "committed":
 				problem("%s is committed but %s holds it %s", st.ID, p.Name, got)
 			case !committed && (got == "committed" || got == "prepared"):

@@ -135,6 +135,9 @@ func (e *Engine) noteTxEvent(h *history, ev txn.Event, who string) {
 	case txn.EventVote:
 		te = e.event(messages.EventVote)
 		te.Detail = "yes"
+		if ev.ReadOnly {
+			te.Detail = "read-only"
+		}
 		if !ev.Yes {
 			te.Detail = "no"
 			if ev.Reason != "" {

@@ -396,6 +396,9 @@ func (s *shard) reply(r messages.Reply) {
 	case messages.VoteCommit:
 		ev.Kind, ev.Yes = txn.EventVote, true
 		s.noteVote(en)
+	case messages.VoteReadOnly:
+		ev.Kind, ev.Yes, ev.ReadOnly = txn.EventVote, true, true
+		s.noteVote(en)
 	case messages.VoteAbort:
 		ev.Kind = txn.EventVote
 		s.noteVote(en)
@@ -436,8 +439,11 @@ func (s *shard) stepBy(en *entry, ev txn.Event, who string) {
 		switch ev.Kind {
 		case txn.EventVote:
 			result := messages.VoteCommit
-			if !ev.Yes {
+			switch {
+			case !ev.Yes:
 				result = messages.VoteAbort
+			case ev.ReadOnly:
+				result = messages.VoteReadOnly
 			}
 			en.trace.answered(ev.Participant, "", string(result), ev.Reason, false)
 		case txn.EventAck:
@@ -560,13 +566,14 @@ func (s *shard) decided(en *entry) {
 	en.decidedAt = s.e.now()
 	s.e.stats.decide.observe(en.decidedAt.Sub(en.started))
 	out := en.tx.Outcome()
-	if out.State != Committing {
+	switch {
+	case out.State != Committing:
 		// A commit's status is written once its record is durable: a status
 		// that says committing always means the commit will happen.
 		s.e.noteDecided(&en.hist, out)
 		en.trace.enterPhase("abort")
 		s.queueStatus(en)
-	} else {
+	default:
 		en.trace.enterPhase("decision") // the commit record's write
 	}
 	s.e.log.Debug("decided", zap.String("txid", out.ID), zap.Stringer("state", out.State), zap.String("reason", out.Reason))

@@ -26,8 +26,10 @@ import (
 // every process that shares the database.
 type SQLHandler interface {
 	// Prepare stages the work described by payload. A nil error votes
-	// commit; an error votes abort (err.Error() is the reason) and the
-	// Barrier rolls dbtx back, so nothing of the failed prepare remains.
+	// commit; ReadOnly (alone or wrapped) votes read-only and the Barrier
+	// rolls dbtx back, so the participant holds nothing; any other error
+	// votes abort (err.Error() is the reason) and the Barrier rolls dbtx
+	// back, so nothing of the failed prepare remains.
 	Prepare(ctx context.Context, dbtx *sql.Tx, tx Tx, payload []byte) error
 	// Commit makes the staged work final. An error rolls dbtx back; the
 	// command is delivered again later.
@@ -302,6 +304,8 @@ func stateOf(rows map[string]row) (State, string) {
 	_, aborted := rows[string(messages.OpAbort)]
 	_, committed := rows[string(messages.OpCommit)]
 	switch {
+	case prepared && p.result == string(messages.VoteReadOnly):
+		return StateReadOnly, ""
 	case committed:
 		return StateCommitted, ""
 	case aborted && prepared && p.result == string(messages.VoteCommit):
@@ -388,6 +392,9 @@ func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, now time.T
 		v = verdict{result: messages.VoteCommit, applied: true}.in(StatePrepared)
 		return nil
 	})
+	if errors.Is(handlerErr, ReadOnly) {
+		return b.recordVote(ctx, tx, now, verdict{result: messages.VoteReadOnly, applied: true}.in(StateReadOnly))
+	}
 	if handlerErr != nil {
 		return b.recordNo(ctx, tx, now, handlerErr)
 	}
@@ -402,9 +409,15 @@ func (b *Barrier) recordNo(ctx context.Context, tx Tx, now time.Time, cause erro
 	if reason == "" {
 		reason = ReasonPrepareFailed
 	}
-	v := verdict{result: messages.VoteAbort, reason: reason, handlerErr: cause}.in(StateAborted)
+	return b.recordVote(ctx, tx, now, verdict{result: messages.VoteAbort, reason: reason, handlerErr: cause}.in(StateAborted))
+}
+
+// recordVote records v, a vote abort or read-only whose prepare's local
+// transaction was rolled back, in a new local transaction; if another
+// command recorded the prepare meanwhile, that record is the answer.
+func (b *Barrier) recordVote(ctx context.Context, tx Tx, now time.Time, v verdict) (verdict, error) {
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
-		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), messages.Truncate(reason, messages.MaxReasonLen), now, tx.Deadline)
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(v.result), messages.Truncate(v.reason, messages.MaxReasonLen), now, tx.Deadline)
 		if err != nil || won {
 			return err
 		}
@@ -423,6 +436,8 @@ func (b *Barrier) answerPrepare(ctx context.Context, dbtx *sql.Tx, tx Tx) (verdi
 	switch s, reason := stateOf(rows); s {
 	case StatePrepared, StateCommitted:
 		return verdict{result: messages.VoteCommit, duplicate: true}.in(s), nil
+	case StateReadOnly:
+		return verdict{result: messages.VoteReadOnly, duplicate: true}.in(s), nil
 	default:
 		return verdict{result: messages.VoteAbort, reason: reason, duplicate: true}.in(StateAborted), nil
 	}
@@ -474,6 +489,11 @@ func (b *Barrier) commit(ctx context.Context, tx Tx, now time.Time, call func(fu
 		case StateCommitted:
 			v = verdict{result: messages.Ack, duplicate: true}.in(StateCommitted)
 			return nil
+		case StateReadOnly:
+			// Nothing to commit; a coordinator recovering its decision may
+			// send commit all the same.
+			v = verdict{result: messages.Ack, duplicate: true}.in(StateReadOnly)
+			return nil
 		}
 		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "", now, time.Time{})
 		if err != nil {
@@ -521,6 +541,10 @@ func (b *Barrier) abort(ctx context.Context, tx Tx, now time.Time, call func(fun
 		rows, err := b.rows(ctx, dbtx, tx.Participant, tx.ID)
 		if err != nil {
 			return err
+		}
+		if rows[string(messages.OpPrepare)].result == string(messages.VoteReadOnly) {
+			v = verdict{result: messages.Ack, duplicate: true}.in(StateReadOnly) // nothing to abort
+			return nil
 		}
 		if _, ok := rows[string(messages.OpCommit)]; ok {
 			v = verdict{result: messages.Failed, reason: ReasonAbortAfterCommit, rejected: true}.in(StateCommitted)
@@ -616,7 +640,7 @@ func (b *Barrier) Compensate(ctx context.Context, participant, txid, step string
 }
 
 // Purge deletes participant's two-phase-commit rows of transactions that
-// finished (committed, aborted, or voted abort) with no row newer than
+// finished (committed, aborted, voted abort or read-only) with no row newer than
 // before, and returns how many rows it deleted. Rows of transactions still
 // prepared are never deleted, nor saga rows. Safe once before is older than
 // any command that can still arrive: a prepare after its deadline votes

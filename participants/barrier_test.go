@@ -129,7 +129,13 @@ func (l *ledger) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, 
 	if _, err := dbtx.ExecContext(ctx, q, tx.ID); err != nil {
 		return err
 	}
-	return l.step(messages.OpPrepare, tx.ID)
+	if err := l.step(messages.OpPrepare, tx.ID); err != nil {
+		return err
+	}
+	if string(payload) == "read-only" {
+		return participants.ReadOnly // after a write, which the barrier must undo
+	}
+	return nil
 }
 
 func (l *ledger) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) error {

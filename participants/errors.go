@@ -15,6 +15,17 @@ var (
 	// ErrStopped is returned by Start when Stop was called before or during
 	// it.
 	ErrStopped = errors.New("natstx: participant runtime stopped")
+	// ReadOnly is what Handler.Prepare (or BarrierHandler.Prepare) returns,
+	// alone or wrapped, to vote read-only: its part of the transaction
+	// changed nothing and holds nothing (nothing staged, no lock kept), so it
+	// needs neither commit nor abort. The coordinator counts the vote as a
+	// commit vote and sends this participant no second phase: neither Commit
+	// nor Abort is called for the transaction. A Barrier rolls back the
+	// local transaction the handler ran in, so whatever it wrote is undone,
+	// and records the vote.
+	//
+	//lint:ignore ST1012 a vote, not a failure: it is returned as fs.SkipDir is
+	ReadOnly = errors.New("natstx: read-only: nothing to commit or abort")
 )
 
 // Reasons the Runtime sends with a VoteAbort or Failed reply it decides by

@@ -26,8 +26,11 @@ type Tx struct {
 type Handler interface {
 	// Prepare stages the transaction's work described by payload, so that a
 	// later Commit cannot fail for a business reason. A nil error votes
-	// commit: the participant promises to commit when told to. An error votes
-	// abort; err.Error() is sent to the coordinator as the reason.
+	// commit: the participant promises to commit when told to. ReadOnly
+	// (alone or wrapped) votes read-only: the participant changed nothing,
+	// holds nothing, and gets neither Commit nor Abort for the transaction.
+	// Any other error votes abort; err.Error() is sent to the coordinator as
+	// the reason.
 	Prepare(ctx context.Context, tx Tx, payload []byte) error
 	// Commit makes the staged work final. An error means it could not commit
 	// this time; the command is delivered again later, and the transaction

@@ -2,6 +2,7 @@ package participants
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -334,7 +335,13 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 				log.Info("voted abort: deadline passed", zap.Time("deadline", tx.Deadline))
 				return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
 			}
-			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) }); err != nil {
+			err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) })
+			if errors.Is(err, ReadOnly) {
+				e.finish(StateReadOnly, "", now)
+				log.Debug("voted read-only")
+				return outcome{result: messages.VoteReadOnly, applied: true}.in(StateReadOnly)
+			}
+			if err != nil {
 				reason := err.Error()
 				if reason == "" {
 					reason = ReasonPrepareFailed
@@ -348,6 +355,8 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 			return outcome{result: messages.VoteCommit, applied: true}.in(StatePrepared)
 		case StatePrepared, StateCommitted:
 			return duplicate(state, outcome{result: messages.VoteCommit})
+		case StateReadOnly:
+			return duplicate(state, outcome{result: messages.VoteReadOnly})
 		case StateAborted:
 			reason := e.rec.reason
 			if reason == "" {
@@ -365,7 +374,7 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 			e.finish(StateCommitted, "", now)
 			log.Debug("committed")
 			return outcome{result: messages.Ack, applied: true}.in(StateCommitted)
-		case StateCommitted:
+		case StateCommitted, StateReadOnly:
 			return duplicate(state, outcome{result: messages.Ack})
 		case StateNone:
 			return reject(state, ReasonNoRecord)
@@ -386,7 +395,7 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 			e.finish(StateAborted, ReasonAborted, now)
 			log.Debug("aborted")
 			return outcome{result: messages.Ack, applied: true}.in(StateAborted)
-		case StateAborted:
+		case StateAborted, StateReadOnly:
 			return duplicate(state, outcome{result: messages.Ack})
 		case StateCommitted:
 			return reject(state, ReasonAbortAfterCommit)

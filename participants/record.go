@@ -19,6 +19,9 @@ const (
 	// StateAborted: the participant voted abort, Abort succeeded, or an abort
 	// arrived before any prepare.
 	StateAborted
+	// StateReadOnly: Prepare voted read-only (ReadOnly); the participant holds
+	// nothing and commit or abort, if they come, change nothing.
+	StateReadOnly
 )
 
 // String names s.
@@ -32,12 +35,16 @@ func (s State) String() string {
 		return "committed"
 	case StateAborted:
 		return "aborted"
+	case StateReadOnly:
+		return "read-only"
 	}
 	return "unknown"
 }
 
 // finished reports whether s is a final state.
-func (s State) finished() bool { return s == StateCommitted || s == StateAborted }
+func (s State) finished() bool {
+	return s == StateCommitted || s == StateAborted || s == StateReadOnly
+}
 
 // record is the in-memory record of one transaction, or of one saga step
 // (under the key sagaKey).

@@ -78,6 +78,8 @@ const (
 	// OutcomeVotedNo: a prepare voted abort (the handler refused, or the
 	// deadline had passed).
 	OutcomeVotedNo = "voted-no"
+	// OutcomeReadOnly: Prepare voted read-only (ReadOnly).
+	OutcomeReadOnly = "read-only"
 	// OutcomeCommitted: a commit was applied.
 	OutcomeCommitted = "committed"
 	// OutcomeAborted: an abort was applied (or recorded before any
@@ -104,6 +106,7 @@ const (
 const (
 	outPrepared = iota
 	outVotedNo
+	outReadOnly
 	outCommitted
 	outAborted
 	outDone
@@ -116,7 +119,7 @@ const (
 )
 
 // outcomeNames are the Outcome* names, by index.
-var outcomeNames = [numOutcomes]string{OutcomePrepared, OutcomeVotedNo, OutcomeCommitted, OutcomeAborted, OutcomeDone,
+var outcomeNames = [numOutcomes]string{OutcomePrepared, OutcomeVotedNo, OutcomeReadOnly, OutcomeCommitted, OutcomeAborted, OutcomeDone,
 	OutcomeRefused, OutcomeCompensated, OutcomeFailed, OutcomeDuplicate, OutcomeRejected}
 
 // Outcomes returns the names of the outcomes Stats.Outcomes counts, in a
@@ -135,6 +138,8 @@ func outcomeOf(cmd messages.Command, out outcome) int {
 		return outFailed
 	case cmd.Op == messages.OpPrepare && out.result == messages.VoteCommit:
 		return outPrepared
+	case cmd.Op == messages.OpPrepare && out.result == messages.VoteReadOnly:
+		return outReadOnly
 	case cmd.Op == messages.OpPrepare:
 		return outVotedNo
 	case cmd.Op == messages.OpCommit:

@@ -14,14 +14,17 @@ import (
 
 // TestStatsCountLatencyAndOutcomes: every well-formed command is timed
 // under its operation, and counted under what the record made of it:
-// prepared, voted no, committed, aborted, done, refused, compensated,
-// failed, duplicate and rejected; a malformed one is neither.
+// prepared, voted no, read-only, committed, aborted, done, refused,
+// compensated, failed, duplicate and rejected; a malformed one is neither.
 func TestStatsCountLatencyAndOutcomes(t *testing.T) {
 	e := newEnv(t, true)
 	h := newRecorder()
 	h.PrepareFunc = func(_ context.Context, _ participants.Tx, payload []byte) error {
-		if string(payload) == "no" {
+		switch string(payload) {
+		case "no":
 			return errors.New("out of stock")
+		case "look":
+			return participants.ReadOnly
 		}
 		return nil
 	}
@@ -34,6 +37,9 @@ func TestStatsCountLatencyAndOutcomes(t *testing.T) {
 	no := e.cmd("no", messages.OpPrepare, 1)
 	no.Payload = []byte("no")
 	e.expect(no, messages.VoteAbort, "out of stock")
+	look := e.cmd("look", messages.OpPrepare, 1)
+	look.Payload = []byte("look")
+	e.expect(look, messages.VoteReadOnly, "")
 	e.expect(e.cmd("yes", messages.OpCommit, 1), messages.Ack, "")
 	e.expect(e.cmd("yes", messages.OpCommit, 2), messages.Ack, "")                               // duplicate
 	e.expect(e.cmd("early", messages.OpAbort, 1), messages.Ack, "")                              // aborted before prepare
@@ -51,7 +57,7 @@ func TestStatsCountLatencyAndOutcomes(t *testing.T) {
 		participants.OutcomePrepared: 1, participants.OutcomeVotedNo: 1, participants.OutcomeCommitted: 1,
 		participants.OutcomeAborted: 1, participants.OutcomeDone: 1, participants.OutcomeRefused: 1,
 		participants.OutcomeCompensated: 1, participants.OutcomeFailed: 1, participants.OutcomeDuplicate: 1,
-		participants.OutcomeRejected: 1,
+		participants.OutcomeRejected: 1, participants.OutcomeReadOnly: 1,
 	}
 	if !maps.Equal(st.Outcomes, want) {
 		t.Errorf("outcomes %v, want %v", st.Outcomes, want)
@@ -59,7 +65,7 @@ func TestStatsCountLatencyAndOutcomes(t *testing.T) {
 	if len(participants.Outcomes()) != len(want) {
 		t.Errorf("Outcomes() = %v, want the %d names counted", participants.Outcomes(), len(want))
 	}
-	wantOps := map[messages.Op]uint64{messages.OpPrepare: 2, messages.OpCommit: 3, messages.OpAbort: 1, messages.OpAction: 3, messages.OpCompensate: 1}
+	wantOps := map[messages.Op]uint64{messages.OpPrepare: 3, messages.OpCommit: 3, messages.OpAbort: 1, messages.OpAction: 3, messages.OpCompensate: 1}
 	for op, n := range wantOps {
 		hist, ok := st.Latency[op]
 		if !ok || hist.Count != n {

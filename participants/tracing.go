@@ -106,7 +106,7 @@ func (p *Processor) answer(h handling, cmd messages.Command, kind int, out outco
 		attrs = append(attrs, AttrDuplicate.Bool(true))
 	}
 	h.span.SetAttributes(attrs...)
-	if success := a.ReplyTo != "" && (a.Reply.Result == messages.VoteCommit || a.Reply.Result == messages.Ack); !success {
+	if success := a.ReplyTo != "" && (a.Reply.Result == messages.VoteCommit || a.Reply.Result == messages.VoteReadOnly || a.Reply.Result == messages.Ack); !success {
 		if reason == "" {
 			reason = result
 		}

@@ -157,8 +157,10 @@ type Send struct {
 // Record is what must be durable before the commands of the same Ready go
 // out: the commit decision.
 type Record struct {
-	ID           string
-	State        State
+	ID    string
+	State State
+	// Participants are all of them, those that voted read-only included
+	// (a commit after a read-only vote is acknowledged and changes nothing).
 	Participants []string
 }
 
@@ -183,7 +185,7 @@ type EventKind uint8
 
 // The inputs of a transaction.
 const (
-	// EventVote is a participant's vote: Participant, Yes, Reason.
+	// EventVote is a participant's vote: Participant, Yes, ReadOnly, Reason.
 	EventVote EventKind = iota + 1
 	// EventAck is a participant's acknowledgement of Op (commit or abort).
 	EventAck
@@ -214,8 +216,11 @@ type Event struct {
 	Participant string
 	Op          messages.Op
 	Yes         bool
-	Reason      string
-	Timer       Timer
+	// ReadOnly, with Yes, is a read-only vote: the participant holds
+	// nothing, and is sent neither commit nor abort after it.
+	ReadOnly bool
+	Reason   string
+	Timer    Timer
 }
 
 // PartResult is what is known of one participant.
@@ -241,7 +246,11 @@ type Outcome struct {
 	Reason string
 	// TimedOut is true when the transaction aborted because a vote was
 	// missing at the prepare deadline.
-	TimedOut     bool
+	TimedOut bool
+	// ReadOnly is true when every participant voted read-only: the
+	// transaction commits with no second phase (its decision is recorded
+	// all the same, so that no abort recorded meanwhile is contradicted).
+	ReadOnly     bool
 	Participants []PartResult
 }
 
@@ -315,7 +324,8 @@ func (t *Tx) State() State { return t.state }
 
 // Outcome returns a snapshot of the transaction.
 func (t *Tx) Outcome() Outcome {
-	return Outcome{ID: t.spec.ID, State: t.state, Reason: t.reason, TimedOut: t.timedOut, Participants: append([]PartResult(nil), t.parts...)}
+	return Outcome{ID: t.spec.ID, State: t.state, Reason: t.reason, TimedOut: t.timedOut, ReadOnly: t.allReadOnly(),
+		Participants: append([]PartResult(nil), t.parts...)}
 }
 
 // Start returns the first work: prepare to every participant (or, for a
@@ -366,7 +376,7 @@ func (t *Tx) Step(ev Event) Ready {
 			return Ready{Ignored: "commit refused while the transaction is " + t.state.String()}
 		}
 		for _, p := range t.parts {
-			if p.Acked {
+			if p.Acked && p.Vote != VoteReadOnly {
 				return Ready{Ignored: "commit refused after " + p.Name + " acknowledged commit"}
 			}
 		}
@@ -399,10 +409,27 @@ func (t *Tx) onVote(ev Event) Ready {
 		return t.decide(false, fmt.Sprintf("%s voted abort: %s", ev.Participant, orUnknown(ev.Reason)))
 	}
 	p.Vote = VoteYes
+	if ev.ReadOnly {
+		// It holds nothing: no second phase, whatever the decision.
+		p.Vote, p.Acked = VoteReadOnly, true
+	}
 	if VoteResult(t.votes()) == TallyWon {
+		if t.allReadOnly() {
+			return t.decide(true, "every participant voted read-only")
+		}
 		return t.decide(true, "every participant voted commit")
 	}
 	return Ready{}
+}
+
+// allReadOnly reports whether every participant voted read-only.
+func (t *Tx) allReadOnly() bool {
+	for _, p := range t.parts {
+		if p.Vote != VoteReadOnly {
+			return false
+		}
+	}
+	return true
 }
 
 func (t *Tx) onAck(ev Event) Ready {
@@ -470,6 +497,12 @@ func (t *Tx) onTimer(tm Timer) Ready {
 // resendDue re-sends the current phase's command to everyone who has not
 // answered, and arms the next resend with a doubled delay.
 func (t *Tx) resendDue() Ready {
+	if t.state == Committing {
+		// Every vote read-only: nothing was sent, and the record is durable.
+		if fin := t.finishIfAcked(); fin.Done {
+			return fin
+		}
+	}
 	var rd Ready
 	op := t.phaseOp()
 	var gaveUp []string
@@ -515,14 +548,24 @@ func (t *Tx) decide(commit bool, reason string) Ready {
 	}
 	t.prepare = Timer{} // a prepare timer that fires now is stale
 	t.resendGap = t.spec.RetryBase
-	t.resend = t.arm(&rd, TimerResend, t.resendGap)
-	if fin := t.finishIfAcked(); fin.Done {
-		rd.Done, rd.Send, rd.Timers = true, nil, nil
+	first := t.resendGap
+	if commit && t.allReadOnly() {
+		// No one to send commit to: the transaction ends once its record
+		// is durable (the driver arms the timers after that), unless the
+		// record is refused first (EventCommitRefused).
+		first = 0
+	}
+	t.resend = t.arm(&rd, TimerResend, first)
+	if !commit {
+		if fin := t.finishIfAcked(); fin.Done { // every vote no or read-only
+			rd.Done, rd.Send, rd.Timers = true, nil, nil
+		}
 	}
 	return rd
 }
 
-// finishIfAcked ends the transaction once every participant acknowledged.
+// finishIfAcked ends the transaction once every participant acknowledged
+// (a participant that voted read-only or no counts as having acknowledged).
 func (t *Tx) finishIfAcked() Ready {
 	for _, p := range t.parts {
 		if !p.Acked {

@@ -925,7 +925,7 @@ func TestAckOfPrepareIsIgnored(t *testing.T) {
 func TestRandomEvents(t *testing.T) {
 	ops := []messages.Op{messages.OpCommit, messages.OpAbort} // see TestAckOfPrepareIsIgnored
 	outcomes := map[State]int{}
-	refusals := 0
+	refusals, readOnlyCommits := 0, 0
 	for seed := range uint64(300) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		n := 1 + rng.IntN(4)
@@ -978,6 +978,9 @@ func TestRandomEvents(t *testing.T) {
 				}
 				decidedCommit = rd.Persist != nil
 				decidedAbort = rd.Persist == nil
+				if decidedCommit && h.tx.Outcome().ReadOnly {
+					readOnlyCommits++
+				}
 			}
 			for _, s := range rd.Send {
 				switch s.Op {
@@ -1041,10 +1044,13 @@ func TestRandomEvents(t *testing.T) {
 					ev = Event{Kind: EventTimer, Timer: Timer{Kind: TimerKind(1 + rng.IntN(2)), Seq: uint64(rng.IntN(10))}}
 				}
 			case 8:
-				if rng.IntN(4) == 0 {
+				switch rng.IntN(4) {
+				case 0:
 					ev = Event{Kind: EventAbort, Reason: "op"}
-				} else {
+				case 1:
 					ev = Event{Kind: EventVote, Participant: p, Yes: true}
+				default:
+					ev = Event{Kind: EventVote, Participant: p, Yes: true, ReadOnly: true}
 				}
 			}
 			if refuseNext {
@@ -1069,6 +1075,11 @@ func TestRandomEvents(t *testing.T) {
 					if !ev.Yes {
 						answer(ev.Participant, messages.OpAbort)
 					}
+					if ev.Yes && ev.ReadOnly {
+						// It needs neither: sending it either is a failure.
+						answer(ev.Participant, messages.OpAbort)
+						answer(ev.Participant, messages.OpCommit)
+					}
 				case ev.Kind == EventFailed && ev.Op == messages.OpPrepare:
 					voted[ev.Participant] = true // still sent abort: it may have prepared
 				case ev.Kind == EventAck:
@@ -1079,9 +1090,12 @@ func TestRandomEvents(t *testing.T) {
 		}
 		outcomes[h.tx.State()]++
 	}
-	t.Logf("final states over the seeds: %v; commit decisions refused: %d", outcomes, refusals)
+	t.Logf("final states over the seeds: %v; commit decisions refused: %d; commits of read-only votes only: %d", outcomes, refusals, readOnlyCommits)
 	if refusals == 0 {
 		t.Error("no seed had its commit decision refused: keep EventCommitRefused in the generator")
+	}
+	if readOnlyCommits == 0 {
+		t.Error("no seed committed on read-only votes only: keep read-only votes in the generator")
 	}
 	// The seeds reach every end: keep it so when changing the generator.
 	for _, s := range []State{Committed, Aborted} {
@@ -1119,5 +1133,105 @@ func TestCommitRefusedIsIgnoredOutsideAnUndurableCommit(t *testing.T) {
 	h.ack("a", messages.OpCommit)
 	if rd := h.step(Event{Kind: EventCommitRefused}); rd.Ignored == "" || h.tx.State() != Committing {
 		t.Fatalf("after an ack of commit: %+v, state %v", rd, h.tx.State())
+	}
+}
+
+// TestAReadOnlyVoterIsSentNoCommit: a read-only vote counts as yes; the
+// decision record still names every participant (a recovered commit reaches
+// the read-only one too, which acknowledges it), but commit goes only to
+// the participant that prepared, and its ack alone ends the transaction.
+func TestAReadOnlyVoterIsSentNoCommit(t *testing.T) {
+	h, _ := begin(t, testSpec("a", "b"))
+	if rd := h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true}); !isEmpty(rd) || rd.Ignored != "" {
+		t.Fatalf("read-only vote of a: %+v, want nothing yet", rd)
+	}
+	rd := h.vote("b", true, "")
+	want := Record{ID: "tx1", State: Committing, Participants: names("a", "b")}
+	if !rd.Decided || rd.Persist == nil || !reflect.DeepEqual(*rd.Persist, want) {
+		t.Fatalf("deciding vote: %+v, want Persist %+v", rd, want)
+	}
+	if got, want := sendsOf(rd), withOp(messages.OpCommit, "b"); !slices.Equal(got, want) {
+		t.Fatalf("sends = %v, want %v", got, want)
+	}
+	if o := h.tx.Outcome(); o.Reason != "every participant voted commit" || o.ReadOnly || o.Participants[0].Vote != VoteReadOnly || !o.Participants[0].Acked {
+		t.Fatalf("outcome %+v", o)
+	}
+	if rd := h.fire(TimerResend); !slices.Equal(sendsOf(rd), withOp(messages.OpCommit, "b")) {
+		t.Fatalf("re-send = %v, want commit to b only", sendsOf(rd))
+	}
+	if rd := h.ack("b", messages.OpCommit); !rd.Done || h.tx.State() != Committed {
+		t.Fatalf("ack of b: %+v, state %v", rd, h.tx.State())
+	}
+}
+
+// TestEveryVoteReadOnlyCommitsWithNoSecondPhase: when no participant holds
+// anything, the decision is recorded as usual (a coordinator that records
+// an abort meanwhile must not be contradicted), nothing is sent, and the
+// transaction ends at the timer armed with no delay, which its driver arms
+// once the record is durable; a refused record aborts it instead.
+func TestEveryVoteReadOnlyCommitsWithNoSecondPhase(t *testing.T) {
+	h, _ := begin(t, testSpec("a", "b", "c"))
+	h.step(Event{Kind: EventVote, Participant: "c", Yes: true, ReadOnly: true})
+	h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true})
+	rd := h.step(Event{Kind: EventVote, Participant: "b", Yes: true, ReadOnly: true})
+	want := Record{ID: "tx1", State: Committing, Participants: names("a", "b", "c")}
+	if !rd.Decided || rd.Done || rd.Persist == nil || !reflect.DeepEqual(*rd.Persist, want) || len(rd.Send) != 0 {
+		t.Fatalf("last read-only vote: %+v, want the decision to persist and nothing to send", rd)
+	}
+	if len(rd.Timers) != 1 || rd.Timers[0].Timer.Kind != TimerResend || rd.Timers[0].After != 0 {
+		t.Fatalf("timers %+v, want one resend at once", rd.Timers)
+	}
+	if o := h.tx.Outcome(); o.State != Committing || !o.ReadOnly || o.Reason != "every participant voted read-only" {
+		t.Fatalf("outcome %+v", o)
+	}
+	if rd := h.fire(TimerResend); !rd.Done || len(rd.Send) != 0 || h.tx.State() != Committed {
+		t.Fatalf("the timer after the record: %+v, state %v; want done, committed", rd, h.tx.State())
+	}
+
+	h, _ = begin(t, testSpec("a"))
+	h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true})
+	rd = h.step(Event{Kind: EventCommitRefused, Reason: "abort recorded first"})
+	if !rd.Decided || !rd.Done || len(rd.Send) != 0 || h.tx.State() != Aborted {
+		t.Fatalf("refused record: %+v, state %v; want aborted at once, nothing sent", rd, h.tx.State())
+	}
+}
+
+// TestAReadOnlyVoterIsSentNoAbort: after a read-only vote, an abort
+// decision (another's vote no, or the prepare deadline) goes only to the
+// participants whose vote is missing.
+func TestAReadOnlyVoterIsSentNoAbort(t *testing.T) {
+	h, _ := begin(t, testSpec("a", "b", "c"))
+	h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true})
+	rd := h.vote("b", false, "no stock")
+	if got, want := sendsOf(rd), withOp(messages.OpAbort, "c"); !rd.Decided || !slices.Equal(got, want) {
+		t.Fatalf("vote no of b: %+v, want abort to c only", rd)
+	}
+	if rd := h.ack("c", messages.OpAbort); !rd.Done || h.tx.State() != Aborted {
+		t.Fatalf("ack of c: %+v, state %v", rd, h.tx.State())
+	}
+
+	h, _ = begin(t, testSpec("a", "b"))
+	h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true})
+	rd = h.fire(TimerPrepare)
+	if got, want := sendsOf(rd), withOp(messages.OpAbort, "b"); !rd.Decided || !slices.Equal(got, want) {
+		t.Fatalf("prepare timeout: %+v, want abort to b only", rd)
+	}
+}
+
+// TestACommitRefusedAfterAReadOnlyVoteAborts: a read-only voter counts as
+// finished, not as a participant that heard commit, so a commit record
+// refused by a recorded abort still turns the transaction to abort.
+func TestACommitRefusedAfterAReadOnlyVoteAborts(t *testing.T) {
+	h, _ := begin(t, testSpec("a", "b"))
+	h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true})
+	if rd := h.vote("b", true, ""); rd.Persist == nil {
+		t.Fatalf("no commit record to persist: %+v", rd)
+	}
+	rd := h.step(Event{Kind: EventCommitRefused, Reason: "abort recorded first"})
+	if rd.Ignored != "" || !rd.Decided || h.tx.State() != Aborting {
+		t.Fatalf("refusal: %+v, state %v", rd, h.tx.State())
+	}
+	if got, want := sendsOf(rd), withOp(messages.OpAbort, "b"); !slices.Equal(got, want) {
+		t.Fatalf("sends = %v, want %v", got, want)
 	}
 }

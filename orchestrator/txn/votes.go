@@ -11,6 +11,9 @@ const (
 	VoteYes
 	// VoteNo means the participant refused; the transaction must abort.
 	VoteNo
+	// VoteReadOnly means the participant changed nothing and holds nothing:
+	// it counts as yes, and needs neither commit nor abort.
+	VoteReadOnly
 )
 
 func (v Vote) String() string {
@@ -19,6 +22,8 @@ func (v Vote) String() string {
 		return "yes"
 	case VoteNo:
 		return "no"
+	case VoteReadOnly:
+		return "read-only"
 	default:
 		return "pending"
 	}
@@ -49,7 +54,8 @@ func (t Tally) String() string {
 }
 
 // VoteResult counts votes for two-phase commit, where commit needs every
-// participant: one no loses at once, all yes wins, anything else is pending.
+// participant: one no loses at once, all yes (a read-only vote is a yes)
+// wins, anything else is pending.
 // An empty list is pending: a transaction with no participants never commits.
 func VoteResult(votes []Vote) Tally {
 	if len(votes) == 0 {
@@ -60,7 +66,7 @@ func VoteResult(votes []Vote) Tally {
 		switch v {
 		case VoteNo:
 			return TallyLost
-		case VoteYes:
+		case VoteYes, VoteReadOnly:
 			yes++
 		}
 	}

@@ -14,7 +14,8 @@ import (
 //	----
 //	lost
 //
-// y is a yes vote, n a no vote, _ a missing one. votes=() is the empty list.
+// y is a yes vote, r a read-only vote, n a no vote, _ a missing one.
+// votes=() is the empty list.
 func TestVoteResult(t *testing.T) {
 	datadriven.RunTest(t, "testdata/vote_result.txt", func(t *testing.T, td *datadriven.TestData) string {
 		if td.Cmd != "vote-result" {
@@ -30,12 +31,14 @@ func TestVoteResult(t *testing.T) {
 			case "":
 			case "y":
 				votes = append(votes, VoteYes)
+			case "r":
+				votes = append(votes, VoteReadOnly)
 			case "n":
 				votes = append(votes, VoteNo)
 			case "_":
 				votes = append(votes, VotePending)
 			default:
-				td.Fatalf(t, "unknown vote %q (want y, n or _)", s)
+				td.Fatalf(t, "unknown vote %q (want y, r, n or _)", s)
 			}
 		}
 		return VoteResult(votes).String() + "\n"
@@ -43,10 +46,10 @@ func TestVoteResult(t *testing.T) {
 }
 
 // TestVoteResultExhaustive checks VoteResult against its definition for every
-// list of up to five votes: lost if any no, won if every vote is yes and there
-// is at least one, pending otherwise.
+// list of up to five votes: lost if any no, won if every vote is yes or
+// read-only and there is at least one, pending otherwise.
 func TestVoteResultExhaustive(t *testing.T) {
-	all := []Vote{VotePending, VoteYes, VoteNo}
+	all := []Vote{VotePending, VoteYes, VoteNo, VoteReadOnly}
 	for n := 0; n <= 5; n++ {
 		combos := 1
 		for range n {
@@ -58,7 +61,7 @@ func TestVoteResultExhaustive(t *testing.T) {
 			for i, x := 0, c; i < n; i, x = i+1, x/len(all) {
 				votes[i] = all[x%len(all)]
 				anyNo = anyNo || votes[i] == VoteNo
-				allYes = allYes && votes[i] == VoteYes
+				allYes = allYes && (votes[i] == VoteYes || votes[i] == VoteReadOnly)
 			}
 			want := TallyPending
 			switch {

@@ -138,6 +138,7 @@ func examples() []example {
 		replyExample("vote-commit", messages.Reply{TxID: "order-1042", Op: messages.OpPrepare, Participant: "inventory", Result: messages.VoteCommit, Attempt: 1}),
 		replyExample("vote-abort", messages.Reply{TxID: "order-1042", Op: messages.OpPrepare, Participant: "inventory", Result: messages.VoteAbort, Attempt: 1,
 			Reason: `out of stock: 2 of "widget"`}),
+		replyExample("vote-read-only", messages.Reply{TxID: "order-1042", Op: messages.OpPrepare, Participant: "pricing", Result: messages.VoteReadOnly, Attempt: 1}),
 		commandExample("commit", commit),
 		replyExample("ack", messages.Reply{TxID: "order-1042", Op: messages.OpCommit, Participant: "inventory", Result: messages.Ack, Attempt: 2}),
 		replyExample("failed", messages.Reply{TxID: "order-1042", Op: messages.OpCommit, Participant: "inventory", Result: messages.Failed, Attempt: 2,
