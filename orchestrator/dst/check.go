@@ -142,6 +142,11 @@ func (s *sim) onStatusWrite(w kvWrite) {
 //
 //   - Atomicity: every participant committed, or none did (each aborted or
 //     never prepared); the business rows agree with the barrier's records.
+//     A participant that voted read-only holds nothing (no business row),
+//     whatever the outcome: it counts for neither side. A transaction all
+//     of whose participants voted read-only commits without a decision
+//     record, and its status may say aborted (a coordinator that died before
+//     writing it is presumed to have aborted): either is true of it.
 //   - Nothing left prepared.
 //   - No decision reversed: no participant of a transaction with a commit
 //     record ends aborted or without its prepare (one still prepared, the
@@ -151,7 +156,7 @@ func (s *sim) onStatusWrite(w kvWrite) {
 //   - Every status still in the bucket is final and says what happened.
 func (s *sim) check() {
 	for _, w := range s.work {
-		var committed, aborted, prepared, none []string
+		var committed, aborted, prepared, none, readOnly []string
 		for _, name := range w.parts {
 			p := s.partBy[name]
 			st, err := p.check.State(s.ctx, name, w.id)
@@ -171,6 +176,9 @@ func (s *sim) check() {
 			case participants.StatePrepared:
 				prepared = append(prepared, name)
 				ok = row == "staged"
+			case participants.StateReadOnly:
+				readOnly = append(readOnly, name)
+				ok = row == "" && w.readOnly[name]
 			default:
 				none = append(none, name)
 				ok = row == ""
@@ -179,9 +187,10 @@ func (s *sim) check() {
 				s.violate("%s: %s's barrier says %s but its business row says %q", w.id, name, st, row)
 			}
 		}
-		ends := fmt.Sprintf("committed=[%s] aborted=[%s] prepared=[%s] none=[%s]",
-			joinNames(committed), joinNames(aborted), joinNames(prepared), joinNames(none))
-		all := len(committed) == len(w.parts)
+		ends := fmt.Sprintf("committed=[%s] aborted=[%s] prepared=[%s] none=[%s] read-only=[%s]",
+			joinNames(committed), joinNames(aborted), joinNames(prepared), joinNames(none), joinNames(readOnly))
+		all := len(committed) > 0 && len(committed)+len(readOnly) == len(w.parts)
+		onlyReadOnly := len(readOnly) == len(w.parts)
 		if all {
 			w.outcome = outcomeCommitted
 		}
@@ -211,6 +220,10 @@ func (s *sim) check() {
 			case !finalStatus(st):
 				w.inDoubt = true
 				s.violate("%s: its status is %q after quiescence: %s", w.id, st, ends)
+			case onlyReadOnly:
+				if st == "committed" {
+					w.outcome = outcomeCommitted
+				}
 			case (st == "committed") != all:
 				s.violate("%s: its status says %s: %s", w.id, st, ends)
 			}

@@ -285,7 +285,8 @@ func (p *part) prepared() []string {
 
 // ledger is the participant's business: one row per transaction, staged at
 // prepare, committed at commit, deleted at abort. A payload "no" votes
-// abort. It checks, as it happens, that no participant commits before a
+// abort; "read-only" votes read-only after staging the row, which the
+// barrier must roll back. It checks, as it happens, that no participant commits before a
 // commit decision is durable, and none aborts after one is.
 type ledger struct{ p *part }
 
@@ -294,6 +295,10 @@ func (l ledger) Prepare(ctx context.Context, dbtx *sql.Tx, tx participants.Tx, p
 		return errors.New("voted no")
 	}
 	_, err := dbtx.ExecContext(ctx, `INSERT INTO ledger (txid, state) VALUES (?, 'staged')`, tx.ID)
+	if err == nil && string(payload) == "read-only" {
+		l.p.s.st.ReadOnlyVotes++
+		return participants.ReadOnly // after a write, which the barrier must undo
+	}
 	return err
 }
 

@@ -118,6 +118,10 @@ type Faults struct {
 	HandlerError float64
 	// VoteNo: a participant votes abort (workload, not a fault).
 	VoteNo float64
+	// ReadOnly: a participant that does not vote abort votes read-only
+	// (workload): its prepare writes and then says participants.ReadOnly,
+	// which the barrier must undo; it is sent no commit or abort after it.
+	ReadOnly float64
 	// ClientAbort: the client asks to abort a transaction at a random moment
 	// (workload, not a fault).
 	ClientAbort float64
@@ -138,9 +142,9 @@ type Faults struct {
 }
 
 func (f Faults) String() string {
-	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f scancut=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f sagarefuse=%.3f sagafail=%.3f sagabroken=%.3f",
+	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f scancut=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f sagarefuse=%.3f sagafail=%.3f sagabroken=%.3f readonly=%.3f",
 		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.PauseCoordinator, f.CrashParticipant, f.PauseParticipant,
-		f.StoreError, f.LateStore, f.ScanCut, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout, f.SagaRefuse, f.SagaFail, f.SagaBroken)
+		f.StoreError, f.LateStore, f.ScanCut, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout, f.SagaRefuse, f.SagaFail, f.SagaBroken, f.ReadOnly)
 }
 
 // drawFaults picks fault probabilities from the seed: each fault is off in
@@ -159,7 +163,8 @@ func drawFaults(rng *rand.Rand) Faults {
 		VoteNo: p(0.15), ClientAbort: p(0.1), LongTimeout: p(0.3),
 		PauseParticipant: p(0.01),
 		SagaRefuse:       p(0.1), SagaFail: p(0.3), SagaBroken: p(0.1),
-		ScanCut: p(0.3), // drawn last: the seeds keep the other faults they had
+		ScanCut:  p(0.3), // drawn after the others: the seeds keep the faults they had
+		ReadOnly: p(0.2), // and after ScanCut, for the same reason
 	}
 }
 
@@ -209,6 +214,7 @@ type Stats struct {
 	BeginsOverloaded  int // begin attempts refused with ErrOverloaded (the client tries again)
 	Rejected          int // commands a participant rejected as contradicting its record
 	HandlerErrors     int
+	ReadOnlyVotes     int // prepares a participant's handler answered participants.ReadOnly
 	StatusRegressions int // a final status overwritten by a state that is not final
 	LeaseLapses       int // ticks at which a running instance had no live lease
 	SagaRetries       int // saga action attempts after the first (from the records)
@@ -242,6 +248,7 @@ func (s *Stats) add(o Stats) {
 	s.BeginsOverloaded += o.BeginsOverloaded
 	s.Rejected += o.Rejected
 	s.HandlerErrors += o.HandlerErrors
+	s.ReadOnlyVotes += o.ReadOnlyVotes
 	s.StatusRegressions += o.StatusRegressions
 	s.LeaseLapses += o.LeaseLapses
 	s.SagaRetries += o.SagaRetries
@@ -352,6 +359,21 @@ type sim struct {
 // Run simulates one seed and checks the guarantees.
 func Run(cfg Config) Result { return runSim(cfg).result() }
 
+// drawConfig draws from cfg.Seed the number of coordinators and
+// participants cfg leaves unset, and returns the fault probabilities the
+// seed draws.
+func drawConfig(cfg *Config) Faults {
+	draw := rand.New(rand.NewPCG(cfg.Seed, 0x51ed27))
+	if cfg.Coordinators <= 0 {
+		cfg.Coordinators = 1 + draw.IntN(3)
+	}
+	if cfg.Participants <= 0 {
+		cfg.Participants = 5 + draw.IntN(4)
+	}
+	cfg.Participants = max(cfg.Participants, 5) // a transaction has up to 5
+	return drawFaults(draw)
+}
+
 // runSim simulates one seed, checks the guarantees, and returns the world
 // as the run left it.
 func runSim(cfg Config) *sim {
@@ -365,15 +387,7 @@ func runSim(cfg Config) *sim {
 	if cfg.HealLimit <= 0 {
 		cfg.HealLimit = 10 * time.Minute
 	}
-	draw := rand.New(rand.NewPCG(cfg.Seed, 0x51ed27))
-	if cfg.Coordinators <= 0 {
-		cfg.Coordinators = 1 + draw.IntN(3)
-	}
-	if cfg.Participants <= 0 {
-		cfg.Participants = 5 + draw.IntN(4)
-	}
-	cfg.Participants = max(cfg.Participants, 5) // a transaction has up to 5
-	f := drawFaults(draw)
+	f := drawConfig(&cfg)
 	if cfg.Faults != nil {
 		f = *cfg.Faults
 	}

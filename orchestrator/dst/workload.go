@@ -12,10 +12,12 @@ import (
 // workTx is one transaction of the workload and what the checker learns of
 // it.
 type workTx struct {
-	id      string
-	parts   []string
-	votes   map[string]bool // each participant's vote
-	timeout time.Duration
+	id    string
+	parts []string
+	votes map[string]bool // each participant's vote: yes (or read-only) or no
+	// readOnly: the participants that vote read-only.
+	readOnly map[string]bool
+	timeout  time.Duration
 	// clientBegin: coord is the instance whose Begin accepted it (or the
 	// last one asked); inc is that instance's incarnation, beginAt when
 	// that call started: the transaction's deadline is no sooner than
@@ -46,7 +48,7 @@ func (s *sim) plan() {
 	at := time.Duration(0)
 	for i := range s.cfg.Transactions {
 		at += time.Duration(s.rng.ExpFloat64() * float64(meanArrival))
-		w := &workTx{id: fmt.Sprintf("tx%05d", i+1), votes: map[string]bool{}}
+		w := &workTx{id: fmt.Sprintf("tx%05d", i+1), votes: map[string]bool{}, readOnly: map[string]bool{}}
 		if s.rng.Float64() < s.f.LongTimeout {
 			w.timeout = s.between(minLongTimeout, maxLongTimeout)
 		} else {
@@ -56,7 +58,11 @@ func (s *sim) plan() {
 		for _, j := range s.rng.Perm(len(s.parts))[:n] {
 			name := s.parts[j].name
 			w.parts = append(w.parts, name)
-			w.votes[name] = s.rng.Float64() >= s.f.VoteNo
+			// One draw for both, so that runs without read-only votes
+			// draw what they drew before there were any.
+			x := s.rng.Float64()
+			w.votes[name] = x >= s.f.VoteNo
+			w.readOnly[name] = w.votes[name] && x >= 1-s.f.ReadOnly
 		}
 		s.work = append(s.work, w)
 		s.workBy[w.id] = w
@@ -78,8 +84,11 @@ func (s *sim) begin(w *workTx) {
 	var desc []string
 	for _, name := range w.parts {
 		vote := "yes"
-		if !w.votes[name] {
+		switch {
+		case !w.votes[name]:
 			vote = "no"
+		case w.readOnly[name]:
+			vote = "read-only"
 		}
 		req.Participants = append(req.Participants, orchestrator.Participant{Name: name, Payload: []byte(vote)})
 		desc = append(desc, name+":"+vote)
