@@ -290,6 +290,11 @@ var replyValidity = []struct {
 	{messages.OpAbort, messages.VoteCommit, false},
 	{messages.OpAbort, messages.VoteAbort, false},
 	{messages.OpAbort, messages.VoteReadOnly, false},
+	{messages.OpCommitOnePhase, messages.Ack, true},
+	{messages.OpCommitOnePhase, messages.VoteAbort, true},
+	{messages.OpCommitOnePhase, messages.Failed, true},
+	{messages.OpCommitOnePhase, messages.VoteCommit, false},
+	{messages.OpCommitOnePhase, messages.VoteReadOnly, false},
 	{messages.OpAction, messages.VoteReadOnly, false},
 	{messages.OpCompensate, messages.VoteReadOnly, false},
 }
@@ -715,7 +720,7 @@ func TestMsgIDDiffersPerAttempt(t *testing.T) {
 func TestMsgIDDiffersPerTxIDOpAndParticipant(t *testing.T) {
 	seen := map[string]string{}
 	for _, tx := range []string{"tx-1", "tx-2"} {
-		for _, op := range []messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort} {
+		for _, op := range []messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort, messages.OpCommitOnePhase} {
 			for _, p := range []string{"orders", "billing"} {
 				for _, attempt := range []int{1, 2, 10} {
 					what := fmt.Sprintf("%s/%s/%s/%d", tx, op, p, attempt)
@@ -834,7 +839,7 @@ func TestCheckReplySubjectRejectsAReplyInAnotherParticipantsName(t *testing.T) {
 }
 
 func TestOpAndResultValid(t *testing.T) {
-	for _, op := range []messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort} {
+	for _, op := range []messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort, messages.OpCommitOnePhase} {
 		if !op.Valid() {
 			t.Errorf("Op(%q).Valid() = false", op)
 		}

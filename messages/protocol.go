@@ -15,7 +15,8 @@ import (
 // (natstx.reply.<instance>.<participant>, see ReplySubject); version 4 added
 // batches of commands and of replies (HeaderBatch, see batch.go); version 5
 // added the W3C trace context of a command (HeaderTraceParent,
-// HeaderTraceState); version 6 added the read-only vote (VoteReadOnly).
+// HeaderTraceState); version 6 added the read-only vote (VoteReadOnly) and
+// one-phase commit (OpCommitOnePhase).
 const Version = 6
 
 // Header names. Nats-Msg-Id is JetStream's own de-duplication header.
@@ -62,6 +63,12 @@ const (
 	OpPrepare Op = "prepare"
 	OpCommit  Op = "commit"
 	OpAbort   Op = "abort"
+	// OpCommitOnePhase (since protocol 6) is sent instead of prepare to
+	// the only participant of a transaction: do the work and commit it at
+	// once. The participant decides the outcome: it answers Ack (committed)
+	// or VoteAbort (it will never commit), and is sent neither commit nor
+	// abort.
+	OpCommitOnePhase Op = "commit-one-phase"
 )
 
 // The operations of a saga step: do it, and undo it.
@@ -74,14 +81,20 @@ const (
 func (o Op) Valid() bool { return o.TwoPhase() || o.Saga() }
 
 // TwoPhase reports whether o is an operation of two-phase commit.
-func (o Op) TwoPhase() bool { return o == OpPrepare || o == OpCommit || o == OpAbort }
+func (o Op) TwoPhase() bool {
+	return o == OpPrepare || o == OpCommit || o == OpAbort || o == OpCommitOnePhase
+}
 
 // Saga reports whether o is an operation of a saga step.
 func (o Op) Saga() bool { return o == OpAction || o == OpCompensate }
 
 // CarriesPayload reports whether a command of operation o may carry a
-// payload: prepare, action and compensate do.
-func (o Op) CarriesPayload() bool { return o == OpPrepare || o.Saga() }
+// payload: prepare, commit-one-phase, action and compensate do.
+func (o Op) CarriesPayload() bool { return o == OpPrepare || o == OpCommitOnePhase || o.Saga() }
+
+// Votes reports whether o asks a participant for its vote: prepare and
+// commit-one-phase, whose answer decides the transaction.
+func (o Op) Votes() bool { return o == OpPrepare || o == OpCommitOnePhase }
 
 // Result is what a participant answers to a command.
 type Result string
@@ -381,6 +394,9 @@ func (r Reply) Validate() error {
 	switch {
 	case r.Op == OpPrepare && (r.Result == Ack || r.Result == Refused):
 		return fmt.Errorf("%w: prepare is answered with a vote, not %q", ErrMalformed, r.Result)
+	case r.Op == OpCommitOnePhase && (r.Result == VoteCommit || r.Result == VoteReadOnly || r.Result == Refused):
+		return fmt.Errorf("%w: commit-one-phase is answered with ack, vote-abort or failed, not %q", ErrMalformed, r.Result)
+	case r.Op == OpCommitOnePhase:
 	case r.Op != OpPrepare && r.Result.Vote():
 		return fmt.Errorf("%w: %s is answered with an ack, not %q", ErrMalformed, r.Op, r.Result)
 	case r.Result == Refused && r.Op != OpAction:

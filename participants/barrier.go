@@ -401,6 +401,74 @@ func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, now time.T
 	return v, err
 }
 
+// onePhase handles a commit-one-phase command at now: the prepare and the
+// commit in one local transaction, so that the participant, which decides
+// the outcome alone, is never left prepared. A non-nil error is a database
+// failure.
+func (b *Barrier) onePhase(ctx context.Context, tx Tx, payload []byte, now time.Time, call func(func(context.Context) error) error) (verdict, error) {
+	if b.before != nil {
+		if err := call(func(ctx context.Context) error { return b.before(ctx, messages.OpCommitOnePhase, tx) }); err != nil {
+			v, err := b.recordNo(ctx, tx, now, err)
+			return asOnePhase(v), err
+		}
+	}
+	var v verdict
+	var handlerErr error
+	committing := false
+	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
+		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "", now, tx.Deadline)
+		if err != nil {
+			return err
+		}
+		if !won {
+			v, err = b.answerPrepare(ctx, dbtx, tx)
+			v = asOnePhase(v)
+			return err
+		}
+		if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
+			v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
+			return b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
+		}
+		if handlerErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) }); handlerErr != nil {
+			return handlerErr // roll back the staged work and the claim
+		}
+		committing = true
+		if _, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "", now, time.Time{}); err != nil {
+			return err
+		}
+		if handlerErr = call(func(ctx context.Context) error { return b.h.Commit(ctx, dbtx, tx) }); handlerErr != nil {
+			return handlerErr // roll back both: the command comes again
+		}
+		v = verdict{result: messages.Ack, applied: true}.in(StateCommitted)
+		return nil
+	})
+	switch {
+	case handlerErr == nil:
+		return v, err
+	case committing:
+		return verdict{result: messages.Failed, reason: handlerErr.Error(), handlerErr: handlerErr}, nil
+	case errors.Is(handlerErr, ReadOnly):
+		v, err = b.recordVote(ctx, tx, now, verdict{result: messages.VoteReadOnly, applied: true}.in(StateReadOnly))
+	default:
+		v, err = b.recordNo(ctx, tx, now, handlerErr)
+	}
+	return asOnePhase(v), err
+}
+
+// asOnePhase turns the answer to a prepare into the answer to
+// commit-one-phase: committed or read-only is ack, abort stays vote-abort,
+// and a transaction prepared (by a prepare of two-phase commit) is a
+// contradiction.
+func asOnePhase(v verdict) verdict {
+	switch {
+	case v.result == messages.VoteReadOnly, v.result == messages.VoteCommit && v.state == StateCommitted:
+		v.result = messages.Ack
+	case v.result == messages.VoteCommit:
+		return verdict{result: messages.Failed, reason: ReasonOnePhaseOfPrepared, rejected: true}.in(v.state)
+	}
+	return v
+}
+
 // recordNo records an abort vote for a prepare whose handler failed, in a
 // new local transaction; if another command recorded the prepare meanwhile,
 // that record is the answer.

@@ -48,4 +48,12 @@ const (
 	ReasonCommitAfterAbort = "commit after abort"
 	// ReasonAbortAfterCommit answers an abort of a committed transaction.
 	ReasonAbortAfterCommit = "abort after commit"
+	// ReasonCommitOfOnePhase and ReasonAbortOfOnePhase answer a commit or
+	// an abort of a transaction under way in one phase, which its
+	// participant decides alone.
+	ReasonCommitOfOnePhase = "commit of a one-phase transaction"
+	ReasonAbortOfOnePhase  = "abort of a one-phase transaction"
+	// ReasonOnePhaseOfPrepared answers commit-one-phase for a transaction
+	// prepared for two-phase commit.
+	ReasonOnePhaseOfPrepared = "one-phase commit of a transaction prepared for two-phase commit"
 )

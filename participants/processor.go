@@ -68,11 +68,11 @@ type Processor struct {
 	doubt     doubtSet
 	lastSweep atomic.Int64 // unix nanos of the last sweep of finished records
 
-	prepares, commits, aborts atomic.Uint64
-	actions, compensations    atomic.Uint64
-	unsupported               atomic.Uint64
-	duplicates, rejected      atomic.Uint64
-	malformed, handlerErrors  atomic.Uint64
+	prepares, commits, aborts, onePhases atomic.Uint64
+	actions, compensations               atomic.Uint64
+	unsupported                          atomic.Uint64
+	duplicates, rejected                 atomic.Uint64
+	malformed, handlerErrors             atomic.Uint64
 
 	inDoubtQueries, inDoubtResolved, inDoubtContradicted atomic.Uint64
 
@@ -116,6 +116,7 @@ func (p *Processor) Stats() Stats {
 		Prepares:      p.prepares.Load(),
 		Commits:       p.commits.Load(),
 		Aborts:        p.aborts.Load(),
+		OnePhases:     p.onePhases.Load(),
 		Duplicates:    p.duplicates.Load(),
 		Rejected:      p.rejected.Load(),
 		Actions:       p.actions.Load(),
@@ -210,6 +211,8 @@ func (p *Processor) handle(h map[string][]string, body []byte, subject string, i
 		p.commits.Add(1)
 	case messages.OpAbort:
 		p.aborts.Add(1)
+	case messages.OpCommitOnePhase:
+		p.onePhases.Add(1)
 	}
 	log := &cmdLog{base: p.log, cmd: &cmd}
 	tx := Tx{ID: cmd.TxID, Participant: cmd.Participant, Deadline: cmd.Deadline, Attempt: cmd.Attempt}
@@ -295,6 +298,8 @@ func (p *Processor) decideDurable(ctx context.Context, cmd messages.Command, tx 
 		v, err = b.commit(ctx, tx, now, call)
 	case messages.OpAbort:
 		v, err = b.abort(ctx, tx, now, call)
+	case messages.OpCommitOnePhase:
+		v, err = b.onePhase(ctx, tx, cmd.Payload, now, call)
 	}
 	out := outcome{result: v.result, reason: v.reason, then: SettleAck, after: v.state, afterKnown: v.stateKnown}
 	switch {
@@ -307,7 +312,8 @@ func (p *Processor) decideDurable(ctx context.Context, cmd messages.Command, tx 
 	case v.duplicate:
 		out.duplicate = true
 		return out
-	case v.handlerErr != nil && cmd.Op == messages.OpPrepare:
+	case v.handlerErr != nil && cmd.Op == messages.OpPrepare,
+		v.handlerErr != nil && cmd.Op == messages.OpCommitOnePhase && v.result == messages.VoteAbort:
 		log.Info("voted abort", zap.String("reason", v.reason))
 		return out
 	case v.handlerErr != nil:
@@ -367,6 +373,9 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 	case messages.OpCommit:
 		switch state {
 		case StatePrepared:
+			if e.rec.onePhase {
+				return reject(state, ReasonCommitOfOnePhase)
+			}
 			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
 				log.Warn("commit failed; it will be retried", zap.Error(err))
 				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
@@ -388,6 +397,9 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 			log.Info("abort before prepare: recorded, so a late prepare votes abort")
 			return outcome{result: messages.Ack}.in(StateAborted)
 		case StatePrepared:
+			if e.rec.onePhase {
+				return reject(state, ReasonAbortOfOnePhase)
+			}
 			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Abort(ctx, tx) }); err != nil {
 				log.Warn("abort failed; it will be retried", zap.Error(err))
 				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
@@ -400,9 +412,60 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 		case StateCommitted:
 			return reject(state, ReasonAbortAfterCommit)
 		}
+	case messages.OpCommitOnePhase:
+		return p.decideOnePhase(ctx, e, cmd, tx, now, log)
 	}
-	// Unreachable: DecodeCommand accepts only the three operations.
+	// Unreachable: DecodeCommand accepts only these operations.
 	return outcome{result: messages.Failed, reason: "unknown operation " + string(cmd.Op), then: SettleTerm}
+}
+
+// decideOnePhase applies the rules of commit-one-phase with the in-memory
+// record: Prepare and then Commit, the participant deciding the outcome
+// itself. A Commit that fails leaves the record prepared for one phase: the
+// command delivered again commits it (never in doubt: no one else decides).
+func (p *Processor) decideOnePhase(ctx context.Context, e *entry, cmd messages.Command, tx Tx, now time.Time, log *cmdLog) outcome {
+	state := e.rec.state
+	switch {
+	case state == StateNone && !tx.Deadline.IsZero() && !now.Before(tx.Deadline):
+		e.finish(StateAborted, ReasonDeadlinePassed, now)
+		log.Info("one-phase commit refused: deadline passed", zap.Time("deadline", tx.Deadline))
+		return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
+	case state == StateNone:
+		err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) })
+		if errors.Is(err, ReadOnly) {
+			e.finish(StateReadOnly, "", now)
+			log.Debug("committed in one phase: read-only")
+			return outcome{result: messages.Ack, applied: true}.in(StateReadOnly)
+		}
+		if err != nil {
+			reason := err.Error()
+			if reason == "" {
+				reason = ReasonPrepareFailed
+			}
+			e.finish(StateAborted, reason, now)
+			log.Info("one-phase commit refused", zap.String("reason", reason))
+			return outcome{result: messages.VoteAbort, reason: reason}.in(StateAborted)
+		}
+		e.rec = record{state: StatePrepared, onePhase: true}
+	case state == StatePrepared && !e.rec.onePhase:
+		return reject(state, ReasonOnePhaseOfPrepared)
+	case state == StatePrepared: // its Commit failed before: try again
+	case state == StateCommitted, state == StateReadOnly:
+		return duplicate(state, outcome{result: messages.Ack})
+	default: // aborted
+		reason := e.rec.reason
+		if reason == "" {
+			reason = ReasonAborted
+		}
+		return duplicate(state, outcome{result: messages.VoteAbort, reason: reason})
+	}
+	if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
+		log.Warn("commit of a one-phase transaction failed; it will be retried", zap.Error(err))
+		return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
+	}
+	e.finish(StateCommitted, "", now)
+	log.Debug("committed in one phase")
+	return outcome{result: messages.Ack, applied: true}.in(StateCommitted)
 }
 
 // duplicate marks a command answered from the record, which is in state;

@@ -50,6 +50,10 @@ func (s State) finished() bool {
 // (under the key sagaKey).
 type record struct {
 	state State
+	// onePhase marks a prepared record of commit-one-phase whose Commit has
+	// not succeeded yet: the participant decided to commit, and is not in
+	// doubt.
+	onePhase bool
 	// reason is the abort reason a duplicate prepare is answered with, or
 	// the refusal reason a duplicate saga action is answered with.
 	reason string

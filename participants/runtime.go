@@ -176,9 +176,9 @@ func (c Config) Validate() error {
 
 // Stats counts what a Runtime did since New.
 type Stats struct {
-	// Prepares, Commits and Aborts count well-formed commands handled, by
-	// operation, duplicates included.
-	Prepares, Commits, Aborts uint64
+	// Prepares, Commits, Aborts and OnePhases (commit-one-phase) count
+	// well-formed commands handled, by operation, duplicates included.
+	Prepares, Commits, Aborts, OnePhases uint64
 	// Duplicates counts commands answered from the record without calling
 	// the Handler.
 	Duplicates uint64

@@ -56,7 +56,7 @@ func (l *latency) snapshot() Histogram {
 
 // commandOps are the operations Stats.Latency is kept by, in the order of
 // the Processor's histograms.
-var commandOps = [...]messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort, messages.OpAction, messages.OpCompensate}
+var commandOps = [...]messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort, messages.OpAction, messages.OpCompensate, messages.OpCommitOnePhase}
 
 // opIndex is op's index in commandOps.
 func opIndex(op messages.Op) int {
@@ -75,12 +75,13 @@ const (
 	// OutcomePrepared: a prepare voted commit (the handler's Prepare
 	// succeeded).
 	OutcomePrepared = "prepared"
-	// OutcomeVotedNo: a prepare voted abort (the handler refused, or the
-	// deadline had passed).
+	// OutcomeVotedNo: a prepare (or commit-one-phase) voted abort (the
+	// handler refused, or the deadline had passed).
 	OutcomeVotedNo = "voted-no"
-	// OutcomeReadOnly: Prepare voted read-only (ReadOnly).
+	// OutcomeReadOnly: Prepare voted read-only (ReadOnly), in either
+	// protocol.
 	OutcomeReadOnly = "read-only"
-	// OutcomeCommitted: a commit was applied.
+	// OutcomeCommitted: a commit was applied (commit-one-phase included).
 	OutcomeCommitted = "committed"
 	// OutcomeAborted: an abort was applied (or recorded before any
 	// prepare).
@@ -136,6 +137,12 @@ func outcomeOf(cmd messages.Command, out outcome) int {
 		return outDuplicate
 	case out.result == messages.Failed || out.result == "":
 		return outFailed
+	case cmd.Op == messages.OpCommitOnePhase && out.result == messages.VoteAbort:
+		return outVotedNo
+	case cmd.Op == messages.OpCommitOnePhase && out.after == StateReadOnly:
+		return outReadOnly
+	case cmd.Op == messages.OpCommitOnePhase:
+		return outCommitted
 	case cmd.Op == messages.OpPrepare && out.result == messages.VoteCommit:
 		return outPrepared
 	case cmd.Op == messages.OpPrepare && out.result == messages.VoteReadOnly:

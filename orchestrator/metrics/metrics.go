@@ -209,7 +209,7 @@ func (c *participantCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *participantCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.rt.Stats()
-	for op, n := range map[string]uint64{"prepare": s.Prepares, "commit": s.Commits, "abort": s.Aborts, "action": s.Actions, "compensate": s.Compensations} {
+	for op, n := range map[string]uint64{"prepare": s.Prepares, "commit": s.Commits, "abort": s.Aborts, "commit-one-phase": s.OnePhases, "action": s.Actions, "compensate": s.Compensations} {
 		ch <- prometheus.MustNewConstMetric(c.cmds, prometheus.CounterValue, float64(n), op)
 	}
 	for op, h := range s.Latency {
