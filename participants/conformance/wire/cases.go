@@ -41,6 +41,7 @@ func Cases() []Case {
 		{Name: "abort-idempotent", Doc: "abort sent again is acknowledged again and applied once; a prepare after it votes abort", run: caseAbortIdempotent},
 		{Name: "contradictions", Doc: "commit never prepared, commit after abort and abort after commit are answered failed (never ack) and not delivered again", run: caseContradictions},
 		{Name: "deadline-passed", Doc: "a prepare whose deadline has passed votes abort, and so do its duplicates", run: caseDeadlinePassed},
+		{Name: "one-phase", Doc: "commit-one-phase (protocol 6) with the accepted payload and a future deadline is answered ack, committed with one prepare and one commit call, and answered ack again when sent again (new attempt, or the same redelivered) without new calls; one whose deadline has passed (1 ms after the epoch, no payload: a coordinator's takeover probe) votes abort without calls, and so does the same transaction's commit-one-phase with payload after it; one of a transaction prepared by prepare is answered failed (never ack) and not delivered again", run: caseOnePhase},
 		{Name: "malformed", Doc: "malformed commands are answered failed or not at all, are terminated, change nothing, and the participant goes on working", run: caseMalformed},
 		{Name: "batch", Doc: "a batch message of commands gets each command's own answer (single replies or a reply batch)", run: caseBatch},
 		{Name: "audit", Doc: "the audit API reports none, prepared, committed and aborted as the participant holds them", run: caseAudit},
@@ -148,6 +149,58 @@ func caseDeadlinePassed(e *Env) {
 	e.WantCalls(messages.OpPrepare, tx, 0)
 	e.WantStates(map[string]string{tx: stateAborted})
 	e.Expect(e.Cmd(tx, messages.OpAbort, 1), ack)
+}
+
+// caseOnePhase: commit-one-phase, sent instead of prepare to the only
+// participant of a transaction, which decides the outcome alone: it
+// prepares and commits at once and answers ack, or votes abort.
+func caseOnePhase(e *Env) {
+	committed, probe, prepared := e.TxID("committed"), e.TxID("probe"), e.TxID("prepared")
+	future := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+
+	one := e.Cmd(committed, messages.OpCommitOnePhase, 1)
+	one.Deadline = future
+	e.Send(one)
+	r := e.Await(committed, messages.OpCommitOnePhase, "", e.p.wait()).Reply
+	if r.Result != messages.Ack || r.Attempt != one.Attempt {
+		e.Fatalf("%s: answered %s%s attempt %d, want ack attempt %d; give a prepare payload the participant accepts", describe(one), r.Result, reasonText(r), r.Attempt, one.Attempt)
+	}
+	e.WantCalls(messages.OpPrepare, committed, 1)
+	e.WantCalls(messages.OpCommit, committed, 1)
+	e.WantStates(map[string]string{committed: stateCommitted})
+	again := one
+	again.Attempt = 2
+	e.Expect(again, ack)
+	e.Expect(one, ack) // attempt 1 again, as a redelivery looks
+	e.WantCalls(messages.OpPrepare, committed, 1)
+	e.WantCalls(messages.OpCommit, committed, 1)
+	e.WantStates(map[string]string{committed: stateCommitted})
+
+	// A coordinator taking over a one-phase transaction whose owner died
+	// asks with a deadline always passed and no payload: the participant
+	// answers what it holds, or, holding nothing, aborts for good.
+	ask := e.Cmd(probe, messages.OpCommitOnePhase, 2)
+	ask.Payload, ask.Deadline = nil, time.UnixMilli(1)
+	e.Expect(ask, voteAbort)
+	e.WantCalls(messages.OpPrepare, probe, 0)
+	e.WantStates(map[string]string{probe: stateAborted})
+	late := e.Cmd(probe, messages.OpCommitOnePhase, 1) // the dead owner's command, arriving after
+	late.Deadline = future
+	e.Expect(late, voteAbort)
+	e.WantCalls(messages.OpPrepare, probe, 0)
+	e.WantCalls(messages.OpCommit, probe, 0)
+	e.WantStates(map[string]string{probe: stateAborted})
+
+	e.Expect(e.Cmd(prepared, messages.OpPrepare, 1), voteCommit)
+	contra := e.Cmd(prepared, messages.OpCommitOnePhase, 1)
+	contra.Deadline = future
+	e.Expect(contra, failed)
+	e.Quietly(prepared, messages.OpCommitOnePhase, "", "a contradiction is terminated, not delivered again")
+	e.WantCalls(messages.OpPrepare, prepared, 1)
+	e.WantCalls(messages.OpCommit, prepared, 0)
+	e.WantStates(map[string]string{prepared: statePrepared})
+	e.Expect(e.Cmd(prepared, messages.OpAbort, 1), ack)
+	e.WantStates(map[string]string{prepared: stateAborted})
 }
 
 // malformed is one malformed message: where it goes, and the transaction

@@ -133,10 +133,10 @@ func (p *Probe) TxIDs(caseName string) []string {
 }
 
 // Cmd is a two-phase commit command of this probe: its reply subject, and
-// the probe's payload on a prepare.
+// the probe's payload on a prepare or a commit-one-phase.
 func (e *Env) Cmd(txid string, op messages.Op, attempt int) messages.Command {
 	c := messages.Command{TxID: txid, Op: op, Participant: e.p.Participant, Attempt: attempt, ReplyTo: e.p.ReplySubject()}
-	if op == messages.OpPrepare {
+	if op == messages.OpPrepare || op == messages.OpCommitOnePhase {
 		c.Payload = e.p.Payload
 	}
 	return c
