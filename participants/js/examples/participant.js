@@ -27,18 +27,19 @@
 // consumes, logs JSON lines on standard error, and on SIGINT or SIGTERM
 // finishes the commands in flight, then exits 0.
 //
-// It serves two-phase commit (prepare, commit, abort) and saga steps
-// (action, compensate), both through the one adapter.
+// It serves two-phase commit (prepare, commit, abort, and commit-one-phase,
+// the adapter's prepare and commit at once) and saga steps (action,
+// compensate), both through the one adapter.
 //
 // Fault injection for tests: --drop-reply-rate R drops each reply with
 // probability R (the command is still acknowledged, as when a reply is lost
 // on the way), so the coordinator must re-send and the SDK answer the
 // duplicate from its record. NATSTX_CRASH_AT=after-<op>-apply:N (op one of
-// prepare, commit, abort, action, compensate; N >= 1) makes the process
-// SIGKILL itself right after the N-th command of that operation is applied
-// and recorded, before its reply and before the message is settled, as
-// `natstx participant` does (docs/PROTOCOL.md, "Testing a participant";
-// `natstx conformance --start` uses it).
+// prepare, commit, abort, commit-one-phase, action, compensate; N >= 1)
+// makes the process SIGKILL itself right after the N-th command of that
+// operation is applied and recorded, before its reply and before the
+// message is settled, as `natstx participant` does (docs/PROTOCOL.md,
+// "Testing a participant"; `natstx conformance --start` uses it).
 
 const { parseArgs } = require('node:util');
 const { Participant, FileStore, connectFlags, connectSettings, connectParticipant } = require('../src');
@@ -56,10 +57,10 @@ const ENV_CRASH_AT = 'NATSTX_CRASH_AT';
  */
 function crashAt(spec) {
   if (!spec) return undefined;
-  const m = /^after-(prepare|commit|abort|action|compensate)-apply:([0-9]+)$/.exec(spec);
+  const m = /^after-(prepare|commit|abort|commit-one-phase|action|compensate)-apply:([0-9]+)$/.exec(spec);
   const n = m ? Number(m[2]) : 0;
   if (!m || !Number.isSafeInteger(n) || n < 1) {
-    throw new Error(`${ENV_CRASH_AT}=${JSON.stringify(spec)}: want after-prepare-apply:N, after-commit-apply:N, after-abort-apply:N, after-action-apply:N or after-compensate-apply:N with N >= 1`);
+    throw new Error(`${ENV_CRASH_AT}=${JSON.stringify(spec)}: want after-prepare-apply:N, after-commit-apply:N, after-abort-apply:N, after-commit-one-phase-apply:N, after-action-apply:N or after-compensate-apply:N with N >= 1`);
   }
   const op = m[1];
   let seen = 0;
@@ -157,14 +158,18 @@ async function main() {
     await p.stop();
     await nc.drain();
     const s = p.stats();
-    process.stderr.write(`participant ${o.name} stopped: ${s.prepares} prepares, ${s.commits} commits, ${s.aborts} aborts, ${s.duplicates} duplicates, ${s.rejected} rejected, ${s.batches} batches, ${s.droppedReplies} replies dropped, ${adapter.lost} commits or compensations without data, ${s.actions} actions, ${s.compensations} compensations\n`);
+    process.stderr.write(`participant ${o.name} stopped: ${s.prepares} prepares, ${s.commits} commits, ${s.aborts} aborts, ${s.duplicates} duplicates, ${s.rejected} rejected, ${s.batches} batches, ${s.droppedReplies} replies dropped, ${adapter.lost} commits or compensations without data, ${s.actions} actions, ${s.compensations} compensations, ${s.onePhases} one-phase commits\n`);
     process.exit(0);
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
 }
 
-main().catch((e) => {
-  process.stderr.write(`natstx js participant: ${e && e.stack ? e.stack : e}\n`);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((e) => {
+    process.stderr.write(`natstx js participant: ${e && e.stack ? e.stack : e}\n`);
+    process.exit(1);
+  });
+}
+
+module.exports = { crashAt }; // for tests

@@ -16,13 +16,21 @@ const {
 
 const { Op, Result } = P;
 
+/** The counter of each two-phase commit operation's commands. */
+const OP_COUNTER = Object.freeze({
+  [Op.PREPARE]: 'prepares', [Op.COMMIT]: 'commits', [Op.ABORT]: 'aborts', [Op.COMMIT_ONE_PHASE]: 'onePhases',
+});
+
 /** What a transport does with a command message after its reply. */
 const Settle = Object.freeze({ ACK: 'ack', NAK: 'nak', TERM: 'term' });
 
 /**
  * States of a transaction record. READ_ONLY (final, like COMMITTED and
  * ABORTED): prepare voted read-only; the participant holds nothing, and a
- * commit or abort, if one comes, changes nothing.
+ * commit or abort, if one comes, changes nothing. A PREPARED record with
+ * onePhase set (prepared by commit-one-phase, its commit not done yet) is
+ * not in doubt: the participant decided to commit, and the command
+ * delivered again calls commit (never prepare).
  */
 const State = Object.freeze({
   NONE: 'none', PREPARED: 'prepared', COMMITTED: 'committed', ABORTED: 'aborted', READ_ONLY: 'read-only',
@@ -117,7 +125,7 @@ class Processor {
     this.doubt = new Map();
     this.lastSweep = this.now();
     this.counters = {
-      prepares: 0, commits: 0, aborts: 0, duplicates: 0, rejected: 0, actions: 0, compensations: 0,
+      prepares: 0, commits: 0, aborts: 0, onePhases: 0, duplicates: 0, rejected: 0, actions: 0, compensations: 0,
       unsupported: 0, malformed: 0, handlerErrors: 0, batches: 0, inDoubtQueries: 0, inDoubtResolved: 0, inDoubtContradicted: 0,
     };
   }
@@ -156,22 +164,26 @@ class Processor {
     return (r && r.step) || StepState.NONE;
   }
 
-  /** @returns {string[]} the transactions voted commit on whose outcome has not arrived */
+  /**
+   * @returns {string[]} the transactions voted commit on whose outcome has
+   *   not arrived (never one prepared by commit-one-phase)
+   */
   inDoubt() {
     return [...this.doubt.keys()];
   }
 
   /**
    * Fills the doubt set from the record after a start: every transaction
-   * recorded prepared is in doubt, with the deadline its prepare carried,
-   * from now on.
+   * recorded prepared (by a two-phase prepare; not one prepared by
+   * commit-one-phase, which is never in doubt) is in doubt, with the
+   * deadline its prepare carried, from now on.
    * @returns {number} how many
    */
   loadPrepared() {
     const now = this.now();
     let n = 0;
     for (const [k, r] of this.store.entries()) {
-      if (r.state === State.PREPARED) {
+      if (r.state === State.PREPARED && !r.onePhase) {
         this.doubtAdd(k, r.deadline || null, now);
         n++;
       }
@@ -187,9 +199,10 @@ class Processor {
     else if (!v.deadline && deadline) v.deadline = deadline;
   }
 
-  /** @private */
+  /** @private A transaction prepared by commit-one-phase is never in doubt. */
   doubtUpdate(txid, after, deadline, now) {
-    if (after !== State.PREPARED) this.doubt.delete(txid);
+    const r = this.store.get(txid);
+    if (after !== State.PREPARED || (r && r.onePhase)) this.doubt.delete(txid);
     else this.doubtAdd(txid, deadline, now);
   }
 
@@ -312,7 +325,7 @@ class Processor {
       await this.handleSaga(cmd, respond);
       return;
     }
-    this.counters[cmd.op === Op.PREPARE ? 'prepares' : cmd.op === Op.COMMIT ? 'commits' : 'aborts']++;
+    this.counters[OP_COUNTER[cmd.op]]++;
     const fields = { txid: cmd.txid, op: cmd.op, attempt: cmd.attempt };
     if (!this.cfg.handler) {
       await respond(this.unsupportedAnswer(cmd, Reason.NO_TWO_PHASE_HANDLER, fields));
@@ -390,9 +403,12 @@ class Processor {
           default:
             return dup({ result: Result.VOTE_ABORT, reason: rec.reason || Reason.ABORTED });
         }
+      case Op.COMMIT_ONE_PHASE:
+        return this.decideOnePhase(cmd, tx, rec, now, fields, { finish, dup, reject });
       case Op.COMMIT:
         switch (state) {
           case State.PREPARED: {
+            if (rec.onePhase) return reject(Reason.COMMIT_OF_ONE_PHASE);
             const err = await this.call((o) => this.cfg.handler.commit(tx, o));
             if (err) {
               this.log.warn('commit failed; it will be retried', { ...fields, error: errorText(err) });
@@ -417,6 +433,7 @@ class Processor {
             this.log.info('abort before prepare: recorded, so a late prepare votes abort', fields);
             return { result: Result.ACK, after: State.ABORTED };
           case State.PREPARED: {
+            if (rec.onePhase) return reject(Reason.ABORT_OF_ONE_PHASE);
             const err = await this.call((o) => this.cfg.handler.abort(tx, o));
             if (err) {
               this.log.warn('abort failed; it will be retried', { ...fields, error: errorText(err) });
@@ -433,6 +450,60 @@ class Processor {
             return reject(Reason.ABORT_AFTER_COMMIT);
         }
     }
+  }
+
+  /**
+   * @private The rules of commit-one-phase (Go Processor.decideOnePhase,
+   * with a durable record): the handler's prepare, then at once its commit;
+   * the participant decides the outcome alone. The record says "prepared,
+   * one-phase" (state prepared, onePhase set) on disk before commit is
+   * called, so that a commit that fails, or a crash, leaves it to the
+   * command delivered again, which calls commit again and never prepare; it
+   * is never in doubt.
+   */
+  async decideOnePhase(cmd, tx, rec, now, fields, { finish, dup, reject }) {
+    const state = (rec && rec.state) || State.NONE;
+    switch (state) {
+      case State.NONE: {
+        if (tx.deadline !== null && now >= tx.deadline) {
+          // also the probe of a coordinator taking the transaction over (deadline 1, no payload)
+          await finish(State.ABORTED, Reason.DEADLINE_PASSED);
+          this.log.info('one-phase commit refused: deadline passed', { ...fields, deadline: tx.deadline });
+          return { result: Result.VOTE_ABORT, reason: Reason.DEADLINE_PASSED, after: State.ABORTED };
+        }
+        let vote;
+        const err = await this.call(async (o) => { vote = await this.cfg.handler.prepare(tx, cmd.payload, o); });
+        if (!err && vote === READ_ONLY) {
+          await finish(State.READ_ONLY, '');
+          this.log.debug('committed in one phase: read-only', fields);
+          return { result: Result.ACK, applied: true, after: State.READ_ONLY };
+        }
+        if (err) {
+          const reason = errorText(err) || Reason.PREPARE_FAILED;
+          await finish(State.ABORTED, P.truncate(reason, P.MAX_REASON_LEN));
+          this.log.info('one-phase commit refused', { ...fields, reason });
+          return { result: Result.VOTE_ABORT, reason, after: State.ABORTED };
+        }
+        await this.persist(cmd.txid, { state: State.PREPARED, onePhase: true, deadline: tx.deadline });
+        break;
+      }
+      case State.PREPARED:
+        if (!rec.onePhase) return reject(Reason.ONE_PHASE_OF_PREPARED);
+        break; // its commit failed before (or the process stopped): commit again
+      case State.COMMITTED:
+      case State.READ_ONLY:
+        return dup({ result: Result.ACK });
+      default: // aborted
+        return dup({ result: Result.VOTE_ABORT, reason: rec.reason || Reason.ABORTED });
+    }
+    const err = await this.call((o) => this.cfg.handler.commit(tx, o));
+    if (err) {
+      this.log.warn('commit of a one-phase transaction failed; it will be retried', { ...fields, error: errorText(err) });
+      return { result: Result.FAILED, reason: errorText(err), then: Settle.NAK };
+    }
+    await finish(State.COMMITTED, '');
+    this.log.debug('committed in one phase', fields);
+    return { result: Result.ACK, applied: true, after: State.COMMITTED };
   }
 
   /** @private A command of a kind this participant does not implement: failed, terminated. */

@@ -7,7 +7,7 @@
 /**
  * Protocol version this SDK speaks; it travels in Natstx-Version, and a
  * message of another version is refused. Version 6 added the read-only vote
- * (Result.VOTE_READ_ONLY).
+ * (Result.VOTE_READ_ONLY) and one-phase commit (Op.COMMIT_ONE_PHASE).
  */
 const VERSION = 6;
 const VERSION_TEXT = String(VERSION);
@@ -33,6 +33,14 @@ const Op = Object.freeze({
   PREPARE: 'prepare',
   COMMIT: 'commit',
   ABORT: 'abort',
+  /**
+   * since protocol 6, sent instead of prepare to the only participant of a
+   * transaction: do the work and commit it at once. The participant decides
+   * the outcome alone: it answers ack (committed), vote-abort (it will never
+   * commit) or failed (not finished now; the command comes again), and is
+   * sent neither commit nor abort. It carries the payload, as prepare does.
+   */
+  COMMIT_ONE_PHASE: 'commit-one-phase',
   ACTION: 'action',
   COMPENSATE: 'compensate',
 });
@@ -41,7 +49,10 @@ const Op = Object.freeze({
 const Result = Object.freeze({
   /** answers prepare: the participant can do its part and holds it until the outcome */
   VOTE_COMMIT: 'vote-commit',
-  /** answers prepare: the participant cannot do its part; the reason says why */
+  /**
+   * answers prepare, or commit-one-phase: the participant cannot do its part
+   * (it will never commit); the reason says why
+   */
   VOTE_ABORT: 'vote-abort',
   /**
    * answers prepare (since protocol 6): the participant's part changed
@@ -50,6 +61,7 @@ const Result = Object.freeze({
    * Body empty.
    */
   VOTE_READ_ONLY: 'vote-read-only',
+  /** done; to commit-one-phase: done and committed (or read-only: nothing to commit) */
   ACK: 'ack',
   FAILED: 'failed',
   REFUSED: 'refused',
@@ -121,9 +133,9 @@ class InvalidNameError extends Error {
   }
 }
 
-/** @param {string} o @returns {boolean} whether o is a two-phase commit operation */
+/** @param {string} o @returns {boolean} whether o is a two-phase commit operation (commit-one-phase included) */
 function isTwoPhase(o) {
-  return o === Op.PREPARE || o === Op.COMMIT || o === Op.ABORT;
+  return o === Op.PREPARE || o === Op.COMMIT || o === Op.ABORT || o === Op.COMMIT_ONE_PHASE;
 }
 
 /** @param {string} o @returns {boolean} whether o is a saga operation */
@@ -136,9 +148,18 @@ function isVote(r) {
   return r === Result.VOTE_COMMIT || r === Result.VOTE_ABORT || r === Result.VOTE_READ_ONLY;
 }
 
-/** @param {string} o @returns {boolean} whether a command of operation o may carry a payload */
+/** @param {string} o @returns {boolean} whether a command of operation o may carry a payload: prepare, commit-one-phase, action and compensate */
 function carriesPayload(o) {
-  return o === Op.PREPARE || isSaga(o);
+  return o === Op.PREPARE || o === Op.COMMIT_ONE_PHASE || isSaga(o);
+}
+
+/**
+ * @param {string} o
+ * @returns {boolean} whether o asks a participant for its vote (Go Op.Votes):
+ *   prepare and commit-one-phase, whose answer decides the transaction
+ */
+function votes(o) {
+  return o === Op.PREPARE || o === Op.COMMIT_ONE_PHASE;
 }
 
 const NAME_RE = /^[A-Za-z0-9_-]*$/;
@@ -302,7 +323,7 @@ function validateCommand(c) {
   validateSubject('reply subject', c.replyTo);
   if (c.deadline !== null && c.deadline <= 0) throw new MalformedError(`deadline ${c.deadline} is not after 1970-01-01`);
   if (!carriesPayload(c.op) && c.payload && c.payload.length > 0) {
-    throw new MalformedError(`${c.op} carries a payload; only prepare, action and compensate do`);
+    throw new MalformedError(`${c.op} carries a payload; only prepare, commit-one-phase, action and compensate do`);
   }
   validateStep(c.op, c.step);
 }
@@ -405,8 +426,9 @@ function replyBody(r) {
 /**
  * Validates every field of a reply (Go Reply.Validate): names, operation,
  * result, the result fitting the operation (prepare is answered with a vote,
- * vote-commit, vote-abort or vote-read-only, and only prepare is; only an
- * action is refused), step, code, attempt and reason.
+ * vote-commit, vote-abort or vote-read-only; commit-one-phase with ack,
+ * vote-abort or failed; no other operation with a vote; only an action is
+ * refused), step, code, attempt and reason.
  * @param {Reply} r
  * @throws {MalformedError|InvalidNameError}
  */
@@ -418,10 +440,13 @@ function validateReply(r) {
   if (r.op === Op.PREPARE && (r.result === Result.ACK || r.result === Result.REFUSED)) {
     throw new MalformedError(`prepare is answered with a vote, not ${JSON.stringify(r.result)}`);
   }
-  if (r.op !== Op.PREPARE && isVote(r.result)) {
+  if (r.op === Op.COMMIT_ONE_PHASE) {
+    if (r.result === Result.VOTE_COMMIT || r.result === Result.VOTE_READ_ONLY || r.result === Result.REFUSED) {
+      throw new MalformedError(`commit-one-phase is answered with ack, vote-abort or failed, not ${JSON.stringify(r.result)}`);
+    }
+  } else if (r.op !== Op.PREPARE && isVote(r.result)) {
     throw new MalformedError(`${r.op} is answered with an ack, not ${JSON.stringify(r.result)}`);
-  }
-  if (r.result === Result.REFUSED && r.op !== Op.ACTION) {
+  } else if (r.result === Result.REFUSED && r.op !== Op.ACTION) {
     throw new MalformedError(`only an action can be refused, not ${r.op}`);
   }
   validateStep(r.op, r.step || '');
@@ -502,7 +527,7 @@ module.exports = {
   COMMAND_PREFIX, REPLY_PREFIX, COMMAND_STREAM, API_OUTCOME, AUDIT_QUEUE,
   JETSTREAM_API, JETSTREAM_API_PREFIX, JS_NOT_ENABLED_FOR_ACCOUNT,
   MalformedError, VersionError, InvalidNameError,
-  isTwoPhase, isSaga, isVote, carriesPayload,
+  isTwoPhase, isSaga, isVote, votes, carriesPayload,
   validateName, validateSubject, validateCommand, validateReply,
   commandSubject, participantFilter, replySubject, consumerName, auditSubject, msgID,
   single, first, checkVersion, decodeCommand, commandHeader,

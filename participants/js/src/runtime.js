@@ -165,6 +165,11 @@ function auditResponse(proc, data) {
  *   resolving with READ_ONLY votes read-only: its part changed nothing and
  *   holds nothing (everything released before it returns); the record says
  *   read-only, and neither commit nor abort is called for the transaction.
+ *   A commit-one-phase command (the transaction's only participant) calls
+ *   prepare and, when it votes commit, commit at once: ack when commit
+ *   succeeds, vote-abort when prepare throws, ack (read-only) for READ_ONLY;
+ *   a commit that throws is called again (never prepare) when the command
+ *   comes again.
  * - sagaHandler: { action(step, payload, {signal}), compensate(step, payload, {signal}) }
  *   (optional); throw refuse(code, reason) to refuse an action for good.
  * - store: an open FileStore, the durable record (required).

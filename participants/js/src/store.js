@@ -19,6 +19,9 @@ const path = require('node:path');
  * or one saga step (key: "<saga ID>/<step>").
  * @typedef {object} StoredRecord
  * @property {string} [state] none, prepared, committed, aborted or read-only
+ * @property {boolean} [onePhase] with state prepared: prepared by
+ *   commit-one-phase, its commit not done yet (never in doubt; the command
+ *   delivered again calls commit)
  * @property {string} [reason] the abort or refusal reason a duplicate is answered with
  * @property {number} [finishedAt] Unix ms when the record became final
  * @property {number} [deadline] the transaction's deadline from prepare, Unix ms

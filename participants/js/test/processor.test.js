@@ -431,3 +431,155 @@ test('a batch answers a read-only prepare with vote-read-only inside the reply b
   const items = batch.decodeBatch(ba.replies[0].header, ba.replies[0].body).map((it) => P.decodeReply(it.header, it.body));
   assert.deepEqual(items.map((x) => [x.txid, x.result]), [['r1', 'vote-read-only'], ['c1', 'vote-commit']]);
 });
+
+// commit-one-phase (protocol 6): the only participant of a transaction
+// prepares and commits at once, deciding the outcome alone.
+
+const FAR = 9_000_000_000_000; // a deadline far away
+
+test('commit-one-phase calls prepare then commit once each, answers ack and records committed; its duplicates are acked without a handler call and counted', async (t) => {
+  const r = await rig(t);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { payload: 'x', deadline: FAR })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 'o1', 'x'], ['commit', 'o1']]);
+  assert.equal(r.proc.state('o1'), 'committed');
+  assert.deepEqual(r.store.get('o1'), { state: 'committed', reason: '', finishedAt: r.store.get('o1').finishedAt });
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { attempt: 2, payload: 'x', deadline: FAR })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { payload: 'x', deadline: FAR })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 'o1', 'x'], ['commit', 'o1']]);
+  assert.deepEqual(r.proc.inDoubt(), []);
+  const s = r.proc.stats();
+  assert.deepEqual([s.onePhases, s.duplicates, s.prepares, s.commits, s.aborts, s.rejected], [3, 2, 0, 0, 0, 0]);
+});
+
+test('commit-one-phase refused by prepare answers vote-abort with its reason and records aborted; its duplicates answer vote-abort with the same reason without the handler', async (t) => {
+  const r = await rig(t);
+  r.handler.fail.prepare = 'out of stock';
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'no', { payload: 'x', deadline: FAR })), ['vote-abort', Settle.ACK, 'out of stock']);
+  r.handler.fail.prepare = '';
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'no', { attempt: 2, payload: 'x', deadline: FAR })), ['vote-abort', Settle.ACK, 'out of stock']);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'no', { payload: 'x', deadline: FAR })), ['vote-abort', Settle.ACK, 'out of stock']);
+  assert.deepEqual(r.handler.calls, [['prepare', 'no', 'x']]);
+  assert.equal(r.proc.state('no'), 'aborted');
+  assert.equal(r.proc.stats().duplicates, 2);
+  // after it, the usual rules: abort acked, commit a contradiction
+  assert.deepEqual(brief(await r.send('abort', 'no')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('commit', 'no')), ['failed', Settle.TERM, Reason.COMMIT_AFTER_ABORT]);
+  assert.deepEqual(r.handler.calls, [['prepare', 'no', 'x']]);
+});
+
+test('an abort before commit-one-phase makes it vote abort with the recorded reason, without the handler', async (t) => {
+  const r = await rig(t);
+  assert.deepEqual(brief(await r.send('abort', 'ab')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'ab', { payload: 'x', deadline: FAR })), ['vote-abort', Settle.ACK, Reason.ABORTED_BEFORE_PREPARE]);
+  assert.deepEqual(r.handler.calls, []);
+});
+
+test('commit-one-phase voted read-only by prepare answers ack, records read-only and never calls commit; a duplicate is acked without the handler', async (t) => {
+  const r = await rig(t);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'ro', { payload: 'read-only', deadline: FAR })), ['ack', Settle.ACK, '']);
+  assert.equal(r.proc.state('ro'), 'read-only');
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'ro', { attempt: 2, payload: 'read-only', deadline: FAR })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 'ro', 'read-only']]);
+  assert.deepEqual(r.proc.inDoubt(), []);
+  assert.equal(r.proc.stats().duplicates, 1);
+});
+
+test('a commit-one-phase whose commit fails answers failed with nak and records prepared one-phase, not in doubt; delivered again it calls commit only, not prepare, and acks', async (t) => {
+  const r = await rig(t);
+  r.handler.fail.commit = 2;
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { payload: 'x', deadline: FAR })), ['failed', Settle.NAK, 'disk full']);
+  assert.equal(r.proc.state('o1'), 'prepared');
+  assert.deepEqual(r.store.get('o1'), { state: 'prepared', onePhase: true, deadline: FAR });
+  assert.deepEqual(r.proc.inDoubt(), []);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { payload: 'x', deadline: FAR })), ['failed', Settle.NAK, 'disk full']);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { payload: 'x', deadline: FAR })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 'o1', 'x'], ['commit', 'o1'], ['commit', 'o1'], ['commit', 'o1']]);
+  assert.equal(r.proc.state('o1'), 'committed');
+  assert.equal(r.store.get('o1').onePhase, undefined);
+  assert.deepEqual(r.proc.inDoubt(), []);
+  const s = r.proc.stats();
+  assert.deepEqual([s.handlerErrors, s.duplicates, s.rejected, s.inDoubt], [2, 0, 0, 0]);
+});
+
+test('a prepared one-phase record survives a restart of the store and is not in doubt: not loaded as in doubt, never asked about, audited prepared; the command delivered again calls commit only and acks', async (t) => {
+  let clock = 5_000_000;
+  const first = await rig(t, { now: () => clock, inDoubtAfter: 1000 });
+  first.handler.fail.commit = 1;
+  assert.deepEqual(brief(await first.send('commit-one-phase', 'o1', { payload: 'x', deadline: clock + 60_000 })), ['failed', Settle.NAK, 'disk full']);
+  await first.send('prepare', 'p1', { deadline: clock + 60_000 }); // prepared for two-phase commit: in doubt
+  await first.store.close();
+  const handler = recordingHandler();
+  const again = await rig(t, { file: first.file, handler, now: () => clock, inDoubtAfter: 1000 });
+  assert.deepEqual(again.store.get('o1'), { state: 'prepared', onePhase: true, deadline: clock + 60_000 });
+  assert.equal(again.proc.loadPrepared(), 1);
+  assert.deepEqual(again.proc.inDoubt(), ['p1']);
+  clock += 10_000;
+  const asked = [];
+  assert.deepEqual(await again.proc.resolveInDoubt(async (req) => { asked.push(req.id); return { outcome: 'pending' }; }), { asked: 1, resolved: 0 });
+  assert.deepEqual(asked, ['p1']);
+  const resp = auditResponse(again.proc, Buffer.from(JSON.stringify({ ids: ['o1', 'p1'] })));
+  assert.deepEqual(resp.states, { o1: 'prepared', p1: 'prepared' });
+  assert.deepEqual(brief(await again.send('commit-one-phase', 'o1', { payload: 'x', deadline: clock + 50_000 })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(handler.calls, [['commit', 'o1']]);
+  assert.equal(again.proc.state('o1'), 'committed');
+  assert.deepEqual(again.proc.inDoubt(), ['p1']);
+});
+
+test('commit-one-phase at or past its deadline votes abort (deadline passed) without the handler; the takeover probe (deadline 1, no payload) votes abort without the handler, and the original command after it votes abort too', async (t) => {
+  const clock = 1_000_000;
+  const r = await rig(t, { now: () => clock });
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'at', { payload: 'x', deadline: clock })), ['vote-abort', Settle.ACK, Reason.DEADLINE_PASSED]);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'past', { payload: 'x', deadline: clock - 1 })), ['vote-abort', Settle.ACK, Reason.DEADLINE_PASSED]);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'late', { attempt: 3, deadline: 1 })), ['vote-abort', Settle.ACK, Reason.DEADLINE_PASSED]);
+  assert.equal(r.proc.state('late'), 'aborted');
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'late', { payload: 'x', deadline: clock + 60_000 })), ['vote-abort', Settle.ACK, Reason.DEADLINE_PASSED]);
+  assert.deepEqual(r.handler.calls, []);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'ok', { payload: 'x', deadline: clock + 1 })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 'ok', 'x'], ['commit', 'ok']]);
+  // a probe of a transaction already committed in one phase learns it
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'ok', { attempt: 2, deadline: 1 })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(r.handler.calls, [['prepare', 'ok', 'x'], ['commit', 'ok']]);
+});
+
+test('commit-one-phase of a transaction prepared by a two-phase prepare is answered failed and terminated (rejected) without the handler; it stays prepared and in doubt', async (t) => {
+  const r = await rig(t);
+  assert.deepEqual(brief(await r.send('prepare', 'two', { deadline: FAR })), ['vote-commit', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'two', { payload: 'x', deadline: FAR })), ['failed', Settle.TERM, Reason.ONE_PHASE_OF_PREPARED]);
+  assert.equal(Reason.ONE_PHASE_OF_PREPARED, 'one-phase commit of a transaction prepared for two-phase commit');
+  assert.deepEqual(r.handler.calls, [['prepare', 'two', undefined]]);
+  assert.equal(r.proc.state('two'), 'prepared');
+  assert.deepEqual(r.proc.inDoubt(), ['two']);
+  assert.equal(r.proc.stats().rejected, 1);
+  assert.deepEqual(brief(await r.send('commit', 'two')), ['ack', Settle.ACK, '']);
+});
+
+test('commit or abort of a transaction prepared one-phase is answered failed and terminated (rejected) without the handler and leaves it prepared one-phase, not in doubt; after the one-phase commit ends, commit is acked and abort is abort after commit', async (t) => {
+  const r = await rig(t);
+  r.handler.fail.commit = 1;
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { payload: 'x', deadline: FAR })), ['failed', Settle.NAK, 'disk full']);
+  assert.deepEqual(brief(await r.send('commit', 'o1')), ['failed', Settle.TERM, Reason.COMMIT_OF_ONE_PHASE]);
+  assert.deepEqual(brief(await r.send('abort', 'o1')), ['failed', Settle.TERM, Reason.ABORT_OF_ONE_PHASE]);
+  assert.deepEqual([Reason.COMMIT_OF_ONE_PHASE, Reason.ABORT_OF_ONE_PHASE], ['commit of a one-phase transaction', 'abort of a one-phase transaction']);
+  assert.deepEqual(r.store.get('o1'), { state: 'prepared', onePhase: true, deadline: FAR });
+  assert.deepEqual(r.proc.inDoubt(), []);
+  assert.equal(r.proc.stats().rejected, 2);
+  assert.deepEqual(r.handler.calls, [['prepare', 'o1', 'x'], ['commit', 'o1']]);
+  assert.deepEqual(brief(await r.send('commit-one-phase', 'o1', { payload: 'x', deadline: FAR })), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('commit', 'o1')), ['ack', Settle.ACK, '']);
+  assert.deepEqual(brief(await r.send('abort', 'o1')), ['failed', Settle.TERM, Reason.ABORT_AFTER_COMMIT]);
+  assert.deepEqual(r.handler.calls, [['prepare', 'o1', 'x'], ['commit', 'o1'], ['commit', 'o1']]);
+});
+
+test('a batch answers commit-one-phase commands (ack, vote-abort, failed) inside the reply batch, each reply valid, and naks the batch for the failed one', async (t) => {
+  const handler = recordingHandler();
+  handler.commit = async (tx) => { if (tx.id === 'f1') throw new Error('disk full'); };
+  const r = await rig(t, { handler });
+  const mk = (txid, payload, deadline = FAR) => ({ txid, op: 'commit-one-phase', participant: NAME, attempt: 1, replyTo: 'natstx.reply.c1.pay', deadline, step: '', payload: payload && Buffer.from(payload) });
+  const m = batch.encodeCommandBatch(NAME, 'op-b', [mk('f1', 'x'), mk('c1', 'x'), mk('d1', null, 1)]);
+  const ba = await r.proc.handleBatch(m.header, m.body, batch.batchSubject(NAME, 'op-b'), async () => () => {});
+  assert.equal(ba.settle, Settle.NAK);
+  const items = batch.decodeBatch(ba.replies[0].header, ba.replies[0].body).map((it) => P.decodeReply(it.header, it.body));
+  assert.deepEqual(items.map((x) => [x.txid, x.op, x.result, x.reason]), [
+    ['f1', 'commit-one-phase', 'failed', 'disk full'], ['c1', 'commit-one-phase', 'ack', ''], ['d1', 'commit-one-phase', 'vote-abort', Reason.DEADLINE_PASSED],
+  ]);
+});

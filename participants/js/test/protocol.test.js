@@ -129,3 +129,40 @@ test('decodeReply accepts vote-read-only, with an empty body, only as the answer
     P.validateReply(r);
   }
 });
+
+test('decodeCommand accepts commit-one-phase with a payload and a deadline, and without either (the takeover probe); it is a two-phase operation that votes and carries a payload, and a step is refused', () => {
+  const c = P.decodeCommand(cmdHeaders({ [H.OP]: ['commit-one-phase'] }), Buffer.from('{"x":1}'));
+  assert.deepEqual(c, {
+    txid: 'tx-1', op: 'commit-one-phase', participant: 'pay', attempt: 2, replyTo: 'natstx.reply.c1.pay',
+    deadline: 1700000000000, step: '', payload: Buffer.from('{"x":1}'),
+  });
+  assert.equal(P.Op.COMMIT_ONE_PHASE, 'commit-one-phase');
+  const probe = P.decodeCommand(cmdHeaders({ [H.OP]: ['commit-one-phase'], [H.DEADLINE]: ['1'] }), null);
+  assert.deepEqual([probe.deadline, probe.payload], [1, null]);
+  assert.equal(P.decodeCommand(cmdHeaders({ [H.OP]: ['commit-one-phase'], [H.DEADLINE]: undefined }), null).deadline, null);
+  assert.ok(P.isTwoPhase('commit-one-phase') && !P.isSaga('commit-one-phase') && P.carriesPayload('commit-one-phase'));
+  assert.ok(P.votes('commit-one-phase') && P.votes('prepare') && !P.votes('commit') && !P.votes('abort') && !P.votes('action'));
+  assert.throws(() => P.decodeCommand(cmdHeaders({ [H.OP]: ['commit-one-phase'], [H.STEP]: ['s1'] }), null), /only saga operations do/);
+  assert.throws(() => P.decodeCommand(cmdHeaders({ [H.OP]: ['abort'] }), Buffer.from('x')), /abort carries a payload; only prepare, commit-one-phase, action and compensate do/);
+  // a command the SDK encodes decodes back
+  const enc = { txid: 'o', op: 'commit-one-phase', participant: 'p', attempt: 1, replyTo: 'natstx.reply.c.p', deadline: 5, step: '' };
+  assert.deepEqual(P.decodeCommand(P.commandHeader(enc), Buffer.from('y')), { ...enc, payload: Buffer.from('y') });
+});
+
+test('validateReply of commit-one-phase: ack, vote-abort and failed are valid; vote-commit, vote-read-only and refused are malformed', () => {
+  const reply = (result, extra = {}) => ({ txid: 't', op: 'commit-one-phase', participant: 'p', result, attempt: 1, ...extra });
+  for (const r of [reply('ack'), reply('vote-abort', { reason: 'out of stock' }), reply('failed', { reason: 'disk full' })]) {
+    P.validateReply(r);
+    const back = P.decodeReply(P.replyHeader(r), P.replyBody(r));
+    assert.deepEqual([back.op, back.result, back.reason], ['commit-one-phase', r.result, r.reason || '']);
+  }
+  for (const result of ['vote-commit', 'vote-read-only', 'refused']) {
+    assert.throws(() => P.validateReply(reply(result)), (e) => e instanceof P.MalformedError
+      && e.message === `natstx: malformed message: commit-one-phase is answered with ack, vote-abort or failed, not "${result}"`, result);
+    assert.throws(() => P.decodeReply(P.replyHeader(reply(result)), null), P.MalformedError, result);
+  }
+  assert.throws(() => P.validateReply(reply('ack', { step: 's' })), /only saga operations do/);
+  // the rules of the other operations are unchanged
+  assert.throws(() => P.validateReply({ ...reply('vote-abort'), op: 'commit' }), /commit is answered with an ack, not "vote-abort"/);
+  assert.throws(() => P.validateReply({ ...reply('ack'), op: 'prepare' }), /prepare is answered with a vote, not "ack"/);
+});

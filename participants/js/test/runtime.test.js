@@ -66,7 +66,7 @@ test('the participant on a real NATS server', { timeout: 120_000 }, async (t) =>
   });
   let seq = 0;
   const publish = async (op, txid, { attempt = 1, payload = null, deadline = Date.now() + 60_000, extra = {} } = {}) => {
-    const c = { txid, op, participant: NAME, attempt, replyTo: REPLY, deadline: op === 'prepare' ? deadline : null, step: '', payload };
+    const c = { txid, op, participant: NAME, attempt, replyTo: REPLY, deadline: P.votes(op) ? deadline : null, step: '', payload };
     const h = { ...P.commandHeader(c), ...extra };
     h[P.Header.MSG_ID] = [`${h[P.Header.MSG_ID][0]}.${seq++}`]; // a deliberate re-send is stored again
     await js.publish(P.commandSubject(NAME, txid), payload || undefined, { headers: toHeaders(h) });
@@ -147,6 +147,27 @@ test('the participant on a real NATS server', { timeout: 120_000 }, async (t) =>
     assert.deepEqual((await replyOf('ro1', 'abort')).map((r) => r.result), ['ack']);
     assert.deepEqual(calls.filter((c) => c[1] === 'ro1'), [['prepare', 'ro1']]);
     assert.equal(p.state('ro1'), 'read-only');
+    await streamEmpty();
+  });
+
+  await t.test('commit-one-phase: ack after prepare and commit, its duplicate acked; a failing commit is redelivered and calls commit only; the takeover probe votes abort; never in doubt', async () => {
+    await publish('commit-one-phase', 'op1', { payload: Buffer.from('{"a":1}') });
+    assert.deepEqual((await replyOf('op1', 'commit-one-phase')).map((r) => [r.result, r.reason]), [['ack', '']]);
+    await publish('commit-one-phase', 'op1', { attempt: 2, payload: Buffer.from('{"a":1}') });
+    assert.deepEqual((await replyOf('op1', 'commit-one-phase', 2)).map((r) => r.result), ['ack', 'ack']);
+    assert.deepEqual(calls.filter((c) => c[1] === 'op1'), [['prepare', 'op1'], ['commit', 'op1']]);
+    gate.commitFailures = 1;
+    await publish('commit-one-phase', 'op2');
+    assert.deepEqual((await replyOf('op2', 'commit-one-phase', 2)).map((r) => [r.result, r.reason]), [['failed', 'not now'], ['ack', '']]);
+    assert.deepEqual(calls.filter((c) => c[1] === 'op2'), [['prepare', 'op2'], ['commit', 'op2'], ['commit', 'op2']]);
+    await publish('commit-one-phase', 'op3', { attempt: 2, deadline: 1 });
+    assert.deepEqual((await replyOf('op3', 'commit-one-phase')).map((r) => [r.result, r.reason]), [['vote-abort', 'deadline passed']]);
+    await publish('commit-one-phase', 'op4', { payload: Buffer.from('no') });
+    assert.deepEqual((await replyOf('op4', 'commit-one-phase')).map((r) => [r.result, r.reason]), [['vote-abort', 'refusing']]);
+    assert.deepEqual(calls.filter((c) => c[1] === 'op3' || c[1] === 'op4'), [['prepare', 'op4']]);
+    assert.deepEqual([p.state('op1'), p.state('op2'), p.state('op3'), p.state('op4')], ['committed', 'committed', 'aborted', 'aborted']);
+    assert.ok(!p.proc.inDoubt().some((id) => id.startsWith('op')));
+    assert.equal(p.stats().onePhases, 6);
     await streamEmpty();
   });
 
