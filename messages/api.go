@@ -73,6 +73,9 @@ type TxStatus struct {
 	Reason string `json:"reason,omitempty"`
 	// TimedOut is true for an abort caused by a vote missing at the deadline.
 	TimedOut bool `json:"timed_out,omitempty"`
+	// OnePhase is true for a transaction sent commit-one-phase: its only
+	// participant decides the outcome (docs/PROTOCOL.md).
+	OnePhase bool `json:"one_phase,omitempty"`
 	// Owner is the coordinator instance driving the transaction.
 	Owner        string              `json:"owner"`
 	Participants []ParticipantStatus `json:"participants"`

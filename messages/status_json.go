@@ -33,6 +33,9 @@ func (st *TxStatus) sizeHint() int {
 	if st.TimedOut {
 		n += len(`,"timed_out":true`)
 	}
+	if st.OnePhase {
+		n += len(`,"one_phase":true`)
+	}
 	if st.Participants == nil {
 		n += len("null")
 	} else {
@@ -187,6 +190,9 @@ func (st *TxStatus) AppendJSON(b []byte) ([]byte, error) {
 	}
 	if st.TimedOut {
 		b = append(b, `,"timed_out":true`...)
+	}
+	if st.OnePhase {
+		b = append(b, `,"one_phase":true`...)
 	}
 	b = append(b, `,"owner":`...)
 	b = appendJSONString(b, st.Owner)

@@ -47,7 +47,7 @@ func randomTime(r *rand.Rand) time.Time {
 func randomStatus(r *rand.Rand) TxStatus {
 	st := TxStatus{
 		ID: randomString(r), Protocol: randomString(r), State: randomString(r), Reason: randomString(r),
-		TimedOut: r.IntN(2) == 0, Owner: randomString(r), WaitingSince: randomTime(r), StartedAt: randomTime(r),
+		TimedOut: r.IntN(2) == 0, OnePhase: r.IntN(2) == 0, Owner: randomString(r), WaitingSince: randomTime(r), StartedAt: randomTime(r),
 		UpdatedAt: randomTime(r), Deadline: randomTime(r), HistoryDropped: r.IntN(3) * r.IntN(100),
 	}
 	if n := r.IntN(4); n > 0 || r.IntN(2) == 0 {

@@ -107,7 +107,7 @@ func TestClientBeginAsyncThenListAndWatch(t *testing.T) {
 }
 
 func TestClientAbortsAPreparingTransactionOnly(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{})
+	f := newFixture(t, orchestrator.Config{NoOnePhase: true}) // a one-phase commit cannot be aborted
 	release := make(chan struct{})
 	f.participant("a", holding(release, nil))
 	t.Cleanup(func() { close(release) })
@@ -202,7 +202,7 @@ func TestStatusLingerKeepsAFastTransactionsDecisionOutOfTheBucket(t *testing.T) 
 		{time.Hour, "preparing,committed"},
 		{-1, "preparing,committing,committed"},
 	} {
-		f := newFixture(t, orchestrator.Config{StatusLinger: tc.linger})
+		f := newFixture(t, orchestrator.Config{StatusLinger: tc.linger, NoOnePhase: true}) // a committing status is two-phase
 		// A slow prepare and a slow commit: the transaction is preparing,
 		// then committing, for 300ms each, long enough for any watcher to
 		// see each status that is written (the bucket keeps only the
@@ -500,9 +500,10 @@ func TestClientAsTheOperatorOfASecureDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// No participant "a" runs: the transaction stays preparing until the
-	// operator aborts it.
-	st, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a"), TimeoutMs: 60_000})
+	// No participant "a" or "b" runs: the transaction stays preparing until
+	// the operator aborts it (two of them: a one-phase commit, with one,
+	// cannot be aborted).
+	st, err := c.Begin(ctxT(t, 10*time.Second), messages.BeginRequest{Participants: specs("a", "b"), TimeoutMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
 	}

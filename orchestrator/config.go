@@ -105,6 +105,18 @@ type Config struct {
 	// saga that ends within it writes two statuses, whatever its steps.
 	// Default 100ms; negative writes each change at once.
 	StatusLinger time.Duration
+	// NoOnePhase sends prepare and then commit or abort to the participant
+	// of a transaction that has only one, as to several. By default such a
+	// transaction is sent commit-one-phase instead (docs/PROTOCOL.md), if
+	// that participant has answered this instance within the last 30
+	// seconds: one command and one reply, no decision record; the
+	// participant decides the outcome, so the transaction's timeout does not
+	// abort it (a participant that handles the command after the deadline
+	// votes abort) and it waits for the participant's answer, re-sending the
+	// command, however long that takes. (To a participant not heard from
+	// lately, not running or misnamed perhaps, it sends prepare, which the
+	// timeout aborts.)
+	NoOnePhase bool
 	// Logger receives the engine's logs; default none.
 	Logger *zap.Logger
 	// TracerProvider, when set, makes the engine trace (OpenTelemetry): a

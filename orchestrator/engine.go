@@ -128,6 +128,10 @@ type Engine struct {
 	cfg Config
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// heard holds, by participant name, when this instance last had a
+	// reply from it (*atomic.Int64, Unix nanoseconds): one-phase commit
+	// goes only to a participant heard from lately (onePhaseHeardWithin).
+	heard sync.Map
 	// The ports (ports.go): JetStream and the wall clock, or simulated ones.
 	stores Stores
 	cmds   Commands
@@ -762,6 +766,7 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 	spec := txn.Spec{
 		ID: req.ID, Participants: req.Participants, PrepareTimeout: timeout,
 		RetryBase: e.cfg.RetryBase, RetryMax: e.cfg.RetryMax, AbortSends: e.cfg.AbortSends,
+		OnePhase: len(req.Participants) == 1 && !e.cfg.NoOnePhase && e.heardLately(req.Participants[0].Name, now),
 	}
 	tx, err := txn.New(spec)
 	if err != nil {
@@ -901,7 +906,7 @@ func (e *Engine) publish(id string, deadline time.Time, s txn.Send, traceparent,
 		ReplyTo: messages.ReplySubject(e.cfg.Instance, s.Participant), Payload: s.Payload,
 		TraceParent: traceparent, TraceState: tracestate,
 	}
-	if s.Op == messages.OpPrepare {
+	if s.Op.Votes() {
 		cmd.Deadline = deadline
 	}
 	if s.Attempt > 1 {
@@ -913,4 +918,28 @@ func (e *Engine) publish(id string, deadline time.Time, s txn.Send, traceparent,
 		e.log.Warn("publishing a command failed; the retry timer re-sends it", zap.String("txid", id),
 			zap.String("participant", s.Participant), zap.String("op", string(s.Op)), zap.Error(err))
 	}
+}
+
+// onePhaseHeardWithin is how lately a participant must have answered this
+// instance for a transaction with it alone to be sent commit-one-phase.
+// One-phase commit cannot abort at the deadline (only the participant
+// decides), so a participant that is not running, or a name with a typo,
+// would leave such a transaction waiting for good; prepare to one not heard
+// from lately aborts at the timeout instead, saying that no vote came.
+const onePhaseHeardWithin = 30 * time.Second
+
+// noteHeard records that participant answered at now.
+func (e *Engine) noteHeard(participant string, now time.Time) {
+	v, ok := e.heard.Load(participant)
+	if !ok {
+		v, _ = e.heard.LoadOrStore(participant, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Store(now.UnixNano())
+}
+
+// heardLately reports whether participant answered within
+// onePhaseHeardWithin before now.
+func (e *Engine) heardLately(participant string, now time.Time) bool {
+	v, ok := e.heard.Load(participant)
+	return ok && now.Sub(time.Unix(0, v.(*atomic.Int64).Load())) < onePhaseHeardWithin
 }

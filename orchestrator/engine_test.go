@@ -368,7 +368,7 @@ func TestForgedVoteFromNonParticipantIsIgnored(t *testing.T) {
 }
 
 func TestClientCancelWhilePreparingAborts(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{})
+	f := newFixture(t, orchestrator.Config{NoOnePhase: true}) // a one-phase commit cannot be aborted
 	release := make(chan struct{})
 	f.participant("a", holding(release, errors.New("released")))
 	t.Cleanup(func() { close(release) })

@@ -140,7 +140,8 @@ func TestHistoryOfAnAbortSaysWhoVotedNoAndWhy(t *testing.T) {
 // shows each re-send with its attempt); an operator's abort through the API
 // is recorded with who asked and why.
 func TestHistoryShowsResendsAndTheOperatorsAbort(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{RetryBase: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond, PrepareTimeout: time.Minute})
+	f := newFixture(t, orchestrator.Config{RetryBase: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond, PrepareTimeout: time.Minute,
+		NoOnePhase: true}) // prepare, and an abort: a one-phase commit cannot be aborted
 	release := make(chan struct{})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
@@ -186,7 +187,8 @@ func TestHistoryShowsResendsAndTheOperatorsAbort(t *testing.T) {
 // A long-running transaction keeps its first events and its latest ones,
 // messages.MaxHistory in all, and counts those dropped between them.
 func TestHistoryIsBounded(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond, PrepareTimeout: time.Minute})
+	f := newFixture(t, orchestrator.Config{RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond, PrepareTimeout: time.Minute,
+		NoOnePhase: true}) // prepare, and an abort: a one-phase commit cannot be aborted
 	release := make(chan struct{})
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })

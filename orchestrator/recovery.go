@@ -435,6 +435,12 @@ const sweepWindow = 2 * publishAckTimeout
 func (e *Engine) sweepOne(ctx context.Context, st messages.TxStatus) bool {
 	switch st.State {
 	case Preparing.String(), Aborting.String():
+		if st.OnePhase && len(st.Participants) == 1 {
+			// No decision record: its participant decides, and is asked.
+			e.log.Info("asking the participant of a one-phase commit its dead coordinator left undecided",
+				zap.String("txid", st.ID), zap.String("previous_owner", st.Owner))
+			return e.shardOf(st.ID).post(onePhaseOrphanReq{st: st})
+		}
 		state, err := e.records.recordAbort(ctx, st.ID)
 		switch {
 		case err != nil:
@@ -505,6 +511,40 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 	s.apply(en, tx.Start())
 	s.queueStatus(en)
 }
+
+// askOnePhase takes over a one-phase commit found undecided after its
+// coordinator died: it sends the participant commit-one-phase without a
+// payload and with a deadline long past, re-sent until answered, so that
+// the participant answers what it decided or, having seen nothing (the
+// original command may still come: it will find the abort recorded),
+// votes abort without doing anything. The answer ends the transaction.
+func (s *shard) askOnePhase(st messages.TxStatus) {
+	if _, ok := s.active[st.ID]; ok {
+		return
+	}
+	if _, ok := s.finished[st.ID]; ok {
+		return
+	}
+	tx, err := txn.RecoverOnePhase(st.ID, st.Participants[0].Name, txn.Spec{
+		PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends,
+	})
+	if err != nil {
+		s.e.log.Error("an orphan one-phase commit cannot be taken over", zap.String("txid", st.ID), zap.Error(err))
+		return
+	}
+	en := &entry{tx: tx, started: st.StartedAt, deadline: onePhaseProbeDeadline, timers: make(map[txn.TimerKind]Timer, 2), abortCause: -1}
+	s.e.noteTaken(&en.hist, &st, "undecided one-phase commit (its participant is asked)")
+	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", st.ID, messages.Protocol2PC, true)
+	s.active[st.ID] = en
+	s.e.inFlight.Add(1)
+	s.apply(en, tx.Start())
+	s.queueStatus(en)
+}
+
+// onePhaseProbeDeadline is the deadline of the commit-one-phase a
+// coordinator taking a one-phase commit over sends: passed by any clock,
+// so that a participant that has not decided votes abort.
+var onePhaseProbeDeadline = time.UnixMilli(1)
 
 // knowsFinal reports whether this engine runs or remembers transaction id,
 // and, if it finished here, its final status document.
@@ -643,6 +683,11 @@ func (e *Engine) Resolve(ctx context.Context, req messages.OutcomeRequest) messa
 	st, haveStatus := e.readStatus(ctx, req.ID)
 	if haveStatus && st.State == Committed.String() {
 		return messages.OutcomeResponse{Outcome: messages.OutcomeCommit, Reason: "committed everywhere"}
+	}
+	if haveStatus && st.OnePhase {
+		// Its participant decides it, and records no abort here: an abort
+		// recorded now could contradict its commit.
+		return messages.OutcomeResponse{Error: "a one-phase commit is decided by its participant, which is never in doubt about it"}
 	}
 	why := "no commit decision by the deadline (presumed abort, now recorded)"
 	if req.DeadlineMs <= 0 {

@@ -248,7 +248,7 @@ func TestStatusAPIAnswersFromAnyInstance(t *testing.T) {
 func TestInDoubtIsPendingWhileTheCommitRecordIsWritten(t *testing.T) {
 	release := make(chan struct{})
 	writing := make(chan string, 1)
-	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: func(p orchestrator.FaultPoint, id string) bool {
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, NoOnePhase: true, FaultHook: func(p orchestrator.FaultPoint, id string) bool {
 		if p == orchestrator.PointCommitWriting {
 			writing <- id
 			<-release // a slow write

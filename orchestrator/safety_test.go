@@ -197,7 +197,7 @@ func TestACallerChosenIDIsBegunOnceAcrossInstances(t *testing.T) {
 func TestACommitRecordClaimedByAnotherInstanceCountsAsDurable(t *testing.T) {
 	release := make(chan struct{})
 	hook, writing := blockAt(orchestrator.PointCommitWriting, release)
-	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook})
+	f := newFixture(t, orchestrator.Config{Instance: "c1", LeaseTTL: lease, FaultHook: hook, NoOnePhase: true}) // a commit record is two-phase
 	a := newCounting()
 	f.participant("a", a)
 	ctx := ctxT(t, 20*time.Second)

@@ -175,6 +175,8 @@ type (
 		prior *messages.TxStatus
 	}
 	orphanReq struct{ st messages.TxStatus }
+	// onePhaseOrphanReq takes over a one-phase commit (askOnePhase).
+	onePhaseOrphanReq struct{ st messages.TxStatus }
 )
 
 // post hands v to the loop; false means the engine stopped. A request that
@@ -265,6 +267,8 @@ func (s *shard) handle(v any) {
 		s.recover(v.rec, v.prior)
 	case orphanReq:
 		s.abortOrphan(v.st)
+	case onePhaseOrphanReq:
+		s.askOnePhase(v.st)
 	case refusedEvent:
 		if en := s.active[v.id]; en != nil && en.persisting {
 			en.persisting, en.held = false, nil
@@ -379,6 +383,7 @@ func (s *shard) begin(r beginReq) {
 }
 
 func (s *shard) reply(r messages.Reply) {
+	s.e.noteHeard(r.Participant, s.e.now())
 	if r.Op.Saga() {
 		s.sagaReply(r)
 		return
@@ -404,6 +409,9 @@ func (s *shard) reply(r messages.Reply) {
 		s.noteVote(en)
 	case messages.Ack:
 		ev.Kind = txn.EventAck
+		if r.Op == messages.OpCommitOnePhase {
+			s.noteVote(en)
+		}
 	case messages.Failed:
 		ev.Kind = txn.EventFailed
 		s.e.log.Warn("participant failed a command", zap.String("txid", r.TxID), zap.String("participant", r.Participant),
@@ -567,6 +575,10 @@ func (s *shard) decided(en *entry) {
 	s.e.stats.decide.observe(en.decidedAt.Sub(en.started))
 	out := en.tx.Outcome()
 	switch {
+	case out.State == Committed:
+		// Committed in one phase, with nothing to record: done writes the
+		// final status.
+		s.e.noteDecided(&en.hist, out)
 	case out.State != Committing:
 		// A commit's status is written once its record is durable: a status
 		// that says committing always means the commit will happen.
@@ -618,7 +630,9 @@ func (s *shard) done(en *entry) {
 	}
 	if out.State == Committed {
 		s.e.stats.Committed.Add(1)
-		s.e.spawn(func() { s.finishRecord(id) })
+		if !out.OnePhase { // else no decision record was written
+			s.e.spawn(func() { s.finishRecord(id) })
+		}
 	} else {
 		s.e.stats.Aborted.Add(1)
 		if en.abortCause >= 0 {

@@ -17,7 +17,8 @@ import (
 // histogram counts what ran through it: two commits (decision writes and
 // completions), five aborts of five causes, a completed saga.
 func TestStatsCountAbortsByCauseAndEachPhase(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{AbortSends: 2, RetryBase: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	f := newFixture(t, orchestrator.Config{AbortSends: 2, RetryBase: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+		NoOnePhase: true}) // aborts of every cause: a one-phase commit has one
 	f.participant("a", yes)
 	release := make(chan struct{})
 	f.participant("held", holding(release, nil))

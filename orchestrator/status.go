@@ -54,7 +54,7 @@ func openStatusBucket(ctx context.Context, js jetstream.JetStream, o StreamOptio
 // API carry.
 func statusOf(out Outcome, owner string, started, decided, updated time.Time) messages.TxStatus {
 	st := messages.TxStatus{
-		ID: out.ID, State: out.State.String(), Reason: out.Reason, TimedOut: out.TimedOut,
+		ID: out.ID, State: out.State.String(), Reason: out.Reason, TimedOut: out.TimedOut, OnePhase: out.OnePhase,
 		Owner: owner, StartedAt: started.UTC(), UpdatedAt: updated.UTC(), WaitingSince: started.UTC(),
 		Participants: make([]messages.ParticipantStatus, len(out.Participants)),
 	}

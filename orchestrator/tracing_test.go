@@ -191,7 +191,7 @@ func TestEngineTracesATransactionUnderTheCallersSpan(t *testing.T) {
 // that the participants' spans join the caller's trace; a transaction
 // begun without one sends no trace context.
 func TestAnEngineThatDoesNotTracePassesTheCallersTraceOn(t *testing.T) {
-	f := newFixture(t, orchestrator.Config{})
+	f := newFixture(t, orchestrator.Config{NoOnePhase: true}) // prepare and commit, both carrying it
 	f.participant("a", yes)
 	var mu sync.Mutex
 	carried := map[string][]string{} // traceparents by transaction

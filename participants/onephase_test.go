@@ -121,6 +121,9 @@ func TestOnePhaseInMemoryCommitsOnceAndIsNeverInDoubt(t *testing.T) {
 		if a := handle(c); a.Reply.Result != messages.Failed || a.Settle != participants.SettleTerm {
 			t.Errorf("%s of a one-phase transaction: %+v, want failed and terminated", c.Op, a)
 		}
+		if ids := proc.InDoubt(); len(ids) != 0 {
+			t.Errorf("after a rejected %s: in doubt %v", c.Op, ids)
+		}
 	}
 	if a := handle(one); a.Reply.Result != messages.Ack || a.Settle != participants.SettleAck {
 		t.Fatalf("delivered again: %+v", a)

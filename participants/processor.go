@@ -374,7 +374,7 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 		switch state {
 		case StatePrepared:
 			if e.rec.onePhase {
-				return reject(state, ReasonCommitOfOnePhase)
+				return rejectOnePhase(ReasonCommitOfOnePhase)
 			}
 			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
 				log.Warn("commit failed; it will be retried", zap.Error(err))
@@ -398,7 +398,7 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 			return outcome{result: messages.Ack}.in(StateAborted)
 		case StatePrepared:
 			if e.rec.onePhase {
-				return reject(state, ReasonAbortOfOnePhase)
+				return rejectOnePhase(ReasonAbortOfOnePhase)
 			}
 			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Abort(ctx, tx) }); err != nil {
 				log.Warn("abort failed; it will be retried", zap.Error(err))
@@ -480,6 +480,13 @@ func duplicate(state State, out outcome) outcome {
 // needs a human. Handle counts and logs it.
 func reject(state State, reason string) outcome {
 	return outcome{result: messages.Failed, reason: reason, then: SettleTerm, rejected: true}.in(state)
+}
+
+// rejectOnePhase answers a commit or an abort of a one-phase record that is
+// still prepared: a contradiction, which leaves the record as it is, and
+// out of doubt (its participant decides it).
+func rejectOnePhase(reason string) outcome {
+	return outcome{result: messages.Failed, reason: reason, then: SettleTerm, rejected: true}
 }
 
 // call runs one handler call with a context made from ctx (which carries the

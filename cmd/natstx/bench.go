@@ -57,6 +57,7 @@ type benchOptions struct {
 	seed             int64
 	quiesce          time.Duration
 	noStatus         bool
+	noOnePhase       bool
 	noProgress       bool
 	jsonOut          bool
 	logLevel         string
@@ -227,6 +228,7 @@ that could not be read; 2 on bad usage.`,
 	f.IntVar(&o.jsMsgs, "jetstream-msgs", 100_000, "messages of the raw JetStream publish measurement")
 	f.Int64Var(&o.seed, "seed", 0, "random seed of the simulated participants (0: random)")
 	f.DurationVar(&o.quiesce, "quiesce-timeout", 30*time.Second, "how long to wait for commits and aborts to be acknowledged before checking")
+	f.BoolVar(&o.noOnePhase, "no-one-phase", false, "bench's own coordinator sends prepare and commit to a transaction's only participant (-n 1) instead of commit-one-phase; not with --nats")
 	f.BoolVar(&o.noStatus, "no-status", false, "bench's own coordinator skips its status bucket writes (two or three per transaction; tx status/list/watch read them); not with --nats")
 	f.BoolVar(&o.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	f.BoolVar(&o.jsonOut, "json", false, "print only the summary, as one JSON object")
@@ -309,6 +311,9 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 		}
 		o.payloadOf[name] = []byte(payload)
 	}
+	if o.noOnePhase && o.natsURL != "" {
+		return usageError{errors.New("--no-one-phase configures bench's own coordinator; with --nats, give it to natstx server")}
+	}
 	if o.noStatus && o.natsURL != "" {
 		return usageError{errors.New("--no-status applies to bench's own coordinator; with --nats the running coordinators write their statuses")}
 	}
@@ -368,7 +373,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		eng, err := orchestrator.New(nc, orchestrator.Config{
 			PrepareTimeout: o.prepareTimeout, MaxInFlight: max(100_000, o.concurrency, o.maxInFlight),
 			Streams: orchestrator.StreamOptions{Replicas: o.replicas}, NoStatus: o.noStatus, NoAPI: true, Logger: log.Named("coordinator"),
-			GroupCommit: s.GroupCommit,
+			GroupCommit: s.GroupCommit, NoOnePhase: o.noOnePhase,
 		})
 		if err != nil {
 			return err

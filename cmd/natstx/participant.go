@@ -194,7 +194,7 @@ func crashAt(spec string) (func(messages.Command), error) {
 	n, err := strconv.Atoi(count)
 	op := messages.Op(strings.TrimSuffix(strings.TrimPrefix(point, "after-"), "-apply"))
 	if !ok || err != nil || n < 1 || !op.Valid() || point != "after-"+string(op)+"-apply" {
-		return nil, usageError{fmt.Errorf("%s=%q: want after-prepare-apply:N, after-commit-apply:N, after-abort-apply:N, after-action-apply:N or after-compensate-apply:N with N >= 1", envCrashAt, spec)}
+		return nil, usageError{fmt.Errorf("%s=%q: want after-prepare-apply:N, after-commit-apply:N, after-abort-apply:N, after-commit-one-phase-apply:N, after-action-apply:N or after-compensate-apply:N with N >= 1", envCrashAt, spec)}
 	}
 	var mu sync.Mutex
 	seen := 0

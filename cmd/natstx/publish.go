@@ -88,10 +88,10 @@ usage.`,
 	addNATSFlag(c, &o.natsURL)
 	f.StringVarP(&o.participant, "participant", "p", "", "participant to send the command to (required)")
 	f.StringVar(&o.txid, "tx", "", "transaction ID (required)")
-	f.StringVar(&o.op, "op", "", "operation: prepare, commit or abort (required)")
-	f.StringVar(&o.payload, "payload", "", "payload of a prepare, sent as is (e.g. JSON)")
-	f.StringVar(&o.payloadFile, "payload-file", "", "read the payload of a prepare from this file")
-	f.DurationVar(&o.deadline, "deadline", 30*time.Second, "prepare only: the transaction's deadline, from now (0: none)")
+	f.StringVar(&o.op, "op", "", "operation: prepare, commit, abort or commit-one-phase (required)")
+	f.StringVar(&o.payload, "payload", "", "payload of a prepare or commit-one-phase, sent as is (e.g. JSON)")
+	f.StringVar(&o.payloadFile, "payload-file", "", "read the payload of a prepare or commit-one-phase from this file")
+	f.DurationVar(&o.deadline, "deadline", 30*time.Second, "prepare and commit-one-phase only: the transaction's deadline, from now (0: none)")
 	f.IntVar(&o.attempt, "attempt", 1, "attempt number; a new one makes JetStream store a command it already has")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for the reply")
 	f.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON object")
@@ -99,7 +99,7 @@ usage.`,
 		_ = c.MarkFlagRequired(name)
 	}
 	_ = c.RegisterFlagCompletionFunc("op", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{string(messages.OpPrepare), string(messages.OpCommit), string(messages.OpAbort)}, cobra.ShellCompDirectiveNoFileComp
+		return []string{string(messages.OpPrepare), string(messages.OpCommit), string(messages.OpAbort), string(messages.OpCommitOnePhase)}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
@@ -107,8 +107,8 @@ usage.`,
 // command builds and validates the command the flags describe.
 func (o publishOptions) command() (messages.Command, error) {
 	op := messages.Op(strings.ToLower(o.op))
-	if !op.Valid() {
-		return messages.Command{}, usageError{fmt.Errorf("--op %q: want prepare, commit or abort", o.op)}
+	if !op.TwoPhase() {
+		return messages.Command{}, usageError{fmt.Errorf("--op %q: want prepare, commit, abort or commit-one-phase", o.op)}
 	}
 	for _, n := range []struct{ flag, what, v string }{{"participant", "participant", o.participant}, {"tx", "transaction ID", o.txid}} {
 		if err := messages.ValidateName(n.what, n.v); err != nil {
@@ -132,11 +132,11 @@ func (o publishOptions) command() (messages.Command, error) {
 		}
 		payload = b
 	}
-	if op != messages.OpPrepare && len(payload) > 0 {
-		return messages.Command{}, usageError{fmt.Errorf("only prepare carries a payload; drop --payload for %s", op)}
+	if !op.Votes() && len(payload) > 0 {
+		return messages.Command{}, usageError{fmt.Errorf("only prepare and commit-one-phase carry a payload; drop --payload for %s", op)}
 	}
 	c := messages.Command{TxID: o.txid, Op: op, Participant: o.participant, Attempt: o.attempt, Payload: payload}
-	if op == messages.OpPrepare && o.deadline > 0 {
+	if op.Votes() && o.deadline > 0 {
 		c.Deadline = time.Now().Add(o.deadline)
 	}
 	return c, nil

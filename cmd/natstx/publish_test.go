@@ -68,8 +68,8 @@ func TestPublishWithoutCoordinatorAndWrongInput(t *testing.T) {
 		args []string
 	}{
 		{"required flag(s) \"op\", \"participant\", \"tx\" not set", []string{"publish"}},
-		{"--op \"rollback\": want prepare, commit or abort", []string{"publish", "-p", "a", "--tx", "t", "--op", "rollback"}},
-		{"only prepare carries a payload", []string{"publish", "-p", "a", "--tx", "t", "--op", "commit", "--payload", "{}"}},
+		{"--op \"rollback\": want prepare, commit, abort or commit-one-phase", []string{"publish", "-p", "a", "--tx", "t", "--op", "rollback"}},
+		{"only prepare and commit-one-phase carry a payload", []string{"publish", "-p", "a", "--tx", "t", "--op", "commit", "--payload", "{}"}},
 		{"transaction ID \"t.1\" has '.'", []string{"publish", "-p", "a", "--tx", "t.1", "--op", "commit"}},
 		{"--payload-file: open", []string{"publish", "-p", "a", "--tx", "t", "--op", "prepare", "--payload-file", "/nonexistent/p.json"}},
 		{"--attempt 0", []string{"publish", "-p", "a", "--tx", "t", "--op", "commit", "--attempt", "0"}},

@@ -251,6 +251,7 @@ type serverOptions struct {
 	replicas       int
 	drainTimeout   time.Duration
 	statusLinger   time.Duration
+	noOnePhase     bool
 	maxBeginRate   float64
 	groupCommit    string
 	metrics        metricsOptions
@@ -330,6 +331,7 @@ Transactions still running then stay in the stream and buckets.`,
 	f.Float64Var(&o.maxBeginRate, "max-begin-rate", 0, "the most begins a second this coordinator accepts through its API (tx begin, bench --nats, clients) from each identity (each operator user of natstx auth; callers NATS does not name share one limit), bursts up to one second's worth; beyond it a begin is refused with a clear error (0: no limit)")
 	f.StringVar(&o.groupCommit, "group-commit", "auto", groupCommitHelp)
 	f.DurationVar(&o.statusLinger, "status-linger", 100*time.Millisecond, "how long a transaction's committing status, and a saga's status at each step, waits before it is written to the status bucket; a commit or saga that ends sooner writes only its first and final status (0: write every change at once)")
+	f.BoolVar(&o.noOnePhase, "no-one-phase", false, "send prepare and then commit or abort to a transaction's only participant, as to several, instead of commit-one-phase (with which that participant decides the outcome, and the timeout does not abort the transaction)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for transactions in flight before stopping")
 	f.DurationVar(&o.startTimeout, "start-timeout", time.Minute, "how long to wait for JetStream (a cluster forming) at start-up")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level on stderr (debug, info, warn, error)")
@@ -509,7 +511,7 @@ func startEngine(ctx context.Context, nc *nats.Conn, o serverOptions, tp trace.T
 		Instance: o.instance, PrepareTimeout: o.prepareTimeout, Retention: o.retention, LeaseTTL: o.leaseTTL,
 		MaxInFlight: o.maxInFlight, MaxPayload: o.maxPayload, Streams: orchestrator.StreamOptions{Replicas: o.replicas},
 		Logger: log.Named("coordinator"), FaultHook: hook, StatusLinger: o.statusLinger, MaxBeginRate: o.maxBeginRate,
-		TracerProvider: tp,
+		TracerProvider: tp, NoOnePhase: o.noOnePhase,
 	}
 	cfg.GroupCommit, _ = o.groupCommitOn() // checked with the flags
 	if o.statusLinger <= 0 {

@@ -55,6 +55,27 @@ func (s *sim) settledStatus(id, state string) bool {
 	return stuckStatus(state) && w != nil && w.rec() != nil && w.rec().State == saga.State(state)
 }
 
+// onCommand notes how a transaction is run, from the commands coordinators
+// publish: in two phases (prepare) or in one (commit-one-phase), never both.
+func (s *sim) onCommand(cmd messages.Command) {
+	w := s.workBy[cmd.TxID]
+	if w == nil {
+		return
+	}
+	switch cmd.Op {
+	case messages.OpPrepare:
+		w.sentPrepare = true
+	case messages.OpCommitOnePhase:
+		w.sentOnePhase = true
+		if len(w.parts) != 1 {
+			s.violate("%s: commit-one-phase sent to %s, one of %d participants", cmd.TxID, cmd.Participant, len(w.parts))
+		}
+	}
+	if w.sentPrepare && w.sentOnePhase {
+		s.violate("%s: sent both prepare and commit-one-phase (%s, attempt %d)", cmd.TxID, cmd.Op, cmd.Attempt)
+	}
+}
+
 // onRecordWrite checks every write to the decision bucket as it is applied:
 // never a commit record after an abort record of the same transaction, nor
 // an abort record after a commit record (in any order, at any distance in
@@ -65,6 +86,9 @@ func (s *sim) onRecordWrite(w kvWrite) {
 		s.committing[w.key] = true
 	} else {
 		delete(s.committing, w.key)
+	}
+	if tx := s.workBy[w.key]; tx != nil && tx.onePhase() && st != "" {
+		s.violate("%s: a decision record (%s, by %s) was written for a one-phase commit, which its participant decides", w.key, st, w.writer)
 	}
 	switch st {
 	case "committing", "committed":
@@ -156,6 +180,9 @@ func (s *sim) onStatusWrite(w kvWrite) {
 //   - Every status still in the bucket is final and says what happened.
 func (s *sim) check() {
 	for _, w := range s.work {
+		if w.onePhase() {
+			s.st.OnePhaseTxs++
+		}
 		var committed, aborted, prepared, none, readOnly []string
 		for _, name := range w.parts {
 			p := s.partBy[name]

@@ -103,7 +103,7 @@ func faultsHappened(t *testing.T, st Stats) {
 		"pauses past the lease": st.PausesPastLease, "pauses past the retention": st.PausesPastRetain,
 		"participant crashes": st.PartCrashes, "participant pauses": st.PartPauses, "in-doubt questions": st.InDoubtQueries, "in-doubt answers": st.InDoubtResolved,
 		"recorded aborts": st.RecordedAborts, "recovered commits": st.Recovered, "orphans aborted": st.OrphansAborted,
-		"client aborts": st.ClientAborts, "handler errors": st.HandlerErrors, "read-only votes": st.ReadOnlyVotes,
+		"client aborts": st.ClientAborts, "handler errors": st.HandlerErrors, "read-only votes": st.ReadOnlyVotes, "one-phase commits": st.OnePhaseTxs,
 		"saga step retries": st.SagaRetries, "saga compensation retries": st.SagaCompRetries, "stuck saga steps": st.SagaStuckSteps,
 		"saga takeovers": st.SagaTakeovers, "saga aborts": st.SagaAborts, "operator actions": st.OperatorActions,
 	} {
@@ -119,13 +119,13 @@ func statsLine(st Stats) string {
 		"deliveries=%d redeliveries=%d expired_commands=%d dropped=%d duplicated=%d delayed=%d "+
 		"coordinator_crashes=%d pauses=%d pauses_past_lease=%d pauses_past_retention=%d participant_crashes=%d participant_pauses=%d "+
 		"in_doubt_queries=%d in_doubt_answers=%d recorded_aborts=%d commits_refused=%d recovered=%d orphans_aborted=%d begins_waited=%d "+
-		"client_aborts=%d begin_retries=%d begins_refused=%d begins_overloaded=%d rejected=%d handler_errors=%d read_only_votes=%d status_regressions=%d lease_lapses=%d "+
+		"client_aborts=%d begin_retries=%d begins_refused=%d begins_overloaded=%d rejected=%d handler_errors=%d read_only_votes=%d one_phase=%d status_regressions=%d lease_lapses=%d "+
 		"saga_retries=%d saga_comp_retries=%d saga_stuck_steps=%d saga_takeovers=%d saga_aborts=%d operator_actions=%d saga_stale_statuses=%d",
 		st.Events, st.StoreOps, st.StoreErrors, st.StoreLostAnswers, st.StoreLate, st.ScansCut, st.PublishesLost, st.DuplicateMsgIDs,
 		st.Delivered, st.Redelivered, st.ExpiredCommands, st.Dropped, st.Duplicated, st.Delayed,
 		st.CoordCrashes, st.CoordPauses, st.PausesPastLease, st.PausesPastRetain, st.PartCrashes, st.PartPauses,
 		st.InDoubtQueries, st.InDoubtResolved, st.RecordedAborts, st.CommitsRefused, st.Recovered, st.OrphansAborted, st.BeginsWaited,
-		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.BeginsOverloaded, st.Rejected, st.HandlerErrors, st.ReadOnlyVotes, st.StatusRegressions, st.LeaseLapses,
+		st.ClientAborts, st.BeginRetries, st.BeginsRefused, st.BeginsOverloaded, st.Rejected, st.HandlerErrors, st.ReadOnlyVotes, st.OnePhaseTxs, st.StatusRegressions, st.LeaseLapses,
 		st.SagaRetries, st.SagaCompRetries, st.SagaStuckSteps, st.SagaTakeovers, st.SagaAborts, st.OperatorActions, st.SagaStaleStatuses)
 }
 

@@ -26,6 +26,7 @@ func TestSeedsThatFoundBugs(t *testing.T) {
 		if !c.readOnly {
 			f.ReadOnly = 0
 		}
+		f.OnePhase = 0 // none of them found its bug with one-phase commits
 		cfg.Faults = &f
 		r := Run(cfg)
 		if r.Failed() {

@@ -308,7 +308,7 @@ func (l ledger) Commit(ctx context.Context, dbtx *sql.Tx, tx participants.Tx) er
 		s.st.HandlerErrors++
 		return errors.New("commit failed this time")
 	}
-	if !s.everCommit[tx.ID] {
+	if w := s.workBy[tx.ID]; !s.everCommit[tx.ID] && (w == nil || !w.onePhase()) {
 		s.violate("%s: %s commits before any commit decision was durable", tx.ID, l.p.name)
 	}
 	_, err := dbtx.ExecContext(ctx, `UPDATE ledger SET state = 'committed' WHERE txid = ?`, tx.ID)

@@ -122,6 +122,9 @@ type Faults struct {
 	// (workload): its prepare writes and then says participants.ReadOnly,
 	// which the barrier must undo; it is sent no commit or abort after it.
 	ReadOnly float64
+	// OnePhase: a transaction has one participant (workload): it is sent
+	// commit-one-phase, and its participant decides its outcome.
+	OnePhase float64
 	// ClientAbort: the client asks to abort a transaction at a random moment
 	// (workload, not a fault).
 	ClientAbort float64
@@ -142,9 +145,9 @@ type Faults struct {
 }
 
 func (f Faults) String() string {
-	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f scancut=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f sagarefuse=%.3f sagafail=%.3f sagabroken=%.3f readonly=%.3f",
+	return fmt.Sprintf("drop=%.3f dup=%.3f delay=%.3f slowstore=%.3f publost=%.3f acklost=%.3f crashc=%.4f pausec=%.4f crashp=%.4f pausep=%.4f storeerr=%.3f latestore=%.3f scancut=%.3f handlererr=%.3f voteno=%.3f clientabort=%.3f long=%.3f sagarefuse=%.3f sagafail=%.3f sagabroken=%.3f readonly=%.3f onephase=%.3f",
 		f.Drop, f.Duplicate, f.Delay, f.SlowStore, f.PublishLost, f.AckLost, f.CrashCoordinator, f.PauseCoordinator, f.CrashParticipant, f.PauseParticipant,
-		f.StoreError, f.LateStore, f.ScanCut, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout, f.SagaRefuse, f.SagaFail, f.SagaBroken, f.ReadOnly)
+		f.StoreError, f.LateStore, f.ScanCut, f.HandlerError, f.VoteNo, f.ClientAbort, f.LongTimeout, f.SagaRefuse, f.SagaFail, f.SagaBroken, f.ReadOnly, f.OnePhase)
 }
 
 // drawFaults picks fault probabilities from the seed: each fault is off in
@@ -165,6 +168,7 @@ func drawFaults(rng *rand.Rand) Faults {
 		SagaRefuse:       p(0.1), SagaFail: p(0.3), SagaBroken: p(0.1),
 		ScanCut:  p(0.3), // drawn after the others: the seeds keep the faults they had
 		ReadOnly: p(0.2), // and after ScanCut, for the same reason
+		OnePhase: p(0.2), // and after ReadOnly
 	}
 }
 
@@ -215,6 +219,7 @@ type Stats struct {
 	Rejected          int // commands a participant rejected as contradicting its record
 	HandlerErrors     int
 	ReadOnlyVotes     int // prepares a participant's handler answered participants.ReadOnly
+	OnePhaseTxs       int // transactions run in one phase (sent commit-one-phase)
 	StatusRegressions int // a final status overwritten by a state that is not final
 	LeaseLapses       int // ticks at which a running instance had no live lease
 	SagaRetries       int // saga action attempts after the first (from the records)
@@ -249,6 +254,7 @@ func (s *Stats) add(o Stats) {
 	s.Rejected += o.Rejected
 	s.HandlerErrors += o.HandlerErrors
 	s.ReadOnlyVotes += o.ReadOnlyVotes
+	s.OnePhaseTxs += o.OnePhaseTxs
 	s.StatusRegressions += o.StatusRegressions
 	s.LeaseLapses += o.LeaseLapses
 	s.SagaRetries += o.SagaRetries
@@ -419,6 +425,7 @@ func (s *sim) run() {
 	s.sagas = newBucket(s.env, orchestrator.SagaBucket, 0)
 	s.sagas.watch = s.onSagaWrite
 	s.stream = newStream(s.env, streamMaxAge)
+	s.stream.sent = s.onCommand
 	s.clients = s.s.newGate("client")
 	s.cdrv = &driver{g: s.clients}
 	for i := range s.cfg.Participants {

@@ -62,6 +62,9 @@ type cmdStream struct {
 	// expired; unackedBy the same per transaction or saga ID.
 	unacked   int
 	unackedBy map[string]int
+	// sent, when set, sees every command a coordinator publishes, stored
+	// or not: the checker learns from it how each transaction was run.
+	sent func(messages.Command)
 }
 
 type seenID struct {
@@ -115,6 +118,9 @@ func (p *publisher) Publish(cmd messages.Command) error {
 		return errDead
 	}
 	e := p.st.e
+	if p.st.sent != nil {
+		p.st.sent(cmd)
+	}
 	if e.fault(e.f.PublishLost) {
 		e.n.PublishesLost++
 		e.tracef("%s publish lost %s %s->%s #%d", p.writer, cmd.TxID, cmd.Op, cmd.Participant, cmd.Attempt)

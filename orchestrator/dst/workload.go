@@ -17,7 +17,10 @@ type workTx struct {
 	votes map[string]bool // each participant's vote: yes (or read-only) or no
 	// readOnly: the participants that vote read-only.
 	readOnly map[string]bool
-	timeout  time.Duration
+	// sentPrepare and sentOnePhase: a coordinator sent it prepare, or
+	// commit-one-phase (never both: onCommand checks).
+	sentPrepare, sentOnePhase bool
+	timeout                   time.Duration
 	// clientBegin: coord is the instance whose Begin accepted it (or the
 	// last one asked); inc is that instance's incarnation, beginAt when
 	// that call started: the transaction's deadline is no sooner than
@@ -34,6 +37,12 @@ type workTx struct {
 	outcome   outcomeKind
 	inDoubt   bool
 }
+
+// onePhase reports whether w was run as a one-phase commit: a coordinator
+// sent its only participant commit-one-phase, which decides it. (A
+// coordinator sends prepare instead to a participant it has not heard from
+// lately.)
+func (w *workTx) onePhase() bool { return w.sentOnePhase }
 
 type outcomeKind uint8
 
@@ -63,6 +72,9 @@ func (s *sim) plan() {
 			x := s.rng.Float64()
 			w.votes[name] = x >= s.f.VoteNo
 			w.readOnly[name] = w.votes[name] && x >= 1-s.f.ReadOnly
+		}
+		if s.f.OnePhase > 0 && s.rng.Float64() < s.f.OnePhase {
+			w.parts = w.parts[:1] // commit-one-phase, once its coordinator heard from it
 		}
 		s.work = append(s.work, w)
 		s.workBy[w.id] = w

@@ -43,7 +43,7 @@ func get(t *testing.T, url string) (int, string) {
 // over HTTP: the counters say what happened, labelled by outcome and by
 // participant; /healthz answers, /readyz follows the engine.
 func TestMetricsCountWhatTheEngineAndTheParticipantsDid(t *testing.T) {
-	sk := startStock(t, orchestrator.Config{}, nil)
+	sk := startStock(t, orchestrator.Config{NoOnePhase: true}, nil) // counts prepare, commit and abort
 	ctx, eng, rt := sk.ctx, sk.eng, sk.rt
 	reg := metrics.NewRegistry(metrics.NewEngineCollector(eng), metrics.NewParticipantCollector(rt))
 	web := httptest.NewServer(metrics.Handler(reg, eng.Ready, false))

@@ -24,7 +24,7 @@ import (
 // histograms count each operation's commands and the barrier outcomes
 // count what the record made of them, as the participant's Stats say.
 func TestParticipantLatencyAndOutcomesMatchARealRun(t *testing.T) {
-	sk := startStock(t, orchestrator.Config{}, nil)
+	sk := startStock(t, orchestrator.Config{NoOnePhase: true}, nil) // prepare, commit and abort
 	ctx, nc, eng, rt := sk.ctx, sk.nc, sk.eng, sk.rt
 	web := httptest.NewServer(metrics.Handler(metrics.NewRegistry(metrics.NewParticipantCollector(rt)), eng.Ready, false))
 	defer web.Close()

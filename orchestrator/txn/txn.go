@@ -70,6 +70,13 @@ type Spec struct {
 	// send, so the participant still receives it when it comes back; commit has
 	// no such bound.
 	AbortSends int
+	// OnePhase sends the only participant commit-one-phase instead of
+	// prepare: it prepares and commits at once and decides the outcome
+	// alone. Nothing is persisted; the transaction ends with its answer,
+	// ack (committed) or vote abort, and commit-one-phase is re-sent without
+	// limit until it comes: PrepareTimeout, the participant's deadline, does
+	// not abort it (only the participant can), and neither can EventAbort.
+	OnePhase bool
 }
 
 // Errors returned by New.
@@ -80,6 +87,9 @@ var (
 	ErrDuplicateParticipant = errors.New("natstx: participant named twice")
 	// ErrBadTiming is returned for a non-positive timeout or retry delay.
 	ErrBadTiming = errors.New("natstx: bad timing")
+	// ErrOnePhase is returned for a one-phase transaction that does not
+	// have exactly one participant.
+	ErrOnePhase = errors.New("natstx: bad one-phase commit")
 )
 
 // Validate checks a Spec.
@@ -109,6 +119,8 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("%w: maximum retry delay %v is below the base %v", ErrBadTiming, s.RetryMax, s.RetryBase)
 	case s.AbortSends < 1:
 		return fmt.Errorf("%w: abort sends %d is below 1", ErrBadTiming, s.AbortSends)
+	case s.OnePhase && len(s.Participants) != 1:
+		return fmt.Errorf("%w: one-phase commit needs exactly one participant, not %d", ErrOnePhase, len(s.Participants))
 	}
 	return nil
 }
@@ -247,6 +259,8 @@ type Outcome struct {
 	// TimedOut is true when the transaction aborted because a vote was
 	// missing at the prepare deadline.
 	TimedOut bool
+	// OnePhase is true for a transaction sent commit-one-phase (Spec.OnePhase).
+	OnePhase bool
 	// ReadOnly is true when every participant voted read-only: the
 	// transaction commits with no second phase (its decision is recorded
 	// all the same, so that no abort recorded meanwhile is contradicted).
@@ -316,6 +330,17 @@ func Recover(rec Record, spec Spec) (*Tx, error) {
 	return t, nil
 }
 
+// RecoverOnePhase rebuilds a one-phase commit whose coordinator died before
+// its participant answered: Start sends commit-one-phase without a payload,
+// for its driver to send with a deadline long past, so that the participant
+// answers what it decided, or, having seen nothing, votes abort without
+// doing anything. Its answer ends the transaction as usual.
+func RecoverOnePhase(id, participant string, spec Spec) (*Tx, error) {
+	spec.ID, spec.OnePhase = id, true
+	spec.Participants = []Participant{{Name: participant}}
+	return New(spec)
+}
+
 // ID is the transaction's ID.
 func (t *Tx) ID() string { return t.spec.ID }
 
@@ -324,7 +349,7 @@ func (t *Tx) State() State { return t.state }
 
 // Outcome returns a snapshot of the transaction.
 func (t *Tx) Outcome() Outcome {
-	return Outcome{ID: t.spec.ID, State: t.state, Reason: t.reason, TimedOut: t.timedOut, ReadOnly: t.allReadOnly(),
+	return Outcome{ID: t.spec.ID, State: t.state, Reason: t.reason, TimedOut: t.timedOut, ReadOnly: t.allReadOnly(), OnePhase: t.spec.OnePhase,
 		Participants: append([]PartResult(nil), t.parts...)}
 }
 
@@ -335,9 +360,11 @@ func (t *Tx) Start() Ready {
 	switch t.state {
 	case Preparing:
 		for i := range t.parts {
-			rd.Send = append(rd.Send, t.send(i, messages.OpPrepare))
+			rd.Send = append(rd.Send, t.send(i, t.phaseOp()))
 		}
-		t.prepare = t.arm(&rd, TimerPrepare, t.spec.PrepareTimeout)
+		if !t.spec.OnePhase { // only the participant decides a one-phase commit
+			t.prepare = t.arm(&rd, TimerPrepare, t.spec.PrepareTimeout)
+		}
 	case Committing, Aborting:
 		for i := range t.parts {
 			rd.Send = append(rd.Send, t.send(i, t.phaseOp()))
@@ -386,6 +413,9 @@ func (t *Tx) Step(ev Event) Ready {
 		if t.state != Preparing {
 			return Ready{Ignored: "abort requested after the decision to " + decisionWord(t.state)}
 		}
+		if t.spec.OnePhase {
+			return Ready{Ignored: "abort requested of a one-phase commit, which its participant decides"}
+		}
 		return t.decide(false, ev.Reason)
 	}
 	return Ready{Ignored: fmt.Sprintf("unknown event kind %d", ev.Kind)}
@@ -400,6 +430,8 @@ func (t *Tx) onVote(ev Event) Ready {
 		return Ready{Ignored: fmt.Sprintf("vote from %s after the decision to %s", ev.Participant, decisionWord(t.state))}
 	case t.parts[i].Vote != VotePending:
 		return Ready{Ignored: fmt.Sprintf("duplicate vote from %s", ev.Participant)}
+	case t.spec.OnePhase && ev.Yes:
+		return Ready{Ignored: fmt.Sprintf("a commit vote from %s on a one-phase commit, which is answered ack", ev.Participant)}
 	}
 	p := &t.parts[i]
 	if !ev.Yes {
@@ -438,6 +470,12 @@ func (t *Tx) onAck(ev Event) Ready {
 	switch {
 	case !ok:
 		return Ready{Ignored: fmt.Sprintf("ack from %q, which is not a participant", ev.Participant)}
+	case t.spec.OnePhase && t.state == Preparing && ev.Op == want:
+		// The participant committed: the outcome is its own.
+		t.parts[i].Vote, t.parts[i].Acked = VoteYes, true
+		t.state, t.reason = Committed, "committed in one phase by "+ev.Participant
+		t.prepare = Timer{}
+		return Ready{Decided: true, Done: true}
 	case t.state == Preparing || ev.Op != want:
 		return Ready{Ignored: fmt.Sprintf("ack of %s from %s while the transaction is %s", ev.Op, ev.Participant, t.state)}
 	case t.parts[i].Acked:
@@ -452,7 +490,7 @@ func (t *Tx) onFailed(ev Event) Ready {
 	if !ok {
 		return Ready{Ignored: fmt.Sprintf("failure from %q, which is not a participant", ev.Participant)}
 	}
-	if ev.Op == messages.OpPrepare {
+	if ev.Op == messages.OpPrepare && !t.spec.OnePhase {
 		if t.state != Preparing || t.parts[i].Vote != VotePending {
 			return Ready{Ignored: fmt.Sprintf("prepare failure from %s after its vote or the decision", ev.Participant)}
 		}
@@ -584,7 +622,7 @@ func (t *Tx) send(i int, op messages.Op) Send {
 	p := &t.parts[i]
 	p.Sends++
 	s := Send{Participant: p.Name, Op: op, Attempt: p.Sends}
-	if op == messages.OpPrepare {
+	if op.Votes() {
 		s.Payload = t.spec.Participants[i].Payload
 	}
 	return s
@@ -600,6 +638,9 @@ func (t *Tx) arm(rd *Ready, kind TimerKind, after time.Duration) Timer {
 func (t *Tx) phaseOp() messages.Op {
 	switch t.state {
 	case Preparing:
+		if t.spec.OnePhase {
+			return messages.OpCommitOnePhase
+		}
 		return messages.OpPrepare
 	case Committing, Committed:
 		return messages.OpCommit

@@ -1235,3 +1235,76 @@ func TestACommitRefusedAfterAReadOnlyVoteAborts(t *testing.T) {
 		t.Fatalf("sends = %v, want %v", got, want)
 	}
 }
+
+func onePhaseSpec() Spec {
+	s := testSpec("a")
+	s.OnePhase = true
+	return s
+}
+
+// TestOnePhaseCommitsOnTheParticipantsAck: commit-one-phase goes out with
+// the payload instead of prepare, no prepare timer is armed, nothing is
+// persisted, and the participant's ack ends the transaction committed.
+func TestOnePhaseCommitsOnTheParticipantsAck(t *testing.T) {
+	h, rd := begin(t, onePhaseSpec())
+	if len(rd.Send) != 1 || rd.Send[0].Op != messages.OpCommitOnePhase || string(rd.Send[0].Payload) != "a-work" || rd.Send[0].Attempt != 1 {
+		t.Fatalf("start: %+v, want commit-one-phase to a with its payload", rd.Send)
+	}
+	if _, ok := h.armed[TimerPrepare]; ok {
+		t.Fatalf("a prepare timer was armed for a one-phase commit: %+v", rd.Timers)
+	}
+	rd = h.ack("a", messages.OpCommitOnePhase)
+	if !rd.Decided || !rd.Done || rd.Persist != nil || len(rd.Send) != 0 {
+		t.Fatalf("ack: %+v, want decided and done, nothing persisted or sent", rd)
+	}
+	if o := h.tx.Outcome(); o.State != Committed || !o.OnePhase || o.Reason != "committed in one phase by a" || !o.Participants[0].Acked {
+		t.Fatalf("outcome %+v", o)
+	}
+}
+
+// TestOnePhaseAbortsOnlyOnTheParticipantsVote: a vote abort ends it aborted
+// with nothing sent; neither the caller's abort nor any number of re-sends
+// (the deadline passing) aborts it, and a failure is followed by a re-send.
+func TestOnePhaseAbortsOnlyOnTheParticipantsVote(t *testing.T) {
+	h, _ := begin(t, onePhaseSpec())
+	if rd := h.step(Event{Kind: EventAbort, Reason: "client gave up"}); rd.Ignored == "" || h.tx.State() != Preparing {
+		t.Fatalf("caller's abort: %+v, state %v; want ignored", rd, h.tx.State())
+	}
+	if rd := h.step(Event{Kind: EventFailed, Participant: "a", Op: messages.OpCommitOnePhase, Reason: "disk busy"}); rd.Ignored != "" || rd.Decided {
+		t.Fatalf("failure: %+v, want noted, undecided", rd)
+	}
+	for attempt := 2; attempt <= 20; attempt++ {
+		rd := h.fire(TimerResend)
+		if len(rd.Send) != 1 || rd.Send[0].Op != messages.OpCommitOnePhase || rd.Send[0].Attempt != attempt || string(rd.Send[0].Payload) != "a-work" {
+			t.Fatalf("re-send %d: %+v", attempt, rd.Send)
+		}
+	}
+	if rd := h.vote("a", true, ""); rd.Ignored == "" {
+		t.Fatalf("a commit vote on a one-phase commit was applied: %+v", rd)
+	}
+	rd := h.vote("a", false, "out of stock")
+	if !rd.Decided || !rd.Done || len(rd.Send) != 0 || h.tx.State() != Aborted {
+		t.Fatalf("vote abort: %+v, state %v; want aborted at once, nothing sent", rd, h.tx.State())
+	}
+	if o := h.tx.Outcome(); !strings.Contains(o.Reason, "a voted abort: out of stock") {
+		t.Fatalf("reason %q", o.Reason)
+	}
+}
+
+// TestOnePhaseNeedsOneParticipant and the takeover: RecoverOnePhase sends
+// commit-one-phase without a payload.
+func TestOnePhaseNeedsOneParticipantAndItsTakeoverSendsNoPayload(t *testing.T) {
+	s := testSpec("a", "b")
+	s.OnePhase = true
+	if _, err := New(s); !errors.Is(err, ErrOnePhase) {
+		t.Fatalf("two participants in one phase: %v", err)
+	}
+	tx, err := RecoverOnePhase("tx9", "a", testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := tx.Start()
+	if len(rd.Send) != 1 || rd.Send[0].Op != messages.OpCommitOnePhase || rd.Send[0].Payload != nil || tx.ID() != "tx9" {
+		t.Fatalf("takeover start: %+v", rd.Send)
+	}
+}

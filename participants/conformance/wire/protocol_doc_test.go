@@ -45,6 +45,11 @@ func exPrepare() messages.Command {
 		ReplyTo: messages.ReplySubject("nyc-1", "inventory"), Payload: []byte(`{"item":"widget","qty":2}`), Sender: exSender}
 }
 
+func exOnePhase() messages.Command {
+	return messages.Command{TxID: "refund-77", Op: messages.OpCommitOnePhase, Participant: "payment", Deadline: exDeadline, Attempt: 1,
+		ReplyTo: messages.ReplySubject("nyc-1", "payment"), Payload: []byte(`{"refund":"12.50"}`), Sender: exSender}
+}
+
 func exCommit() messages.Command {
 	return messages.Command{TxID: "order-1042", Op: messages.OpCommit, Participant: "inventory", Attempt: 2,
 		ReplyTo: messages.ReplySubject("nyc-1", "inventory"), Sender: exSender}
@@ -139,6 +144,7 @@ func examples() []example {
 		replyExample("vote-abort", messages.Reply{TxID: "order-1042", Op: messages.OpPrepare, Participant: "inventory", Result: messages.VoteAbort, Attempt: 1,
 			Reason: `out of stock: 2 of "widget"`}),
 		replyExample("vote-read-only", messages.Reply{TxID: "order-1042", Op: messages.OpPrepare, Participant: "pricing", Result: messages.VoteReadOnly, Attempt: 1}),
+		commandExample("commit-one-phase", exOnePhase()),
 		commandExample("commit", commit),
 		replyExample("ack", messages.Reply{TxID: "order-1042", Op: messages.OpCommit, Participant: "inventory", Result: messages.Ack, Attempt: 2}),
 		replyExample("failed", messages.Reply{TxID: "order-1042", Op: messages.OpCommit, Participant: "inventory", Result: messages.Failed, Attempt: 2,
