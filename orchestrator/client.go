@@ -140,6 +140,9 @@ func (c *Client) AbortAs(ctx context.Context, id, reason, who string) (messages.
 	if st.State != txn.Preparing.String() {
 		return st, fmt.Errorf("natstx: transaction %s is %s; only a preparing transaction can be aborted", id, st.State)
 	}
+	if st.OnePhase {
+		return st, fmt.Errorf("%w: transaction %s (its participant %s answers when it can)", ErrOnePhaseAbort, id, strings.Join(st.Waiting, ", "))
+	}
 	return c.request(ctx, messages.APIAbort(st.Owner), messages.AbortRequest{ID: id, Reason: reason, Who: who})
 }
 

@@ -29,6 +29,10 @@ var (
 	// ErrRateLimited answers a begin through the coordinator API beyond
 	// Config.MaxBeginRate.
 	ErrRateLimited = errors.New("natstx: begin rate limit reached")
+	// ErrOnePhaseAbort is returned by Abort for a one-phase commit under way:
+	// its participant decides it alone (docs/PROTOCOL.md), and no one can
+	// abort it for it.
+	ErrOnePhaseAbort = errors.New("natstx: a one-phase commit is decided by its participant and cannot be aborted")
 	// ErrUnknownTx is returned by Wait and Status for an ID this engine neither
 	// runs nor remembers.
 	ErrUnknownTx = errors.New("natstx: unknown transaction")

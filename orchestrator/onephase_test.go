@@ -113,6 +113,9 @@ func TestAOnePhaseCommitWaitsForItsParticipantPastTheDeadline(t *testing.T) {
 	if st, err := f.eng.Status(id); err != nil || st.State != orchestrator.Preparing {
 		t.Fatalf("past the deadline with the participant away: %s %v, want preparing", st.State, err)
 	}
+	if aborted, err := f.eng.Abort(id, "enough"); aborted || !errors.Is(err, orchestrator.ErrOnePhaseAbort) {
+		t.Fatalf("an operator's abort of a one-phase commit: aborted %v, %v; want refused with ErrOnePhaseAbort", aborted, err)
+	}
 	c := newCounting()
 	f.participant("late", c)
 	out, err = f.eng.Wait(ctxT(t, 10*time.Second), id)

@@ -314,6 +314,10 @@ func (s *shard) handle(v any) {
 			v.ch <- s.lookup(v.id)
 			return
 		}
+		if out := en.tx.Outcome(); out.OnePhase && out.State == Preparing {
+			v.ch <- result{out: out, err: ErrOnePhaseAbort}
+			return
+		}
 		s.stepBy(en, txn.Event{Kind: txn.EventAbort, Reason: v.reason}, v.who)
 		v.ch <- result{out: en.tx.Outcome()}
 	case replyEvent:

@@ -604,7 +604,9 @@ func newTxAbort() *cobra.Command {
 		Short: "Abort a transaction that is still preparing, or compensate a saga going forward",
 		Long: `abort asks the coordinator that owns transaction ID to abort it. Only a
 transaction still preparing can be aborted: once the commit decision is
-recorded it will commit, whatever happens. A saga still going forward, and not
+recorded it will commit, whatever happens. A one-phase commit (a transaction
+with one participant, sent commit-one-phase) cannot be: its participant
+decides it. A saga still going forward, and not
 past its pivot, compensates now (the abort is recorded with --who and
 --reason). Exit code 1 when the transaction is unknown, already decided (a
 saga: finished, compensating or past its pivot), or its coordinator does not
