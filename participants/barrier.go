@@ -374,31 +374,57 @@ func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, now time.T
 	var v verdict
 	var handlerErr error
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
-		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "", now, tx.Deadline)
-		if err != nil {
+		var staged bool
+		var err error
+		if v, staged, handlerErr, err = b.stage(ctx, dbtx, tx, payload, now, call); err != nil {
 			return err
 		}
-		if !won {
-			v, err = b.answerPrepare(ctx, dbtx, tx)
-			return err
-		}
-		if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
-			v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
-			return b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
-		}
-		if handlerErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) }); handlerErr != nil {
+		if handlerErr != nil {
 			return handlerErr // roll back the staged work and the claim
 		}
-		v = verdict{result: messages.VoteCommit, applied: true}.in(StatePrepared)
+		if staged {
+			v = verdict{result: messages.VoteCommit, applied: true}.in(StatePrepared)
+		}
 		return nil
 	})
+	if handlerErr != nil {
+		return b.recordRefusal(ctx, tx, now, handlerErr)
+	}
+	return v, err
+}
+
+// stage runs in dbtx what a prepare of either protocol begins with: it
+// claims the prepare row (voted commit) and, having won it, applies the
+// deadline rule and calls the handler's Prepare. staged is true when
+// Prepare succeeded; else v is the answer (from the record, or the vote
+// abort of a passed deadline, recorded), or handlerErr is Prepare's error,
+// and the caller rolls dbtx back.
+func (b *Barrier) stage(ctx context.Context, dbtx *sql.Tx, tx Tx, payload []byte, now time.Time, call func(func(context.Context) error) error) (v verdict, staged bool, handlerErr, err error) {
+	won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "", now, tx.Deadline)
+	if err != nil {
+		return v, false, nil, err
+	}
+	if !won {
+		v, err = b.answerPrepare(ctx, dbtx, tx)
+		return v, false, nil, err
+	}
+	if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
+		v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
+		return v, false, nil, b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
+	}
+	if handlerErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) }); handlerErr != nil {
+		return v, false, handlerErr, nil
+	}
+	return v, true, nil, nil
+}
+
+// recordRefusal records what a prepare whose local transaction rolled back
+// on the handler's error votes: read-only for ReadOnly, else abort.
+func (b *Barrier) recordRefusal(ctx context.Context, tx Tx, now time.Time, handlerErr error) (verdict, error) {
 	if errors.Is(handlerErr, ReadOnly) {
 		return b.recordVote(ctx, tx, now, verdict{result: messages.VoteReadOnly, applied: true}.in(StateReadOnly))
 	}
-	if handlerErr != nil {
-		return b.recordNo(ctx, tx, now, handlerErr)
-	}
-	return v, err
+	return b.recordNo(ctx, tx, now, handlerErr)
 }
 
 // onePhase handles a commit-one-phase command at now: the prepare and the
@@ -416,21 +442,17 @@ func (b *Barrier) onePhase(ctx context.Context, tx Tx, payload []byte, now time.
 	var handlerErr error
 	committing := false
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
-		won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "", now, tx.Deadline)
-		if err != nil {
+		var staged bool
+		var err error
+		if v, staged, handlerErr, err = b.stage(ctx, dbtx, tx, payload, now, call); err != nil {
 			return err
 		}
-		if !won {
-			v, err = b.answerPrepare(ctx, dbtx, tx)
-			v = asOnePhase(v)
-			return err
-		}
-		if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
-			v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
-			return b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
-		}
-		if handlerErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) }); handlerErr != nil {
+		if handlerErr != nil {
 			return handlerErr // roll back the staged work and the claim
+		}
+		if !staged {
+			v = asOnePhase(v)
+			return nil
 		}
 		committing = true
 		if _, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "", now, time.Time{}); err != nil {
@@ -447,11 +469,8 @@ func (b *Barrier) onePhase(ctx context.Context, tx Tx, payload []byte, now time.
 		return v, err
 	case committing:
 		return verdict{result: messages.Failed, reason: handlerErr.Error(), handlerErr: handlerErr}, nil
-	case errors.Is(handlerErr, ReadOnly):
-		v, err = b.recordVote(ctx, tx, now, verdict{result: messages.VoteReadOnly, applied: true}.in(StateReadOnly))
-	default:
-		v, err = b.recordNo(ctx, tx, now, handlerErr)
 	}
+	v, err = b.recordRefusal(ctx, tx, now, handlerErr)
 	return asOnePhase(v), err
 }
 

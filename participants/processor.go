@@ -336,27 +336,9 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 	case messages.OpPrepare:
 		switch state {
 		case StateNone:
-			if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
-				e.finish(StateAborted, ReasonDeadlinePassed, now)
-				log.Info("voted abort: deadline passed", zap.Time("deadline", tx.Deadline))
-				return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
+			if out, prepared := p.prepareFresh(ctx, e, cmd, tx, now, log, false); !prepared {
+				return out
 			}
-			err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) })
-			if errors.Is(err, ReadOnly) {
-				e.finish(StateReadOnly, "", now)
-				log.Debug("voted read-only")
-				return outcome{result: messages.VoteReadOnly, applied: true}.in(StateReadOnly)
-			}
-			if err != nil {
-				reason := err.Error()
-				if reason == "" {
-					reason = ReasonPrepareFailed
-				}
-				e.finish(StateAborted, reason, now)
-				log.Info("voted abort", zap.String("reason", reason))
-				return outcome{result: messages.VoteAbort, reason: reason}.in(StateAborted)
-			}
-			e.rec = record{state: StatePrepared}
 			log.Debug("voted commit")
 			return outcome{result: messages.VoteCommit, applied: true}.in(StatePrepared)
 		case StatePrepared, StateCommitted:
@@ -419,6 +401,35 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 	return outcome{result: messages.Failed, reason: "unknown operation " + string(cmd.Op), then: SettleTerm}
 }
 
+// prepareFresh runs a prepare of either protocol for a transaction with no
+// record: the deadline rule, then the handler's Prepare. prepared is true
+// when Prepare succeeded: the record is then prepared (for one phase if
+// onePhase). Otherwise out is the vote, abort or read-only, recorded.
+func (p *Processor) prepareFresh(ctx context.Context, e *entry, cmd messages.Command, tx Tx, now time.Time, log *cmdLog, onePhase bool) (out outcome, prepared bool) {
+	if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
+		e.finish(StateAborted, ReasonDeadlinePassed, now)
+		log.Info("voted abort: deadline passed", zap.Time("deadline", tx.Deadline))
+		return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted), false
+	}
+	err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) })
+	if errors.Is(err, ReadOnly) {
+		e.finish(StateReadOnly, "", now)
+		log.Debug("voted read-only")
+		return outcome{result: messages.VoteReadOnly, applied: true}.in(StateReadOnly), false
+	}
+	if err != nil {
+		reason := err.Error()
+		if reason == "" {
+			reason = ReasonPrepareFailed
+		}
+		e.finish(StateAborted, reason, now)
+		log.Info("voted abort", zap.String("reason", reason))
+		return outcome{result: messages.VoteAbort, reason: reason}.in(StateAborted), false
+	}
+	e.rec = record{state: StatePrepared, onePhase: onePhase}
+	return outcome{}, true
+}
+
 // decideOnePhase applies the rules of commit-one-phase with the in-memory
 // record: Prepare and then Commit, the participant deciding the outcome
 // itself. A Commit that fails leaves the record prepared for one phase: the
@@ -426,27 +437,13 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 func (p *Processor) decideOnePhase(ctx context.Context, e *entry, cmd messages.Command, tx Tx, now time.Time, log *cmdLog) outcome {
 	state := e.rec.state
 	switch {
-	case state == StateNone && !tx.Deadline.IsZero() && !now.Before(tx.Deadline):
-		e.finish(StateAborted, ReasonDeadlinePassed, now)
-		log.Info("one-phase commit refused: deadline passed", zap.Time("deadline", tx.Deadline))
-		return outcome{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
 	case state == StateNone:
-		err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Prepare(ctx, tx, cmd.Payload) })
-		if errors.Is(err, ReadOnly) {
-			e.finish(StateReadOnly, "", now)
-			log.Debug("committed in one phase: read-only")
-			return outcome{result: messages.Ack, applied: true}.in(StateReadOnly)
-		}
-		if err != nil {
-			reason := err.Error()
-			if reason == "" {
-				reason = ReasonPrepareFailed
+		if out, prepared := p.prepareFresh(ctx, e, cmd, tx, now, log, true); !prepared {
+			if out.result == messages.VoteReadOnly {
+				out.result = messages.Ack // nothing to commit: done
 			}
-			e.finish(StateAborted, reason, now)
-			log.Info("one-phase commit refused", zap.String("reason", reason))
-			return outcome{result: messages.VoteAbort, reason: reason}.in(StateAborted)
+			return out
 		}
-		e.rec = record{state: StatePrepared, onePhase: true}
 	case state == StatePrepared && !e.rec.onePhase:
 		return reject(state, ReasonOnePhaseOfPrepared)
 	case state == StatePrepared: // its Commit failed before: try again
