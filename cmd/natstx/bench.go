@@ -40,6 +40,7 @@ type benchOptions struct {
 	protocol         string
 	participantCount int
 	participants     []string
+	readOnly         int
 	duration         time.Duration
 	count            int
 	concurrency      int
@@ -77,8 +78,11 @@ type benchSummary struct {
 	Names        []string `json:"participant_names"`
 	// Simulated is true when bench ran its own simulated participants, and so
 	// could check atomicity against what they applied.
-	Simulated bool   `json:"simulated"`
-	NATS      string `json:"nats"`
+	Simulated bool `json:"simulated"`
+	// ReadOnly is how many of the simulated participants (the last ones)
+	// vote read-only (--read-only).
+	ReadOnly int    `json:"read_only"`
+	NATS     string `json:"nats"`
 	// Sync is the embedded server's sync mode ("interval" or "always"), or
 	// "server" when bench uses a NATS server it did not start.
 	Sync string `json:"sync"`
@@ -157,7 +161,9 @@ Participants: by default bench starts --participant-count simulated
 participants (each operation takes --latency-min to --latency-max and fails
 with probability --failure-rate; a failed prepare votes abort, a failed commit
 or abort is retried) and, after the run, checks atomicity against what they
-applied.
+applied. --read-only N makes the last N of them vote read-only: their prepare
+stages nothing and they are sent neither commit nor abort (protocol 6); the
+check is then that they applied nothing and were sent no second phase.
 
 Protocol: --protocol 2pc (the default) runs two-phase commit transactions;
 --protocol saga runs sagas of one step per participant, in order (the payload
@@ -194,6 +200,7 @@ transaction whose outcome never came, a run cut short, or a memory sample
 that could not be read; 2 on bad usage.`,
 		Example: `  natstx bench
   natstx bench --participant-count 5 --duration 20s --concurrency 128 --json
+  natstx bench -n 3 --read-only 1 --count 10000
   natstx bench --count 10000 --rate 2000 --latency-max 5ms --failure-rate 0.01
   natstx bench --nats nats://127.0.0.1:4222 --participants inventory,payment --duration 10s
   natstx bench --protocol saga -n 3 --count 5000
@@ -212,6 +219,7 @@ that could not be read; 2 on bad usage.`,
 	f.StringVar(&o.natsURL, "nats", "", "URL of the NATS server to use; empty starts an embedded one")
 	f.StringVar(&o.protocol, "protocol", "2pc", "protocol to run: 2pc, or saga (one step per participant, in order)")
 	f.IntVarP(&o.participantCount, "participant-count", "n", 3, "simulated participants per transaction, started by bench")
+	f.IntVar(&o.readOnly, "read-only", 0, "of the -n simulated participants, the last N vote read-only (no commit or abort is sent them); not with --nats or --participants")
 	f.StringSliceVar(&o.participants, "participants", nil, "drive these running participants instead of simulated ones (NAME,NAME,...)")
 	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to run (unless --count is given)")
 	f.IntVar(&o.count, "count", 0, "run this many transactions instead of for --duration")
@@ -299,6 +307,18 @@ func (o *benchOptions) validate(cmd *cobra.Command) error {
 		}
 	} else if o.participantCount < 1 || o.participantCount > 64 {
 		return usageError{fmt.Errorf("--participant-count must be from 1 to 64 (got %d)", o.participantCount)}
+	}
+	if f.Changed("read-only") {
+		switch {
+		case len(o.participants) > 0:
+			return usageError{errors.New("--read-only makes some of bench's simulated participants vote read-only; --participants are running participants, which vote as they do")}
+		case o.natsURL != "":
+			return usageError{errors.New("--read-only applies to bench's own coordinator and simulated participants; not with --nats")}
+		case o.protocol == "saga":
+			return usageError{errors.New("--read-only is a vote on prepare, which sagas do not have; use it with --protocol 2pc")}
+		case o.readOnly < 0 || o.readOnly > o.participantCount:
+			return usageError{fmt.Errorf("--read-only must be from 0 to --participant-count (%d) (got %d)", o.participantCount, o.readOnly)}
+		}
 	}
 	o.payloadOf = map[string][]byte{}
 	for _, p := range o.payloads {
@@ -402,7 +422,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	names := o.participants
 	var services map[string]*sim.Service
 	if len(names) == 0 {
-		s.Simulated = true
+		s.Simulated, s.ReadOnly = true, o.readOnly
 		services = make(map[string]*sim.Service, o.participantCount)
 		run := strings.ToLower(nuid.Next()[:8])
 		for i := 1; i <= o.participantCount; i++ {
@@ -428,6 +448,9 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 			span = fmt.Sprintf("%d transactions", o.count)
 		}
 		who := "simulated participants"
+		if s.ReadOnly > 0 {
+			who += fmt.Sprintf(" (%d voting read-only)", s.ReadOnly)
+		}
 		if !s.Simulated {
 			who = "running participants " + strings.Join(names, ",")
 		}
@@ -693,7 +716,10 @@ func startSimParticipant(ctx context.Context, url, name string, o benchOptions, 
 	if maxLat == 0 {
 		maxLat = max(o.latencyMin, time.Nanosecond)
 	}
-	svc, err := sim.New(sim.Config{Name: name, SuccessRate: sim.Rate(1 - o.failureRate), MinLatency: o.latencyMin, MaxLatency: maxLat, Seed: seed})
+	// The last --read-only of the -n participants vote read-only.
+	readOnly := i > int64(o.participantCount-o.readOnly)
+	svc, err := sim.New(sim.Config{Name: name, SuccessRate: sim.Rate(1 - o.failureRate), MinLatency: o.latencyMin, MaxLatency: maxLat, Seed: seed,
+		ReadOnly: readOnly})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1009,7 +1035,7 @@ func printBench(out io.Writer, s benchSummary, h *hdrhistogram.Histogram) {
 	}
 	if s.JetStreamMsgs > 0 {
 		fmt.Fprintf(out, "raw JetStream async publish: %.0f msgs/s (%d messages); the run's %d txn/s sent %.0f commands/s\n",
-			s.JetStreamMsgsPerSec, s.JetStreamMsgs, int(s.TxnPerSec), 2*s.TxnPerSec*float64(s.Participants))
+			s.JetStreamMsgsPerSec, s.JetStreamMsgs, int(s.TxnPerSec), s.TxnPerSec*float64(2*s.Participants-s.ReadOnly))
 		if s.JetStreamErrors > 0 {
 			fmt.Fprintf(out, "  %d raw publishes were not stored (first: %s)\n", s.JetStreamErrors, s.JetStreamError)
 		}

@@ -71,6 +71,32 @@ func TestBenchOwnParticipantsJSON(t *testing.T) {
 	}
 }
 
+// TestBenchReadOnlyParticipantsCommitAndPassTheCheck: with --read-only 1
+// the last of three simulated participants votes read-only; every
+// transaction still commits, the atomicity check (no apply, no second phase
+// for it) passes, and the JSON says "read_only": 1. With -n 1 --read-only 1
+// (commit-one-phase, answered ack without a commit) the same holds, and the
+// text output names the read-only participant.
+func TestBenchReadOnlyParticipantsCommitAndPassTheCheck(t *testing.T) {
+	stdout, stderr, code := run(t, 2*time.Minute, "bench", "--count", "200", "-n", "3", "--read-only", "1", "--jetstream-msgs", "0", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	s := benchJSON(t, stdout)
+	if s["transactions"].(float64) != 200 || s["committed"].(float64) != 200 || s["violations"].(float64) != 0 || s["read_only"] != float64(1) {
+		t.Fatalf("--read-only 1: want 200 committed, 0 violations, \"read_only\": 1: %s", stdout)
+	}
+	stdout, stderr, code = run(t, 2*time.Minute, "bench", "--count", "50", "-n", "1", "--read-only", "1", "--jetstream-msgs", "0", "--no-progress")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"1 simulated participants (1 voting read-only)", "atomicity: 50 transactions, 50 committed, 0 aborted, 0 violations"} {
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("-n 1 --read-only 1: text output lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
 func TestBenchTextOpenLoopShowsHistogramAndNoProgressBarOffTerminal(t *testing.T) {
 	stdout, stderr, code := run(t, 2*time.Minute, "bench", "--duration", "1s", "--rate", "200", "-n", "1", "--jetstream-msgs", "2000")
 	if code != 0 {
@@ -182,6 +208,11 @@ func TestBenchWrongInput(t *testing.T) {
 		{`--payload "c={}": want NAME=PAYLOAD, NAME one of --participants (a,b)`, []string{"bench", "--participants", "a,b", "--payload", "c={}"}},
 		{"--payload gives a's payload twice", []string{"bench", "--participants", "a,b", "--payload", "a=1", "--payload", "a=2"}},
 		{"unknown flag: --bogus", []string{"bench", "--bogus"}},
+		{"--read-only must be from 0 to --participant-count (3) (got 4)", []string{"bench", "--read-only", "4"}},
+		{"--read-only must be from 0 to --participant-count (2) (got -1)", []string{"bench", "-n", "2", "--read-only", "-1"}},
+		{"--read-only applies to bench's own coordinator and simulated participants; not with --nats", []string{"bench", "--nats", "nats://127.0.0.1:4222", "--read-only", "1"}},
+		{"--read-only makes some of bench's simulated participants vote read-only; --participants are running participants", []string{"bench", "--participants", "a,b", "--read-only", "1"}},
+		{"--read-only is a vote on prepare, which sagas do not have", []string{"bench", "--protocol", "saga", "--read-only", "1"}},
 		{"--memory-every must not be negative (got -1)", []string{"bench", "--memory-every", "-1"}},
 		{"--memory-metrics needs --memory-every", []string{"bench", "--memory-metrics", "http://127.0.0.1:9464/metrics"}},
 		{"--memory-metrics needs --memory-every", []string{"bench", "--memory-every", "0", "--memory-metrics", "http://127.0.0.1:9464/metrics"}},

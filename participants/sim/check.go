@@ -32,8 +32,12 @@ func (r Report) String() string {
 }
 
 // Check verifies atomicity after quiescence: a committed transaction is
-// applied by every one of its participants, an aborted one by none and left
-// staged by none, and no service applied anything twice. services maps
+// applied by every one of its participants that is not read-only, an
+// aborted one by none and left staged by none, and no service applied
+// anything twice. A read-only service (Config.ReadOnly) must have voted
+// read-only on every committed transaction it is in, and must never apply
+// or stage any; a Commit or Abort called for a transaction it voted
+// read-only on is a violation too (SecondPhaseAfterReadOnly). services maps
 // participant names to the simulated services behind them.
 func Check(results []Result, services map[string]*Service) Report {
 	var r Report
@@ -48,6 +52,14 @@ func Check(results []Result, services map[string]*Service) Report {
 			}
 			applied, staged := svc.Committed(res.ID), svc.Staged(res.ID)
 			switch {
+			case svc.ReadOnly() && applied:
+				problem("%s: %s votes read-only but applied it", res.ID, name)
+			case svc.ReadOnly() && staged:
+				problem("%s: %s votes read-only but holds it prepared", res.ID, name)
+			case svc.ReadOnly() && res.Decided && res.Committed && !svc.VotedReadOnly(res.ID):
+				problem("%s committed but %s, read-only, never voted read-only on it", res.ID, name)
+			case svc.ReadOnly():
+				// Nothing applied, nothing held: all a read-only vote needs.
 			case res.Decided && res.Committed && !applied:
 				problem("%s committed but %s did not apply it (staged: %v)", res.ID, name, staged)
 			case res.Decided && !res.Committed && applied:
@@ -65,6 +77,9 @@ func Check(results []Result, services map[string]*Service) Report {
 	for _, n := range names {
 		if d := services[n].DoubleApplies(); d > 0 {
 			problem("%s applied %d transactions twice", n, d)
+		}
+		if d := services[n].SecondPhaseAfterReadOnly(); d > 0 {
+			problem("%s was sent commit or abort %d times for transactions it voted read-only on", n, d)
 		}
 	}
 	return r

@@ -2,7 +2,8 @@
 // participants.Handler and participants.SagaHandler with configurable
 // latency and failure rate that records what it applied, so a test can
 // check atomicity afterwards (Check for two-phase commit, CheckSagas for
-// sagas).
+// sagas). A Service configured ReadOnly votes read-only
+// (participants.ReadOnly) instead of staging what it is sent.
 package sim
 
 import (
@@ -54,6 +55,13 @@ type Config struct {
 	// Seed seeds the random source, which makes a run's sequence of outcomes
 	// reproducible for the same sequence of calls; 0 picks a random seed.
 	Seed int64
+	// ReadOnly makes Prepare vote read-only: when it succeeds (per
+	// SuccessRate; a simulated failure still votes abort), it records that
+	// it looked at the transaction and returns participants.ReadOnly,
+	// staging nothing. Its Commit or Abort called for such a transaction
+	// then breaks the protocol (a read-only vote gets no second phase): it
+	// is counted (SecondPhaseAfterReadOnly), and does nothing.
+	ReadOnly bool
 }
 
 // Rate returns a pointer to p, for Config.SuccessRate.
@@ -66,6 +74,7 @@ type Service struct {
 	rate       float64
 	minLatency time.Duration
 	spread     time.Duration
+	readOnly   bool
 
 	mu            sync.Mutex
 	rng           *rand.Rand
@@ -73,6 +82,10 @@ type Service struct {
 	committed     map[string][]byte
 	aborted       map[string]bool
 	doubleApplies int
+	// votedReadOnly holds the transactions Prepare voted read-only on;
+	// secondPhases counts Commits and Aborts called for them.
+	votedReadOnly map[string]bool
+	secondPhases  int
 
 	// done holds the saga steps whose action is done (and not
 	// compensated), compensated those compensated after their action.
@@ -115,10 +128,13 @@ func New(cfg Config) (*Service, error) {
 		rate:       rate,
 		minLatency: cfg.MinLatency,
 		spread:     cfg.MaxLatency - cfg.MinLatency,
+		readOnly:   cfg.ReadOnly,
 		rng:        rand.New(rand.NewSource(seed)),
 		staged:     make(map[string][]byte),
 		committed:  make(map[string][]byte),
 		aborted:    make(map[string]bool),
+
+		votedReadOnly: make(map[string]bool),
 
 		done:        make(map[string][]byte),
 		compensated: make(map[string]bool),
@@ -129,7 +145,8 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Name() string { return s.name }
 
 // Prepare stages payload after the simulated latency, or fails with
-// ErrPrepare.
+// ErrPrepare. A ReadOnly Service stages nothing: it records the transaction
+// as voted read-only and returns participants.ReadOnly.
 func (s *Service) Prepare(ctx context.Context, tx participants.Tx, payload []byte) error {
 	if err := s.sleep(ctx); err != nil {
 		return err
@@ -139,14 +156,35 @@ func (s *Service) Prepare(ctx context.Context, tx participants.Tx, payload []byt
 	if !s.succeeds() {
 		return ErrPrepare
 	}
+	if s.readOnly {
+		s.votedReadOnly[tx.ID] = true
+		return participants.ReadOnly
+	}
 	s.staged[tx.ID] = slices.Clone(payload)
 	return nil
 }
 
+// afterReadOnly counts a Commit or Abort of a transaction Prepare voted
+// read-only on, and reports whether it was one.
+func (s *Service) afterReadOnly(txid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.votedReadOnly[txid] {
+		s.secondPhases++
+		return true
+	}
+	return false
+}
+
 // Commit moves the staged payload to committed after the simulated latency,
 // or fails with ErrCommit. A Commit of an already committed transaction
-// counts as a double apply and succeeds.
+// counts as a double apply and succeeds; one of a transaction voted
+// read-only counts as a second phase after a read-only vote, and succeeds
+// at once, doing nothing.
 func (s *Service) Commit(ctx context.Context, tx participants.Tx) error {
+	if s.afterReadOnly(tx.ID) {
+		return nil
+	}
 	if err := s.sleep(ctx); err != nil {
 		return err
 	}
@@ -166,8 +204,13 @@ func (s *Service) Commit(ctx context.Context, tx participants.Tx) error {
 
 // Abort discards the staged payload after the simulated latency, or fails
 // with ErrAbort. An Abort of a committed transaction counts as a double apply
-// and fails: what is committed cannot be discarded.
+// and fails: what is committed cannot be discarded. One of a transaction
+// voted read-only counts as a second phase after a read-only vote, and
+// succeeds at once, doing nothing.
 func (s *Service) Abort(ctx context.Context, tx participants.Tx) error {
+	if s.afterReadOnly(tx.ID) {
+		return nil
+	}
 	if err := s.sleep(ctx); err != nil {
 		return err
 	}
@@ -311,6 +354,25 @@ func (s *Service) DoubleApplies() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.doubleApplies
+}
+
+// ReadOnly reports whether the Service votes read-only (Config.ReadOnly).
+func (s *Service) ReadOnly() bool { return s.readOnly }
+
+// VotedReadOnly reports whether Prepare voted read-only on txid.
+func (s *Service) VotedReadOnly(txid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.votedReadOnly[txid]
+}
+
+// SecondPhaseAfterReadOnly counts Commits and Aborts called for
+// transactions Prepare voted read-only on: a read-only vote gets neither,
+// so behind a participants.Runtime it stays 0.
+func (s *Service) SecondPhaseAfterReadOnly() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.secondPhases
 }
 
 // sleep waits a random latency, or until ctx ends.

@@ -418,3 +418,183 @@ func TestSagasBehindRuntime(t *testing.T) {
 		t.Errorf("no step compensated; the seed should refuse some b after a was done")
 	}
 }
+
+// TestReadOnlyPrepareVotesReadOnlyAndStagesNothing: a ReadOnly Service's
+// Prepare returns participants.ReadOnly and records the vote without
+// staging; a simulated failure still votes abort (ErrPrepare), unrecorded.
+func TestReadOnlyPrepareVotesReadOnlyAndStagesNothing(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t, sim.Config{ReadOnly: true})
+	if !s.ReadOnly() {
+		t.Fatal("ReadOnly() false for Config.ReadOnly")
+	}
+	if err := s.Prepare(ctx, tx("r"), []byte("payload")); !errors.Is(err, participants.ReadOnly) {
+		t.Fatalf("Prepare = %v, want participants.ReadOnly", err)
+	}
+	if !s.VotedReadOnly("r") {
+		t.Error("the read-only vote is not recorded")
+	}
+	if staged, committed, aborted := s.Counts(); s.Staged("r") || staged+committed+aborted != 0 {
+		t.Errorf("counts %d %d %d (staged r: %v), want nothing staged or applied", staged, committed, aborted, s.Staged("r"))
+	}
+
+	never := newService(t, sim.Config{ReadOnly: true, SuccessRate: sim.Rate(0)})
+	if err := never.Prepare(ctx, tx("f"), nil); !errors.Is(err, sim.ErrPrepare) {
+		t.Fatalf("Prepare at rate 0 = %v, want ErrPrepare (an abort vote)", err)
+	}
+	if never.VotedReadOnly("f") {
+		t.Error("a failed prepare was recorded as a read-only vote")
+	}
+
+	plain := newService(t, sim.Config{})
+	if err := plain.Prepare(ctx, tx("p"), nil); err != nil || plain.ReadOnly() || plain.VotedReadOnly("p") || !plain.Staged("p") {
+		t.Errorf("a Service not ReadOnly: Prepare = %v, staged %v, voted read-only %v", err, plain.Staged("p"), plain.VotedReadOnly("p"))
+	}
+}
+
+// TestSecondPhaseAfterReadOnlyIsCountedAndCheckReportsIt: Commit and Abort
+// called for a transaction voted read-only apply nothing, are counted, and
+// make Check report a violation even though the transaction committed.
+func TestSecondPhaseAfterReadOnlyIsCountedAndCheckReportsIt(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t, sim.Config{ReadOnly: true})
+	_ = s.Prepare(ctx, tx("r"), nil)
+	if err := s.Commit(ctx, tx("r")); err != nil {
+		t.Fatalf("Commit = %v", err)
+	}
+	if err := s.Abort(ctx, tx("r")); err != nil {
+		t.Fatalf("Abort = %v", err)
+	}
+	if n := s.SecondPhaseAfterReadOnly(); n != 2 {
+		t.Errorf("SecondPhaseAfterReadOnly %d, want 2", n)
+	}
+	if s.Committed("r") || s.Staged("r") || s.DoubleApplies() != 0 {
+		t.Errorf("committed %v, staged %v, double applies %d: want nothing", s.Committed("r"), s.Staged("r"), s.DoubleApplies())
+	}
+	rep := sim.Check([]sim.Result{{ID: "r", Participants: []string{"ro"}, Decided: true, Committed: true}}, map[string]*sim.Service{"ro": s})
+	if rep.Violations != 1 || len(rep.Problems) != 1 {
+		t.Fatalf("%s: %q, want one violation (the second phase)", rep, rep.Problems)
+	}
+}
+
+// TestCheckAcceptsReadOnlyParticipantThatAppliedNothing: a committed
+// transaction needs its read-only participant's vote, not an apply; an
+// aborted one nothing of it.
+func TestCheckAcceptsReadOnlyParticipantThatAppliedNothing(t *testing.T) {
+	ctx := context.Background()
+	w := newService(t, sim.Config{Name: "w"})
+	ro := newService(t, sim.Config{Name: "ro", ReadOnly: true})
+	for _, id := range []string{"c", "a"} {
+		if err := w.Prepare(ctx, tx(id), []byte(id)); err != nil {
+			t.Fatal(err)
+		}
+		if err := ro.Prepare(ctx, tx(id), []byte(id)); !errors.Is(err, participants.ReadOnly) {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(ctx, tx("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Abort(ctx, tx("a")); err != nil {
+		t.Fatal(err)
+	}
+	both := []string{"w", "ro"}
+	rep := sim.Check([]sim.Result{
+		{ID: "c", Participants: both, Decided: true, Committed: true},
+		{ID: "a", Participants: both, Decided: true},
+		{ID: "never-prepared", Participants: []string{"ro"}, Decided: true}, // aborted before its prepare
+	}, map[string]*sim.Service{"w": w, "ro": ro})
+	if rep.Violations != 0 || rep.Committed != 1 || rep.Aborted != 2 {
+		t.Fatalf("%s: %q, want 1 committed, 2 aborted, no violation", rep, rep.Problems)
+	}
+}
+
+// TestCheckReportsReadOnlyParticipantThatAppliedOrNeverVoted: a read-only
+// service that applied a transaction (here a Commit of one it never
+// prepared), or that is in a committed transaction it never voted
+// read-only on, is a violation.
+func TestCheckReportsReadOnlyParticipantThatAppliedOrNeverVoted(t *testing.T) {
+	ctx := context.Background()
+	ro := newService(t, sim.Config{Name: "ro", ReadOnly: true})
+	if err := ro.Commit(ctx, tx("applied")); err != nil {
+		t.Fatal(err)
+	}
+	if !ro.Committed("applied") {
+		t.Fatal("the Commit of a transaction never prepared applied nothing; the test needs it applied")
+	}
+	svcs := map[string]*sim.Service{"ro": ro}
+	for _, res := range []sim.Result{
+		{ID: "applied", Participants: []string{"ro"}, Decided: true, Committed: true},
+		{ID: "applied", Participants: []string{"ro"}, Decided: true},
+		{ID: "unseen", Participants: []string{"ro"}, Decided: true, Committed: true},
+	} {
+		rep := sim.Check([]sim.Result{res}, svcs)
+		if rep.Violations != 1 {
+			t.Errorf("%+v: %s: %q, want one violation", res, rep, rep.Problems)
+		}
+	}
+}
+
+// TestReadOnlyBehindRuntimeGetsNoSecondPhaseCall: behind a real Runtime a
+// ReadOnly Service's prepare is answered vote-read-only, and a commit or
+// abort sent anyway is acknowledged from the runtime's record without
+// calling Commit or Abort, so Check finds nothing wrong.
+func TestReadOnlyBehindRuntimeGetsNoSecondPhaseCall(t *testing.T) {
+	srv := conformance.StartNATS(t)
+	nc, js := srv.Conn, srv.JS
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	defer cancel()
+	replyTo := messages.ReplySubject("test", "sim")
+	replies, err := nc.SubscribeSync(replyTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newService(t, sim.Config{ReadOnly: true, MaxLatency: time.Millisecond})
+	rt, err := participants.New(nc, participants.Config{Name: "sim", Handler: s, AckWait: 2 * time.Second,
+		OpTimeout: time.Second, RetryDelay: 5 * time.Millisecond, StreamWait: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop()
+	send := func(id string, op messages.Op) {
+		c := messages.Command{TxID: id, Op: op, Participant: "sim", Attempt: 1, ReplyTo: replyTo}
+		msg := &nats.Msg{Subject: c.Subject(), Header: nats.Header(c.Header())}
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func() messages.Reply {
+		t.Helper()
+		m, err := replies.NextMsg(wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := messages.DecodeReply(map[string][]string(m.Header), m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	var results []sim.Result
+	for i, op := range []messages.Op{messages.OpCommit, messages.OpAbort} {
+		id := fmt.Sprint("ro", i)
+		send(id, messages.OpPrepare)
+		if r := next(); r.TxID != id || r.Result != messages.VoteReadOnly {
+			t.Fatalf("prepare of %s answered %+v, want %s", id, r, messages.VoteReadOnly)
+		}
+		send(id, op)
+		if r := next(); r.TxID != id || r.Op != op || r.Result != messages.Ack {
+			t.Fatalf("%s of %s answered %+v, want ack", op, id, r)
+		}
+		results = append(results, sim.Result{ID: id, Participants: []string{"sim"}, Decided: true, Committed: op == messages.OpCommit})
+	}
+	if n := s.SecondPhaseAfterReadOnly(); n != 0 {
+		t.Errorf("Commit or Abort called %d times after read-only votes", n)
+	}
+	if rep := sim.Check(results, map[string]*sim.Service{"sim": s}); rep.Violations != 0 {
+		t.Errorf("%s: %q", rep, rep.Problems)
+	}
+}
