@@ -373,25 +373,8 @@ class Processor {
       case Op.PREPARE:
         switch (state) {
           case State.NONE: {
-            if (tx.deadline !== null && now >= tx.deadline) {
-              await finish(State.ABORTED, Reason.DEADLINE_PASSED);
-              this.log.info('voted abort: deadline passed', { ...fields, deadline: tx.deadline });
-              return { result: Result.VOTE_ABORT, reason: Reason.DEADLINE_PASSED, after: State.ABORTED };
-            }
-            let vote;
-            const err = await this.call(async (o) => { vote = await this.cfg.handler.prepare(tx, cmd.payload, o); });
-            if (!err && vote === READ_ONLY) {
-              await finish(State.READ_ONLY, '');
-              this.log.debug('voted read-only', fields);
-              return { result: Result.VOTE_READ_ONLY, applied: true, after: State.READ_ONLY };
-            }
-            if (err) {
-              const reason = errorText(err) || Reason.PREPARE_FAILED;
-              await finish(State.ABORTED, P.truncate(reason, P.MAX_REASON_LEN));
-              this.log.info('voted abort', { ...fields, reason });
-              return { result: Result.VOTE_ABORT, reason, after: State.ABORTED };
-            }
-            await this.persist(cmd.txid, { state: State.PREPARED, deadline: tx.deadline });
+            const out = await this.prepareFresh(cmd, tx, now, fields, finish, false);
+            if (out) return out;
             this.log.debug('voted commit', fields);
             return { result: Result.VOTE_COMMIT, applied: true, after: State.PREPARED };
           }
@@ -453,6 +436,38 @@ class Processor {
   }
 
   /**
+   * @private A prepare of either protocol for a transaction with no record
+   * (Go Processor.prepareFresh): the deadline rule, then the handler's
+   * prepare. Resolves to nothing when prepare voted commit (the record is
+   * then prepared, on disk, for one phase if onePhase), else to the vote,
+   * abort or read-only, recorded.
+   */
+  async prepareFresh(cmd, tx, now, fields, finish, onePhase) {
+    if (tx.deadline !== null && now >= tx.deadline) {
+      await finish(State.ABORTED, Reason.DEADLINE_PASSED);
+      this.log.info('voted abort: deadline passed', { ...fields, deadline: tx.deadline });
+      return { result: Result.VOTE_ABORT, reason: Reason.DEADLINE_PASSED, after: State.ABORTED };
+    }
+    let vote;
+    const err = await this.call(async (o) => { vote = await this.cfg.handler.prepare(tx, cmd.payload, o); });
+    if (!err && vote === READ_ONLY) {
+      await finish(State.READ_ONLY, '');
+      this.log.debug('voted read-only', fields);
+      return { result: Result.VOTE_READ_ONLY, applied: true, after: State.READ_ONLY };
+    }
+    if (err) {
+      const reason = errorText(err) || Reason.PREPARE_FAILED;
+      await finish(State.ABORTED, P.truncate(reason, P.MAX_REASON_LEN));
+      this.log.info('voted abort', { ...fields, reason });
+      return { result: Result.VOTE_ABORT, reason, after: State.ABORTED };
+    }
+    await this.persist(cmd.txid, onePhase
+      ? { state: State.PREPARED, onePhase: true, deadline: tx.deadline }
+      : { state: State.PREPARED, deadline: tx.deadline });
+    return null;
+  }
+
+  /**
    * @private The rules of commit-one-phase (Go Processor.decideOnePhase,
    * with a durable record): the handler's prepare, then at once its commit;
    * the participant decides the outcome alone. The record says "prepared,
@@ -465,26 +480,10 @@ class Processor {
     const state = (rec && rec.state) || State.NONE;
     switch (state) {
       case State.NONE: {
-        if (tx.deadline !== null && now >= tx.deadline) {
-          // also the probe of a coordinator taking the transaction over (deadline 1, no payload)
-          await finish(State.ABORTED, Reason.DEADLINE_PASSED);
-          this.log.info('one-phase commit refused: deadline passed', { ...fields, deadline: tx.deadline });
-          return { result: Result.VOTE_ABORT, reason: Reason.DEADLINE_PASSED, after: State.ABORTED };
-        }
-        let vote;
-        const err = await this.call(async (o) => { vote = await this.cfg.handler.prepare(tx, cmd.payload, o); });
-        if (!err && vote === READ_ONLY) {
-          await finish(State.READ_ONLY, '');
-          this.log.debug('committed in one phase: read-only', fields);
-          return { result: Result.ACK, applied: true, after: State.READ_ONLY };
-        }
-        if (err) {
-          const reason = errorText(err) || Reason.PREPARE_FAILED;
-          await finish(State.ABORTED, P.truncate(reason, P.MAX_REASON_LEN));
-          this.log.info('one-phase commit refused', { ...fields, reason });
-          return { result: Result.VOTE_ABORT, reason, after: State.ABORTED };
-        }
-        await this.persist(cmd.txid, { state: State.PREPARED, onePhase: true, deadline: tx.deadline });
+        // (a passed deadline is also the probe of a coordinator taking the
+        // transaction over: deadline 1, no payload)
+        const out = await this.prepareFresh(cmd, tx, now, fields, finish, true);
+        if (out) return out.result === Result.VOTE_READ_ONLY ? { ...out, result: Result.ACK } : out;
         break;
       }
       case State.PREPARED:
