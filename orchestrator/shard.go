@@ -387,7 +387,10 @@ func (s *shard) begin(r beginReq) {
 }
 
 func (s *shard) reply(r messages.Reply) {
-	s.e.noteHeard(r.Participant, s.e.now())
+	if r.Op.TwoPhase() && (r.Result.Vote() || r.Result == messages.Ack) {
+		// It runs, and does two-phase commit: one-phase commit may go to it.
+		s.e.noteHeard(r.Participant, s.e.now())
+	}
 	if r.Op.Saga() {
 		s.sagaReply(r)
 		return
@@ -426,8 +429,11 @@ func (s *shard) reply(r messages.Reply) {
 	case txn.EventVote:
 		s.e.fault(PointVoteReceived, r.TxID)
 	case txn.EventAck:
-		if r.Op == messages.OpCommit {
+		switch r.Op {
+		case messages.OpCommit:
 			s.e.fault(PointCommitAcked, r.TxID)
+		case messages.OpCommitOnePhase: // its answer is its vote
+			s.e.fault(PointVoteReceived, r.TxID)
 		}
 	}
 }

@@ -20,13 +20,19 @@ func (p *Processor) sagas() bool {
 }
 
 // unsupportedAnswer answers a command of a kind the participant does not
-// implement: failed, with reason, terminated.
+// implement: failed, with reason, terminated; commit-one-phase, which only
+// this participant decides and which failed would have re-sent for ever, is
+// refused for good: vote abort.
 func (p *Processor) unsupportedAnswer(cmd messages.Command, reason string, log *cmdLog) Answer {
 	p.unsupported.Add(1)
 	log.Warn("command of a kind this participant does not implement; terminated", zap.String("reason", reason))
+	result := messages.Failed
+	if cmd.Op == messages.OpCommitOnePhase {
+		result = messages.VoteAbort
+	}
 	return Answer{
 		ReplyTo: cmd.ReplyTo,
-		Reply: messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: p.cfg.Name, Result: messages.Failed,
+		Reply: messages.Reply{TxID: cmd.TxID, Op: cmd.Op, Participant: p.cfg.Name, Result: result,
 			Attempt: cmd.Attempt, Reason: reason, Step: cmd.Step},
 		Settle: SettleTerm,
 	}

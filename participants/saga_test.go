@@ -459,8 +459,14 @@ func TestSagaCommandOfAKindNotImplemented(t *testing.T) {
 			t.Errorf("%s to a saga-only participant: %+v settle %s", op, a.Reply, a.Settle)
 		}
 	}
-	if st := twoPC.Stats().Unsupported + sagaOnly.Stats().Unsupported; st != 5 {
-		t.Errorf("Unsupported counted %d, want 5", st)
+	// commit-one-phase, which only the participant decides, is refused for
+	// good rather than failed (which its coordinator would re-send for ever).
+	one := messages.Command{TxID: "x4", Op: messages.OpCommitOnePhase, Participant: svc, Attempt: 1, ReplyTo: messages.ReplySubject("test", svc)}
+	if a := handle(t, sagaOnly, one); a.Reply.Result != messages.VoteAbort || a.Reply.Reason != participants.ReasonNoTwoPhaseHandler || a.Settle != participants.SettleTerm {
+		t.Errorf("commit-one-phase to a saga-only participant: %+v settle %s, want vote-abort, terminated", a.Reply, a.Settle)
+	}
+	if st := twoPC.Stats().Unsupported + sagaOnly.Stats().Unsupported; st != 6 {
+		t.Errorf("Unsupported counted %d, want 6", st)
 	}
 	// And the saga-only participant does saga steps.
 	expectSaga(t, sagaOnly, sagaCmd("x3", messages.OpAction, "s", 1, ""), messages.Ack, "", "")

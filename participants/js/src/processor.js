@@ -511,7 +511,12 @@ class Processor {
     this.log.warn('command of a kind this participant does not implement; terminated', { ...fields, reason });
     return {
       replyTo: cmd.replyTo,
-      reply: { txid: cmd.txid, op: cmd.op, participant: this.cfg.name, result: Result.FAILED, attempt: cmd.attempt, reason, step: cmd.step },
+      // commit-one-phase, which only this participant decides, is refused
+      // for good (failed would have it re-sent for ever)
+      reply: {
+        txid: cmd.txid, op: cmd.op, participant: this.cfg.name,
+        result: cmd.op === Op.COMMIT_ONE_PHASE ? Result.VOTE_ABORT : Result.FAILED, attempt: cmd.attempt, reason, step: cmd.step,
+      },
       settle: Settle.TERM,
     };
   }

@@ -279,6 +279,10 @@ test('saga steps: action once, refusal kept, compensation only after the action,
   const h = P.commandHeader({ txid: 'z', op: 'prepare', participant: NAME, attempt: 1, replyTo: 'natstx.reply.c.pay', deadline: null, step: '' });
   await sagaOnly.handle(h, null, '', (a) => { ans = a; });
   assert.deepEqual(brief(ans), ['failed', Settle.TERM, Reason.NO_TWO_PHASE_HANDLER]);
+  // and refuses commit-one-phase for good (failed would be re-sent for ever)
+  const h1 = P.commandHeader({ txid: 'z1', op: 'commit-one-phase', participant: NAME, attempt: 1, replyTo: 'natstx.reply.c.pay', deadline: null, step: '' });
+  await sagaOnly.handle(h1, null, '', (a) => { ans = a; });
+  assert.deepEqual(brief(ans), ['vote-abort', Settle.TERM, Reason.NO_TWO_PHASE_HANDLER]);
 });
 
 test('finished records are swept after retention; prepared ones stay', async (t) => {
