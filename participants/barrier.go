@@ -1,6 +1,7 @@
 package participants
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -455,8 +456,9 @@ func (b *Barrier) onePhase(ctx context.Context, tx Tx, payload []byte, now time.
 			return nil
 		}
 		committing = true
-		if _, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "", now, time.Time{}); err != nil {
-			return err
+		if won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "", now, time.Time{}); err != nil || !won {
+			// The prepare row was new: a commit row can only be a stray one.
+			return cmp.Or(err, fmt.Errorf("%w: %s has a commit row but no prepare", ErrBarrier, tx.ID))
 		}
 		if handlerErr = call(func(ctx context.Context) error { return b.h.Commit(ctx, dbtx, tx) }); handlerErr != nil {
 			return handlerErr // roll back both: the command comes again

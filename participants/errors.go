@@ -53,6 +53,9 @@ const (
 	// participant decides alone.
 	ReasonCommitOfOnePhase = "commit of a one-phase transaction"
 	ReasonAbortOfOnePhase  = "abort of a one-phase transaction"
+	// ReasonPrepareOfOnePhase answers a prepare of a transaction under way
+	// in one phase.
+	ReasonPrepareOfOnePhase = "prepare of a one-phase transaction"
 	// ReasonOnePhaseOfPrepared answers commit-one-phase for a transaction
 	// prepared for two-phase commit.
 	ReasonOnePhaseOfPrepared = "one-phase commit of a transaction prepared for two-phase commit"

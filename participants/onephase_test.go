@@ -84,7 +84,8 @@ func TestBarrierOnePhaseCommitsInOneLocalTransaction(t *testing.T) {
 // TestOnePhaseInMemoryCommitsOnceAndIsNeverInDoubt: with the in-memory
 // record, a Commit that fails after Prepare leaves the transaction prepared
 // for one phase, not in doubt: the command delivered again commits it
-// without preparing again; commit or abort of it is a contradiction.
+// without preparing again; commit, abort or prepare of it is a
+// contradiction that leaves it out of doubt.
 func TestOnePhaseInMemoryCommitsOnceAndIsNeverInDoubt(t *testing.T) {
 	var prepares, commits, aborts atomic.Int32
 	failCommit := atomic.Bool{}
@@ -117,7 +118,7 @@ func TestOnePhaseInMemoryCommitsOnceAndIsNeverInDoubt(t *testing.T) {
 	if ids := proc.InDoubt(); len(ids) != 0 || proc.State("one") != participants.StatePrepared {
 		t.Fatalf("after a failed commit: in doubt %v, state %s; want none, prepared", ids, proc.State("one"))
 	}
-	for _, c := range []messages.Command{e.cmd("one", messages.OpCommit, 1), e.cmd("one", messages.OpAbort, 1)} {
+	for _, c := range []messages.Command{e.cmd("one", messages.OpCommit, 1), e.cmd("one", messages.OpAbort, 1), e.cmd("one", messages.OpPrepare, 1)} {
 		if a := handle(c); a.Reply.Result != messages.Failed || a.Settle != participants.SettleTerm {
 			t.Errorf("%s of a one-phase transaction: %+v, want failed and terminated", c.Op, a)
 		}

@@ -342,6 +342,9 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 			log.Debug("voted commit")
 			return outcome{result: messages.VoteCommit, applied: true}.in(StatePrepared)
 		case StatePrepared, StateCommitted:
+			if e.rec.onePhase {
+				return rejectOnePhase(ReasonPrepareOfOnePhase)
+			}
 			return duplicate(state, outcome{result: messages.VoteCommit})
 		case StateReadOnly:
 			return duplicate(state, outcome{result: messages.VoteReadOnly})
