@@ -328,7 +328,7 @@ type detailResponse struct {
 func actionsOf(st messages.TxStatus) (actions, resolvable []string) {
 	actions = []string{}
 	if !isSaga(st) {
-		if st.State == txn.Preparing.String() {
+		if st.State == txn.Preparing.String() && !st.OnePhase { // a one-phase commit is its participant's to decide
 			actions = append(actions, actionAbort)
 		}
 		return actions, nil
