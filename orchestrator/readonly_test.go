@@ -62,8 +62,8 @@ func TestAReadOnlyParticipantIsSentNoCommit(t *testing.T) {
 func TestEveryParticipantReadOnlyCommitsWithNoSecondPhase(t *testing.T) {
 	f := newFixture(t, orchestrator.Config{})
 	var secondPhase atomic.Int32
-	f.participant("a", lookOnly(&secondPhase))
-	f.participant("b", lookOnly(&secondPhase))
+	a := f.participant("a", lookOnly(&secondPhase))
+	b := f.participant("b", lookOnly(&secondPhase))
 	out, err := f.eng.Execute(ctxT(t, 10*time.Second), orchestrator.Request{Participants: parts("a", "b")})
 	if err != nil || out.State != orchestrator.Committed || !out.ReadOnly || out.Reason != "every participant voted read-only" {
 		t.Fatalf("want committed on read-only votes; got %s (%s), ReadOnly %v, %v", out.State, out.Reason, out.ReadOnly, err)
@@ -82,5 +82,15 @@ func TestEveryParticipantReadOnlyCommitsWithNoSecondPhase(t *testing.T) {
 	}, "the final status committed")
 	if n := secondPhase.Load(); n != 0 {
 		t.Fatalf("%d commit or abort calls at read-only participants", n)
+	}
+	for _, p := range out.Participants {
+		if p.Vote.String() != "read-only" || !p.Acked || p.Sends != 0 {
+			t.Errorf("%s: vote %s, acked %v, %d commits sent; want read-only, finished, none", p.Name, p.Vote, p.Acked, p.Sends)
+		}
+	}
+	for _, rt := range []*participants.Runtime{a, b} {
+		if st := rt.Stats(); st.Commits != 0 || st.Aborts != 0 {
+			t.Errorf("a read-only participant received %d commits and %d aborts", st.Commits, st.Aborts)
+		}
 	}
 }

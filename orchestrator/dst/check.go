@@ -168,9 +168,9 @@ func (s *sim) onStatusWrite(w kvWrite) {
 //     never prepared); the business rows agree with the barrier's records.
 //     A participant that voted read-only holds nothing (no business row),
 //     whatever the outcome: it counts for neither side. A transaction all
-//     of whose participants voted read-only commits without a decision
-//     record, and its status may say aborted (a coordinator that died before
-//     writing it is presumed to have aborted): either is true of it.
+//     of whose participants voted read-only says committed exactly when its
+//     commit decision was recorded (or, one-phase, when its participant
+//     answered: read-only is an ack).
 //   - Nothing left prepared.
 //   - No decision reversed: no participant of a transaction with a commit
 //     record ends aborted or without its prepare (one still prepared, the
@@ -248,6 +248,10 @@ func (s *sim) check() {
 				w.inDoubt = true
 				s.violate("%s: its status is %q after quiescence: %s", w.id, st, ends)
 			case onlyReadOnly:
+				want := w.onePhase() || s.everCommit[w.id] && !s.everAbort[w.id]
+				if (st == "committed") != want {
+					s.violate("%s: its status says %s, every vote read-only, a commit decision recorded: %v: %s", w.id, st, s.everCommit[w.id], ends)
+				}
 				if st == "committed" {
 					w.outcome = outcomeCommitted
 				}

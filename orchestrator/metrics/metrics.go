@@ -177,7 +177,7 @@ func NewParticipantCollector(rt ParticipantStats) prometheus.Collector {
 		rt:       rt,
 		cmds:     d("commands_total", "Well-formed commands handled, duplicates included, by operation.", "op"),
 		latency:  d("command_seconds", "Time from a well-formed command's arrival to its answer, the record and the handler included, by operation.", "op"),
-		outcomes: d("barrier_outcomes_total", "Well-formed commands by what the record made of them: prepared, voted-no, committed, aborted, done, refused, compensated, failed, duplicate, rejected.", "outcome"),
+		outcomes: d("barrier_outcomes_total", "Well-formed commands by what the record made of them: prepared, voted-no, read-only, committed, aborted, done, refused, compensated, failed, duplicate, rejected.", "outcome"),
 		counters: map[string]*prometheus.Desc{
 			"duplicates":          d("duplicates_total", "Commands answered from the record without calling the handler."),
 			"rejected":            d("rejected_total", "Commands that contradicted the record (terminated)."),

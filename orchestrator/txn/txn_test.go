@@ -1308,3 +1308,87 @@ func TestOnePhaseNeedsOneParticipantAndItsTakeoverSendsNoPayload(t *testing.T) {
 		t.Fatalf("takeover start: %+v", rd.Send)
 	}
 }
+
+// TestOnePhaseRandomEvents feeds one-phase transactions random events and
+// checks, at every step, what only its participant may decide: nothing is
+// ever persisted, every send is commit-one-phase with the payload, the
+// transaction decides and ends in one step, committed only on the
+// participant's ack of commit-one-phase and aborted only on its vote abort
+// (or a failed prepare, which one-phase never gets), and nothing after the
+// end changes anything.
+func TestOnePhaseRandomEvents(t *testing.T) {
+	ends := map[State]int{}
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		h, rd := begin(t, onePhaseSpec())
+		fail := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("seed %d: "+format, append([]any{seed}, args...)...)
+		}
+		check := func(ev Event, rd Ready, doneBefore bool) {
+			t.Helper()
+			if rd.Persist != nil {
+				fail("%+v persisted %+v", ev, rd.Persist)
+			}
+			for _, s := range rd.Send {
+				if s.Op != messages.OpCommitOnePhase || s.Participant != "a" || string(s.Payload) != "a-work" {
+					fail("%+v sent %+v", ev, s)
+				}
+			}
+			if doneBefore && (!isEmpty(rd) || rd.Ignored == "") {
+				fail("%+v after the end: %+v", ev, rd)
+			}
+			if rd.Decided != rd.Done {
+				fail("%+v: decided %v but done %v", ev, rd.Decided, rd.Done)
+			}
+			if !rd.Done {
+				return
+			}
+			switch st := h.tx.State(); {
+			case st == Committed && ev.Kind == EventAck && ev.Op == messages.OpCommitOnePhase && ev.Participant == "a":
+			case st == Aborted && ev.Kind == EventVote && !ev.Yes && ev.Participant == "a":
+			default:
+				fail("ended %v on %+v", st, ev)
+			}
+		}
+		check(Event{}, rd, false)
+		ops := []messages.Op{messages.OpPrepare, messages.OpCommit, messages.OpAbort, messages.OpCommitOnePhase}
+		for range 100 {
+			p := "a"
+			if rng.IntN(10) == 0 {
+				p = "zed"
+			}
+			var ev Event
+			switch rng.IntN(8) {
+			case 0:
+				ev = Event{Kind: EventVote, Participant: p, Yes: rng.IntN(4) > 0, ReadOnly: rng.IntN(2) == 0, Reason: "r"}
+			case 1:
+				ev = Event{Kind: EventAck, Participant: p, Op: ops[rng.IntN(len(ops))]}
+			case 2:
+				ev = Event{Kind: EventFailed, Participant: p, Op: ops[1+rng.IntN(len(ops)-1)], Reason: "f"}
+			case 3, 4:
+				ev = Event{Kind: EventTimer, Timer: h.armed[TimerResend]}
+			case 5:
+				ev = Event{Kind: EventTimer, Timer: Timer{Kind: TimerPrepare, Seq: uint64(rng.IntN(10))}}
+			case 6:
+				ev = Event{Kind: EventAbort, Reason: "op"}
+			case 7:
+				ev = Event{Kind: EventCommitRefused, Reason: "stray"}
+			}
+			doneBefore := h.dones > 0
+			before := h.tx.State()
+			rd := h.step(ev)
+			if (ev.Kind == EventAbort || ev.Kind == EventCommitRefused || ev.Kind == EventTimer && ev.Timer.Kind == TimerPrepare) && h.tx.State() != before {
+				fail("%+v changed the state from %v to %v", ev, before, h.tx.State())
+			}
+			check(ev, rd, doneBefore)
+		}
+		ends[h.tx.State()]++
+	}
+	t.Logf("end states over the seeds: %v", ends)
+	for _, s := range []State{Committed, Aborted} {
+		if ends[s] == 0 {
+			t.Errorf("no seed ended %v: %v", s, ends)
+		}
+	}
+}
