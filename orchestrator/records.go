@@ -28,11 +28,14 @@ const (
 
 // decisionRecord is the durable form of a decision.
 type decisionRecord struct {
-	ID           string    `json:"id"`
-	State        string    `json:"state"`
-	Participants []string  `json:"participants,omitempty"`
-	Owner        string    `json:"owner,omitempty"`
-	DecidedAt    time.Time `json:"decided_at"`
+	ID           string   `json:"id"`
+	State        string   `json:"state"`
+	Participants []string `json:"participants,omitempty"`
+	// ReadOnly names the participants that voted read-only: recovery sends
+	// them no commit.
+	ReadOnly  []string  `json:"read_only,omitempty"`
+	Owner     string    `json:"owner,omitempty"`
+	DecidedAt time.Time `json:"decided_at"`
 	// Revision is the key's revision when read; not stored.
 	Revision uint64 `json:"-"`
 }
@@ -45,6 +48,9 @@ func (r decisionRecord) marshal() ([]byte, error) {
 	for _, p := range r.Participants {
 		n += len(p) + 3
 	}
+	for _, p := range r.ReadOnly {
+		n += len(p) + 3
+	}
 	b := make([]byte, 0, n)
 	b = append(b, `{"id":`...)
 	b = messages.AppendJSONString(b, r.ID)
@@ -53,6 +59,16 @@ func (r decisionRecord) marshal() ([]byte, error) {
 	if len(r.Participants) > 0 {
 		b = append(b, `,"participants":[`...)
 		for i, p := range r.Participants {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = messages.AppendJSONString(b, p)
+		}
+		b = append(b, ']')
+	}
+	if len(r.ReadOnly) > 0 {
+		b = append(b, `,"read_only":[`...)
+		for i, p := range r.ReadOnly {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -109,7 +125,7 @@ func openRecords(ctx context.Context, js jetstream.JetStream, o StreamOptions, r
 // errCommitRefused.
 func (s *recordStore) decide(ctx context.Context, rec txn.Record) error {
 	data, err := decisionRecord{
-		ID: rec.ID, State: recordCommitting, Participants: rec.Participants, Owner: s.instance, DecidedAt: s.now().UTC(),
+		ID: rec.ID, State: recordCommitting, Participants: rec.Participants, ReadOnly: rec.ReadOnly, Owner: s.instance, DecidedAt: s.now().UTC(),
 	}.marshal()
 	if err != nil {
 		return err

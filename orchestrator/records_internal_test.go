@@ -78,6 +78,15 @@ func TestDecisionRecordsAreWrittenAsJSONMarshalWritesThem(t *testing.T) {
 				r.Participants = append(r.Participants, str())
 			}
 		}
+		switch rng.IntN(3) {
+		case 0: // none
+		case 1:
+			r.ReadOnly = []string{}
+		default:
+			for range 1 + rng.IntN(3) {
+				r.ReadOnly = append(r.ReadOnly, str())
+			}
+		}
 		if rng.IntN(10) > 0 {
 			r.DecidedAt = time.Unix(rng.Int64N(1<<34), rng.Int64N(1e9)*int64(rng.IntN(2))).In(zones[rng.IntN(len(zones))])
 		}

@@ -591,7 +591,7 @@ func (s *shard) recover(rec decisionRecord, prior *messages.TxStatus) {
 	if _, ok := s.finished[rec.ID]; ok {
 		return
 	}
-	tx, err := txn.Recover(txn.Record{ID: rec.ID, State: txn.Committing, Participants: rec.Participants}, txn.Spec{
+	tx, err := txn.Recover(txn.Record{ID: rec.ID, State: txn.Committing, Participants: rec.Participants, ReadOnly: rec.ReadOnly}, txn.Spec{
 		PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends,
 	})
 	if err != nil {

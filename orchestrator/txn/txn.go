@@ -171,9 +171,11 @@ type Send struct {
 type Record struct {
 	ID    string
 	State State
-	// Participants are all of them, those that voted read-only included
-	// (a commit after a read-only vote is acknowledged and changes nothing).
+	// Participants are all of them, those that voted read-only included.
 	Participants []string
+	// ReadOnly names those that voted read-only: they hold nothing, and a
+	// transaction recovered from the record sends them no commit.
+	ReadOnly []string
 }
 
 // Ready is the work one step asks of its driver, in this order: persist,
@@ -324,6 +326,11 @@ func Recover(rec Record, spec Spec) (*Tx, error) {
 		for i := range t.parts {
 			t.parts[i].Vote = VoteYes
 		}
+		for _, name := range rec.ReadOnly {
+			if i, ok := t.index[name]; ok {
+				t.parts[i].Vote, t.parts[i].Acked = VoteReadOnly, true // it holds nothing
+			}
+		}
 	} else {
 		t.reason = "presumed abort: its coordinator died before deciding"
 	}
@@ -367,7 +374,9 @@ func (t *Tx) Start() Ready {
 		}
 	case Committing, Aborting:
 		for i := range t.parts {
-			rd.Send = append(rd.Send, t.send(i, t.phaseOp()))
+			if !t.parts[i].Acked { // a read-only voter of a recovered commit
+				rd.Send = append(rd.Send, t.send(i, t.phaseOp()))
+			}
 		}
 	}
 	t.resendGap = t.spec.RetryBase
@@ -574,7 +583,7 @@ func (t *Tx) decide(commit bool, reason string) Ready {
 	op := messages.OpAbort
 	if commit {
 		t.state, op = Committing, messages.OpCommit
-		rd.Persist = &Record{ID: t.spec.ID, State: Committing, Participants: t.names()}
+		rd.Persist = &Record{ID: t.spec.ID, State: Committing, Participants: t.names(), ReadOnly: t.readOnlyNames()}
 	} else {
 		t.state = Aborting
 	}
@@ -654,6 +663,19 @@ func (t *Tx) votes() []Vote {
 		vs[i] = p.Vote
 	}
 	return vs
+}
+
+// readOnlyNames names the participants that voted read-only, sorted; nil
+// if none did.
+func (t *Tx) readOnlyNames() []string {
+	var ns []string
+	for _, p := range t.parts {
+		if p.Vote == VoteReadOnly {
+			ns = append(ns, p.Name)
+		}
+	}
+	sort.Strings(ns)
+	return ns
 }
 
 func (t *Tx) names() []string {

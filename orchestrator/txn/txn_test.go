@@ -1137,16 +1137,16 @@ func TestCommitRefusedIsIgnoredOutsideAnUndurableCommit(t *testing.T) {
 }
 
 // TestAReadOnlyVoterIsSentNoCommit: a read-only vote counts as yes; the
-// decision record still names every participant (a recovered commit reaches
-// the read-only one too, which acknowledges it), but commit goes only to
-// the participant that prepared, and its ack alone ends the transaction.
+// decision record names every participant and, apart, the read-only ones;
+// commit goes only to the participant that prepared, and its ack alone ends
+// the transaction.
 func TestAReadOnlyVoterIsSentNoCommit(t *testing.T) {
 	h, _ := begin(t, testSpec("a", "b"))
 	if rd := h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true}); !isEmpty(rd) || rd.Ignored != "" {
 		t.Fatalf("read-only vote of a: %+v, want nothing yet", rd)
 	}
 	rd := h.vote("b", true, "")
-	want := Record{ID: "tx1", State: Committing, Participants: names("a", "b")}
+	want := Record{ID: "tx1", State: Committing, Participants: names("a", "b"), ReadOnly: names("a")}
 	if !rd.Decided || rd.Persist == nil || !reflect.DeepEqual(*rd.Persist, want) {
 		t.Fatalf("deciding vote: %+v, want Persist %+v", rd, want)
 	}
@@ -1174,7 +1174,7 @@ func TestEveryVoteReadOnlyCommitsWithNoSecondPhase(t *testing.T) {
 	h.step(Event{Kind: EventVote, Participant: "c", Yes: true, ReadOnly: true})
 	h.step(Event{Kind: EventVote, Participant: "a", Yes: true, ReadOnly: true})
 	rd := h.step(Event{Kind: EventVote, Participant: "b", Yes: true, ReadOnly: true})
-	want := Record{ID: "tx1", State: Committing, Participants: names("a", "b", "c")}
+	want := Record{ID: "tx1", State: Committing, Participants: names("a", "b", "c"), ReadOnly: names("a", "b", "c")}
 	if !rd.Decided || rd.Done || rd.Persist == nil || !reflect.DeepEqual(*rd.Persist, want) || len(rd.Send) != 0 {
 		t.Fatalf("last read-only vote: %+v, want the decision to persist and nothing to send", rd)
 	}
@@ -1390,5 +1390,40 @@ func TestOnePhaseRandomEvents(t *testing.T) {
 		if ends[s] == 0 {
 			t.Errorf("no seed ended %v: %v", s, ends)
 		}
+	}
+}
+
+// TestARecoveredCommitSendsNoCommitToItsReadOnlyVoters: a commit decision
+// recovered from its record sends commit only to the participants that
+// did not vote read-only (one whose record is gone by then would reject
+// it for good); one whose voters were all read-only ends at its first
+// timer.
+func TestARecoveredCommitSendsNoCommitToItsReadOnlyVoters(t *testing.T) {
+	tx, err := Recover(Record{ID: "tx1", State: Committing, Participants: names("a", "b", "c"), ReadOnly: names("b")}, testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, tx: tx, armed: map[TimerKind]Timer{}}
+	if got, want := sendsOf(h.note(tx.Start())), withOp(messages.OpCommit, "a", "c"); !slices.Equal(got, want) {
+		t.Fatalf("recovered sends %v, want %v", got, want)
+	}
+	if got := sendsOf(h.fire(TimerResend)); !slices.Equal(got, withOp(messages.OpCommit, "a", "c")) {
+		t.Fatalf("re-sends %v", got)
+	}
+	h.ack("a", messages.OpCommit)
+	if rd := h.ack("c", messages.OpCommit); !rd.Done || tx.State() != Committed {
+		t.Fatalf("after a and c acknowledged: %+v, state %v", rd, tx.State())
+	}
+
+	tx, err = Recover(Record{ID: "tx2", State: Committing, Participants: names("a", "b"), ReadOnly: names("a", "b")}, testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = &harness{t: t, tx: tx, armed: map[TimerKind]Timer{}}
+	if rd := h.note(tx.Start()); len(rd.Send) != 0 {
+		t.Fatalf("every voter read-only, recovered: sends %v", sendsOf(rd))
+	}
+	if rd := h.fire(TimerResend); !rd.Done || tx.State() != Committed {
+		t.Fatalf("its first timer: %+v, state %v; want committed", rd, tx.State())
 	}
 }
