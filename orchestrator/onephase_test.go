@@ -155,6 +155,9 @@ func TestAOnePhaseCommitOfADeadCoordinatorIsAskedOfItsParticipant(t *testing.T) 
 	waitFor(t, func() bool { commits, _ := c.count(id); return commits == 1 }, "a to commit in one phase")
 	c2 := f.engine(orchestrator.Config{Instance: "c2", LeaseTTL: lease})
 	waitFor(t, func() bool { st, err := c2.Status(id); return err == nil && st.State == orchestrator.Committed }, "c2 to learn the commit from a")
+	if n := c2.Stats().OnePhaseTakeovers; n != 1 {
+		t.Fatalf("c2 counted %d one-phase takeovers, want 1", n)
+	}
 	if commits, aborts := c.count(id); commits != 1 || aborts != 0 || a.State(id) != participants.StateCommitted {
 		t.Fatalf("a: %d commits, %d aborts, state %s", commits, aborts, a.State(id))
 	}

@@ -534,6 +534,7 @@ func (s *shard) askOnePhase(st messages.TxStatus) {
 	}
 	en := &entry{tx: tx, started: st.StartedAt, deadline: onePhaseProbeDeadline, timers: make(map[txn.TimerKind]Timer, 2), abortCause: -1}
 	s.e.noteTaken(&en.hist, &st, "undecided one-phase commit (its participant is asked)")
+	s.e.stats.OnePhaseTakeovers.Add(1)
 	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", st.ID, messages.Protocol2PC, true)
 	s.active[st.ID] = en
 	s.e.inFlight.Add(1)

@@ -57,6 +57,7 @@ type Stats struct {
 	MalformedReplies, StrayReplies, Ignored       atomic.Int64
 	Recovered, InDoubtQueries, CommitsRefused     atomic.Int64
 	OrphansAborted, SweepsIncomplete              atomic.Int64
+	OnePhaseTakeovers                             atomic.Int64
 	SagasCompleted, SagasCompensated, SagasStuck  atomic.Int64
 	Fenced                                        atomic.Int64
 	Batches, Batched                              atomic.Int64
@@ -136,6 +137,9 @@ type StatsSnapshot struct {
 	// this one aborted; SweepsIncomplete counts sweeps for them that could not
 	// finish (done again at the next scan).
 	OrphansAborted, SweepsIncomplete int64
+	// OnePhaseTakeovers counts one-phase commits a dead instance left
+	// undecided that this one took over, asking their participant.
+	OnePhaseTakeovers int64
 	// SagasCompleted and SagasCompensated count the sagas that ended each
 	// way; SagasStuck counts the times a step was reported stuck. (Begun,
 	// Recovered and InFlight count sagas too.)
@@ -189,7 +193,7 @@ func (s *Stats) snapshot() StatsSnapshot {
 		Resends: s.Resends.Load(), PublishErrors: s.PublishErrors.Load(), PersistErrors: s.PersistErrors.Load(),
 		MalformedReplies: s.MalformedReplies.Load(), StrayReplies: s.StrayReplies.Load(), Ignored: s.Ignored.Load(),
 		Recovered: s.Recovered.Load(), InDoubtQueries: s.InDoubtQueries.Load(), CommitsRefused: s.CommitsRefused.Load(),
-		OrphansAborted: s.OrphansAborted.Load(), SweepsIncomplete: s.SweepsIncomplete.Load(),
+		OrphansAborted: s.OrphansAborted.Load(), SweepsIncomplete: s.SweepsIncomplete.Load(), OnePhaseTakeovers: s.OnePhaseTakeovers.Load(),
 		SagasCompleted: s.SagasCompleted.Load(), SagasCompensated: s.SagasCompensated.Load(), SagasStuck: s.SagasStuck.Load(),
 		Fenced:  s.Fenced.Load(),
 		Batches: s.Batches.Load(), Batched: s.Batched.Load(),

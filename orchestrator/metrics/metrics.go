@@ -75,6 +75,7 @@ func NewEngineCollector(eng *orchestrator.Engine) prometheus.Collector {
 			c("in_doubt_questions_total", "Outcome questions from participants in doubt.", func(s orchestrator.StatsSnapshot) int64 { return s.InDoubtQueries }),
 			c("commits_refused_total", "Commit decisions that lost to an abort recorded first.", func(s orchestrator.StatsSnapshot) int64 { return s.CommitsRefused }),
 			c("orphans_aborted_total", "Undecided transactions of dead instances this one aborted.", func(s orchestrator.StatsSnapshot) int64 { return s.OrphansAborted }),
+			c("one_phase_takeovers_total", "Undecided one-phase commits of dead instances this one took over, asking their participant.", func(s orchestrator.StatsSnapshot) int64 { return s.OnePhaseTakeovers }),
 			c("sweeps_incomplete_total", "Orphan sweeps that could not finish (done again).", func(s orchestrator.StatsSnapshot) int64 { return s.SweepsIncomplete }),
 			{desc: sagas, kind: prometheus.CounterValue, label: "completed", value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.SagasCompleted) }},
 			{desc: sagas, kind: prometheus.CounterValue, label: "compensated", value: func(s orchestrator.StatsSnapshot) float64 { return float64(s.SagasCompensated) }},
