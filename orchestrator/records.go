@@ -56,26 +56,8 @@ func (r decisionRecord) marshal() ([]byte, error) {
 	b = messages.AppendJSONString(b, r.ID)
 	b = append(b, `,"state":`...)
 	b = messages.AppendJSONString(b, r.State)
-	if len(r.Participants) > 0 {
-		b = append(b, `,"participants":[`...)
-		for i, p := range r.Participants {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = messages.AppendJSONString(b, p)
-		}
-		b = append(b, ']')
-	}
-	if len(r.ReadOnly) > 0 {
-		b = append(b, `,"read_only":[`...)
-		for i, p := range r.ReadOnly {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = messages.AppendJSONString(b, p)
-		}
-		b = append(b, ']')
-	}
+	b = appendNames(b, `,"participants":[`, r.Participants)
+	b = appendNames(b, `,"read_only":[`, r.ReadOnly)
 	if r.Owner != "" {
 		b = append(b, `,"owner":`...)
 		b = messages.AppendJSONString(b, r.Owner)
@@ -86,6 +68,22 @@ func (r decisionRecord) marshal() ([]byte, error) {
 		return nil, fmt.Errorf("json: error calling MarshalJSON for type time.Time: %w", err)
 	}
 	return append(b, '}'), nil
+}
+
+// appendNames appends key (`,"name":[`) and the JSON strings of names and
+// the closing bracket to b, or nothing when names is empty (omitempty).
+func appendNames(b []byte, key string, names []string) []byte {
+	if len(names) == 0 {
+		return b
+	}
+	b = append(b, key...)
+	for i, n := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = messages.AppendJSONString(b, n)
+	}
+	return append(b, ']')
 }
 
 // errCommitRefused is returned by decide when an abort was recorded first.

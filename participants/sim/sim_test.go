@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/natstx/natstx/messages"
@@ -197,23 +198,21 @@ func TestDoubleApplies(t *testing.T) {
 	}
 }
 
-// TestBehindRuntime drives a flaky Service through a real Runtime the way a
-// coordinator would: commit what voted commit, abort the rest, re-send
-// nothing (the runtime retries failed commits and aborts). Every transaction
-// ends applied exactly as decided, and nothing is applied twice.
-func TestBehindRuntime(t *testing.T) {
+// behindRuntime runs s behind a participant Runtime named "sim" on an
+// embedded NATS server, both stopped with t, and returns a context for the
+// test, the runtime, the JetStream to publish commands with, their reply
+// subject and a subscription to it.
+func behindRuntime(t *testing.T, s *sim.Service) (context.Context, *participants.Runtime, jetstream.JetStream, string, *nats.Subscription) {
+	t.Helper()
 	srv := conformance.StartNATS(t)
-	nc, js := srv.Conn, srv.JS
 	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
-	defer cancel()
+	t.Cleanup(cancel)
 	replyTo := messages.ReplySubject("test", "sim")
-	replies, err := nc.SubscribeSync(replyTo)
+	replies, err := srv.Conn.SubscribeSync(replyTo)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	s := newService(t, sim.Config{SuccessRate: sim.Rate(0.7), MaxLatency: time.Millisecond, Seed: 7})
-	rt, err := participants.New(nc, participants.Config{Name: "sim", Handler: s, AckWait: 2 * time.Second,
+	rt, err := participants.New(srv.Conn, participants.Config{Name: "sim", Handler: s, AckWait: 2 * time.Second,
 		OpTimeout: time.Second, RetryDelay: 5 * time.Millisecond, StreamWait: wait})
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +220,17 @@ func TestBehindRuntime(t *testing.T) {
 	if err := rt.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Stop()
+	t.Cleanup(rt.Stop)
+	return ctx, rt, srv.JS, replyTo, replies
+}
+
+// TestBehindRuntime drives a flaky Service through a real Runtime the way a
+// coordinator would: commit what voted commit, abort the rest, re-send
+// nothing (the runtime retries failed commits and aborts). Every transaction
+// ends applied exactly as decided, and nothing is applied twice.
+func TestBehindRuntime(t *testing.T) {
+	s := newService(t, sim.Config{SuccessRate: sim.Rate(0.7), MaxLatency: time.Millisecond, Seed: 7})
+	ctx, rt, js, replyTo, replies := behindRuntime(t, s)
 
 	send := func(id string, op messages.Op) {
 		c := messages.Command{TxID: id, Op: op, Participant: "sim", Attempt: 1, ReplyTo: replyTo}
@@ -540,25 +549,8 @@ func TestCheckReportsReadOnlyParticipantThatAppliedOrNeverVoted(t *testing.T) {
 // abort sent anyway is acknowledged from the runtime's record without
 // calling Commit or Abort, so Check finds nothing wrong.
 func TestReadOnlyBehindRuntimeGetsNoSecondPhaseCall(t *testing.T) {
-	srv := conformance.StartNATS(t)
-	nc, js := srv.Conn, srv.JS
-	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
-	defer cancel()
-	replyTo := messages.ReplySubject("test", "sim")
-	replies, err := nc.SubscribeSync(replyTo)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := newService(t, sim.Config{ReadOnly: true, MaxLatency: time.Millisecond})
-	rt, err := participants.New(nc, participants.Config{Name: "sim", Handler: s, AckWait: 2 * time.Second,
-		OpTimeout: time.Second, RetryDelay: 5 * time.Millisecond, StreamWait: wait})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Stop()
+	ctx, _, js, replyTo, replies := behindRuntime(t, s)
 	send := func(id string, op messages.Op) {
 		c := messages.Command{TxID: id, Op: op, Participant: "sim", Attempt: 1, ReplyTo: replyTo}
 		msg := &nats.Msg{Subject: c.Subject(), Header: nats.Header(c.Header())}
