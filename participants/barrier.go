@@ -373,23 +373,16 @@ func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, now time.T
 		}
 	}
 	var v verdict
-	var handlerErr error
+	var prepareErr error
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
-		var staged bool
-		var err error
-		if v, staged, handlerErr, err = b.stage(ctx, dbtx, tx, payload, now, call); err != nil {
-			return err
-		}
-		if handlerErr != nil {
-			return handlerErr // roll back the staged work and the claim
-		}
+		staged, err := b.stage(ctx, dbtx, tx, payload, now, call, &v, &prepareErr)
 		if staged {
 			v = verdict{result: messages.VoteCommit, applied: true}.in(StatePrepared)
 		}
-		return nil
+		return err
 	})
-	if handlerErr != nil {
-		return b.recordRefusal(ctx, tx, now, handlerErr)
+	if prepareErr != nil {
+		return b.recordRefusal(ctx, tx, now, prepareErr)
 	}
 	return v, err
 }
@@ -397,26 +390,25 @@ func (b *Barrier) prepare(ctx context.Context, tx Tx, payload []byte, now time.T
 // stage runs in dbtx what a prepare of either protocol begins with: it
 // claims the prepare row (voted commit) and, having won it, applies the
 // deadline rule and calls the handler's Prepare. staged is true when
-// Prepare succeeded; else v is the answer (from the record, or the vote
-// abort of a passed deadline, recorded), or handlerErr is Prepare's error,
-// and the caller rolls dbtx back.
-func (b *Barrier) stage(ctx context.Context, dbtx *sql.Tx, tx Tx, payload []byte, now time.Time, call func(func(context.Context) error) error) (v verdict, staged bool, handlerErr, err error) {
+// Prepare succeeded; else *v is the answer (from the record, or the vote
+// abort of a passed deadline, recorded), or *prepareErr is Prepare's error,
+// which stage also returns so that the caller's local transaction rolls
+// back (the staged work and the claim).
+func (b *Barrier) stage(ctx context.Context, dbtx *sql.Tx, tx Tx, payload []byte, now time.Time, call func(func(context.Context) error) error,
+	v *verdict, prepareErr *error) (staged bool, err error) {
 	won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteCommit), "", now, tx.Deadline)
-	if err != nil {
-		return v, false, nil, err
+	switch {
+	case err != nil:
+		return false, err
+	case !won:
+		*v, err = b.answerPrepare(ctx, dbtx, tx)
+		return false, err
+	case !tx.Deadline.IsZero() && !now.Before(tx.Deadline):
+		*v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
+		return false, b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
 	}
-	if !won {
-		v, err = b.answerPrepare(ctx, dbtx, tx)
-		return v, false, nil, err
-	}
-	if !tx.Deadline.IsZero() && !now.Before(tx.Deadline) {
-		v = verdict{result: messages.VoteAbort, reason: ReasonDeadlinePassed}.in(StateAborted)
-		return v, false, nil, b.set(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpPrepare), string(messages.VoteAbort), ReasonDeadlinePassed)
-	}
-	if handlerErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) }); handlerErr != nil {
-		return v, false, handlerErr, nil
-	}
-	return v, true, nil, nil
+	*prepareErr = call(func(ctx context.Context) error { return b.h.Prepare(ctx, dbtx, tx, payload) })
+	return *prepareErr == nil, *prepareErr
 }
 
 // recordRefusal records what a prepare whose local transaction rolled back
@@ -440,40 +432,30 @@ func (b *Barrier) onePhase(ctx context.Context, tx Tx, payload []byte, now time.
 		}
 	}
 	var v verdict
-	var handlerErr error
-	committing := false
+	var prepareErr, commitErr error
 	err := b.inTx(ctx, func(dbtx *sql.Tx) error {
-		var staged bool
-		var err error
-		if v, staged, handlerErr, err = b.stage(ctx, dbtx, tx, payload, now, call); err != nil {
+		if staged, err := b.stage(ctx, dbtx, tx, payload, now, call, &v, &prepareErr); !staged {
+			v = asOnePhase(v)
 			return err
 		}
-		if handlerErr != nil {
-			return handlerErr // roll back the staged work and the claim
-		}
-		if !staged {
-			v = asOnePhase(v)
-			return nil
-		}
-		committing = true
 		if won, err := b.claim(ctx, dbtx, tx.Participant, tx.ID, string(messages.OpCommit), string(messages.Ack), "", now, time.Time{}); err != nil || !won {
 			// The prepare row was new: a commit row can only be a stray one.
 			return cmp.Or(err, fmt.Errorf("%w: %s has a commit row but no prepare", ErrBarrier, tx.ID))
 		}
-		if handlerErr = call(func(ctx context.Context) error { return b.h.Commit(ctx, dbtx, tx) }); handlerErr != nil {
-			return handlerErr // roll back both: the command comes again
+		if commitErr = call(func(ctx context.Context) error { return b.h.Commit(ctx, dbtx, tx) }); commitErr != nil {
+			return commitErr // roll back both: the command comes again
 		}
 		v = verdict{result: messages.Ack, applied: true}.in(StateCommitted)
 		return nil
 	})
 	switch {
-	case handlerErr == nil:
-		return v, err
-	case committing:
-		return verdict{result: messages.Failed, reason: handlerErr.Error(), handlerErr: handlerErr}, nil
+	case prepareErr != nil:
+		v, err = b.recordRefusal(ctx, tx, now, prepareErr)
+		return asOnePhase(v), err
+	case commitErr != nil:
+		return verdict{result: messages.Failed, reason: commitErr.Error(), handlerErr: commitErr}, nil
 	}
-	v, err = b.recordRefusal(ctx, tx, now, handlerErr)
-	return asOnePhase(v), err
+	return v, err
 }
 
 // asOnePhase turns the answer to a prepare into the answer to
