@@ -396,7 +396,7 @@ func (r Reply) Validate() error {
 		return fmt.Errorf("%w: prepare is answered with a vote, not %q", ErrMalformed, r.Result)
 	case r.Op == OpCommitOnePhase && (r.Result == VoteCommit || r.Result == VoteReadOnly || r.Result == Refused):
 		return fmt.Errorf("%w: commit-one-phase is answered with ack, vote-abort or failed, not %q", ErrMalformed, r.Result)
-	case r.Op == OpCommitOnePhase:
+	case r.Op == OpCommitOnePhase: // ack, vote-abort or failed
 	case r.Op != OpPrepare && r.Result.Vote():
 		return fmt.Errorf("%w: %s is answered with an ack, not %q", ErrMalformed, r.Op, r.Result)
 	case r.Result == Refused && r.Op != OpAction:

@@ -485,30 +485,48 @@ func (l *leases) live(ctx context.Context) (map[string]bool, error) {
 // abortOrphan starts sending abort for a transaction found undecided after
 // its coordinator died, its abort now recorded.
 func (s *shard) abortOrphan(st messages.TxStatus) {
-	if _, ok := s.active[st.ID]; ok {
-		return
-	}
-	if _, ok := s.finished[st.ID]; ok {
+	if s.knows(st.ID) {
 		return
 	}
 	rec := txn.Record{ID: st.ID, State: txn.Aborting}
 	for _, p := range st.Participants {
 		rec.Participants = append(rec.Participants, p.Name)
 	}
-	tx, err := txn.Recover(rec, txn.Spec{
-		PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends,
-	})
+	tx, err := txn.Recover(rec, s.takeoverSpec())
 	if err != nil {
 		s.e.log.Error("an orphan transaction cannot be aborted", zap.String("txid", st.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: st.StartedAt, decidedAt: s.e.now(), timers: make(map[txn.TimerKind]Timer, 2), abortCause: causeOrphan}
+	en := &entry{tx: tx, started: st.StartedAt, decidedAt: s.e.now(), abortCause: causeOrphan}
 	s.e.noteTaken(&en.hist, &st, "undecided transaction (abort recorded)")
-	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", st.ID, messages.Protocol2PC, true)
-	en.trace.enterPhase("abort")
-	s.active[st.ID] = en
+	s.drive(en, "abort")
+}
+
+// knows reports whether this shard runs or remembers transaction id: one
+// found by recovery is taken over only if not.
+func (s *shard) knows(id string) bool {
+	_, active := s.active[id]
+	_, finished := s.finished[id]
+	return active || finished
+}
+
+// takeoverSpec is the timing of a transaction taken over: the engine's.
+func (s *shard) takeoverSpec() txn.Spec {
+	return txn.Spec{PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends}
+}
+
+// drive starts driving en, a transaction taken over, traced from phase
+// (if any): its first sends, and its status, now owned here.
+func (s *shard) drive(en *entry, phase string) {
+	id := en.tx.ID()
+	en.timers = make(map[txn.TimerKind]Timer, 2)
+	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", id, messages.Protocol2PC, true)
+	if phase != "" {
+		en.trace.enterPhase(phase)
+	}
+	s.active[id] = en
 	s.e.inFlight.Add(1)
-	s.apply(en, tx.Start())
+	s.apply(en, en.tx.Start())
 	s.queueStatus(en)
 }
 
@@ -519,27 +537,18 @@ func (s *shard) abortOrphan(st messages.TxStatus) {
 // original command may still come: it will find the abort recorded),
 // votes abort without doing anything. The answer ends the transaction.
 func (s *shard) askOnePhase(st messages.TxStatus) {
-	if _, ok := s.active[st.ID]; ok {
+	if s.knows(st.ID) {
 		return
 	}
-	if _, ok := s.finished[st.ID]; ok {
-		return
-	}
-	tx, err := txn.RecoverOnePhase(st.ID, st.Participants[0].Name, txn.Spec{
-		PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends,
-	})
+	tx, err := txn.RecoverOnePhase(st.ID, st.Participants[0].Name, s.takeoverSpec())
 	if err != nil {
 		s.e.log.Error("an orphan one-phase commit cannot be taken over", zap.String("txid", st.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: st.StartedAt, deadline: onePhaseProbeDeadline, timers: make(map[txn.TimerKind]Timer, 2), abortCause: -1}
+	en := &entry{tx: tx, started: st.StartedAt, deadline: onePhaseProbeDeadline, abortCause: -1}
 	s.e.noteTaken(&en.hist, &st, "undecided one-phase commit (its participant is asked)")
 	s.e.stats.OnePhaseTakeovers.Add(1)
-	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", st.ID, messages.Protocol2PC, true)
-	s.active[st.ID] = en
-	s.e.inFlight.Add(1)
-	s.apply(en, tx.Start())
-	s.queueStatus(en)
+	s.drive(en, "")
 }
 
 // onePhaseProbeDeadline is the deadline of the commit-one-phase a
@@ -586,28 +595,18 @@ func (e *Engine) knows(id string) bool {
 
 // recover starts driving a claimed commit record in this shard.
 func (s *shard) recover(rec decisionRecord, prior *messages.TxStatus) {
-	if _, ok := s.active[rec.ID]; ok {
+	if s.knows(rec.ID) {
 		return
 	}
-	if _, ok := s.finished[rec.ID]; ok {
-		return
-	}
-	tx, err := txn.Recover(txn.Record{ID: rec.ID, State: txn.Committing, Participants: rec.Participants, ReadOnly: rec.ReadOnly}, txn.Spec{
-		PrepareTimeout: s.e.cfg.PrepareTimeout, RetryBase: s.e.cfg.RetryBase, RetryMax: s.e.cfg.RetryMax, AbortSends: s.e.cfg.AbortSends,
-	})
+	tx, err := txn.Recover(txn.Record{ID: rec.ID, State: txn.Committing, Participants: rec.Participants, ReadOnly: rec.ReadOnly}, s.takeoverSpec())
 	if err != nil {
 		s.e.log.Error("a commit record cannot be recovered", zap.String("txid", rec.ID), zap.Error(err))
 		return
 	}
-	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, timers: make(map[txn.TimerKind]Timer, 2), abortCause: -1}
+	en := &entry{tx: tx, started: rec.DecidedAt, decidedAt: rec.DecidedAt, abortCause: -1}
 	s.e.noteTaken(&en.hist, prior, "commit decision")
-	en.trace = s.e.startTrace(context.Background(), "natstx.transaction", rec.ID, messages.Protocol2PC, true)
-	en.trace.enterPhase("commit")
-	s.active[rec.ID] = en
 	s.e.stats.Recovered.Add(1)
-	s.e.inFlight.Add(1)
-	s.apply(en, tx.Start())
-	s.queueStatus(en)
+	s.drive(en, "commit")
 }
 
 // onOutcome answers a participant in doubt. The answer is final unless it is

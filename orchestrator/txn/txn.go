@@ -483,7 +483,6 @@ func (t *Tx) onAck(ev Event) Ready {
 		// The participant committed: the outcome is its own.
 		t.parts[i].Vote, t.parts[i].Acked = VoteYes, true
 		t.state, t.reason = Committed, "committed in one phase by "+ev.Participant
-		t.prepare = Timer{}
 		return Ready{Decided: true, Done: true}
 	case t.state == Preparing || ev.Op != want:
 		return Ready{Ignored: fmt.Sprintf("ack of %s from %s while the transaction is %s", ev.Op, ev.Participant, t.state)}
