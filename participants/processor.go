@@ -361,13 +361,7 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 			if e.rec.onePhase {
 				return rejectOnePhase(ReasonCommitOfOnePhase)
 			}
-			if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
-				log.Warn("commit failed; it will be retried", zap.Error(err))
-				return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
-			}
-			e.finish(StateCommitted, "", now)
-			log.Debug("committed")
-			return outcome{result: messages.Ack, applied: true}.in(StateCommitted)
+			return p.commitPrepared(ctx, e, tx, now, log)
 		case StateCommitted, StateReadOnly:
 			return duplicate(state, outcome{result: messages.Ack})
 		case StateNone:
@@ -459,12 +453,20 @@ func (p *Processor) decideOnePhase(ctx context.Context, e *entry, cmd messages.C
 		}
 		return duplicate(state, outcome{result: messages.VoteAbort, reason: reason})
 	}
+	return p.commitPrepared(ctx, e, tx, now, log)
+}
+
+// commitPrepared calls Commit for a prepared record, of either protocol,
+// and records it committed; a Commit that fails is answered failed and the
+// command comes again, the record still prepared. (The command's logger
+// names its operation.)
+func (p *Processor) commitPrepared(ctx context.Context, e *entry, tx Tx, now time.Time, log *cmdLog) outcome {
 	if err := p.call(ctx, log, func(ctx context.Context) error { return p.cfg.Handler.Commit(ctx, tx) }); err != nil {
-		log.Warn("commit of a one-phase transaction failed; it will be retried", zap.Error(err))
+		log.Warn("commit failed; it will be retried", zap.Error(err))
 		return outcome{result: messages.Failed, reason: err.Error(), then: SettleNak}
 	}
 	e.finish(StateCommitted, "", now)
-	log.Debug("committed in one phase")
+	log.Debug("committed")
 	return outcome{result: messages.Ack, applied: true}.in(StateCommitted)
 }
 

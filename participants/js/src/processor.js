@@ -392,14 +392,7 @@ class Processor {
         switch (state) {
           case State.PREPARED: {
             if (rec.onePhase) return reject(Reason.COMMIT_OF_ONE_PHASE);
-            const err = await this.call((o) => this.cfg.handler.commit(tx, o));
-            if (err) {
-              this.log.warn('commit failed; it will be retried', { ...fields, error: errorText(err) });
-              return { result: Result.FAILED, reason: errorText(err), then: Settle.NAK };
-            }
-            await finish(State.COMMITTED, '');
-            this.log.debug('committed', fields);
-            return { result: Result.ACK, applied: true, after: State.COMMITTED };
+            return this.commitPrepared(tx, fields, finish);
           }
           case State.COMMITTED:
           case State.READ_ONLY: // nothing to commit; a coordinator recovering its decision may send commit all the same
@@ -495,13 +488,23 @@ class Processor {
       default: // aborted
         return dup({ result: Result.VOTE_ABORT, reason: rec.reason || Reason.ABORTED });
     }
+    return this.commitPrepared(tx, fields, finish);
+  }
+
+  /**
+   * @private Calls commit for a prepared record, of either protocol, and
+   * records it committed (Go Processor.commitPrepared); a commit that fails
+   * is answered failed and the command comes again, the record still
+   * prepared. (fields name the command's operation.)
+   */
+  async commitPrepared(tx, fields, finish) {
     const err = await this.call((o) => this.cfg.handler.commit(tx, o));
     if (err) {
-      this.log.warn('commit of a one-phase transaction failed; it will be retried', { ...fields, error: errorText(err) });
+      this.log.warn('commit failed; it will be retried', { ...fields, error: errorText(err) });
       return { result: Result.FAILED, reason: errorText(err), then: Settle.NAK };
     }
     await finish(State.COMMITTED, '');
-    this.log.debug('committed in one phase', fields);
+    this.log.debug('committed', fields);
     return { result: Result.ACK, applied: true, after: State.COMMITTED };
   }
 
