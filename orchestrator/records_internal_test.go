@@ -66,27 +66,23 @@ func TestDecisionRecordsAreWrittenAsJSONMarshalWritesThem(t *testing.T) {
 		}
 		return b.String()
 	}
+	// strs is nil, empty, or 1 to most strings, a third of the time each.
+	strs := func(most int) []string {
+		switch rng.IntN(3) {
+		case 0:
+			return nil
+		case 1:
+			return []string{}
+		}
+		var ss []string
+		for range 1 + rng.IntN(most) {
+			ss = append(ss, str())
+		}
+		return ss
+	}
 	zones := []*time.Location{time.UTC, time.FixedZone("x", 5*3600+1800), time.FixedZone("y", -7*3600)}
 	for i := range 5000 {
-		r := decisionRecord{ID: str(), State: str(), Owner: str(), Revision: rng.Uint64()}
-		switch rng.IntN(3) {
-		case 0: // none
-		case 1:
-			r.Participants = []string{}
-		default:
-			for range 1 + rng.IntN(5) {
-				r.Participants = append(r.Participants, str())
-			}
-		}
-		switch rng.IntN(3) {
-		case 0: // none
-		case 1:
-			r.ReadOnly = []string{}
-		default:
-			for range 1 + rng.IntN(3) {
-				r.ReadOnly = append(r.ReadOnly, str())
-			}
-		}
+		r := decisionRecord{ID: str(), State: str(), Owner: str(), Revision: rng.Uint64(), Participants: strs(5), ReadOnly: strs(3)}
 		if rng.IntN(10) > 0 {
 			r.DecidedAt = time.Unix(rng.Int64N(1<<34), rng.Int64N(1e9)*int64(rng.IntN(2))).In(zones[rng.IntN(len(zones))])
 		}
