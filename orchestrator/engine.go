@@ -813,7 +813,7 @@ func (e *Engine) begin(ctx context.Context, req Request, wait bool) (begun, erro
 	}
 	e.noteBegun(&r.en.hist, names)
 	r.en.trace = e.startTrace(ctx, "natstx.transaction", req.ID, messages.Protocol2PC, false, attribute.StringSlice("natstx.participants", names))
-	r.en.trace.enterPhase("prepare")
+	r.en.trace.enterPhase(firstPhase(spec))
 	if wait {
 		b.waiter = make(chan result, 1)
 		r.en.waiters = append(r.en.waiters, b.waiter)

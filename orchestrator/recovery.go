@@ -548,7 +548,7 @@ func (s *shard) askOnePhase(st messages.TxStatus) {
 	en := &entry{tx: tx, started: st.StartedAt, deadline: onePhaseProbeDeadline, abortCause: -1}
 	s.e.noteTaken(&en.hist, &st, "undecided one-phase commit (its participant is asked)")
 	s.e.stats.OnePhaseTakeovers.Add(1)
-	s.drive(en, "")
+	s.drive(en, "one-phase")
 }
 
 // onePhaseProbeDeadline is the deadline of the commit-one-phase a

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/natstx/natstx/messages"
+	"github.com/natstx/natstx/orchestrator/txn"
 )
 
 // TracerName is the instrumentation name of the engine's spans.
@@ -32,8 +33,8 @@ const (
 
 // The spans of one transaction (or saga): the transaction's own, from
 // begin to its end; one per phase below it (prepare, then decision (the
-// commit record's write) and commit, or abort; forward and compensate for
-// a saga); and one per command below its phase, from its send to its
+// commit record's write) and commit, or abort; one-phase for a commit in
+// one phase; forward and compensate for a saga); and one per command below its phase, from its send to its
 // answer. A command sent again gets a new span linked to the one before.
 type txTrace struct {
 	tracer trace.Tracer
@@ -114,6 +115,15 @@ func (e *Engine) startTrace(ctx context.Context, name, id, protocol string, reco
 // passOn is the tracer of an engine that does not trace: its spans record
 // nothing and carry their parent's span context, the caller's.
 var passOn = noop.NewTracerProvider().Tracer(TracerName)
+
+// firstPhase names the phase a transaction of spec begins in: "one-phase"
+// for a commit-one-phase (there is no other), "prepare" for the rest.
+func firstPhase(spec txn.Spec) string {
+	if spec.OnePhase {
+		return "one-phase"
+	}
+	return "prepare"
+}
 
 // enterPhase ends the current phase, and the commands still open in it,
 // and begins phase name.

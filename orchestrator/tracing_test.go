@@ -238,6 +238,55 @@ func TestAnEngineThatDoesNotTracePassesTheCallersTraceOn(t *testing.T) {
 	}
 }
 
+// TestACommitInOnePhaseIsTracedAsOnePhase: a transaction sent
+// commit-one-phase has one phase span, one-phase, holding its command; no
+// prepare, decision or commit phase.
+func TestACommitInOnePhaseIsTracedAsOnePhase(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	f := newFixture(t, orchestrator.Config{TracerProvider: tp})
+	f.participant("a", yes)
+	heardFrom(t, f.eng, "a")
+	out, err := f.eng.Execute(ctxT(t, 10*time.Second), orchestrator.Request{Participants: parts("a")})
+	if err != nil || !out.Committed() || !out.OnePhase {
+		t.Fatalf("want committed in one phase: %s (%s), one phase %v, %v", out.State, out.Reason, out.OnePhase, err)
+	}
+	spans := exp.GetSpans()
+	tree := spanTree(spans)
+	var root *tracetest.SpanStub
+	for i, s := range spans {
+		if s.Name == "natstx.transaction" && attrs(s)["natstx.txid"] == out.ID {
+			root = &spans[i]
+		}
+	}
+	if root == nil {
+		t.Fatalf("no transaction span for %s:%s", out.ID, tree)
+	}
+	phases := map[string]tracetest.SpanStub{}
+	for _, s := range spans {
+		if s.Parent.SpanID() == root.SpanContext.SpanID() {
+			phases[s.Name] = s
+		}
+	}
+	phase, ok := phases["natstx.phase.one-phase"]
+	if len(phases) != 1 || !ok {
+		t.Fatalf("want the one phase natstx.phase.one-phase under the transaction, got %d phases:%s", len(phases), tree)
+	}
+	var cmds int
+	for _, s := range spans {
+		if s.Parent.SpanID() == phase.SpanContext.SpanID() {
+			if s.Name != "natstx.command.commit-one-phase" {
+				t.Errorf("span %s under the one-phase phase", s.Name)
+			}
+			cmds++
+		}
+	}
+	if cmds == 0 {
+		t.Errorf("no commit-one-phase command span under the one-phase phase:%s", tree)
+	}
+}
+
 // A saga's spans: the saga, its forward and compensate phases, and a span
 // per step command with the step named.
 func TestEngineTracesASagaAndItsCompensation(t *testing.T) {
