@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -374,17 +373,6 @@ func (d *daemon) stop(t *testing.T, sig syscall.Signal, limit time.Duration) int
 		t.Fatalf("%s did not exit within %v of %v:\n%s", d.line, limit, sig, d.output())
 		return -1
 	}
-}
-
-// freeAddr returns a loopback address nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // installNatstx runs the README's `go install ./cmd/natstx` as written, from

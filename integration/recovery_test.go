@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,7 +71,7 @@ func TestRecordBucketsStayBounded(t *testing.T) {
 // a run and starts it again on the same port and data directory: every
 // transaction still resolves, all or nothing.
 func TestNATSRestartMidRun(t *testing.T) {
-	port := freePort(t)
+	port := freePorts(t, 1)[0]
 	srvCfg := embedded.Config{Port: port, DataDir: t.TempDir()}
 	c := startClusterOn(t, srvCfg, orchestrator.Config{RetryBase: 100 * time.Millisecond, RetryMax: 500 * time.Millisecond},
 		serviceSpec{"inventory", 0.95, 20 * time.Millisecond},
@@ -110,16 +108,4 @@ func TestNATSRestartMidRun(t *testing.T) {
 	if !stopped.Load() || rep.Violations != 0 || rep.InDoubt != 0 || rep.Committed == 0 {
 		t.Fatalf("%s", rep)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, p, _ := net.SplitHostPort(l.Addr().String())
-	n, _ := strconv.Atoi(p)
-	return n
 }
