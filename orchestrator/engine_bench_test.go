@@ -2,14 +2,17 @@ package orchestrator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/natstx/natstx/orchestrator"
+	"github.com/natstx/natstx/participants"
 )
 
 // BenchmarkExecute measures whole transactions end to end over an embedded
@@ -47,39 +50,77 @@ func BenchmarkExecute(b *testing.B) {
 }
 
 // BenchmarkInFlightHeap measures the heap that in-flight transactions hold:
-// it begins b.N transactions of 3 participants that are not running (their
-// prepares wait in the stream, the transactions wait for votes), and reports
-// the live heap after a GC, less the heap before, per transaction. The
-// embedded NATS server runs in the same process, so the figure includes what
-// it keeps per stored command; `go test -memprofile` with `go tool pprof
-// -sample_index=inuse_space` splits the two.
+// it begins b.N transactions of 3 participants, waits until each is in the
+// state below, and reports the live heap after a GC, less the heap before,
+// per transaction. The embedded NATS server and the participants run in the
+// same process, so the figure includes what they keep;
+// NATSTX_HEAP_PROFILE=prefix writes a heap profile per state
+// (prefix-awaiting-acks, prefix-silent-participants), from which `go tool
+// pprof -sample_index=inuse_space -focus=natstx/orchestrator` gives the
+// coordinator's own share. No timeout during the measurement.
+//
+//   - awaiting-acks: decided to commit and waiting for the commits'
+//     acknowledgements (the participants vote commit, then fail every
+//     commit and ask JetStream for it again in an hour; the coordinator
+//     would re-send it in an hour): the state with the most in it, the
+//     decision record written, no re-send.
+//   - silent-participants: the participants are not running, the
+//     prepares wait in the stream. Admission lets at most 1,024
+//     transactions be in their first round at once, and a round with silent
+//     participants ends at its first re-send, so RetryBase is short for all
+//     b.N to begin within seconds: each transaction is sent about
+//     log2(b.N/1024) + 1 times, and its event history holds those sends.
 func BenchmarkInFlightHeap(b *testing.B) {
-	// No re-send and no timeout during the measurement: the stream holds
-	// three prepares per transaction, the status bucket one status.
-	f := newFixture(b, orchestrator.Config{PrepareTimeout: time.Hour, RetryBase: time.Hour, RetryMax: time.Hour, StatusLinger: time.Hour})
-	req := parts("absent-1", "absent-2", "absent-3")
+	b.Run("awaiting-acks", func(b *testing.B) {
+		f := newFixture(b, orchestrator.Config{PrepareTimeout: time.Hour, RetryBase: time.Hour, RetryMax: time.Hour, StatusLinger: time.Hour})
+		var commits atomic.Int64
+		refuse := participants.HandlerFuncs{CommitFunc: func(context.Context, participants.Tx) error {
+			commits.Add(1)
+			return errors.New("not now")
+		}}
+		for _, name := range []string{"p1", "p2", "p3"} {
+			rt, err := participants.New(f.nc, participants.Config{Name: name, Handler: refuse, RetryDelay: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := rt.Start(ctxT(b, 10*time.Second)); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(rt.Stop)
+		}
+		measureInFlightHeap(b, f.eng, parts("p1", "p2", "p3"), "awaiting-acks", func() bool { return commits.Load() >= int64(3*b.N) })
+	})
+	b.Run("silent-participants", func(b *testing.B) {
+		f := newFixture(b, orchestrator.Config{PrepareTimeout: time.Hour, RetryBase: 100 * time.Millisecond, RetryMax: time.Hour, StatusLinger: time.Hour})
+		measureInFlightHeap(b, f.eng, parts("absent-1", "absent-2", "absent-3"), "silent-participants", func() bool { return f.eng.Stats().Begun >= int64(b.N) })
+	})
+}
+
+// measureInFlightHeap begins b.N transactions of req on eng, waits (at most
+// a minute) until there, and reports the heap they hold per transaction.
+func measureInFlightHeap(b *testing.B, eng *orchestrator.Engine, req []orchestrator.Participant, state string, there func() bool) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := f.eng.Begin(context.Background(), orchestrator.Request{Participants: req}); err != nil {
+		if _, err := eng.Begin(context.Background(), orchestrator.Request{Participants: req}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.StopTimer()
-	for f.eng.Stats().Begun < int64(b.N) {
-		time.Sleep(10 * time.Millisecond)
+	for deadline := time.Now().Add(time.Minute); !there(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d transactions not %s within a minute: %+v", b.N, state, eng.Stats())
+		}
 	}
 	time.Sleep(500 * time.Millisecond) // the PubAcks and status writes settle
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "heap-B/in-flight-txn")
-	if path := os.Getenv("NATSTX_HEAP_PROFILE"); path != "" {
-		// The heap as it is now, with every transaction in flight: go tool
-		// pprof -sample_index=inuse_space splits the engine's share from the
-		// server's.
-		out, err := os.Create(path)
+	if prefix := os.Getenv("NATSTX_HEAP_PROFILE"); prefix != "" {
+		// The heap as it is now, with every transaction in flight.
+		out, err := os.Create(prefix + "-" + state)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -88,7 +129,7 @@ func BenchmarkInFlightHeap(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if got := f.eng.Stats().InFlight; got != int64(b.N) {
+	if got := eng.Stats().InFlight; got != int64(b.N) {
 		b.Fatalf("%d in flight, want %d", got, b.N)
 	}
 }
