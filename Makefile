@@ -14,7 +14,8 @@ build:
 demo: build
 	./$(BIN) demo
 
-# The test suite CI runs: vet and lint, then every test with the race
+# The test suite CI runs: vet and lint, the JavaScript SDK's tests, every
+# Go benchmark once (bench-smoke), then every test with the race
 # detector (fuzz seed corpora run as plain tests), through gotestsum (pinned
 # by go.mod's tool directive): one line per test as it ends, prefixed with its
 # package, so a long run shows where it is; a failed test's output in full;
@@ -27,7 +28,7 @@ demo: build
 # failed tests and packages that did not build or run).
 TEST_FORMAT ?= testname
 TEST_COUNTS ?= $(or $(TMPDIR),/tmp)/natstx-test-counts.$(shell id -u)
-test: lint test-js
+test: lint test-js bench-smoke
 	@rm -f $(TEST_COUNTS)
 	NATSTX_TEST_COUNTS=$(TEST_COUNTS) $(GO) tool gotestsum --format $(TEST_FORMAT) --format-hide-empty-pkg \
 	  --post-run-command 'sh -c "cat $(TEST_COUNTS) 2>/dev/null; rm -f $(TEST_COUNTS); echo $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$((TESTS_FAILED + TESTS_ERRORS)) failed, $$TESTS_SKIPPED skipped"' \
@@ -54,6 +55,12 @@ fuzz:
 	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeReply -fuzztime $(FUZZTIME)
 	$(GO) test ./messages -run '^$$' -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME)
+
+# Every Go benchmark once, as a test that they still run (a benchmark that
+# hangs or fails is caught here, not when its figures are next needed).
+.PHONY: bench-smoke
+bench-smoke:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 5m ./...
 
 # Go benchmarks of the engine end to end over embedded NATS.
 bench:
