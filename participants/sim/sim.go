@@ -375,7 +375,9 @@ func (s *Service) SecondPhaseAfterReadOnly() int {
 	return s.secondPhases
 }
 
-// sleep waits a random latency, or until ctx ends.
+// sleep waits a random latency, or until ctx ends. A latency of zero
+// returns at once (ctx's error if it ended): a timer of zero would still
+// park the caller until the runtime's timers run.
 func (s *Service) sleep(ctx context.Context) error {
 	s.mu.Lock()
 	d := s.minLatency
@@ -383,6 +385,9 @@ func (s *Service) sleep(ctx context.Context) error {
 		d += time.Duration(s.rng.Int63n(int64(s.spread) + 1))
 	}
 	s.mu.Unlock()
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
