@@ -56,8 +56,8 @@ func BenchmarkExecute(b *testing.B) {
 // same process, so the figure includes what they keep;
 // NATSTX_HEAP_PROFILE=prefix writes a heap profile per state
 // (prefix-awaiting-acks, prefix-silent-participants), from which `go tool
-// pprof -sample_index=inuse_space -focus=natstx/orchestrator` gives the
-// coordinator's own share. No timeout during the measurement.
+// pprof -sample_index=inuse_space -focus='natstx/orchestrator[./]'` gives
+// the coordinator's own share (the pattern leaves this test package out). No timeout during the measurement.
 //
 //   - awaiting-acks: decided to commit and waiting for the commits'
 //     acknowledgements (the participants vote commit, then fail every
