@@ -388,6 +388,28 @@ func repeat(name string) func(map[string][]string) {
 	return func(h map[string][]string) { h[name] = append(h[name], h[name]...) }
 }
 
+// versionCase is a header edit a decoder must refuse as a protocol version
+// it does not speak, with what its error must mention.
+type versionCase struct {
+	name    string
+	edit    func(map[string][]string)
+	mention []string
+}
+
+// otherVersions are the versions before this build's, each named by what
+// the next one added, and the one after it: every decoder refuses them with
+// ErrVersion, naming the version it speaks for the older ones.
+func otherVersions() []versionCase {
+	return []versionCase{
+		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), mention: []string{messages.HeaderVersion, `"1"`, "speaks 6"}},
+		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), mention: []string{messages.HeaderVersion, `"2"`, "speaks 6"}},
+		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), mention: []string{messages.HeaderVersion, `"3"`, "speaks 6"}},
+		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), mention: []string{messages.HeaderVersion, `"4"`, "speaks 6"}},
+		{name: "version 5 (no read-only vote)", edit: set(messages.HeaderVersion, "5"), mention: []string{messages.HeaderVersion, `"5"`, "speaks 6"}},
+		{name: "wrong version 7", edit: set(messages.HeaderVersion, "7"), mention: []string{messages.HeaderVersion, `"7"`}},
+	}
+}
+
 func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 	type testCase struct {
 		name     string
@@ -399,12 +421,6 @@ func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 6"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 6"}},
-		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 6"}},
-		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 6"}},
-		{name: "version 5 (no read-only vote)", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`, "speaks 6"}},
-		{name: "wrong version 7", edit: set(messages.HeaderVersion, "7"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"7"`}},
 		{name: "empty version", edit: set(messages.HeaderVersion, ""), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion}},
 		{name: "version with padding", edit: set(messages.HeaderVersion, " 1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `" 1"`}},
 		{name: "header with no values", edit: func(h map[string][]string) { h[messages.HeaderTxID] = []string{} }, sentinel: messages.ErrMalformed, mention: []string{messages.HeaderTxID, "missing"}},
@@ -443,6 +459,9 @@ func TestDecodeCommandRejectsMalformedInput(t *testing.T) {
 
 		{name: "payload on commit", op: messages.OpCommit, sentinel: messages.ErrMalformed, mention: []string{"commit", "payload"}},
 		{name: "payload on abort", op: messages.OpAbort, sentinel: messages.ErrMalformed, mention: []string{"abort", "payload"}},
+	}
+	for _, v := range otherVersions() {
+		cases = append(cases, testCase{name: v.name, edit: v.edit, sentinel: messages.ErrVersion, mention: v.mention})
 	}
 
 	for _, name := range []string{messages.HeaderTxID, messages.HeaderOp, messages.HeaderParticipant, messages.HeaderAttempt, messages.HeaderReplyTo} {
@@ -506,12 +525,6 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 	}
 	cases := []testCase{
 		{name: "missing version", edit: set(messages.HeaderVersion), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderVersion, "missing"}},
-		{name: "version 1 (before sagas)", edit: set(messages.HeaderVersion, "1"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"1"`, "speaks 6"}},
-		{name: "version 2 (one reply subject per coordinator)", edit: set(messages.HeaderVersion, "2"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"2"`, "speaks 6"}},
-		{name: "version 3 (no batches)", edit: set(messages.HeaderVersion, "3"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"3"`, "speaks 6"}},
-		{name: "version 4 (no trace context)", edit: set(messages.HeaderVersion, "4"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"4"`, "speaks 6"}},
-		{name: "version 5 (no read-only vote)", edit: set(messages.HeaderVersion, "5"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"5"`, "speaks 6"}},
-		{name: "wrong version 7", edit: set(messages.HeaderVersion, "7"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"7"`}},
 		{name: "version 0", edit: set(messages.HeaderVersion, "0"), sentinel: messages.ErrVersion, mention: []string{messages.HeaderVersion, `"0"`}},
 
 		{name: "attempt not a number", edit: set(messages.HeaderAttempt, "1st"), sentinel: messages.ErrMalformed, mention: []string{messages.HeaderAttempt, `"1st"`}},
@@ -537,6 +550,9 @@ func TestDecodeReplyRejectsMalformedInput(t *testing.T) {
 		{name: "non-UTF-8 reason", body: []byte("bad \xff\xfe reason"), sentinel: messages.ErrMalformed, mention: []string{"reason", "UTF-8"}},
 		{name: "reason cut inside a character", body: []byte("€")[:2], sentinel: messages.ErrMalformed, mention: []string{"reason", "UTF-8"}},
 		{name: "reason over MaxReasonLen", body: bytes.Repeat([]byte("x"), messages.MaxReasonLen+1), sentinel: messages.ErrMalformed, mention: []string{"reason", "1025 bytes", "limit is 1024"}},
+	}
+	for _, v := range otherVersions() {
+		cases = append(cases, testCase{name: v.name, edit: v.edit, sentinel: messages.ErrVersion, mention: v.mention})
 	}
 	for _, name := range []string{messages.HeaderTxID, messages.HeaderOp, messages.HeaderParticipant, messages.HeaderResult, messages.HeaderAttempt} {
 		cases = append(cases, testCase{name: "missing " + name, edit: set(name), sentinel: messages.ErrMalformed, mention: []string{"header " + name, "missing"}})
