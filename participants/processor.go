@@ -1,6 +1,7 @@
 package participants
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -349,11 +350,7 @@ func (p *Processor) decide(ctx context.Context, e *entry, cmd messages.Command, 
 		case StateReadOnly:
 			return duplicate(state, outcome{result: messages.VoteReadOnly})
 		case StateAborted:
-			reason := e.rec.reason
-			if reason == "" {
-				reason = ReasonAborted
-			}
-			return duplicate(state, outcome{result: messages.VoteAbort, reason: reason})
+			return abortVoted(e)
 		}
 	case messages.OpCommit:
 		switch state {
@@ -447,11 +444,7 @@ func (p *Processor) decideOnePhase(ctx context.Context, e *entry, cmd messages.C
 	case state == StateCommitted, state == StateReadOnly:
 		return duplicate(state, outcome{result: messages.Ack})
 	default: // aborted
-		reason := e.rec.reason
-		if reason == "" {
-			reason = ReasonAborted
-		}
-		return duplicate(state, outcome{result: messages.VoteAbort, reason: reason})
+		return abortVoted(e)
 	}
 	return p.commitPrepared(ctx, e, tx, now, log)
 }
@@ -468,6 +461,12 @@ func (p *Processor) commitPrepared(ctx context.Context, e *entry, tx Tx, now tim
 	e.finish(StateCommitted, "", now)
 	log.Debug("committed")
 	return outcome{result: messages.Ack, applied: true}.in(StateCommitted)
+}
+
+// abortVoted answers a prepare or commit-one-phase of an aborted record
+// from it: vote abort, with the reason recorded.
+func abortVoted(e *entry) outcome {
+	return duplicate(StateAborted, outcome{result: messages.VoteAbort, reason: cmp.Or(e.rec.reason, ReasonAborted)})
 }
 
 // duplicate marks a command answered from the record, which is in state;
