@@ -375,9 +375,7 @@ func (s *Service) SecondPhaseAfterReadOnly() int {
 	return s.secondPhases
 }
 
-// sleep waits a random latency, or until ctx ends. A latency of zero
-// returns at once (ctx's error if it ended): a timer of zero would still
-// park the caller until the runtime's timers run.
+// sleep waits a random latency, or until ctx ends.
 func (s *Service) sleep(ctx context.Context) error {
 	s.mu.Lock()
 	d := s.minLatency
@@ -385,9 +383,6 @@ func (s *Service) sleep(ctx context.Context) error {
 		d += time.Duration(s.rng.Int63n(int64(s.spread) + 1))
 	}
 	s.mu.Unlock()
-	if d <= 0 {
-		return ctx.Err()
-	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
