@@ -207,6 +207,11 @@ func TestAnEngineThatDoesNotTracePassesTheCallersTraceOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// The engine publishes on its own connection: the subscription must be
+	// at the server before the first prepare goes out.
+	if err := f.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	callerTrace, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 	callerSpan, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
 	caller := trace.NewSpanContext(trace.SpanContextConfig{TraceID: callerTrace, SpanID: callerSpan, TraceFlags: trace.FlagsSampled, Remote: true})
